@@ -1,0 +1,30 @@
+# Orchestra: one-command setup, build, demo, tests and benchmarks.
+# Every target that compiles runs `setup` first (idempotent), so a fresh clone needs nothing else.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+ENV := source scripts/env.sh &&
+
+.PHONY: setup build demo test lint bench clean-runs
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(ENV) cargo build --release --workspace
+
+demo: build
+	$(ENV) scripts/demo.sh
+
+test: setup
+	cargo fmt --all -- --check
+	$(ENV) cargo test --workspace --no-fail-fast
+
+lint: setup
+	cargo fmt --all -- --check
+	$(ENV) cargo clippy --workspace --all-targets -- -D warnings
+
+bench: build
+	$(ENV) scripts/bench.sh
+
+clean-runs:
+	rm -rf runs bench-results

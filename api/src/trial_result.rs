@@ -1,0 +1,65 @@
+//! What a finished trial reports: written by rank 0 as `result.json` in the store, read by the
+//! operator and the local runner for the leaderboard.
+
+use serde::{Deserialize, Serialize};
+
+use crate::trial_spec::Variant;
+
+/// Segmentation quality on the held-out split. Per-class figures cover foreground classes only
+/// (class 1 onwards); an image where prediction and truth are both empty counts as 1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SegmentationScores {
+    /// Mean over images and foreground classes.
+    pub dice: f64,
+    pub iou: f64,
+    /// Mean over images, one entry per foreground class.
+    pub dice_per_class: Vec<f64>,
+    pub iou_per_class: Vec<f64>,
+    /// Images evaluated.
+    pub images: usize,
+}
+
+/// Rate figures. `bits_per_pixel_raw` counts the binary code before entropy coding;
+/// `bpp_estimate` is the ideal code length under the learned bit model (the training estimate).
+/// Real-bitstream figures are filled in by the codec and are never replaced by the estimate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct RateScores {
+    pub code_bits: u64,
+    pub bits_per_pixel_raw: f64,
+    pub bpp_estimate: f64,
+    /// Bits of the real entropy-coded bitstream (header included) per pixel, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpp: Option<f64>,
+}
+
+/// Parameter counts per network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ParamCounts {
+    pub compressor: u64,
+    pub reconstructor: u64,
+    pub segmentor: u64,
+    pub critic: u64,
+    pub bit_model: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Timings {
+    pub train_seconds: f64,
+    pub train_images_per_second: f64,
+    pub eval_seconds: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialResult {
+    pub experiment: String,
+    pub trial: String,
+    pub variant: Variant,
+    pub steps: u64,
+    pub scores: SegmentationScores,
+    /// None for D1, which sends the raw image.
+    pub rate: Option<RateScores>,
+    pub params: ParamCounts,
+    pub timings: Timings,
+    /// The hyperparameters the trial ran with, for the leaderboard.
+    pub hyper: crate::trial_spec::Hyper,
+}

@@ -1,0 +1,371 @@
+//! The trial spec: everything one training run needs, handed to every worker of a trial
+//! (a mounted ConfigMap on Kubernetes, a file locally).
+
+use serde::{Deserialize, Serialize};
+
+use crate::validation::{Problems, ValidationError};
+
+/// The paper's four training variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Variant {
+    /// S + D: segmentation of the raw image, no compression.
+    D1,
+    /// C + S: compression and segmentation, no critic.
+    D2,
+    /// C + S + D.
+    D3,
+    /// C + S + D + rate loss.
+    D4,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 4] = [Variant::D1, Variant::D2, Variant::D3, Variant::D4];
+
+    /// Whether the compressor C (and the reconstruction layers g) take part.
+    pub fn has_compressor(self) -> bool {
+        !matches!(self, Variant::D1)
+    }
+
+    /// Whether the critic D takes part (adversarial multi-scale L1 loss).
+    pub fn has_critic(self) -> bool {
+        !matches!(self, Variant::D2)
+    }
+
+    /// Whether the rate loss pushes gradients into C.
+    pub fn has_rate_loss(self) -> bool {
+        matches!(self, Variant::D4)
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+impl std::str::FromStr for Variant {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "D1" => Ok(Variant::D1),
+            "D2" => Ok(Variant::D2),
+            "D3" => Ok(Variant::D3),
+            "D4" => Ok(Variant::D4),
+            _ => Err(format!("unknown variant {s:?}: expected one of D1, D2, D3, D4")),
+        }
+    }
+}
+
+/// Network size presets: `paper` is SegAN's full width (for GPUs), `small` fits CPUs and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    #[default]
+    Small,
+    Paper,
+}
+
+impl std::str::FromStr for Preset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "small" => Ok(Preset::Small),
+            "paper" => Ok(Preset::Paper),
+            _ => Err(format!("unknown preset {s:?}: expected small or paper")),
+        }
+    }
+}
+
+/// How the critic's multi-scale L1 loss is reduced over its layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DisReduction {
+    /// Mean of the per-layer mean absolute differences: every scale weighs the same (default).
+    #[default]
+    PerLayer,
+    /// One mean over all concatenated features, as SegAN's code does: large early layers dominate.
+    Concatenated,
+}
+
+/// Learning-rate schedule over the training steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    Constant,
+    /// Cosine decay from `lr` to `lr * lr_min_ratio` over the run.
+    #[default]
+    Cosine,
+    /// Multiply by 0.5 at 50% and 75% of the run (SegAN-style step decay).
+    Step,
+}
+
+/// Compute device for the worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    #[default]
+    Cpu,
+    Cuda,
+}
+
+/// Which network to build and at what size. `None` fields take the preset's value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    #[serde(default)]
+    pub preset: Preset,
+    /// Side of the square (cubic in 3D) network input, in pixels.
+    pub input_size: u32,
+    /// 2 for images, 3 for volumes.
+    #[serde(default = "default_dims")]
+    pub dims: u32,
+    /// Spatial downsampling factor f of C: the code is K x H/f x W/f bits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downsample: Option<u32>,
+    /// Code channels K.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_channels: Option<u32>,
+    /// Base width of the segmentor and the critic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Number of scales of the segmentor and the critic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<u32>,
+}
+
+fn default_dims() -> u32 {
+    2
+}
+
+/// Optimisation and loss hyperparameters; every field has a default that trains.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Hyper {
+    /// Images per step on each worker.
+    pub batch_size: u32,
+    /// Adam learning rate of C, g, s and the bit model.
+    pub lr: f64,
+    /// Adam learning rate of the critic D.
+    pub lr_critic: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub lr_schedule: LrSchedule,
+    pub lr_min_ratio: f64,
+    /// Weight of the critic's multi-scale L1 loss in the C+S objective.
+    pub w_dis: f64,
+    /// Steps over which w_dis ramps linearly from 0 (the adversarial term alone is unstable).
+    pub dis_warmup_steps: u64,
+    pub dis_reduction: DisReduction,
+    /// Weight lambda of the rate loss (D4 only), in units of bits per code bit.
+    pub lambda_rate: f64,
+    /// The critic's weights are clipped to [-d_clip, d_clip] after every update (SegAN).
+    pub d_clip: f64,
+    /// Learning rate of the bit-probability model q.
+    pub lr_bit_model: f64,
+    /// Random flips and crops of the training images.
+    pub augment: bool,
+}
+
+impl Default for Hyper {
+    fn default() -> Self {
+        Hyper {
+            batch_size: 8,
+            lr: 2e-3,
+            lr_critic: 2e-3,
+            beta1: 0.5,
+            beta2: 0.999,
+            lr_schedule: LrSchedule::Cosine,
+            lr_min_ratio: 0.05,
+            w_dis: 0.5,
+            dis_warmup_steps: 50,
+            dis_reduction: DisReduction::PerLayer,
+            lambda_rate: 0.05,
+            d_clip: 0.05,
+            lr_bit_model: 5e-2,
+            augment: true,
+        }
+    }
+}
+
+/// One trial: a variant, its hyperparameters, its data, its budget and where it writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialSpec {
+    /// Experiment name: the first component of the store layout.
+    pub experiment: String,
+    /// Trial name, unique within the experiment.
+    pub trial: String,
+    pub variant: Variant,
+    /// Dataset URI: `synthetic://lesion?n=512&size=128&seed=7`, `file:///data/isic2017/train`.
+    pub dataset: String,
+    pub model: ModelSpec,
+    #[serde(default)]
+    pub hyper: Hyper,
+    /// Training steps (one C+S update and one D update each).
+    pub steps: u64,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "default_world_size")]
+    pub world_size: u32,
+    /// Store URI prefix for checkpoints, metrics and results: `file:///runs`, `memory://`.
+    pub store: String,
+    /// Steps between checkpoints (0: only at the end).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Checkpoints kept; older ones are deleted once a newer one is complete.
+    #[serde(default = "default_keep_checkpoints")]
+    pub keep_checkpoints: u32,
+    /// Steps between evaluations on the validation split (0: only at the end).
+    #[serde(default)]
+    pub eval_every: u64,
+    #[serde(default)]
+    pub device: DeviceKind,
+}
+
+fn default_world_size() -> u32 {
+    1
+}
+fn default_checkpoint_every() -> u64 {
+    100
+}
+fn default_keep_checkpoints() -> u32 {
+    3
+}
+
+impl TrialSpec {
+    /// Parses a trial spec from YAML (JSON is YAML too), naming the file in errors.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<TrialSpec, ValidationError> {
+        let spec: TrialSpec = serde_yaml::from_str(text).map_err(|e| ValidationError {
+            origin: origin.to_string(),
+            problems: vec![crate::validation::Problem {
+                field: e
+                    .location()
+                    .map(|l| format!("line {} column {}", l.line(), l.column()))
+                    .unwrap_or_else(|| "document".into()),
+                value: String::new(),
+                reason: e.to_string(),
+            }],
+        })?;
+        spec.validate(origin)?;
+        Ok(spec)
+    }
+
+    /// Checks every rule the worker relies on, reporting all problems at once.
+    pub fn validate(&self, origin: &str) -> Result<(), ValidationError> {
+        let mut p = Problems::default();
+        check_name(&mut p, "experiment", &self.experiment);
+        check_name(&mut p, "trial", &self.trial);
+        if self.dataset.trim().is_empty() {
+            p.push("dataset", &self.dataset, "must be a dataset URI");
+        }
+        if self.store.trim().is_empty() {
+            p.push("store", &self.store, "must be a store URI such as file:///runs");
+        }
+        if self.steps == 0 {
+            p.push("steps", self.steps, "must be at least 1");
+        }
+        if self.world_size == 0 {
+            p.push("world_size", self.world_size, "must be at least 1");
+        }
+        if self.keep_checkpoints == 0 {
+            p.push("keep_checkpoints", self.keep_checkpoints, "must be at least 1");
+        }
+        self.model.check(&mut p);
+        self.hyper.check(&mut p);
+        p.into_result(origin)
+    }
+}
+
+fn check_name(p: &mut Problems, field: &str, value: &str) {
+    // Names become object-store path components and Kubernetes names: DNS-1123 labels.
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if !ok {
+        p.push(
+            field,
+            value,
+            "must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'",
+        );
+    }
+}
+
+impl ModelSpec {
+    fn check(&self, p: &mut Problems) {
+        if self.dims != 2 && self.dims != 3 {
+            p.push("model.dims", self.dims, "must be 2 or 3");
+        }
+        if let Some(f) = self.downsample {
+            if !f.is_power_of_two() || f < 2 {
+                p.push("model.downsample", f, "must be a power of two, at least 2");
+            } else if !self.input_size.is_multiple_of(f) {
+                p.push(
+                    "model.downsample",
+                    f,
+                    format!("must divide model.input_size ({})", self.input_size),
+                );
+            }
+        }
+        if self.input_size < 16 || self.input_size > 4096 {
+            p.push("model.input_size", self.input_size, "must be in 16..=4096");
+        }
+        if self.code_channels == Some(0) {
+            p.push("model.code_channels", 0, "must be at least 1");
+        }
+        if self.width == Some(0) {
+            p.push("model.width", 0, "must be at least 1");
+        }
+        if let Some(d) = self.depth {
+            if d == 0 || (1u64 << d.min(31)) > self.input_size as u64 {
+                p.push(
+                    "model.depth",
+                    d,
+                    format!(
+                        "must be at least 1 and 2^depth must not exceed model.input_size ({})",
+                        self.input_size
+                    ),
+                );
+            }
+        }
+    }
+}
+
+impl Hyper {
+    fn check(&self, p: &mut Problems) {
+        if self.batch_size == 0 {
+            p.push("hyper.batch_size", self.batch_size, "must be at least 1");
+        }
+        for (name, v) in [
+            ("hyper.lr", self.lr),
+            ("hyper.lr_critic", self.lr_critic),
+            ("hyper.lr_bit_model", self.lr_bit_model),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                p.push(name, v, "must be a positive number");
+            }
+        }
+        for (name, v) in [("hyper.beta1", self.beta1), ("hyper.beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                p.push(name, v, "must be in [0, 1)");
+            }
+        }
+        if !(0.0..=1.0).contains(&self.lr_min_ratio) {
+            p.push("hyper.lr_min_ratio", self.lr_min_ratio, "must be in [0, 1]");
+        }
+        for (name, v) in [
+            ("hyper.w_dis", self.w_dis),
+            ("hyper.lambda_rate", self.lambda_rate),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                p.push(name, v, "must be a finite number >= 0");
+            }
+        }
+        if !(self.d_clip.is_finite() && self.d_clip > 0.0) {
+            p.push("hyper.d_clip", self.d_clip, "must be a positive number");
+        }
+    }
+}

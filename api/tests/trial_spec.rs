@@ -1,0 +1,70 @@
+//! Trial specs: parsing, defaults and validation messages.
+
+use orchestra_api::{TrialSpec, Variant};
+
+const MINIMAL: &str = "
+experiment: exp
+trial: t-1
+variant: D4
+dataset: synthetic://lesion
+model: { input_size: 128 }
+steps: 10
+store: file:///tmp/x
+";
+
+#[test]
+fn minimal_spec_gets_working_defaults_and_round_trips() {
+    let spec = TrialSpec::from_yaml(MINIMAL, "min.yaml").unwrap();
+    assert_eq!(spec.variant, Variant::D4);
+    assert_eq!(spec.world_size, 1);
+    assert_eq!(spec.model.dims, 2);
+    assert_eq!(spec.hyper.batch_size, 8);
+    let again = TrialSpec::from_yaml(&serde_yaml::to_string(&spec).unwrap(), "again").unwrap();
+    assert_eq!(spec, again);
+}
+
+#[test]
+fn every_problem_is_reported_with_field_value_and_reason() {
+    let text = MINIMAL.replace("t-1", "T_1").replace("steps: 10", "steps: 0")
+        + "hyper: { batch_size: 0, lr: -1, beta1: 1.5 }\n";
+    let err = TrialSpec::from_yaml(&text, "bad.yaml").unwrap_err();
+    let msg = err.to_string();
+    for needle in [
+        "bad.yaml",
+        "trial = T_1: must be 1-63 lowercase",
+        "steps = 0: must be at least 1",
+        "hyper.batch_size = 0",
+        "hyper.lr = -1: must be a positive number",
+        "hyper.beta1 = 1.5: must be in [0, 1)",
+    ] {
+        assert!(msg.contains(needle), "missing {needle:?} in {msg}");
+    }
+    assert_eq!(err.problems.len(), 5);
+}
+
+#[test]
+fn model_rules() {
+    let text = MINIMAL.replace(
+        "{ input_size: 128 }",
+        "{ input_size: 100, downsample: 16, dims: 4, depth: 9 }",
+    );
+    let msg = TrialSpec::from_yaml(&text, "m.yaml").unwrap_err().to_string();
+    assert!(msg.contains("model.dims = 4"), "{msg}");
+    assert!(
+        msg.contains("model.downsample = 16: must divide model.input_size (100)"),
+        "{msg}"
+    );
+    assert!(msg.contains("model.depth = 9"), "{msg}");
+}
+
+#[test]
+fn unknown_fields_and_variants_are_rejected_by_name() {
+    let msg = TrialSpec::from_yaml(&(MINIMAL.to_string() + "learning_rate: 3\n"), "u.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("learning_rate"), "{msg}");
+    let msg = TrialSpec::from_yaml(&MINIMAL.replace("D4", "D7"), "v.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("D7"), "{msg}");
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One-command setup: a Python virtual environment holding libtorch 2.11 (the PyPI wheel, the
+# lean way: torch without its 4 GB of CUDA dependencies, plus the two CUDA runtime libraries
+# that libtorch_cpu.so links against even on the CPU). Idempotent: a second run only checks.
+#
+# The environment lives outside the clone (ORCHESTRA_VENV, default ~/.cache/orchestra/venv) and
+# `.venv` links to it, so that every clone on a machine shares one install and the cargo cache
+# (CARGO_TARGET_DIR) keeps pointing at a libtorch that exists.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv="${ORCHESTRA_VENV:-$HOME/.cache/orchestra/venv}"
+python="${PYTHON:-python3}"
+stamp="$venv/.orchestra-setup-v1"
+
+torch_pkgs=(torch==2.11.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85)
+
+if [ ! -f "$stamp" ]; then
+    echo "setup: creating $venv"
+    mkdir -p "$(dirname "$venv")"
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    echo "setup: installing ${torch_pkgs[*]} (about 0.55 GB download)"
+    "$venv/bin/python" -m pip install -q --no-deps "${torch_pkgs[@]}"
+    touch "$stamp"
+fi
+
+if [ "$(readlink .venv 2>/dev/null || true)" != "$venv" ]; then
+    rm -rf .venv
+    ln -s "$venv" .venv
+fi
+
+# `import torch` would need the CUDA libraries left out above; the Rust build only needs the
+# headers and the shared libraries, so check those files instead.
+torch_dir="$(echo "$venv"/lib/python3*/site-packages/torch)"
+for f in include/torch/csrc/api/include/torch/torch.h lib/libtorch_cpu.so lib/libc10.so; do
+    [ -e "$torch_dir/$f" ] || { echo "setup: $torch_dir/$f is missing; remove $venv and rerun" >&2; exit 1; }
+done
+echo "setup: libtorch $(cat "$torch_dir/version.py" | sed -n "s/^__version__ = '\(.*\)'/\1/p") at $torch_dir"

@@ -1,0 +1,181 @@
+//! `orchestra-worker bench`: training images per second and peak resident memory per variant.
+//! Each variant runs in its own child process so that its peak memory is its own.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use orchestra_api::{DeviceKind, ModelSpec, Preset, TrialSpec, Variant};
+use orchestra_worker::data::Dataset;
+use orchestra_worker::train::Trainer;
+use serde::{Deserialize, Serialize};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "small")]
+    preset: Preset,
+    #[arg(long, default_value_t = 128)]
+    size: u32,
+    #[arg(long, default_value_t = 8)]
+    batch: u32,
+    /// Timed steps per variant (after 3 warm-up steps).
+    #[arg(long, default_value_t = 20)]
+    steps: u64,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Where the JSON results go (a Markdown table is written beside it).
+    #[arg(long, default_value = "bench-results/worker-train.json")]
+    out: PathBuf,
+    /// Measure only this variant in this process and print one JSON line (used internally).
+    #[arg(long)]
+    variant: Option<Variant>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Measurement {
+    variant: Variant,
+    preset: String,
+    size: u32,
+    batch: u32,
+    device: String,
+    threads: i32,
+    steps: u64,
+    seconds: f64,
+    images_per_second: f64,
+    ms_per_step: f64,
+    peak_rss_mb: f64,
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn measure(args: &BenchArgs, variant: Variant) -> Result<Measurement> {
+    let device = match args.device.as_str() {
+        "cpu" => DeviceKind::Cpu,
+        "cuda" => DeviceKind::Cuda,
+        other => bail!("--device {other}: expected cpu or cuda"),
+    };
+    let spec = TrialSpec {
+        experiment: "bench".into(),
+        trial: format!("bench-{}", variant.to_string().to_lowercase()),
+        variant,
+        dataset: format!("synthetic://lesion?n=64&size={}&seed=1&val=8", args.size),
+        model: ModelSpec {
+            preset: args.preset,
+            input_size: args.size,
+            dims: 2,
+            downsample: None,
+            code_channels: None,
+            width: None,
+            depth: None,
+        },
+        hyper: orchestra_api::Hyper {
+            batch_size: args.batch,
+            ..Default::default()
+        },
+        steps: args.steps + 3,
+        seed: 1,
+        world_size: 1,
+        store: "memory://bench".into(),
+        checkpoint_every: 0,
+        keep_checkpoints: 1,
+        eval_every: 0,
+        device,
+    };
+    let data = Dataset::open(&spec.dataset, args.size)?;
+    let mut trainer = Trainer::new(spec, data)?;
+    for _ in 0..3 {
+        trainer.train_step()?;
+    }
+    let started = Instant::now();
+    for _ in 0..args.steps {
+        trainer.train_step()?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Measurement {
+        variant,
+        preset: format!("{:?}", args.preset).to_lowercase(),
+        size: args.size,
+        batch: args.batch,
+        device: args.device.clone(),
+        threads: tch::get_num_threads(),
+        steps: args.steps,
+        seconds,
+        images_per_second: (args.steps * args.batch as u64) as f64 / seconds,
+        ms_per_step: 1000.0 * seconds / args.steps as f64,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(v) = args.variant {
+        println!("{}", serde_json::to_string(&measure(&args, v)?)?);
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let mut rows = Vec::new();
+    for v in Variant::ALL {
+        eprintln!(
+            "bench: {v} ({} preset, {}px, batch {}, {} steps)",
+            format!("{:?}", args.preset).to_lowercase(),
+            args.size,
+            args.batch,
+            args.steps
+        );
+        let out = std::process::Command::new(&exe)
+            .args([
+                "bench",
+                "--variant",
+                &v.to_string(),
+                "--preset",
+                &format!("{:?}", args.preset).to_lowercase(),
+            ])
+            .args([
+                "--size",
+                &args.size.to_string(),
+                "--batch",
+                &args.batch.to_string(),
+            ])
+            .args(["--steps", &args.steps.to_string(), "--device", &args.device])
+            .output()
+            .with_context(|| format!("cannot run {}", exe.display()))?;
+        if !out.status.success() {
+            bail!("bench {v} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let m: Measurement = serde_json::from_slice(out.stdout.trim_ascii()).context("bench child output")?;
+        rows.push(m);
+    }
+    let mut table = String::from("| variant | preset | size | batch | device | threads | images/s | ms/step | peak RSS (MB) |\n|---|---|---|---|---|---|---|---|---|\n");
+    for m in &rows {
+        table += &format!(
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} |\n",
+            m.variant,
+            m.preset,
+            m.size,
+            m.batch,
+            m.device,
+            m.threads,
+            m.images_per_second,
+            m.ms_per_step,
+            m.peak_rss_mb
+        );
+    }
+    print!("{table}");
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&rows)?)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let md = args.out.with_extension("md");
+    std::fs::write(&md, &table).with_context(|| format!("cannot write {}", md.display()))?;
+    println!("written: {} and {}", args.out.display(), md.display());
+    Ok(())
+}

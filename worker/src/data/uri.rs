@@ -1,0 +1,165 @@
+//! Dataset URIs: `synthetic://lesion?n=512&size=128&seed=7`, `synthetic://nested?...`,
+//! `file:///path/to/folder?val=200&classes=5`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::error::DataError;
+use super::synthetic::SyntheticKind;
+
+/// A parsed dataset address.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DatasetUri {
+    Synthetic {
+        kind: SyntheticKind,
+        n: usize,
+        size: u32,
+        seed: u64,
+        val: usize,
+    },
+    Folder {
+        path: PathBuf,
+        /// Validation images: the last `val` ids in sorted order.
+        val: Option<usize>,
+        /// Number of classes including background; inferred from the masks when absent.
+        classes: Option<usize>,
+        /// Read only the first `limit` ids in sorted order (quick runs on big folders).
+        limit: Option<usize>,
+    },
+}
+
+impl DatasetUri {
+    pub fn parse(uri: &str) -> Result<DatasetUri, DataError> {
+        let bad = |reason: String| DataError::BadUri {
+            uri: uri.to_string(),
+            reason,
+        };
+        let (scheme, rest) = uri
+            .split_once("://")
+            .ok_or_else(|| bad("expected scheme://...".into()))?;
+        let (body, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut params = BTreeMap::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| bad(format!("query parameter {pair:?} has no '='")))?;
+            params.insert(k.to_string(), v.to_string());
+        }
+        // Parameters are removed as they are read; whatever is left at the end is unknown.
+        let mut take = |name: &str| -> Result<Option<u64>, DataError> {
+            match params.remove(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .parse::<u64>()
+                    .map(Some)
+                    .map_err(|_| bad(format!("parameter {name}={v:?} is not a non-negative integer"))),
+            }
+        };
+        let parsed = match scheme {
+            "synthetic" => {
+                let kind = match body {
+                    "lesion" => SyntheticKind::Lesion,
+                    "nested" => SyntheticKind::Nested,
+                    other => {
+                        return Err(bad(format!(
+                            "unknown synthetic dataset {other:?}: expected lesion or nested"
+                        )))
+                    }
+                };
+                let n = take("n")?.unwrap_or(512) as usize;
+                let size = take("size")?.unwrap_or(128);
+                let seed = take("seed")?.unwrap_or(7);
+                let val = take("val")?.unwrap_or((n / 8).max(1) as u64) as usize;
+                if !(16..=1024).contains(&size) {
+                    return Err(bad(format!("size={size} must be in 16..=1024")));
+                }
+                if val >= n {
+                    return Err(bad(format!("val={val} leaves no training images out of n={n}")));
+                }
+                DatasetUri::Synthetic {
+                    kind,
+                    n,
+                    size: size as u32,
+                    seed,
+                    val,
+                }
+            }
+            "file" => {
+                if !body.starts_with('/') {
+                    return Err(bad("file URIs need an absolute path: file:///data/...".into()));
+                }
+                let val = take("val")?.map(|v| v as usize);
+                let classes = take("classes")?.map(|v| v as usize);
+                let limit = take("limit")?.map(|v| v as usize);
+                if classes.is_some_and(|c| !(2..=256).contains(&c)) {
+                    return Err(bad("classes must be in 2..=256 (background included)".into()));
+                }
+                DatasetUri::Folder {
+                    path: PathBuf::from(body),
+                    val,
+                    classes,
+                    limit,
+                }
+            }
+            other => {
+                return Err(bad(format!(
+                    "unsupported scheme {other:?}: expected synthetic:// or file://"
+                )))
+            }
+        };
+        if let Some(unknown) = params.keys().next() {
+            return Err(bad(format!("unknown parameter {unknown:?}")));
+        }
+        Ok(parsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_synthetic_with_defaults_and_overrides() {
+        let u = DatasetUri::parse("synthetic://lesion?n=64&size=32&seed=3").unwrap();
+        assert_eq!(
+            u,
+            DatasetUri::Synthetic {
+                kind: SyntheticKind::Lesion,
+                n: 64,
+                size: 32,
+                seed: 3,
+                val: 8
+            }
+        );
+    }
+
+    #[test]
+    fn parses_folder() {
+        let u = DatasetUri::parse("file:///data/isic?val=200&limit=300").unwrap();
+        assert_eq!(
+            u,
+            DatasetUri::Folder {
+                path: "/data/isic".into(),
+                val: Some(200),
+                classes: None,
+                limit: Some(300)
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_uris_with_the_reason() {
+        for (uri, needle) in [
+            ("lesion", "scheme"),
+            ("synthetic://blob", "unknown synthetic dataset"),
+            ("synthetic://lesion?n=ten", "n=\"ten\""),
+            ("synthetic://lesion?n=8&val=8", "leaves no training images"),
+            ("synthetic://lesion?colour=1", "unknown parameter \"colour\""),
+            ("file://relative/path", "absolute path"),
+            ("ftp://host/x", "unsupported scheme"),
+        ] {
+            let e = DatasetUri::parse(uri).unwrap_err().to_string();
+            assert!(e.contains(needle), "{uri}: {e}");
+        }
+    }
+}

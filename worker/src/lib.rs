@@ -1,0 +1,9 @@
+//! Orchestra's worker: everything that touches tensors. Datasets (`data`), the paper's networks
+//! (`nets`), training of the variants D1-D4 (`train`), checkpoints in object storage (`store`)
+//! and the network summaries behind `orchestra-worker info` (`info`).
+
+pub mod data;
+pub mod info;
+pub mod nets;
+pub mod store;
+pub mod train;

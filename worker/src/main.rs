@@ -1,0 +1,237 @@
+//! `orchestra-worker`: trains, evaluates and describes the paper's networks.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use orchestra_api::{ModelSpec, Preset, TrialSpec, Variant};
+use orchestra_worker::data::Dataset;
+use orchestra_worker::info;
+use orchestra_worker::nets::{Model, NetConfig};
+use orchestra_worker::store::checkpoint::TrialStore;
+use orchestra_worker::store::Store;
+use orchestra_worker::train::{self, device_for_spec, Outcome, RunOptions};
+
+mod bench;
+
+#[derive(Parser)]
+#[command(
+    name = "orchestra-worker",
+    version,
+    about = "Train, evaluate and describe Orchestra's compression and segmentation networks"
+)]
+struct Cli {
+    /// Log as JSON lines (for log collectors) instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train one trial from its spec; writes checkpoints, metrics.jsonl and result.json.
+    Train {
+        #[arg(long)]
+        spec: PathBuf,
+        /// Continue from the latest checkpoint if there is one.
+        #[arg(long)]
+        resume: bool,
+        /// No progress bar even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Evaluate a trial's checkpoint on the validation split and print the scores as JSON.
+    Eval {
+        #[arg(long)]
+        spec: PathBuf,
+        /// Checkpoint step (default: the latest).
+        #[arg(long)]
+        step: Option<u64>,
+    },
+    /// Print each network's layers, parameter count and FLOPs at a given input size.
+    Info {
+        #[arg(long, default_value = "small")]
+        preset: Preset,
+        #[arg(long, default_value_t = 128)]
+        size: u32,
+        #[arg(long, default_value_t = 2)]
+        dims: u32,
+        #[arg(long, default_value = "D4")]
+        variant: Variant,
+        #[arg(long, default_value_t = 3)]
+        channels: usize,
+        /// Classes including background.
+        #[arg(long, default_value_t = 2)]
+        classes: usize,
+        /// Print every layer, not just the totals.
+        #[arg(long)]
+        layers: bool,
+    },
+    /// Training throughput and peak memory per variant (see `make bench`).
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    if let Err(e) = run(cli.command) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn read_spec(path: &PathBuf) -> Result<TrialSpec> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read trial spec {}", path.display()))?;
+    Ok(TrialSpec::from_yaml(&text, &path.display().to_string())?)
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Train {
+            spec,
+            resume,
+            no_progress,
+        } => {
+            let spec = read_spec(&spec)?;
+            let opts = RunOptions {
+                resume,
+                progress: !no_progress && std::io::stderr().is_terminal(),
+                stop_after: None,
+            };
+            match train::run_trial(&spec, &opts)? {
+                Outcome::Finished(result) => {
+                    print_result(&result);
+                    println!(
+                        "result: {}/{}/{}/result.json",
+                        spec.store.trim_end_matches('/'),
+                        spec.experiment,
+                        spec.trial
+                    );
+                }
+                Outcome::Paused { step } => println!("paused at step {step}"),
+            }
+        }
+        Command::Eval { spec, step } => {
+            let spec = read_spec(&spec)?;
+            let ts = TrialStore::new(Store::open(&spec.store)?, &spec.experiment, &spec.trial);
+            let step = match step {
+                Some(s) => s,
+                None => ts
+                    .latest_step()?
+                    .with_context(|| format!("trial {} has no checkpoint in {}", spec.trial, spec.store))?,
+            };
+            let ckpt = ts.load(step)?;
+            let data = Dataset::open(&spec.dataset, spec.model.input_size)?;
+            let config = NetConfig::resolve(&spec.model, data.channels, data.classes);
+            let device = device_for_spec(&spec)?;
+            let model = Model::new(config, spec.variant, device);
+            train::load_weights(&model, &ckpt.weights)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("checkpoint step {step}"))?;
+            let e = train::evaluate(
+                &model,
+                &data.val,
+                data.channels,
+                data.size,
+                device,
+                spec.hyper.batch_size as usize,
+            );
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({"step": step, "eval": e}))?
+            );
+        }
+        Command::Info {
+            preset,
+            size,
+            dims,
+            variant,
+            channels,
+            classes,
+            layers,
+        } => {
+            if channels == 0 || classes < 2 {
+                bail!("--channels must be at least 1 and --classes at least 2 (background included)");
+            }
+            let model = ModelSpec {
+                preset,
+                input_size: size,
+                dims,
+                downsample: None,
+                code_channels: None,
+                width: None,
+                depth: None,
+            };
+            let probe = TrialSpec {
+                experiment: "info".into(),
+                trial: "info".into(),
+                variant,
+                dataset: "synthetic://lesion".into(),
+                model: model.clone(),
+                hyper: Default::default(),
+                steps: 1,
+                seed: 0,
+                world_size: 1,
+                store: "memory://info".into(),
+                checkpoint_every: 0,
+                keep_checkpoints: 1,
+                eval_every: 0,
+                device: Default::default(),
+            };
+            probe.validate("command line")?;
+            let config = NetConfig::resolve(&model, channels, classes);
+            let networks = info::describe(&config, variant);
+            print!("{}", info::render(&config, &networks, layers));
+        }
+        Command::Bench(args) => bench::run(args)?,
+    }
+    Ok(())
+}
+
+fn print_result(r: &orchestra_api::TrialResult) {
+    println!(
+        "{} {}: Dice {:.4}  IoU {:.4}  (per class Dice {:?}) on {} held-out images",
+        r.trial,
+        r.variant,
+        r.scores.dice,
+        r.scores.iou,
+        r.scores
+            .dice_per_class
+            .iter()
+            .map(|d| format!("{d:.4}"))
+            .collect::<Vec<_>>(),
+        r.scores.images
+    );
+    if let Some(rate) = &r.rate {
+        println!(
+            "  code {} bits = {:.5} bpp raw; estimated {:.5} bpp under the learned bit model (training estimate, not a real bitstream)",
+            rate.code_bits, rate.bits_per_pixel_raw, rate.bpp_estimate
+        );
+    }
+    println!(
+        "  {} steps in {:.1}s ({:.1} images/s); parameters C {} g {} s {} D {} q {}",
+        r.steps,
+        r.timings.train_seconds,
+        r.timings.train_images_per_second,
+        r.params.compressor,
+        r.params.reconstructor,
+        r.params.segmentor,
+        r.params.critic,
+        r.params.bit_model
+    );
+}

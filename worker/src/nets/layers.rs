@@ -1,0 +1,306 @@
+//! Building blocks shared by every network, written once for 2D and 3D: the spatial dimension
+//! is a value, not a type, so the cardiac 3D path reuses the same networks.
+//!
+//! Layers can record what they compute (`trace`), which `orchestra-worker info` uses to print
+//! each network's layers, parameters and FLOPs without a separate description to keep in sync.
+
+use std::cell::RefCell;
+
+use tch::{nn, Tensor};
+
+use super::rng;
+
+/// Number of spatial dimensions: 2 for images, 3 for volumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spatial {
+    Two,
+    Three,
+}
+
+impl Spatial {
+    pub fn from_dims(dims: u32) -> Option<Spatial> {
+        match dims {
+            2 => Some(Spatial::Two),
+            3 => Some(Spatial::Three),
+            _ => None,
+        }
+    }
+
+    pub fn n(self) -> usize {
+        match self {
+            Spatial::Two => 2,
+            Spatial::Three => 3,
+        }
+    }
+
+    fn repeat(self, v: i64) -> Vec<i64> {
+        vec![v; self.n()]
+    }
+}
+
+/// One line of a network trace.
+#[derive(Clone, Debug)]
+pub struct LayerInfo {
+    pub name: String,
+    pub kind: String,
+    pub input: Vec<i64>,
+    pub output: Vec<i64>,
+    pub params: u64,
+    /// Floating-point operations of the forward pass (a multiply-add counts 2).
+    pub flops: u64,
+}
+
+thread_local! {
+    // A thread-local recorder keeps the forward signatures free of tracing arguments; it is
+    // only active inside `trace`.
+    static TRACE: RefCell<Option<Vec<LayerInfo>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` and returns every layer it executed, in order.
+pub fn trace<T>(f: impl FnOnce() -> T) -> (T, Vec<LayerInfo>) {
+    TRACE.with(|t| *t.borrow_mut() = Some(Vec::new()));
+    let out = f();
+    let layers = TRACE.with(|t| t.borrow_mut().take()).unwrap_or_default();
+    (out, layers)
+}
+
+fn record(info: impl FnOnce() -> LayerInfo) {
+    TRACE.with(|t| {
+        if let Some(layers) = t.borrow_mut().as_mut() {
+            layers.push(info());
+        }
+    });
+}
+
+fn path_name(p: &nn::Path) -> String {
+    p.components().collect::<Vec<_>>().join(".")
+}
+
+/// A convolution of any spatial dimension (PyTorch's default initialisation).
+#[derive(Debug)]
+pub struct Conv {
+    name: String,
+    weight: Tensor,
+    bias: Option<Tensor>,
+    kernel: i64,
+    stride: i64,
+    padding: i64,
+    spatial: Spatial,
+}
+
+/// Convolution with `kernel`^d weights, `stride` and `padding`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv(
+    p: nn::Path,
+    c_in: i64,
+    c_out: i64,
+    kernel: i64,
+    stride: i64,
+    padding: i64,
+    bias: bool,
+    spatial: Spatial,
+) -> Conv {
+    let mut shape = vec![c_out, c_in];
+    shape.extend(spatial.repeat(kernel));
+    let fan_in = (c_in * kernel.pow(spatial.n() as u32)) as f64;
+    // PyTorch's default: kaiming_uniform(a = sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    let bound = 1.0 / fan_in.sqrt();
+    let init = |shape: &[i64]| rng::uniform(shape, -bound, bound).to_device(p.device());
+    Conv {
+        name: path_name(&p),
+        weight: p.var_copy("weight", &init(&shape)),
+        bias: bias.then(|| p.var_copy("bias", &init(&[c_out]))),
+        kernel,
+        stride,
+        padding,
+        spatial,
+    }
+}
+
+impl nn::Module for Conv {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        let d = self.spatial;
+        let out = xs.convolution(
+            &self.weight,
+            self.bias.as_ref(),
+            d.repeat(self.stride),
+            d.repeat(self.padding),
+            d.repeat(1),
+            false,
+            d.repeat(0),
+            1,
+        );
+        record(|| {
+            let params = self.weight.numel() as u64 + self.bias.as_ref().map_or(0, |b| b.numel() as u64);
+            let per_output = 2 * (self.weight.numel() / self.weight.size()[0] as usize) as u64;
+            LayerInfo {
+                name: self.name.clone(),
+                kind: format!("conv {k}^{n}/{s}", k = self.kernel, n = d.n(), s = self.stride),
+                input: xs.size(),
+                output: out.size(),
+                params,
+                flops: per_output * out.numel() as u64,
+            }
+        });
+        out
+    }
+}
+
+/// Batch normalisation over (N, spatial...) for each channel, any spatial dimension.
+#[derive(Debug)]
+pub struct Norm {
+    name: String,
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+}
+
+pub fn norm(p: nn::Path, channels: i64) -> Norm {
+    Norm {
+        name: path_name(&p),
+        weight: p.var("weight", &[channels], nn::Init::Const(1.0)),
+        bias: p.var("bias", &[channels], nn::Init::Const(0.0)),
+        running_mean: p.zeros_no_train("running_mean", &[channels]),
+        running_var: p.ones_no_train("running_var", &[channels]),
+    }
+}
+
+impl nn::ModuleT for Norm {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let out = xs.batch_norm(
+            Some(&self.weight),
+            Some(&self.bias),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            train,
+            0.1,
+            1e-5,
+            true,
+        );
+        record(|| LayerInfo {
+            name: self.name.clone(),
+            kind: "batchnorm".into(),
+            input: xs.size(),
+            output: out.size(),
+            params: 2 * self.weight.numel() as u64,
+            flops: 4 * out.numel() as u64,
+        });
+        out
+    }
+}
+
+/// LeakyReLU with SegAN's slope of 0.2 (tch's `leaky_relu` has a fixed 0.01).
+pub fn leaky(xs: &Tensor) -> Tensor {
+    xs.maximum(&(xs * 0.2))
+}
+
+/// Nearest-neighbour upsampling by 2 in every spatial dimension.
+pub fn upsample2(xs: &Tensor, spatial: Spatial) -> Tensor {
+    let size = xs.size();
+    let out: Vec<i64> = size[2..].iter().map(|s| s * 2).collect();
+    match spatial {
+        Spatial::Two => xs.upsample_nearest2d(out, None, None),
+        Spatial::Three => xs.upsample_nearest3d(out, None, None, None),
+    }
+}
+
+/// conv -> (batchnorm) -> activation, the unit every network here is made of.
+#[derive(Debug)]
+pub struct ConvBlock {
+    conv: Conv,
+    norm: Option<Norm>,
+    activation: Activation,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Leaky,
+    Relu,
+    None,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn conv_block(
+    p: nn::Path,
+    c_in: i64,
+    c_out: i64,
+    kernel: i64,
+    stride: i64,
+    with_norm: bool,
+    activation: Activation,
+    spatial: Spatial,
+) -> ConvBlock {
+    // "Same" padding for odd kernels, halving for the 4x4 stride-2 kernels SegAN uses.
+    let padding = if kernel % 2 == 1 {
+        kernel / 2
+    } else {
+        (kernel - stride) / 2
+    };
+    ConvBlock {
+        conv: conv(
+            &p / "conv",
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            padding,
+            !with_norm,
+            spatial,
+        ),
+        norm: with_norm.then(|| norm(&p / "bn", c_out)),
+        activation,
+    }
+}
+
+impl nn::ModuleT for ConvBlock {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut ys = nn::Module::forward(&self.conv, xs);
+        if let Some(n) = &self.norm {
+            ys = n.forward_t(&ys, train);
+        }
+        match self.activation {
+            Activation::Leaky => leaky(&ys),
+            Activation::Relu => ys.relu(),
+            Activation::None => ys,
+        }
+    }
+}
+
+/// Residual block: x + BN(conv(LReLU(BN(conv(x))))), then LeakyReLU.
+#[derive(Debug)]
+pub struct Residual {
+    a: ConvBlock,
+    b: ConvBlock,
+}
+
+pub fn residual(p: nn::Path, channels: i64, spatial: Spatial) -> Residual {
+    Residual {
+        a: conv_block(
+            &p / "a",
+            channels,
+            channels,
+            3,
+            1,
+            true,
+            Activation::Leaky,
+            spatial,
+        ),
+        b: conv_block(
+            &p / "b",
+            channels,
+            channels,
+            3,
+            1,
+            true,
+            Activation::None,
+            spatial,
+        ),
+    }
+}
+
+impl nn::ModuleT for Residual {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        leaky(&(xs + self.b.forward_t(&self.a.forward_t(xs, train), train)))
+    }
+}

@@ -1,0 +1,217 @@
+//! The networks of one variant in one VarStore, named by group: `c` (compressor), `g`
+//! (reconstruction), `q` (bit model), `s` (segmentor), `d` (critic).
+
+use orchestra_api::Variant;
+use tch::{nn, Device, Kind, Tensor};
+
+use super::binarize::binarize;
+use super::bit_model::BitModel;
+use super::compressor::Compressor;
+use super::config::NetConfig;
+use super::critic::Critic;
+use super::reconstructor::Reconstructor;
+use super::segmentor::Segmentor;
+
+/// Parameter groups, the prefixes of variable names in the VarStore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Group {
+    Compressor,
+    Reconstructor,
+    BitModel,
+    Segmentor,
+    Critic,
+}
+
+impl Group {
+    pub const ALL: [Group; 5] = [
+        Group::Compressor,
+        Group::Reconstructor,
+        Group::BitModel,
+        Group::Segmentor,
+        Group::Critic,
+    ];
+
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Group::Compressor => "c",
+            Group::Reconstructor => "g",
+            Group::BitModel => "q",
+            Group::Segmentor => "s",
+            Group::Critic => "d",
+        }
+    }
+
+    pub fn of(name: &str) -> Option<Group> {
+        let head = name.split('.').next()?;
+        Group::ALL.into_iter().find(|g| g.prefix() == head)
+    }
+}
+
+/// What one forward pass of C and S produced.
+pub struct Forward {
+    /// C's activations before binarization (None for D1).
+    pub activations: Option<Tensor>,
+    /// The binary code in {-1, +1} (None for D1).
+    pub bits: Option<Tensor>,
+    /// S's class probabilities.
+    pub probs: Tensor,
+}
+
+pub struct Model {
+    pub vs: nn::VarStore,
+    pub config: NetConfig,
+    pub variant: Variant,
+    pub compressor: Option<Compressor>,
+    pub reconstructor: Option<Reconstructor>,
+    pub bit_model: Option<BitModel>,
+    pub segmentor: Segmentor,
+    pub critic: Option<Critic>,
+}
+
+impl Model {
+    /// Builds the networks `variant` uses. Initial weights come from this thread's generator
+    /// (`rng::reseed` first for reproducible runs).
+    pub fn new(config: NetConfig, variant: Variant, device: Device) -> Model {
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let (compressor, reconstructor, bit_model) = if variant.has_compressor() {
+            (
+                Some(Compressor::new(&root / Group::Compressor.prefix(), &config)),
+                Some(Reconstructor::new(&root / Group::Reconstructor.prefix(), &config)),
+                Some(BitModel::new(
+                    &root / Group::BitModel.prefix(),
+                    config.code_channels,
+                    config.spatial,
+                )),
+            )
+        } else {
+            (None, None, None)
+        };
+        let s_in = if variant.has_compressor() {
+            config.g_out
+        } else {
+            config.in_channels
+        };
+        let segmentor = Segmentor::new(&root / Group::Segmentor.prefix(), &config, s_in);
+        let critic = variant
+            .has_critic()
+            .then(|| Critic::new(&root / Group::Critic.prefix(), &config));
+        Model {
+            vs,
+            config,
+            variant,
+            compressor,
+            reconstructor,
+            bit_model,
+            segmentor,
+            critic,
+        }
+    }
+
+    /// Trainable variables of a group, sorted by name (a stable order for optimisers and
+    /// gradient buckets).
+    pub fn group_params(&self, group: Group) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(name, _)| Group::of(name) == Some(group) && !is_buffer(name))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Every variable (weights and BatchNorm statistics), sorted by name.
+    pub fn named_variables(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    pub fn param_count(&self, group: Group) -> u64 {
+        self.group_params(group)
+            .iter()
+            .map(|(_, t)| t.numel() as u64)
+            .sum()
+    }
+
+    /// Freezes or unfreezes a group (no gradients are computed for frozen parameters).
+    pub fn set_trainable(&self, group: Group, trainable: bool) {
+        for (_, t) in self.group_params(group) {
+            let _ = t.set_requires_grad(trainable);
+        }
+    }
+
+    /// Image -> code (C, binarization). None for D1.
+    pub fn encode(&self, images: &Tensor, train: bool) -> Option<(Tensor, Tensor)> {
+        let c = self.compressor.as_ref()?;
+        let activations = nn::ModuleT::forward_t(c, images, train);
+        let bits = binarize(&activations, train);
+        Some((activations, bits))
+    }
+
+    /// Code -> class probabilities (g, s).
+    pub fn segment_bits(&self, bits: &Tensor, train: bool) -> Tensor {
+        let g = self
+            .reconstructor
+            .as_ref()
+            .expect("segment_bits needs a compressing variant");
+        let features = nn::ModuleT::forward_t(g, bits, train);
+        nn::ModuleT::forward_t(&self.segmentor, &features, train)
+    }
+
+    /// The full C + S pass the variant runs.
+    pub fn forward(&self, images: &Tensor, train: bool) -> Forward {
+        match self.encode(images, train) {
+            Some((activations, bits)) => {
+                let probs = self.segment_bits(&bits, train);
+                Forward {
+                    activations: Some(activations),
+                    bits: Some(bits),
+                    probs,
+                }
+            }
+            None => Forward {
+                activations: None,
+                bits: None,
+                probs: nn::ModuleT::forward_t(&self.segmentor, images, train),
+            },
+        }
+    }
+
+    /// The training target in S's output layout: a (N, 1, H, W) map for binary tasks, one-hot
+    /// (N, classes, H, W) otherwise.
+    pub fn target(&self, labels: &Tensor) -> Tensor {
+        if self.config.classes == 2 {
+            labels.unsqueeze(1).to_kind(Kind::Float)
+        } else {
+            labels
+                .one_hot(self.config.classes)
+                .permute(permutation_channels_first(labels.dim() + 1).as_slice())
+                .to_kind(Kind::Float)
+        }
+    }
+
+    /// Class indices (N, H, W) from S's probabilities.
+    pub fn labels(&self, probs: &Tensor) -> Tensor {
+        if self.config.classes == 2 {
+            probs.squeeze_dim(1).gt(0.5).to_kind(Kind::Int64)
+        } else {
+            probs.argmax(1, false)
+        }
+    }
+}
+
+/// BatchNorm running statistics: saved with the weights, never trained.
+pub fn is_buffer(name: &str) -> bool {
+    name.ends_with("running_mean") || name.ends_with("running_var")
+}
+
+/// (0, last, 1, 2, ...): moves a trailing one-hot axis to position 1.
+fn permutation_channels_first(ndim: usize) -> Vec<i64> {
+    let last = ndim as i64 - 1;
+    std::iter::once(0)
+        .chain(std::iter::once(last))
+        .chain(1..last)
+        .collect()
+}

@@ -1,0 +1,221 @@
+//! A whole trial: open the data and the store, resume if asked, train with a progress bar,
+//! stream metrics, checkpoint, evaluate, and write `result.json` last.
+
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use orchestra_api::{Timings, TrialResult, TrialSpec};
+use serde_json::json;
+
+use super::trainer::{Evaluation, StepMetrics, TrainError, Trainer};
+use crate::data::{DataError, Dataset};
+use crate::store::checkpoint::TrialStore;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("trial {trial} already has a checkpoint at step {step} in {store}: pass --resume to continue it, or use another trial name")]
+    AlreadyStarted { trial: String, step: u64, store: String },
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Continue from the latest checkpoint if there is one (else start fresh).
+    pub resume: bool,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// Stop after this many steps in this process (tests use it to simulate an interruption).
+    pub stop_after: Option<u64>,
+}
+
+/// What a run ended with.
+pub enum Outcome {
+    Finished(Box<TrialResult>),
+    /// Stopped early on request (`stop_after`), with a checkpoint at this step.
+    Paused {
+        step: u64,
+    },
+}
+
+pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunError> {
+    let ts = TrialStore::new(Store::open(&spec.store)?, &spec.experiment, &spec.trial);
+    let latest = ts.latest_step()?;
+    if let (Some(step), false) = (latest, opts.resume) {
+        return Err(RunError::AlreadyStarted {
+            trial: spec.trial.clone(),
+            step,
+            store: spec.store.clone(),
+        });
+    }
+    if opts.resume {
+        if let Some(result) = finished_result(&ts, spec)? {
+            tracing::info!(trial = %spec.trial, "trial already finished; nothing to do");
+            return Ok(Outcome::Finished(Box::new(result)));
+        }
+    }
+
+    let data = Dataset::open(&spec.dataset, spec.model.input_size)?;
+    tracing::info!(
+        trial = %spec.trial, variant = %spec.variant, train = data.train.len(), val = data.val.len(),
+        classes = data.classes, "dataset ready"
+    );
+    let mut trainer = Trainer::new(spec.clone(), data)?;
+    let mut metrics: Vec<String> = Vec::new();
+    let mut elapsed_before = 0.0;
+    if let Some(ckpt) = ts.load_latest()? {
+        trainer.restore(&ckpt)?;
+        elapsed_before = ckpt.elapsed_seconds;
+        metrics = read_metrics(&ts)?
+            .into_iter()
+            .filter(|line| line_step(line).is_some_and(|s| s <= ckpt.step))
+            .collect();
+        tracing::info!(trial = %spec.trial, step = ckpt.step, "resumed from checkpoint");
+    }
+
+    let bar = progress_bar(spec, trainer.step, opts.progress);
+    let started = Instant::now();
+    let first_step = trainer.step;
+    let stop_at = opts
+        .stop_after
+        .map_or(spec.steps, |n| (first_step + n).min(spec.steps));
+    while trainer.step < stop_at {
+        let m = trainer.train_step()?;
+        metrics.push(serde_json::to_string(&m).expect("metrics serialise"));
+        bar.set_position(trainer.step);
+        bar.set_message(summary(&m));
+        let step = trainer.step;
+        if spec.eval_every > 0 && step % spec.eval_every == 0 && step < spec.steps {
+            let e = trainer.evaluate();
+            metrics.push(eval_line(step, &e));
+        }
+        let due = spec.checkpoint_every > 0 && step % spec.checkpoint_every == 0;
+        if (due || step == stop_at) && step < spec.steps {
+            save(
+                &ts,
+                &trainer,
+                &metrics,
+                elapsed_before + started.elapsed().as_secs_f64(),
+                spec,
+            )?;
+        }
+    }
+    if trainer.step < spec.steps {
+        bar.abandon_with_message(format!("paused at step {}", trainer.step));
+        return Ok(Outcome::Paused { step: trainer.step });
+    }
+    let train_seconds = elapsed_before + started.elapsed().as_secs_f64();
+    bar.finish_with_message("evaluating");
+    let eval_started = Instant::now();
+    let evaluation = trainer.evaluate();
+    let eval_seconds = eval_started.elapsed().as_secs_f64();
+    metrics.push(eval_line(trainer.step, &evaluation));
+    save(&ts, &trainer, &metrics, train_seconds, spec)?;
+
+    let steps_this_run = (trainer.step - first_step) as f64;
+    let result = TrialResult {
+        experiment: spec.experiment.clone(),
+        trial: spec.trial.clone(),
+        variant: spec.variant,
+        steps: trainer.step,
+        scores: evaluation.scores,
+        rate: evaluation.rate,
+        params: trainer.param_counts(),
+        timings: Timings {
+            train_seconds,
+            train_images_per_second: steps_this_run * spec.hyper.batch_size as f64
+                / started.elapsed().as_secs_f64().max(1e-9),
+            eval_seconds,
+        },
+        hyper: spec.hyper.clone(),
+    };
+    // Written last: its presence means the trial is finished.
+    ts.store.put(
+        &ts.key("result.json"),
+        serde_json::to_vec_pretty(&result).expect("result serialises"),
+    )?;
+    Ok(Outcome::Finished(Box::new(result)))
+}
+
+/// The stored result, if this trial already ran to its full step count.
+fn finished_result(ts: &TrialStore, spec: &TrialSpec) -> Result<Option<TrialResult>, RunError> {
+    let key = ts.key("result.json");
+    let Some(bytes) = ts.store.get(&key)? else {
+        return Ok(None);
+    };
+    let result: TrialResult = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+        uri: ts.store.uri().to_string(),
+        key,
+        reason: format!("not a trial result: {e}"),
+    })?;
+    Ok((result.steps == spec.steps).then_some(result))
+}
+
+fn save(
+    ts: &TrialStore,
+    trainer: &Trainer,
+    metrics: &[String],
+    elapsed: f64,
+    spec: &TrialSpec,
+) -> Result<(), RunError> {
+    // Metrics first, so that after a restart they cover at least the checkpoint's steps.
+    let mut text = metrics.join("\n");
+    text.push('\n');
+    ts.store.put(&ts.key("metrics.jsonl"), text)?;
+    ts.save(&trainer.checkpoint(elapsed), spec.keep_checkpoints)?;
+    Ok(())
+}
+
+fn read_metrics(ts: &TrialStore) -> Result<Vec<String>, RunError> {
+    Ok(match ts.store.get(&ts.key("metrics.jsonl"))? {
+        Some(b) => String::from_utf8_lossy(&b)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+        None => Vec::new(),
+    })
+}
+
+fn line_step(line: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()?
+        .get("step")?
+        .as_u64()
+}
+
+fn eval_line(step: u64, e: &Evaluation) -> String {
+    json!({"step": step, "eval": e}).to_string()
+}
+
+fn summary(m: &StepMetrics) -> String {
+    let mut s = format!("seg {:.4}", m.loss_seg);
+    if let Some(d) = m.loss_dis {
+        s += &format!(" dis {d:.4}");
+    }
+    if let Some(r) = m.loss_rate {
+        s += &format!(" rate {r:.3}b");
+    }
+    s
+}
+
+fn progress_bar(spec: &TrialSpec, position: u64, visible: bool) -> ProgressBar {
+    let bar = if visible {
+        ProgressBar::new(spec.steps)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{} {}", spec.trial, spec.variant));
+    bar.set_position(position);
+    bar
+}

@@ -1,0 +1,55 @@
+//! Helpers shared by the worker's integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use orchestra_api::{Hyper, ModelSpec, Preset, TrialSpec, Variant};
+
+/// A small, fast trial on synthetic data: 64px images, the small preset.
+pub fn tiny_spec(variant: Variant, store: &str, trial: &str) -> TrialSpec {
+    TrialSpec {
+        experiment: "tests".into(),
+        trial: trial.into(),
+        variant,
+        dataset: "synthetic://lesion?n=72&size=64&seed=11&val=16".into(),
+        model: ModelSpec {
+            preset: Preset::Small,
+            input_size: 64,
+            dims: 2,
+            // 4 x 8 x 8 = 256 bits at 64px: enough for the blobs to show in a few dozen steps.
+            downsample: Some(8),
+            code_channels: Some(4),
+            width: None,
+            depth: None,
+        },
+        hyper: Hyper {
+            batch_size: 8,
+            dis_warmup_steps: 2,
+            ..Hyper::default()
+        },
+        steps: 8,
+        seed: 5,
+        world_size: 1,
+        store: store.into(),
+        checkpoint_every: 4,
+        keep_checkpoints: 2,
+        eval_every: 0,
+        device: Default::default(),
+    }
+}
+
+/// `../shared/data` beside the repository (or ORCHESTRA_SHARED_DATA), if present.
+pub fn shared_data() -> Option<PathBuf> {
+    let dir = std::env::var_os("ORCHESTRA_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIP: {} is absent; tests on real data are skipped",
+            dir.display()
+        );
+        None
+    }
+}
