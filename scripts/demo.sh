@@ -1,15 +1,11 @@
 #!/usr/bin/env bash
-# `make demo`: trains one D4 trial (compressor + segmentor + critic + rate loss) on synthetic
-# dermoscopy-like data on the CPU and prints Dice, IoU and the estimated bits per pixel.
+# `make demo`: the quickstart sweep on this machine. D1-D4 on synthetic dermoscopy-like data,
+# two rate weights for D4, as worker processes on the CPU; ends with the leaderboard and its
+# plot. Interrupt it and run it again: it continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs="$PWD/runs/demo"
-spec="$runs/trial.yaml"
-mkdir -p "$runs"
-# The committed spec writes to /tmp; the demo keeps its store under runs/ in the clone.
-sed "s#^store: .*#store: file://$runs/store#" experiments/demo-trial.yaml > "$spec"
-worker="$CARGO_TARGET_DIR/release/orchestra-worker"
-"$worker" info --preset small --size 128
-# Running the demo again continues (or reports) the same trial instead of failing.
-"$worker" train --resume --spec "$spec"
-echo "metrics: $runs/store/demo/d4-synthetic/metrics.jsonl"
+bin="$CARGO_TARGET_DIR/release"
+"$bin/orchestra" run experiments/quickstart.yaml \
+    --workdir runs/quickstart \
+    --store "file://$PWD/runs/store" \
+    --worker "$bin/orchestra-worker"

@@ -1,12 +1,20 @@
 //! Orchestra's contract between the operator and its workers: the trial spec every worker
 //! receives, the result every trial writes, and the validation rules both sides share.
 //!
-//! Serde only: no libtorch, no Kubernetes client, no async runtime.
+//! Serde and the CRD derive only: no libtorch, no Kubernetes client, no async runtime.
 
+pub mod experiment;
 pub mod trial_result;
 pub mod trial_spec;
 pub mod validation;
 
+pub use experiment::{
+    affects, Algorithm, BestTrial, Experiment, ExperimentPhase, ExperimentSpec, ExperimentStatus, Objective,
+    Resources, SearchSpace, SWEEPABLE,
+};
 pub use trial_result::{ParamCounts, RateScores, SegmentationScores, Timings, TrialResult};
-pub use trial_spec::{DeviceKind, DisReduction, Hyper, LrSchedule, ModelSpec, Preset, TrialSpec, Variant};
+pub use trial_spec::{
+    DeviceKind, DisReduction, Hyper, LrSchedule, ModelSpec, Preset, Trial, TrialPhase, TrialSpec,
+    TrialStatus, Variant,
+};
 pub use validation::{Problem, Problems, ValidationError};

@@ -1,13 +1,15 @@
 //! What a finished trial reports: written by rank 0 as `result.json` in the store, read by the
 //! operator and the local runner for the leaderboard.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::trial_spec::Variant;
 
 /// Segmentation quality on the held-out split. Per-class figures cover foreground classes only
 /// (class 1 onwards); an image where prediction and truth are both empty counts as 1.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct SegmentationScores {
     /// Mean over images and foreground classes.
     pub dice: f64,
@@ -22,7 +24,8 @@ pub struct SegmentationScores {
 /// Rate figures. `bits_per_pixel_raw` counts the binary code before entropy coding;
 /// `bpp_estimate` is the ideal code length under the learned bit model (the training estimate).
 /// Real-bitstream figures are filled in by the codec and are never replaced by the estimate.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct RateScores {
     pub code_bits: u64,
     pub bits_per_pixel_raw: f64,
@@ -33,7 +36,8 @@ pub struct RateScores {
 }
 
 /// Parameter counts per network.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct ParamCounts {
     pub compressor: u64,
     pub reconstructor: u64,
@@ -42,14 +46,16 @@ pub struct ParamCounts {
     pub bit_model: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Timings {
     pub train_seconds: f64,
     pub train_images_per_second: f64,
     pub eval_seconds: f64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct TrialResult {
     pub experiment: String,
     pub trial: String,
@@ -58,6 +64,8 @@ pub struct TrialResult {
     pub scores: SegmentationScores,
     /// None for D1, which sends the raw image.
     pub rate: Option<RateScores>,
+    /// Bits per pixel of the uncompressed 8-bit input (24 for RGB, 8 for grey): D1's rate.
+    pub source_bits_per_pixel: f64,
     pub params: ParamCounts,
     pub timings: Timings,
     /// The hyperparameters the trial ran with, for the leaderboard.

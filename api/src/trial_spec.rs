@@ -1,12 +1,14 @@
 //! The trial spec: everything one training run needs, handed to every worker of a trial
 //! (a mounted ConfigMap on Kubernetes, a file locally).
 
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::validation::{Problems, ValidationError};
 
 /// The paper's four training variants.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 pub enum Variant {
     /// S + D: segmentation of the raw image, no compression.
     D1,
@@ -57,7 +59,7 @@ impl std::str::FromStr for Variant {
 }
 
 /// Network size presets: `paper` is SegAN's full width (for GPUs), `small` fits CPUs and tests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
     #[default]
@@ -77,8 +79,8 @@ impl std::str::FromStr for Preset {
 }
 
 /// How the critic's multi-scale L1 loss is reduced over its layers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub enum DisReduction {
     /// Mean of the per-layer mean absolute differences: every scale weighs the same (default).
     #[default]
@@ -88,11 +90,11 @@ pub enum DisReduction {
 }
 
 /// Learning-rate schedule over the training steps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub enum LrSchedule {
     Constant,
-    /// Cosine decay from `lr` to `lr * lr_min_ratio` over the run.
+    /// Cosine decay from `lr` to `lr * lrMinRatio` over the run.
     #[default]
     Cosine,
     /// Multiply by 0.5 at 50% and 75% of the run (SegAN-style step decay).
@@ -100,7 +102,7 @@ pub enum LrSchedule {
 }
 
 /// Compute device for the worker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
     #[default]
@@ -109,8 +111,8 @@ pub enum DeviceKind {
 }
 
 /// Which network to build and at what size. `None` fields take the preset's value.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ModelSpec {
     #[serde(default)]
     pub preset: Preset,
@@ -138,8 +140,8 @@ fn default_dims() -> u32 {
 }
 
 /// Optimisation and loss hyperparameters; every field has a default that trains.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Hyper {
     /// Images per step on each worker.
     pub batch_size: u32,
@@ -188,8 +190,22 @@ impl Default for Hyper {
 }
 
 /// One trial: a variant, its hyperparameters, its data, its budget and where it writes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Also the spec of the `Trial` resource the operator creates for each candidate.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "orchestra.dev",
+    version = "v1alpha1",
+    kind = "Trial",
+    namespaced,
+    status = "TrialStatus",
+    shortname = "otrial",
+    printcolumn = r#"{"name":"Variant","type":"string","jsonPath":".spec.variant"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Attempts","type":"integer","jsonPath":".status.attempts"}"#,
+    printcolumn = r#"{"name":"bpp","type":"number","jsonPath":".status.bpp"}"#,
+    printcolumn = r#"{"name":"Dice","type":"number","jsonPath":".status.dice"}"#
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TrialSpec {
     /// Experiment name: the first component of the store layout.
     pub experiment: String,
@@ -265,10 +281,10 @@ impl TrialSpec {
             p.push("steps", self.steps, "must be at least 1");
         }
         if self.world_size == 0 {
-            p.push("world_size", self.world_size, "must be at least 1");
+            p.push("worldSize", self.world_size, "must be at least 1");
         }
         if self.keep_checkpoints == 0 {
-            p.push("keep_checkpoints", self.keep_checkpoints, "must be at least 1");
+            p.push("keepCheckpoints", self.keep_checkpoints, "must be at least 1");
         }
         self.model.check(&mut p);
         self.hyper.check(&mut p);
@@ -306,15 +322,15 @@ impl ModelSpec {
                 p.push(
                     "model.downsample",
                     f,
-                    format!("must divide model.input_size ({})", self.input_size),
+                    format!("must divide model.inputSize ({})", self.input_size),
                 );
             }
         }
         if self.input_size < 16 || self.input_size > 4096 {
-            p.push("model.input_size", self.input_size, "must be in 16..=4096");
+            p.push("model.inputSize", self.input_size, "must be in 16..=4096");
         }
         if self.code_channels == Some(0) {
-            p.push("model.code_channels", 0, "must be at least 1");
+            p.push("model.codeChannels", 0, "must be at least 1");
         }
         if self.width == Some(0) {
             p.push("model.width", 0, "must be at least 1");
@@ -325,7 +341,7 @@ impl ModelSpec {
                     "model.depth",
                     d,
                     format!(
-                        "must be at least 1 and 2^depth must not exceed model.input_size ({})",
+                        "must be at least 1 and 2^depth must not exceed model.inputSize ({})",
                         self.input_size
                     ),
                 );
@@ -337,12 +353,12 @@ impl ModelSpec {
 impl Hyper {
     fn check(&self, p: &mut Problems) {
         if self.batch_size == 0 {
-            p.push("hyper.batch_size", self.batch_size, "must be at least 1");
+            p.push("hyper.batchSize", self.batch_size, "must be at least 1");
         }
         for (name, v) in [
             ("hyper.lr", self.lr),
-            ("hyper.lr_critic", self.lr_critic),
-            ("hyper.lr_bit_model", self.lr_bit_model),
+            ("hyper.lrCritic", self.lr_critic),
+            ("hyper.lrBitModel", self.lr_bit_model),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 p.push(name, v, "must be a positive number");
@@ -354,18 +370,68 @@ impl Hyper {
             }
         }
         if !(0.0..=1.0).contains(&self.lr_min_ratio) {
-            p.push("hyper.lr_min_ratio", self.lr_min_ratio, "must be in [0, 1]");
+            p.push("hyper.lrMinRatio", self.lr_min_ratio, "must be in [0, 1]");
         }
-        for (name, v) in [
-            ("hyper.w_dis", self.w_dis),
-            ("hyper.lambda_rate", self.lambda_rate),
-        ] {
+        for (name, v) in [("hyper.wDis", self.w_dis), ("hyper.lambdaRate", self.lambda_rate)] {
             if !(v.is_finite() && v >= 0.0) {
                 p.push(name, v, "must be a finite number >= 0");
             }
         }
         if !(self.d_clip.is_finite() && self.d_clip > 0.0) {
-            p.push("hyper.d_clip", self.d_clip, "must be a positive number");
+            p.push("hyper.dClip", self.d_clip, "must be a positive number");
         }
     }
+}
+
+/// Lifecycle of a trial, as the planner sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, Default)]
+pub enum TrialPhase {
+    /// Created, its workers not started yet.
+    #[default]
+    Pending,
+    /// Workers started (or starting).
+    Running,
+    /// The latest attempt failed; the planner restarts it or gives up.
+    AttemptFailed,
+    /// `result.json` is in the store.
+    Succeeded,
+    /// Out of attempts.
+    Failed,
+    /// Stopped because the Experiment ended.
+    Stopped,
+}
+
+impl TrialPhase {
+    /// Whether the trial will not change any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TrialPhase::Succeeded | TrialPhase::Failed | TrialPhase::Stopped
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TrialStatus {
+    pub phase: TrialPhase,
+    /// Attempts started so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// RFC 3339 times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint_step: Option<u64>,
+    /// Headline figures, for `kubectl get trials`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpp: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dice: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<crate::trial_result::TrialResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }

@@ -7,7 +7,7 @@ experiment: exp
 trial: t-1
 variant: D4
 dataset: synthetic://lesion
-model: { input_size: 128 }
+model: { inputSize: 128 }
 steps: 10
 store: file:///tmp/x
 ";
@@ -26,14 +26,14 @@ fn minimal_spec_gets_working_defaults_and_round_trips() {
 #[test]
 fn every_problem_is_reported_with_field_value_and_reason() {
     let text = MINIMAL.replace("t-1", "T_1").replace("steps: 10", "steps: 0")
-        + "hyper: { batch_size: 0, lr: -1, beta1: 1.5 }\n";
+        + "hyper: { batchSize: 0, lr: -1, beta1: 1.5 }\n";
     let err = TrialSpec::from_yaml(&text, "bad.yaml").unwrap_err();
     let msg = err.to_string();
     for needle in [
         "bad.yaml",
         "trial = T_1: must be 1-63 lowercase",
         "steps = 0: must be at least 1",
-        "hyper.batch_size = 0",
+        "hyper.batchSize = 0",
         "hyper.lr = -1: must be a positive number",
         "hyper.beta1 = 1.5: must be in [0, 1)",
     ] {
@@ -45,13 +45,13 @@ fn every_problem_is_reported_with_field_value_and_reason() {
 #[test]
 fn model_rules() {
     let text = MINIMAL.replace(
-        "{ input_size: 128 }",
-        "{ input_size: 100, downsample: 16, dims: 4, depth: 9 }",
+        "{ inputSize: 128 }",
+        "{ inputSize: 100, downsample: 16, dims: 4, depth: 9 }",
     );
     let msg = TrialSpec::from_yaml(&text, "m.yaml").unwrap_err().to_string();
     assert!(msg.contains("model.dims = 4"), "{msg}");
     assert!(
-        msg.contains("model.downsample = 16: must divide model.input_size (100)"),
+        msg.contains("model.downsample = 16: must divide model.inputSize (100)"),
         "{msg}"
     );
     assert!(msg.contains("model.depth = 9"), "{msg}");
@@ -59,10 +59,10 @@ fn model_rules() {
 
 #[test]
 fn unknown_fields_and_variants_are_rejected_by_name() {
-    let msg = TrialSpec::from_yaml(&(MINIMAL.to_string() + "learning_rate: 3\n"), "u.yaml")
+    let msg = TrialSpec::from_yaml(&(MINIMAL.to_string() + "learningRate: 3\n"), "u.yaml")
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("learning_rate"), "{msg}");
+    assert!(msg.contains("learningRate"), "{msg}");
     let msg = TrialSpec::from_yaml(&MINIMAL.replace("D4", "D7"), "v.yaml")
         .unwrap_err()
         .to_string();

@@ -76,6 +76,13 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
+    // The local runner shares the cores between parallel trials through this variable.
+    if let Some(n) = std::env::var("ORCHESTRA_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
+        tch::set_num_threads(n.max(1));
+    }
     if let Err(e) = run(cli.command) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -80,7 +80,7 @@ fn a_broken_spec_names_the_field() {
     assert!(!ok);
     assert!(
         stderr.contains("bad.yaml")
-            && stderr.contains("hyper.batch_size = 0")
+            && stderr.contains("hyper.batchSize = 0")
             && stderr.contains("model.downsample = 6"),
         "{stderr}"
     );

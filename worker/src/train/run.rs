@@ -125,6 +125,7 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
         steps: trainer.step,
         scores: evaluation.scores,
         rate: evaluation.rate,
+        source_bits_per_pixel: 8.0 * trainer.data.channels as f64,
         params: trainer.param_counts(),
         timings: Timings {
             train_seconds,

@@ -1,0 +1,509 @@
+//! The Experiment: a sweep over variants and hyperparameters, run as Trials, ranked on a
+//! leaderboard of bits per pixel against Dice.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::trial_spec::{DeviceKind, Hyper, ModelSpec, TrialSpec, Variant};
+use crate::validation::{Problems, ValidationError};
+
+/// What to sweep and how to run it.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "orchestra.dev",
+    version = "v1alpha1",
+    kind = "Experiment",
+    namespaced,
+    status = "ExperimentStatus",
+    shortname = "oexp",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Done","type":"string","jsonPath":".status.progress"}"#,
+    printcolumn = r#"{"name":"Best Dice","type":"number","jsonPath":".status.best.dice"}"#,
+    printcolumn = r#"{"name":"bpp","type":"number","jsonPath":".status.best.bpp"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExperimentSpec {
+    /// Dataset URI, split included (`?val=N`): see the worker's dataset URIs.
+    pub dataset: String,
+    pub model: ModelSpec,
+    /// Variants to train (D1-D4).
+    pub variants: Vec<Variant>,
+    /// Hyperparameters shared by every trial; swept ones are overridden per trial.
+    #[serde(default)]
+    pub hyper: Hyper,
+    /// The search space: parameter name (a `hyper` field such as `lambdaRate`, or
+    /// `model.codeChannels` / `model.downsample`) to its values.
+    #[serde(default)]
+    pub search: BTreeMap<String, SearchSpace>,
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// Training steps per trial.
+    pub steps: u64,
+    /// Base seed; every trial gets the same seed so that variants compare on equal terms.
+    #[serde(default)]
+    pub seed: u64,
+    /// Data-parallel workers per trial.
+    #[serde(default = "one")]
+    pub workers_per_trial: u32,
+    #[serde(default)]
+    pub resources: Resources,
+    /// Trials running at once.
+    #[serde(default = "one")]
+    pub parallelism: u32,
+    /// Upper bound on the number of trials (default: every candidate of the search).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_trials: Option<u32>,
+    /// Trials that may fail (after all their attempts) before the Experiment fails.
+    #[serde(default)]
+    pub max_failed_trials: u32,
+    /// Attempts per trial, the first included; restarts resume from the latest checkpoint.
+    #[serde(default = "three")]
+    pub max_attempts: u32,
+    /// Store URI for checkpoints and results (`file:///runs`, `s3://bucket/prefix`).
+    pub store: String,
+    #[serde(default)]
+    pub objective: Objective,
+    #[serde(default = "hundred")]
+    pub checkpoint_every: u64,
+    #[serde(default)]
+    pub eval_every: u64,
+    #[serde(default)]
+    pub device: DeviceKind,
+}
+
+fn one() -> u32 {
+    1
+}
+fn three() -> u32 {
+    3
+}
+fn hundred() -> u64 {
+    100
+}
+
+/// Values one parameter takes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum SearchSpace {
+    /// Exactly these values.
+    List { values: Vec<f64> },
+    /// Uniform in [min, max]; grid search takes `points` evenly spaced values.
+    Uniform {
+        min: f64,
+        max: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        points: Option<u32>,
+    },
+    /// Log-uniform in [min, max] (both > 0); grid search takes `points` log-spaced values.
+    LogUniform {
+        min: f64,
+        max: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        points: Option<u32>,
+    },
+    /// Integers min, min + step, ... up to max inclusive.
+    IntRange {
+        min: i64,
+        max: i64,
+        #[serde(default = "int_step")]
+        step: i64,
+    },
+}
+
+fn int_step() -> i64 {
+    1
+}
+
+/// How candidates are drawn from the search space.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Algorithm {
+    /// Every combination, in a fixed order.
+    #[default]
+    Grid,
+    /// `samples` independent draws per variant from a generator seeded with `seed`.
+    Random { seed: u64, samples: u32 },
+}
+
+/// Resources of one worker pod.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    /// CPU cores (Kubernetes quantity, e.g. "2" or "500m").
+    pub cpu: String,
+    /// Memory (Kubernetes quantity, e.g. "4Gi").
+    pub memory: String,
+    /// NVIDIA GPUs per worker.
+    #[serde(default)]
+    pub gpus: u32,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            cpu: "2".into(),
+            memory: "4Gi".into(),
+            gpus: 0,
+        }
+    }
+}
+
+/// What "better" means: the Pareto front of bpp (down) and Dice (up).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Objective {
+    /// The winner is the best Dice at or below this many bits per pixel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpp_budget: Option<f64>,
+    /// Reference bpp of the hypervolume: the front's area between 0 and this rate.
+    #[serde(default = "reference_bpp")]
+    pub reference_bpp: f64,
+}
+
+fn reference_bpp() -> f64 {
+    0.1
+}
+
+impl Default for Objective {
+    fn default() -> Self {
+        Objective {
+            bpp_budget: None,
+            reference_bpp: reference_bpp(),
+        }
+    }
+}
+
+/// Lifecycle of an Experiment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub enum ExperimentPhase {
+    #[default]
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A leaderboard entry as shown in status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BestTrial {
+    pub trial: String,
+    pub variant: Variant,
+    pub dice: f64,
+    pub bpp: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentStatus {
+    pub phase: ExperimentPhase,
+    /// "finished/total", for `kubectl get`.
+    #[serde(default)]
+    pub progress: String,
+    #[serde(default)]
+    pub trials_total: u32,
+    #[serde(default)]
+    pub trials_succeeded: u32,
+    #[serde(default)]
+    pub trials_failed: u32,
+    #[serde(default)]
+    pub trials_running: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<BestTrial>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pareto_front: Vec<BestTrial>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervolume: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Parameters that a search may sweep, with the variants they affect.
+pub const SWEEPABLE: &[(&str, &[Variant])] = &[
+    ("lr", &Variant::ALL),
+    ("lrCritic", &[Variant::D1, Variant::D3, Variant::D4]),
+    ("beta1", &Variant::ALL),
+    ("lrMinRatio", &Variant::ALL),
+    ("batchSize", &Variant::ALL),
+    ("wDis", &[Variant::D1, Variant::D3, Variant::D4]),
+    ("disWarmupSteps", &[Variant::D1, Variant::D3, Variant::D4]),
+    ("dClip", &[Variant::D1, Variant::D3, Variant::D4]),
+    ("lambdaRate", &[Variant::D4]),
+    ("lrBitModel", &[Variant::D2, Variant::D3, Variant::D4]),
+    ("model.codeChannels", &[Variant::D2, Variant::D3, Variant::D4]),
+    ("model.downsample", &[Variant::D2, Variant::D3, Variant::D4]),
+];
+
+/// Whether `param` changes what `variant` trains (lambdaRate means nothing to D1-D3).
+pub fn affects(param: &str, variant: Variant) -> bool {
+    SWEEPABLE
+        .iter()
+        .find(|(name, _)| *name == param)
+        .is_some_and(|(_, variants)| variants.contains(&variant))
+}
+
+/// Integer-valued parameters (their values must be whole numbers).
+fn is_integer(param: &str) -> bool {
+    matches!(
+        param,
+        "batchSize" | "disWarmupSteps" | "model.codeChannels" | "model.downsample"
+    )
+}
+
+impl ExperimentSpec {
+    /// Parses an Experiment resource (YAML or JSON) and validates its spec.
+    pub fn parse_resource(text: &str, origin: &str) -> Result<Experiment, ValidationError> {
+        let exp: Experiment = serde_yaml::from_str(text).map_err(|e| ValidationError {
+            origin: origin.to_string(),
+            problems: vec![crate::validation::Problem {
+                field: e
+                    .location()
+                    .map(|l| format!("line {} column {}", l.line(), l.column()))
+                    .unwrap_or_else(|| "document".into()),
+                value: String::new(),
+                reason: e.to_string(),
+            }],
+        })?;
+        let name = exp.metadata.name.clone().unwrap_or_default();
+        exp.spec.validate(&name, origin)?;
+        Ok(exp)
+    }
+
+    /// Checks every rule, reporting all problems at once with `spec.`-rooted field paths.
+    pub fn validate(&self, name: &str, origin: &str) -> Result<(), ValidationError> {
+        let mut p = Problems::default();
+        // Trial names are `<experiment>-<variant>-<nnn>`: leave room within 63 characters.
+        let name_ok = !name.is_empty()
+            && name.len() <= 50
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        if !name_ok {
+            p.push(
+                "metadata.name",
+                name,
+                "must be 1-50 lowercase letters, digits or '-'",
+            );
+        }
+        if self.variants.is_empty() {
+            p.push("spec.variants", "[]", "must name at least one of D1, D2, D3, D4");
+        }
+        let mut seen = Vec::new();
+        for v in &self.variants {
+            if seen.contains(v) {
+                p.push("spec.variants", v, "is listed twice");
+            }
+            seen.push(*v);
+        }
+        if self.steps == 0 {
+            p.push("spec.steps", 0, "must be at least 1");
+        }
+        if self.parallelism < 1 {
+            p.push("spec.parallelism", self.parallelism, "must be at least 1");
+        }
+        if self.workers_per_trial < 1 {
+            p.push(
+                "spec.workersPerTrial",
+                self.workers_per_trial,
+                "must be at least 1",
+            );
+        }
+        if self.max_attempts < 1 {
+            p.push("spec.maxAttempts", self.max_attempts, "must be at least 1");
+        }
+        if self.max_trials == Some(0) {
+            p.push("spec.maxTrials", 0, "must be at least 1 when given");
+        }
+        check_store(&mut p, &self.store);
+        if !self.dataset.contains("://") {
+            p.push(
+                "spec.dataset",
+                &self.dataset,
+                "must be a dataset URI (synthetic://, file://, s3://)",
+            );
+        }
+        if let Some(b) = self.objective.bpp_budget {
+            if !(b.is_finite() && b > 0.0) {
+                p.push("spec.objective.bppBudget", b, "must be a positive number");
+            }
+        }
+        if !(self.objective.reference_bpp.is_finite() && self.objective.reference_bpp > 0.0) {
+            p.push(
+                "spec.objective.referenceBpp",
+                self.objective.reference_bpp,
+                "must be a positive number",
+            );
+        }
+        if self.resources.gpus > 0 && self.device != DeviceKind::Cuda {
+            p.push("spec.device", "cpu", "resources.gpus > 0 needs device: cuda");
+        }
+        if let Algorithm::Random { samples: 0, .. } = self.algorithm {
+            p.push("spec.algorithm.samples", 0, "must be at least 1");
+        }
+        for (param, space) in &self.search {
+            let field = format!("spec.search.{param}");
+            if !SWEEPABLE.iter().any(|(n, _)| n == param) {
+                let known: Vec<&str> = SWEEPABLE.iter().map(|(n, _)| *n).collect();
+                p.push(
+                    &field,
+                    param,
+                    format!("unknown parameter; sweepable: {}", known.join(", ")),
+                );
+                continue;
+            }
+            if !self.variants.iter().any(|v| affects(param, *v)) {
+                p.push(&field, param, "affects none of spec.variants");
+            }
+            check_space(&mut p, &field, param, space, &self.algorithm);
+        }
+        // The base trial must itself be valid: check one, named like the real ones.
+        let probe = self.trial_spec(
+            &format!("{}-d1-000", if name_ok { name } else { "x" }),
+            if name_ok { name } else { "x" },
+            self.variants.first().copied().unwrap_or(Variant::D4),
+            &BTreeMap::new(),
+        );
+        if let Err(e) = probe.validate(origin) {
+            for prob in e.problems {
+                // Trial fields map onto the Experiment's.
+                let field = match prob.field.as_str() {
+                    "worldSize" => "spec.workersPerTrial".to_string(),
+                    "keepCheckpoints" => continue,
+                    "experiment" | "trial" => continue,
+                    other => format!("spec.{other}"),
+                };
+                p.push(&field, prob.value, prob.reason);
+            }
+        }
+        p.into_result(origin)
+    }
+
+    /// The trial spec of one candidate: the base spec with `params` applied.
+    pub fn trial_spec(
+        &self,
+        trial: &str,
+        experiment: &str,
+        variant: Variant,
+        params: &BTreeMap<String, f64>,
+    ) -> TrialSpec {
+        let mut model = self.model.clone();
+        let mut hyper = serde_json::to_value(&self.hyper).expect("hyper serialises");
+        for (name, value) in params {
+            match name.as_str() {
+                "model.codeChannels" => model.code_channels = Some(*value as u32),
+                "model.downsample" => model.downsample = Some(*value as u32),
+                field => {
+                    let v = if is_integer(field) {
+                        serde_json::json!(*value as i64)
+                    } else {
+                        serde_json::json!(*value)
+                    };
+                    hyper[field] = v;
+                }
+            }
+        }
+        TrialSpec {
+            experiment: experiment.to_string(),
+            trial: trial.to_string(),
+            variant,
+            dataset: self.dataset.clone(),
+            model,
+            hyper: serde_json::from_value(hyper).expect("validated parameters fit Hyper"),
+            steps: self.steps,
+            seed: self.seed,
+            world_size: self.workers_per_trial,
+            store: self.store.clone(),
+            checkpoint_every: self.checkpoint_every,
+            keep_checkpoints: 3,
+            eval_every: self.eval_every,
+            device: self.device,
+        }
+    }
+}
+
+fn check_store(p: &mut Problems, store: &str) {
+    let Some((scheme, rest)) = store.split_once("://") else {
+        p.push(
+            "spec.store",
+            store,
+            "must be a URI: file:///path, s3://bucket/prefix, gs://, az://, memory://",
+        );
+        return;
+    };
+    match scheme {
+        "file" if !rest.starts_with('/') => p.push(
+            "spec.store",
+            store,
+            "file:// needs an absolute path (file:///runs)",
+        ),
+        "s3" | "gs" | "az" if rest.is_empty() => p.push("spec.store", store, "needs a bucket name"),
+        "file" | "s3" | "gs" | "az" | "memory" => {}
+        _ => p.push(
+            "spec.store",
+            store,
+            "unsupported scheme: the worker reaches file://, s3://, gs://, az:// and memory://",
+        ),
+    }
+}
+
+fn check_space(p: &mut Problems, field: &str, param: &str, space: &SearchSpace, algorithm: &Algorithm) {
+    let grid = matches!(algorithm, Algorithm::Grid);
+    match space {
+        SearchSpace::List { values } => {
+            if values.is_empty() {
+                p.push(&format!("{field}.values"), "[]", "must hold at least one value");
+            }
+            for v in values {
+                if !v.is_finite() {
+                    p.push(&format!("{field}.values"), v, "must be finite");
+                } else if is_integer(param) && v.fract() != 0.0 {
+                    p.push(&format!("{field}.values"), v, "must be a whole number");
+                }
+            }
+        }
+        SearchSpace::Uniform { min, max, points } | SearchSpace::LogUniform { min, max, points } => {
+            let log = matches!(space, SearchSpace::LogUniform { .. });
+            if !(min.is_finite() && max.is_finite() && min <= max) {
+                p.push(
+                    &format!("{field}.min"),
+                    min,
+                    format!("must be finite and not above max ({max})"),
+                );
+            }
+            if log && *min <= 0.0 {
+                p.push(&format!("{field}.min"), min, "must be above 0 for logUniform");
+            }
+            if is_integer(param) {
+                p.push(field, param, "is an integer parameter: use list or intRange");
+            }
+            if grid && points.unwrap_or(0) < 1 {
+                p.push(
+                    &format!("{field}.points"),
+                    "unset",
+                    "grid search needs points >= 1 for a continuous range",
+                );
+            }
+        }
+        SearchSpace::IntRange { min, max, step } => {
+            if min > max {
+                p.push(
+                    &format!("{field}.min"),
+                    min,
+                    format!("must not be above max ({max})"),
+                );
+            }
+            if *step < 1 {
+                p.push(&format!("{field}.step"), step, "must be at least 1");
+            }
+            if !is_integer(param) && (*min as f64) < 0.0 {
+                p.push(&format!("{field}.min"), min, "must not be negative");
+            }
+        }
+    }
+}

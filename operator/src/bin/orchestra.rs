@@ -1,0 +1,204 @@
+//! `orchestra`: run an Experiment on this machine, check Experiment files, show leaderboards.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use orchestra_api::{Experiment, ExperimentPhase, ExperimentSpec};
+use orchestra_operator::local::{LocalOptions, LocalOutcome, LocalRunner};
+use orchestra_operator::planner::PlannerConfig;
+use orchestra_operator::results;
+use orchestra_store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "orchestra",
+    version,
+    about = "Sweep, rank and compare segmentation-guided compression models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an Experiment on this machine; run it again to continue after an interruption.
+    Run {
+        file: PathBuf,
+        /// Working folder for state, trial specs, logs and the leaderboard (default: runs/<name>).
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+        /// Override the Experiment's store URI.
+        #[arg(long)]
+        store: Option<String>,
+        /// Trials at once on this machine (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// The orchestra-worker binary (default: beside this one).
+        #[arg(long, env = "ORCHESTRA_WORKER")]
+        worker: Option<PathBuf>,
+        /// Seconds before a failed attempt is retried (doubling per attempt).
+        #[arg(long, default_value_t = 5)]
+        restart_backoff: u64,
+    },
+    /// Check an Experiment file and print what it would run.
+    Validate { file: PathBuf },
+    /// Print the leaderboard of a run folder or of the experiments in a store, and write its plot.
+    Leaderboard {
+        /// A run folder (runs/<name>) or a store URI (file:///..., memory://).
+        source: String,
+        /// Which experiment, when the store holds several.
+        #[arg(long)]
+        experiment: Option<String>,
+        /// Where to write leaderboard.{json,md,svg,png} (default: the run folder, or .).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse().command) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load(file: &Path) -> Result<Experiment> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    Ok(ExperimentSpec::parse_resource(
+        &text,
+        &file.display().to_string(),
+    )?)
+}
+
+fn default_worker() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("orchestra-worker")))
+        .unwrap_or_else(|| PathBuf::from("orchestra-worker"))
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Run {
+            file,
+            workdir,
+            store,
+            jobs,
+            worker,
+            restart_backoff,
+        } => {
+            let mut exp = load(&file)?;
+            if let Some(s) = store {
+                exp.spec.store = s;
+                exp.spec.validate(
+                    exp.metadata.name.as_deref().unwrap_or_default(),
+                    &file.display().to_string(),
+                )?;
+            }
+            let name = exp.metadata.name.clone().unwrap_or_default();
+            let dir = workdir.unwrap_or_else(|| PathBuf::from("runs").join(&name));
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let opts = LocalOptions {
+                worker: worker.unwrap_or_else(default_worker),
+                jobs: jobs.unwrap_or(cores).max(1),
+                progress: std::io::stderr().is_terminal(),
+                planner: PlannerConfig {
+                    restart_backoff,
+                    ..Default::default()
+                },
+            };
+            let interrupted = Arc::new(AtomicBool::new(false));
+            let flag = interrupted.clone();
+            ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+                .context("cannot install the Ctrl-C handler")?;
+            println!(
+                "experiment {name}: store {}, folder {}",
+                exp.spec.store,
+                dir.display()
+            );
+            let mut runner = LocalRunner::new(exp, &dir, opts)?;
+            match runner.run(interrupted)? {
+                LocalOutcome::Interrupted => {
+                    println!("interrupted: run the same command again to continue");
+                    std::process::exit(130);
+                }
+                LocalOutcome::Finished {
+                    phase,
+                    message,
+                    leaderboard,
+                    plot,
+                } => {
+                    println!("\n{}", leaderboard.to_markdown());
+                    println!("experiment {name}: {phase:?} ({message})");
+                    println!("leaderboard: {}", dir.join("leaderboard.md").display());
+                    println!("plot: {} (and .svg)", plot.display());
+                    if phase == ExperimentPhase::Failed {
+                        bail!("experiment {name} failed: {message}");
+                    }
+                }
+            }
+        }
+        Command::Validate { file } => {
+            let exp = load(&file)?;
+            let name = exp.metadata.name.clone().unwrap_or_default();
+            let all = orchestra_operator::candidates::candidates(&name, &exp.spec);
+            println!(
+                "{}: valid; {} trials of {} steps, {} at a time",
+                file.display(),
+                all.len(),
+                exp.spec.steps,
+                exp.spec.parallelism
+            );
+            for c in all {
+                let params: Vec<String> = c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("  {} {} {}", c.name, c.variant, params.join(" "));
+            }
+        }
+        Command::Leaderboard {
+            source,
+            experiment,
+            out,
+        } => {
+            let (store, folder) = if source.contains("://") {
+                (Store::open(&source)?, None)
+            } else {
+                let dir = PathBuf::from(&source);
+                let exp = load(&dir.join("experiment.yaml"))
+                    .with_context(|| format!("{source} is not a run folder (no experiment.yaml)"))?;
+                (Store::open(&exp.spec.store)?, Some((dir, exp)))
+            };
+            let (exp, default_out) = match folder {
+                Some((dir, exp)) => (exp, dir),
+                None => {
+                    let names = results::experiments_in(&store)?;
+                    let name = match (experiment, names.as_slice()) {
+                        (Some(n), _) => n,
+                        (None, [only]) => only.clone(),
+                        (None, []) => bail!("{source} holds no experiment (no <name>/experiment.yaml)"),
+                        (None, many) => bail!(
+                            "{source} holds several experiments ({}): pass --experiment",
+                            many.join(", ")
+                        ),
+                    };
+                    let exp = results::read_experiment(&store, &name)?
+                        .with_context(|| format!("experiment {name} is not in {source}"))?;
+                    (exp, PathBuf::from("."))
+                }
+            };
+            let (lb, plot) = results::publish(&store, &exp, &out.unwrap_or(default_out))?;
+            println!("{}", lb.to_markdown());
+            println!("plot: {} (and .svg)", plot.display());
+        }
+    }
+    Ok(())
+}

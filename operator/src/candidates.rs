@@ -1,0 +1,219 @@
+//! The candidate trials of an Experiment: which variant with which parameter values, in a fixed
+//! order. Pure and deterministic: the same spec always gives the same list.
+//!
+//! A parameter is only varied for the variants it affects (lambdaRate changes nothing in D1-D3),
+//! so a sweep never trains the same configuration twice. With `maxTrials` below the number of
+//! candidates, variants take turns so that every variant is represented.
+
+use std::collections::BTreeMap;
+
+use orchestra_api::{affects, Algorithm, ExperimentSpec, SearchSpace, Variant};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// Trial name: `<experiment>-<variant>-<nnn>`.
+    pub name: String,
+    pub variant: Variant,
+    /// Swept parameter values (only those that affect the variant).
+    pub params: BTreeMap<String, f64>,
+}
+
+/// Values of a space for grid search.
+fn grid_values(space: &SearchSpace) -> Vec<f64> {
+    match space {
+        SearchSpace::List { values } => values.clone(),
+        SearchSpace::Uniform { min, max, points } => spaced(*min, *max, points.unwrap_or(1), |x| x, |x| x),
+        SearchSpace::LogUniform { min, max, points } => {
+            spaced(*min, *max, points.unwrap_or(1), f64::ln, f64::exp)
+        }
+        SearchSpace::IntRange { min, max, step } => (*min..=*max)
+            .step_by((*step).max(1) as usize)
+            .map(|v| v as f64)
+            .collect(),
+    }
+}
+
+fn spaced(min: f64, max: f64, points: u32, to: fn(f64) -> f64, from: fn(f64) -> f64) -> Vec<f64> {
+    if points <= 1 {
+        return vec![from((to(min) + to(max)) / 2.0)];
+    }
+    (0..points)
+        .map(|i| match i {
+            // Exact endpoints: a user who writes min: 0.0001 gets 0.0001, not 0.00010000000000000009.
+            0 => min,
+            i if i == points - 1 => max,
+            i => from(to(min) + (to(max) - to(min)) * i as f64 / (points - 1) as f64),
+        })
+        .collect()
+}
+
+/// One random draw from a space.
+fn sample(space: &SearchSpace, rng: &mut ChaCha8Rng) -> f64 {
+    match space {
+        SearchSpace::List { values } => values[rng.random_range(0..values.len())],
+        SearchSpace::Uniform { min, max, .. } => {
+            if min == max {
+                *min
+            } else {
+                rng.random_range(*min..*max)
+            }
+        }
+        SearchSpace::LogUniform { min, max, .. } => {
+            if min == max {
+                *min
+            } else {
+                rng.random_range(min.ln()..max.ln()).exp()
+            }
+        }
+        SearchSpace::IntRange { min, max, step } => {
+            let count = (max - min) / step.max(&1) + 1;
+            (min + rng.random_range(0..count) * step.max(&1)) as f64
+        }
+    }
+}
+
+/// Every candidate of the Experiment `name`, in planning order, at most `maxTrials`.
+pub fn candidates(name: &str, spec: &ExperimentSpec) -> Vec<Candidate> {
+    let per_variant: Vec<Vec<BTreeMap<String, f64>>> = spec
+        .variants
+        .iter()
+        .enumerate()
+        .map(|(vi, &variant)| {
+            let relevant: Vec<(&String, &SearchSpace)> =
+                spec.search.iter().filter(|(p, _)| affects(p, variant)).collect();
+            match &spec.algorithm {
+                Algorithm::Grid => {
+                    let mut combos = vec![BTreeMap::new()];
+                    for (param, space) in relevant {
+                        combos = combos
+                            .into_iter()
+                            .flat_map(|c| {
+                                grid_values(space).into_iter().map(move |v| {
+                                    let mut c = c.clone();
+                                    c.insert(param.clone(), v);
+                                    c
+                                })
+                            })
+                            .collect();
+                    }
+                    combos
+                }
+                Algorithm::Random { seed, samples } => {
+                    if relevant.is_empty() {
+                        return vec![BTreeMap::new()];
+                    }
+                    let mut rng =
+                        ChaCha8Rng::seed_from_u64(seed ^ (vi as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    (0..*samples)
+                        .map(|_| {
+                            relevant
+                                .iter()
+                                .map(|(p, s)| ((*p).clone(), sample(s, &mut rng)))
+                                .collect()
+                        })
+                        .collect()
+                }
+            }
+        })
+        .collect();
+
+    // Round-robin over variants: candidate k of every variant before candidate k + 1 of any.
+    let mut out = Vec::new();
+    let longest = per_variant.iter().map(Vec::len).max().unwrap_or(0);
+    for k in 0..longest {
+        for (vi, combos) in per_variant.iter().enumerate() {
+            if let Some(params) = combos.get(k) {
+                let variant = spec.variants[vi];
+                out.push(Candidate {
+                    name: format!("{name}-{}-{k:03}", variant.to_string().to_lowercase()),
+                    variant,
+                    params: params.clone(),
+                });
+            }
+        }
+    }
+    if let Some(max) = spec.max_trials {
+        out.truncate(max as usize);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml_search: &str, algorithm: &str) -> ExperimentSpec {
+        let text = format!(
+            "dataset: synthetic://lesion\nmodel: {{ inputSize: 64 }}\nvariants: [D1, D2, D3, D4]\nsteps: 10\nstore: memory://x\nsearch: {yaml_search}\nalgorithm: {algorithm}\n"
+        );
+        serde_yaml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn grid_varies_each_parameter_only_where_it_matters() {
+        let s = spec(
+            "{ lambdaRate: { type: list, values: [0.1, 1.0] } }",
+            "{ type: grid }",
+        );
+        let c = candidates("q", &s);
+        let names: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["q-d1-000", "q-d2-000", "q-d3-000", "q-d4-000", "q-d4-001"]
+        );
+        assert!(c[0].params.is_empty());
+        assert_eq!(c[4].params["lambdaRate"], 1.0);
+    }
+
+    #[test]
+    fn grid_takes_the_product_and_spaces_continuous_ranges() {
+        let s = spec(
+            "{ lr: { type: logUniform, min: 0.0001, max: 0.01, points: 3 }, batchSize: { type: intRange, min: 4, max: 8, step: 4 } }",
+            "{ type: grid }",
+        );
+        let c: Vec<Candidate> = candidates("g", &s)
+            .into_iter()
+            .filter(|c| c.variant == Variant::D2)
+            .collect();
+        assert_eq!(c.len(), 6);
+        let lrs: Vec<f64> = c.iter().map(|c| c.params["lr"]).collect();
+        // batchSize is the outer loop (parameters in name order), lr the inner one.
+        assert_eq!((lrs[0], lrs[2], lrs[3]), (1e-4, 1e-2, 1e-4), "{lrs:?}");
+        assert!((lrs[1] - 1e-3).abs() < 1e-15, "{lrs:?}");
+        assert_eq!(c[0].params["batchSize"], 4.0);
+        assert_eq!(c[3].params["batchSize"], 8.0);
+    }
+
+    #[test]
+    fn random_search_is_seeded_and_within_bounds() {
+        let s = spec(
+            "{ wDis: { type: uniform, min: 0.1, max: 0.5 } }",
+            "{ type: random, seed: 3, samples: 4 }",
+        );
+        let a = candidates("r", &s);
+        assert_eq!(a, candidates("r", &s));
+        // D2 has no relevant parameter: one candidate; D1, D3, D4 get 4 each.
+        assert_eq!(a.len(), 13);
+        assert!(a
+            .iter()
+            .filter_map(|c| c.params.get("wDis"))
+            .all(|w| (0.1..0.5).contains(w)));
+    }
+
+    #[test]
+    fn max_trials_keeps_every_variant() {
+        let mut s = spec(
+            "{ lr: { type: list, values: [0.1, 0.2, 0.3] } }",
+            "{ type: grid }",
+        );
+        s.max_trials = Some(5);
+        let c = candidates("m", &s);
+        let variants: Vec<Variant> = c.iter().map(|c| c.variant).collect();
+        assert_eq!(
+            variants,
+            [Variant::D1, Variant::D2, Variant::D3, Variant::D4, Variant::D1]
+        );
+    }
+}

@@ -1,0 +1,349 @@
+//! The leaderboard: every finished trial with its parameters, rate and scores; the Pareto front
+//! of bits per pixel (down) against Dice (up); the winner under the bpp budget; and the front's
+//! hypervolume, one number to compare sweeps. Pure: results in, rankings out.
+
+use std::collections::BTreeMap;
+
+use orchestra_api::{BestTrial, Objective, TrialResult, Variant};
+use serde::{Deserialize, Serialize};
+
+/// Where an entry's bpp comes from. Real bitstreams win over estimates whenever present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BppSource {
+    /// Bits of the real entropy-coded bitstream, header included.
+    Bitstream,
+    /// The ideal code length under the learned bit model (training estimate).
+    Estimate,
+    /// Uncompressed 8-bit pixels (D1).
+    Uncompressed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub trial: String,
+    pub variant: Variant,
+    pub params: BTreeMap<String, f64>,
+    pub bpp: f64,
+    pub bpp_source: BppSource,
+    /// The training estimate, shown beside a real-bitstream bpp.
+    pub bpp_estimate: Option<f64>,
+    pub dice: f64,
+    pub iou: f64,
+    pub dice_per_class: Vec<f64>,
+    pub on_front: bool,
+}
+
+/// A rate-accuracy curve of a baseline codec (bpp, Dice) points, drawn beside the trials.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Curve {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Leaderboard {
+    pub experiment: String,
+    /// Best Dice first; ties broken by lower bpp, then by name.
+    pub entries: Vec<Entry>,
+    /// Trial names on the Pareto front, by increasing bpp.
+    pub front: Vec<String>,
+    pub bpp_budget: Option<f64>,
+    /// Best Dice at or below the budget.
+    pub winner: Option<String>,
+    pub reference_bpp: f64,
+    /// Area dominated by the front in [0, referenceBpp] x [0, 1] (bpp x Dice).
+    pub hypervolume: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baselines: Vec<Curve>,
+}
+
+/// One finished trial as the leaderboard takes it.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    pub result: TrialResult,
+    pub params: BTreeMap<String, f64>,
+}
+
+fn entry(f: &Finished) -> Entry {
+    let r = &f.result;
+    let (bpp, source, estimate) = match &r.rate {
+        Some(rate) => match rate.bpp {
+            Some(real) => (real, BppSource::Bitstream, Some(rate.bpp_estimate)),
+            None => (rate.bpp_estimate, BppSource::Estimate, Some(rate.bpp_estimate)),
+        },
+        None => (r.source_bits_per_pixel, BppSource::Uncompressed, None),
+    };
+    Entry {
+        trial: r.trial.clone(),
+        variant: r.variant,
+        params: f.params.clone(),
+        bpp,
+        bpp_source: source,
+        bpp_estimate: estimate,
+        dice: r.scores.dice,
+        iou: r.scores.iou,
+        dice_per_class: r.scores.dice_per_class.clone(),
+        on_front: false,
+    }
+}
+
+/// Indices of the Pareto-optimal points (no other point has lower-or-equal bpp and
+/// higher-or-equal Dice with one strictly better), by increasing bpp. O(n log n).
+pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..points.len())
+        .filter(|&i| points[i].0.is_finite() && points[i].1.is_finite())
+        .collect();
+    order.sort_by(|&a, &b| {
+        points[a]
+            .0
+            .total_cmp(&points[b].0)
+            .then(points[b].1.total_cmp(&points[a].1))
+    });
+    let mut front = Vec::new();
+    let mut best = f64::NEG_INFINITY;
+    for i in order {
+        if points[i].1 > best {
+            front.push(i);
+            best = points[i].1;
+        }
+    }
+    front
+}
+
+/// Area dominated by `front` (by increasing bpp) within [0, reference] x [0, 1].
+pub fn hypervolume(points: &[(f64, f64)], front: &[usize], reference: f64) -> f64 {
+    let mut area = 0.0;
+    let mut below = 0.0;
+    for &i in front {
+        let (bpp, dice) = points[i];
+        if bpp >= reference {
+            break;
+        }
+        let dice = dice.clamp(0.0, 1.0);
+        if dice > below {
+            area += (reference - bpp) * (dice - below);
+            below = dice;
+        }
+    }
+    area
+}
+
+/// Ranks finished trials.
+pub fn rank(experiment: &str, finished: &[Finished], objective: &Objective) -> Leaderboard {
+    let mut entries: Vec<Entry> = finished.iter().map(entry).collect();
+    entries.sort_by(|a, b| {
+        b.dice
+            .total_cmp(&a.dice)
+            .then(a.bpp.total_cmp(&b.bpp))
+            .then_with(|| a.trial.cmp(&b.trial))
+    });
+    let points: Vec<(f64, f64)> = entries.iter().map(|e| (e.bpp, e.dice)).collect();
+    let front_idx = pareto_front(&points);
+    for &i in &front_idx {
+        entries[i].on_front = true;
+    }
+    let winner = objective.bpp_budget.and_then(|budget| {
+        // Entries are sorted by Dice: the first one within budget wins.
+        entries.iter().find(|e| e.bpp <= budget).map(|e| e.trial.clone())
+    });
+    Leaderboard {
+        experiment: experiment.to_string(),
+        front: front_idx.iter().map(|&i| entries[i].trial.clone()).collect(),
+        hypervolume: hypervolume(&points, &front_idx, objective.reference_bpp),
+        entries,
+        bpp_budget: objective.bpp_budget,
+        winner,
+        reference_bpp: objective.reference_bpp,
+        baselines: Vec::new(),
+    }
+}
+
+impl Leaderboard {
+    fn best_trial(e: &Entry) -> BestTrial {
+        BestTrial {
+            trial: e.trial.clone(),
+            variant: e.variant,
+            dice: e.dice,
+            bpp: e.bpp,
+        }
+    }
+
+    /// The winner under the budget, or the best Dice overall without one.
+    pub fn best(&self) -> Option<BestTrial> {
+        let e = match &self.winner {
+            Some(w) => self.entries.iter().find(|e| &e.trial == w),
+            None => self.entries.first(),
+        };
+        e.map(Self::best_trial)
+    }
+
+    pub fn front_entries(&self) -> Vec<BestTrial> {
+        self.front
+            .iter()
+            .filter_map(|t| self.entries.iter().find(|e| &e.trial == t))
+            .map(Self::best_trial)
+            .collect()
+    }
+
+    /// A Markdown table, best first, with the front marked.
+    pub fn to_markdown(&self) -> String {
+        let params: Vec<&String> = {
+            let mut p: Vec<&String> = self.entries.iter().flat_map(|e| e.params.keys()).collect();
+            p.sort();
+            p.dedup();
+            p
+        };
+        let mut s = format!("## Leaderboard: {}\n\n", self.experiment);
+        s += "| # | trial | variant |";
+        for p in &params {
+            s += &format!(" {p} |");
+        }
+        s += " bpp | bpp source | est. bpp | Dice | IoU | front |\n|---|---|---|";
+        s += &"---|".repeat(params.len());
+        s += "---|---|---|---|---|---|\n";
+        for (i, e) in self.entries.iter().enumerate() {
+            s += &format!("| {} | {} | {} |", i + 1, e.trial, e.variant);
+            for p in &params {
+                s += &match e.params.get(*p) {
+                    Some(v) => format!(" {v} |"),
+                    None => " |".to_string(),
+                };
+            }
+            let source = match e.bpp_source {
+                BppSource::Bitstream => "bitstream",
+                BppSource::Estimate => "estimate",
+                BppSource::Uncompressed => "raw pixels",
+            };
+            let est = e.bpp_estimate.map_or(String::new(), |b| format!("{b:.5}"));
+            s += &format!(
+                " {:.5} | {source} | {est} | {:.4} | {:.4} | {} |\n",
+                e.bpp,
+                e.dice,
+                e.iou,
+                if e.on_front { "*" } else { "" }
+            );
+        }
+        s += &format!(
+            "\nPareto front (bpp down, Dice up): {}\n\nHypervolume in [0, {} bpp] x [0, 1]: {:.6}\n",
+            if self.front.is_empty() {
+                "empty".to_string()
+            } else {
+                self.front.join(", ")
+            },
+            self.reference_bpp,
+            self.hypervolume
+        );
+        if let Some(b) = self.bpp_budget {
+            s += &format!(
+                "\nWinner at <= {b} bpp: {}\n",
+                self.winner
+                    .as_deref()
+                    .unwrap_or("none (no trial within the budget)")
+            );
+        }
+        if self.entries.iter().any(|e| e.bpp_source == BppSource::Estimate) {
+            s += "\nbpp marked `estimate` is the learned bit model's ideal code length, not a real bitstream.\n";
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orchestra_api::{ParamCounts, RateScores, SegmentationScores, Timings};
+
+    pub fn finished(trial: &str, variant: Variant, bpp: Option<f64>, dice: f64) -> Finished {
+        Finished {
+            result: TrialResult {
+                experiment: "e".into(),
+                trial: trial.into(),
+                variant,
+                steps: 1,
+                scores: SegmentationScores {
+                    dice,
+                    iou: dice / (2.0 - dice),
+                    dice_per_class: vec![dice],
+                    iou_per_class: vec![dice / (2.0 - dice)],
+                    images: 10,
+                },
+                rate: bpp.map(|b| RateScores {
+                    code_bits: 192,
+                    bits_per_pixel_raw: 0.0117,
+                    bpp_estimate: b,
+                    bpp: None,
+                }),
+                source_bits_per_pixel: 24.0,
+                params: ParamCounts::default(),
+                timings: Timings::default(),
+                hyper: Default::default(),
+            },
+            params: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn front_winner_and_hypervolume_by_hand() {
+        let f = vec![
+            finished("a", Variant::D4, Some(0.004), 0.80),
+            finished("b", Variant::D4, Some(0.006), 0.78), // dominated by a
+            finished("c", Variant::D3, Some(0.010), 0.85),
+            finished("d", Variant::D2, Some(0.002), 0.60),
+            finished("e", Variant::D1, None, 0.90), // 24 bpp, beyond the reference
+        ];
+        let objective = Objective {
+            bpp_budget: Some(0.005),
+            reference_bpp: 0.1,
+        };
+        let lb = rank("e", &f, &objective);
+        assert_eq!(
+            lb.entries.iter().map(|e| e.trial.as_str()).collect::<Vec<_>>(),
+            ["e", "c", "a", "b", "d"]
+        );
+        assert_eq!(lb.front, ["d", "a", "c", "e"]);
+        assert_eq!(lb.winner.as_deref(), Some("a"));
+        // (0.1-0.002)*0.60 + (0.1-0.004)*(0.80-0.60) + (0.1-0.010)*(0.85-0.80)
+        let expected = 0.098 * 0.60 + 0.096 * 0.20 + 0.090 * 0.05;
+        assert!((lb.hypervolume - expected).abs() < 1e-12, "{}", lb.hypervolume);
+        assert_eq!(lb.best().unwrap().trial, "a");
+        let md = lb.to_markdown();
+        assert!(
+            md.contains("| 3 | a | D4 |") && md.contains("Winner at <= 0.005 bpp: a"),
+            "{md}"
+        );
+        assert!(md.contains("raw pixels") && md.contains("not a real bitstream"));
+    }
+
+    #[test]
+    fn real_bitstreams_take_precedence_over_estimates() {
+        let mut f = finished("a", Variant::D4, Some(0.004), 0.8);
+        f.result.rate.as_mut().unwrap().bpp = Some(0.0051);
+        let lb = rank("e", &[f], &Objective::default());
+        assert_eq!(lb.entries[0].bpp, 0.0051);
+        assert_eq!(lb.entries[0].bpp_source, BppSource::Bitstream);
+        assert_eq!(lb.entries[0].bpp_estimate, Some(0.004));
+    }
+
+    #[test]
+    fn empty_and_ties() {
+        let lb = rank(
+            "e",
+            &[],
+            &Objective {
+                bpp_budget: Some(1.0),
+                reference_bpp: 0.1,
+            },
+        );
+        assert!(lb.entries.is_empty() && lb.front.is_empty() && lb.winner.is_none());
+        assert_eq!(lb.hypervolume, 0.0);
+        let same = vec![
+            finished("x", Variant::D4, Some(0.01), 0.5),
+            finished("y", Variant::D4, Some(0.01), 0.5),
+        ];
+        let lb = rank("e", &same, &Objective::default());
+        assert_eq!(lb.front, ["x"], "equal points: one represents the front");
+    }
+}

@@ -1,0 +1,9 @@
+//! Orchestra's operator side: the sweep planner and the leaderboard (pure), the local runner
+//! that executes an Experiment on one machine, and the `orchestra` command line.
+
+pub mod candidates;
+pub mod leaderboard;
+pub mod local;
+pub mod planner;
+pub mod plot;
+pub mod results;

@@ -1,0 +1,461 @@
+//! The local runner: an Experiment on this machine, no cluster. Trials run as
+//! `orchestra-worker` processes; the runner observes them, asks the planner what to do, and
+//! does it. Its state lives in `<workdir>/state.json` and the trials' in the store, so running
+//! the same command again after an interruption continues where it stopped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use orchestra_api::{Experiment, ExperimentPhase, TrialPhase, Variant};
+use orchestra_store::Store;
+use serde::{Deserialize, Serialize};
+
+use crate::leaderboard::Leaderboard;
+use crate::planner::{plan, Action, ObservedTrial, PlannerConfig};
+use crate::results::{self, ResultsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error(transparent)]
+    Results(#[from] ResultsError),
+    #[error(transparent)]
+    Store(#[from] orchestra_store::StoreError),
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error("cannot start {worker}: {reason} (build it with `make build`, or pass --worker)")]
+    Worker { worker: PathBuf, reason: String },
+    #[error("{path} belongs to experiment {found:?}, not {expected:?}")]
+    WrongFolder {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+}
+
+/// One trial as the runner records it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrialRecord {
+    pub variant: Variant,
+    pub params: BTreeMap<String, f64>,
+    pub phase: TrialPhase,
+    pub attempts: u32,
+    pub since: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct State {
+    experiment: String,
+    trials: BTreeMap<String, TrialRecord>,
+}
+
+pub struct LocalOptions {
+    /// The `orchestra-worker` binary.
+    pub worker: PathBuf,
+    /// Trials at once on this machine (further capped by the Experiment's parallelism).
+    pub jobs: usize,
+    pub progress: bool,
+    pub planner: PlannerConfig,
+}
+
+/// How a run ended.
+pub enum LocalOutcome {
+    Finished {
+        phase: ExperimentPhase,
+        message: String,
+        leaderboard: Box<Leaderboard>,
+        plot: PathBuf,
+    },
+    Interrupted,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub struct LocalRunner {
+    exp: Experiment,
+    name: String,
+    dir: PathBuf,
+    store: Store,
+    opts: LocalOptions,
+    state: State,
+    children: BTreeMap<String, Child>,
+}
+
+impl LocalRunner {
+    /// Prepares `dir` (created if missing) for the Experiment, picking up an earlier run's state.
+    pub fn new(exp: Experiment, dir: &Path, opts: LocalOptions) -> Result<LocalRunner, LocalError> {
+        let name = exp.metadata.name.clone().unwrap_or_default();
+        let io = |path: &Path, e: std::io::Error| LocalError::Io {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        for sub in ["trials", "logs"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(|e| io(&dir.join(sub), e))?;
+        }
+        let store = Store::open(&exp.spec.store)?;
+        let state_path = dir.join("state.json");
+        let mut state: State = match std::fs::read(&state_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LocalError::Io {
+                path: state_path.clone(),
+                reason: format!("not a runner state: {e}"),
+            })?,
+            Err(_) => State {
+                experiment: name.clone(),
+                trials: BTreeMap::new(),
+            },
+        };
+        if state.experiment != name {
+            return Err(LocalError::WrongFolder {
+                path: dir.to_path_buf(),
+                found: state.experiment,
+                expected: name,
+            });
+        }
+        // Trials that were running when the last runner stopped were interrupted, not failed:
+        // they start again (resuming from their checkpoints) without spending an attempt.
+        for rec in state.trials.values_mut() {
+            if rec.phase == TrialPhase::Running {
+                rec.phase = TrialPhase::Pending;
+                rec.attempts = rec.attempts.saturating_sub(1);
+            }
+        }
+        let exp_yaml = serde_yaml::to_string(&exp).expect("experiment serialises");
+        std::fs::write(dir.join("experiment.yaml"), &exp_yaml)
+            .map_err(|e| io(&dir.join("experiment.yaml"), e))?;
+        store.put(&results::experiment_key(&name), exp_yaml.into_bytes())?;
+        Ok(LocalRunner {
+            exp,
+            name,
+            dir: dir.to_path_buf(),
+            store,
+            opts,
+            state,
+            children: BTreeMap::new(),
+        })
+    }
+
+    fn save_state(&self) -> Result<(), LocalError> {
+        let path = self.dir.join("state.json");
+        let tmp = self.dir.join("state.json.tmp");
+        let bytes = serde_json::to_vec_pretty(&self.state).expect("state serialises");
+        // Write-then-rename: a crash never leaves a half-written state file.
+        std::fs::write(&tmp, bytes)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| LocalError::Io {
+                path,
+                reason: e.to_string(),
+            })
+    }
+
+    fn set_phase(&mut self, trial: &str, phase: TrialPhase, message: Option<String>) {
+        if let Some(rec) = self.state.trials.get_mut(trial) {
+            rec.phase = phase;
+            rec.since = now();
+            rec.message = message;
+        }
+    }
+
+    /// Updates the records from the children's exits and the store's results.
+    fn observe(&mut self) -> Result<Vec<String>, LocalError> {
+        let mut finished = Vec::new();
+        let names: Vec<String> = self.children.keys().cloned().collect();
+        for trial in names {
+            let status = match self.children.get_mut(&trial).map(Child::try_wait) {
+                Some(Ok(Some(status))) => status,
+                Some(Ok(None)) => continue,
+                Some(Err(e)) => {
+                    self.children.remove(&trial);
+                    self.set_phase(
+                        &trial,
+                        TrialPhase::AttemptFailed,
+                        Some(format!("lost the worker process: {e}")),
+                    );
+                    continue;
+                }
+                None => continue,
+            };
+            self.children.remove(&trial);
+            let result = results::read_result(&self.store, &self.name, &trial)?;
+            if status.success() && result.is_some() {
+                self.set_phase(&trial, TrialPhase::Succeeded, None);
+                finished.push(trial);
+            } else {
+                let log = self.dir.join("logs").join(format!("{trial}.log"));
+                let tail = std::fs::read_to_string(&log)
+                    .ok()
+                    .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()).map(String::from))
+                    .unwrap_or_default();
+                let why = if status.success() {
+                    "exited without a result".to_string()
+                } else {
+                    status.to_string()
+                };
+                tracing::warn!(trial, %why, last_log_line = %tail, "trial attempt failed");
+                self.set_phase(
+                    &trial,
+                    TrialPhase::AttemptFailed,
+                    Some(format!("{why}: {tail} (log: {})", log.display())),
+                );
+            }
+        }
+        // A trial recorded as not finished whose result is in the store did finish (for example
+        // just before the runner was killed): take the store's word for it.
+        let unfinished: Vec<String> = self
+            .state
+            .trials
+            .iter()
+            .filter(|(n, r)| !r.phase.is_terminal() && !self.children.contains_key(*n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for trial in unfinished {
+            if results::read_result(&self.store, &self.name, &trial)?
+                .is_some_and(|r| r.steps == self.exp.spec.steps)
+            {
+                self.set_phase(&trial, TrialPhase::Succeeded, None);
+                finished.push(trial);
+            }
+        }
+        Ok(finished)
+    }
+
+    fn observed(&self) -> Vec<ObservedTrial> {
+        self.state
+            .trials
+            .iter()
+            .map(|(name, r)| ObservedTrial {
+                name: name.clone(),
+                phase: r.phase,
+                attempts: r.attempts,
+                since: r.since,
+            })
+            .collect()
+    }
+
+    fn start(&mut self, trial: &str, attempt: u32) -> Result<(), LocalError> {
+        let spec_path = self.dir.join("trials").join(format!("{trial}.yaml"));
+        let log_path = self.dir.join("logs").join(format!("{trial}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| LocalError::Io {
+                path: log_path.clone(),
+                reason: e.to_string(),
+            })?;
+        let log_err = log.try_clone().map_err(|e| LocalError::Io {
+            path: log_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let slots = self.opts.jobs.min(self.exp.spec.parallelism as usize).max(1);
+        let threads = (cores / slots).max(1);
+        let mut cmd = Command::new(&self.opts.worker);
+        cmd.args(["train", "--resume", "--no-progress", "--spec"])
+            .arg(&spec_path)
+            .env("ORCHESTRA_THREADS", threads.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err));
+        kill_with_parent(&mut cmd);
+        let child = cmd.spawn().map_err(|e| LocalError::Worker {
+            worker: self.opts.worker.clone(),
+            reason: e.to_string(),
+        })?;
+        tracing::info!(trial, attempt, pid = child.id(), threads, "trial started");
+        self.children.insert(trial.to_string(), child);
+        if let Some(rec) = self.state.trials.get_mut(trial) {
+            rec.attempts = attempt;
+        }
+        self.set_phase(trial, TrialPhase::Running, None);
+        Ok(())
+    }
+
+    fn stop(&mut self, trial: &str) {
+        if let Some(mut child) = self.children.remove(trial) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn apply(&mut self, actions: Vec<Action>) -> Result<(), LocalError> {
+        for action in actions {
+            match action {
+                Action::CreateTrial {
+                    name,
+                    variant,
+                    params,
+                    spec,
+                } => {
+                    let path = self.dir.join("trials").join(format!("{name}.yaml"));
+                    let yaml = serde_yaml::to_string(&spec).expect("trial spec serialises");
+                    std::fs::write(&path, yaml).map_err(|e| LocalError::Io {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    self.store.put(
+                        &results::params_key(&self.name, &name),
+                        serde_json::to_vec(&params).expect("params serialise"),
+                    )?;
+                    self.state.trials.insert(
+                        name,
+                        TrialRecord {
+                            variant,
+                            params,
+                            phase: TrialPhase::Pending,
+                            attempts: 0,
+                            since: now(),
+                            message: None,
+                        },
+                    );
+                }
+                Action::StartTrial { name, attempt } => self.start(&name, attempt)?,
+                Action::FailTrial { name, reason } => {
+                    tracing::error!(trial = %name, %reason, "trial failed");
+                    let detail = self.state.trials.get(&name).and_then(|r| r.message.clone());
+                    self.set_phase(&name, TrialPhase::Failed, Some(detail.unwrap_or(reason)));
+                }
+                Action::StopTrial { name } => {
+                    self.stop(&name);
+                    self.set_phase(&name, TrialPhase::Stopped, Some("experiment ended".into()));
+                }
+            }
+        }
+        self.save_state()
+    }
+
+    /// Runs until the Experiment ends or `interrupted` is set.
+    pub fn run(&mut self, interrupted: Arc<AtomicBool>) -> Result<LocalOutcome, LocalError> {
+        let total = crate::candidates::candidates(&self.name, &self.exp.spec).len() as u64;
+        let bars = MultiProgress::new();
+        if !self.opts.progress {
+            bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let overall = bars.add(ProgressBar::new(total));
+        overall.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} trials {elapsed_precise} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        overall.set_prefix(self.name.clone());
+        let mut trial_bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
+        let mut best: Option<(f64, f64, String)> = None;
+        let mut published = usize::MAX;
+        loop {
+            let finished = self.observe()?;
+            for trial in &finished {
+                if let Some(r) = results::read_result(&self.store, &self.name, trial)? {
+                    let bpp = r
+                        .rate
+                        .as_ref()
+                        .map_or(r.source_bits_per_pixel, |x| x.bpp.unwrap_or(x.bpp_estimate));
+                    bars.suspend(|| {
+                        println!("{trial} {}: Dice {:.4} at {bpp:.5} bpp", r.variant, r.scores.dice)
+                    });
+                    if best.as_ref().is_none_or(|b| r.scores.dice > b.0) {
+                        best = Some((r.scores.dice, bpp, trial.clone()));
+                    }
+                }
+            }
+            let p = plan(
+                &self.name,
+                &self.exp.spec,
+                &self.observed(),
+                now(),
+                &self.opts.planner,
+            );
+            self.apply(p.actions)?;
+
+            let succeeded = self
+                .state
+                .trials
+                .values()
+                .filter(|r| r.phase == TrialPhase::Succeeded)
+                .count();
+            if succeeded != published {
+                results::publish(&self.store, &self.exp, &self.dir)?;
+                published = succeeded;
+            }
+            let count = |ph: TrialPhase| self.state.trials.values().filter(|r| r.phase == ph).count();
+            overall.set_position((succeeded + count(TrialPhase::Failed)) as u64);
+            overall.set_message(format!(
+                "running {}, failed {}{}",
+                count(TrialPhase::Running),
+                count(TrialPhase::Failed),
+                best.as_ref().map_or(String::new(), |(d, b, t)| format!(
+                    ", best Dice {d:.4} at {b:.5} bpp ({t})"
+                ))
+            ));
+            // One spinner per running trial.
+            trial_bars.retain(|name, bar| {
+                let running = self.children.contains_key(name);
+                if !running {
+                    bar.finish_and_clear();
+                }
+                running
+            });
+            for name in self.children.keys() {
+                if !trial_bars.contains_key(name) {
+                    let rec = &self.state.trials[name];
+                    let bar = bars.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template("  {spinner} {msg} {elapsed}").expect("valid template"),
+                    );
+                    bar.set_message(format!("{name} ({}, attempt {})", rec.variant, rec.attempts));
+                    trial_bars.insert(name.clone(), bar);
+                }
+            }
+            trial_bars.values().for_each(|b| b.tick());
+
+            if matches!(p.phase, ExperimentPhase::Succeeded | ExperimentPhase::Failed)
+                && self.children.is_empty()
+            {
+                overall.finish_with_message(p.message.clone());
+                let (leaderboard, plot) = results::publish(&self.store, &self.exp, &self.dir)?;
+                return Ok(LocalOutcome::Finished {
+                    phase: p.phase,
+                    message: p.message,
+                    leaderboard: Box::new(leaderboard),
+                    plot,
+                });
+            }
+            if interrupted.load(Ordering::SeqCst) {
+                let running: Vec<String> = self.children.keys().cloned().collect();
+                for trial in running {
+                    self.stop(&trial);
+                    // Interrupted, not failed: the next run resumes it without spending an attempt.
+                    if let Some(rec) = self.state.trials.get_mut(&trial) {
+                        rec.phase = TrialPhase::Pending;
+                        rec.attempts = rec.attempts.saturating_sub(1);
+                    }
+                }
+                self.save_state()?;
+                overall.abandon_with_message("interrupted");
+                return Ok(LocalOutcome::Interrupted);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// Workers die with the runner, even when it is killed outright, so that a second runner never
+/// races an orphan on the same trial.
+fn kill_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the child's own process state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,148 @@
+//! Reading an Experiment's finished trials back from the store, and publishing its leaderboard
+//! there and in a local folder. The store layout is the worker's:
+//! `<experiment>/<trial>/result.json`, plus `params.json` (the swept values) written by whoever
+//! created the trial and `<experiment>/experiment.yaml`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use orchestra_api::{Experiment, TrialResult};
+use orchestra_store::{Store, StoreError};
+
+use crate::leaderboard::{rank, Finished, Leaderboard};
+use crate::plot::write_plots;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("{path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+}
+
+pub fn params_key(experiment: &str, trial: &str) -> String {
+    format!("{experiment}/{trial}/params.json")
+}
+
+pub fn result_key(experiment: &str, trial: &str) -> String {
+    format!("{experiment}/{trial}/result.json")
+}
+
+pub fn experiment_key(experiment: &str) -> String {
+    format!("{experiment}/experiment.yaml")
+}
+
+/// One trial's result, if it has finished.
+pub fn read_result(
+    store: &Store,
+    experiment: &str,
+    trial: &str,
+) -> Result<Option<TrialResult>, ResultsError> {
+    let key = result_key(experiment, trial);
+    match store.get(&key)? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| ResultsError::Corrupt {
+                key,
+                reason: format!("not a trial result: {e}"),
+            }),
+    }
+}
+
+/// Every finished trial of `experiment` in the store, with its swept parameters.
+pub fn read_finished(store: &Store, experiment: &str) -> Result<Vec<Finished>, ResultsError> {
+    let mut out = Vec::new();
+    for key in store.list(experiment)? {
+        let Some(trial) = key
+            .strip_prefix(&format!("{experiment}/"))
+            .and_then(|rest| rest.strip_suffix("/result.json"))
+            .filter(|t| !t.contains('/'))
+        else {
+            continue;
+        };
+        let Some(result) = read_result(store, experiment, trial)? else {
+            continue;
+        };
+        let pk = params_key(experiment, trial);
+        let params: BTreeMap<String, f64> = match store.get(&pk)? {
+            Some(b) => serde_json::from_slice(&b).map_err(|e| ResultsError::Corrupt {
+                key: pk,
+                reason: format!("not a parameter map: {e}"),
+            })?,
+            None => BTreeMap::new(),
+        };
+        out.push(Finished { result, params });
+    }
+    Ok(out)
+}
+
+/// Experiment names found in a store (those with an `experiment.yaml`).
+pub fn experiments_in(store: &Store) -> Result<Vec<String>, ResultsError> {
+    let mut names: Vec<String> = store
+        .list("")?
+        .into_iter()
+        .filter_map(|k| {
+            k.strip_suffix("/experiment.yaml")
+                .filter(|n| !n.contains('/'))
+                .map(String::from)
+        })
+        .collect();
+    names.dedup();
+    Ok(names)
+}
+
+pub fn read_experiment(store: &Store, name: &str) -> Result<Option<Experiment>, ResultsError> {
+    let key = experiment_key(name);
+    match store.get(&key)? {
+        None => Ok(None),
+        Some(b) => serde_yaml::from_slice(&b)
+            .map(Some)
+            .map_err(|e| ResultsError::Corrupt {
+                key,
+                reason: format!("not an Experiment: {e}"),
+            }),
+    }
+}
+
+/// Ranks the experiment's finished trials and writes `leaderboard.{json,md,svg,png}` into
+/// `dir` and into the store beside the trials.
+pub fn publish(store: &Store, exp: &Experiment, dir: &Path) -> Result<(Leaderboard, PathBuf), ResultsError> {
+    let name = exp.metadata.name.clone().unwrap_or_default();
+    let finished = read_finished(store, &name)?;
+    let lb = rank(&name, &finished, &exp.spec.objective);
+    std::fs::create_dir_all(dir).map_err(|e| ResultsError::Write {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let stem = dir.join("leaderboard");
+    let json = serde_json::to_vec_pretty(&lb).expect("leaderboard serialises");
+    let md = lb.to_markdown();
+    for (ext, bytes) in [("json", json.as_slice()), ("md", md.as_bytes())] {
+        let path = stem.with_extension(ext);
+        std::fs::write(&path, bytes).map_err(|e| ResultsError::Write {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    let (svg, png) = write_plots(&lb, &stem).map_err(|reason| ResultsError::Write {
+        path: stem.clone(),
+        reason,
+    })?;
+    for path in [
+        stem.with_extension("json"),
+        stem.with_extension("md"),
+        svg,
+        png.clone(),
+    ] {
+        let bytes = std::fs::read(&path).map_err(|e| ResultsError::Write {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("leaderboard");
+        store.put(&format!("{name}/{file}"), bytes)?;
+    }
+    Ok((lb, png))
+}

@@ -1,0 +1,210 @@
+//! `orchestra run` end to end on a tiny synthetic sweep: real worker processes, a leaderboard,
+//! a second run that trains nothing, and a run killed mid-way that continues.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn orchestra() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestra"));
+    cmd.args(["run", "--restart-backoff", "1"]);
+    cmd
+}
+
+fn worker() -> PathBuf {
+    let w = Path::new(env!("CARGO_BIN_EXE_orchestra")).with_file_name("orchestra-worker");
+    assert!(
+        w.exists(),
+        "{} is missing: build the workspace (cargo test --workspace builds it)",
+        w.display()
+    );
+    w
+}
+
+fn experiment(dir: &Path, name: &str, steps: u32, checkpoint_every: u32) -> PathBuf {
+    let text = format!(
+        "apiVersion: orchestra.dev/v1alpha1
+kind: Experiment
+metadata: {{ name: {name} }}
+spec:
+  dataset: synthetic://lesion?n=40&size=64&seed=3&val=8
+  model: {{ inputSize: 64, downsample: 8 }}
+  variants: [D2, D4]
+  hyper: {{ batchSize: 4 }}
+  search: {{ lambdaRate: {{ type: list, values: [0.05, 1.0] }} }}
+  steps: {steps}
+  checkpointEvery: {checkpoint_every}
+  parallelism: 2
+  store: file://{}/store
+  objective: {{ bppBudget: 0.1 }}
+",
+        dir.display()
+    );
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(file: &Path, workdir: &Path) -> Output {
+    orchestra()
+        .arg(file)
+        .arg("--workdir")
+        .arg(workdir)
+        .arg("--worker")
+        .arg(worker())
+        .output()
+        .unwrap()
+}
+
+fn log_sizes(workdir: &Path) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = std::fs::read_dir(workdir.join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_sweep_runs_ranks_and_is_not_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = experiment(dir.path(), "mini", 6, 3);
+    let workdir = dir.path().join("work");
+    let out = run(&file, &workdir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Leaderboard: mini") && stdout.contains("Succeeded (3 of 3 trials succeeded)"),
+        "{stdout}"
+    );
+
+    let lb: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(workdir.join("leaderboard.json")).unwrap()).unwrap();
+    let trials: Vec<&str> = lb["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["trial"].as_str().unwrap())
+        .collect();
+    assert_eq!(trials.len(), 3);
+    for t in ["mini-d2-000", "mini-d4-000", "mini-d4-001"] {
+        assert!(trials.contains(&t), "{t} missing from {trials:?}");
+    }
+    assert!(!lb["front"].as_array().unwrap().is_empty());
+    assert!(
+        lb["winner"].is_string(),
+        "every trial is under the 0.1 bpp budget"
+    );
+    let d4: Vec<&serde_json::Value> = lb["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["variant"] == "D4")
+        .collect();
+    assert!(d4.iter().all(|e| e["params"]["lambdaRate"].is_number()));
+    for f in ["leaderboard.md", "leaderboard.svg", "leaderboard.png"] {
+        assert!(workdir.join(f).metadata().unwrap().len() > 100, "{f}");
+    }
+    assert!(
+        dir.path().join("store/mini/leaderboard.png").exists(),
+        "published to the store too"
+    );
+    let png = std::fs::read(workdir.join("leaderboard.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    // The same command again: everything is finished, nothing trains.
+    let before = log_sizes(&workdir);
+    let out = run(&file, &workdir);
+    assert!(out.status.success());
+    assert_eq!(
+        log_sizes(&workdir),
+        before,
+        "a finished sweep started workers again"
+    );
+
+    // `orchestra leaderboard` reads the same results from the folder and from the store.
+    let out = Command::new(env!("CARGO_BIN_EXE_orchestra"))
+        .args(["leaderboard"])
+        .arg(&workdir)
+        .output()
+        .unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("mini-d4-001"));
+    let store = format!("file://{}/store", dir.path().display());
+    let out = Command::new(env!("CARGO_BIN_EXE_orchestra"))
+        .args(["leaderboard", &store, "--out"])
+        .arg(dir.path().join("lb"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("lb/leaderboard.svg").exists());
+}
+
+#[test]
+fn a_killed_run_continues_from_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = experiment(dir.path(), "killed", 30, 5);
+    let workdir = dir.path().join("work");
+    let mut child = orchestra()
+        .arg(&file)
+        .arg("--workdir")
+        .arg(&workdir)
+        .arg("--worker")
+        .arg(worker())
+        .spawn()
+        .unwrap();
+    // Wait for a first checkpoint of some trial, then kill the runner outright.
+    let started = Instant::now();
+    let store = dir.path().join("store/killed");
+    loop {
+        let any_checkpoint = ["killed-d2-000", "killed-d4-000"]
+            .iter()
+            .any(|t| store.join(t).join("latest").exists());
+        if any_checkpoint {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let out = run(&file, &workdir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Succeeded (3 of 3 trials succeeded)"), "{stdout}");
+    // Each trial's metrics hold every step exactly once: resumed trials continued, not restarted.
+    for t in ["killed-d2-000", "killed-d4-000", "killed-d4-001"] {
+        let metrics = std::fs::read_to_string(store.join(t).join("metrics.jsonl")).unwrap();
+        let steps: Vec<u64> = metrics
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("loss_seg").is_some())
+            .map(|v| v["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, (1..=30).collect::<Vec<_>>(), "{t}");
+    }
+    let resumed = ["killed-d2-000", "killed-d4-000"].iter().any(|t| {
+        std::fs::read_to_string(workdir.join("logs").join(format!("{t}.log")))
+            .unwrap()
+            .contains("resumed from checkpoint")
+    });
+    assert!(resumed, "no trial resumed from its checkpoint");
+}

@@ -1,0 +1,188 @@
+//! Object storage for checkpoints, metrics and results, through the `object_store` crate.
+//!
+//! A blocking facade over the async API (the worker's training loop and the local runner are
+//! synchronous): every call runs on a small private runtime. Writes are retried with backoff.
+//! No tensors here: the operator reads results through it without linking libtorch.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::{local::LocalFileSystem, memory::InMemory, path::Path, ObjectStore, PutPayload};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store URI {uri:?}: {reason}")]
+    BadUri { uri: String, reason: String },
+    #[error("store {uri}: {op} {key}: {source}")]
+    Io {
+        uri: String,
+        op: &'static str,
+        key: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    #[error("store {uri}: {key}: {reason}")]
+    Corrupt {
+        uri: String,
+        key: String,
+        reason: String,
+    },
+}
+
+/// Attempts per write before the error is reported.
+const WRITE_ATTEMPTS: u32 = 4;
+
+/// A store URI opened for blocking use. Keys are relative to the URI's path.
+#[derive(Clone)]
+pub struct Store {
+    uri: String,
+    inner: Arc<dyn ObjectStore>,
+    root: Path,
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("uri", &self.uri).finish()
+    }
+}
+
+/// In-memory stores live as long as the process; the same `memory://name` gives the same store,
+/// so that a resumed run in the same process (tests) sees the earlier checkpoints.
+fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
+    STORES.get_or_init(Default::default)
+}
+
+impl Store {
+    /// Opens `file:///abs/path` (created if missing) or `memory://name`.
+    pub fn open(uri: &str) -> Result<Store, StoreError> {
+        let bad = |reason: &str| StoreError::BadUri {
+            uri: uri.to_string(),
+            reason: reason.to_string(),
+        };
+        let (scheme, rest) = uri
+            .split_once("://")
+            .ok_or_else(|| bad("expected scheme://..."))?;
+        let inner: Arc<dyn ObjectStore> = match scheme {
+            "file" => {
+                if !rest.starts_with('/') {
+                    return Err(bad("file URIs need an absolute path: file:///runs"));
+                }
+                let dir = PathBuf::from(rest);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| bad(&format!("cannot create {}: {e}", dir.display())))?;
+                Arc::new(
+                    LocalFileSystem::new_with_prefix(&dir)
+                        .map_err(|e| bad(&e.to_string()))?
+                        .with_automatic_cleanup(true),
+                )
+            }
+            "memory" => {
+                let mut stores = memory_stores().lock().expect("memory store registry");
+                stores
+                    .entry(rest.to_string())
+                    .or_insert_with(|| Arc::new(InMemory::new()))
+                    .clone()
+            }
+            "s3" | "gs" | "az" => {
+                return Err(bad(
+                    "cloud stores are not built into this worker yet; use file:// or memory://",
+                ))
+            }
+            _ => return Err(bad("unsupported scheme: expected file:// or memory://")),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| bad(&format!("cannot start the I/O runtime: {e}")))?;
+        Ok(Store {
+            uri: uri.to_string(),
+            inner,
+            root: Path::default(),
+            rt: Arc::new(rt),
+        })
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    fn path(&self, key: &str) -> Path {
+        let mut p = self.root.clone();
+        for part in key.split('/').filter(|s| !s.is_empty()) {
+            p = p.child(part);
+        }
+        p
+    }
+
+    fn io(&self, op: &'static str, key: &str, source: object_store::Error) -> StoreError {
+        StoreError::Io {
+            uri: self.uri.clone(),
+            op,
+            key: key.to_string(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Writes one object atomically (readers see the old object or the whole new one),
+    /// retrying with exponential backoff.
+    pub fn put(&self, key: &str, bytes: impl Into<Bytes>) -> Result<(), StoreError> {
+        let path = self.path(key);
+        let payload = PutPayload::from(bytes.into());
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1..=WRITE_ATTEMPTS {
+            match self.rt.block_on(self.inner.put(&path, payload.clone())) {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < WRITE_ATTEMPTS => {
+                    tracing::warn!(store = %self.uri, key, attempt, error = %e, "write failed, retrying");
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                Err(e) => return Err(self.io("put", key, e)),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// Reads one object; `None` when it does not exist.
+    pub fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let path = self.path(key);
+        let result = self.rt.block_on(async {
+            match self.inner.get(&path).await {
+                Ok(r) => r.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        result.map_err(|e| self.io("get", key, e))
+    }
+
+    /// Keys (relative to the store's root) of every object under `prefix`.
+    pub fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let path = self.path(prefix);
+        let metas: Vec<object_store::ObjectMeta> = self
+            .rt
+            .block_on(self.inner.list(Some(&path)).try_collect())
+            .map_err(|e| self.io("list", prefix, e))?;
+        let mut keys: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Deletes every object under `prefix`.
+    pub fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        for key in self.list(prefix)? {
+            let path = self.path(&key);
+            match self.rt.block_on(self.inner.delete(&path)) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.io("delete", &key, e)),
+            }
+        }
+        Ok(())
+    }
+}
