@@ -30,9 +30,19 @@ pub struct RateScores {
     pub code_bits: u64,
     pub bits_per_pixel_raw: f64,
     pub bpp_estimate: f64,
-    /// Bits of the real entropy-coded bitstream (header included) per pixel, when measured.
+    /// Bits of the real entropy-coded bitstream (header included) per pixel, when measured:
+    /// the mean over the evaluation images of 8 * stream bytes / pixels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpp: Option<f64>,
+    /// The same without the header bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpp_no_header: Option<f64>,
+    /// Mean bitstream size in bytes, header included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_stream_bytes: Option<f64>,
+    /// Evaluation images whose decoded bits differed from the encoded ones (must be 0).
+    #[serde(default)]
+    pub round_trip_failures: u32,
 }
 
 /// Parameter counts per network.

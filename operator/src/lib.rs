@@ -1,6 +1,7 @@
 //! Orchestra's operator side: the sweep planner and the leaderboard (pure), the local runner
 //! that executes an Experiment on one machine, and the `orchestra` command line.
 
+pub mod bench;
 pub mod candidates;
 pub mod leaderboard;
 pub mod local;

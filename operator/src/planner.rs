@@ -5,7 +5,7 @@
 //! order, parallelism, restarts, failure budgets and the end of the Experiment are decided here
 //! once, from data alone, and tested without any cluster.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use orchestra_api::{ExperimentPhase, ExperimentSpec, TrialPhase, TrialSpec, Variant};
 
@@ -83,6 +83,7 @@ pub fn plan(
     cfg: &PlannerConfig,
 ) -> Plan {
     let all = candidates(name, spec);
+    let known: HashSet<&str> = observed.iter().map(|t| t.name.as_str()).collect();
     let count = |p: TrialPhase| observed.iter().filter(|t| t.phase == p).count();
     let mut actions = Vec::new();
 
@@ -155,7 +156,7 @@ pub fn plan(
         });
         free -= 1;
     }
-    for c in all.iter().filter(|c| !observed.iter().any(|t| t.name == c.name)) {
+    for c in all.iter().filter(|c| !known.contains(c.name.as_str())) {
         if free == 0 {
             break;
         }
@@ -173,7 +174,7 @@ pub fn plan(
     }
 
     // 4. Done when every candidate exists and every trial is terminal.
-    let all_created = all.iter().all(|c| observed.iter().any(|t| t.name == c.name));
+    let all_created = all.iter().all(|c| known.contains(c.name.as_str()));
     let failing_now = actions
         .iter()
         .filter(|a| matches!(a, Action::FailTrial { .. }))

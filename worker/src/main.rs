@@ -14,6 +14,7 @@ use orchestra_worker::store::Store;
 use orchestra_worker::train::{self, device_for_spec, Outcome, RunOptions};
 
 mod bench;
+mod codec_cli;
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +72,54 @@ enum Command {
     },
     /// Training throughput and peak memory per variant (see `make bench`).
     Bench(bench::BenchArgs),
+    /// Package a trial's checkpoint as a deployable model file (C, q, g, s; no critic).
+    Export {
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(long)]
+        step: Option<u64>,
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// Edge side: compress an image into a bitstream.
+    Encode {
+        #[arg(long)]
+        model: PathBuf,
+        image: PathBuf,
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// Print the code bits of a bitstream (checks it completely).
+    Decode {
+        #[arg(long)]
+        model: PathBuf,
+        stream: PathBuf,
+    },
+    /// Cloud side: segment a bitstream into a label map PNG (and an overlay on the original).
+    Segment {
+        #[arg(long)]
+        model: PathBuf,
+        stream: PathBuf,
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Write an overlay of the label map on this image...
+        #[arg(long, requires = "overlay")]
+        image: Option<PathBuf>,
+        /// ... to this file.
+        #[arg(long, requires = "image")]
+        overlay: Option<PathBuf>,
+    },
+    /// Feed the decoder generated inputs (random, random payloads, mutated streams of the
+    /// given images) and report how many were decoded or rejected; fails on any panic.
+    FuzzDecoder {
+        #[arg(long)]
+        model: PathBuf,
+        images: Vec<PathBuf>,
+        #[arg(long, default_value_t = 1_000_000)]
+        inputs: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() {
@@ -135,21 +184,9 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Eval { spec, step } => {
             let spec = read_spec(&spec)?;
-            let ts = TrialStore::new(Store::open(&spec.store)?, &spec.experiment, &spec.trial);
-            let step = match step {
-                Some(s) => s,
-                None => ts
-                    .latest_step()?
-                    .with_context(|| format!("trial {} has no checkpoint in {}", spec.trial, spec.store))?,
-            };
-            let ckpt = ts.load(step)?;
+            let (model, step) = load_checkpoint(&spec, step)?;
             let data = Dataset::open(&spec.dataset, spec.model.input_size)?;
-            let config = NetConfig::resolve(&spec.model, data.channels, data.classes);
-            let device = device_for_spec(&spec)?;
-            let model = Model::new(config, spec.variant, device);
-            train::load_weights(&model, &ckpt.weights)
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("checkpoint step {step}"))?;
+            let device = model.vs.device();
             let e = train::evaluate(
                 &model,
                 &data.val,
@@ -206,8 +243,49 @@ fn run(command: Command) -> Result<()> {
             print!("{}", info::render(&config, &networks, layers));
         }
         Command::Bench(args) => bench::run(args)?,
+        Command::Export { spec, step, out } => {
+            let spec = read_spec(&spec)?;
+            let (model, step) = load_checkpoint(&spec, step)?;
+            orchestra_worker::codec::model_file::CompressionModel::save(&model, &out)?;
+            println!("{}: {} step {step}", out.display(), spec.trial);
+        }
+        Command::Encode { model, image, out } => codec_cli::encode(&model, &image, &out)?,
+        Command::Decode { model, stream } => codec_cli::decode(&model, &stream)?,
+        Command::Segment {
+            model,
+            stream,
+            out,
+            image,
+            overlay,
+        } => codec_cli::segment(&model, &stream, &out, image.as_deref().zip(overlay.as_deref()))?,
+        Command::FuzzDecoder {
+            model,
+            images,
+            inputs,
+            seed,
+        } => codec_cli::fuzz(&model, &images, inputs, seed)?,
     }
     Ok(())
+}
+
+/// The model of a trial's checkpoint (`step`, or the latest), on the trial's device.
+fn load_checkpoint(spec: &TrialSpec, step: Option<u64>) -> Result<(Model, u64)> {
+    let ts = TrialStore::new(Store::open(&spec.store)?, &spec.experiment, &spec.trial);
+    let step = match step {
+        Some(s) => s,
+        None => ts
+            .latest_step()?
+            .with_context(|| format!("trial {} has no checkpoint in {}", spec.trial, spec.store))?,
+    };
+    let ckpt = ts.load(step)?;
+    // The dataset says how many channels and classes the networks were built for.
+    let data = Dataset::open(&spec.dataset, spec.model.input_size)?;
+    let config = NetConfig::resolve(&spec.model, data.channels, data.classes);
+    let model = Model::new(config, spec.variant, device_for_spec(spec)?);
+    train::load_weights(&model, &ckpt.weights)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("checkpoint step {step}"))?;
+    Ok((model, step))
 }
 
 fn print_result(r: &orchestra_api::TrialResult) {
@@ -225,6 +303,14 @@ fn print_result(r: &orchestra_api::TrialResult) {
         r.scores.images
     );
     if let Some(rate) = &r.rate {
+        if let (Some(bpp), Some(no_header), Some(bytes)) =
+            (rate.bpp, rate.bpp_no_header, rate.mean_stream_bytes)
+        {
+            println!(
+                "  real bitstreams: {bytes:.1} bytes per image = {bpp:.5} bpp ({no_header:.5} without the header), {} round-trip failures",
+                rate.round_trip_failures
+            );
+        }
         println!(
             "  code {} bits = {:.5} bpp raw; estimated {:.5} bpp under the learned bit model (training estimate, not a real bitstream)",
             rate.code_bits, rate.bits_per_pixel_raw, rate.bpp_estimate

@@ -58,6 +58,14 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Time the planner and the leaderboard on synthetic sweeps (see `make bench`).
+    BenchPlanner {
+        #[arg(long, default_value_t = 10_000)]
+        trials: usize,
+        /// Also write the timings as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -162,6 +170,18 @@ fn run(command: Command) -> Result<()> {
             for c in all {
                 let params: Vec<String> = c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!("  {} {} {}", c.name, c.variant, params.join(" "));
+            }
+        }
+        Command::BenchPlanner { trials, out } => {
+            let report = orchestra_operator::bench::planner_and_leaderboard(trials);
+            println!("{}", report.to_markdown());
+            if let Some(path) = out {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                println!("written: {}", path.display());
             }
         }
         Command::Leaderboard {

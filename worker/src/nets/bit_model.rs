@@ -33,6 +33,18 @@ impl BitModel {
         }
     }
 
+    /// q(+1 | channel, context) for every channel and context, [channel * CONTEXTS + context]:
+    /// the table the entropy coder is built from.
+    pub fn probabilities(&self) -> Vec<f64> {
+        let p = self
+            .logits
+            .detach()
+            .to_device(tch::Device::Cpu)
+            .to_kind(Kind::Double)
+            .sigmoid();
+        Vec::<f64>::try_from(p.flatten(0, -1)).expect("a flat double tensor")
+    }
+
     /// Context index (int64, same shape as `bits`) of every bit of a code (N, K, spatial...)
     /// holding -1 and +1.
     pub fn contexts(&self, bits: &Tensor) -> Tensor {

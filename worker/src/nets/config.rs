@@ -6,7 +6,7 @@ use orchestra_api::{ModelSpec, Preset};
 use super::layers::Spatial;
 
 /// Every size the networks need, fully resolved.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NetConfig {
     pub spatial: Spatial,
     pub input_size: i64,

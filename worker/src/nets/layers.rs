@@ -11,7 +11,7 @@ use tch::{nn, Tensor};
 use super::rng;
 
 /// Number of spatial dimensions: 2 for images, 3 for volumes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Spatial {
     Two,
     Three,

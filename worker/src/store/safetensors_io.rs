@@ -25,6 +25,14 @@ impl View for &Raw {
 
 /// Serialises float tensors (copied to the CPU as f32) with their names.
 pub fn to_safetensors(tensors: &[(String, Tensor)]) -> Result<Vec<u8>, String> {
+    to_safetensors_with_metadata(tensors, None)
+}
+
+/// As `to_safetensors`, with string metadata in the header.
+pub fn to_safetensors_with_metadata(
+    tensors: &[(String, Tensor)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>, String> {
     let raws: Vec<(String, Raw)> = tensors
         .iter()
         .map(|(name, t)| {
@@ -47,12 +55,22 @@ pub fn to_safetensors(tensors: &[(String, Tensor)]) -> Result<Vec<u8>, String> {
             ))
         })
         .collect::<Result<_, String>>()?;
-    safetensors::tensor::serialize(raws.iter().map(|(n, r)| (n.as_str(), r)), &None)
+    safetensors::tensor::serialize(raws.iter().map(|(n, r)| (n.as_str(), r)), &metadata)
         .map_err(|e| e.to_string())
 }
 
 /// Parses safetensors bytes into named f32 CPU tensors, checking every header field.
 pub fn from_safetensors(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
+    from_safetensors_with_metadata(bytes).map(|(t, _)| t)
+}
+
+/// As `from_safetensors`, also returning the header's metadata.
+#[allow(clippy::type_complexity)]
+pub fn from_safetensors_with_metadata(
+    bytes: &[u8],
+) -> Result<(Vec<(String, Tensor)>, std::collections::HashMap<String, String>), String> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
@@ -68,5 +86,5 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
         out.push((name, Tensor::from_slice(&values).view(shape.as_slice())));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
+    Ok((out, metadata))
 }

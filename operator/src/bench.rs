@@ -1,0 +1,122 @@
+//! Timings of the pure parts at scale: planning a 10,000-trial sweep and ranking 10,000 results.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use orchestra_api::{
+    ExperimentSpec, Objective, ParamCounts, RateScores, SegmentationScores, Timings, TrialPhase, TrialResult,
+    Variant,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::leaderboard::{rank, Finished};
+use crate::planner::{plan, ObservedTrial, PlannerConfig};
+
+#[derive(Serialize)]
+pub struct PlannerBench {
+    pub trials: usize,
+    /// The first plan of a new sweep (creates up to the parallelism).
+    pub plan_new_ms: f64,
+    /// A plan with every trial observed, half of them finished.
+    pub plan_observed_ms: f64,
+    pub rank_ms: f64,
+    pub front_size: usize,
+}
+
+impl PlannerBench {
+    pub fn to_markdown(&self) -> String {
+        format!(
+            "| operation ({} trials) | ms |\n|---|---|\n| plan, new sweep | {:.2} |\n| plan, all observed | {:.2} |\n| rank + Pareto front + hypervolume | {:.2} |\n\nfront: {} trials",
+            self.trials, self.plan_new_ms, self.plan_observed_ms, self.rank_ms, self.front_size
+        )
+    }
+}
+
+fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, T) {
+    let mut best = f64::INFINITY;
+    let mut out = None;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let r = f();
+        best = best.min(t.elapsed().as_secs_f64() * 1000.0);
+        out = Some(r);
+    }
+    (best, out.expect("at least one run"))
+}
+
+pub fn planner_and_leaderboard(trials: usize) -> PlannerBench {
+    let text = format!(
+        "dataset: synthetic://lesion\nmodel: {{ inputSize: 128 }}\nvariants: [D4]\nsteps: 100\nstore: memory://b\n\
+         parallelism: 64\nalgorithm: {{ type: random, seed: 1, samples: {trials} }}\n\
+         search: {{ lambdaRate: {{ type: logUniform, min: 0.001, max: 1.0 }}, lr: {{ type: logUniform, min: 0.0001, max: 0.01 }} }}\n"
+    );
+    let spec: ExperimentSpec = serde_yaml::from_str(&text).expect("bench spec parses");
+    let cfg = PlannerConfig::default();
+    let (plan_new_ms, _) = best_of(5, || plan("bench", &spec, &[], 0, &cfg));
+    let observed: Vec<ObservedTrial> = crate::candidates::candidates("bench", &spec)
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| ObservedTrial {
+            name: c.name,
+            phase: if i % 2 == 0 {
+                TrialPhase::Succeeded
+            } else {
+                TrialPhase::Pending
+            },
+            attempts: 1,
+            since: 0,
+        })
+        .collect();
+    let (plan_observed_ms, _) = best_of(5, || plan("bench", &spec, &observed, 0, &cfg));
+
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let finished: Vec<Finished> = (0..trials)
+        .map(|i| {
+            let bpp: f64 = rng.random_range(0.001..0.05);
+            let dice = (0.6 + 0.3 * (bpp / 0.05).sqrt() + rng.random_range(-0.05..0.05)).min(1.0);
+            Finished {
+                result: TrialResult {
+                    experiment: "bench".into(),
+                    trial: format!("bench-d4-{i:05}"),
+                    variant: Variant::D4,
+                    steps: 100,
+                    scores: SegmentationScores {
+                        dice,
+                        iou: dice / (2.0 - dice),
+                        dice_per_class: vec![dice],
+                        iou_per_class: vec![],
+                        images: 100,
+                    },
+                    rate: Some(RateScores {
+                        code_bits: 192,
+                        bits_per_pixel_raw: 0.0117,
+                        bpp_estimate: bpp,
+                        bpp: None,
+                        bpp_no_header: None,
+                        mean_stream_bytes: None,
+                        round_trip_failures: 0,
+                    }),
+                    source_bits_per_pixel: 24.0,
+                    params: ParamCounts::default(),
+                    timings: Timings::default(),
+                    hyper: Default::default(),
+                },
+                params: BTreeMap::from([("lambdaRate".to_string(), bpp)]),
+            }
+        })
+        .collect();
+    let objective = Objective {
+        bpp_budget: Some(0.01),
+        reference_bpp: 0.05,
+    };
+    let (rank_ms, lb) = best_of(5, || rank("bench", &finished, &objective));
+    PlannerBench {
+        trials,
+        plan_new_ms,
+        plan_observed_ms,
+        rank_ms,
+        front_size: lb.front.len(),
+    }
+}

@@ -1,0 +1,169 @@
+//! A trained model packaged for deployment: C and q for the edge, g and s for the cloud, in one
+//! safetensors file whose metadata holds the network sizes and variant. The critic is left
+//! out (it only matters in training).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use orchestra_api::Variant;
+use tch::{Device, Kind, Tensor};
+
+use super::{quantize, tag_of, CodeShape, Codec, CodecError};
+use crate::nets::{Group, Model, NetConfig};
+use crate::store::{from_safetensors_with_metadata, to_safetensors_with_metadata};
+use crate::train::load_weights;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFileError {
+    #[error("{path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("{path}: not an Orchestra model file: {reason}")]
+    Format { path: String, reason: String },
+    #[error("variant {0} sends raw images and has no code to compress (use D2, D3 or D4)")]
+    NoCompressor(Variant),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+const META_CONFIG: &str = "orchestra.config";
+const META_VARIANT: &str = "orchestra.variant";
+
+/// The code of each image of a batch (N, K, spatial...) as -1/+1 values in coding order
+/// (channel-major, then raster: the tensor's own layout).
+pub fn code_rows(bits: &Tensor) -> Vec<Vec<i8>> {
+    let n = bits.size()[0];
+    let flat = bits
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Int8)
+        .reshape([n, -1]);
+    (0..n)
+        .map(|i| Vec::<i8>::try_from(flat.get(i)).expect("int8 row"))
+        .collect()
+}
+
+/// The code shape of a batch of codes (N, K, spatial...).
+pub fn code_shape(bits: &Tensor) -> CodeShape {
+    let size = bits.size();
+    CodeShape {
+        channels: size[1] as usize,
+        sides: size[2..].iter().map(|&s| s as usize).collect(),
+    }
+}
+
+/// The entropy coder of a model's bit model, tagged by its C and q weights.
+pub fn codec_for(model: &Model) -> Option<Codec> {
+    let q = model.bit_model.as_ref()?;
+    let table = quantize(&q.probabilities());
+    let mut tag_bytes: Vec<u8> = table.iter().flat_map(|p| p.to_le_bytes()).collect();
+    for (_, t) in model.group_params(Group::Compressor) {
+        let t = t
+            .detach()
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .flatten(0, -1);
+        let values = Vec::<f32>::try_from(t).expect("float weights");
+        tag_bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    let c = &model.config;
+    let shape = CodeShape {
+        channels: c.code_channels as usize,
+        sides: vec![c.code_side() as usize; c.spatial.n()],
+    };
+    Codec::new(table, tag_of(tag_bytes), shape).ok()
+}
+
+/// A model ready to compress (edge) and segment bitstreams (cloud).
+pub struct CompressionModel {
+    pub model: Model,
+    pub codec: Codec,
+}
+
+impl CompressionModel {
+    pub fn new(model: Model) -> Result<CompressionModel, ModelFileError> {
+        let codec = codec_for(&model).ok_or(ModelFileError::NoCompressor(model.variant))?;
+        Ok(CompressionModel { model, codec })
+    }
+
+    /// Writes the deployable file: every variable except the critic's, plus the metadata.
+    pub fn save(model: &Model, path: &Path) -> Result<(), ModelFileError> {
+        if !model.variant.has_compressor() {
+            return Err(ModelFileError::NoCompressor(model.variant));
+        }
+        let io = |reason: String| ModelFileError::Io {
+            path: path.display().to_string(),
+            reason,
+        };
+        let tensors: Vec<(String, Tensor)> = model
+            .named_variables()
+            .into_iter()
+            .filter(|(n, _)| Group::of(n) != Some(Group::Critic))
+            .collect();
+        let meta = HashMap::from([
+            (
+                META_CONFIG.to_string(),
+                serde_json::to_string(&model.config).expect("config serialises"),
+            ),
+            (META_VARIANT.to_string(), model.variant.to_string()),
+        ]);
+        let bytes = to_safetensors_with_metadata(&tensors, Some(meta)).map_err(io)?;
+        // Write then rename: a half-written model file never exists under its name.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| io(e.to_string()))
+    }
+
+    pub fn load(path: &Path, device: Device) -> Result<CompressionModel, ModelFileError> {
+        let p = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| ModelFileError::Io {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+        let format = |reason: String| ModelFileError::Format {
+            path: p.clone(),
+            reason,
+        };
+        let (tensors, meta) = from_safetensors_with_metadata(&bytes).map_err(format)?;
+        let config: NetConfig = serde_json::from_str(
+            meta.get(META_CONFIG)
+                .ok_or_else(|| format(format!("metadata lacks {META_CONFIG}")))?,
+        )
+        .map_err(|e| format(format!("{META_CONFIG}: {e}")))?;
+        let variant: Variant = meta
+            .get(META_VARIANT)
+            .ok_or_else(|| format(format!("metadata lacks {META_VARIANT}")))?
+            .parse()
+            .map_err(format)?;
+        // The critic is not shipped: build the networks of D2 (C, g, q, s), then label the
+        // model with the variant it was trained as.
+        let model = Model::new(config, Variant::D2, device);
+        load_weights(&model, &tensors).map_err(format)?;
+        let mut cm = CompressionModel::new(model)?;
+        cm.model.variant = variant;
+        Ok(cm)
+    }
+
+    /// Edge side: images (N, C, H, W) in [0, 1] -> one bitstream each.
+    pub fn encode(&self, images: &Tensor) -> Result<Vec<Vec<u8>>, CodecError> {
+        let (_, bits) = tch::no_grad(|| self.model.encode(images, false)).expect("compressing model");
+        let shape = code_shape(&bits);
+        code_rows(&bits)
+            .iter()
+            .map(|row| self.codec.encode(&shape, row))
+            .collect()
+    }
+
+    /// Cloud side: a bitstream -> class indices (spatial...) of its image.
+    pub fn segment(&self, stream: &[u8]) -> Result<Tensor, CodecError> {
+        let (shape, bits) = self.codec.decode(stream)?;
+        let mut dims = vec![1, shape.channels as i64];
+        dims.extend(shape.sides.iter().map(|&s| s as i64));
+        let code = Tensor::from_slice(&bits)
+            .to_kind(Kind::Float)
+            .view(dims.as_slice())
+            .to_device(self.model.vs.device());
+        let probs = tch::no_grad(|| self.model.segment_bits(&code, false));
+        Ok(self.model.labels(&probs).squeeze_dim(0))
+    }
+}

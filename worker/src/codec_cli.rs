@@ -1,0 +1,171 @@
+//! The codec's commands: export a trained model, compress an image on the edge, decode and
+//! segment a bitstream in the cloud, fuzz the decoder.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use image::{imageops::FilterType, GrayImage, Rgb, RgbImage};
+use orchestra_worker::codec::fuzz::fuzz_decoder;
+use orchestra_worker::codec::model_file::CompressionModel;
+use orchestra_worker::data::{batch, Sample};
+use tch::{Device, Tensor};
+
+/// Class colours for label maps and overlays (background transparent in overlays).
+const PALETTE: [[u8; 3]; 8] = [
+    [0, 0, 0],
+    [230, 25, 75],
+    [60, 180, 75],
+    [255, 225, 25],
+    [0, 130, 200],
+    [245, 130, 48],
+    [145, 30, 180],
+    [70, 240, 240],
+];
+
+pub fn load_model(path: &Path) -> Result<CompressionModel> {
+    Ok(CompressionModel::load(path, Device::Cpu)?)
+}
+
+/// Reads an image file as the model's input: resized to its size, grey or RGB as it expects.
+pub fn read_image(model: &CompressionModel, path: &Path) -> Result<(Tensor, (u32, u32))> {
+    let img = image::open(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    let c = &model.model.config;
+    let side = c.input_size as u32;
+    let original = (img.width(), img.height());
+    if original != (side, side) {
+        eprintln!(
+            "note: {} is {}x{}; the model takes {side}x{side}, resizing",
+            path.display(),
+            original.0,
+            original.1
+        );
+    }
+    let resized = img.resize_exact(side, side, FilterType::Triangle);
+    let bytes = if c.in_channels == 3 {
+        resized.to_rgb8().into_raw()
+    } else {
+        resized.to_luma8().into_raw()
+    };
+    let sample = Sample {
+        image: bytes,
+        mask: vec![0; (side * side) as usize],
+    };
+    Ok((
+        batch(&[&sample], c.in_channels as usize, side, Device::Cpu).0,
+        original,
+    ))
+}
+
+pub fn encode(model: &Path, image: &Path, out: &Path) -> Result<()> {
+    let m = load_model(model)?;
+    let (x, _) = read_image(&m, image)?;
+    let started = Instant::now();
+    let stream = m.encode(&x)?.remove(0);
+    let elapsed = started.elapsed();
+    std::fs::write(out, &stream).with_context(|| format!("cannot write {}", out.display()))?;
+    let pixels = m.model.config.pixels() as f64;
+    let header = m.codec.header_len(&stream)?;
+    println!(
+        "{}: {} bytes ({} header) = {:.5} bpp ({:.5} without header) in {:.2} ms",
+        out.display(),
+        stream.len(),
+        header,
+        8.0 * stream.len() as f64 / pixels,
+        8.0 * (stream.len() - header) as f64 / pixels,
+        elapsed.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+pub fn decode(model: &Path, stream: &Path) -> Result<()> {
+    let m = load_model(model)?;
+    let bytes = std::fs::read(stream).with_context(|| format!("cannot read {}", stream.display()))?;
+    let (shape, bits) = m
+        .codec
+        .decode(&bytes)
+        .with_context(|| format!("cannot decode {}", stream.display()))?;
+    let text: String = bits.iter().map(|&b| if b > 0 { '1' } else { '0' }).collect();
+    println!(
+        "{}",
+        serde_json::json!({"channels": shape.channels, "sides": shape.sides, "bits": text})
+    );
+    Ok(())
+}
+
+fn label_png(labels: &Tensor) -> Result<GrayImage> {
+    let (h, w) = labels.size2().context("segment gives a 2D label map")?;
+    let values: Vec<i64> = Vec::try_from(labels.flatten(0, -1))?;
+    Ok(
+        GrayImage::from_raw(w as u32, h as u32, values.iter().map(|&v| v as u8).collect())
+            .expect("sized buffer"),
+    )
+}
+
+pub fn segment(model: &Path, stream: &Path, out: &Path, overlay: Option<(&Path, &Path)>) -> Result<()> {
+    let m = load_model(model)?;
+    let bytes = std::fs::read(stream).with_context(|| format!("cannot read {}", stream.display()))?;
+    let started = Instant::now();
+    let labels = m
+        .segment(&bytes)
+        .with_context(|| format!("cannot decode {}", stream.display()))?;
+    let elapsed = started.elapsed();
+    let map = label_png(&labels)?;
+    map.save(out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "{}: label map {}x{} (class index per pixel) in {:.2} ms",
+        out.display(),
+        map.width(),
+        map.height(),
+        elapsed.as_secs_f64() * 1e3
+    );
+    if let Some((image, path)) = overlay {
+        let base = image::open(image).with_context(|| format!("cannot read image {}", image.display()))?;
+        let base = base
+            .resize_exact(map.width(), map.height(), FilterType::Triangle)
+            .to_rgb8();
+        let blended = RgbImage::from_fn(map.width(), map.height(), |x, y| {
+            let class = map.get_pixel(x, y).0[0] as usize;
+            let p = base.get_pixel(x, y).0;
+            if class == 0 {
+                Rgb(p)
+            } else {
+                let c = PALETTE[class % PALETTE.len()];
+                Rgb([0, 1, 2].map(|i| ((p[i] as u16 + c[i] as u16 * 2) / 3) as u8))
+            }
+        });
+        blended
+            .save(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("{}: overlay", path.display());
+    }
+    Ok(())
+}
+
+pub fn fuzz(model: &Path, images: &[PathBuf], inputs: u64, seed: u64) -> Result<()> {
+    let m = load_model(model)?;
+    if images.is_empty() {
+        bail!("give at least one image whose bitstream the fuzzer can mutate");
+    }
+    let mut valid = Vec::new();
+    for img in images {
+        let (x, _) = read_image(&m, img)?;
+        valid.extend(m.encode(&x)?);
+    }
+    let started = Instant::now();
+    let report = fuzz_decoder(&m.codec, &valid, inputs, seed);
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "fuzzed the decoder with {} inputs in {secs:.1}s ({:.0}/s): {} decoded, {} rejected with a typed error, {} panics",
+        report.inputs,
+        report.inputs as f64 / secs,
+        report.decoded,
+        report.rejected,
+        report.panics
+    );
+    if report.panics > 0 {
+        bail!("the decoder panicked; first input: {:02x?}", report.first_panic);
+    }
+    Ok(())
+}
