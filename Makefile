@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 ENV := source scripts/env.sh &&
 
-.PHONY: setup build demo test lint bench clean-runs
+.PHONY: setup build demo test lint bench fuzz clean-runs
 
 setup:
 	@scripts/setup.sh
@@ -25,6 +25,10 @@ lint: setup
 
 bench: build
 	$(ENV) scripts/bench.sh
+
+# A million generated inputs through the decoder of the demo's D4 model (run `make demo` first).
+fuzz: build
+	$(ENV) scripts/fuzz.sh
 
 clean-runs:
 	rm -rf runs bench-results

@@ -1,11 +1,37 @@
 #!/usr/bin/env bash
 # `make bench`: training throughput and peak memory per variant (small preset, 128px, batch 8,
-# CPU). Results are printed and written under bench-results/.
+# CPU), the same step in PyTorch eager for comparison, and the planner at 10,000 trials.
+# Results are printed and written under bench-results/. BENCH_PYTORCH=0 skips the PyTorch
+# reference (it needs the full torch wheel with its CUDA dependencies, about 4.6 GB, installed
+# once into ~/.cache/orchestra/venv-pyref).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-worker="$CARGO_TARGET_DIR/release/orchestra-worker"
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-"$worker" bench --preset small --size 128 --batch 8 --steps 30 --out bench-results/worker-train-small.json
+bin="$CARGO_TARGET_DIR/release"
+mkdir -p bench-results
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GB"
+echo
+echo "orchestra-worker (tch, libtorch 2.11):"
+"$bin/orchestra-worker" bench --preset small --size 128 --batch 8 --steps 30 --out bench-results/worker-train-small.json
+
+if [ "${BENCH_PYTORCH:-1}" != 0 ]; then
+    ref="$HOME/.cache/orchestra/venv-pyref"
+    if [ ! -x "$ref/bin/python" ] || ! "$ref/bin/python" -c "import torch" 2>/dev/null; then
+        echo "installing the PyTorch reference environment into $ref (about 4.6 GB)"
+        python3 -m venv "$ref"
+        "$ref/bin/pip" install -q torch==2.11.0 numpy
+    fi
+    echo
+    echo "PyTorch eager, same networks and step:"
+    out=bench-results/pytorch-train-small.jsonl
+    : > "$out"
+    echo "| variant | images/s | ms/step | peak RSS (MB) |"
+    echo "|---|---|---|---|"
+    for v in D1 D2 D3 D4; do
+        "$ref/bin/python" scripts/pytorch_reference.py --variant "$v" --size 128 --batch 8 --steps 30 --jsonl "$out"
+    done
+    echo "written: $out"
+fi
+
 echo
 echo "planner and leaderboard at 10,000 trials:"
-"$CARGO_TARGET_DIR/release/orchestra" bench-planner --trials 10000 --out bench-results/planner.json
+"$bin/orchestra" bench-planner --trials 10000 --out bench-results/planner.json

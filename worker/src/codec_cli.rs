@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use image::{imageops::FilterType, GrayImage, Rgb, RgbImage};
 use orchestra_worker::codec::fuzz::fuzz_decoder;
 use orchestra_worker::codec::model_file::CompressionModel;
-use orchestra_worker::data::{batch, Sample};
+use orchestra_worker::data::{batch, synthetic, Sample, SyntheticKind};
 use tch::{Device, Tensor};
 
 /// Class colours for label maps and overlays (background transparent in overlays).
@@ -143,14 +143,31 @@ pub fn segment(model: &Path, stream: &Path, out: &Path, overlay: Option<(&Path, 
     Ok(())
 }
 
-pub fn fuzz(model: &Path, images: &[PathBuf], inputs: u64, seed: u64) -> Result<()> {
+pub fn fuzz(model: &Path, images: &[PathBuf], synthetic: u64, inputs: u64, seed: u64) -> Result<()> {
     let m = load_model(model)?;
-    if images.is_empty() {
-        bail!("give at least one image whose bitstream the fuzzer can mutate");
+    if images.is_empty() && synthetic == 0 {
+        bail!("give at least one image (or --synthetic N) whose bitstream the fuzzer can mutate");
     }
     let mut valid = Vec::new();
     for img in images {
         let (x, _) = read_image(&m, img)?;
+        valid.extend(m.encode(&x)?);
+    }
+    let c = &m.model.config;
+    let kind = if c.in_channels == 3 {
+        SyntheticKind::Lesion
+    } else {
+        SyntheticKind::Nested
+    };
+    for i in 0..synthetic {
+        let sample = synthetic::generate(kind, c.input_size as u32, seed, i);
+        let x = batch(
+            &[&sample],
+            c.in_channels as usize,
+            c.input_size as u32,
+            Device::Cpu,
+        )
+        .0;
         valid.extend(m.encode(&x)?);
     }
     let started = Instant::now();

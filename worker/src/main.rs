@@ -115,6 +115,9 @@ enum Command {
         #[arg(long)]
         model: PathBuf,
         images: Vec<PathBuf>,
+        /// Also mutate the streams of this many synthetic images.
+        #[arg(long, default_value_t = 0)]
+        synthetic: u64,
         #[arg(long, default_value_t = 1_000_000)]
         inputs: u64,
         #[arg(long, default_value_t = 1)]
@@ -261,9 +264,10 @@ fn run(command: Command) -> Result<()> {
         Command::FuzzDecoder {
             model,
             images,
+            synthetic,
             inputs,
             seed,
-        } => codec_cli::fuzz(&model, &images, inputs, seed)?,
+        } => codec_cli::fuzz(&model, &images, synthetic, inputs, seed)?,
     }
     Ok(())
 }

@@ -1,0 +1,253 @@
+"""PyTorch eager reference for `make bench`: the same networks as the worker's `small` preset
+(C, g, s, D, q), the same alternating C+S / D step, timed the same way, so that the Rust
+worker's throughput can be compared with PyTorch on the same machine.
+
+Mirrors worker/src/nets (layer for layer) and worker/src/train/trainer.rs (losses, updates,
+critic clipping). Prints a Markdown table row; --jsonl appends the measurement as JSON.
+"""
+
+import argparse
+import json
+import math
+import resource
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def leaky(x):
+    return torch.maximum(x, 0.2 * x)
+
+
+class ConvBlock(nn.Module):
+    """conv -> (batchnorm) -> activation; bias only without batchnorm, as in the worker."""
+
+    def __init__(self, cin, cout, k, stride, norm, act):
+        super().__init__()
+        pad = k // 2 if k % 2 == 1 else (k - stride) // 2
+        self.conv = nn.Conv2d(cin, cout, k, stride, pad, bias=not norm)
+        self.bn = nn.BatchNorm2d(cout) if norm else None
+        self.act = act
+
+    def forward(self, x):
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        if self.act == "leaky":
+            return leaky(x)
+        if self.act == "relu":
+            return F.relu(x)
+        return x
+
+
+class Residual(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.a = ConvBlock(c, c, 3, 1, True, "leaky")
+        self.b = ConvBlock(c, c, 3, 1, True, None)
+
+    def forward(self, x):
+        return leaky(x + self.b(self.a(x)))
+
+
+class Compressor(nn.Module):
+    def __init__(self, cin, width=8, cmax=32, f=16, k=3):
+        super().__init__()
+        self.stem = ConvBlock(cin, width, 3, 1, False, "leaky")
+        downs, w = [], width
+        for _ in range(int(math.log2(f))):
+            n = min(2 * w, cmax)
+            downs.append(ConvBlock(w, n, 4, 2, True, "leaky"))
+            w = n
+        self.downs = nn.ModuleList(downs)
+        self.head = nn.Conv2d(w, k, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for d in self.downs:
+            x = d(x)
+        return torch.tanh(self.head(x))
+
+
+class Reconstructor(nn.Module):
+    def __init__(self, k=3, width=8, gmax=32, f=16, out=1):
+        super().__init__()
+        stages = int(math.log2(f))
+        w = lambda s: min(width << (stages - s), gmax)  # noqa: E731
+        self.entry = ConvBlock(k, w(0), 3, 1, True, "leaky")
+        self.ups = nn.ModuleList([ConvBlock(w(i), w(i + 1), 3, 1, True, "leaky") for i in range(stages)])
+        self.out = nn.Conv2d(w(stages), out, 3, 1, 1)
+
+    def forward(self, b):
+        x = self.entry(b)
+        for u in self.ups:
+            x = u(F.interpolate(x, scale_factor=2, mode="nearest"))
+        return self.out(x)
+
+
+class Segmentor(nn.Module):
+    def __init__(self, cin, width=8, depth=3, res=1, out=1):
+        super().__init__()
+        w = lambda level: width << min(level, 3)  # noqa: E731
+        self.downs, self.res = nn.ModuleList(), nn.ModuleList()
+        ch = cin
+        for level in range(depth):
+            self.downs.append(ConvBlock(ch, w(level), 4, 2, level > 0, "leaky"))
+            self.res.append(nn.ModuleList([Residual(w(level)) for _ in range(res)]))
+            ch = w(level)
+        self.ups = nn.ModuleList()
+        for level in reversed(range(depth - 1)):
+            self.ups.append(ConvBlock(ch, w(level), 3, 1, True, "relu"))
+            ch = 2 * w(level)
+        self.last = ConvBlock(ch, width, 3, 1, True, "relu")
+        self.out = nn.Conv2d(width, out, 3, 1, 1)
+
+    def forward(self, x):
+        skips = []
+        for d, rs in zip(self.downs, self.res):
+            x = d(x)
+            for r in rs:
+                x = r(x)
+            skips.append(x)
+        skips.pop()
+        for u in self.ups:
+            x = torch.cat([u(F.interpolate(x, scale_factor=2, mode="nearest")), skips.pop()], 1)
+        x = self.last(F.interpolate(x, scale_factor=2, mode="nearest"))
+        return torch.sigmoid(self.out(x))
+
+
+class Critic(nn.Module):
+    def __init__(self, cin=1, width=8, depth=3):
+        super().__init__()
+        blocks, ch = [], cin
+        for level in range(depth):
+            w = width << min(level, 3)
+            blocks.append(ConvBlock(ch, w, 4, 2, level > 0, "leaky"))
+            ch = w
+        self.blocks = nn.ModuleList(blocks)
+
+    def l1(self, pred, truth):
+        fp, ft = [pred], [truth]
+        for b in self.blocks:
+            fp.append(b(fp[-1]))
+            ft.append(b(ft[-1]))
+        return torch.stack([(a - b).abs().mean() for a, b in zip(fp, ft)]).mean()
+
+
+class BitModel(nn.Module):
+    def __init__(self, k=3):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(k, 81))
+
+    def contexts(self, bits):
+        b = bits.detach()
+
+        def shift(t, dims):
+            for d in dims:
+                pad = [0] * (2 * (t.dim() - d))
+                pad[2 * (t.dim() - 1 - d)] = 1
+                t = F.pad(t, pad).narrow(d, 0, b.shape[d])
+            return t + 1
+
+        return (shift(b, [3]) + 3 * shift(b, [2]) + 9 * shift(b, [3, 2]) + 27 * shift(b, [1])).long()
+
+    def expected_bits(self, x, bits, detach_model):
+        k = bits.shape[1]
+        idx = self.contexts(bits) + torch.arange(k).view(1, k, 1, 1) * 81
+        logits = self.logits.view(-1)[idx.flatten()].view(bits.shape)
+        if detach_model:
+            logits = logits.detach()
+        ln2 = math.log(2)
+        return (1 + x) / 2 * (-F.logsigmoid(logits) / ln2) + (1 - x) / 2 * (-F.logsigmoid(-logits) / ln2)
+
+
+def binarize(x):
+    b = (torch.rand_like(x) < (1 + x) / 2).float() * 2 - 1
+    return b + (x - x.detach())
+
+
+def measure(variant, size, batch, steps):
+    torch.manual_seed(1)
+    has_c, has_d, has_rate = variant != "D1", variant != "D2", variant == "D4"
+    c = Compressor(3) if has_c else None
+    g = Reconstructor() if has_c else None
+    q = BitModel() if has_c else None
+    s = Segmentor(1 if has_c else 3)
+    d = Critic() if has_d else None
+    main_params = [p for m in (c, g, s) if m is not None for p in m.parameters()]
+    opt = torch.optim.Adam(main_params, lr=2e-3, betas=(0.5, 0.999))
+    opt_q = torch.optim.Adam(q.parameters(), lr=5e-2) if q else None
+    opt_d = torch.optim.Adam(d.parameters(), lr=2e-3, betas=(0.5, 0.999)) if d else None
+    images = torch.rand(64, 3, size, size)
+    masks = (torch.rand(64, 1, size, size) > 0.7).float()
+
+    def step(i):
+        j = (i * batch) % (64 - batch + 1)
+        x, y = images[j : j + batch], masks[j : j + batch]
+        if d is not None:
+            for p in d.parameters():
+                p.requires_grad_(False)
+        opt.zero_grad()
+        if opt_q:
+            opt_q.zero_grad()
+        if has_c:
+            a = c(x)
+            bits = binarize(a)
+            probs = s(g(bits))
+        else:
+            probs = s(x)
+        terms = [F.mse_loss(probs, y)]
+        if d is not None:
+            terms.append(0.5 * d.l1(probs, y))
+        if has_c:
+            terms.append(q.expected_bits(a.detach(), bits.detach(), False).mean())
+            if has_rate:
+                terms.append(0.05 * q.expected_bits(a, bits.detach(), True).mean())
+        torch.stack(terms).sum().backward()
+        opt.step()
+        if opt_q:
+            opt_q.step()
+        if d is not None:
+            for p in d.parameters():
+                p.requires_grad_(True)
+            opt_d.zero_grad()
+            (-d.l1(probs.detach(), y)).backward()
+            opt_d.step()
+            with torch.no_grad():
+                for p in d.parameters():
+                    p.clamp_(-0.05, 0.05)
+
+    for i in range(3):
+        step(i)
+    start = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    secs = time.perf_counter() - start
+    return {
+        "variant": variant,
+        "framework": f"pytorch {torch.__version__} eager",
+        "size": size,
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+        "steps": steps,
+        "images_per_second": steps * batch / secs,
+        "ms_per_step": 1000 * secs / steps,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variant", required=True, choices=["D1", "D2", "D3", "D4"])
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--jsonl", help="append the measurement as a JSON line to this file")
+    args = ap.parse_args()
+    m = measure(args.variant, args.size, args.batch, args.steps)
+    if args.jsonl:
+        with open(args.jsonl, "a") as f:
+            f.write(json.dumps(m) + "\n")
+    print(f"| {m['variant']} | {m['images_per_second']:.1f} | {m['ms_per_step']:.1f} | {m['peak_rss_mb']:.0f} |")
