@@ -257,17 +257,7 @@ fn is_integer(param: &str) -> bool {
 impl ExperimentSpec {
     /// Parses an Experiment resource (YAML or JSON) and validates its spec.
     pub fn parse_resource(text: &str, origin: &str) -> Result<Experiment, ValidationError> {
-        let exp: Experiment = serde_yaml::from_str(text).map_err(|e| ValidationError {
-            origin: origin.to_string(),
-            problems: vec![crate::validation::Problem {
-                field: e
-                    .location()
-                    .map(|l| format!("line {} column {}", l.line(), l.column()))
-                    .unwrap_or_else(|| "document".into()),
-                value: String::new(),
-                reason: e.to_string(),
-            }],
-        })?;
+        let exp: Experiment = crate::validation::parse_yaml(text, origin)?;
         let name = exp.metadata.name.clone().unwrap_or_default();
         exp.spec.validate(&name, origin)?;
         Ok(exp)

@@ -17,4 +17,4 @@ pub use trial_spec::{
     DeviceKind, DisReduction, Hyper, LrSchedule, ModelSpec, Preset, Trial, TrialPhase, TrialSpec,
     TrialStatus, Variant,
 };
-pub use validation::{Problem, Problems, ValidationError};
+pub use validation::{parse_yaml, Problem, Problems, ValidationError};

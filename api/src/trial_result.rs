@@ -45,6 +45,18 @@ pub struct RateScores {
     pub round_trip_failures: u32,
 }
 
+impl RateScores {
+    /// Rate figures of a code that has not been entropy coded: the raw code and the estimate.
+    pub fn estimated(code_bits: u64, bits_per_pixel_raw: f64, bpp_estimate: f64) -> RateScores {
+        RateScores {
+            code_bits,
+            bits_per_pixel_raw,
+            bpp_estimate,
+            ..Default::default()
+        }
+    }
+}
+
 /// Parameter counts per network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]

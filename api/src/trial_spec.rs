@@ -251,17 +251,7 @@ fn default_keep_checkpoints() -> u32 {
 impl TrialSpec {
     /// Parses a trial spec from YAML (JSON is YAML too), naming the file in errors.
     pub fn from_yaml(text: &str, origin: &str) -> Result<TrialSpec, ValidationError> {
-        let spec: TrialSpec = serde_yaml::from_str(text).map_err(|e| ValidationError {
-            origin: origin.to_string(),
-            problems: vec![crate::validation::Problem {
-                field: e
-                    .location()
-                    .map(|l| format!("line {} column {}", l.line(), l.column()))
-                    .unwrap_or_else(|| "document".into()),
-                value: String::new(),
-                reason: e.to_string(),
-            }],
-        })?;
+        let spec: TrialSpec = crate::validation::parse_yaml(text, origin)?;
         spec.validate(origin)?;
         Ok(spec)
     }
@@ -311,6 +301,19 @@ fn check_name(p: &mut Problems, field: &str, value: &str) {
 }
 
 impl ModelSpec {
+    /// A preset at an input size, with no overrides.
+    pub fn new(preset: Preset, input_size: u32, dims: u32) -> ModelSpec {
+        ModelSpec {
+            preset,
+            input_size,
+            dims,
+            downsample: None,
+            code_channels: None,
+            width: None,
+            depth: None,
+        }
+    }
+
     fn check(&self, p: &mut Problems) {
         if self.dims != 2 && self.dims != 3 {
             p.push("model.dims", self.dims, "must be 2 or 3");

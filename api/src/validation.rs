@@ -65,3 +65,19 @@ impl Problems {
         }
     }
 }
+
+/// Parses YAML (or JSON) into `T`, reporting a syntax or type error as a one-problem
+/// `ValidationError` that names the line and column.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> Result<T, ValidationError> {
+    serde_yaml::from_str(text).map_err(|e| ValidationError {
+        origin: origin.to_string(),
+        problems: vec![Problem {
+            field: e
+                .location()
+                .map(|l| format!("line {} column {}", l.line(), l.column()))
+                .unwrap_or_else(|| "document".into()),
+            value: String::new(),
+            reason: e.to_string(),
+        }],
+    })
+}

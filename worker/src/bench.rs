@@ -68,15 +68,7 @@ fn measure(args: &BenchArgs, variant: Variant) -> Result<Measurement> {
         trial: format!("bench-{}", variant.to_string().to_lowercase()),
         variant,
         dataset: format!("synthetic://lesion?n=64&size={}&seed=1&val=8", args.size),
-        model: ModelSpec {
-            preset: args.preset,
-            input_size: args.size,
-            dims: 2,
-            downsample: None,
-            code_channels: None,
-            width: None,
-            depth: None,
-        },
+        model: ModelSpec::new(args.preset, args.size, 2),
         hyper: orchestra_api::Hyper {
             batch_size: args.batch,
             ..Default::default()

@@ -215,15 +215,7 @@ fn run(command: Command) -> Result<()> {
             if channels == 0 || classes < 2 {
                 bail!("--channels must be at least 1 and --classes at least 2 (background included)");
             }
-            let model = ModelSpec {
-                preset,
-                input_size: size,
-                dims,
-                downsample: None,
-                code_channels: None,
-                width: None,
-                depth: None,
-            };
+            let model = ModelSpec::new(preset, size, dims);
             let probe = TrialSpec {
                 experiment: "info".into(),
                 trial: "info".into(),

@@ -7,15 +7,7 @@ use orchestra_worker::nets::{Group, Model, NetConfig};
 use tch::{Device, Kind, Tensor};
 
 fn config(preset: Preset, size: u32, dims: u32, channels: usize, classes: usize) -> NetConfig {
-    let spec = ModelSpec {
-        preset,
-        input_size: size,
-        dims,
-        downsample: None,
-        code_channels: None,
-        width: None,
-        depth: None,
-    };
+    let spec = ModelSpec::new(preset, size, dims);
     NetConfig::resolve(&spec, channels, classes)
 }
 

@@ -12,15 +12,11 @@ pub fn tiny_spec(variant: Variant, store: &str, trial: &str) -> TrialSpec {
         trial: trial.into(),
         variant,
         dataset: "synthetic://lesion?n=72&size=64&seed=11&val=16".into(),
+        // 4 x 8 x 8 = 256 bits at 64px: enough for the blobs to show in a few dozen steps.
         model: ModelSpec {
-            preset: Preset::Small,
-            input_size: 64,
-            dims: 2,
-            // 4 x 8 x 8 = 256 bits at 64px: enough for the blobs to show in a few dozen steps.
             downsample: Some(8),
             code_channels: Some(4),
-            width: None,
-            depth: None,
+            ..ModelSpec::new(Preset::Small, 64, 2)
         },
         hyper: Hyper {
             batch_size: 8,
