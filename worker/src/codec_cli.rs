@@ -9,6 +9,7 @@ use image::{imageops::FilterType, GrayImage, Rgb, RgbImage};
 use orchestra_worker::codec::fuzz::fuzz_decoder;
 use orchestra_worker::codec::model_file::CompressionModel;
 use orchestra_worker::data::{batch, synthetic, Sample, SyntheticKind};
+use orchestra_worker::serve::client;
 use tch::{Device, Tensor};
 
 /// Class colours for label maps and overlays (background transparent in overlays).
@@ -183,6 +184,101 @@ pub fn fuzz(model: &Path, images: &[PathBuf], synthetic: u64, inputs: u64, seed:
     );
     if report.panics > 0 {
         bail!("the decoder panicked; first input: {:02x?}", report.first_panic);
+    }
+    Ok(())
+}
+
+fn read_token(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read token file {}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .with_context(|| format!("{} holds no token", path.display()))
+}
+
+pub fn segment_remote(
+    server: &str,
+    model: &Path,
+    token_file: &Path,
+    ca_cert: Option<&Path>,
+    image: &Path,
+    out: &Path,
+) -> Result<()> {
+    let m = load_model(model)?;
+    let token = read_token(token_file)?;
+    let agent = client::agent(ca_cert, std::time::Duration::from_secs(30))?;
+    let (x, _) = read_image(&m, image)?;
+    let started = Instant::now();
+    let stream = m.encode(&x)?.remove(0);
+    let encode_ms = started.elapsed().as_secs_f64() * 1e3;
+    let remote = client::segment_remote(&agent, server, &token, &stream)?;
+    std::fs::write(out, &remote.png).with_context(|| format!("cannot write {}", out.display()))?;
+    let round_trip = remote.round_trip.as_secs_f64() * 1e3;
+    println!("{}: label map from {server}", out.display());
+    println!(
+        "  sent {} bytes ({:.5} bpp)",
+        stream.len(),
+        8.0 * stream.len() as f64 / m.model.config.pixels() as f64
+    );
+    println!("  encode (C + entropy coding) {encode_ms:.2} ms");
+    match remote.server_ms {
+        Some(s) => println!(
+            "  service (decode + g + s + PNG) {s:.2} ms, network and TLS {:.2} ms, round trip {round_trip:.2} ms",
+            round_trip - s
+        ),
+        None => println!("  round trip {round_trip:.2} ms"),
+    }
+    Ok(())
+}
+
+pub fn load_test(
+    server: &str,
+    model: &Path,
+    token_file: &Path,
+    ca_cert: Option<&Path>,
+    requests: usize,
+    concurrency: usize,
+) -> Result<()> {
+    let m = load_model(model)?;
+    let token = read_token(token_file)?;
+    let agent = client::agent(ca_cert, std::time::Duration::from_secs(30))?;
+    let c = &m.model.config;
+    let kind = if c.in_channels == 3 {
+        SyntheticKind::Lesion
+    } else {
+        SyntheticKind::Nested
+    };
+    let mut streams = Vec::new();
+    for i in 0..16 {
+        let sample = synthetic::generate(kind, c.input_size as u32, 1, i);
+        streams.extend(
+            m.encode(
+                &batch(
+                    &[&sample],
+                    c.in_channels as usize,
+                    c.input_size as u32,
+                    Device::Cpu,
+                )
+                .0,
+            )?,
+        );
+    }
+    let report = client::load_test(&agent, server, &token, &streams, requests, concurrency);
+    println!(
+        "{} requests, {} at a time: {:.1} requests/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} failed",
+        report.requests,
+        report.concurrency,
+        report.requests_per_second,
+        report.p50_ms,
+        report.p99_ms,
+        report.max_ms,
+        report.failed
+    );
+    println!("{}", serde_json::to_string(&report)?);
+    if report.failed > 0 {
+        bail!("{} requests failed", report.failed);
     }
     Ok(())
 }

@@ -6,5 +6,6 @@ pub mod codec;
 pub mod data;
 pub mod info;
 pub mod nets;
+pub mod serve;
 pub mod store;
 pub mod train;

@@ -109,6 +109,61 @@ enum Command {
         #[arg(long, requires = "image")]
         overlay: Option<PathBuf>,
     },
+    /// Cloud side: serve POST /v1/segment (bitstream in, label map out), /healthz, /metrics.
+    Serve {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+        /// PEM certificate chain (with --tls-key).
+        #[arg(long, requires = "tls_key", conflicts_with = "insecure")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Serve plain HTTP (loopback tests only: the bitstreams are medical data).
+        #[arg(long)]
+        insecure: bool,
+        /// Bearer tokens, one per line (at least 16 characters each).
+        #[arg(long)]
+        tokens: PathBuf,
+        #[arg(long, default_value_t = 64 * 1024)]
+        max_body_bytes: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
+    /// Edge client: compress an image locally, segment it remotely, write the label map.
+    SegmentRemote {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        model: PathBuf,
+        /// A file whose first line is the bearer token.
+        #[arg(long)]
+        token_file: PathBuf,
+        /// Trust only this CA certificate (PEM), e.g. the service's self-signed one.
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+        image: PathBuf,
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// A bounded load test of a service: concurrent requests on synthetic images' bitstreams.
+    LoadTest {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        token_file: PathBuf,
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+        #[arg(long, default_value_t = 500)]
+        requests: usize,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
     /// Feed the decoder generated inputs (random, random payloads, mutated streams of the
     /// given images) and report how many were decoded or rejected; fails on any panic.
     FuzzDecoder {
@@ -244,6 +299,60 @@ fn run(command: Command) -> Result<()> {
             orchestra_worker::codec::model_file::CompressionModel::save(&model, &out)?;
             println!("{}: {} step {step}", out.display(), spec.trial);
         }
+        Command::Serve {
+            model,
+            listen,
+            tls_cert,
+            tls_key,
+            insecure,
+            tokens,
+            max_body_bytes,
+            concurrency,
+            timeout_ms,
+        } => {
+            let tls = match (tls_cert, tls_key, insecure) {
+                (Some(c), Some(k), false) => Some((c, k)),
+                (None, None, true) => None,
+                _ => bail!("give --tls-cert and --tls-key, or --insecure for plain HTTP on loopback"),
+            };
+            let config = orchestra_worker::serve::ServeConfig {
+                tls,
+                tokens: orchestra_worker::serve::read_tokens(&tokens)?,
+                max_body_bytes,
+                concurrency,
+                timeout: std::time::Duration::from_millis(timeout_ms),
+            };
+            let scheme = if config.tls.is_some() { "https" } else { "http" };
+            let server = orchestra_worker::serve::start(codec_cli::load_model(&model)?, listen, config)?;
+            println!(
+                "serving {scheme}://{} (POST /v1/segment, GET /healthz, GET /metrics)",
+                server.addr
+            );
+            server.wait();
+        }
+        Command::SegmentRemote {
+            server,
+            model,
+            token_file,
+            ca_cert,
+            image,
+            out,
+        } => codec_cli::segment_remote(&server, &model, &token_file, ca_cert.as_deref(), &image, &out)?,
+        Command::LoadTest {
+            server,
+            model,
+            token_file,
+            ca_cert,
+            requests,
+            concurrency,
+        } => codec_cli::load_test(
+            &server,
+            &model,
+            &token_file,
+            ca_cert.as_deref(),
+            requests,
+            concurrency,
+        )?,
         Command::Encode { model, image, out } => codec_cli::encode(&model, &image, &out)?,
         Command::Decode { model, stream } => codec_cli::decode(&model, &stream)?,
         Command::Segment {

@@ -157,13 +157,18 @@ impl CompressionModel {
     /// Cloud side: a bitstream -> class indices (spatial...) of its image.
     pub fn segment(&self, stream: &[u8]) -> Result<Tensor, CodecError> {
         let (shape, bits) = self.codec.decode(stream)?;
+        Ok(self.segment_code(&shape, &bits))
+    }
+
+    /// g + s on a decoded code: class indices (spatial...).
+    pub fn segment_code(&self, shape: &CodeShape, bits: &[i8]) -> Tensor {
         let mut dims = vec![1, shape.channels as i64];
         dims.extend(shape.sides.iter().map(|&s| s as i64));
-        let code = Tensor::from_slice(&bits)
+        let code = Tensor::from_slice(bits)
             .to_kind(Kind::Float)
             .view(dims.as_slice())
             .to_device(self.model.vs.device());
         let probs = tch::no_grad(|| self.model.segment_bits(&code, false));
-        Ok(self.model.labels(&probs).squeeze_dim(0))
+        self.model.labels(&probs).squeeze_dim(0)
     }
 }

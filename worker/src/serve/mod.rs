@@ -1,0 +1,308 @@
+//! The remote segmentation service: bitstreams in, label maps out, as the paper deploys the
+//! method (compress on the edge, segment in the cloud).
+//!
+//! It carries medical data, so it is secure by default: TLS (rustls) unless `--insecure` is
+//! given explicitly, and bearer tokens checked (in constant time) before any work is done.
+//! Bodies are bounded, requests time out, concurrency is limited. Logs carry request ids,
+//! never image data or bitstreams.
+
+pub mod client;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::json;
+
+use crate::codec::model_file::CompressionModel;
+use crate::codec::Codec;
+pub use metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+}
+
+/// How the service runs.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// PEM certificate chain and private key; `None` only with an explicit `--insecure`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Accepted bearer tokens.
+    pub tokens: Vec<String>,
+    pub max_body_bytes: usize,
+    pub concurrency: usize,
+    pub timeout: Duration,
+}
+
+/// Reads bearer tokens: one per line, blank lines and `#` comments ignored; at least 16
+/// characters each, so that a stray short word never becomes a password.
+pub fn read_tokens(path: &std::path::Path) -> Result<Vec<String>, ServeError> {
+    let err = |reason: String| ServeError::Config {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let tokens: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    if tokens.is_empty() {
+        return Err(err("no tokens: every request would be refused".into()));
+    }
+    if let Some((i, _)) = tokens.iter().enumerate().find(|(_, t)| t.len() < 16) {
+        return Err(err(format!("token {} is shorter than 16 characters", i + 1)));
+    }
+    Ok(tokens)
+}
+
+struct AppState {
+    model: Mutex<CompressionModel>,
+    codec: Codec,
+    tokens: Vec<String>,
+    metrics: Metrics,
+    next_id: AtomicU64,
+}
+
+fn error_response(status: StatusCode, id: u64, message: &str) -> Response {
+    let mut r = (status, axum::Json(json!({"error": message, "requestId": id}))).into_response();
+    r.headers_mut().insert("x-request-id", HeaderValue::from(id));
+    r
+}
+
+/// Bearer-token check, before the body is read or any work is done.
+async fn authenticate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    use subtle::ConstantTimeEq;
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare against every token without an early exit, in constant time per token.
+    let ok = state.tokens.iter().fold(0u8, |acc, t| {
+        acc | t.as_bytes().ct_eq(presented.as_bytes()).unwrap_u8()
+    });
+    if ok == 1 {
+        return next.run(request).await;
+    }
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    state.metrics.record(401, 0, 0, 0.0);
+    tracing::warn!(request_id = id, "unauthorized request");
+    let mut r = error_response(StatusCode::UNAUTHORIZED, id, "missing or invalid bearer token");
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+/// Run-length encoding of a label map in raster order: [[label, run], ...].
+pub fn run_lengths(labels: &[u8]) -> Vec<[u64; 2]> {
+    let mut runs: Vec<[u64; 2]> = Vec::new();
+    for &l in labels {
+        match runs.last_mut() {
+            Some(last) if last[0] == l as u64 => last[1] += 1,
+            _ => runs.push([l as u64, 1]),
+        }
+    }
+    runs
+}
+
+async fn segment(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let json_wanted = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"));
+    let bytes_in = body.len();
+    let work = state.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let (shape, bits) = work.codec.decode(&body)?;
+        let model = work.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let labels = model.segment_code(&shape, &bits);
+        let size = labels.size();
+        let values: Vec<u8> = Vec::<i64>::try_from(labels.flatten(0, -1))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v as u8)
+            .collect();
+        Ok::<_, crate::codec::CodecError>((size, values))
+    })
+    .await;
+    let response = match result {
+        Err(join) => {
+            tracing::error!(request_id = id, error = %join, "segmentation task failed");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, id, "internal error")
+        }
+        Ok(Err(e)) => error_response(StatusCode::BAD_REQUEST, id, &e.to_string()),
+        Ok(Ok((size, values))) => {
+            let (h, w) = (size[0] as u32, *size.last().unwrap_or(&0) as u32);
+            let mut r = if json_wanted {
+                axum::Json(json!({"width": w, "height": h, "rle": run_lengths(&values)})).into_response()
+            } else {
+                let mut png = Vec::new();
+                let img = image::GrayImage::from_raw(w, h, values).expect("sized label map");
+                match img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png) {
+                    Ok(()) => ([(header::CONTENT_TYPE, "image/png")], png).into_response(),
+                    Err(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR, id, "cannot encode the PNG"),
+                }
+            };
+            r.headers_mut().insert("x-request-id", HeaderValue::from(id));
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            if let Ok(v) = HeaderValue::from_str(&format!("{ms:.3}")) {
+                r.headers_mut().insert("x-processing-ms", v);
+            }
+            r
+        }
+    };
+    let status = response.status().as_u16();
+    let bytes_out = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
+    let secs = started.elapsed().as_secs_f64();
+    state.metrics.record(status, bytes_in, bytes_out, secs);
+    tracing::info!(request_id = id, status, bytes_in, ms = secs * 1e3, "segment");
+    response
+}
+
+fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
+    let api = Router::new()
+        .route("/v1/segment", post(segment))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(
+            config.concurrency.max(1),
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.timeout,
+        ));
+    let metrics_state = state.clone();
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let s = metrics_state.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        s.metrics.render(),
+                    )
+                }
+            }),
+        )
+        .merge(api)
+        .with_state(state)
+}
+
+/// A service running on its own threads; dropping it does not stop it, `shutdown` does.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    handle: axum_server::Handle<SocketAddr>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    pub fn shutdown(mut self) {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(2)));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Blocks until the service stops.
+    pub fn wait(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the service on `listen` (port 0 picks a free port).
+pub fn start(
+    model: CompressionModel,
+    listen: SocketAddr,
+    config: ServeConfig,
+) -> Result<RunningServer, ServeError> {
+    let listener = std::net::TcpListener::bind(listen).map_err(|e| ServeError::Listen {
+        addr: listen.to_string(),
+        reason: e.to_string(),
+    })?;
+    listener.set_nonblocking(true).map_err(|e| ServeError::Listen {
+        addr: listen.to_string(),
+        reason: e.to_string(),
+    })?;
+    let addr = listener.local_addr().map_err(|e| ServeError::Listen {
+        addr: listen.to_string(),
+        reason: e.to_string(),
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServeError::Listen {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(
+            runtime
+                .block_on(axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key))
+                .map_err(|e| ServeError::Config {
+                    path: cert.clone(),
+                    reason: format!("TLS certificate or key: {e}"),
+                })?,
+        ),
+        None => None,
+    };
+    let state = Arc::new(AppState {
+        codec: model.codec.clone(),
+        model: Mutex::new(model),
+        tokens: config.tokens.clone(),
+        metrics: Metrics::default(),
+        next_id: AtomicU64::new(1),
+    });
+    let app = router(state, &config);
+    let handle = axum_server::Handle::new();
+    let server_handle = handle.clone();
+    let thread = std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let service = app.into_make_service();
+            let result = match tls {
+                Some(tls) => match axum_server::from_tcp_rustls(listener, tls) {
+                    Ok(server) => server.handle(server_handle).serve(service).await,
+                    Err(e) => Err(e),
+                },
+                None => match axum_server::from_tcp(listener) {
+                    Ok(server) => server.handle(server_handle).serve(service).await,
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "server stopped");
+            }
+        });
+    });
+    Ok(RunningServer {
+        addr,
+        handle,
+        thread: Some(thread),
+    })
+}

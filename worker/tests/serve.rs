@@ -1,0 +1,167 @@
+//! The segmentation service on loopback: authentication before work, PNG and RLE answers equal
+//! to local segmentation, typed 4xx errors, metrics, TLS, and a bounded load test.
+
+mod common;
+
+use std::time::Duration;
+
+use orchestra_api::Variant;
+use orchestra_worker::codec::model_file::CompressionModel;
+use orchestra_worker::data::{batch, Dataset, Sample};
+use orchestra_worker::serve::{client, start, ServeConfig};
+use orchestra_worker::train::Trainer;
+use tch::Device;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+fn model_and_streams() -> (CompressionModel, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let spec = common::tiny_spec(Variant::D4, "memory://serve", "serve");
+    let data = Dataset::open(&spec.dataset, spec.model.input_size).unwrap();
+    let mut t = Trainer::new(spec, data).unwrap();
+    for _ in 0..5 {
+        t.train_step().unwrap();
+    }
+    let refs: Vec<&Sample> = t.data.val.iter().take(6).collect();
+    let images = batch(&refs, t.data.channels, t.data.size, Device::Cpu).0;
+    let local = CompressionModel::new(t.model).unwrap();
+    let streams = local.encode(&images).unwrap();
+    let expected: Vec<Vec<u8>> = streams
+        .iter()
+        .map(|s| {
+            Vec::<i64>::try_from(local.segment(s).unwrap().flatten(0, -1))
+                .unwrap()
+                .into_iter()
+                .map(|v| v as u8)
+                .collect()
+        })
+        .collect();
+    (local, streams, expected)
+}
+
+fn config(tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> ServeConfig {
+    ServeConfig {
+        tls,
+        tokens: vec![TOKEN.into()],
+        max_body_bytes: 1024,
+        concurrency: 4,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+fn post(agent: &ureq::Agent, url: &str, token: Option<&str>, accept: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut req = agent.post(url).header("accept", accept);
+    if let Some(t) = token {
+        req = req.header("authorization", &format!("Bearer {t}"));
+    }
+    let mut r = req.send(body).unwrap();
+    (r.status().as_u16(), r.body_mut().read_to_vec().unwrap())
+}
+
+#[test]
+fn the_service_authenticates_segments_and_reports() {
+    let (model, streams, expected) = model_and_streams();
+    let server = start(model, "127.0.0.1:0".parse().unwrap(), config(None)).unwrap();
+    let base = format!("http://{}", server.addr);
+    let url = format!("{base}/v1/segment");
+    let agent = client::agent(None, Duration::from_secs(10)).unwrap();
+
+    let mut r = agent.get(&format!("{base}/healthz")).call().unwrap();
+    assert_eq!(r.body_mut().read_to_string().unwrap(), "ok\n");
+
+    for token in [None, Some("wrong-token-0123456789")] {
+        let (status, body) = post(&agent, &url, token, "image/png", &streams[0]);
+        assert_eq!(status, 401);
+        let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(err["error"].as_str().unwrap().contains("bearer token"));
+    }
+
+    for (s, want) in streams.iter().zip(&expected) {
+        let (status, png) = post(&agent, &url, Some(TOKEN), "image/png", s);
+        assert_eq!(status, 200);
+        let img = image::load_from_memory(&png).unwrap().to_luma8();
+        assert_eq!(img.dimensions(), (64, 64));
+        assert_eq!(
+            &img.into_raw(),
+            want,
+            "remote labels differ from local segmentation"
+        );
+    }
+    let (status, body) = post(&agent, &url, Some(TOKEN), "application/json", &streams[1]);
+    assert_eq!(status, 200);
+    let rle: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let runs = rle["rle"].as_array().unwrap();
+    let mut decoded = Vec::new();
+    for run in runs {
+        decoded.extend(std::iter::repeat_n(
+            run[0].as_u64().unwrap() as u8,
+            run[1].as_u64().unwrap() as usize,
+        ));
+    }
+    assert_eq!(decoded, expected[1]);
+
+    let (status, body) = post(&agent, &url, Some(TOKEN), "image/png", &[0x10, 0x00, 1, 2]);
+    assert_eq!(status, 400);
+    let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(err["error"].as_str().unwrap().contains("another model"), "{err}");
+    let (status, _) = post(&agent, &url, Some(TOKEN), "image/png", &vec![0x10; 4096]);
+    assert_eq!(status, 413, "bodies above the limit are refused");
+
+    let report = client::load_test(&agent, &base, TOKEN, &streams, 60, 4);
+    assert_eq!(report.failed, 0, "{report:?}");
+    eprintln!("load test: {report:?}");
+
+    let mut r = agent.get(&format!("{base}/metrics")).call().unwrap();
+    let metrics = r.body_mut().read_to_string().unwrap();
+    assert!(
+        metrics.contains("orchestra_segment_requests_total{code=\"401\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "orchestra_segment_requests_total{{code=\"200\"}} {}",
+            streams.len() + 1 + 60
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("orchestra_segment_duration_seconds_count"));
+    server.shutdown();
+}
+
+#[test]
+fn tls_is_served_and_only_trusted_certificates_connect() {
+    let (model, streams, expected) = model_and_streams();
+    let dir = tempfile::tempdir().unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let server = start(
+        model,
+        "127.0.0.1:0".parse().unwrap(),
+        config(Some((cert.clone(), key))),
+    )
+    .unwrap();
+    let base = format!("https://localhost:{}", server.addr.port());
+
+    let trusted = client::agent(Some(&cert), Duration::from_secs(10)).unwrap();
+    let remote = client::segment_remote(&trusted, &base, TOKEN, &streams[0]).unwrap();
+    let img = image::load_from_memory(&remote.png).unwrap().to_luma8();
+    assert_eq!(img.into_raw(), expected[0]);
+    assert!(remote.server_ms.is_some());
+
+    let untrusted = client::agent(None, Duration::from_secs(10)).unwrap();
+    assert!(
+        client::segment_remote(&untrusted, &base, TOKEN, &streams[0]).is_err(),
+        "a self-signed certificate must not be trusted by default"
+    );
+    let plain = client::agent(None, Duration::from_secs(10)).unwrap();
+    assert!(client::segment_remote(
+        &plain,
+        &format!("http://127.0.0.1:{}", server.addr.port()),
+        TOKEN,
+        &streams[0]
+    )
+    .is_err());
+    server.shutdown();
+}
