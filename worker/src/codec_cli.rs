@@ -278,7 +278,11 @@ pub fn load_test(
     );
     println!("{}", serde_json::to_string(&report)?);
     if report.failed > 0 {
-        bail!("{} requests failed", report.failed);
+        bail!(
+            "{} requests failed; the first: {}",
+            report.failed,
+            report.first_error.as_deref().unwrap_or("?")
+        );
     }
     Ok(())
 }

@@ -101,6 +101,8 @@ pub struct LoadReport {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// The first failure's message, if any request failed.
+    pub first_error: Option<String>,
 }
 
 /// Sends `requests` requests from `concurrency` threads (each request a stream of `streams`
@@ -115,7 +117,7 @@ pub fn load_test(
 ) -> LoadReport {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let started = Instant::now();
-    let results: Vec<Option<f64>> = std::thread::scope(|scope| {
+    let results: Vec<Result<f64, String>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..concurrency.max(1))
             .map(|_| {
                 scope.spawn(|| {
@@ -126,8 +128,11 @@ pub fn load_test(
                             break;
                         }
                         let t = Instant::now();
-                        let ok = segment_remote(agent, server, token, &streams[i % streams.len()]).is_ok();
-                        out.push(ok.then(|| t.elapsed().as_secs_f64() * 1e3));
+                        let r = segment_remote(agent, server, token, &streams[i % streams.len()]);
+                        out.push(
+                            r.map(|_| t.elapsed().as_secs_f64() * 1e3)
+                                .map_err(|e| e.to_string()),
+                        );
                     }
                     out
                 })
@@ -139,7 +144,7 @@ pub fn load_test(
             .collect()
     });
     let seconds = started.elapsed().as_secs_f64();
-    let mut ok: Vec<f64> = results.iter().flatten().copied().collect();
+    let mut ok: Vec<f64> = results.iter().filter_map(|r| r.as_ref().ok()).copied().collect();
     ok.sort_by(f64::total_cmp);
     let pct = |p: f64| {
         if ok.is_empty() {
@@ -157,5 +162,6 @@ pub fn load_test(
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
         max_ms: ok.last().copied().unwrap_or(f64::NAN),
+        first_error: results.iter().find_map(|r| r.as_ref().err().cloned()),
     }
 }
