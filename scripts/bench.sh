@@ -35,3 +35,17 @@ fi
 echo
 echo "planner and leaderboard at 10,000 trials:"
 "$bin/orchestra" bench-planner --trials 10000 --out bench-results/planner.json
+
+echo
+spec=runs/quickstart/trials/quickstart-d4-000.yaml
+if [ -f "$spec" ]; then
+    echo "codec latency (the paper's Table 2), demo D4 model, one CPU core:"
+    mkdir -p runs/bench
+    "$bin/orchestra-worker" export --spec "$spec" -o runs/bench/model.safetensors >/dev/null
+    for size in 128 256; do
+        "$bin/orchestra-worker" bench-latency --model runs/bench/model.safetensors --size "$size" \
+            --out "bench-results/latency-$size.json"
+    done
+else
+    echo "codec latency: skipped ($spec is missing: run 'make demo' first to train the model)"
+fi

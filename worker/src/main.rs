@@ -164,6 +164,20 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// Latency breakdown of the codec on one CPU core (the paper's Table 2).
+    BenchLatency {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 256)]
+        size: u32,
+        #[arg(long, default_value_t = 50)]
+        images: u64,
+        /// Link speed for the transmission time (the paper: 300 MB in 13 s).
+        #[arg(long, default_value_t = 23.0)]
+        link_mb_per_s: f64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Feed the decoder generated inputs (random, random payloads, mutated streams of the
     /// given images) and report how many were decoded or rejected; fails on any panic.
     FuzzDecoder {
@@ -353,6 +367,13 @@ fn run(command: Command) -> Result<()> {
             requests,
             concurrency,
         )?,
+        Command::BenchLatency {
+            model,
+            size,
+            images,
+            link_mb_per_s,
+            out,
+        } => codec_cli::bench_latency(&model, size, images, link_mb_per_s, out.as_deref())?,
         Command::Encode { model, image, out } => codec_cli::encode(&model, &image, &out)?,
         Command::Decode { model, stream } => codec_cli::decode(&model, &stream)?,
         Command::Segment {
