@@ -3,8 +3,8 @@
 
 pub mod bench;
 pub mod candidates;
-pub mod leaderboard;
 pub mod local;
 pub mod planner;
-pub mod plot;
 pub mod results;
+
+pub use orchestra_report::{leaderboard, plot};

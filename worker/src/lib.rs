@@ -2,6 +2,7 @@
 //! (`nets`), training of the variants D1-D4 (`train`), checkpoints in object storage (`store`)
 //! and the network summaries behind `orchestra-worker info` (`info`).
 
+pub mod baselines;
 pub mod codec;
 pub mod data;
 pub mod info;

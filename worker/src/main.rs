@@ -178,6 +178,22 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Rate against accuracy on the held-out split: JPEG over its quality knob (segmented by a
+    /// D1 model) beside learned models on their real bitstreams; a table and a plot.
+    RateAccuracy {
+        /// Trial spec of the D1 model that segments the baselines' decoded images.
+        #[arg(long)]
+        d1: PathBuf,
+        /// Trial specs of learned compressing models (D2-D4).
+        #[arg(long, num_args = 1..)]
+        models: Vec<PathBuf>,
+        /// JPEG qualities.
+        #[arg(long, value_delimiter = ',', default_value = "2,5,10,20,40,70,90")]
+        qualities: Vec<u8>,
+        /// Output folder for rate-accuracy.{md,json,svg,png}.
+        #[arg(long, default_value = "rate-accuracy")]
+        out: PathBuf,
+    },
     /// Feed the decoder generated inputs (random, random payloads, mutated streams of the
     /// given images) and report how many were decoded or rejected; fails on any panic.
     FuzzDecoder {
@@ -374,6 +390,49 @@ fn run(command: Command) -> Result<()> {
             link_mb_per_s,
             out,
         } => codec_cli::bench_latency(&model, size, images, link_mb_per_s, out.as_deref())?,
+        Command::RateAccuracy {
+            d1,
+            models,
+            qualities,
+            out,
+        } => {
+            use orchestra_worker::baselines::rate_accuracy;
+            let d1_spec = read_spec(&d1)?;
+            if d1_spec.variant != Variant::D1 {
+                bail!("--d1 {}: variant {}, expected D1", d1.display(), d1_spec.variant);
+            }
+            let (d1_model, _) = load_checkpoint(&d1_spec, None)?;
+            let data = Dataset::open(&d1_spec.dataset, d1_spec.model.input_size)?;
+            let baselines =
+                rate_accuracy::jpeg_curve(&d1_model, &data.val, data.channels, data.size, &qualities)
+                    .map_err(anyhow::Error::msg)?;
+            let mut learned = Vec::new();
+            for path in &models {
+                let spec = read_spec(path)?;
+                if spec.dataset != d1_spec.dataset || spec.model.input_size != d1_spec.model.input_size {
+                    bail!(
+                        "{}: dataset or input size differs from the D1 model's",
+                        path.display()
+                    );
+                }
+                let (model, _) = load_checkpoint(&spec, None)?;
+                let point =
+                    rate_accuracy::learned_point(&spec.trial, &model, &data.val, data.channels, data.size)
+                        .map_err(anyhow::Error::msg)?;
+                learned.push((point, spec.variant));
+            }
+            let mut all: Vec<_> = baselines.clone();
+            all.extend(learned.iter().map(|(p, _)| p.clone()));
+            let table = rate_accuracy::table(&all);
+            print!("{table}");
+            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            std::fs::write(out.join("rate-accuracy.md"), &table)?;
+            std::fs::write(out.join("rate-accuracy.json"), serde_json::to_vec_pretty(&all)?)?;
+            let report = rate_accuracy::report("held-out images", &learned, &baselines);
+            let (svg, png) = orchestra_report::plot::write_plots(&report, &out.join("rate-accuracy"))
+                .map_err(anyhow::Error::msg)?;
+            println!("plot: {} and {}", png.display(), svg.display());
+        }
         Command::Encode { model, image, out } => codec_cli::encode(&model, &image, &out)?,
         Command::Decode { model, stream } => codec_cli::decode(&model, &stream)?,
         Command::Segment {

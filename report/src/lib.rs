@@ -1,0 +1,6 @@
+//! Rankings and pictures of rate against accuracy, shared by the operator (leaderboards of
+//! sweeps) and the worker (rate-accuracy comparisons with baseline codecs). Pure: data in,
+//! tables and plots out.
+
+pub mod leaderboard;
+pub mod plot;

@@ -1,0 +1,170 @@
+//! Rate against accuracy on held-out images: baseline codecs swept over their quality knob and
+//! segmented by the D1 segmentor, beside the learned models measured on their real bitstreams.
+
+use orchestra_report::leaderboard::{hypervolume, pareto_front, BppSource, Curve, Entry, Leaderboard};
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use super::jpeg;
+use crate::data::{batch, Sample};
+use crate::nets::Model;
+use crate::train::{evaluate, metrics::dice_iou};
+
+/// One measured setting of one method.
+#[derive(Clone, Debug, Serialize)]
+pub struct RatePoint {
+    pub method: String,
+    pub setting: String,
+    /// Mean over images of 8 * file bytes / pixels.
+    pub bpp: f64,
+    pub dice: f64,
+    pub iou: f64,
+    pub images: usize,
+}
+
+/// JPEG at each quality: compress every image, decode it, segment it with the D1 model.
+pub fn jpeg_curve(
+    d1: &Model,
+    samples: &[Sample],
+    channels: usize,
+    side: u32,
+    qualities: &[u8],
+) -> Result<Vec<RatePoint>, String> {
+    let pixels = (side * side) as f64;
+    let mut points = Vec::new();
+    for &q in qualities {
+        let mut bits = 0.0;
+        let mut decoded = Vec::with_capacity(samples.len());
+        for s in samples {
+            let file = jpeg::encode(&s.image, side, channels, q)?;
+            bits += 8.0 * file.len() as f64;
+            decoded.push(Sample {
+                image: jpeg::decode(&file, channels)?,
+                mask: s.mask.clone(),
+            });
+        }
+        let (dice, iou) = segment_scores(d1, &decoded, channels, side);
+        points.push(RatePoint {
+            method: "JPEG".into(),
+            setting: format!("quality {q}"),
+            bpp: bits / samples.len() as f64 / pixels,
+            dice,
+            iou,
+            images: samples.len(),
+        });
+    }
+    Ok(points)
+}
+
+/// Mean Dice and IoU of `model`'s segmentation of `samples` (it must take images: D1).
+fn segment_scores(model: &Model, samples: &[Sample], channels: usize, side: u32) -> (f64, f64) {
+    let mut dice = Vec::new();
+    let mut iou = Vec::new();
+    tch::no_grad(|| {
+        for chunk in samples.chunks(16) {
+            let refs: Vec<&Sample> = chunk.iter().collect();
+            let (images, labels) = batch(&refs, channels, side, Device::Cpu);
+            let pred = model.labels(&model.forward(&images.to_device(model.vs.device()), false).probs);
+            let (d, i) = dice_iou(&pred.to_device(Device::Cpu), &labels, model.config.classes);
+            dice.push(d);
+            iou.push(i);
+        }
+    });
+    let mean = |v: &[Tensor]| Tensor::cat(v, 0).mean(Kind::Double).double_value(&[]);
+    (mean(&dice), mean(&iou))
+}
+
+/// A learned compressing model on its real bitstreams.
+pub fn learned_point(
+    name: &str,
+    model: &Model,
+    samples: &[Sample],
+    channels: usize,
+    side: u32,
+) -> Result<RatePoint, String> {
+    let e = evaluate(model, samples, channels, side, model.vs.device(), 16);
+    let rate = e.rate.ok_or_else(|| {
+        format!(
+            "{name}: {} sends raw images; give a compressing model",
+            model.variant
+        )
+    })?;
+    if rate.round_trip_failures > 0 {
+        return Err(format!(
+            "{name}: {} bitstreams did not round-trip",
+            rate.round_trip_failures
+        ));
+    }
+    Ok(RatePoint {
+        method: format!("{name} ({})", model.variant),
+        setting: format!("{} code bits", rate.code_bits),
+        bpp: rate.bpp.expect("compressing models are entropy coded"),
+        dice: e.scores.dice,
+        iou: e.scores.iou,
+        images: samples.len(),
+    })
+}
+
+/// A leaderboard of the learned models with the baselines as curves, for tables and plots.
+pub fn report(
+    title: &str,
+    learned: &[(RatePoint, orchestra_api::Variant)],
+    baselines: &[RatePoint],
+) -> Leaderboard {
+    let mut entries: Vec<Entry> = learned
+        .iter()
+        .map(|(p, v)| Entry {
+            trial: p.method.clone(),
+            variant: *v,
+            params: Default::default(),
+            bpp: p.bpp,
+            bpp_source: BppSource::Bitstream,
+            bpp_estimate: None,
+            dice: p.dice,
+            iou: p.iou,
+            dice_per_class: vec![],
+            on_front: false,
+        })
+        .collect();
+    entries.sort_by(|a, b| b.dice.total_cmp(&a.dice));
+    let points: Vec<(f64, f64)> = entries.iter().map(|e| (e.bpp, e.dice)).collect();
+    let front = pareto_front(&points);
+    for &i in &front {
+        entries[i].on_front = true;
+    }
+    let mut curves: Vec<Curve> = Vec::new();
+    for p in baselines {
+        match curves.iter_mut().find(|c| c.name == p.method) {
+            Some(c) => c.points.push((p.bpp, p.dice)),
+            None => curves.push(Curve {
+                name: p.method.clone(),
+                points: vec![(p.bpp, p.dice)],
+            }),
+        }
+    }
+    for c in &mut curves {
+        c.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    Leaderboard {
+        experiment: title.to_string(),
+        front: front.iter().map(|&i| entries[i].trial.clone()).collect(),
+        hypervolume: hypervolume(&points, &front, 0.1),
+        entries,
+        bpp_budget: None,
+        winner: None,
+        reference_bpp: 0.1,
+        baselines: curves,
+    }
+}
+
+/// One Markdown table of every point, baselines and learned models together.
+pub fn table(points: &[RatePoint]) -> String {
+    let mut s = String::from("| method | setting | bpp | Dice | IoU | images |\n|---|---|---|---|---|---|\n");
+    for p in points {
+        s += &format!(
+            "| {} | {} | {:.5} | {:.4} | {:.4} | {} |\n",
+            p.method, p.setting, p.bpp, p.dice, p.iou, p.images
+        );
+    }
+    s
+}

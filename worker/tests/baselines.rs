@@ -1,0 +1,72 @@
+//! Baseline codecs and the rate-accuracy comparison.
+
+mod common;
+
+use orchestra_api::Variant;
+use orchestra_worker::baselines::{jpeg, rate_accuracy};
+use orchestra_worker::data::Dataset;
+use orchestra_worker::train::Trainer;
+
+#[test]
+fn jpeg_rate_grows_with_quality_and_decodes_close_to_the_original() {
+    let sample =
+        orchestra_worker::data::synthetic::generate(orchestra_worker::data::SyntheticKind::Lesion, 64, 2, 0);
+    let sizes: Vec<usize> = [5u8, 50, 95]
+        .iter()
+        .map(|&q| jpeg::encode(&sample.image, 64, 3, q).unwrap().len())
+        .collect();
+    assert!(sizes[0] < sizes[1] && sizes[1] < sizes[2], "{sizes:?}");
+    let back = jpeg::decode(&jpeg::encode(&sample.image, 64, 3, 95).unwrap(), 3).unwrap();
+    assert_eq!(back.len(), sample.image.len());
+    let mad: f64 = back
+        .iter()
+        .zip(&sample.image)
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .sum::<f64>()
+        / back.len() as f64;
+    assert!(mad < 6.0, "mean absolute error {mad}");
+    assert!(jpeg::decode(b"not a jpeg", 3).is_err());
+}
+
+#[test]
+fn rate_accuracy_compares_jpeg_with_a_learned_model() {
+    let train = |variant| {
+        let spec = common::tiny_spec(variant, "memory://ra", "ra");
+        let data = Dataset::open(&spec.dataset, spec.model.input_size).unwrap();
+        let mut t = Trainer::new(spec, data).unwrap();
+        for _ in 0..8 {
+            t.train_step().unwrap();
+        }
+        t
+    };
+    let d1 = train(Variant::D1);
+    let d4 = train(Variant::D4);
+    let val = &d1.data.val;
+    let curve = rate_accuracy::jpeg_curve(&d1.model, val, 3, 64, &[5, 50, 95]).unwrap();
+    assert_eq!(curve.len(), 3);
+    assert!(curve.windows(2).all(|w| w[0].bpp < w[1].bpp), "{curve:?}");
+    assert!(curve
+        .iter()
+        .all(|p| (0.0..=1.0).contains(&p.dice) && p.images == val.len()));
+    let learned = rate_accuracy::learned_point("d4", &d4.model, val, 3, 64).unwrap();
+    assert!(
+        learned.bpp < curve[0].bpp,
+        "the learned code is far below JPEG's lowest rate"
+    );
+    assert!(
+        rate_accuracy::learned_point("d1", &d1.model, val, 3, 64).is_err(),
+        "D1 has no bitstream"
+    );
+
+    let report = rate_accuracy::report("test", &[(learned.clone(), Variant::D4)], &curve);
+    assert_eq!(report.baselines.len(), 1);
+    assert_eq!(report.baselines[0].points.len(), 3);
+    let dir = tempfile::tempdir().unwrap();
+    let (svg, png) = orchestra_report::plot::write_plots(&report, &dir.path().join("ra")).unwrap();
+    assert!(std::fs::metadata(svg).unwrap().len() > 1000 && std::fs::metadata(png).unwrap().len() > 1000);
+    let table = rate_accuracy::table(&[curve[0].clone(), learned]);
+    assert!(
+        table.contains("| JPEG | quality 5 |") && table.contains("| d4 (D4) |"),
+        "{table}"
+    );
+}
