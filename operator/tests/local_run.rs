@@ -56,6 +56,17 @@ fn run(file: &Path, workdir: &Path) -> Output {
         .unwrap()
 }
 
+/// The run's stdout, after checking that it succeeded.
+fn succeeded(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn log_sizes(workdir: &Path) -> Vec<(String, u64)> {
     let mut v: Vec<(String, u64)> = std::fs::read_dir(workdir.join("logs"))
         .unwrap()
@@ -77,12 +88,7 @@ fn a_sweep_runs_ranks_and_is_not_rerun() {
     let file = experiment(dir.path(), "mini", 6, 3);
     let workdir = dir.path().join("work");
     let out = run(&file, &workdir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         stdout.contains("Leaderboard: mini") && stdout.contains("Succeeded (3 of 3 trials succeeded)"),
         "{stdout}"
@@ -183,12 +189,7 @@ fn a_killed_run_continues_from_checkpoints() {
     std::thread::sleep(Duration::from_millis(300));
 
     let out = run(&file, &workdir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(stdout.contains("Succeeded (3 of 3 trials succeeded)"), "{stdout}");
     // Each trial's metrics hold every step exactly once: resumed trials continued, not restarted.
     for t in ["killed-d2-000", "killed-d4-000", "killed-d4-001"] {

@@ -188,6 +188,31 @@ pub fn fuzz(model: &Path, images: &[PathBuf], synthetic: u64, inputs: u64, seed:
     Ok(())
 }
 
+/// Where the service is and how to reach it: shared by the client commands.
+#[derive(clap::Args)]
+pub struct RemoteArgs {
+    #[arg(long)]
+    pub server: String,
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A file whose first line is the bearer token.
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// Trust only this CA certificate (PEM), e.g. the service's self-signed one.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl RemoteArgs {
+    /// The model, the token and an agent that trusts what `--ca-cert` says.
+    fn connect(&self) -> Result<(CompressionModel, String, ureq::Agent)> {
+        let m = load_model(&self.model)?;
+        let token = read_token(&self.token_file)?;
+        let agent = client::agent(self.ca_cert.as_deref(), std::time::Duration::from_secs(30))?;
+        Ok((m, token, agent))
+    }
+}
+
 fn read_token(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read token file {}", path.display()))?;
@@ -198,17 +223,9 @@ fn read_token(path: &Path) -> Result<String> {
         .with_context(|| format!("{} holds no token", path.display()))
 }
 
-pub fn segment_remote(
-    server: &str,
-    model: &Path,
-    token_file: &Path,
-    ca_cert: Option<&Path>,
-    image: &Path,
-    out: &Path,
-) -> Result<()> {
-    let m = load_model(model)?;
-    let token = read_token(token_file)?;
-    let agent = client::agent(ca_cert, std::time::Duration::from_secs(30))?;
+pub fn segment_remote(remote: &RemoteArgs, image: &Path, out: &Path) -> Result<()> {
+    let (m, token, agent) = remote.connect()?;
+    let server = remote.server.as_str();
     let (x, _) = read_image(&m, image)?;
     let started = Instant::now();
     let stream = m.encode(&x)?.remove(0);
@@ -233,17 +250,9 @@ pub fn segment_remote(
     Ok(())
 }
 
-pub fn load_test(
-    server: &str,
-    model: &Path,
-    token_file: &Path,
-    ca_cert: Option<&Path>,
-    requests: usize,
-    concurrency: usize,
-) -> Result<()> {
-    let m = load_model(model)?;
-    let token = read_token(token_file)?;
-    let agent = client::agent(ca_cert, std::time::Duration::from_secs(30))?;
+pub fn load_test(remote: &RemoteArgs, requests: usize, concurrency: usize) -> Result<()> {
+    let (m, token, agent) = remote.connect()?;
+    let server = remote.server.as_str();
     let c = &m.model.config;
     let kind = if c.in_channels == 3 {
         SyntheticKind::Lesion

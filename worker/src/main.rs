@@ -135,30 +135,16 @@ enum Command {
     },
     /// Edge client: compress an image locally, segment it remotely, write the label map.
     SegmentRemote {
-        #[arg(long)]
-        server: String,
-        #[arg(long)]
-        model: PathBuf,
-        /// A file whose first line is the bearer token.
-        #[arg(long)]
-        token_file: PathBuf,
-        /// Trust only this CA certificate (PEM), e.g. the service's self-signed one.
-        #[arg(long)]
-        ca_cert: Option<PathBuf>,
+        #[command(flatten)]
+        remote: codec_cli::RemoteArgs,
         image: PathBuf,
         #[arg(short, long)]
         out: PathBuf,
     },
     /// A bounded load test of a service: concurrent requests on synthetic images' bitstreams.
     LoadTest {
-        #[arg(long)]
-        server: String,
-        #[arg(long)]
-        model: PathBuf,
-        #[arg(long)]
-        token_file: PathBuf,
-        #[arg(long)]
-        ca_cert: Option<PathBuf>,
+        #[command(flatten)]
+        remote: codec_cli::RemoteArgs,
         #[arg(long, default_value_t = 500)]
         requests: usize,
         #[arg(long, default_value_t = 8)]
@@ -360,29 +346,12 @@ fn run(command: Command) -> Result<()> {
             );
             server.wait();
         }
-        Command::SegmentRemote {
-            server,
-            model,
-            token_file,
-            ca_cert,
-            image,
-            out,
-        } => codec_cli::segment_remote(&server, &model, &token_file, ca_cert.as_deref(), &image, &out)?,
+        Command::SegmentRemote { remote, image, out } => codec_cli::segment_remote(&remote, &image, &out)?,
         Command::LoadTest {
-            server,
-            model,
-            token_file,
-            ca_cert,
+            remote,
             requests,
             concurrency,
-        } => codec_cli::load_test(
-            &server,
-            &model,
-            &token_file,
-            ca_cert.as_deref(),
-            requests,
-            concurrency,
-        )?,
+        } => codec_cli::load_test(&remote, requests, concurrency)?,
         Command::BenchLatency {
             model,
             size,
