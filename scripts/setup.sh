@@ -25,6 +25,12 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 
+# The S3-compatible server the storage tests start on loopback.
+if [ ! -x "$venv/bin/moto_server" ]; then
+    echo "setup: installing moto[server] (a loopback S3 server for the tests)"
+    "$venv/bin/python" -m pip install -q "moto[server]==5.2.1"
+fi
+
 if [ "$(readlink .venv 2>/dev/null || true)" != "$venv" ]; then
     rm -rf .venv
     ln -s "$venv" .venv

@@ -4,6 +4,9 @@
 //! synchronous): every call runs on a small private runtime. Writes are retried with backoff.
 //! No tensors here: the operator reads results through it without linking libtorch.
 
+#[doc(hidden)]
+pub mod moto;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -58,8 +61,20 @@ fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
     STORES.get_or_init(Default::default)
 }
 
+/// The private runtime that drives a store's async calls (with I/O for cloud stores).
+fn runtime(uri: &str) -> Result<tokio::runtime::Runtime, StoreError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::BadUri {
+            uri: uri.to_string(),
+            reason: format!("cannot start the I/O runtime: {e}"),
+        })
+}
+
 impl Store {
-    /// Opens `file:///abs/path` (created if missing) or `memory://name`.
+    /// Opens `file:///abs/path` (created if missing), `memory://name`, or `s3://bucket/prefix`,
+    /// `gs://bucket/prefix`, `az://container/prefix`.
     pub fn open(uri: &str) -> Result<Store, StoreError> {
         let bad = |reason: &str| StoreError::BadUri {
             uri: uri.to_string(),
@@ -89,22 +104,47 @@ impl Store {
                     .or_insert_with(|| Arc::new(InMemory::new()))
                     .clone()
             }
+            // Credentials, region and endpoint come from the usual environment variables
+            // (AWS_*, GOOGLE_*, AZURE_*), as the providers' own tools read them.
             "s3" | "gs" | "az" => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(bad("needs a bucket (container) name"));
+                }
+                let built: Result<Arc<dyn ObjectStore>, object_store::Error> = match scheme {
+                    "s3" => object_store::aws::AmazonS3Builder::from_env()
+                        .with_bucket_name(bucket)
+                        .build()
+                        .map(|s| Arc::new(s) as _),
+                    "gs" => object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                        .with_bucket_name(bucket)
+                        .build()
+                        .map(|s| Arc::new(s) as _),
+                    _ => object_store::azure::MicrosoftAzureBuilder::from_env()
+                        .with_container_name(bucket)
+                        .build()
+                        .map(|s| Arc::new(s) as _),
+                };
+                let inner = built.map_err(|e| bad(&e.to_string()))?;
+                let root = Path::from(prefix.trim_matches('/'));
+                return Ok(Store {
+                    uri: uri.to_string(),
+                    inner,
+                    root,
+                    rt: Arc::new(runtime(uri)?),
+                });
+            }
+            _ => {
                 return Err(bad(
-                    "cloud stores are not built into this worker yet; use file:// or memory://",
+                    "unsupported scheme: expected file://, memory://, s3://, gs:// or az://",
                 ))
             }
-            _ => return Err(bad("unsupported scheme: expected file:// or memory://")),
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(|e| bad(&format!("cannot start the I/O runtime: {e}")))?;
         Ok(Store {
             uri: uri.to_string(),
             inner,
             root: Path::default(),
-            rt: Arc::new(rt),
+            rt: Arc::new(runtime(uri)?),
         })
     }
 
@@ -169,7 +209,19 @@ impl Store {
             .rt
             .block_on(self.inner.list(Some(&path)).try_collect())
             .map_err(|e| self.io("list", prefix, e))?;
-        let mut keys: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
+        // Keys relative to the store's root, as every other call takes them.
+        let root = self.root.to_string();
+        let mut keys: Vec<String> = metas
+            .into_iter()
+            .map(|m| m.location.to_string())
+            .map(|k| {
+                if root.is_empty() {
+                    k
+                } else {
+                    k.strip_prefix(&format!("{root}/")).map(String::from).unwrap_or(k)
+                }
+            })
+            .collect();
         keys.sort();
         Ok(keys)
     }

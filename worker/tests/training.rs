@@ -172,3 +172,41 @@ fn resumed_run_equals_uninterrupted_run() {
     };
     assert_eq!(c.timings, b.timings, "the stored result is returned as is");
 }
+
+#[test]
+fn trials_checkpoint_and_resume_on_s3() {
+    use orchestra_store::moto::{create_bucket, point_at, start_moto, SERIAL};
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let moto = start_moto();
+    create_bucket(moto.port, "trials");
+    point_at(moto.port);
+    let spec = tiny_spec(Variant::D4, "s3://trials/runs", "on-s3");
+    let opts = RunOptions {
+        stop_after: Some(5),
+        ..Default::default()
+    };
+    assert!(matches!(
+        run_trial(&spec, &opts).unwrap(),
+        Outcome::Paused { step: 5 }
+    ));
+    let resume = RunOptions {
+        resume: true,
+        ..Default::default()
+    };
+    let Outcome::Finished(result) = run_trial(&spec, &resume).unwrap() else {
+        panic!("did not finish")
+    };
+    assert_eq!(result.steps, 8);
+    let ts = TrialStore::new(Store::open("s3://trials/runs").unwrap(), "tests", "on-s3");
+    assert_eq!(ts.latest_step().unwrap(), Some(8));
+    assert!(ts.store.get(&ts.key("result.json")).unwrap().is_some());
+    // The same trial straight through in memory gives the same scores: S3 changed nothing.
+    let Outcome::Finished(memory) = run_trial(
+        &tiny_spec(Variant::D4, "memory://s3-twin", "on-s3"),
+        &RunOptions::default(),
+    )
+    .unwrap() else {
+        panic!("did not finish")
+    };
+    assert_eq!(memory.scores, result.scores);
+}

@@ -1,0 +1,88 @@
+//! A loopback S3 server (moto, installed by `make setup`) for tests of this crate and of the
+//! worker: started on a free port, stopped when dropped.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The endpoint is process-wide (environment variables): one test at a time.
+pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A moto server on a free loopback port, stopped when dropped.
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn moto_server() -> std::path::PathBuf {
+    let venv = std::env::var_os("ORCHESTRA_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/orchestra/venv")
+        });
+    let path = venv.join("bin/moto_server");
+    assert!(
+        path.exists(),
+        "{} is missing: run `make setup`, which installs moto[server]",
+        path.display()
+    );
+    path
+}
+
+pub fn start_moto() -> Moto {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(moto_server())
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server starts");
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "moto_server did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Moto { child, port }
+}
+
+/// Creates a bucket with a plain HTTP PUT (moto accepts unsigned requests).
+pub fn create_bucket(port: u16, bucket: &str) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Points s3:// stores of this process at the server on `port` (credentials are moto's dummies).
+pub fn point_at(port: u16) {
+    // Every test here points the process at its own server before opening a store.
+    for (k, v) in [
+        ("AWS_ENDPOINT", format!("http://127.0.0.1:{port}")),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ] {
+        std::env::set_var(k, v);
+    }
+}
