@@ -448,9 +448,12 @@ impl LocalRunner {
 }
 
 /// Workers die with the runner, even when it is killed outright, so that a second runner never
-/// races an orphan on the same trial.
+/// races an orphan on the same trial. They also get their own process group, so that a Ctrl-C
+/// at the terminal reaches the runner alone, which stops them as an interruption rather than
+/// seeing them die as failed attempts.
 fn kill_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
     // SAFETY: prctl is async-signal-safe and touches only the child's own process state.
     unsafe {
         cmd.pre_exec(|| {

@@ -1,6 +1,7 @@
 //! `orchestra run` end to end on a tiny synthetic sweep: real worker processes, a leaderboard,
 //! a second run that trains nothing, and a run killed mid-way that continues.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -208,4 +209,57 @@ fn a_killed_run_continues_from_checkpoints() {
             .contains("resumed from checkpoint")
     });
     assert!(resumed, "no trial resumed from its checkpoint");
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_and_the_same_command_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = experiment(dir.path(), "interrupted", 30, 5);
+    let workdir = dir.path().join("work");
+    let child = orchestra()
+        .arg(&file)
+        .arg("--workdir")
+        .arg(&workdir)
+        .arg("--worker")
+        .arg(worker())
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let store = dir.path().join("store/interrupted");
+    let started = Instant::now();
+    while !["interrupted-d2-000", "interrupted-d4-000"]
+        .iter()
+        .any(|t| store.join(t).join("latest").exists())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Ctrl-C at a terminal: SIGINT to the runner's whole process group.
+    // SAFETY: kill(2) on the process group of our own child.
+    assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("run the same command again"));
+    let state = std::fs::read_to_string(workdir.join("state.json")).unwrap();
+    assert!(
+        !state.contains("\"Running\""),
+        "interrupted trials are recorded as pending: {state}"
+    );
+
+    let stdout = succeeded(&run(&file, &workdir));
+    assert!(stdout.contains("Succeeded (3 of 3 trials succeeded)"), "{stdout}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(workdir.join("state.json")).unwrap()).unwrap();
+    for (name, t) in state["trials"].as_object().unwrap() {
+        assert_eq!(t["attempts"], 1, "{name}: the interruption spent no attempt");
+    }
 }
