@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use orchestra_api::{Experiment, ExperimentPhase, TrialPhase, Variant};
+use orchestra_api::{Experiment, ExperimentPhase, TrialPhase, TrialResult, Variant};
 use orchestra_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::leaderboard::Leaderboard;
+use crate::leaderboard::{ranked_bpp, Leaderboard};
 use crate::planner::{plan, Action, ObservedTrial, PlannerConfig};
 use crate::results::{self, ResultsError};
 
@@ -165,8 +165,9 @@ impl LocalRunner {
         }
     }
 
-    /// Updates the records from the children's exits and the store's results.
-    fn observe(&mut self) -> Result<Vec<String>, LocalError> {
+    /// Updates the records from the children's exits and the store's results; returns the
+    /// results of the trials that finished since the last call.
+    fn observe(&mut self) -> Result<Vec<TrialResult>, LocalError> {
         let mut finished = Vec::new();
         let names: Vec<String> = self.children.keys().cloned().collect();
         for trial in names {
@@ -186,9 +187,9 @@ impl LocalRunner {
             };
             self.children.remove(&trial);
             let result = results::read_result(&self.store, &self.name, &trial)?;
-            if status.success() && result.is_some() {
+            if let (true, Some(r)) = (status.success(), result) {
                 self.set_phase(&trial, TrialPhase::Succeeded, None);
-                finished.push(trial);
+                finished.push(r);
             } else {
                 let log = self.dir.join("logs").join(format!("{trial}.log"));
                 let tail = std::fs::read_to_string(&log)
@@ -218,11 +219,11 @@ impl LocalRunner {
             .map(|(n, _)| n.clone())
             .collect();
         for trial in unfinished {
-            if results::read_result(&self.store, &self.name, &trial)?
-                .is_some_and(|r| r.steps == self.exp.spec.steps)
+            if let Some(r) = results::read_result(&self.store, &self.name, &trial)?
+                .filter(|r| r.steps == self.exp.spec.steps)
             {
                 self.set_phase(&trial, TrialPhase::Succeeded, None);
-                finished.push(trial);
+                finished.push(r);
             }
         }
         Ok(finished)
@@ -349,21 +350,19 @@ impl LocalRunner {
         overall.set_prefix(self.name.clone());
         let mut trial_bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
         let mut best: Option<(f64, f64, String)> = None;
-        let mut published = usize::MAX;
+        // The leaderboard as last published, and for how many succeeded trials.
+        let mut published: Option<(usize, Leaderboard, PathBuf)> = None;
         loop {
-            let finished = self.observe()?;
-            for trial in &finished {
-                if let Some(r) = results::read_result(&self.store, &self.name, trial)? {
-                    let bpp = r
-                        .rate
-                        .as_ref()
-                        .map_or(r.source_bits_per_pixel, |x| x.bpp.unwrap_or(x.bpp_estimate));
-                    bars.suspend(|| {
-                        println!("{trial} {}: Dice {:.4} at {bpp:.5} bpp", r.variant, r.scores.dice)
-                    });
-                    if best.as_ref().is_none_or(|b| r.scores.dice > b.0) {
-                        best = Some((r.scores.dice, bpp, trial.clone()));
-                    }
+            for r in self.observe()? {
+                let (bpp, _, _) = ranked_bpp(&r);
+                bars.suspend(|| {
+                    println!(
+                        "{} {}: Dice {:.4} at {bpp:.5} bpp",
+                        r.trial, r.variant, r.scores.dice
+                    )
+                });
+                if best.as_ref().is_none_or(|b| r.scores.dice > b.0) {
+                    best = Some((r.scores.dice, bpp, r.trial.clone()));
                 }
             }
             let p = plan(
@@ -381,9 +380,9 @@ impl LocalRunner {
                 .values()
                 .filter(|r| r.phase == TrialPhase::Succeeded)
                 .count();
-            if succeeded != published {
-                results::publish(&self.store, &self.exp, &self.dir)?;
-                published = succeeded;
+            if published.as_ref().is_none_or(|(n, _, _)| *n != succeeded) {
+                let (lb, plot) = results::publish(&self.store, &self.exp, &self.dir)?;
+                published = Some((succeeded, lb, plot));
             }
             let count = |ph: TrialPhase| self.state.trials.values().filter(|r| r.phase == ph).count();
             overall.set_position((succeeded + count(TrialPhase::Failed)) as u64);
@@ -420,7 +419,7 @@ impl LocalRunner {
                 && self.children.is_empty()
             {
                 overall.finish_with_message(p.message.clone());
-                let (leaderboard, plot) = results::publish(&self.store, &self.exp, &self.dir)?;
+                let (_, leaderboard, plot) = published.expect("published on the first iteration");
                 return Ok(LocalOutcome::Finished {
                     phase: p.phase,
                     message: p.message,

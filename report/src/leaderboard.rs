@@ -67,15 +67,21 @@ pub struct Finished {
     pub params: BTreeMap<String, f64>,
 }
 
-fn entry(f: &Finished) -> Entry {
-    let r = &f.result;
-    let (bpp, source, estimate) = match &r.rate {
+/// The rate a result is ranked by, where it comes from, and the training estimate beside it:
+/// the real bitstream when measured, else the estimate, else (D1) the raw pixels.
+pub fn ranked_bpp(r: &TrialResult) -> (f64, BppSource, Option<f64>) {
+    match &r.rate {
         Some(rate) => match rate.bpp {
             Some(real) => (real, BppSource::Bitstream, Some(rate.bpp_estimate)),
             None => (rate.bpp_estimate, BppSource::Estimate, Some(rate.bpp_estimate)),
         },
         None => (r.source_bits_per_pixel, BppSource::Uncompressed, None),
-    };
+    }
+}
+
+fn entry(f: &Finished) -> Entry {
+    let r = &f.result;
+    let (bpp, source, estimate) = ranked_bpp(r);
     Entry {
         trial: r.trial.clone(),
         variant: r.variant,

@@ -58,6 +58,19 @@ pub fn read_image(model: &CompressionModel, path: &Path) -> Result<(Tensor, (u32
     ))
 }
 
+/// Synthetic image `index` of `seed` at `size`, of the kind the model takes (RGB lesions or grey
+/// nested structures), as a (1, C, size, size) tensor.
+fn synthetic_image(m: &CompressionModel, size: u32, seed: u64, index: u64) -> Tensor {
+    let c = &m.model.config;
+    let kind = if c.in_channels == 3 {
+        SyntheticKind::Lesion
+    } else {
+        SyntheticKind::Nested
+    };
+    let sample = synthetic::generate(kind, size, seed, index);
+    batch(&[&sample], c.in_channels as usize, size, Device::Cpu).0
+}
+
 pub fn encode(model: &Path, image: &Path, out: &Path) -> Result<()> {
     let m = load_model(model)?;
     let (x, _) = read_image(&m, image)?;
@@ -154,22 +167,9 @@ pub fn fuzz(model: &Path, images: &[PathBuf], synthetic: u64, inputs: u64, seed:
         let (x, _) = read_image(&m, img)?;
         valid.extend(m.encode(&x)?);
     }
-    let c = &m.model.config;
-    let kind = if c.in_channels == 3 {
-        SyntheticKind::Lesion
-    } else {
-        SyntheticKind::Nested
-    };
+    let side = m.model.config.input_size as u32;
     for i in 0..synthetic {
-        let sample = synthetic::generate(kind, c.input_size as u32, seed, i);
-        let x = batch(
-            &[&sample],
-            c.in_channels as usize,
-            c.input_size as u32,
-            Device::Cpu,
-        )
-        .0;
-        valid.extend(m.encode(&x)?);
+        valid.extend(m.encode(&synthetic_image(&m, side, seed, i))?);
     }
     let started = Instant::now();
     let report = fuzz_decoder(&m.codec, &valid, inputs, seed);
@@ -253,26 +253,10 @@ pub fn segment_remote(remote: &RemoteArgs, image: &Path, out: &Path) -> Result<(
 pub fn load_test(remote: &RemoteArgs, requests: usize, concurrency: usize) -> Result<()> {
     let (m, token, agent) = remote.connect()?;
     let server = remote.server.as_str();
-    let c = &m.model.config;
-    let kind = if c.in_channels == 3 {
-        SyntheticKind::Lesion
-    } else {
-        SyntheticKind::Nested
-    };
+    let side = m.model.config.input_size as u32;
     let mut streams = Vec::new();
     for i in 0..16 {
-        let sample = synthetic::generate(kind, c.input_size as u32, 1, i);
-        streams.extend(
-            m.encode(
-                &batch(
-                    &[&sample],
-                    c.in_channels as usize,
-                    c.input_size as u32,
-                    Device::Cpu,
-                )
-                .0,
-            )?,
-        );
+        streams.extend(m.encode(&synthetic_image(&m, side, 1, i))?);
     }
     let report = client::load_test(&agent, server, &token, &streams, requests, concurrency);
     println!(
@@ -314,16 +298,10 @@ pub fn bench_latency(
             c.downsample
         );
     }
-    let kind = if c.in_channels == 3 {
-        SyntheticKind::Lesion
-    } else {
-        SyntheticKind::Nested
-    };
     let (mut c_ms, mut ec_ms, mut ed_ms, mut gs_ms, mut bytes) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..images + 3 {
-        let sample = synthetic::generate(kind, size, 5, i);
-        let x = batch(&[&sample], c.in_channels as usize, size, Device::Cpu).0;
+        let x = synthetic_image(&m, size, 5, i);
         let t = Instant::now();
         let (_, bits) = tch::no_grad(|| m.model.encode(&x, false)).context("a compressing model")?;
         let shape = orchestra_worker::codec::model_file::code_shape(&bits);
