@@ -10,18 +10,18 @@ setup:
 	@scripts/setup.sh
 
 build: setup
-	$(ENV) cargo build --release --workspace
+	$(ENV) cargo build --release --workspace $$ORCHESTRA_FEATURES
 
 demo: build
 	$(ENV) scripts/demo.sh
 
 test: setup
 	cargo fmt --all -- --check
-	$(ENV) cargo test --workspace --no-fail-fast
+	$(ENV) cargo test --workspace $$ORCHESTRA_FEATURES --no-fail-fast
 
 lint: setup
 	cargo fmt --all -- --check
-	$(ENV) cargo clippy --workspace --all-targets -- -D warnings
+	$(ENV) cargo clippy --workspace --all-targets $$ORCHESTRA_FEATURES --features orchestra-worker/nccl -- -D warnings
 
 bench: build
 	$(ENV) scripts/bench.sh

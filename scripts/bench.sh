@@ -33,6 +33,24 @@ if [ "${BENCH_PYTORCH:-1}" != 0 ]; then
 fi
 
 echo
+if command -v mpirun >/dev/null && [[ "${ORCHESTRA_FEATURES:-}" == *mpi* ]]; then
+    echo "all-reduce throughput, 2 CPU ranks (Open MPI):"
+    mpirun -n 2 --oversubscribe "$bin/orchestra-worker" bench-allreduce --dist mpi \
+        --sizes-mib 1,2,4,8,16,32,64 --iters 10 --out bench-results/allreduce-mpi.json
+    echo
+    echo "share of the step spent in communication, D4, 2 CPU ranks x 1 thread:"
+    out=bench-results/data-parallel.jsonl
+    : > "$out"
+    for preset in small paper; do
+        ORCHESTRA_THREADS=1 mpirun -n 2 --oversubscribe "$bin/orchestra-worker" bench --variant D4 \
+            --preset "$preset" --size 128 --batch 4 --steps 5 --dist mpi | tee -a "$out"
+    done
+    echo "written: $out"
+else
+    echo "all-reduce: skipped (mpirun missing, or the worker was built without the mpi feature)"
+fi
+
+echo
 echo "planner and leaderboard at 10,000 trials:"
 "$bin/orchestra" bench-planner --trials 10000 --out bench-results/planner.json
 

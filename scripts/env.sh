@@ -6,3 +6,13 @@ export LIBTORCH_CXX11_ABI=1
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # One cargo cache per machine, outside the clone, so that CI's fresh clones build incrementally.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/orchestra/target}"
+# MPI (data-parallel training on CPUs) when Open MPI and libclang are installed (make setup).
+if [ -z "${ORCHESTRA_FEATURES+x}" ]; then
+    ORCHESTRA_FEATURES=""
+    if command -v mpicc >/dev/null 2>&1 && ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
+        ORCHESTRA_FEATURES="--features orchestra-worker/mpi"
+    fi
+fi
+export ORCHESTRA_FEATURES
+# Open MPI refuses to start as root (CI containers) unless told.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

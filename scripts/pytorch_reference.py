@@ -155,7 +155,7 @@ class BitModel(nn.Module):
 
     def expected_bits(self, x, bits, detach_model):
         k = bits.shape[1]
-        idx = self.contexts(bits) + torch.arange(k).view(1, k, 1, 1) * 81
+        idx = self.contexts(bits) + torch.arange(k, device=bits.device).view(1, k, 1, 1) * 81
         logits = self.logits.view(-1)[idx.flatten()].view(bits.shape)
         if detach_model:
             logits = logits.detach()
@@ -168,20 +168,32 @@ def binarize(x):
     return b + (x - x.detach())
 
 
-def measure(variant, size, batch, steps):
+# The worker's presets (worker/src/nets/config.rs).
+PRESETS = {
+    "small": dict(c=dict(width=8, cmax=32), g=dict(width=8, gmax=32), s=dict(width=8, depth=3, res=1), d=dict(width=8, depth=3)),
+    "paper": dict(c=dict(width=32, cmax=224), g=dict(width=32, gmax=256), s=dict(width=64, depth=4, res=2), d=dict(width=64, depth=4)),
+}
+
+
+def measure(variant, size, batch, steps, preset="small", device="cpu"):
     torch.manual_seed(1)
+    p = PRESETS[preset]
     has_c, has_d, has_rate = variant != "D1", variant != "D2", variant == "D4"
-    c = Compressor(3) if has_c else None
-    g = Reconstructor() if has_c else None
+    c = Compressor(3, **p["c"]) if has_c else None
+    g = Reconstructor(**p["g"]) if has_c else None
     q = BitModel() if has_c else None
-    s = Segmentor(1 if has_c else 3)
-    d = Critic() if has_d else None
+    s = Segmentor(1 if has_c else 3, **p["s"])
+    d = Critic(**p["d"]) if has_d else None
+    for m in (c, g, q, s, d):
+        if m is not None:
+            m.to(device)
     main_params = [p for m in (c, g, s) if m is not None for p in m.parameters()]
     opt = torch.optim.Adam(main_params, lr=2e-3, betas=(0.5, 0.999))
     opt_q = torch.optim.Adam(q.parameters(), lr=5e-2) if q else None
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-3, betas=(0.5, 0.999)) if d else None
-    images = torch.rand(64, 3, size, size)
-    masks = (torch.rand(64, 1, size, size) > 0.7).float()
+    images = torch.rand(64, 3, size, size, device=device)
+    masks = (torch.rand(64, 1, size, size, device=device) > 0.7).float()
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def step(i):
         j = (i * batch) % (64 - batch + 1)
@@ -221,13 +233,17 @@ def measure(variant, size, batch, steps):
 
     for i in range(3):
         step(i)
+    sync()
     start = time.perf_counter()
     for i in range(steps):
         step(i)
+    sync()
     secs = time.perf_counter() - start
     return {
         "variant": variant,
         "framework": f"pytorch {torch.__version__} eager",
+        "preset": preset,
+        "device": device,
         "size": size,
         "batch": batch,
         "threads": torch.get_num_threads(),
@@ -244,9 +260,11 @@ if __name__ == "__main__":
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--jsonl", help="append the measurement as a JSON line to this file")
     args = ap.parse_args()
-    m = measure(args.variant, args.size, args.batch, args.steps)
+    m = measure(args.variant, args.size, args.batch, args.steps, args.preset, args.device)
     if args.jsonl:
         with open(args.jsonl, "a") as f:
             f.write(json.dumps(m) + "\n")

@@ -25,6 +25,22 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 
+# Open MPI for data-parallel training on CPUs (the worker's `mpi` feature; bindgen needs
+# libclang). Debian's packages, through apt as root or passwordless sudo.
+mpi_pkgs=(libopenmpi-dev openmpi-bin libclang-dev)
+if ! dpkg -s "${mpi_pkgs[@]}" >/dev/null 2>&1; then
+    apt=()
+    if [ "$(id -u)" = 0 ]; then apt=(apt-get); elif sudo -n true 2>/dev/null; then apt=(sudo apt-get); fi
+    if [ ${#apt[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+        echo "setup: installing ${mpi_pkgs[*]} (data-parallel training on CPUs)"
+        "${apt[@]}" update -qq
+        DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq "${mpi_pkgs[@]}" >/dev/null
+    else
+        echo "setup: ${mpi_pkgs[*]} are missing and apt-get needs root: the worker is built" \
+             "without MPI and the data-parallel tests are skipped" >&2
+    fi
+fi
+
 # The S3-compatible server the storage tests start on loopback.
 if [ ! -x "$venv/bin/moto_server" ]; then
     echo "setup: installing moto[server] (a loopback S3 server for the tests)"

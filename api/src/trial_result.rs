@@ -72,8 +72,19 @@ pub struct ParamCounts {
 #[serde(rename_all = "camelCase")]
 pub struct Timings {
     pub train_seconds: f64,
+    /// Images of the whole batch (all ranks) per second of this run's training.
     pub train_images_per_second: f64,
     pub eval_seconds: f64,
+    /// Ranks that trained (data-parallel world size).
+    #[serde(default = "one")]
+    pub world_size: u32,
+    /// Seconds of this run's training that rank 0 spent averaging over ranks.
+    #[serde(default)]
+    pub communication_seconds: f64,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

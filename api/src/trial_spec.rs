@@ -143,8 +143,14 @@ fn default_dims() -> u32 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Hyper {
-    /// Images per step on each worker.
+    /// Images per step on each worker (a step's whole batch is batchSize x worldSize).
     pub batch_size: u32,
+    /// Splits each worker's batch into this many equal micro-batches whose gradients are
+    /// averaged before the update: the memory of a smaller batch, the update of the whole one.
+    /// BatchNorm normalises each micro-batch by its own statistics, as each worker of a
+    /// data-parallel trial does, so one worker with batch 2B in 2 micro-batches takes exactly
+    /// the steps of two workers with batch B.
+    pub micro_batches: u32,
     /// Adam learning rate of C, g, s and the bit model.
     pub lr: f64,
     /// Adam learning rate of the critic D.
@@ -172,6 +178,7 @@ impl Default for Hyper {
     fn default() -> Self {
         Hyper {
             batch_size: 8,
+            micro_batches: 1,
             lr: 2e-3,
             lr_critic: 2e-3,
             beta1: 0.5,
@@ -357,6 +364,16 @@ impl Hyper {
     fn check(&self, p: &mut Problems) {
         if self.batch_size == 0 {
             p.push("hyper.batchSize", self.batch_size, "must be at least 1");
+        }
+        if self.micro_batches == 0 || !self.batch_size.is_multiple_of(self.micro_batches) {
+            p.push(
+                "hyper.microBatches",
+                self.micro_batches,
+                format!(
+                    "must divide hyper.batchSize = {} into equal parts",
+                    self.batch_size
+                ),
+            );
         }
         for (name, v) in [
             ("hyper.lr", self.lr),

@@ -259,20 +259,43 @@ impl LocalRunner {
         })?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let slots = self.opts.jobs.min(self.exp.spec.parallelism as usize).max(1);
-        let threads = (cores / slots).max(1);
-        let mut cmd = Command::new(&self.opts.worker);
+        // A data-parallel trial is a gang of ranks under mpirun (Open MPI), sharing the cores.
+        let ranks = self.exp.spec.workers_per_trial.max(1) as usize;
+        let threads = (cores / (slots * ranks)).max(1);
+        let mut cmd = if ranks > 1 {
+            let mut c = Command::new("mpirun");
+            c.args(["-n", &ranks.to_string(), "--oversubscribe"])
+                // Open MPI refuses root (containers) unless told.
+                .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+                .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+                .arg(&self.opts.worker);
+            c
+        } else {
+            Command::new(&self.opts.worker)
+        };
         cmd.args(["train", "--resume", "--no-progress", "--spec"])
             .arg(&spec_path)
             .env("ORCHESTRA_THREADS", threads.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err));
+        if ranks > 1 {
+            cmd.args(["--dist", "mpi"]);
+        }
         kill_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(|e| LocalError::Worker {
-            worker: self.opts.worker.clone(),
-            reason: e.to_string(),
+            worker: if ranks > 1 {
+                PathBuf::from("mpirun")
+            } else {
+                self.opts.worker.clone()
+            },
+            reason: if ranks > 1 {
+                format!("{e} (workersPerTrial = {ranks} starts the ranks with mpirun: install Open MPI)")
+            } else {
+                e.to_string()
+            },
         })?;
-        tracing::info!(trial, attempt, pid = child.id(), threads, "trial started");
+        tracing::info!(trial, attempt, pid = child.id(), ranks, threads, "trial started");
         self.children.insert(trial.to_string(), child);
         if let Some(rec) = self.state.trials.get_mut(trial) {
             rec.attempts = attempt;

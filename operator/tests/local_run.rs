@@ -263,3 +263,46 @@ fn ctrl_c_stops_cleanly_and_the_same_command_continues() {
         assert_eq!(t["attempts"], 1, "{name}: the interruption spent no attempt");
     }
 }
+
+#[test]
+fn a_data_parallel_trial_runs_as_an_mpi_gang() {
+    if Command::new("mpirun").arg("--version").output().is_err() {
+        eprintln!("SKIP: mpirun is not installed (make setup installs Open MPI)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Command::new(worker())
+        .args([
+            "bench-allreduce",
+            "--dist",
+            "mpi",
+            "--sizes-mib",
+            "1",
+            "--iters",
+            "1",
+            "--out",
+        ])
+        .arg(dir.path().join("probe.json"))
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&probe.stderr).contains("not in this build") {
+        eprintln!("SKIP: orchestra-worker was built without the mpi feature (make test enables it)");
+        return;
+    }
+    let text = std::fs::read_to_string(experiment(dir.path(), "gang", 4, 2))
+        .unwrap()
+        .replace("variants: [D2, D4]", "variants: [D4]\n  workersPerTrial: 2")
+        .replace("search: { lambdaRate: { type: list, values: [0.05, 1.0] } }", "");
+    let file = dir.path().join("gang.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = run(&file, &dir.path().join("work"));
+    let stdout = succeeded(&out);
+    assert!(stdout.contains("gang-d4"), "{stdout}");
+    let result: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("store/gang/gang-d4-000/result.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(result["timings"]["worldSize"], 2, "{result}");
+}

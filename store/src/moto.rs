@@ -86,3 +86,100 @@ pub fn point_at(port: u16) {
         std::env::set_var(k, v);
     }
 }
+
+/// A loopback TCP proxy in front of the S3 server that can cut the connection at the n-th PUT
+/// request (the server "stops" in the middle of a multi-object checkpoint) and come back later.
+pub struct CuttableProxy {
+    pub port: u16,
+    state: std::sync::Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    puts: std::sync::atomic::AtomicUsize,
+    cut_at: std::sync::atomic::AtomicUsize,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl CuttableProxy {
+    pub fn start(upstream: u16) -> CuttableProxy {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(ProxyState::default());
+        state.cut_at.store(usize::MAX, SeqCst);
+        let s = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if s.down.load(SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let st = s.clone();
+                // Client -> server, counting request lines that start a PUT.
+                std::thread::spawn(move || {
+                    let (mut from, mut to) = (client, server);
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if buf[..n].starts_with(b"PUT /") {
+                            let k = st.puts.fetch_add(1, SeqCst) + 1;
+                            if k >= st.cut_at.load(SeqCst) {
+                                st.down.store(true, SeqCst);
+                            }
+                        }
+                        if st.down.load(SeqCst) || to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = from.shutdown(std::net::Shutdown::Both);
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+                let st = s.clone();
+                std::thread::spawn(move || {
+                    let (mut from, mut to) = (s2, c2);
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if st.down.load(SeqCst) || to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = from.shutdown(std::net::Shutdown::Both);
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        CuttableProxy { port, state }
+    }
+
+    /// Goes down when the `n`-th PUT request (counted from the start) arrives, before it is
+    /// forwarded; every connection is cut and new ones are refused until `restore`.
+    pub fn cut_at_put(&self, n: usize) {
+        self.state.cut_at.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn restore(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.state.cut_at.store(usize::MAX, SeqCst);
+        self.state.down.store(false, SeqCst);
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.state.down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn puts(&self) -> usize {
+        self.state.puts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
 use orchestra_api::{DeviceKind, ModelSpec, Preset, TrialSpec, Variant};
 use orchestra_worker::data::Dataset;
-use orchestra_worker::train::Trainer;
+use orchestra_worker::dist::{self, DistArgs};
+use orchestra_worker::train::{device_for_spec, Trainer};
 use serde::{Deserialize, Serialize};
 
 #[derive(clap::Args)]
@@ -26,9 +28,12 @@ pub struct BenchArgs {
     /// Where the JSON results go (a Markdown table is written beside it).
     #[arg(long, default_value = "bench-results/worker-train.json")]
     out: PathBuf,
-    /// Measure only this variant in this process and print one JSON line (used internally).
+    /// Measure only this variant in this process and print one JSON line (used internally,
+    /// and under `mpirun`: rank 0 prints).
     #[arg(long)]
     variant: Option<Variant>,
+    #[command(flatten)]
+    dist: DistArgs,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -44,6 +49,17 @@ struct Measurement {
     images_per_second: f64,
     ms_per_step: f64,
     peak_rss_mb: f64,
+    #[serde(default)]
+    backend: String,
+    #[serde(default = "one")]
+    world_size: usize,
+    /// Share of the timed steps' wall time that rank 0 spent in collectives.
+    #[serde(default)]
+    communication_share: f64,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn peak_rss_mb() -> f64 {
@@ -82,16 +98,27 @@ fn measure(args: &BenchArgs, variant: Variant) -> Result<Measurement> {
         eval_every: 0,
         device,
     };
+    let comm = dist::connect(&args.dist.options(), device_for_spec(&spec)?)?;
+    let (backend, world) = (comm.backend(), comm.world_size());
+    let spec = TrialSpec {
+        world_size: world as u32,
+        ..spec
+    };
     let data = Dataset::open(&spec.dataset, args.size)?;
-    let mut trainer = Trainer::new(spec, data)?;
+    let mut trainer = Trainer::with_collective(spec, data, comm, args.dist.bucket_bytes())?;
     for _ in 0..3 {
         trainer.train_step()?;
     }
+    let comm_before = trainer.comm_seconds;
     let started = Instant::now();
     for _ in 0..args.steps {
         trainer.train_step()?;
     }
+    if let tch::Device::Cuda(i) = trainer.device {
+        tch::Cuda::synchronize(i as i64);
+    }
     let seconds = started.elapsed().as_secs_f64();
+    let comm_seconds = trainer.comm_seconds - comm_before;
     Ok(Measurement {
         variant,
         preset: format!("{:?}", args.preset).to_lowercase(),
@@ -101,15 +128,22 @@ fn measure(args: &BenchArgs, variant: Variant) -> Result<Measurement> {
         threads: tch::get_num_threads(),
         steps: args.steps,
         seconds,
-        images_per_second: (args.steps * args.batch as u64) as f64 / seconds,
+        images_per_second: (args.steps * args.batch as u64 * world as u64) as f64 / seconds,
         ms_per_step: 1000.0 * seconds / args.steps as f64,
         peak_rss_mb: peak_rss_mb(),
+        backend: backend.to_string(),
+        world_size: world,
+        communication_share: comm_seconds / seconds,
     })
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(v) = args.variant {
-        println!("{}", serde_json::to_string(&measure(&args, v)?)?);
+        let m = measure(&args, v)?;
+        if dist::started_by_mpirun() && std::env::var("OMPI_COMM_WORLD_RANK").is_ok_and(|r| r != "0") {
+            return Ok(());
+        }
+        println!("{}", serde_json::to_string(&m)?);
         return Ok(());
     }
     let exe = std::env::current_exe().context("cannot find this executable")?;
@@ -137,6 +171,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 &args.batch.to_string(),
             ])
             .args(["--steps", &args.steps.to_string(), "--device", &args.device])
+            .args([
+                "--dist",
+                args.dist.backend.to_possible_value().expect("named").get_name(),
+            ])
+            .args(["--bucket-mib", &args.dist.bucket_mib.to_string()])
             .output()
             .with_context(|| format!("cannot run {}", exe.display()))?;
         if !out.status.success() {
@@ -145,18 +184,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let m: Measurement = serde_json::from_slice(out.stdout.trim_ascii()).context("bench child output")?;
         rows.push(m);
     }
-    let mut table = String::from("| variant | preset | size | batch | device | threads | images/s | ms/step | peak RSS (MB) |\n|---|---|---|---|---|---|---|---|---|\n");
+    let mut table = String::from("| variant | preset | size | batch | device | backend x ranks | threads | images/s | ms/step | comm share | peak RSS (MB) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for m in &rows {
         table += &format!(
-            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {} x {} | {} | {:.1} | {:.1} | {:.1} % | {:.0} |\n",
             m.variant,
             m.preset,
             m.size,
             m.batch,
             m.device,
+            m.backend,
+            m.world_size,
             m.threads,
             m.images_per_second,
             m.ms_per_step,
+            100.0 * m.communication_share,
             m.peak_rss_mb
         );
     }

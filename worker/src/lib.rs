@@ -4,7 +4,9 @@
 
 pub mod baselines;
 pub mod codec;
+pub mod cuda;
 pub mod data;
+pub mod dist;
 pub mod info;
 pub mod nets;
 pub mod serve;

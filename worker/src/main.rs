@@ -14,6 +14,7 @@ use orchestra_worker::store::Store;
 use orchestra_worker::train::{self, device_for_spec, Outcome, RunOptions};
 
 mod bench;
+mod bench_allreduce;
 mod codec_cli;
 
 #[derive(Parser)]
@@ -42,6 +43,8 @@ enum Command {
         /// No progress bar even on a terminal.
         #[arg(long)]
         no_progress: bool,
+        #[command(flatten)]
+        dist: orchestra_worker::dist::DistArgs,
     },
     /// Evaluate a trial's checkpoint on the validation split and print the scores as JSON.
     Eval {
@@ -72,6 +75,9 @@ enum Command {
     },
     /// Training throughput and peak memory per variant (see `make bench`).
     Bench(bench::BenchArgs),
+    /// All-reduce throughput of the collectives backend for bucket sizes 1-64 MiB (run it
+    /// under `mpirun -n 2`, or with --dist nccl and the rendezvous variables).
+    BenchAllreduce(bench_allreduce::AllReduceArgs),
     /// Package a trial's checkpoint as a deployable model file (C, q, g, s; no critic).
     Export {
         #[arg(long)]
@@ -236,12 +242,15 @@ fn run(command: Command) -> Result<()> {
             spec,
             resume,
             no_progress,
+            dist,
         } => {
             let spec = read_spec(&spec)?;
             let opts = RunOptions {
                 resume,
                 progress: !no_progress && std::io::stderr().is_terminal(),
                 stop_after: None,
+                dist: dist.options(),
+                bucket_bytes: dist.bucket_bytes(),
             };
             match train::run_trial(&spec, &opts)? {
                 Outcome::Finished(result) => {
@@ -309,6 +318,7 @@ fn run(command: Command) -> Result<()> {
             print!("{}", info::render(&config, &networks, layers));
         }
         Command::Bench(args) => bench::run(args)?,
+        Command::BenchAllreduce(args) => bench_allreduce::run(args)?,
         Command::Export { spec, step, out } => {
             let spec = read_spec(&spec)?;
             let (model, step) = load_checkpoint(&spec, step)?;

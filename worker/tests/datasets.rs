@@ -179,3 +179,48 @@ fn real_hvsmr_slices_load_with_five_classes() {
     let d = Dataset::open(&format!("file://{}?val=6", root.display()), 128).unwrap();
     assert_eq!((d.channels, d.classes, d.train.len(), d.val.len()), (1, 5, 30, 6));
 }
+
+#[test]
+fn a_dataset_in_s3_is_mirrored_once_and_loads_like_a_folder() {
+    use orchestra_store::moto::{create_bucket, point_at, start_moto, SERIAL};
+    use orchestra_store::Store;
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let moto = start_moto();
+    create_bucket(moto.port, "data");
+    point_at(moto.port);
+    let cache = tempfile::tempdir().unwrap();
+    std::env::set_var("ORCHESTRA_DATA_CACHE", cache.path());
+    let local = isic_folder(5);
+    let store = Store::open("s3://data/isic/train").unwrap();
+    for sub in ["images", "masks"] {
+        for entry in std::fs::read_dir(local.path().join(sub)).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            store
+                .put(&format!("{sub}/{name}"), std::fs::read(entry.path()).unwrap())
+                .unwrap();
+        }
+    }
+    let d = Dataset::open("s3://data/isic/train?val=2", 32).unwrap();
+    assert_eq!((d.train.len(), d.val.len(), d.channels, d.classes), (3, 2, 3, 2));
+    let from_disk = Dataset::open(&uri(local.path(), "?val=2"), 32).unwrap();
+    assert_eq!(d.train[0].image, from_disk.train[0].image);
+
+    // A second open lists the folder again but fetches nothing.
+    let cached =
+        orchestra_worker::data::remote::mirror_dir("s3://data/isic/train").join("images/ISIC_0000000.jpg");
+    let mtime = || std::fs::metadata(&cached).unwrap().modified().unwrap();
+    let before = mtime();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    Dataset::open("s3://data/isic/train?val=2", 32).unwrap();
+    assert_eq!(mtime(), before);
+
+    // Listing needs the server: with it gone, the error names the dataset.
+    drop(moto);
+    let err = Dataset::open("s3://data/isic/train?val=2", 32)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("s3://data/isic/train"), "{err}");
+    let err = Dataset::open("s3://data/nothing-here", 32);
+    assert!(err.is_err());
+    std::env::remove_var("ORCHESTRA_DATA_CACHE");
+}

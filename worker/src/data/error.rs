@@ -39,4 +39,6 @@ pub enum DataError {
     },
     #[error("dataset {uri:?}: {reason}")]
     Split { uri: String, reason: String },
+    #[error("dataset {uri:?}: {reason}")]
+    Remote { uri: String, reason: String },
 }

@@ -4,6 +4,7 @@
 mod batches;
 mod error;
 mod folder;
+pub mod remote;
 pub mod synthetic;
 mod uri;
 
@@ -71,6 +72,15 @@ impl Dataset {
                 classes,
                 limit,
             } => folder::load(&path, size, val, classes, limit, uri),
+            DatasetUri::Remote {
+                store,
+                val,
+                classes,
+                limit,
+            } => {
+                let local = remote::mirror(&store, uri)?;
+                folder::load(&local, size, val, classes, limit, uri)
+            }
         }
     }
 }

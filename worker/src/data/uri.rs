@@ -1,5 +1,6 @@
 //! Dataset URIs: `synthetic://lesion?n=512&size=128&seed=7`, `synthetic://nested?...`,
-//! `file:///path/to/folder?val=200&classes=5`.
+//! `file:///path/to/folder?val=200&classes=5`, and the same folders in object storage:
+//! `s3://bucket/isic2017/train?val=200` (also `gs://`, `az://`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +25,14 @@ pub enum DatasetUri {
         /// Number of classes including background; inferred from the masks when absent.
         classes: Option<usize>,
         /// Read only the first `limit` ids in sorted order (quick runs on big folders).
+        limit: Option<usize>,
+    },
+    /// A folder in object storage, mirrored to a local cache before loading.
+    Remote {
+        /// The store URI of the folder (`s3://bucket/prefix`), without the query.
+        store: String,
+        val: Option<usize>,
+        classes: Option<usize>,
         limit: Option<usize>,
     },
 }
@@ -84,9 +93,14 @@ impl DatasetUri {
                     val,
                 }
             }
-            "file" => {
-                if !body.starts_with('/') {
+            "file" | "s3" | "gs" | "az" => {
+                if scheme == "file" && !body.starts_with('/') {
                     return Err(bad("file URIs need an absolute path: file:///data/...".into()));
+                }
+                if scheme != "file" && body.split('/').next().unwrap_or("").is_empty() {
+                    return Err(bad(format!(
+                        "{scheme} URIs need a bucket: {scheme}://bucket/folder"
+                    )));
                 }
                 let val = take("val")?.map(|v| v as usize);
                 let classes = take("classes")?.map(|v| v as usize);
@@ -94,16 +108,25 @@ impl DatasetUri {
                 if classes.is_some_and(|c| !(2..=256).contains(&c)) {
                     return Err(bad("classes must be in 2..=256 (background included)".into()));
                 }
-                DatasetUri::Folder {
-                    path: PathBuf::from(body),
-                    val,
-                    classes,
-                    limit,
+                if scheme == "file" {
+                    DatasetUri::Folder {
+                        path: PathBuf::from(body),
+                        val,
+                        classes,
+                        limit,
+                    }
+                } else {
+                    DatasetUri::Remote {
+                        store: format!("{scheme}://{}", body.trim_end_matches('/')),
+                        val,
+                        classes,
+                        limit,
+                    }
                 }
             }
             other => {
                 return Err(bad(format!(
-                    "unsupported scheme {other:?}: expected synthetic:// or file://"
+                    "unsupported scheme {other:?}: expected synthetic://, file://, s3://, gs:// or az://"
                 )))
             }
         };
@@ -157,6 +180,7 @@ mod tests {
             ("synthetic://lesion?colour=1", "unknown parameter \"colour\""),
             ("file://relative/path", "absolute path"),
             ("ftp://host/x", "unsupported scheme"),
+            ("s3:///no-bucket", "need a bucket"),
         ] {
             let e = DatasetUri::parse(uri).unwrap_err().to_string();
             assert!(e.contains(needle), "{uri}: {e}");

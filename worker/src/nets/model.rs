@@ -128,6 +128,13 @@ impl Model {
         v
     }
 
+    /// BatchNorm running statistics, sorted by name.
+    pub fn buffers(&self) -> Vec<(String, Tensor)> {
+        let mut v = self.named_variables();
+        v.retain(|(name, _)| is_buffer(name));
+        v
+    }
+
     pub fn param_count(&self, group: Group) -> u64 {
         self.group_params(group)
             .iter()

@@ -7,8 +7,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use orchestra_api::{Timings, TrialResult, TrialSpec};
 use serde_json::json;
 
-use super::trainer::{Evaluation, StepMetrics, TrainError, Trainer};
+use super::trainer::{device_for_spec, Evaluation, StepMetrics, TrainError, Trainer};
 use crate::data::{DataError, Dataset};
+use crate::dist::{DistError, DistOptions, DEFAULT_BUCKET_BYTES};
 use crate::store::checkpoint::TrialStore;
 use crate::store::{Store, StoreError};
 
@@ -20,11 +21,13 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Train(#[from] TrainError),
+    #[error("trial {trial}: {source}")]
+    Dist { trial: String, source: DistError },
     #[error("trial {trial} already has a checkpoint at step {step} in {store}: pass --resume to continue it, or use another trial name")]
     AlreadyStarted { trial: String, step: u64, store: String },
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RunOptions {
     /// Continue from the latest checkpoint if there is one (else start fresh).
     pub resume: bool,
@@ -32,6 +35,22 @@ pub struct RunOptions {
     pub progress: bool,
     /// Stop after this many steps in this process (tests use it to simulate an interruption).
     pub stop_after: Option<u64>,
+    /// Collectives backend and its timeouts (data-parallel trials).
+    pub dist: DistOptions,
+    /// Gradient bucket size for the all-reduce.
+    pub bucket_bytes: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            resume: false,
+            progress: false,
+            stop_after: None,
+            dist: DistOptions::default(),
+            bucket_bytes: DEFAULT_BUCKET_BYTES,
+        }
+    }
 }
 
 /// What a run ended with.
@@ -60,12 +79,22 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
         }
     }
 
+    let device = device_for_spec(spec)?;
+    let dist_err = |source| RunError::Dist {
+        trial: spec.trial.clone(),
+        source,
+    };
+    let comm = crate::dist::connect(&opts.dist, device).map_err(dist_err)?;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    // Rank 0 alone writes; the others wait for it at a barrier with the longer timeout.
+    let leader = rank == 0;
     let data = Dataset::open(&spec.dataset, spec.model.input_size)?;
     tracing::info!(
         trial = %spec.trial, variant = %spec.variant, train = data.train.len(), val = data.val.len(),
-        classes = data.classes, "dataset ready"
+        classes = data.classes, rank, world, backend = comm.backend(), "dataset ready"
     );
-    let mut trainer = Trainer::new(spec.clone(), data)?;
+    let mut trainer = Trainer::with_collective(spec.clone(), data, comm, opts.bucket_bytes)?;
+    let slow = Some(opts.dist.io_timeout);
     let mut metrics: Vec<String> = Vec::new();
     let mut elapsed_before = 0.0;
     if let Some(ckpt) = ts.load_latest()? {
@@ -75,10 +104,12 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
             .into_iter()
             .filter(|line| line_step(line).is_some_and(|s| s <= ckpt.step))
             .collect();
-        tracing::info!(trial = %spec.trial, step = ckpt.step, "resumed from checkpoint");
+        tracing::info!(trial = %spec.trial, step = ckpt.step, rank, "resumed from checkpoint");
     }
+    trainer.agree_on_step()?;
 
-    let bar = progress_bar(spec, trainer.step, opts.progress);
+    let bar = progress_bar(spec, trainer.step, opts.progress && leader);
+    let comm_before = trainer.comm_seconds;
     let started = Instant::now();
     let first_step = trainer.step;
     let stop_at = opts
@@ -90,12 +121,14 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
         bar.set_position(trainer.step);
         bar.set_message(summary(&m));
         let step = trainer.step;
-        if spec.eval_every > 0 && step % spec.eval_every == 0 && step < spec.steps {
+        let eval_due = spec.eval_every > 0 && step % spec.eval_every == 0 && step < spec.steps;
+        if eval_due && leader {
             let e = trainer.evaluate();
             metrics.push(eval_line(step, &e));
         }
         let due = spec.checkpoint_every > 0 && step % spec.checkpoint_every == 0;
-        if (due || step == stop_at) && step < spec.steps {
+        let save_due = (due || step == stop_at) && step < spec.steps;
+        if save_due && leader {
             save(
                 &ts,
                 &trainer,
@@ -104,12 +137,26 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
                 spec,
             )?;
         }
+        if (eval_due || save_due) && world > 1 {
+            trainer.collectives().barrier(slow).map_err(dist_err)?;
+        }
     }
     if trainer.step < spec.steps {
         bar.abandon_with_message(format!("paused at step {}", trainer.step));
         return Ok(Outcome::Paused { step: trainer.step });
     }
     let train_seconds = elapsed_before + started.elapsed().as_secs_f64();
+    let run_seconds = started.elapsed().as_secs_f64().max(1e-9);
+    if !leader {
+        // Rank 0 evaluates and writes the result; the others wait for it and read it back.
+        trainer.collectives().barrier(slow).map_err(dist_err)?;
+        let result = finished_result(&ts, spec)?.ok_or_else(|| StoreError::Corrupt {
+            uri: ts.store.uri().to_string(),
+            key: ts.key("result.json"),
+            reason: "rank 0 passed the final barrier without writing the result".into(),
+        })?;
+        return Ok(Outcome::Finished(Box::new(result)));
+    }
     bar.finish_with_message("evaluating");
     let eval_started = Instant::now();
     let evaluation = trainer.evaluate();
@@ -129,9 +176,11 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
         params: trainer.param_counts(),
         timings: Timings {
             train_seconds,
-            train_images_per_second: steps_this_run * spec.hyper.batch_size as f64
-                / started.elapsed().as_secs_f64().max(1e-9),
+            train_images_per_second: steps_this_run * (spec.hyper.batch_size as usize * world) as f64
+                / run_seconds,
             eval_seconds,
+            world_size: world as u32,
+            communication_seconds: trainer.comm_seconds - comm_before,
         },
         hyper: spec.hyper.clone(),
     };
@@ -140,6 +189,9 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
         &ts.key("result.json"),
         serde_json::to_vec_pretty(&result).expect("result serialises"),
     )?;
+    if world > 1 {
+        trainer.collectives().barrier(slow).map_err(dist_err)?;
+    }
     Ok(Outcome::Finished(Box::new(result)))
 }
 

@@ -16,6 +16,8 @@ use super::adam::Adam;
 use super::metrics::dice_iou;
 use super::schedule::{critic_weight, learning_rate};
 use crate::data::{augment, batch, BatchSampler, Dataset, Sample};
+use crate::dist::buckets::mean_scalars;
+use crate::dist::{all_reduce_mean, Collective, DistError, SingleProcess, DEFAULT_BUCKET_BYTES};
 use crate::nets::{rng, Group, Model, NetConfig};
 use crate::store::checkpoint::Checkpoint;
 
@@ -28,6 +30,12 @@ pub enum TrainError {
         trial: String,
         step: u64,
         reason: String,
+    },
+    #[error("trial {trial}: rank {rank}: {source}")]
+    Collective {
+        trial: String,
+        rank: usize,
+        source: DistError,
     },
     #[error("trial {trial}: training diverged at step {step}: {what} is {value}")]
     Diverged {
@@ -70,7 +78,13 @@ pub struct Trainer {
     main: Adam,
     bits: Option<Adam>,
     critic: Option<Adam>,
+    /// Draws each step's whole batch (batchSize x worldSize images); every rank takes its own
+    /// slice, so an epoch is shared out between ranks without overlap.
     sampler: BatchSampler,
+    comm: Box<dyn Collective>,
+    bucket_bytes: usize,
+    /// Seconds spent averaging gradients, statistics and losses over ranks.
+    pub comm_seconds: f64,
     /// Steps completed.
     pub step: u64,
 }
@@ -81,6 +95,12 @@ fn mix(seed: u64, step: u64, purpose: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// The seed purpose of a random draw for one shard (rank x micro-batch) of a step: shard 0
+/// keeps the single-process purposes, so world size 1 trains exactly as before.
+fn shard_purpose(purpose: u64, shard: usize) -> u64 {
+    purpose + ((shard as u64) << 8)
 }
 
 /// The libtorch device a trial asks for.
@@ -94,15 +114,31 @@ pub fn device_for_spec(spec: &TrialSpec) -> Result<Device, TrainError> {
 fn device_for(kind: DeviceKind) -> Result<Device, String> {
     match kind {
         DeviceKind::Cpu => Ok(Device::Cpu),
-        DeviceKind::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
         DeviceKind::Cuda => {
-            Err("device: cuda was requested but no CUDA device is available to libtorch".into())
+            crate::cuda::load_libtorch_cuda()?;
+            if tch::Cuda::is_available() {
+                Ok(Device::Cuda(0))
+            } else {
+                Err("device: cuda was requested but libtorch sees no CUDA device".into())
+            }
         }
     }
 }
 
 impl Trainer {
+    /// A single-process trainer.
     pub fn new(spec: TrialSpec, data: Dataset) -> Result<Trainer, TrainError> {
+        Self::with_collective(spec, data, Box::new(SingleProcess), DEFAULT_BUCKET_BYTES)
+    }
+
+    /// A trainer that is one rank of a data-parallel trial: rank 0's initial weights are
+    /// broadcast to all, and every update averages gradients over `comm`.
+    pub fn with_collective(
+        spec: TrialSpec,
+        data: Dataset,
+        comm: Box<dyn Collective>,
+        bucket_bytes: usize,
+    ) -> Result<Trainer, TrainError> {
         let setup = |reason: String| TrainError::Setup {
             trial: spec.trial.clone(),
             reason,
@@ -116,6 +152,14 @@ impl Trainer {
         }
         if data.train.is_empty() || data.val.is_empty() {
             return Err(setup("dataset needs both training and validation images".into()));
+        }
+        if comm.world_size() != spec.world_size as usize {
+            return Err(setup(format!(
+                "worldSize is {} but the {} backend has {} rank(s)",
+                spec.world_size,
+                comm.backend(),
+                comm.world_size()
+            )));
         }
         let config = NetConfig::resolve(&spec.model, data.channels, data.classes);
         rng::reseed(mix(spec.seed, 0, 1));
@@ -136,10 +180,10 @@ impl Trainer {
             .then(|| Adam::new(model.group_params(Group::Critic), h.beta1, h.beta2));
         let sampler = BatchSampler {
             n: data.train.len(),
-            batch_size: h.batch_size as usize,
+            batch_size: h.batch_size as usize * comm.world_size(),
             seed: spec.seed,
         };
-        Ok(Trainer {
+        let mut trainer = Trainer {
             spec,
             data,
             model,
@@ -148,8 +192,62 @@ impl Trainer {
             bits,
             critic,
             sampler,
+            comm,
+            bucket_bytes,
+            comm_seconds: 0.0,
             step: 0,
-        })
+        };
+        trainer.broadcast_variables()?;
+        Ok(trainer)
+    }
+
+    pub fn rank(&self) -> usize {
+        self.comm.rank()
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.comm.world_size()
+    }
+
+    pub fn collectives(&mut self) -> &mut dyn Collective {
+        self.comm.as_mut()
+    }
+
+    fn dist_error(&self, e: DistError) -> TrainError {
+        TrainError::Collective {
+            trial: self.spec.trial.clone(),
+            rank: self.comm.rank(),
+            source: e,
+        }
+    }
+
+    /// Makes every rank's weights and statistics rank 0's (they are equal already when every
+    /// rank initialises from the same seed; this makes it a guarantee).
+    pub fn broadcast_variables(&mut self) -> Result<(), TrainError> {
+        if !self.comm.communicates() {
+            return Ok(());
+        }
+        let vars = self.model.named_variables();
+        tch::no_grad(|| vars.iter().try_for_each(|(_, v)| self.comm.broadcast(v, 0)))
+            .map_err(|e| self.dist_error(e))
+    }
+
+    /// Checks that every rank is at the same step (after a resume, say).
+    pub fn agree_on_step(&mut self) -> Result<(), TrainError> {
+        let step = self.step as f64;
+        let mean = mean_scalars(self.comm.as_mut(), &[step]).map_err(|e| self.dist_error(e))?;
+        if mean[0] != step {
+            return Err(TrainError::Setup {
+                trial: self.spec.trial.clone(),
+                reason: format!(
+                    "rank {} resumed at step {} but the ranks' mean step is {}: they read different checkpoints",
+                    self.comm.rank(),
+                    self.step,
+                    mean[0]
+                ),
+            });
+        }
+        Ok(())
     }
 
     pub fn param_counts(&self) -> ParamCounts {
@@ -162,33 +260,44 @@ impl Trainer {
         }
     }
 
-    /// The (augmented) training batch of `step`.
-    pub fn batch_for(&self, step: u64) -> (Tensor, Tensor) {
-        let samples: Vec<&Sample> = self
-            .sampler
-            .indices(step)
-            .into_iter()
-            .map(|i| &self.data.train[i])
+    /// The (augmented) images of one shard of `step`: shard `rank * microBatches + m` takes
+    /// the shard-th slice of the step's whole batch.
+    pub fn shard_batch(&self, step: u64, shard: usize) -> (Tensor, Tensor) {
+        let per_shard = (self.spec.hyper.batch_size / self.spec.hyper.micro_batches.max(1)) as usize;
+        let indices = self.sampler.indices(step);
+        let samples: Vec<&Sample> = indices[shard * per_shard..(shard + 1) * per_shard]
+            .iter()
+            .map(|&i| &self.data.train[i])
             .collect();
         let (images, labels) = batch(&samples, self.data.channels, self.data.size, self.device);
         if self.spec.hyper.augment {
-            let mut rng = ChaCha8Rng::seed_from_u64(mix(self.spec.seed, step, 2));
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(self.spec.seed, step, shard_purpose(2, shard)));
             augment(&images, &labels, &mut rng)
         } else {
             (images, labels)
         }
     }
 
-    /// One C+S update followed by one D update.
+    /// Averages gradients over ranks (bucketed).
+    fn average(&mut self, tensors: &[Tensor]) -> Result<(), TrainError> {
+        let stats = all_reduce_mean(self.comm.as_mut(), tensors, self.bucket_bytes)
+            .map_err(|e| self.dist_error(e))?;
+        self.comm_seconds += stats.elapsed.as_secs_f64();
+        Ok(())
+    }
+
+    /// One C+S update followed by one D update, each over this rank's micro-batches and then
+    /// averaged over ranks.
     pub fn train_step(&mut self) -> Result<StepMetrics, TrainError> {
         let step = self.step;
         let h = self.spec.hyper.clone();
-        rng::reseed(mix(self.spec.seed, step, 3));
-        let (images, labels) = self.batch_for(step);
-        let target = self.model.target(&labels);
+        let micro = h.micro_batches.max(1) as usize;
+        let first_shard = self.comm.rank() * micro;
         let lr = learning_rate(h.lr, h.lr_schedule, h.lr_min_ratio, step, self.spec.steps);
         let lr_factor = lr / h.lr;
         let w_dis = critic_weight(h.w_dis, h.dis_warmup_steps, step);
+        // Sums over micro-batches of loss_seg, loss_dis, loss_rate, loss_critic.
+        let mut sums = [0.0f64; 4];
 
         // C+S update with D frozen: gradients flow through D into S, but D is not updated.
         self.model.set_trainable(Group::Critic, false);
@@ -196,53 +305,70 @@ impl Trainer {
         if let Some(b) = self.bits.as_mut() {
             b.zero_grad();
         }
-        let fwd = self.model.forward(&images, true);
-        let loss_seg = fwd.probs.mse_loss(&target, Reduction::Mean);
-        // The objective's terms, summed once at the end.
-        let mut terms = vec![loss_seg.shallow_clone()];
-        let loss_dis = self
-            .model
-            .critic
-            .as_ref()
-            .map(|d| d.multi_scale_l1(&fwd.probs, &target, h.dis_reduction, true));
-        if let Some(l) = &loss_dis {
-            terms.push(l * w_dis);
-        }
-        let mut loss_rate = None;
-        if let (Some(q), Some(x), Some(b)) = (&self.model.bit_model, &fwd.activations, &fwd.bits) {
-            let b = b.detach();
-            // q is fitted to the code in every compressing variant (so that every variant's
-            // code can be entropy coded); only D4 pushes the rate gradient into C.
-            let fit = q.expected_bits(&x.detach(), &b, false).mean(Kind::Float);
-            loss_rate = Some(fit.double_value(&[]));
-            terms.push(fit);
-            if self.spec.variant.has_rate_loss() {
-                terms.push(q.expected_bits(x, &b, true).mean(Kind::Float) * h.lambda_rate);
+        let per_micro_stats = MicroBatchStatistics::begin(&self.model, micro);
+        let mut kept = Vec::with_capacity(micro);
+        for m in 0..micro {
+            let shard = first_shard + m;
+            per_micro_stats.restore();
+            let (images, labels) = self.shard_batch(step, shard);
+            rng::reseed(mix(self.spec.seed, step, shard_purpose(3, shard)));
+            let target = self.model.target(&labels);
+            let fwd = self.model.forward(&images, true);
+            let loss_seg = fwd.probs.mse_loss(&target, Reduction::Mean);
+            // The objective's terms, summed once at the end.
+            let mut terms = vec![loss_seg.shallow_clone()];
+            sums[0] += loss_seg.double_value(&[]);
+            if let Some(d) = self.model.critic.as_ref() {
+                let l = d.multi_scale_l1(&fwd.probs, &target, h.dis_reduction, true);
+                sums[1] += l.double_value(&[]);
+                terms.push(l * w_dis);
             }
+            if let (Some(q), Some(x), Some(b)) = (&self.model.bit_model, &fwd.activations, &fwd.bits) {
+                let b = b.detach();
+                // q is fitted to the code in every compressing variant (so that every variant's
+                // code can be entropy coded); only D4 pushes the rate gradient into C.
+                let fit = q.expected_bits(&x.detach(), &b, false).mean(Kind::Float);
+                sums[2] += fit.double_value(&[]);
+                terms.push(fit);
+                if self.spec.variant.has_rate_loss() {
+                    terms.push(q.expected_bits(x, &b, true).mean(Kind::Float) * h.lambda_rate);
+                }
+            }
+            (Tensor::stack(&terms, 0).sum(Kind::Float) / micro as f64).backward();
+            per_micro_stats.collect();
+            kept.push((fwd.probs.detach(), target));
         }
-        let loss_seg_value = loss_seg.double_value(&[]);
-        if !loss_seg_value.is_finite() {
-            return Err(TrainError::Diverged {
-                trial: self.spec.trial.clone(),
-                step,
-                what: "loss_seg",
-                value: loss_seg_value,
-            });
+        per_micro_stats.finish();
+        let mut grads = grads_of(&self.main);
+        if let Some(b) = &self.bits {
+            grads.extend(grads_of(b));
         }
-        Tensor::stack(&terms, 0).sum(Kind::Float).backward();
+        self.average(&grads)?;
         self.main.step(lr);
         if let Some(b) = self.bits.as_mut() {
             b.step(h.lr_bit_model * lr_factor);
         }
         self.model.set_trainable(Group::Critic, true);
 
-        // D update with C and S frozen: the prediction is detached.
-        let mut loss_critic = None;
-        if let (Some(d), Some(opt)) = (&self.model.critic, self.critic.as_mut()) {
+        // D update with C and S frozen: the predictions are detached.
+        if let Some(opt) = self.critic.as_mut() {
             opt.zero_grad();
-            let l = d.multi_scale_l1(&fwd.probs.detach(), &target, h.dis_reduction, true);
-            loss_critic = Some(l.double_value(&[]));
-            (-l).backward();
+        }
+        if let (Some(d), true) = (&self.model.critic, self.critic.is_some()) {
+            let per_micro_stats = MicroBatchStatistics::begin(&self.model, micro);
+            for (probs, target) in &kept {
+                per_micro_stats.restore();
+                let l = d.multi_scale_l1(probs, target, h.dis_reduction, true);
+                sums[3] += l.double_value(&[]);
+                (-l / micro as f64).backward();
+                per_micro_stats.collect();
+            }
+            per_micro_stats.finish();
+        }
+        if let Some(grads) = self.critic.as_ref().map(grads_of) {
+            self.average(&grads)?;
+        }
+        if let Some(opt) = self.critic.as_mut() {
             opt.step(h.lr_critic * lr_factor);
             // SegAN's clipping keeps the critic Lipschitz-bounded and training stable.
             tch::no_grad(|| {
@@ -251,13 +377,32 @@ impl Trainer {
                 }
             });
         }
+
+        // Each rank normalised by its own batch statistics; the running statistics used at
+        // evaluation are averaged so that every rank holds the same model.
+        let buffers: Vec<Tensor> = self.model.buffers().into_iter().map(|(_, t)| t).collect();
+        self.average(&buffers)?;
+        let started = std::time::Instant::now();
+        let local: Vec<f64> = sums.iter().map(|s| s / micro as f64).collect();
+        let mean = mean_scalars(self.comm.as_mut(), &local).map_err(|e| self.dist_error(e))?;
+        self.comm_seconds += started.elapsed().as_secs_f64();
+        // Every rank sees the same mean, so all of them stop together on divergence.
+        if !mean[0].is_finite() {
+            return Err(TrainError::Diverged {
+                trial: self.spec.trial.clone(),
+                step,
+                what: "loss_seg",
+                value: mean[0],
+            });
+        }
+        let has_code = self.model.bit_model.is_some();
         self.step += 1;
         Ok(StepMetrics {
             step: self.step,
-            loss_seg: loss_seg_value,
-            loss_dis: loss_dis.map(|l| l.double_value(&[])),
-            loss_rate,
-            loss_critic,
+            loss_seg: mean[0],
+            loss_dis: self.model.critic.is_some().then_some(mean[1]),
+            loss_rate: has_code.then_some(mean[2]),
+            loss_critic: self.critic.is_some().then_some(mean[3]),
             lr,
             w_dis,
         })
@@ -423,4 +568,66 @@ pub fn evaluate(
         }
     });
     Evaluation { scores, rate }
+}
+
+/// The defined gradients of an optimiser's parameters, in its (stable) order.
+fn grads_of(opt: &Adam) -> Vec<Tensor> {
+    opt.params()
+        .iter()
+        .map(|(_, p)| p.grad())
+        .filter(|g| g.defined())
+        .collect()
+}
+
+/// BatchNorm running statistics under micro-batches: each micro-batch starts from the same
+/// statistics and the results are averaged, which is what data-parallel ranks do (each updates
+/// its own copy, then the copies are averaged). The momentum update is affine, so the average
+/// equals the average over ranks exactly. With one micro-batch this does nothing.
+struct MicroBatchStatistics {
+    buffers: Vec<Tensor>,
+    start: Vec<Tensor>,
+    sum: Vec<Tensor>,
+    micro: usize,
+}
+
+impl MicroBatchStatistics {
+    fn begin(model: &Model, micro: usize) -> MicroBatchStatistics {
+        let buffers: Vec<Tensor> = if micro > 1 {
+            model.buffers().into_iter().map(|(_, t)| t).collect()
+        } else {
+            Vec::new()
+        };
+        let start = buffers.iter().map(|t| t.copy()).collect();
+        let sum = buffers.iter().map(|t| t.zeros_like()).collect();
+        MicroBatchStatistics {
+            buffers,
+            start,
+            sum,
+            micro,
+        }
+    }
+
+    fn restore(&self) {
+        tch::no_grad(|| {
+            for (b, s) in self.buffers.iter().zip(&self.start) {
+                b.shallow_clone().copy_(s);
+            }
+        });
+    }
+
+    fn collect(&self) {
+        tch::no_grad(|| {
+            for (b, s) in self.buffers.iter().zip(&self.sum) {
+                let _ = s.shallow_clone().f_add_(b).expect("same shape");
+            }
+        });
+    }
+
+    fn finish(&self) {
+        tch::no_grad(|| {
+            for (b, s) in self.buffers.iter().zip(&self.sum) {
+                b.shallow_clone().copy_(&(s / self.micro as f64));
+            }
+        });
+    }
 }

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# GPU check for a machine with an NVIDIA GPU, PyTorch 2.11 (CUDA 13) and libnccl, but no Rust:
+# build here with `cargo build --release -p orchestra-worker --features nccl`, copy the binary
+# there, and run `scripts/gpu_check.sh <binary> <out-dir>`. It measures
+#   1. NCCL all-reduce at world size 1 (the rendezvous, the unique id, the collective path);
+#   2. training throughput of D1-D4 with the paper preset on the GPU, every gradient averaged
+#      through NCCL (world size 1), and the same step in PyTorch eager on the same GPU;
+#   3. the same D4 step on the machine's CPUs, for the GPU/CPU ratio;
+#   4. a whole short D4 trial on the GPU through `train` (checkpoints, evaluation, real bpp).
+# Every step has its own time limit, so one failure does not hide the others.
+set -u
+bin="${1:?usage: gpu_check.sh <orchestra-worker built with --features nccl> <out-dir>}"
+out="${2:?usage: gpu_check.sh <binary> <out-dir>}"
+mkdir -p "$out"
+py="${PYTHON:-python3}"
+torch_lib="$("$py" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+# The NCCL that libtorch_cuda itself loads: a second, different libnccl in the process breaks
+# both (the worker checks and says so).
+nccl_so="$(ldd "$torch_lib/libtorch_cuda.so" | awk '/libnccl/ {print $3; exit}')"
+[ -n "$nccl_so" ] || nccl_so="$(find "$torch_lib/../.." -name 'libnccl.so.2*' 2>/dev/null | head -1)"
+echo "torch lib: $torch_lib"; echo "nccl: ${nccl_so:-not found}"
+# cudarc opens libnccl.so by that name: give the versioned library one.
+mkdir -p /tmp/orchestra-nccl && ln -sf "$nccl_so" /tmp/orchestra-nccl/libnccl.so
+export LD_LIBRARY_PATH="/tmp/orchestra-nccl:$torch_lib:${LD_LIBRARY_PATH:-}"
+export MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 WORLD_SIZE=1 RANK=0
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+nproc
+
+step() { echo; echo "== $1"; shift; timeout "$@"; echo "(exit $?)"; }
+
+step "NCCL all-reduce, world size 1" 45 "$bin" bench-allreduce --device cuda --dist nccl \
+    --sizes-mib 1,4,16,64 --iters 20 --out "$out/allreduce-nccl.json"
+step "worker D1-D4, paper preset, 128 px, batch 16, GPU through NCCL" 150 "$bin" bench --preset paper \
+    --size 128 --batch 16 --steps 50 --device cuda --dist nccl --out "$out/worker-gpu.json"
+# One interpreter for the four variants (importing torch takes seconds).
+step "PyTorch eager D1-D4, paper preset, GPU" 150 "$py" -c '
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("reference", "scripts/pytorch_reference.py")
+ref = importlib.util.module_from_spec(spec); spec.loader.exec_module(ref)
+with open(sys.argv[1], "a") as f:
+    for v in ["D1", "D2", "D3", "D4"]:
+        m = ref.measure(v, 128, 16, 50, "paper", "cuda")
+        print(json.dumps(m), flush=True); f.write(json.dumps(m) + "\n")
+' "$out/pytorch-gpu.jsonl"
+step "worker D4, paper preset, CPU ($(nproc) threads)" 60 "$bin" bench --variant D4 --preset paper \
+    --size 128 --batch 16 --steps 4 --device cpu --dist single
+step "PyTorch eager D4, paper preset, CPU" 60 "$py" scripts/pytorch_reference.py --variant D4 \
+    --preset paper --size 128 --batch 16 --steps 4 --device cpu --jsonl "$out/pytorch-cpu.jsonl"
+cat > /tmp/orchestra-gpu-trial.yaml <<YAML
+experiment: gpu-check
+trial: d4-paper-nccl
+variant: D4
+dataset: synthetic://lesion?n=960&size=128&seed=7&val=96
+model: { preset: paper, inputSize: 128 }
+hyper: { batchSize: 16, lr: 0.0005, lrCritic: 0.0005, lambdaRate: 0.05, disWarmupSteps: 200 }
+steps: 1000
+seed: 1
+worldSize: 1
+store: file:///tmp/orchestra-gpu-runs
+checkpointEvery: 250
+evalEvery: 500
+device: cuda
+YAML
+rm -rf /tmp/orchestra-gpu-runs
+step "a whole D4 trial (paper preset, 1000 steps) on the GPU through NCCL" 120 "$bin" train \
+    --spec /tmp/orchestra-gpu-trial.yaml --dist nccl --no-progress
+cp /tmp/orchestra-gpu-runs/gpu-check/d4-paper-nccl/result.json "$out/gpu-trial-result.json" 2>/dev/null
+cp /tmp/orchestra-gpu-runs/gpu-check/d4-paper-nccl/metrics.jsonl "$out/gpu-trial-metrics.jsonl" 2>/dev/null
+echo done
