@@ -16,3 +16,6 @@ fi
 export ORCHESTRA_FEATURES
 # Open MPI refuses to start as root (CI containers) unless told.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# No incremental caches: they grow by gigabytes per session on a shared cache and CI builds
+# from clean clones anyway.
+export CARGO_INCREMENTAL=0

@@ -73,6 +73,31 @@ pub struct ExperimentSpec {
     pub eval_every: u64,
     #[serde(default)]
     pub device: DeviceKind,
+    /// Kubernetes: the worker image (default: the operator's `--worker-image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Kubernetes: a Secret whose keys become the workers' environment (store credentials such
+    /// as AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_secret: Option<String>,
+    /// Kubernetes: node selector of the worker pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Kubernetes: tolerations of the worker pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+    /// Kubernetes: seconds a trial's gang may wait for all its pods to be scheduled before it
+    /// is reported as unschedulable (in status and events).
+    #[serde(default = "gang_timeout")]
+    pub gang_timeout_seconds: u64,
+    /// Delete the Experiment's objects in the store (checkpoints, results, leaderboard) when
+    /// the Experiment is deleted. Off by default: results outlive the resource.
+    #[serde(default)]
+    pub cleanup_store: bool,
+}
+
+fn gang_timeout() -> u64 {
+    600
 }
 
 fn one() -> u32 {
@@ -86,7 +111,7 @@ fn hundred() -> u64 {
 }
 
 /// Values one parameter takes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum SearchSpace {
     /// Exactly these values.
@@ -119,7 +144,7 @@ fn int_step() -> i64 {
 }
 
 /// How candidates are drawn from the search space.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum Algorithm {
     /// Every combination, in a fixed order.
@@ -127,6 +152,47 @@ pub enum Algorithm {
     Grid,
     /// `samples` independent draws per variant from a generator seeded with `seed`.
     Random { seed: u64, samples: u32 },
+}
+
+// Kubernetes wants structural schemas: a tagged enum becomes one object whose `type` says which
+// of the optional fields apply (serde still checks each variant's exact fields).
+impl JsonSchema for Algorithm {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Algorithm".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "How candidates are drawn: {type: grid} takes every combination in a fixed order; {type: random, seed, samples} takes `samples` independent draws per variant.",
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": { "type": "string", "enum": ["grid", "random"] },
+                "seed": { "type": "integer", "minimum": 0 },
+                "samples": { "type": "integer", "minimum": 0 }
+            }
+        })
+    }
+}
+
+impl JsonSchema for SearchSpace {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SearchSpace".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Values of one parameter: {type: list, values}, {type: uniform, min, max, points?}, {type: logUniform, min, max, points?} or {type: intRange, min, max, step?}.",
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": { "type": "string", "enum": ["list", "uniform", "logUniform", "intRange"] },
+                "values": { "type": "array", "items": { "type": "number" } },
+                "min": { "type": "number" },
+                "max": { "type": "number" },
+                "points": { "type": "integer", "minimum": 0 },
+                "step": { "type": "integer" }
+            }
+        })
+    }
 }
 
 /// Resources of one worker pod.
@@ -220,6 +286,17 @@ pub struct ExperimentStatus {
     pub hypervolume: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The best entries of the leaderboard (by Dice within the bpp budget), at most five.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<BestTrial>,
+    /// ConfigMap holding the leaderboard as Markdown and JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaderboard_config_map: Option<String>,
+    /// Created, Running, Succeeded, Failed, each with a reason and a message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }
 
 /// Parameters that a search may sweep, with the variants they affect.

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod candidates;
+pub mod k8s;
 pub mod local;
 pub mod planner;
 pub mod results;

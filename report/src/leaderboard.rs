@@ -186,6 +186,11 @@ impl Leaderboard {
         e.map(Self::best_trial)
     }
 
+    /// The first `n` entries (best Dice first).
+    pub fn top(&self, n: usize) -> Vec<BestTrial> {
+        self.entries.iter().take(n).map(Self::best_trial).collect()
+    }
+
     pub fn front_entries(&self) -> Vec<BestTrial> {
         self.front
             .iter()

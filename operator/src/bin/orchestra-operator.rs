@@ -1,0 +1,118 @@
+//! `orchestra-operator`: the Kubernetes controller. Runs in the cluster (in-cluster config) or
+//! beside it (kubeconfig); exits with a clear message when no cluster is reachable or the CRDs
+//! are missing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use orchestra_operator::k8s::builders::GangConfig;
+use orchestra_operator::k8s::controller::{self, preflight, Options};
+use orchestra_operator::k8s::leader::{self, LeaseOptions};
+use orchestra_operator::k8s::metrics::Metrics;
+use orchestra_operator::k8s::server;
+use orchestra_operator::planner::PlannerConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "orchestra-operator",
+    version,
+    about = "Orchestra's Kubernetes operator"
+)]
+struct Args {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Worker image for Experiments that name none.
+    #[arg(
+        long,
+        env = "WORKER_IMAGE",
+        default_value = "ghcr.io/orchestra-dev/orchestra-worker:latest"
+    )]
+    worker_image: String,
+    /// imagePullPolicy of worker pods (IfNotPresent for images loaded into kind).
+    #[arg(long, env = "WORKER_IMAGE_PULL_POLICY")]
+    image_pull_policy: Option<String>,
+    /// Seconds a worker rank waits for one collective before it exits naming the missing rank.
+    #[arg(long, default_value_t = 300)]
+    collective_timeout: u64,
+    /// Seconds before the first restart of a failed gang (doubles per attempt).
+    #[arg(long, default_value_t = 10)]
+    restart_backoff: u64,
+    /// Address of /metrics and /healthz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Elect a leader through a Lease so that only one replica acts.
+    #[arg(long)]
+    leader_election: bool,
+    /// Namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "orchestra-system")]
+    lease_namespace: String,
+    /// This replica's identity (its pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long, env = "LOG_JSON")]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    if args.log_json {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let client = kube::Client::try_default().await.context(
+        "no Kubernetes cluster reachable: no in-cluster service account and no usable kubeconfig (KUBECONFIG or ~/.kube/config)",
+    )?;
+    preflight(&client, args.namespace.as_deref()).await?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::env::var("HOSTNAME").unwrap_or_else(|_| format!("orchestra-operator-{}", std::process::id()))
+    });
+    let metrics = Arc::new(Metrics::default());
+    let server = tokio::spawn(server::serve(args.metrics_addr, metrics.clone()));
+
+    let lease = LeaseOptions {
+        namespace: args.lease_namespace.clone(),
+        name: "orchestra-operator-leader".into(),
+        identity: identity.clone(),
+        duration: Duration::from_secs(15),
+        renew_every: Duration::from_secs(5),
+    };
+    if args.leader_election {
+        leader::acquire(&client, &lease).await;
+    }
+    let opts = Options {
+        namespace: args.namespace.clone(),
+        gang: GangConfig {
+            worker_image: args.worker_image.clone(),
+            image_pull_policy: args.image_pull_policy.clone(),
+            collective_timeout: args.collective_timeout,
+        },
+        planner: PlannerConfig {
+            restart_backoff: args.restart_backoff,
+            ..Default::default()
+        },
+        instance: identity,
+    };
+    tracing::info!(namespace = ?args.namespace, worker_image = %args.worker_image, "operator started");
+    let run = controller::run(client.clone(), opts, metrics);
+    if args.leader_election {
+        tokio::select! {
+            _ = run => {}
+            _ = leader::keep(&client, &lease) => {
+                anyhow::bail!("leadership lost: exiting so that a single replica acts");
+            }
+        }
+    } else {
+        run.await;
+    }
+    server.abort();
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! The controller's main loop: watches Experiments, the Trials they own, and the Jobs, Pods and
+//! Services of their gangs (label-filtered, mapped back to their Experiment), and reconciles.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use orchestra_api::{Experiment, Trial};
+
+use super::builders::GangConfig;
+use super::metrics::Metrics;
+use super::names::{LABEL_EXPERIMENT, MANAGER};
+use super::reconcile::{error_policy, reconcile, Context};
+use crate::planner::PlannerConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "the Experiment CRD is not installed in this cluster (kubectl apply -f manifests/crds.yaml, or install the Helm chart): {0}"
+    )]
+    CrdMissing(kube::Error),
+    #[error("cannot reach the Kubernetes API server: {0}")]
+    Unreachable(kube::Error),
+}
+
+/// Checks that the API server answers and knows our resources, before watching anything.
+pub async fn preflight(client: &Client, namespace: Option<&str>) -> Result<(), StartError> {
+    let api: Api<Experiment> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(StartError::CrdMissing(kube::Error::Api(s))),
+        Err(e) => Err(StartError::Unreachable(e)),
+    }
+}
+
+/// The Experiment a gang object belongs to, from its label.
+fn owner_experiment<K: ResourceExt>(obj: K) -> Option<ObjectRef<Experiment>> {
+    let exp = obj.labels().get(LABEL_EXPERIMENT)?.clone();
+    Some(ObjectRef::new(&exp).within(&obj.namespace()?))
+}
+
+pub struct Options {
+    /// Watch one namespace (default: all).
+    pub namespace: Option<String>,
+    pub gang: GangConfig,
+    pub planner: PlannerConfig,
+    /// This replica's name, for events.
+    pub instance: String,
+}
+
+pub async fn run(client: Client, opts: Options, metrics: Arc<Metrics>) {
+    // One namespace or all of them, for every kind the controller watches.
+    fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = opts.namespace.as_deref();
+    let experiments: Api<Experiment> = scoped(&client, ns);
+    let trials: Api<Trial> = scoped(&client, ns);
+    let jobs: Api<Job> = scoped(&client, ns);
+    let pods: Api<Pod> = scoped(&client, ns);
+    let services: Api<Service> = scoped(&client, ns);
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: Some(opts.instance.clone()),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+        gang: opts.gang,
+        planner: opts.planner,
+        clock: Box::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        }),
+    });
+    let ours = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+    Controller::new(experiments, watcher::Config::default())
+        .owns(trials, ours.clone())
+        .watches(jobs, ours.clone(), owner_experiment)
+        .watches(pods, ours.clone(), owner_experiment)
+        .watches(services, ours, owner_experiment)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|outcome| async move {
+            match outcome {
+                Ok((obj, _)) => tracing::debug!(experiment = %obj.name, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+}

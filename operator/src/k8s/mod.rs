@@ -1,0 +1,23 @@
+//! The Kubernetes operator: Experiments become Trials, each Trial a gang of worker pods (an
+//! Indexed Job behind a headless Service), restarted as a whole from its checkpoint when any
+//! of its pods fails; the leaderboard is published in status, a ConfigMap and the store.
+
+pub mod builders;
+pub mod controller;
+pub mod leader;
+pub mod metrics;
+pub mod names;
+pub mod observe;
+pub mod reconcile;
+pub mod server;
+
+/// Both CRDs as one YAML stream (what `crdgen` prints and `manifests/crds.yaml` holds).
+pub fn crds_yaml() -> String {
+    use kube::CustomResourceExt;
+    let mut out = String::new();
+    for crd in [orchestra_api::Experiment::crd(), orchestra_api::Trial::crd()] {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd).expect("CRDs serialise"));
+    }
+    out
+}

@@ -1,0 +1,163 @@
+//! From what the cluster shows (Trials, their gangs' Jobs and Pods) and what the store holds
+//! (`result.json`), to what the planner needs: each trial's phase, attempts and the time of its
+//! last change, plus the transitions to record. Pure: the reconciler does the I/O.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use orchestra_api::{Trial, TrialPhase, TrialResult};
+
+use super::names;
+use crate::planner::ObservedTrial;
+
+/// A change seen in this observation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Transition {
+    /// The gang finished and its result is in the store.
+    Succeeded { trial: String, result: Box<TrialResult> },
+    /// The gang failed (a pod failed, the Job is gone, or no result was written).
+    AttemptFailed {
+        trial: String,
+        attempt: u32,
+        reason: String,
+    },
+    /// Some pods of the gang are still unscheduled after the gang timeout.
+    Unschedulable {
+        trial: String,
+        pending: Vec<String>,
+        waited: u64,
+    },
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 time.
+pub fn parse_time(s: &str) -> Option<u64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp().max(0) as u64)
+}
+
+pub fn format_time(secs: u64) -> String {
+    chrono::DateTime::from_timestamp(secs as i64, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn condition_true(job: &Job, kind: &str) -> Option<String> {
+    job.status.as_ref()?.conditions.as_ref()?.iter().find_map(|c| {
+        (c.type_ == kind && c.status == "True").then(|| {
+            let reason = c.reason.clone().unwrap_or_default();
+            match &c.message {
+                Some(m) if !m.is_empty() => format!("{reason}: {m}"),
+                _ => reason,
+            }
+        })
+    })
+}
+
+fn unscheduled(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    status.and_then(|s| s.phase.as_deref()) == Some("Pending")
+        && status.and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "PodScheduled" && c.status == "False")
+        })
+}
+
+/// Observes every trial (in name order). `result_of(trial)` reads its result from the store.
+pub fn observe(
+    trials: &[Trial],
+    jobs: &[Job],
+    pods: &[Pod],
+    now: u64,
+    gang_timeout: u64,
+    result_of: &mut dyn FnMut(&str) -> Option<TrialResult>,
+) -> (Vec<ObservedTrial>, Vec<Transition>) {
+    let mut sorted: Vec<&Trial> = trials.iter().collect();
+    sorted.sort_by_key(|t| t.metadata.name.clone());
+    let mut observed = Vec::new();
+    let mut transitions = Vec::new();
+    for t in sorted {
+        let name = t.metadata.name.clone().unwrap_or_default();
+        let status = t.status.clone().unwrap_or_default();
+        let created = t
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(now, |ts| ts.0.as_second().max(0) as u64);
+        let since = status
+            .finished_at
+            .as_deref()
+            .or(status.started_at.as_deref())
+            .and_then(parse_time)
+            .unwrap_or(created);
+        let mut phase = status.phase;
+        let mut since = since;
+        if phase == TrialPhase::Running {
+            let job_name = names::job(&name, status.attempts);
+            let job = jobs
+                .iter()
+                .find(|j| j.metadata.name.as_deref() == Some(job_name.as_str()));
+            let failed = |reason: String| Transition::AttemptFailed {
+                trial: name.clone(),
+                attempt: status.attempts,
+                reason,
+            };
+            let change = match job {
+                None => Some(failed(format!("the gang's Job {job_name} is gone"))),
+                Some(j) => {
+                    if let Some(reason) = condition_true(j, "Failed") {
+                        Some(failed(format!("Job {job_name} failed ({reason})")))
+                    } else if condition_true(j, "Complete").is_some() {
+                        Some(match result_of(&name) {
+                            Some(r) => Transition::Succeeded {
+                                trial: name.clone(),
+                                result: Box::new(r),
+                            },
+                            None => failed(format!(
+                                "Job {job_name} completed but the store has no result.json"
+                            )),
+                        })
+                    } else {
+                        let started = j
+                            .metadata
+                            .creation_timestamp
+                            .as_ref()
+                            .map_or(now, |ts| ts.0.as_second().max(0) as u64);
+                        let pending: Vec<String> = pods
+                            .iter()
+                            .filter(|p| {
+                                p.metadata.labels.as_ref().and_then(|l| l.get("job-name")) == Some(&job_name)
+                                    && unscheduled(p)
+                            })
+                            .filter_map(|p| p.metadata.name.clone())
+                            .collect();
+                        let waited = now.saturating_sub(started);
+                        (!pending.is_empty() && waited > gang_timeout).then(|| Transition::Unschedulable {
+                            trial: name.clone(),
+                            pending,
+                            waited,
+                        })
+                    }
+                }
+            };
+            match &change {
+                Some(Transition::Succeeded { .. }) => {
+                    phase = TrialPhase::Succeeded;
+                    since = now;
+                }
+                Some(Transition::AttemptFailed { .. }) => {
+                    phase = TrialPhase::AttemptFailed;
+                    since = now;
+                }
+                _ => {}
+            }
+            transitions.extend(change);
+        }
+        observed.push(ObservedTrial {
+            name,
+            phase,
+            attempts: status.attempts,
+            since,
+        });
+    }
+    (observed, transitions)
+}

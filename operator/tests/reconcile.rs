@@ -1,0 +1,559 @@
+//! Reconcile scenarios against a mock API server (`tower-test`), checking the exact requests:
+//! a new Experiment, a trial finishing, a failed worker, the failure budget spent, deletion,
+//! an invalid Experiment, and the finalizer on a fresh Experiment.
+
+mod support;
+
+use std::sync::Arc;
+
+use http::{Request, Response};
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::Client;
+use orchestra_api::Experiment;
+use orchestra_operator::k8s::builders::GangConfig;
+use orchestra_operator::k8s::metrics::Metrics;
+use orchestra_operator::k8s::reconcile::{reconcile, Context, Error};
+use orchestra_operator::planner::PlannerConfig;
+use serde_json::{json, Value};
+use support::fake_api::FakeApi;
+
+const NOW: u64 = 1_800_000_000;
+const NS: &str = "lab";
+const EXP: &str = "/apis/orchestra.dev/v1alpha1/namespaces/lab/experiments/sweep";
+const TRIALS: &str = "/apis/orchestra.dev/v1alpha1/namespaces/lab/trials";
+const JOBS: &str = "/apis/batch/v1/namespaces/lab/jobs";
+const PODS: &str = "/api/v1/namespaces/lab/pods";
+const CMS: &str = "/api/v1/namespaces/lab/configmaps";
+const SVCS: &str = "/api/v1/namespaces/lab/services";
+
+fn experiment_json(store: &str, extra: Value) -> Value {
+    let mut spec = json!({
+        "dataset": "synthetic://lesion?n=64&size=64",
+        "model": {"inputSize": 64},
+        "variants": ["D2", "D4"],
+        "steps": 20,
+        "parallelism": 2,
+        "maxAttempts": 2,
+        "maxFailedTrials": 0,
+        "store": store,
+        "resources": {"cpu": "2", "memory": "4Gi"},
+        "nodeSelector": {"pool": "cpu"},
+        "storeSecret": "s3-credentials",
+    });
+    if let (Value::Object(s), Value::Object(e)) = (&mut spec, extra) {
+        s.extend(e);
+    }
+    json!({
+        "apiVersion": "orchestra.dev/v1alpha1",
+        "kind": "Experiment",
+        "metadata": {"name": "sweep", "namespace": NS, "uid": "exp-uid", "generation": 1,
+                     "finalizers": ["orchestra.dev/cleanup"]},
+        "spec": spec,
+    })
+}
+
+struct Scenario {
+    fake: FakeApi,
+    store_dir: tempfile::TempDir,
+    restart_backoff: u64,
+}
+
+impl Scenario {
+    fn new() -> Scenario {
+        Scenario {
+            fake: FakeApi::default(),
+            store_dir: tempfile::tempdir().unwrap(),
+            restart_backoff: 10,
+        }
+    }
+
+    fn store(&self) -> String {
+        format!("file://{}", self.store_dir.path().display())
+    }
+
+    fn experiment(&self, extra: Value) -> Experiment {
+        let v = experiment_json(&self.store(), extra);
+        self.fake.put(EXP, v.clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    async fn reconcile(&self, exp: Experiment) -> Result<Action, Error> {
+        let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let server = self.fake.clone().serve(handle);
+        let client = Client::new(svc, NS);
+        let ctx = Arc::new(Context {
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "orchestra-operator".into(),
+                    instance: Some("test".into()),
+                },
+            ),
+            client,
+            metrics: Arc::new(Metrics::default()),
+            gang: GangConfig {
+                worker_image: "orchestra-worker:test".into(),
+                image_pull_policy: Some("IfNotPresent".into()),
+                collective_timeout: 60,
+            },
+            planner: PlannerConfig {
+                restart_backoff: self.restart_backoff,
+                max_backoff: 300,
+            },
+            clock: Box::new(|| NOW),
+        });
+        let out = reconcile(Arc::new(exp), ctx).await;
+        server.abort();
+        out
+    }
+
+    /// A trial as the operator created it, Running its first attempt, with its Job.
+    fn running_trial(&self, name: &str, variant: &str, job_condition: Option<(&str, &str)>) {
+        let exp: Experiment = serde_json::from_value(experiment_json(&self.store(), json!({}))).unwrap();
+        let spec = exp
+            .spec
+            .trial_spec(name, "sweep", variant.parse().unwrap(), &Default::default());
+        let labels = json!({"orchestra.dev/experiment": "sweep", "orchestra.dev/trial": name,
+                            "app.kubernetes.io/managed-by": "orchestra-operator"});
+        self.fake.put(
+            &format!("{TRIALS}/{name}"),
+            json!({"apiVersion": "orchestra.dev/v1alpha1", "kind": "Trial",
+                   "metadata": {"name": name, "namespace": NS, "uid": format!("{name}-uid"), "labels": labels},
+                   "spec": spec,
+                   "status": {"phase": "Running", "attempts": 1, "startedAt": "2027-01-15T08:00:00Z"}}),
+        );
+        let mut job = json!({"apiVersion": "batch/v1", "kind": "Job",
+                   "metadata": {"name": format!("{name}-a1"), "namespace": NS, "labels": labels,
+                                "creationTimestamp": "2027-01-15T08:00:00Z"},
+                   "spec": {"template": {"spec": {"containers": []}}}, "status": {}});
+        if let Some((kind, reason)) = job_condition {
+            job["status"]["conditions"] = json!([{"type": kind, "status": "True", "reason": reason,
+                                                  "message": "from the scenario"}]);
+        }
+        self.fake.put(&format!("{JOBS}/{name}-a1"), job);
+    }
+
+    fn write_result(&self, trial: &str, dice: f64, bpp: f64) {
+        let (uri, trial) = (self.store(), trial.to_string());
+        // The blocking store runs its own runtime: off the test's async one.
+        std::thread::spawn(move || write_result(&uri, &trial, dice, bpp))
+            .join()
+            .unwrap();
+    }
+}
+
+fn write_result(uri: &str, trial: &str, dice: f64, bpp: f64) {
+    {
+        let store = orchestra_store::Store::open(uri).unwrap();
+        let result = json!({"experiment": "sweep", "trial": trial, "variant": "D4", "steps": 20,
+            "scores": {"dice": dice, "iou": 0.8, "dicePerClass": [dice], "iouPerClass": [0.8], "images": 8},
+            "rate": {"codeBits": 48, "bitsPerPixelRaw": 0.0117, "bppEstimate": bpp * 0.8, "bpp": bpp,
+                     "bppNoHeader": bpp * 0.7, "meanStreamBytes": 4.0, "roundTripFailures": 0},
+            "sourceBitsPerPixel": 24.0,
+            "params": {"compressor": 1, "reconstructor": 1, "segmentor": 1, "critic": 1, "bitModel": 1},
+            "timings": {"trainSeconds": 1.0, "trainImagesPerSecond": 10.0, "evalSeconds": 0.1},
+            "hyper": {}});
+        store
+            .put(
+                &format!("sweep/{trial}/result.json"),
+                serde_json::to_vec(&result).unwrap(),
+            )
+            .unwrap();
+        store
+            .put(&format!("sweep/{trial}/params.json"), b"{}".to_vec())
+            .unwrap();
+    }
+}
+
+fn env_of(job: &Value) -> std::collections::BTreeMap<String, Value> {
+    job["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_experiment_creates_trials_and_their_gangs() {
+    let s = Scenario::new();
+    let exp = s.experiment(json!({}));
+    let action = s.reconcile(exp).await.unwrap();
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(30)));
+    let expected = [
+        format!("GET {TRIALS}"),
+        format!("GET {JOBS}"),
+        format!("GET {PODS}"),
+        format!("POST {TRIALS}"),
+        format!("PATCH {CMS}/sweep-d2-000-spec"),
+        format!("PATCH {SVCS}/sweep-d2-000"),
+        format!("PATCH {JOBS}/sweep-d2-000-a1"),
+        format!("PATCH {TRIALS}/sweep-d2-000/status"),
+        format!("POST {TRIALS}"),
+        format!("PATCH {CMS}/sweep-d4-000-spec"),
+        format!("PATCH {SVCS}/sweep-d4-000"),
+        format!("PATCH {JOBS}/sweep-d4-000-a1"),
+        format!("PATCH {TRIALS}/sweep-d4-000/status"),
+        format!("PATCH {CMS}/sweep-leaderboard"),
+        format!("PATCH {EXP}/status"),
+    ];
+    assert_eq!(s.fake.lines(), expected);
+    // Every list is filtered by the experiment's label; every apply is forced by our manager.
+    for r in s.fake.log() {
+        if r.method == "GET" {
+            assert!(
+                r.target
+                    .contains("labelSelector=orchestra.dev%2Fexperiment%3Dsweep"),
+                "{}",
+                r.target
+            );
+        }
+        if r.method == "PATCH" && !r.target.contains("/events/") {
+            assert!(
+                r.target.contains("fieldManager=orchestra-operator") && r.target.contains("force=true"),
+                "{}",
+                r.target
+            );
+        }
+    }
+
+    let trial = s.fake.body_of(&format!("POST {TRIALS}"));
+    assert_eq!(trial["metadata"]["ownerReferences"][0]["kind"], "Experiment");
+    assert_eq!(trial["metadata"]["ownerReferences"][0]["uid"], "exp-uid");
+    assert_eq!(trial["spec"]["trial"], "sweep-d2-000");
+
+    let job = s.fake.body_of(&format!("PATCH {JOBS}/sweep-d4-000-a1"));
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "Trial");
+    assert_eq!(job["spec"]["completionMode"], "Indexed");
+    assert_eq!(job["spec"]["completions"], 1);
+    assert_eq!(job["spec"]["parallelism"], 1);
+    assert_eq!(job["spec"]["backoffLimit"], 0);
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["subdomain"], "sweep-d4-000");
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(pod["nodeSelector"]["pool"], "cpu");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], "orchestra-worker:test");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["resources"]["limits"]["cpu"], "2");
+    assert!(c["resources"]["limits"].get("nvidia.com/gpu").is_none());
+    assert_eq!(c["envFrom"][0]["secretRef"]["name"], "s3-credentials");
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--spec", "/etc/orchestra/trial.yaml"]),
+        "{args:?}"
+    );
+    assert!(args.contains(&"--resume"));
+    let env = env_of(&job);
+    assert_eq!(env["MASTER_ADDR"]["value"], "sweep-d4-000-a1-0.sweep-d4-000");
+    assert_eq!(env["MASTER_PORT"]["value"], "29500");
+    assert_eq!(env["WORLD_SIZE"]["value"], "1");
+    assert_eq!(
+        env["RANK"]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    );
+    let svc = s.fake.body_of(&format!("PATCH {SVCS}/sweep-d4-000"));
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+    let cm = s.fake.body_of(&format!("PATCH {CMS}/sweep-d4-000-spec"));
+    assert!(cm["data"]["trial.yaml"].as_str().unwrap().contains("variant: D4"));
+
+    let status = s.fake.body_of(&format!("PATCH {EXP}/status"))["status"].clone();
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(status["progress"], "0/2");
+    assert_eq!(status["trialsRunning"], 2);
+    let created = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Created")
+        .unwrap()
+        .clone();
+    assert_eq!(created["status"], "True");
+    let events: Vec<String> = s.fake.events().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(events, ["TrialStarted", "TrialStarted"]);
+    // The submitted Experiment and each trial's parameters are in the store for the leaderboard.
+    assert!(s.store_dir.path().join("sweep/experiment.yaml").exists());
+    assert!(s.store_dir.path().join("sweep/sweep-d4-000/params.json").exists());
+}
+
+#[tokio::test]
+async fn a_finished_trial_is_recorded_and_ranked() {
+    let s = Scenario::new();
+    let exp = s.experiment(json!({}));
+    s.running_trial("sweep-d2-000", "D2", None);
+    s.running_trial("sweep-d4-000", "D4", Some(("Complete", "CompletionsReached")));
+    s.write_result("sweep-d4-000", 0.91, 0.0042);
+    s.reconcile(exp).await.unwrap();
+    assert_eq!(
+        s.fake.lines(),
+        [
+            format!("GET {TRIALS}"),
+            format!("GET {JOBS}"),
+            format!("GET {PODS}"),
+            format!("PATCH {TRIALS}/sweep-d4-000/status"),
+            format!("PATCH {CMS}/sweep-leaderboard"),
+            format!("PATCH {EXP}/status"),
+        ]
+    );
+    let t = s.fake.body_of(&format!("PATCH {TRIALS}/sweep-d4-000/status"))["status"].clone();
+    assert_eq!(t["phase"], "Succeeded");
+    assert_eq!(t["dice"], 0.91);
+    assert_eq!(t["bpp"], 0.0042);
+    assert_eq!(t["result"]["trial"], "sweep-d4-000");
+    let cm = s.fake.body_of(&format!("PATCH {CMS}/sweep-leaderboard"));
+    assert!(cm["data"]["leaderboard.md"]
+        .as_str()
+        .unwrap()
+        .contains("sweep-d4-000"));
+    let lb: Value = serde_json::from_str(cm["data"]["leaderboard.json"].as_str().unwrap()).unwrap();
+    assert_eq!(lb["entries"][0]["trial"], "sweep-d4-000");
+    let status = s.fake.body_of(&format!("PATCH {EXP}/status"))["status"].clone();
+    assert_eq!(status["best"]["trial"], "sweep-d4-000");
+    assert_eq!(status["progress"], "1/2");
+    assert_eq!(status["top"][0]["dice"], 0.91);
+    assert!(
+        s.store_dir.path().join("sweep/leaderboard.png").exists(),
+        "the plot is in the store"
+    );
+    let events: Vec<String> = s.fake.events().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(events, ["TrialSucceeded", "TrialSucceeded"]);
+}
+
+#[tokio::test]
+async fn a_failed_worker_restarts_the_whole_gang_from_its_checkpoint() {
+    let mut s = Scenario::new();
+    s.restart_backoff = 0;
+    let exp = s.experiment(json!({}));
+    s.running_trial("sweep-d2-000", "D2", None);
+    s.running_trial("sweep-d4-000", "D4", Some(("Failed", "BackoffLimitExceeded")));
+    s.reconcile(exp).await.unwrap();
+    assert_eq!(
+        s.fake.lines(),
+        [
+            format!("GET {TRIALS}"),
+            format!("GET {JOBS}"),
+            format!("GET {PODS}"),
+            format!("PATCH {TRIALS}/sweep-d4-000/status"),
+            format!("DELETE {JOBS}/sweep-d4-000-a1"),
+            format!("PATCH {CMS}/sweep-d4-000-spec"),
+            format!("PATCH {SVCS}/sweep-d4-000"),
+            format!("DELETE {JOBS}/sweep-d4-000-a1"),
+            format!("PATCH {JOBS}/sweep-d4-000-a2"),
+            format!("PATCH {TRIALS}/sweep-d4-000/status"),
+            format!("PATCH {CMS}/sweep-leaderboard"),
+            format!("PATCH {EXP}/status"),
+        ]
+    );
+    let deletes: Vec<_> = s
+        .fake
+        .log()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert_eq!(
+        deletes[0].body["propagationPolicy"], "Background",
+        "the gang's pods go with the Job"
+    );
+    let job = s.fake.body_of(&format!("PATCH {JOBS}/sweep-d4-000-a2"));
+    assert_eq!(
+        env_of(&job)["MASTER_ADDR"]["value"],
+        "sweep-d4-000-a2-0.sweep-d4-000"
+    );
+    assert!(job["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("--resume")));
+    let last = s
+        .fake
+        .log()
+        .into_iter()
+        .rfind(|r| r.line() == format!("PATCH {TRIALS}/sweep-d4-000/status"))
+        .unwrap();
+    assert_eq!(last.body["status"]["phase"], "Running");
+    assert_eq!(last.body["status"]["attempts"], 2);
+    let events: Vec<String> = s.fake.events().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(events, ["AttemptFailed", "TrialRestarted"]);
+}
+
+#[tokio::test]
+async fn a_spent_failure_budget_fails_the_experiment_and_stops_the_gangs() {
+    let s = Scenario::new();
+    let exp = s.experiment(json!({"maxAttempts": 1}));
+    s.running_trial("sweep-d2-000", "D2", None);
+    s.running_trial("sweep-d4-000", "D4", Some(("Failed", "BackoffLimitExceeded")));
+    let action = s.reconcile(exp).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(
+        s.fake.lines(),
+        [
+            format!("GET {TRIALS}"),
+            format!("GET {JOBS}"),
+            format!("GET {PODS}"),
+            format!("PATCH {TRIALS}/sweep-d4-000/status"),
+            format!("DELETE {JOBS}/sweep-d4-000-a1"),
+            format!("DELETE {JOBS}/sweep-d4-000-a1"),
+            format!("PATCH {TRIALS}/sweep-d4-000/status"),
+            format!("DELETE {JOBS}/sweep-d2-000-a1"),
+            format!("PATCH {TRIALS}/sweep-d2-000/status"),
+            format!("PATCH {CMS}/sweep-leaderboard"),
+            format!("PATCH {EXP}/status"),
+        ]
+    );
+    assert!(
+        s.fake.get(&format!("{JOBS}/sweep-d2-000-a1")).is_none(),
+        "the running gang is gone"
+    );
+    let stopped = s.fake.body_of(&format!("PATCH {TRIALS}/sweep-d2-000/status"));
+    assert_eq!(stopped["status"]["phase"], "Stopped");
+    let status = s.fake.body_of(&format!("PATCH {EXP}/status"))["status"].clone();
+    assert_eq!(status["phase"], "Failed");
+    let failed = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (failed["status"].as_str(), failed["reason"].as_str()),
+        (Some("True"), Some("FailureBudgetSpent"))
+    );
+    let events: Vec<String> = s.fake.events().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(events, ["AttemptFailed", "TrialFailed", "TrialStopped", "Failed"]);
+}
+
+#[tokio::test]
+async fn deletion_removes_the_gangs_and_if_asked_the_stored_results() {
+    let s = Scenario::new();
+    let mut v = experiment_json(&s.store(), json!({"cleanupStore": true}));
+    v["metadata"]["deletionTimestamp"] = json!("2027-01-15T09:00:00Z");
+    s.fake.put(EXP, v.clone());
+    s.running_trial("sweep-d4-000", "D4", None);
+    s.write_result("sweep-d2-000", 0.9, 0.01);
+    let uri = s.store();
+    std::thread::spawn(move || {
+        let other = orchestra_store::Store::open(&uri).unwrap();
+        other
+            .put("another-experiment/x/result.json", b"{}".to_vec())
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    s.reconcile(serde_json::from_value(v).unwrap()).await.unwrap();
+    assert_eq!(
+        s.fake.lines(),
+        [
+            format!("DELETE {JOBS}"),
+            format!("DELETE {PODS}"),
+            format!("PATCH {EXP}")
+        ]
+    );
+    let log = s.fake.log();
+    assert!(log[0]
+        .target
+        .contains("labelSelector=orchestra.dev%2Fexperiment%3Dsweep"));
+    assert!(s.fake.get(&format!("{JOBS}/sweep-d4-000-a1")).is_none());
+    let finalizers = s.fake.get(EXP).unwrap()["metadata"]["finalizers"].clone();
+    assert_eq!(finalizers, json!([]), "the finalizer is removed last");
+    assert!(!s.store_dir.path().join("sweep/sweep-d2-000/result.json").exists());
+    assert!(s
+        .store_dir
+        .path()
+        .join("another-experiment/x/result.json")
+        .exists());
+}
+
+#[tokio::test]
+async fn an_invalid_experiment_gets_a_condition_and_nothing_else() {
+    let s = Scenario::new();
+    let exp = s.experiment(json!({"steps": 0, "variants": []}));
+    let action = s.reconcile(exp).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(s.fake.lines(), [format!("PATCH {EXP}/status")]);
+    let status = s.fake.body_of(&format!("PATCH {EXP}/status"))["status"].clone();
+    assert_eq!(status["phase"], "Failed");
+    let failed = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .unwrap()
+        .clone();
+    assert_eq!(failed["reason"], "InvalidSpec");
+    let message = failed["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.steps") && message.contains("spec.variants"),
+        "{message}"
+    );
+    assert_eq!(s.fake.events()[0].0, "InvalidSpec");
+
+    // What a cluster cannot run is rejected the same way.
+    let s = Scenario::new();
+    let exp = s.experiment(json!({"workersPerTrial": 2}));
+    s.reconcile(exp).await.unwrap();
+    let status = s.fake.body_of(&format!("PATCH {EXP}/status"))["status"].clone();
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("workersPerTrial = 2"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_fresh_experiment_first_gets_the_finalizer() {
+    let s = Scenario::new();
+    let mut v = experiment_json(&s.store(), json!({}));
+    v["metadata"].as_object_mut().unwrap().remove("finalizers");
+    s.fake.put(EXP, v.clone());
+    s.reconcile(serde_json::from_value(v).unwrap()).await.unwrap();
+    assert_eq!(s.fake.lines(), [format!("PATCH {EXP}")]);
+    assert_eq!(
+        s.fake.get(EXP).unwrap()["metadata"]["finalizers"],
+        json!(["orchestra.dev/cleanup"])
+    );
+}
+
+#[tokio::test]
+async fn gpu_experiments_ask_for_gpus_and_use_nccl_gangs() {
+    let s = Scenario::new();
+    let exp = s.experiment(json!({
+        "device": "cuda", "workersPerTrial": 4, "variants": ["D4"], "parallelism": 1,
+        "resources": {"cpu": "8", "memory": "32Gi", "gpus": 1},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    }));
+    s.reconcile(exp).await.unwrap();
+    let job = s.fake.body_of(&format!("PATCH {JOBS}/sweep-d4-000-a1"));
+    assert_eq!(
+        (
+            job["spec"]["completions"].as_i64(),
+            job["spec"]["parallelism"].as_i64()
+        ),
+        (Some(4), Some(4))
+    );
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["tolerations"][0]["key"], "nvidia.com/gpu");
+    let c = &pod["containers"][0];
+    assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], "1");
+    assert_eq!(c["resources"]["requests"]["nvidia.com/gpu"], "1");
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.windows(2).any(|w| w == ["--dist", "nccl"]), "{args:?}");
+    assert_eq!(env_of(&job)["WORLD_SIZE"]["value"], "4");
+}
