@@ -182,6 +182,9 @@ enum Command {
         /// JPEG qualities.
         #[arg(long, value_delimiter = ',', default_value = "2,5,10,20,40,70,90")]
         qualities: Vec<u8>,
+        /// JPEG-2000 target rates (bits per pixel).
+        #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.15,0.25,0.4,0.8,1.5")]
+        j2k_rates: Vec<f64>,
         /// Output folder for rate-accuracy.{md,json,svg,png}.
         #[arg(long, default_value = "rate-accuracy")]
         out: PathBuf,
@@ -373,17 +376,28 @@ fn run(command: Command) -> Result<()> {
             d1,
             models,
             qualities,
+            j2k_rates,
             out,
         } => {
-            use orchestra_worker::baselines::rate_accuracy;
+            use orchestra_worker::baselines::rate_accuracy::{self, CodecSetting};
             let d1_spec = read_spec(&d1)?;
             if d1_spec.variant != Variant::D1 {
                 bail!("--d1 {}: variant {}, expected D1", d1.display(), d1_spec.variant);
             }
             let (d1_model, _) = load_checkpoint(&d1_spec, None)?;
             let data = Dataset::open(&d1_spec.dataset, d1_spec.model.input_size)?;
+            let settings: Vec<CodecSetting> = qualities
+                .iter()
+                .map(|q| CodecSetting::Jpeg(*q))
+                .chain(j2k_rates.iter().map(|b| CodecSetting::Jpeg2000(*b)))
+                .collect();
+            eprintln!(
+                "rate-accuracy: {} codec settings on {} held-out images",
+                settings.len(),
+                data.val.len()
+            );
             let baselines =
-                rate_accuracy::jpeg_curve(&d1_model, &data.val, data.channels, data.size, &qualities)
+                rate_accuracy::codec_curve(&d1_model, &data.val, data.channels, data.size, &settings)
                     .map_err(anyhow::Error::msg)?;
             let mut learned = Vec::new();
             for path in &models {

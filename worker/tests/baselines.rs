@@ -3,6 +3,7 @@
 mod common;
 
 use orchestra_api::Variant;
+use orchestra_worker::baselines::rate_accuracy::CodecSetting;
 use orchestra_worker::baselines::{jpeg, rate_accuracy};
 use orchestra_worker::data::Dataset;
 use orchestra_worker::train::Trainer;
@@ -58,8 +59,23 @@ fn rate_accuracy_compares_jpeg_with_a_learned_model() {
         "D1 has no bitstream"
     );
 
-    let report = rate_accuracy::report("test", &[(learned.clone(), Variant::D4)], &curve);
-    assert_eq!(report.baselines.len(), 1);
+    let j2k = rate_accuracy::codec_curve(
+        &d1.model,
+        val,
+        3,
+        64,
+        &[CodecSetting::Jpeg2000(0.3), CodecSetting::Jpeg2000(1.5)],
+    )
+    .unwrap();
+    assert_eq!(j2k[0].method, "JPEG-2000");
+    assert!(j2k[0].bpp < j2k[1].bpp, "{j2k:?}");
+    // At 64x64 a J2K codestream's own headers are a visible share: its lowest rate stays
+    // well above the learned code's.
+    assert!(learned.bpp < j2k[0].bpp, "{j2k:?}");
+    let mut all = curve.clone();
+    all.extend(j2k);
+    let report = rate_accuracy::report("test", &[(learned.clone(), Variant::D4)], &all);
+    assert_eq!(report.baselines.len(), 2);
     assert_eq!(report.baselines[0].points.len(), 3);
     let dir = tempfile::tempdir().unwrap();
     let (svg, png) = orchestra_report::plot::write_plots(&report, &dir.path().join("ra")).unwrap();

@@ -5,7 +5,7 @@ use orchestra_report::leaderboard::{hypervolume, pareto_front, BppSource, Curve,
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use super::jpeg;
+use super::{jpeg, jpeg2000};
 use crate::data::{batch, Sample};
 use crate::nets::Model;
 use crate::train::{evaluate, metrics::dice_iou};
@@ -22,31 +22,72 @@ pub struct RatePoint {
     pub images: usize,
 }
 
-/// JPEG at each quality: compress every image, decode it, segment it with the D1 model.
-pub fn jpeg_curve(
+/// One setting of a standard codec.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum CodecSetting {
+    /// JPEG at a quality (1-100).
+    Jpeg(u8),
+    /// JPEG-2000 at a target rate in bits per pixel.
+    Jpeg2000(f64),
+}
+
+impl CodecSetting {
+    fn method(&self) -> &'static str {
+        match self {
+            CodecSetting::Jpeg(_) => "JPEG",
+            CodecSetting::Jpeg2000(_) => "JPEG-2000",
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            CodecSetting::Jpeg(q) => format!("quality {q}"),
+            CodecSetting::Jpeg2000(b) => format!("target {b} bpp"),
+        }
+    }
+
+    fn round_trip(&self, pixels: &[u8], side: u32, channels: usize) -> Result<(usize, Vec<u8>), String> {
+        let (file, decoded) = match *self {
+            CodecSetting::Jpeg(q) => {
+                let f = jpeg::encode(pixels, side, channels, q)?;
+                let d = jpeg::decode(&f, channels)?;
+                (f, d)
+            }
+            CodecSetting::Jpeg2000(bpp) => {
+                let f = jpeg2000::encode(pixels, side, channels, bpp)?;
+                let d = jpeg2000::decode(&f, channels)?;
+                (f, d)
+            }
+        };
+        Ok((file.len(), decoded))
+    }
+}
+
+/// A codec at each setting: compress every image, decode it, segment it with the D1 model.
+pub fn codec_curve(
     d1: &Model,
     samples: &[Sample],
     channels: usize,
     side: u32,
-    qualities: &[u8],
+    settings: &[CodecSetting],
 ) -> Result<Vec<RatePoint>, String> {
     let pixels = (side * side) as f64;
     let mut points = Vec::new();
-    for &q in qualities {
+    for setting in settings {
         let mut bits = 0.0;
         let mut decoded = Vec::with_capacity(samples.len());
         for s in samples {
-            let file = jpeg::encode(&s.image, side, channels, q)?;
-            bits += 8.0 * file.len() as f64;
+            let (bytes, image) = setting.round_trip(&s.image, side, channels)?;
+            bits += 8.0 * bytes as f64;
             decoded.push(Sample {
-                image: jpeg::decode(&file, channels)?,
+                image,
                 mask: s.mask.clone(),
             });
         }
         let (dice, iou) = segment_scores(d1, &decoded, channels, side);
         points.push(RatePoint {
-            method: "JPEG".into(),
-            setting: format!("quality {q}"),
+            method: setting.method().into(),
+            setting: setting.label(),
             bpp: bits / samples.len() as f64 / pixels,
             dice,
             iou,
@@ -54,6 +95,18 @@ pub fn jpeg_curve(
         });
     }
     Ok(points)
+}
+
+/// JPEG at each quality (see `codec_curve`).
+pub fn jpeg_curve(
+    d1: &Model,
+    samples: &[Sample],
+    channels: usize,
+    side: u32,
+    qualities: &[u8],
+) -> Result<Vec<RatePoint>, String> {
+    let settings: Vec<CodecSetting> = qualities.iter().map(|q| CodecSetting::Jpeg(*q)).collect();
+    codec_curve(d1, samples, channels, side, &settings)
 }
 
 /// Mean Dice and IoU of `model`'s segmentation of `samples` (it must take images: D1).
