@@ -500,16 +500,35 @@ async fn an_invalid_experiment_gets_a_condition_and_nothing_else() {
 
     // What a cluster cannot run is rejected the same way.
     let s = Scenario::new();
-    let exp = s.experiment(json!({"workersPerTrial": 2}));
+    let exp = s.experiment(json!({"store": "memory://runs"}));
     s.reconcile(exp).await.unwrap();
+    assert_eq!(s.fake.lines(), [format!("PATCH {EXP}/status")]);
     let status = s.fake.body_of(&format!("PATCH {EXP}/status"))["status"].clone();
     assert!(
         status["message"]
             .as_str()
             .unwrap()
-            .contains("workersPerTrial = 2"),
+            .contains("memory stores live in one process"),
         "{status}"
     );
+}
+
+#[tokio::test]
+async fn cpu_gangs_use_tcp_collectives() {
+    let s = Scenario::new();
+    let exp = s.experiment(json!({"workersPerTrial": 2, "variants": ["D4"], "parallelism": 1}));
+    s.reconcile(exp).await.unwrap();
+    let job = s.fake.body_of(&format!("PATCH {JOBS}/sweep-d4-000-a1"));
+    assert_eq!(job["spec"]["completions"], 2);
+    let args: Vec<&str> = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.windows(2).any(|w| w == ["--dist", "tcp"]), "{args:?}");
+    let svc = s.fake.body_of(&format!("PATCH {SVCS}/sweep-d4-000"));
+    assert_eq!(svc["spec"]["ports"][1]["port"], 29501);
 }
 
 #[tokio::test]

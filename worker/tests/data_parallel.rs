@@ -1,6 +1,7 @@
-//! Data-parallel training under `mpirun` (feature `mpi`; Open MPI installed by `make setup`):
-//! two ranks equal one process with twice the batch, a killed rank fails the trial cleanly and
-//! a restart resumes from the checkpoint on S3 to the uninterrupted result, and a hung rank is
+//! Data-parallel training under `mpirun` (feature `mpi`; Open MPI installed by `make setup`)
+//! and over plain TCP (ranks started with the rendezvous variables, as on Kubernetes): two
+//! ranks equal one process with twice the batch, a killed rank fails the trial cleanly and a
+//! restart resumes from the checkpoint on S3 to the uninterrupted result, and a hung rank is
 //! named by the others within the timeout.
 
 mod common;
@@ -87,11 +88,10 @@ fn max_diff(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>) -> BTree
     out
 }
 
-#[test]
-fn two_ranks_train_like_one_process_with_twice_the_batch() {
-    if !mpi_ready() {
-        return;
-    }
+/// Trains "two-ranks" with `launch` (2 ranks of batch 4) and, in single processes, batch 8
+/// in 2 micro-batches and batch 8 normalised as one; checks the first equals the second and
+/// differs from the third.
+fn check_two_ranks_equal_micro_batches(launch: impl FnOnce(&Path, &str)) {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}", dir.path().display());
     let base = TrialSpec {
@@ -128,20 +128,7 @@ fn two_ranks_train_like_one_process_with_twice_the_batch() {
         },
         ..base.clone()
     };
-    let out = mpirun(
-        2,
-        &[
-            "train",
-            "--spec",
-            &write_spec(dir.path(), &ranks),
-            "--no-progress",
-            "--dist",
-            "mpi",
-        ],
-    )
-    .output()
-    .unwrap();
-    check(out, "mpirun -n 2 train");
+    launch(dir.path(), &write_spec(dir.path(), &ranks));
     train_alone(&write_spec(dir.path(), &micro));
     train_alone(&write_spec(dir.path(), &whole));
 
@@ -160,6 +147,50 @@ fn two_ranks_train_like_one_process_with_twice_the_batch() {
         control["s"] > 1e-4,
         "per-rank BatchNorm should differ from whole-batch BatchNorm: {control:?}"
     );
+}
+
+#[test]
+fn two_mpi_ranks_train_like_one_process_with_twice_the_batch() {
+    if !mpi_ready() {
+        return;
+    }
+    check_two_ranks_equal_micro_batches(|_, spec| {
+        let out = mpirun(2, &["train", "--spec", spec, "--no-progress", "--dist", "mpi"])
+            .output()
+            .unwrap();
+        check(out, "mpirun -n 2 train");
+    });
+}
+
+#[test]
+fn two_tcp_ranks_without_mpirun_train_like_one_process_with_twice_the_batch() {
+    check_two_ranks_equal_micro_batches(|_, spec| {
+        // What the operator's Indexed Job gives each pod: the rendezvous variables.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            - 1;
+        let ranks: Vec<Child> = (0..2)
+            .map(|rank| {
+                Command::new(BIN)
+                    .args(["train", "--spec", spec, "--no-progress", "--dist", "tcp"])
+                    .env("ORCHESTRA_THREADS", "1")
+                    .env("MASTER_ADDR", "127.0.0.1")
+                    .env("MASTER_PORT", port.to_string())
+                    .env("WORLD_SIZE", "2")
+                    .env("RANK", rank.to_string())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for (rank, child) in ranks.into_iter().enumerate() {
+            check(child.wait_with_output().unwrap(), &format!("tcp rank {rank}"));
+        }
+    });
 }
 
 /// The pid of the process started by `parent` (mpirun) that has `OMPI_COMM_WORLD_RANK=rank`.

@@ -137,11 +137,18 @@ pub fn service(trial: &Trial) -> Service {
             // Ranks resolve rank 0 before any readiness: workers have no readiness probe.
             publish_not_ready_addresses: Some(true),
             selector: Some(BTreeMap::from([(names::LABEL_TRIAL.to_string(), name.clone())])),
-            ports: Some(vec![ServicePort {
-                name: Some("rendezvous".into()),
-                port: names::RENDEZVOUS_PORT,
-                ..Default::default()
-            }]),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("rendezvous".into()),
+                    port: names::RENDEZVOUS_PORT,
+                    ..Default::default()
+                },
+                ServicePort {
+                    name: Some("collectives".into()),
+                    port: names::RENDEZVOUS_PORT + 1,
+                    ..Default::default()
+                },
+            ]),
             ..Default::default()
         }),
         ..Default::default()
@@ -152,12 +159,13 @@ fn quantity(s: &str) -> Quantity {
     Quantity(s.to_string())
 }
 
-/// The collectives backend of a gang: NCCL on GPUs; a single process otherwise.
+/// The collectives backend of a gang: NCCL on GPUs, TCP through rank 0 on CPUs (no mpirun
+/// starts a Job's pods).
 pub fn dist_backend(spec: &TrialSpec) -> &'static str {
     match (spec.device, spec.world_size) {
         (_, 1) => "single",
         (DeviceKind::Cuda, _) => "nccl",
-        (DeviceKind::Cpu, _) => "mpi",
+        (DeviceKind::Cpu, _) => "tcp",
     }
 }
 
@@ -239,11 +247,18 @@ pub fn job(exp: &Experiment, trial: &Trial, attempt: u32, cfg: &GangConfig) -> J
                 ..Default::default()
             }]
         }),
-        ports: Some(vec![ContainerPort {
-            name: Some("rendezvous".into()),
-            container_port: names::RENDEZVOUS_PORT,
-            ..Default::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("rendezvous".into()),
+                container_port: names::RENDEZVOUS_PORT,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("collectives".into()),
+                container_port: names::RENDEZVOUS_PORT + 1,
+                ..Default::default()
+            },
+        ]),
         resources: Some(ResourceRequirements {
             requests: Some(amounts.clone()),
             limits: Some(amounts),

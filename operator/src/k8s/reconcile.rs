@@ -116,13 +116,6 @@ where
 /// Problems the operator has with a valid spec: what a cluster cannot run.
 pub fn cluster_problems(exp: &Experiment) -> Option<String> {
     let s = &exp.spec;
-    if s.workers_per_trial > 1 && s.device == DeviceKind::Cpu {
-        return Some(format!(
-            "spec.workersPerTrial = {}: data-parallel CPU trials run under mpirun, which a Kubernetes \
-             Job does not provide; use device: cuda (NCCL) or one worker per trial",
-            s.workers_per_trial
-        ));
-    }
     if s.device == DeviceKind::Cuda && s.resources.gpus == 0 {
         return Some("spec.resources.gpus = 0: device: cuda needs at least one GPU per worker".into());
     }

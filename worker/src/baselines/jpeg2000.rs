@@ -69,15 +69,19 @@ pub fn encode(pixels: &[u8], side: u32, channels: usize, bpp: f64) -> Result<Vec
             *v = pixels[i * channels + c] as i32;
         }
     }
-    let mut params = opj_cparameters_t::default();
-    params.tcp_numlayers = 1;
-    // The rate as a compression ratio against the raw 8-bit samples.
-    params.tcp_rates[0] = ((8 * channels) as f64 / bpp.max(1e-3)) as f32;
-    params.cp_disto_alloc = 1;
-    params.irreversible = 1;
-    params.tcp_mct = if channels == 3 { 1 } else { 0 };
-    // Five decompositions need at least 32 pixels a side; fewer for tiny images.
-    params.numresolution = (1 + (side as f64).log2().floor() as i32 - 4).clamp(1, 6);
+    // One quality layer, its rate as a compression ratio against the raw 8-bit samples.
+    let mut rates = [0f32; 100];
+    rates[0] = ((8 * channels) as f64 / bpp.max(1e-3)) as f32;
+    let mut params = opj_cparameters_t {
+        tcp_numlayers: 1,
+        tcp_rates: rates,
+        cp_disto_alloc: 1,
+        irreversible: 1,
+        tcp_mct: if channels == 3 { 1 } else { 0 },
+        // Five decompositions need at least 32 pixels a side; fewer for tiny images.
+        numresolution: (1 + (side as f64).log2().floor() as i32 - 4).clamp(1, 6),
+        ..Default::default()
+    };
     let file = Scratch(scratch("enc"));
     {
         let mut codec = Codec::new_encoder(CODEC_FORMAT::OPJ_CODEC_J2K).ok_or("JPEG-2000: no encoder")?;

@@ -1,8 +1,8 @@
 //! Collectives for data-parallel training: one trait for what the trainer needs (all-reduce of
 //! flat float buffers, broadcast of initial weights, barrier, rank and world size) and its
-//! implementations: a single process, MPI on CPUs (feature `mpi`, processes from `mpirun`) and
-//! NCCL on GPUs (feature `nccl`, library loaded at run time, rendezvous through
-//! `MASTER_ADDR`/`MASTER_PORT`).
+//! implementations: a single process, MPI on CPUs (feature `mpi`, processes from `mpirun`),
+//! plain TCP on CPUs for gangs started without mpirun (Kubernetes), and NCCL on GPUs (feature
+//! `nccl`, library loaded at run time). TCP and NCCL meet through `MASTER_ADDR`/`MASTER_PORT`.
 //!
 //! Every operation of a multi-rank backend runs under a watchdog: a rank that dies or hangs
 //! makes the others fail within the timeout with a message naming the rank, instead of waiting
@@ -16,6 +16,7 @@ pub mod mpi;
 pub mod nccl;
 pub mod rendezvous;
 pub mod single;
+pub mod tcp;
 pub mod watchdog;
 pub mod watched;
 
@@ -109,11 +110,12 @@ impl DistArgs {
 /// Which collectives backend to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
-    /// `mpi` when started by mpirun, `nccl` when WORLD_SIZE is set and the device is CUDA,
+    /// `mpi` when started by mpirun, `nccl` (CUDA) or `tcp` (CPU) when WORLD_SIZE is set,
     /// else a single process.
     Auto,
     Single,
     Mpi,
+    Tcp,
     Nccl,
 }
 
@@ -147,12 +149,19 @@ pub fn connect(opts: &DistOptions, device: Device) -> Result<Box<dyn Collective>
     let backend = match opts.backend {
         Backend::Auto if started_by_mpirun() => Backend::Mpi,
         Backend::Auto if device.is_cuda() && std::env::var_os("WORLD_SIZE").is_some() => Backend::Nccl,
+        Backend::Auto if std::env::var_os("WORLD_SIZE").is_some() => Backend::Tcp,
         Backend::Auto => Backend::Single,
         b => b,
     };
     match backend {
         Backend::Single | Backend::Auto => Ok(Box::new(SingleProcess)),
         Backend::Mpi => connect_mpi(opts),
+        Backend::Tcp => {
+            let env = RendezvousEnv::from_env()?;
+            let client = rendezvous::join(&env, opts.timeout)?;
+            let comm = tcp::TcpCollective::init(&env, opts.timeout)?;
+            watched::Watched::around(Box::new(comm), opts.timeout, Some(client))
+        }
         Backend::Nccl => connect_nccl(opts, device),
     }
 }
@@ -186,7 +195,6 @@ fn connect_nccl(_: &DistOptions, _: Device) -> Result<Box<dyn Collective>, DistE
 }
 
 /// Checks that `t` can be handed to a backend as raw memory.
-#[cfg(any(feature = "mpi", feature = "nccl"))]
 pub(crate) fn check_contiguous(
     op: &'static str,
     t: &Tensor,
