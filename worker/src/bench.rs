@@ -203,13 +203,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     }
     print!("{table}");
-    if let Some(dir) = args.out.parent() {
+    write_results(&args.out, &rows, &table)?;
+    Ok(())
+}
+
+/// Writes benchmark rows as JSON at `out` and the printed table as Markdown beside it.
+pub fn write_results(out: &std::path::Path, rows: &impl Serialize, table: &str) -> Result<()> {
+    if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    std::fs::write(&args.out, serde_json::to_vec_pretty(&rows)?)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
-    let md = args.out.with_extension("md");
-    std::fs::write(&md, &table).with_context(|| format!("cannot write {}", md.display()))?;
-    println!("written: {} and {}", args.out.display(), md.display());
+    std::fs::write(out, serde_json::to_vec_pretty(rows)?)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let md = out.with_extension("md");
+    std::fs::write(&md, table).with_context(|| format!("cannot write {}", md.display()))?;
+    println!("written: {} and {}", out.display(), md.display());
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use orchestra_worker::dist::{self, DistArgs};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
@@ -91,13 +91,6 @@ pub fn run(args: AllReduceArgs) -> Result<()> {
         );
     }
     print!("{table}");
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    std::fs::write(&args.out, serde_json::to_vec_pretty(&rows)?)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
-    let md = args.out.with_extension("md");
-    std::fs::write(&md, &table).with_context(|| format!("cannot write {}", md.display()))?;
-    println!("written: {} and {}", args.out.display(), md.display());
+    crate::bench::write_results(&args.out, &rows, &table)?;
     Ok(())
 }

@@ -96,20 +96,26 @@ pub fn trial(exp: &Experiment, spec: &TrialSpec, params: &BTreeMap<String, f64>)
     t
 }
 
-pub fn spec_config_map(trial: &Trial) -> ConfigMap {
+/// Metadata of an object of `trial`'s gang: its namespace, labels and owner.
+fn trial_object_meta(trial: &Trial, object_name: String) -> ObjectMeta {
     let name = trial.metadata.name.clone().unwrap_or_default();
     let ns = trial
         .metadata
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
+    meta(
+        object_name,
+        &ns,
+        names::labels(&trial.spec.experiment, Some(&name)),
+        trial_owner(trial),
+    )
+}
+
+pub fn spec_config_map(trial: &Trial) -> ConfigMap {
+    let name = trial.metadata.name.clone().unwrap_or_default();
     ConfigMap {
-        metadata: meta(
-            names::spec_config_map(&name),
-            &ns,
-            names::labels(&trial.spec.experiment, Some(&name)),
-            trial_owner(trial),
-        ),
+        metadata: trial_object_meta(trial, names::spec_config_map(&name)),
         data: Some(BTreeMap::from([(
             "trial.yaml".to_string(),
             serde_yaml::to_string(&trial.spec).expect("trial spec serialises"),
@@ -120,18 +126,8 @@ pub fn spec_config_map(trial: &Trial) -> ConfigMap {
 
 pub fn service(trial: &Trial) -> Service {
     let name = trial.metadata.name.clone().unwrap_or_default();
-    let ns = trial
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
     Service {
-        metadata: meta(
-            names::service(&name),
-            &ns,
-            names::labels(&trial.spec.experiment, Some(&name)),
-            trial_owner(trial),
-        ),
+        metadata: trial_object_meta(trial, names::service(&name)),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             // Ranks resolve rank 0 before any readiness: workers have no readiness probe.

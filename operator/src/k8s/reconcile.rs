@@ -15,7 +15,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::{Client, Resource, ResourceExt};
 use orchestra_api::{
-    DeviceKind, Experiment, ExperimentPhase, ExperimentStatus, Trial, TrialPhase, TrialResult, TrialStatus,
+    DeviceKind, Experiment, ExperimentPhase, ExperimentStatus, Trial, TrialPhase, TrialResult,
 };
 use orchestra_store::{Store, StoreError};
 use serde_json::json;
@@ -144,25 +144,14 @@ fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
     }
 }
 
-async fn patch_trial_status(api: &Api<Trial>, name: &str, status: &TrialStatus) -> Result<(), Error> {
+/// Writes `status` of one of our resources by server-side apply.
+async fn patch_status<K>(api: &Api<K>, name: &str, status: &impl serde::Serialize) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let patch = json!({
-        "apiVersion": "orchestra.dev/v1alpha1",
-        "kind": "Trial",
-        "status": status,
-    });
-    api.patch_status(name, &apply_params(), &Patch::Apply(&patch))
-        .await?;
-    Ok(())
-}
-
-async fn patch_experiment_status(
-    api: &Api<Experiment>,
-    name: &str,
-    status: &ExperimentStatus,
-) -> Result<(), Error> {
-    let patch = json!({
-        "apiVersion": "orchestra.dev/v1alpha1",
-        "kind": "Experiment",
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
         "status": status,
     });
     api.patch_status(name, &apply_params(), &Patch::Apply(&patch))
@@ -266,7 +255,7 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
             )
             .await;
         }
-        patch_experiment_status(&experiments, &name, &status).await?;
+        patch_status(&experiments, &name, &status).await?;
         return Ok(Action::await_change());
     }
 
@@ -320,7 +309,7 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
                 status.last_checkpoint_step = Some(result.steps);
                 status.result = Some((**result).clone());
                 status.message = Some(format!("finished {} steps", result.steps));
-                patch_trial_status(&trials_api, trial, &status).await?;
+                patch_status(&trials_api, trial, &status).await?;
                 let note = format!(
                     "Dice {:.4} at {} bpp",
                     result.scores.dice,
@@ -355,7 +344,7 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
                 status.phase = TrialPhase::AttemptFailed;
                 status.finished_at = Some(format_time(now));
                 status.message = Some(format!("attempt {attempt} failed: {reason}"));
-                patch_trial_status(&trials_api, trial, &status).await?;
+                patch_status(&trials_api, trial, &status).await?;
                 // The whole gang goes: survivors of a failed rank never rejoin on their own.
                 delete_ignoring_absent(&jobs_api, &names::job(trial, *attempt)).await?;
                 let note = format!("attempt {attempt} failed: {reason}");
@@ -385,7 +374,7 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
                 );
                 if status.message.as_deref() != Some(message.as_str()) {
                     status.message = Some(message.clone());
-                    patch_trial_status(&trials_api, trial, &status).await?;
+                    patch_status(&trials_api, trial, &status).await?;
                     publish_event(
                         &ctx,
                         &exp_ref,
@@ -491,7 +480,7 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
                         exp.spec.max_attempts
                     )
                 });
-                patch_trial_status(&trials_api, trial, &status).await?;
+                patch_status(&trials_api, trial, &status).await?;
                 let (reason, note) = if *attempt == 1 {
                     (
                         "TrialStarted",
@@ -512,7 +501,7 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
                 status.phase = TrialPhase::Failed;
                 status.finished_at = Some(format_time(now));
                 status.message = Some(reason.clone());
-                patch_trial_status(&trials_api, trial, &status).await?;
+                patch_status(&trials_api, trial, &status).await?;
                 publish_event(
                     &ctx,
                     &exp_ref,
@@ -532,7 +521,7 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
                 status.phase = TrialPhase::Stopped;
                 status.finished_at = Some(format_time(now));
                 status.message = Some("stopped: the Experiment ended".into());
-                patch_trial_status(&trials_api, trial, &status).await?;
+                patch_status(&trials_api, trial, &status).await?;
                 publish_event(
                     &ctx,
                     &exp_ref,
@@ -654,7 +643,7 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
         ),
         observed_generation: exp.metadata.generation,
     };
-    patch_experiment_status(&experiments, &name, &status).await?;
+    patch_status(&experiments, &name, &status).await?;
     if decision.phase != previous.phase {
         match decision.phase {
             ExperimentPhase::Succeeded => {

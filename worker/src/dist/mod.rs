@@ -209,3 +209,16 @@ pub(crate) fn check_contiguous(
     }
     Ok(())
 }
+
+/// The address and byte length of a contiguous CPU tensor's data (for CPU backends).
+pub(crate) fn cpu_memory(op: &'static str, t: &Tensor) -> Result<(*mut u8, usize), DistError> {
+    check_contiguous(op, t, "CPU")?;
+    if t.device() != Device::Cpu {
+        return Err(DistError::Tensor {
+            op,
+            what: format!("on {:?}", t.device()),
+            expected: "CPU",
+        });
+    }
+    Ok((t.data_ptr() as *mut u8, t.numel() * t.kind().elt_size_in_bytes()))
+}

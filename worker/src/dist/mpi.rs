@@ -7,10 +7,10 @@ use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use super::rendezvous::{self, Client};
-use super::{check_contiguous, Collective, DistError};
+use super::{Collective, DistError};
 
 pub struct MpiCollective {
     world: SimpleCommunicator,
@@ -71,19 +71,6 @@ fn hostname() -> String {
     }
 }
 
-/// The address and byte length of a contiguous CPU tensor's data.
-fn cpu_memory(op: &'static str, t: &Tensor) -> Result<(*mut u8, usize), DistError> {
-    check_contiguous(op, t, "CPU")?;
-    if t.device() != Device::Cpu {
-        return Err(DistError::Tensor {
-            op,
-            what: format!("on {:?}", t.device()),
-            expected: "CPU",
-        });
-    }
-    Ok((t.data_ptr() as *mut u8, t.numel() * t.kind().elt_size_in_bytes()))
-}
-
 impl Collective for MpiCollective {
     fn rank(&self) -> usize {
         self.rank
@@ -95,7 +82,7 @@ impl Collective for MpiCollective {
         "mpi"
     }
     fn all_reduce_sum(&mut self, t: &Tensor) -> Result<(), DistError> {
-        let (ptr, _) = cpu_memory("all-reduce", t)?;
+        let (ptr, _) = super::cpu_memory("all-reduce", t)?;
         match t.kind() {
             Kind::Float => {
                 // SAFETY: a contiguous CPU float tensor holds numel f32 values at ptr, alive and
@@ -125,7 +112,7 @@ impl Collective for MpiCollective {
         Ok(())
     }
     fn broadcast(&mut self, t: &Tensor, root: usize) -> Result<(), DistError> {
-        let (ptr, len) = cpu_memory("broadcast", t)?;
+        let (ptr, len) = super::cpu_memory("broadcast", t)?;
         // SAFETY: the tensor's `len` bytes, alive and not otherwise accessed meanwhile.
         let bytes = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
         self.world.process_at_rank(root as i32).broadcast_into(bytes);

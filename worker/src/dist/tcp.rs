@@ -116,18 +116,6 @@ impl TcpCollective {
     }
 }
 
-fn cpu_bytes(op: &'static str, t: &Tensor) -> Result<(*mut u8, usize), DistError> {
-    super::check_contiguous(op, t, "CPU")?;
-    if t.device() != Device::Cpu {
-        return Err(DistError::Tensor {
-            op,
-            what: format!("on {:?}", t.device()),
-            expected: "CPU",
-        });
-    }
-    Ok((t.data_ptr() as *mut u8, t.numel() * t.kind().elt_size_in_bytes()))
-}
-
 fn lost(rank: usize, what: &str, e: std::io::Error) -> DistError {
     err(format!("{what} rank {rank}: {e} (it has probably died)"))
 }
@@ -169,7 +157,7 @@ impl Collective for TcpCollective {
                 expected: "float or double",
             });
         }
-        let (ptr, len) = cpu_bytes("all-reduce", t)?;
+        let (ptr, len) = super::cpu_memory("all-reduce", t)?;
         // SAFETY: the tensor's `len` bytes, alive and not otherwise accessed meanwhile.
         let mine = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
         if let Some(hub) = self.hub.as_mut() {
@@ -189,7 +177,7 @@ impl Collective for TcpCollective {
         Ok(())
     }
     fn broadcast(&mut self, t: &Tensor, root: usize) -> Result<(), DistError> {
-        let (ptr, len) = cpu_bytes("broadcast", t)?;
+        let (ptr, len) = super::cpu_memory("broadcast", t)?;
         // SAFETY: as above.
         let data = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
         if let Some(hub) = self.hub.as_mut() {
