@@ -185,6 +185,9 @@ enum Command {
         /// JPEG-2000 target rates (bits per pixel).
         #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.15,0.25,0.4,0.8,1.5")]
         j2k_rates: Vec<f64>,
+        /// H.264 intra quantisers (0-51).
+        #[arg(long, value_delimiter = ',', default_value = "51,46,42,38,34,30,24")]
+        h264_qps: Vec<u8>,
         /// Output folder for rate-accuracy.{md,json,svg,png}.
         #[arg(long, default_value = "rate-accuracy")]
         out: PathBuf,
@@ -377,6 +380,7 @@ fn run(command: Command) -> Result<()> {
             models,
             qualities,
             j2k_rates,
+            h264_qps,
             out,
         } => {
             use orchestra_worker::baselines::rate_accuracy::{self, CodecSetting};
@@ -390,6 +394,7 @@ fn run(command: Command) -> Result<()> {
                 .iter()
                 .map(|q| CodecSetting::Jpeg(*q))
                 .chain(j2k_rates.iter().map(|b| CodecSetting::Jpeg2000(*b)))
+                .chain(h264_qps.iter().map(|q| CodecSetting::H264(*q)))
                 .collect();
             eprintln!(
                 "rate-accuracy: {} codec settings on {} held-out images",

@@ -72,10 +72,22 @@ fn rate_accuracy_compares_jpeg_with_a_learned_model() {
     // At 64x64 a J2K codestream's own headers are a visible share: its lowest rate stays
     // well above the learned code's.
     assert!(learned.bpp < j2k[0].bpp, "{j2k:?}");
+    let h264 = rate_accuracy::codec_curve(
+        &d1.model,
+        val,
+        3,
+        64,
+        &[CodecSetting::H264(46), CodecSetting::H264(24)],
+    )
+    .unwrap();
+    assert_eq!(h264[0].method, "H.264 intra");
+    assert!(h264[0].bpp < h264[1].bpp, "{h264:?}");
+    assert!(learned.bpp < h264[0].bpp, "{h264:?}");
     let mut all = curve.clone();
     all.extend(j2k);
+    all.extend(h264);
     let report = rate_accuracy::report("test", &[(learned.clone(), Variant::D4)], &all);
-    assert_eq!(report.baselines.len(), 2);
+    assert_eq!(report.baselines.len(), 3);
     assert_eq!(report.baselines[0].points.len(), 3);
     let dir = tempfile::tempdir().unwrap();
     let (svg, png) = orchestra_report::plot::write_plots(&report, &dir.path().join("ra")).unwrap();

@@ -5,7 +5,7 @@ use orchestra_report::leaderboard::{hypervolume, pareto_front, BppSource, Curve,
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use super::{jpeg, jpeg2000};
+use super::{h264, jpeg, jpeg2000};
 use crate::data::{batch, Sample};
 use crate::nets::Model;
 use crate::train::{evaluate, metrics::dice_iou};
@@ -29,6 +29,8 @@ pub enum CodecSetting {
     Jpeg(u8),
     /// JPEG-2000 at a target rate in bits per pixel.
     Jpeg2000(f64),
+    /// H.264 intra (one IDR frame) at a quantiser (0-51).
+    H264(u8),
 }
 
 impl CodecSetting {
@@ -36,6 +38,7 @@ impl CodecSetting {
         match self {
             CodecSetting::Jpeg(_) => "JPEG",
             CodecSetting::Jpeg2000(_) => "JPEG-2000",
+            CodecSetting::H264(_) => "H.264 intra",
         }
     }
 
@@ -43,6 +46,7 @@ impl CodecSetting {
         match self {
             CodecSetting::Jpeg(q) => format!("quality {q}"),
             CodecSetting::Jpeg2000(b) => format!("target {b} bpp"),
+            CodecSetting::H264(qp) => format!("QP {qp}"),
         }
     }
 
@@ -56,6 +60,11 @@ impl CodecSetting {
             CodecSetting::Jpeg2000(bpp) => {
                 let f = jpeg2000::encode(pixels, side, channels, bpp)?;
                 let d = jpeg2000::decode(&f, channels)?;
+                (f, d)
+            }
+            CodecSetting::H264(qp) => {
+                let f = h264::encode(pixels, side, channels, qp)?;
+                let d = h264::decode(&f, channels)?;
                 (f, d)
             }
         };

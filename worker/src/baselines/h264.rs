@@ -1,0 +1,114 @@
+//! H.264 intra through Cisco's OpenH264 (the `openh264` crate builds its source): each image is
+//! one IDR frame (intra only, with its SPS and PPS, as a still-image codec would send it) at a
+//! fixed quantiser, 4:2:0. Grey images go through as RGB with equal channels and come back as
+//! the mean of the three.
+
+use openh264::decoder::Decoder;
+use openh264::encoder::{BitRate, Encoder, EncoderConfig, QpRange, RateControlMode};
+use openh264::formats::{RgbSliceU8, YUVBuffer, YUVSource};
+use openh264::OpenH264API;
+
+/// Compresses an interleaved 8-bit square image (1 or 3 channels) at quantiser `qp` (0-51).
+pub fn encode(pixels: &[u8], side: u32, channels: usize, qp: u8) -> Result<Vec<u8>, String> {
+    let n = (side * side) as usize;
+    if pixels.len() != n * channels || !(channels == 1 || channels == 3) || !side.is_multiple_of(2) {
+        return Err(format!(
+            "H.264: {} bytes for a {side}x{side}x{channels} image (side must be even)",
+            pixels.len()
+        ));
+    }
+    let rgb: Vec<u8> = if channels == 3 {
+        pixels.to_vec()
+    } else {
+        pixels.iter().flat_map(|&v| [v, v, v]).collect()
+    };
+    let yuv = YUVBuffer::from_rgb8_source(RgbSliceU8::new(&rgb, (side as usize, side as usize)));
+    let qp = qp.min(51);
+    // The quantiser alone sets the rate (min = max); frame skipping is on only so that the
+    // library does not warn about rate control on every encoder, and the target bitrate is
+    // far above any intra frame here, so nothing is ever skipped.
+    let config = EncoderConfig::new()
+        .rate_control_mode(RateControlMode::Quality)
+        .qp(QpRange::new(qp, qp))
+        .bitrate(BitRate::from_bps(200_000_000))
+        .skip_frames(true);
+    let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
+        .map_err(|e| format!("H.264 encoder: {e}"))?;
+    let stream = encoder
+        .encode(&yuv)
+        .map_err(|e| format!("H.264 encoding at QP {qp}: {e}"))?;
+    let bytes = stream.to_vec();
+    if bytes.is_empty() {
+        return Err(format!("H.264: the encoder skipped the frame at QP {qp}"));
+    }
+    Ok(bytes)
+}
+
+/// Decodes one intra frame to interleaved 8-bit pixels with `channels` channels.
+pub fn decode(bytes: &[u8], channels: usize) -> Result<Vec<u8>, String> {
+    let mut decoder = Decoder::new().map_err(|e| format!("H.264 decoder: {e}"))?;
+    let rgb = {
+        let frame = decoder
+            .decode(bytes)
+            .map_err(|e| format!("H.264 decoding: {e}"))?
+            .map(|f| to_rgb(&f));
+        match frame {
+            Some(rgb) => rgb,
+            None => {
+                let rest = decoder
+                    .flush_remaining()
+                    .map_err(|e| format!("H.264 decoding: {e}"))?;
+                to_rgb(rest.first().ok_or("H.264: the stream holds no frame")?)
+            }
+        }
+    };
+    Ok(if channels == 3 {
+        rgb
+    } else {
+        rgb.chunks_exact(3)
+            .map(|p| ((p[0] as u16 + p[1] as u16 + p[2] as u16) / 3) as u8)
+            .collect()
+    })
+}
+
+fn to_rgb(frame: &openh264::decoder::DecodedYUV<'_>) -> Vec<u8> {
+    let (w, h) = frame.dimensions();
+    let mut rgb = vec![0u8; w * h * 3];
+    frame.write_rgb8(&mut rgb);
+    rgb
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiser_sets_the_rate_and_the_image_survives() {
+        let side = 64u32;
+        let pixels: Vec<u8> = (0..side * side * 3)
+            .map(|i| {
+                let p = i / 3;
+                let (x, y) = (p % side, p / side);
+                ((x * 3 + y * 2 + (i % 3) * 50) % 256) as u8
+            })
+            .collect();
+        let coarse = encode(&pixels, side, 3, 45).unwrap();
+        let fine = encode(&pixels, side, 3, 20).unwrap();
+        assert!(coarse.len() < fine.len(), "{} vs {}", coarse.len(), fine.len());
+        let back = decode(&fine, 3).unwrap();
+        assert_eq!(back.len(), pixels.len());
+        let err: f64 = back
+            .iter()
+            .zip(&pixels)
+            .map(|(a, b)| (*a as f64 - *b as f64).abs())
+            .sum::<f64>()
+            / pixels.len() as f64;
+        assert!(err < 20.0, "mean absolute error {err}");
+        let grey: Vec<u8> = (0..side * side).map(|i| (i % 200) as u8).collect();
+        assert_eq!(
+            decode(&encode(&grey, side, 1, 30).unwrap(), 1).unwrap().len(),
+            grey.len()
+        );
+        assert!(decode(b"not h264", 3).is_err());
+    }
+}
