@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The paper's bar on real data, on a GPU machine: D1 and two D4 rate weights trained on ISIC
 # 2017 (the last 200 ids held out) at 128x128 with the paper preset, about a minute each, then
-# `rate-accuracy` on the held-out images: JPEG and JPEG-2000 swept and segmented by the D1
-# model, the D4 models measured on their real bitstreams.
+# `rate-accuracy` on the held-out images: JPEG, JPEG-2000 and H.264 intra swept and Auto/Seg
+# trained, all segmented by the D1 model, the D4 models measured on their real bitstreams.
 #   scripts/gpu_isic.sh <orchestra-worker> <folder holding isic2017/train> <out-dir>
-# STEPS, DEVICE and LIMIT (a dataset id limit) override the defaults for a dry run on a CPU.
+# STEPS, DEVICE and LIMIT (a dataset id limit) override the defaults for a dry run on a CPU;
+# TRIALS picks a subset of the trainings (isic-d1 must be among them).
 set -u
 bin="$(realpath "${1:?usage: gpu_isic.sh <binary> <data-dir> <out-dir>}")"
 data="$(realpath "${2:?usage: gpu_isic.sh <binary> <data-dir> <out-dir>}")"
@@ -40,21 +41,24 @@ spec isic-d1 D1 0.05
 spec isic-d4-l05 D4 0.05
 spec isic-d4-l2 D4 0.2
 
-echo "== training D1, D4 (lambda 0.05) and D4 (lambda 0.2) at once, $steps steps each"
+trials="${TRIALS:-isic-d1 isic-d4-l05 isic-d4-l2}"
+echo "== training $trials at once, $steps steps each"
 pids=()
-for t in isic-d1 isic-d4-l05 isic-d4-l2; do
+for t in $trials; do
     ORCHESTRA_THREADS=4 timeout 400 "$bin" train --spec "$runs/$t.yaml" --dist single --no-progress \
         > "$out/$t.log" 2>&1 &
     pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p" || echo "a training run failed (exit $?)"; done
-for t in isic-d1 isic-d4-l05 isic-d4-l2; do
+models=()
+for t in $trials; do
+    [ "$t" = isic-d1 ] || models+=("$runs/$t.yaml")
     tail -4 "$out/$t.log"
     cp "$runs/store/isic/$t/result.json" "$out/$t-result.json" 2>/dev/null
 done
 
 echo "== rate-accuracy on the $val held-out images"
-timeout 300 "$bin" rate-accuracy --d1 "$runs/isic-d1.yaml" --models "$runs/isic-d4-l05.yaml" "$runs/isic-d4-l2.yaml" \
-    --out "$out/rate-accuracy"
+timeout 300 "$bin" rate-accuracy --d1 "$runs/isic-d1.yaml" ${models[@]:+--models "${models[@]}"} \
+    --autoseg-steps "$steps" --out "$out/rate-accuracy"
 echo "(exit $?)"
 rm -rf "$runs"

@@ -188,6 +188,10 @@ enum Command {
         /// H.264 intra quantisers (0-51).
         #[arg(long, value_delimiter = ',', default_value = "51,46,42,38,34,30,24")]
         h264_qps: Vec<u8>,
+        /// Train the Auto/Seg baseline (an autoencoder with C's code, pixel MSE) for this many
+        /// steps on the training split (0: leave it out).
+        #[arg(long, default_value_t = 0)]
+        autoseg_steps: u64,
         /// Output folder for rate-accuracy.{md,json,svg,png}.
         #[arg(long, default_value = "rate-accuracy")]
         out: PathBuf,
@@ -381,6 +385,7 @@ fn run(command: Command) -> Result<()> {
             qualities,
             j2k_rates,
             h264_qps,
+            autoseg_steps,
             out,
         } => {
             use orchestra_worker::baselines::rate_accuracy::{self, CodecSetting};
@@ -401,9 +406,28 @@ fn run(command: Command) -> Result<()> {
                 settings.len(),
                 data.val.len()
             );
-            let baselines =
+            let mut baselines =
                 rate_accuracy::codec_curve(&d1_model, &data.val, data.channels, data.size, &settings)
                     .map_err(anyhow::Error::msg)?;
+            if autoseg_steps > 0 {
+                use orchestra_worker::baselines::autoseg::{autoseg_point, AutoEncoder};
+                // The code of the learned models (their preset and overrides), else D1's preset.
+                let code_model = match models.first() {
+                    Some(path) => read_spec(path)?.model,
+                    None => d1_spec.model.clone(),
+                };
+                let config =
+                    orchestra_worker::nets::NetConfig::resolve(&code_model, data.channels, data.classes);
+                let ae = AutoEncoder::new(&config, d1_model.vs.device(), d1_spec.seed);
+                eprintln!(
+                    "rate-accuracy: training Auto/Seg for {autoseg_steps} steps ({} code bits)",
+                    config.code_bits()
+                );
+                let batch = d1_spec.hyper.batch_size as usize;
+                let (first, last) = ae.train(&data.train, autoseg_steps, batch, 1e-3, d1_spec.seed);
+                eprintln!("rate-accuracy: Auto/Seg pixel MSE {first:.5} -> {last:.5}");
+                baselines.push(autoseg_point(&d1_model, &ae, &data.val));
+            }
             let mut learned = Vec::new();
             for path in &models {
                 let spec = read_spec(path)?;

@@ -98,3 +98,26 @@ fn rate_accuracy_compares_jpeg_with_a_learned_model() {
         "{table}"
     );
 }
+
+#[test]
+fn auto_seg_learns_to_reconstruct_through_cs_code() {
+    use orchestra_worker::baselines::autoseg::{autoseg_point, AutoEncoder};
+    use orchestra_worker::nets::NetConfig;
+    let spec = common::tiny_spec(Variant::D1, "memory://autoseg", "autoseg");
+    let data = Dataset::open(&spec.dataset, spec.model.input_size).unwrap();
+    let mut d1 = Trainer::new(spec.clone(), data).unwrap();
+    for _ in 0..4 {
+        d1.train_step().unwrap();
+    }
+    let config = NetConfig::resolve(&spec.model, 3, 2);
+    let ae = AutoEncoder::new(&config, tch::Device::Cpu, 3);
+    let (first, last) = ae.train(&d1.data.train, 60, 8, 2e-3, 3);
+    assert!(last < 0.7 * first, "pixel MSE {first} -> {last}");
+    let point = autoseg_point(&d1.model, &ae, &d1.data.val);
+    assert_eq!(point.method, "Auto/Seg");
+    // The same code as C (4 x 8 x 8 bits at 64 px) plus the 2-byte header.
+    assert_eq!(point.bpp, (256.0 + 16.0) / (64.0 * 64.0));
+    assert!((0.0..=1.0).contains(&point.dice) && point.images == d1.data.val.len());
+    let rec = ae.reconstructions(&d1.data.val[..2]);
+    assert_eq!(rec[0].image.len(), 64 * 64 * 3);
+}

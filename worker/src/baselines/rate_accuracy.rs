@@ -119,7 +119,7 @@ pub fn jpeg_curve(
 }
 
 /// Mean Dice and IoU of `model`'s segmentation of `samples` (it must take images: D1).
-fn segment_scores(model: &Model, samples: &[Sample], channels: usize, side: u32) -> (f64, f64) {
+pub fn segment_scores(model: &Model, samples: &[Sample], channels: usize, side: u32) -> (f64, f64) {
     let mut dice = Vec::new();
     let mut iou = Vec::new();
     tch::no_grad(|| {
