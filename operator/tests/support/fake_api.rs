@@ -248,6 +248,24 @@ impl FakeApi {
                 merge(o, body);
                 (200, o.clone())
             }
+            ("PUT", _) => {
+                // Replace, with optimistic concurrency on metadata.resourceVersion.
+                let Some(current) = st.objects.get(&object_path) else {
+                    return (404, status(404, "NotFound", "not found"));
+                };
+                let have = current["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("1")
+                    .to_string();
+                if body["metadata"]["resourceVersion"].as_str() != Some(have.as_str()) {
+                    return (409, status(409, "Conflict", "the object has been modified"));
+                }
+                let next = have.parse::<u64>().unwrap_or(1) + 1;
+                let mut obj = body.clone();
+                obj["metadata"]["resourceVersion"] = json!(next.to_string());
+                st.objects.insert(object_path, obj.clone());
+                (200, obj)
+            }
             ("DELETE", 1) => {
                 let prefix = format!("{path}/");
                 let gone: Vec<String> = st
