@@ -167,6 +167,27 @@ fn write_result(uri: &str, trial: &str, dice: f64, bpp: f64) {
     }
 }
 
+/// The worker container's arguments of a Job.
+fn args_of(job: &Value) -> Vec<String> {
+    job["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The condition of `kind` in an Experiment status.
+fn condition(status: &Value, kind: &str) -> Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition in {status}"))
+        .clone()
+}
+
 fn env_of(job: &Value) -> std::collections::BTreeMap<String, Value> {
     job["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
@@ -243,18 +264,13 @@ async fn a_new_experiment_creates_trials_and_their_gangs() {
     assert_eq!(c["resources"]["limits"]["cpu"], "2");
     assert!(c["resources"]["limits"].get("nvidia.com/gpu").is_none());
     assert_eq!(c["envFrom"][0]["secretRef"]["name"], "s3-credentials");
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = args_of(&job);
     assert!(
         args.windows(2)
             .any(|w| w == ["--spec", "/etc/orchestra/trial.yaml"]),
         "{args:?}"
     );
-    assert!(args.contains(&"--resume"));
+    assert!(args.iter().any(|a| a == "--resume"));
     let env = env_of(&job);
     assert_eq!(env["MASTER_ADDR"]["value"], "sweep-d4-000-a1-0.sweep-d4-000");
     assert_eq!(env["MASTER_PORT"]["value"], "29500");
@@ -272,13 +288,7 @@ async fn a_new_experiment_creates_trials_and_their_gangs() {
     assert_eq!(status["phase"], "Running");
     assert_eq!(status["progress"], "0/2");
     assert_eq!(status["trialsRunning"], 2);
-    let created = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Created")
-        .unwrap()
-        .clone();
+    let created = condition(&status, "Created");
     assert_eq!(created["status"], "True");
     let events: Vec<String> = s.fake.events().into_iter().map(|(r, _)| r).collect();
     assert_eq!(events, ["TrialStarted", "TrialStarted"]);
@@ -370,10 +380,7 @@ async fn a_failed_worker_restarts_the_whole_gang_from_its_checkpoint() {
         env_of(&job)["MASTER_ADDR"]["value"],
         "sweep-d4-000-a2-0.sweep-d4-000"
     );
-    assert!(job["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .unwrap()
-        .contains(&json!("--resume")));
+    assert!(args_of(&job).contains(&"--resume".to_string()));
     let last = s
         .fake
         .log()
@@ -418,13 +425,7 @@ async fn a_spent_failure_budget_fails_the_experiment_and_stops_the_gangs() {
     assert_eq!(stopped["status"]["phase"], "Stopped");
     let status = s.fake.body_of(&format!("PATCH {EXP}/status"))["status"].clone();
     assert_eq!(status["phase"], "Failed");
-    let failed = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Failed")
-        .unwrap()
-        .clone();
+    let failed = condition(&status, "Failed");
     assert_eq!(
         (failed["status"].as_str(), failed["reason"].as_str()),
         (Some("True"), Some("FailureBudgetSpent"))
@@ -483,13 +484,7 @@ async fn an_invalid_experiment_gets_a_condition_and_nothing_else() {
     assert_eq!(s.fake.lines(), [format!("PATCH {EXP}/status")]);
     let status = s.fake.body_of(&format!("PATCH {EXP}/status"))["status"].clone();
     assert_eq!(status["phase"], "Failed");
-    let failed = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Failed")
-        .unwrap()
-        .clone();
+    let failed = condition(&status, "Failed");
     assert_eq!(failed["reason"], "InvalidSpec");
     let message = failed["message"].as_str().unwrap();
     assert!(
@@ -520,12 +515,7 @@ async fn cpu_gangs_use_tcp_collectives() {
     s.reconcile(exp).await.unwrap();
     let job = s.fake.body_of(&format!("PATCH {JOBS}/sweep-d4-000-a1"));
     assert_eq!(job["spec"]["completions"], 2);
-    let args: Vec<&str> = job["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = args_of(&job);
     assert!(args.windows(2).any(|w| w == ["--dist", "tcp"]), "{args:?}");
     let svc = s.fake.body_of(&format!("PATCH {SVCS}/sweep-d4-000"));
     assert_eq!(svc["spec"]["ports"][1]["port"], 29501);
@@ -567,12 +557,7 @@ async fn gpu_experiments_ask_for_gpus_and_use_nccl_gangs() {
     let c = &pod["containers"][0];
     assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], "1");
     assert_eq!(c["resources"]["requests"]["nvidia.com/gpu"], "1");
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = args_of(&job);
     assert!(args.windows(2).any(|w| w == ["--dist", "nccl"]), "{args:?}");
     assert_eq!(env_of(&job)["WORLD_SIZE"]["value"], "4");
 }

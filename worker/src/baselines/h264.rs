@@ -80,29 +80,19 @@ fn to_rgb(frame: &openh264::decoder::DecodedYUV<'_>) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_images::{mean_abs_error, ramps};
     use super::*;
 
     #[test]
     fn quantiser_sets_the_rate_and_the_image_survives() {
         let side = 64u32;
-        let pixels: Vec<u8> = (0..side * side * 3)
-            .map(|i| {
-                let p = i / 3;
-                let (x, y) = (p % side, p / side);
-                ((x * 3 + y * 2 + (i % 3) * 50) % 256) as u8
-            })
-            .collect();
+        let pixels = ramps(side, 3, 2, 50);
         let coarse = encode(&pixels, side, 3, 45).unwrap();
         let fine = encode(&pixels, side, 3, 20).unwrap();
         assert!(coarse.len() < fine.len(), "{} vs {}", coarse.len(), fine.len());
         let back = decode(&fine, 3).unwrap();
         assert_eq!(back.len(), pixels.len());
-        let err: f64 = back
-            .iter()
-            .zip(&pixels)
-            .map(|(a, b)| (*a as f64 - *b as f64).abs())
-            .sum::<f64>()
-            / pixels.len() as f64;
+        let err = mean_abs_error(&back, &pixels);
         assert!(err < 20.0, "mean absolute error {err}");
         let grey: Vec<u8> = (0..side * side).map(|i| (i % 200) as u8).collect();
         assert_eq!(

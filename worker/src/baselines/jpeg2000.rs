@@ -136,18 +136,13 @@ pub fn decode(bytes: &[u8], channels: usize) -> Result<Vec<u8>, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_images::{mean_abs_error, ramps};
     use super::*;
 
     #[test]
     fn rate_follows_the_target_and_the_image_survives() {
         let side = 64u32;
-        let pixels: Vec<u8> = (0..side * side * 3)
-            .map(|i| {
-                let p = i / 3;
-                let (x, y) = (p % side, p / side);
-                ((x * 4 + y * 2 + (i % 3) * 40) % 256) as u8
-            })
-            .collect();
+        let pixels = ramps(side, 4, 2, 40);
         let small = encode(&pixels, side, 3, 0.25).unwrap();
         let large = encode(&pixels, side, 3, 2.0).unwrap();
         assert!(small.len() < large.len(), "{} vs {}", small.len(), large.len());
@@ -155,12 +150,7 @@ mod tests {
         assert!(bpp < 2.5, "about the asked rate: {bpp}");
         let back = decode(&large, 3).unwrap();
         assert_eq!(back.len(), pixels.len());
-        let err: f64 = back
-            .iter()
-            .zip(&pixels)
-            .map(|(a, b)| (*a as f64 - *b as f64).abs())
-            .sum::<f64>()
-            / pixels.len() as f64;
+        let err = mean_abs_error(&back, &pixels);
         assert!(err < 20.0, "mean absolute error {err}");
         assert!(decode(&small[..small.len() / 2], 3).is_err() || decode(b"junk", 3).is_err());
     }
