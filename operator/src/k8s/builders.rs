@@ -133,18 +133,16 @@ pub fn service(trial: &Trial) -> Service {
             // Ranks resolve rank 0 before any readiness: workers have no readiness probe.
             publish_not_ready_addresses: Some(true),
             selector: Some(BTreeMap::from([(names::LABEL_TRIAL.to_string(), name.clone())])),
-            ports: Some(vec![
-                ServicePort {
-                    name: Some("rendezvous".into()),
-                    port: names::RENDEZVOUS_PORT,
-                    ..Default::default()
-                },
-                ServicePort {
-                    name: Some("collectives".into()),
-                    port: names::RENDEZVOUS_PORT + 1,
-                    ..Default::default()
-                },
-            ]),
+            ports: Some(
+                names::GANG_PORTS
+                    .iter()
+                    .map(|(name, port)| ServicePort {
+                        name: Some(name.to_string()),
+                        port: *port,
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         }),
         ..Default::default()
@@ -243,18 +241,16 @@ pub fn job(exp: &Experiment, trial: &Trial, attempt: u32, cfg: &GangConfig) -> J
                 ..Default::default()
             }]
         }),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("rendezvous".into()),
-                container_port: names::RENDEZVOUS_PORT,
-                ..Default::default()
-            },
-            ContainerPort {
-                name: Some("collectives".into()),
-                container_port: names::RENDEZVOUS_PORT + 1,
-                ..Default::default()
-            },
-        ]),
+        ports: Some(
+            names::GANG_PORTS
+                .iter()
+                .map(|(name, port)| ContainerPort {
+                    name: Some(name.to_string()),
+                    container_port: *port,
+                    ..Default::default()
+                })
+                .collect(),
+        ),
         resources: Some(ResourceRequirements {
             requests: Some(amounts.clone()),
             limits: Some(amounts),

@@ -11,6 +11,10 @@ pub const LABEL_TRIAL: &str = "orchestra.dev/trial";
 pub const LABEL_ATTEMPT: &str = "orchestra.dev/attempt";
 /// Port of rank 0's rendezvous store (MASTER_PORT).
 pub const RENDEZVOUS_PORT: i32 = 29500;
+/// The worker's TCP collectives listen on MASTER_PORT + 1.
+pub const COLLECTIVES_PORT: i32 = RENDEZVOUS_PORT + 1;
+/// The ports of a gang's pods, named: the Service and the container declare the same.
+pub const GANG_PORTS: [(&str, i32); 2] = [("rendezvous", RENDEZVOUS_PORT), ("collectives", COLLECTIVES_PORT)];
 /// Where the trial spec is mounted in worker pods.
 pub const SPEC_DIR: &str = "/etc/orchestra";
 

@@ -23,7 +23,7 @@ use serde_json::json;
 use super::builders::{self, GangConfig};
 use super::metrics::Metrics;
 use super::names::{self, FINALIZER, MANAGER};
-use super::observe::{format_time, observe, Transition};
+use super::observe::{format_time, observe, phases_after, Transition};
 use crate::planner::{plan, Action as Step, PlannerConfig};
 use crate::results::{self, ResultsError};
 
@@ -128,19 +128,24 @@ pub fn cluster_problems(exp: &Experiment) -> Option<String> {
     None
 }
 
-async fn publish_event(ctx: &Context, obj_ref: &k8s_openapi::api::core::v1::ObjectReference, ev: Event) {
-    if let Err(e) = ctx.recorder.publish(&ev, obj_ref).await {
-        tracing::warn!(error = %e, reason = %ev.reason, "could not publish an event");
-    }
-}
-
-fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
-    Event {
+/// Publishes an event about `regarding`; a failure to publish is logged, not fatal.
+async fn publish_event(
+    ctx: &Context,
+    regarding: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let ev = Event {
         type_,
         reason: reason.into(),
         note: Some(note),
         action: action.into(),
         secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, regarding).await {
+        tracing::warn!(error = %e, reason, "could not publish an event");
     }
 }
 
@@ -251,7 +256,10 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
             publish_event(
                 &ctx,
                 &exp_ref,
-                event(EventType::Warning, "InvalidSpec", "Validate", message),
+                EventType::Warning,
+                "InvalidSpec",
+                "Validate",
+                message,
             )
             .await;
         }
@@ -318,18 +326,19 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
                 publish_event(
                     &ctx,
                     &t.object_ref(&()),
-                    event(EventType::Normal, "TrialSucceeded", "Finish", note.clone()),
+                    EventType::Normal,
+                    "TrialSucceeded",
+                    "Finish",
+                    note.clone(),
                 )
                 .await;
                 publish_event(
                     &ctx,
                     &exp_ref,
-                    event(
-                        EventType::Normal,
-                        "TrialSucceeded",
-                        "Finish",
-                        format!("{trial}: {note}"),
-                    ),
+                    EventType::Normal,
+                    "TrialSucceeded",
+                    "Finish",
+                    format!("{trial}: {note}"),
                 )
                 .await;
                 finished_any = true;
@@ -351,12 +360,10 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
                 publish_event(
                     &ctx,
                     &exp_ref,
-                    event(
-                        EventType::Warning,
-                        "AttemptFailed",
-                        "Observe",
-                        format!("{trial}: {note}"),
-                    ),
+                    EventType::Warning,
+                    "AttemptFailed",
+                    "Observe",
+                    format!("{trial}: {note}"),
                 )
                 .await;
             }
@@ -378,12 +385,10 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
                     publish_event(
                         &ctx,
                         &exp_ref,
-                        event(
-                            EventType::Warning,
-                            "GangUnschedulable",
-                            "Schedule",
-                            format!("{trial}: {message}"),
-                        ),
+                        EventType::Warning,
+                        "GangUnschedulable",
+                        "Schedule",
+                        format!("{trial}: {message}"),
                     )
                     .await;
                 }
@@ -492,7 +497,7 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
                         format!("{trial}: attempt {attempt}, resuming from the latest checkpoint"),
                     )
                 };
-                publish_event(&ctx, &exp_ref, event(EventType::Normal, reason, "Start", note)).await;
+                publish_event(&ctx, &exp_ref, EventType::Normal, reason, "Start", note).await;
             }
             Step::FailTrial { name: trial, reason } => {
                 let t = &by_name[trial];
@@ -505,12 +510,10 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
                 publish_event(
                     &ctx,
                     &exp_ref,
-                    event(
-                        EventType::Warning,
-                        "TrialFailed",
-                        "Fail",
-                        format!("{trial}: {reason}"),
-                    ),
+                    EventType::Warning,
+                    "TrialFailed",
+                    "Fail",
+                    format!("{trial}: {reason}"),
                 )
                 .await;
             }
@@ -525,7 +528,10 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
                 publish_event(
                     &ctx,
                     &exp_ref,
-                    event(EventType::Normal, "TrialStopped", "Stop", trial.clone()),
+                    EventType::Normal,
+                    "TrialStopped",
+                    "Stop",
+                    trial.clone(),
                 )
                 .await;
             }
@@ -567,47 +573,18 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
     )
     .await?;
 
-    let count = |p: TrialPhase| {
-        let after = decision.actions.iter().filter(|a| match a {
-            Step::CreateTrial { .. } => p == TrialPhase::Pending,
-            _ => false,
-        });
-        observed.iter().filter(|t| t.phase == p).count() + after.count()
-    };
+    let after = phases_after(&observed, &decision.actions);
+    let count = |p: TrialPhase| after.values().filter(|q| **q == p).count();
     let total = crate::candidates::candidates(&name, &exp.spec).len();
-    let succeeded = observed
-        .iter()
-        .filter(|t| t.phase == TrialPhase::Succeeded)
-        .count();
-    let failed_now = decision
-        .actions
-        .iter()
-        .filter(|a| matches!(a, Step::FailTrial { .. }))
-        .count();
-    let started_now = decision
-        .actions
-        .iter()
-        .filter(|a| matches!(a, Step::StartTrial { .. }))
-        .count();
-    let restarted = decision
-        .actions
-        .iter()
-        .filter(|a| matches!(a, Step::StartTrial { attempt, .. } if *attempt > 1))
-        .count();
-    let stopped_now = decision
-        .actions
-        .iter()
-        .filter(|a| matches!(a, Step::StopTrial { .. }))
-        .count();
-    let failed = count(TrialPhase::Failed) + failed_now;
-    let running = (count(TrialPhase::Running) + started_now).saturating_sub(stopped_now);
+    let (succeeded, failed, running) = (
+        count(TrialPhase::Succeeded),
+        count(TrialPhase::Failed),
+        count(TrialPhase::Running),
+    );
     ctx.metrics.set_trials(
         &name,
         &[
-            (
-                "Pending",
-                (count(TrialPhase::Pending) as i64 - (started_now - restarted) as i64).max(0),
-            ),
+            ("Pending", count(TrialPhase::Pending) as i64),
             ("Running", running as i64),
             ("Succeeded", succeeded as i64),
             ("Failed", failed as i64),
@@ -650,7 +627,10 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
                 publish_event(
                     &ctx,
                     &exp_ref,
-                    event(EventType::Normal, "Succeeded", "Finish", decision.message.clone()),
+                    EventType::Normal,
+                    "Succeeded",
+                    "Finish",
+                    decision.message.clone(),
                 )
                 .await
             }
@@ -658,7 +638,10 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
                 publish_event(
                     &ctx,
                     &exp_ref,
-                    event(EventType::Warning, "Failed", "Finish", decision.message.clone()),
+                    EventType::Warning,
+                    "Failed",
+                    "Finish",
+                    decision.message.clone(),
                 )
                 .await
             }
