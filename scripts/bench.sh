@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: training throughput and peak memory per variant (small preset, 128px, batch 8,
-# CPU), the same step in PyTorch eager for comparison, and the planner at 10,000 trials.
+# CPU), the same step in PyTorch eager for comparison, all-reduce and data-parallel figures, the
+# planner at 10,000 trials, the latency table (the paper's Table 2) and the service's load test.
 # Results are printed and written under bench-results/. BENCH_PYTORCH=0 skips the PyTorch
 # reference (it needs the full torch wheel with its CUDA dependencies, about 4.6 GB, installed
 # once into ~/.cache/orchestra/venv-pyref).
@@ -56,14 +57,21 @@ echo "planner and leaderboard at 10,000 trials:"
 
 echo
 spec=runs/quickstart/trials/quickstart-d4-000.yaml
+d1=runs/quickstart/trials/quickstart-d1-000.yaml
 if [ -f "$spec" ]; then
-    echo "codec latency (the paper's Table 2), demo D4 model, one CPU core:"
     mkdir -p runs/bench
     "$bin/orchestra-worker" export --spec "$spec" -o runs/bench/model.safetensors >/dev/null
+    echo "latency from the edge to the label map (the paper's Table 2), demo models:"
+    d1_args=()
+    if [ -f "$d1" ]; then d1_args=(--d1 "$d1"); fi
     for size in 128 256; do
-        "$bin/orchestra-worker" bench-latency --model runs/bench/model.safetensors --size "$size" \
-            --out "bench-results/latency-$size.json"
+        "$bin/orchestra-worker" bench-latency --model runs/bench/model.safetensors "${d1_args[@]}" \
+            --size "$size" --out "bench-results/latency-$size.json"
+        echo
     done
+
+    echo "segmentation service under load (loopback, TLS, demo D4 model, 400 requests per line):"
+    scripts/load_test.sh "$bin/orchestra-worker" runs/bench/model.safetensors bench-results/load-test.jsonl
 else
-    echo "codec latency: skipped ($spec is missing: run 'make demo' first to train the model)"
+    echo "codec latency and load test: skipped ($spec is missing: run 'make demo' first to train the model)"
 fi

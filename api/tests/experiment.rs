@@ -4,9 +4,7 @@
 use orchestra_api::{Experiment, ExperimentSpec, SearchSpace, Variant};
 
 fn repo_file(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(name);
+    let path = manifest_dir().join("..").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -150,4 +148,12 @@ fn unknown_variants_stores_and_fields_are_rejected() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("metadata.name = Exp_1"), "{msg}");
+}
+
+/// The crate's folder, as cargo says when it runs the test: the path compiled in would be the
+/// one of whichever checkout last built this binary in a shared target folder.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use orchestra_worker::dist::{self, DistArgs};
 use serde::Serialize;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 #[derive(clap::Args)]
 pub struct AllReduceArgs {
@@ -40,14 +40,7 @@ struct Row {
 }
 
 pub fn run(args: AllReduceArgs) -> Result<()> {
-    let device = match args.device.as_str() {
-        "cpu" => Device::Cpu,
-        "cuda" => {
-            orchestra_worker::cuda::load_libtorch_cuda().map_err(anyhow::Error::msg)?;
-            Device::Cuda(0)
-        }
-        other => bail!("--device {other}: expected cpu or cuda"),
-    };
+    let device = orchestra_worker::cuda::parse_device(&args.device).map_err(anyhow::Error::msg)?;
     let mut comm = dist::connect(&args.dist.options(), device)?;
     if !comm.communicates() {
         bail!("bench-allreduce needs a communicating backend: run it under mpirun, or with --dist nccl and the rendezvous variables");

@@ -61,14 +61,25 @@ pub fn read_image(model: &CompressionModel, path: &Path) -> Result<(Tensor, (u32
 /// Synthetic image `index` of `seed` at `size`, of the kind the model takes (RGB lesions or grey
 /// nested structures), as a (1, C, size, size) tensor.
 fn synthetic_image(m: &CompressionModel, size: u32, seed: u64, index: u64) -> Tensor {
-    let c = &m.model.config;
-    let kind = if c.in_channels == 3 {
+    let channels = m.model.config.in_channels as usize;
+    batch(
+        &[&synthetic_sample(channels, size, seed, index)],
+        channels,
+        size,
+        Device::Cpu,
+    )
+    .0
+}
+
+/// A synthetic image for a model of `channels` input channels: lesions in colour, nested
+/// structures in grey.
+pub fn synthetic_sample(channels: usize, size: u32, seed: u64, index: u64) -> Sample {
+    let kind = if channels == 3 {
         SyntheticKind::Lesion
     } else {
         SyntheticKind::Nested
     };
-    let sample = synthetic::generate(kind, size, seed, index);
-    batch(&[&sample], c.in_channels as usize, size, Device::Cpu).0
+    synthetic::generate(kind, size, seed, index)
 }
 
 pub fn encode(model: &Path, image: &Path, out: &Path) -> Result<()> {
@@ -276,89 +287,6 @@ pub fn load_test(remote: &RemoteArgs, requests: usize, concurrency: usize) -> Re
             report.failed,
             report.first_error.as_deref().unwrap_or("?")
         );
-    }
-    Ok(())
-}
-
-/// The paper's Table 2 for Orchestra's codec: bytes sent, transmission time at a link speed,
-/// compression (C + entropy coding) and cloud time (entropy decoding, g + s), on one CPU core.
-pub fn bench_latency(
-    model: &Path,
-    size: u32,
-    images: u64,
-    link_mb_per_s: f64,
-    out: Option<&Path>,
-) -> Result<()> {
-    tch::set_num_threads(1);
-    let m = load_model(model)?;
-    let c = &m.model.config;
-    if size as i64 % (1i64 << c.s_depth.max(c.downsample.trailing_zeros() as i64)) != 0 {
-        bail!(
-            "--size {size} must be a multiple of the model's downsampling ({})",
-            c.downsample
-        );
-    }
-    let (mut c_ms, mut ec_ms, mut ed_ms, mut gs_ms, mut bytes) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i in 0..images + 3 {
-        let x = synthetic_image(&m, size, 5, i);
-        let t = Instant::now();
-        let (_, bits) = tch::no_grad(|| m.model.encode(&x, false)).context("a compressing model")?;
-        let shape = orchestra_worker::codec::model_file::code_shape(&bits);
-        let row = orchestra_worker::codec::model_file::code_rows(&bits).remove(0);
-        let t_c = t.elapsed();
-        let t = Instant::now();
-        let stream = m.codec.encode(&shape, &row)?;
-        let t_ec = t.elapsed();
-        let t = Instant::now();
-        let (dshape, dbits) = m.codec.decode(&stream)?;
-        let t_ed = t.elapsed();
-        let t = Instant::now();
-        let labels = m.segment_code(&dshape, &dbits);
-        let _ = labels.sum(tch::Kind::Int64).int64_value(&[]);
-        let t_gs = t.elapsed();
-        if i >= 3 {
-            c_ms.push(t_c.as_secs_f64() * 1e3);
-            ec_ms.push(t_ec.as_secs_f64() * 1e3);
-            ed_ms.push(t_ed.as_secs_f64() * 1e3);
-            gs_ms.push(t_gs.as_secs_f64() * 1e3);
-            bytes.push(stream.len() as f64);
-        }
-    }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let (b, tc, tec, ted, tgs) = (
-        mean(&bytes),
-        mean(&c_ms),
-        mean(&ec_ms),
-        mean(&ed_ms),
-        mean(&gs_ms),
-    );
-    let tx_ms = b / (link_mb_per_s * 1e6) * 1e3;
-    let row = serde_json::json!({
-        "method": "Orchestra codec (C + context-model range coding)",
-        "size": size, "images": images, "threads": 1,
-        "bytes": b, "bpp": 8.0 * b / (size as f64 * size as f64),
-        "link_mb_per_s": link_mb_per_s, "transmission_ms": tx_ms,
-        "c_forward_ms": tc, "entropy_encode_ms": tec, "encode_total_ms": tc + tec,
-        "entropy_decode_ms": ted, "reconstruct_and_segment_ms": tgs,
-        "total_ms": tc + tec + tx_ms + ted + tgs,
-    });
-    println!("| method | size | bytes sent | bpp | transmission @ {link_mb_per_s} MB/s | compression (C + coding) | entropy decode | g + s | total |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    println!(
-        "| Orchestra codec | {size}x{size} | {b:.1} | {:.5} | {tx_ms:.4} ms | {:.2} ms ({tc:.2} + {tec:.3}) | {ted:.3} ms | {tgs:.2} ms | {:.2} ms |",
-        8.0 * b / (size as f64 * size as f64),
-        tc + tec,
-        tc + tec + tx_ms + ted + tgs
-    );
-    println!("(mean over {images} synthetic images, one CPU core, after 3 warm-up images)");
-    if let Some(path) = out {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(path, serde_json::to_vec_pretty(&row)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        println!("written: {}", path.display());
     }
     Ok(())
 }

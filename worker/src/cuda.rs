@@ -32,3 +32,27 @@ pub fn load_libtorch_cuda() -> Result<(), String> {
         })
         .clone()
 }
+
+/// The libtorch device for a device kind; CUDA is loaded, and must see a device, when asked for.
+pub fn device_for(kind: orchestra_api::DeviceKind) -> Result<tch::Device, String> {
+    match kind {
+        orchestra_api::DeviceKind::Cpu => Ok(tch::Device::Cpu),
+        orchestra_api::DeviceKind::Cuda => {
+            load_libtorch_cuda()?;
+            if tch::Cuda::is_available() {
+                Ok(tch::Device::Cuda(0))
+            } else {
+                Err("device: cuda was requested but libtorch sees no CUDA device".into())
+            }
+        }
+    }
+}
+
+/// A `--device` argument: `cpu` or `cuda`.
+pub fn parse_device(name: &str) -> Result<tch::Device, String> {
+    match name {
+        "cpu" => device_for(orchestra_api::DeviceKind::Cpu),
+        "cuda" => device_for(orchestra_api::DeviceKind::Cuda),
+        other => Err(format!("--device {other}: expected cpu or cuda")),
+    }
+}

@@ -8,6 +8,7 @@ pub mod cuda;
 pub mod data;
 pub mod dist;
 pub mod info;
+pub mod latency;
 pub mod nets;
 pub mod serve;
 pub mod store;

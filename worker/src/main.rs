@@ -15,6 +15,7 @@ use orchestra_worker::train::{self, device_for_spec, Outcome, RunOptions};
 
 mod bench;
 mod bench_allreduce;
+mod bench_latency;
 mod codec_cli;
 
 #[derive(Parser)]
@@ -138,6 +139,15 @@ enum Command {
         concurrency: usize,
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
+        /// Where g + s run: cpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Most codes segmented in one forward pass (1: no batching).
+        #[arg(long, default_value_t = 16)]
+        max_batch: usize,
+        /// How long a batch waits for more requests after its first (0: take what is queued).
+        #[arg(long, default_value_t = 0.0)]
+        batch_wait_ms: f64,
     },
     /// Edge client: compress an image locally, segment it remotely, write the label map.
     SegmentRemote {
@@ -156,20 +166,8 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
-    /// Latency breakdown of the codec on one CPU core (the paper's Table 2).
-    BenchLatency {
-        #[arg(long)]
-        model: PathBuf,
-        #[arg(long, default_value_t = 256)]
-        size: u32,
-        #[arg(long, default_value_t = 50)]
-        images: u64,
-        /// Link speed for the transmission time (the paper: 300 MB in 13 s).
-        #[arg(long, default_value_t = 23.0)]
-        link_mb_per_s: f64,
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    /// Latency breakdown from the edge to the label map, per method (the paper's Table 2).
+    BenchLatency(bench_latency::LatencyArgs),
     /// Rate against accuracy on the held-out split: JPEG over its quality knob (segmented by a
     /// D1 model) beside learned models on their real bitstreams; a table and a plot.
     RateAccuracy {
@@ -345,6 +343,9 @@ fn run(command: Command) -> Result<()> {
             max_body_bytes,
             concurrency,
             timeout_ms,
+            device,
+            max_batch,
+            batch_wait_ms,
         } => {
             let tls = match (tls_cert, tls_key, insecure) {
                 (Some(c), Some(k), false) => Some((c, k)),
@@ -357,9 +358,15 @@ fn run(command: Command) -> Result<()> {
                 max_body_bytes,
                 concurrency,
                 timeout: std::time::Duration::from_millis(timeout_ms),
+                batch: orchestra_worker::serve::BatchOptions {
+                    max_batch: max_batch.max(1),
+                    max_wait: std::time::Duration::from_secs_f64(batch_wait_ms.max(0.0) / 1e3),
+                },
             };
             let scheme = if config.tls.is_some() { "https" } else { "http" };
-            let server = orchestra_worker::serve::start(codec_cli::load_model(&model)?, listen, config)?;
+            let device = orchestra_worker::cuda::parse_device(&device).map_err(anyhow::Error::msg)?;
+            let model = orchestra_worker::codec::model_file::CompressionModel::load(&model, device)?;
+            let server = orchestra_worker::serve::start(model, listen, config)?;
             println!(
                 "serving {scheme}://{} (POST /v1/segment, GET /healthz, GET /metrics)",
                 server.addr
@@ -372,13 +379,7 @@ fn run(command: Command) -> Result<()> {
             requests,
             concurrency,
         } => codec_cli::load_test(&remote, requests, concurrency)?,
-        Command::BenchLatency {
-            model,
-            size,
-            images,
-            link_mb_per_s,
-            out,
-        } => codec_cli::bench_latency(&model, size, images, link_mb_per_s, out.as_deref())?,
+        Command::BenchLatency(args) => bench_latency::run(args)?,
         Command::RateAccuracy {
             d1,
             models,

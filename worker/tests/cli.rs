@@ -104,3 +104,120 @@ fn info_prints_parameters_and_flops() {
         "{stdout}"
     );
 }
+
+#[test]
+fn export_encode_segment_and_the_latency_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}/store", dir.path().display());
+    let mut specs = Vec::new();
+    for variant in [Variant::D1, Variant::D4] {
+        let mut spec = common::tiny_spec(
+            variant,
+            &store,
+            &format!("latency-{}", variant.to_string().to_lowercase()),
+        );
+        spec.steps = 4;
+        let path = dir.path().join(format!("{variant}.yaml"));
+        std::fs::write(&path, serde_yaml::to_string(&spec).unwrap()).unwrap();
+        let (ok, _, stderr) = run(worker().args(["train", "--spec"]).arg(&path));
+        assert!(ok, "train {variant}: {stderr}");
+        specs.push(path);
+    }
+    let model = dir.path().join("model.safetensors");
+    let (ok, _, stderr) = run(worker()
+        .args(["export", "--spec"])
+        .arg(&specs[1])
+        .arg("-o")
+        .arg(&model));
+    assert!(ok, "export: {stderr}");
+
+    // Edge to cloud through files: an image, its bitstream, its label map and overlay.
+    let sample =
+        orchestra_worker::data::synthetic::generate(orchestra_worker::data::SyntheticKind::Lesion, 64, 3, 0);
+    let image = dir.path().join("scan.png");
+    image::RgbImage::from_raw(64, 64, sample.image)
+        .unwrap()
+        .save(&image)
+        .unwrap();
+    let stream = dir.path().join("scan.orc");
+    let (ok, stdout, stderr) = run(worker()
+        .args(["encode", "--model"])
+        .arg(&model)
+        .arg(&image)
+        .arg("-o")
+        .arg(&stream));
+    assert!(ok && stdout.contains("bpp"), "encode: {stderr}");
+    let bytes = std::fs::read(&stream).unwrap();
+    assert!(!bytes.is_empty() && bytes.len() < 64, "{} bytes", bytes.len());
+    let (labels, overlay) = (dir.path().join("labels.png"), dir.path().join("overlay.png"));
+    let (ok, _, stderr) = run(worker()
+        .args(["segment", "--model"])
+        .arg(&model)
+        .arg(&stream)
+        .arg("-o")
+        .arg(&labels)
+        .arg("--image")
+        .arg(&image)
+        .arg("--overlay")
+        .arg(&overlay));
+    assert!(ok, "segment: {stderr}");
+    assert_eq!(
+        image::GenericImageView::dimensions(&image::open(&labels).unwrap()),
+        (64, 64)
+    );
+    assert_eq!(
+        image::GenericImageView::dimensions(&image::open(&overlay).unwrap()),
+        (64, 64)
+    );
+
+    let out = dir.path().join("latency.json");
+    let (ok, stdout, stderr) = run(worker()
+        .args([
+            "bench-latency",
+            "--size",
+            "64",
+            "--images",
+            "2",
+            "--gpu",
+            "off",
+            "--model",
+        ])
+        .arg(&model)
+        .arg("--d1")
+        .arg(&specs[0])
+        .arg("--out")
+        .arg(&out));
+    assert!(ok, "bench-latency: {stderr}");
+    assert!(
+        stdout.contains("| method |") && stdout.contains("transmission @ 23 MB/s"),
+        "{stdout}"
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let methods: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
+    assert_eq!(methods.len(), 5, "{methods:?}");
+    for (row, prefix) in rows
+        .iter()
+        .zip(["Raw image", "JPEG,", "JPEG-2000", "H.264", "Orchestra"])
+    {
+        let name = row["method"].as_str().unwrap();
+        assert!(name.starts_with(prefix), "{name} should start with {prefix}");
+        let f = |k: &str| row[k].as_f64().unwrap();
+        assert!((f("bpp") - 8.0 * f("bytes") / 4096.0).abs() < 1e-9, "{row}");
+        let parts = f("compress_ms") + f("transmission_ms") + f("decode_ms") + f("segment_cpu_ms");
+        assert!((f("total_cpu_ms") - parts).abs() < 1e-9, "{row}");
+        assert!(
+            f("segment_cpu_ms") > 0.0 && row["segment_gpu_ms"].is_null(),
+            "{row}"
+        );
+    }
+    assert_eq!(rows[0]["bytes"].as_f64(), Some(3.0 * 4096.0), "raw RGB bytes");
+    let orchestra = &rows[4];
+    assert!(orchestra["bytes"].as_f64().unwrap() < rows[3]["bytes"].as_f64().unwrap());
+    assert!(orchestra["compress_ms"].as_f64().unwrap() > 0.0);
+    assert!(dir.path().join("latency.md").exists());
+
+    let (ok, _, stderr) = run(worker()
+        .args(["bench-latency", "--size", "60", "--gpu", "off", "--model"])
+        .arg(&model));
+    assert!(!ok && stderr.contains("--size 60"), "{stderr}");
+}

@@ -185,7 +185,7 @@ fn outcome(r: &Result<(CodeShape, Vec<i8>), CodecError>) -> String {
 #[test]
 fn the_decoder_regression_corpus_keeps_its_outcomes() {
     let c = test_codec();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/decoder.txt");
+    let path = common::manifest_dir().join("tests/corpus/decoder.txt");
     if std::env::var_os("ORCHESTRA_WRITE_CORPUS").is_some() {
         let mut lines = vec![
             "# decoder regression corpus: hex input, expected outcome (3x8x8 code, tag 0x5a)".to_string(),

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use orchestra_api::Variant;
 use orchestra_worker::codec::model_file::CompressionModel;
-use orchestra_worker::data::{batch, Dataset, Sample};
-use orchestra_worker::serve::{client, start, ServeConfig};
+use orchestra_worker::data::{batch, Dataset, Sample, SyntheticKind};
+use orchestra_worker::serve::{client, start, BatchOptions, ServeConfig};
 use orchestra_worker::train::Trainer;
 use tch::Device;
 
@@ -18,7 +18,8 @@ fn model_and_streams() -> (CompressionModel, Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let spec = common::tiny_spec(Variant::D4, "memory://serve", "serve");
     let data = Dataset::open(&spec.dataset, spec.model.input_size).unwrap();
     let mut t = Trainer::new(spec, data).unwrap();
-    for _ in 0..5 {
+    // Enough steps for label maps with lesion in them: all-background maps would agree trivially.
+    for _ in 0..40 {
         t.train_step().unwrap();
     }
     let refs: Vec<&Sample> = t.data.val.iter().take(6).collect();
@@ -45,6 +46,7 @@ fn config(tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> ServeConfig 
         max_body_bytes: 1024,
         concurrency: 4,
         timeout: Duration::from_secs(10),
+        batch: BatchOptions::default(),
     }
 }
 
@@ -163,5 +165,75 @@ fn tls_is_served_and_only_trusted_certificates_connect() {
         &streams[0]
     )
     .is_err());
+    server.shutdown();
+}
+
+#[test]
+fn concurrent_requests_are_segmented_in_batches_per_code_shape() {
+    let (model, mut streams, mut expected) = model_and_streams();
+    // Two images of another size: their codes have another shape and need their own batch.
+    let small: Vec<Sample> = (0..2)
+        .map(|i| orchestra_worker::data::synthetic::generate(SyntheticKind::Lesion, 32, 9, i))
+        .collect();
+    let refs: Vec<&Sample> = small.iter().collect();
+    let images = batch(&refs, 3, 32, Device::Cpu).0;
+    for s in model.encode(&images).unwrap() {
+        let labels = model.segment(&s).unwrap();
+        assert_eq!(labels.size(), [32, 32]);
+        expected.push(Vec::<u8>::try_from(labels.flatten(0, -1).to_kind(tch::Kind::Uint8)).unwrap());
+        streams.push(s);
+    }
+    let with_lesion = expected.iter().filter(|e| e.iter().any(|&v| v != e[0])).count();
+    assert!(
+        with_lesion >= 3,
+        "only {with_lesion} label maps hold both classes: equality of blank maps would prove little"
+    );
+    let n = streams.len();
+    let mut cfg = config(None);
+    cfg.concurrency = n;
+    // The batch stays open until all requests are in: one forward pass per code shape.
+    cfg.batch = BatchOptions {
+        max_batch: n,
+        max_wait: Duration::from_secs(20),
+    };
+    let server = start(model, "127.0.0.1:0".parse().unwrap(), cfg).unwrap();
+    let base = format!("http://{}", server.addr);
+    let answers: Vec<(u16, Vec<u8>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = streams
+            .iter()
+            .map(|s| {
+                let url = format!("{base}/v1/segment");
+                scope.spawn(move || {
+                    let agent = client::agent(None, Duration::from_secs(60)).unwrap();
+                    post(&agent, &url, Some(TOKEN), "image/png", s)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, ((status, png), want)) in answers.iter().zip(&expected).enumerate() {
+        assert_eq!(*status, 200, "request {i}");
+        let img = image::load_from_memory(png).unwrap().to_luma8();
+        assert_eq!(
+            &img.into_raw(),
+            want,
+            "request {i}: labels segmented in a batch differ from one image alone"
+        );
+    }
+    let agent = client::agent(None, Duration::from_secs(10)).unwrap();
+    let mut r = agent.get(&format!("{base}/metrics")).call().unwrap();
+    let metrics = r.body_mut().read_to_string().unwrap();
+    assert!(
+        metrics.contains("orchestra_segment_batch_size_count 2\n"),
+        "one batch per code shape expected:\n{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("orchestra_segment_batch_size_sum {n}\n")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("orchestra_segment_batch_size_bucket{le=\"1\"} 0\n"),
+        "{metrics}"
+    );
     server.shutdown();
 }

@@ -34,7 +34,7 @@ pub enum CodecSetting {
 }
 
 impl CodecSetting {
-    fn method(&self) -> &'static str {
+    pub fn method(&self) -> &'static str {
         match self {
             CodecSetting::Jpeg(_) => "JPEG",
             CodecSetting::Jpeg2000(_) => "JPEG-2000",
@@ -42,7 +42,7 @@ impl CodecSetting {
         }
     }
 
-    fn label(&self) -> String {
+    pub fn label(&self) -> String {
         match self {
             CodecSetting::Jpeg(q) => format!("quality {q}"),
             CodecSetting::Jpeg2000(b) => format!("target {b} bpp"),
@@ -50,25 +50,27 @@ impl CodecSetting {
         }
     }
 
+    /// Compresses interleaved 8-bit pixels of a square image into the codec's file.
+    pub fn encode(&self, pixels: &[u8], side: u32, channels: usize) -> Result<Vec<u8>, String> {
+        match *self {
+            CodecSetting::Jpeg(q) => jpeg::encode(pixels, side, channels, q),
+            CodecSetting::Jpeg2000(bpp) => jpeg2000::encode(pixels, side, channels, bpp),
+            CodecSetting::H264(qp) => h264::encode(pixels, side, channels, qp),
+        }
+    }
+
+    /// Decodes a file of this codec back to interleaved 8-bit pixels.
+    pub fn decode(&self, file: &[u8], channels: usize) -> Result<Vec<u8>, String> {
+        match self {
+            CodecSetting::Jpeg(_) => jpeg::decode(file, channels),
+            CodecSetting::Jpeg2000(_) => jpeg2000::decode(file, channels),
+            CodecSetting::H264(_) => h264::decode(file, channels),
+        }
+    }
+
     fn round_trip(&self, pixels: &[u8], side: u32, channels: usize) -> Result<(usize, Vec<u8>), String> {
-        let (file, decoded) = match *self {
-            CodecSetting::Jpeg(q) => {
-                let f = jpeg::encode(pixels, side, channels, q)?;
-                let d = jpeg::decode(&f, channels)?;
-                (f, d)
-            }
-            CodecSetting::Jpeg2000(bpp) => {
-                let f = jpeg2000::encode(pixels, side, channels, bpp)?;
-                let d = jpeg2000::decode(&f, channels)?;
-                (f, d)
-            }
-            CodecSetting::H264(qp) => {
-                let f = h264::encode(pixels, side, channels, qp)?;
-                let d = h264::decode(&f, channels)?;
-                (f, d)
-            }
-        };
-        Ok((file.len(), decoded))
+        let file = self.encode(pixels, side, channels)?;
+        Ok((file.len(), self.decode(&file, channels)?))
     }
 }
 

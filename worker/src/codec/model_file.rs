@@ -162,13 +162,21 @@ impl CompressionModel {
 
     /// g + s on a decoded code: class indices (spatial...).
     pub fn segment_code(&self, shape: &CodeShape, bits: &[i8]) -> Tensor {
-        let mut dims = vec![1, shape.channels as i64];
+        self.segment_codes(shape, &[bits]).squeeze_dim(0)
+    }
+
+    /// g + s on decoded codes of one shape, in one batch: class indices (N, spatial...).
+    /// Inference uses BatchNorm's running statistics, so each image's labels do not depend on
+    /// the others in its batch.
+    pub fn segment_codes(&self, shape: &CodeShape, codes: &[&[i8]]) -> Tensor {
+        let mut dims = vec![codes.len() as i64, shape.channels as i64];
         dims.extend(shape.sides.iter().map(|&s| s as i64));
-        let code = Tensor::from_slice(bits)
+        let flat: Vec<i8> = codes.iter().flat_map(|c| c.iter().copied()).collect();
+        let code = Tensor::from_slice(&flat)
             .to_kind(Kind::Float)
             .view(dims.as_slice())
             .to_device(self.model.vs.device());
         let probs = tch::no_grad(|| self.model.segment_bits(&code, false));
-        self.model.labels(&probs).squeeze_dim(0)
+        self.model.labels(&probs)
     }
 }

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+/// Upper bounds of the batch-size buckets, in codes per forward pass.
+const BATCH_BUCKETS: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -19,6 +21,9 @@ pub struct Metrics {
     count: AtomicU64,
     /// Sum of latencies in microseconds.
     sum_us: AtomicU64,
+    batch_buckets: [AtomicU64; BATCH_BUCKETS.len()],
+    batches: AtomicU64,
+    batched_codes: AtomicU64,
 }
 
 impl Metrics {
@@ -42,6 +47,17 @@ impl Metrics {
         self.sum_us.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
     }
 
+    /// One forward pass of g + s over `size` codes.
+    pub fn record_batch(&self, size: usize) {
+        for (i, bound) in BATCH_BUCKETS.iter().enumerate() {
+            if size <= *bound {
+                self.batch_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batched_codes.fetch_add(size as u64, Ordering::Relaxed);
+    }
+
     pub fn render(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut s = String::from(
@@ -63,23 +79,33 @@ impl Metrics {
         s += "# HELP orchestra_segment_sent_bytes_total Response bytes sent.\n\
               # TYPE orchestra_segment_sent_bytes_total counter\n";
         s += &format!("orchestra_segment_sent_bytes_total {}\n", g(&self.bytes_out));
-        s += "# HELP orchestra_segment_duration_seconds Time from request to response.\n\
-              # TYPE orchestra_segment_duration_seconds histogram\n";
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            s += &format!(
-                "orchestra_segment_duration_seconds_bucket{{le=\"{bound}\"}} {}\n",
-                g(&self.buckets[i])
-            );
-        }
-        s += &format!(
-            "orchestra_segment_duration_seconds_bucket{{le=\"+Inf\"}} {}\n",
-            g(&self.count)
+        let load = |counts: &[AtomicU64]| counts.iter().map(g).collect::<Vec<u64>>();
+        s += &histogram(
+            "orchestra_segment_duration_seconds",
+            "Time from request to response.",
+            &BUCKETS.map(|b| b.to_string()),
+            &load(&self.buckets),
+            g(&self.count),
+            &(g(&self.sum_us) as f64 / 1e6).to_string(),
         );
-        s += &format!(
-            "orchestra_segment_duration_seconds_sum {}\n",
-            g(&self.sum_us) as f64 / 1e6
+        s += &histogram(
+            "orchestra_segment_batch_size",
+            "Codes segmented per forward pass of g + s.",
+            &BATCH_BUCKETS.map(|b| b.to_string()),
+            &load(&self.batch_buckets),
+            g(&self.batches),
+            &g(&self.batched_codes).to_string(),
         );
-        s += &format!("orchestra_segment_duration_seconds_count {}\n", g(&self.count));
         s
     }
+}
+
+/// A histogram in the text exposition format: cumulative counts per upper bound, then +Inf.
+fn histogram(name: &str, help: &str, bounds: &[String], counts: &[u64], count: u64, sum: &str) -> String {
+    let mut s = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
+    for (bound, n) in bounds.iter().zip(counts) {
+        s += &format!("{name}_bucket{{le=\"{bound}\"}} {n}\n");
+    }
+    s += &format!("{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}\n");
+    s
 }

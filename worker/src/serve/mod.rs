@@ -4,15 +4,17 @@
 //! It carries medical data, so it is secure by default: TLS (rustls) unless `--insecure` is
 //! given explicitly, and bearer tokens checked (in constant time) before any work is done.
 //! Bodies are bounded, requests time out, concurrency is limited. Logs carry request ids,
-//! never image data or bitstreams.
+//! never image data or bitstreams. Entropy decoding runs on the blocking pool, one request per
+//! thread; g + s runs on concurrent requests' codes in batches (see `batcher`).
 
+pub mod batcher;
 pub mod client;
 mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -26,6 +28,7 @@ use serde_json::json;
 
 use crate::codec::model_file::CompressionModel;
 use crate::codec::Codec;
+pub use batcher::{BatchError, BatchOptions, Batcher};
 pub use metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,7 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     pub concurrency: usize,
     pub timeout: Duration,
+    pub batch: BatchOptions,
 }
 
 /// Reads bearer tokens: one per line, blank lines and `#` comments ignored; at least 16
@@ -72,10 +76,10 @@ pub fn read_tokens(path: &std::path::Path) -> Result<Vec<String>, ServeError> {
 }
 
 struct AppState {
-    model: Mutex<CompressionModel>,
+    batcher: Batcher,
     codec: Codec,
     tokens: Vec<String>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     next_id: AtomicU64,
 }
 
@@ -130,33 +134,41 @@ async fn segment(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/json"));
     let bytes_in = body.len();
-    let work = state.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let (shape, bits) = work.codec.decode(&body)?;
-        let model = work.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let labels = model.segment_code(&shape, &bits);
-        let size = labels.size();
-        let values: Vec<u8> = Vec::<i64>::try_from(labels.flatten(0, -1))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| v as u8)
-            .collect();
-        Ok::<_, crate::codec::CodecError>((size, values))
-    })
-    .await;
+    let codec = state.codec.clone();
+    let decoded = tokio::task::spawn_blocking(move || codec.decode(&body)).await;
+    let result = match decoded {
+        Err(join) => Err((StatusCode::INTERNAL_SERVER_ERROR, join.to_string())),
+        Ok(Err(e)) => Err((StatusCode::BAD_REQUEST, e.to_string())),
+        Ok(Ok((shape, bits))) => state.batcher.segment(shape, bits).await.map_err(|e| {
+            let status = match e {
+                BatchError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+                BatchError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, e.to_string())
+        }),
+    };
     let response = match result {
-        Err(join) => {
-            tracing::error!(request_id = id, error = %join, "segmentation task failed");
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, id, "internal error")
+        Err((status, reason)) if status.is_server_error() => {
+            tracing::error!(request_id = id, error = %reason, "segmentation failed");
+            error_response(status, id, "internal error")
         }
-        Ok(Err(e)) => error_response(StatusCode::BAD_REQUEST, id, &e.to_string()),
-        Ok(Ok((size, values))) => {
-            let (h, w) = (size[0] as u32, *size.last().unwrap_or(&0) as u32);
+        Err((status, reason)) => error_response(status, id, &reason),
+        Ok(map) => {
+            let (h, w) = (map.sides[0] as u32, *map.sides.last().unwrap_or(&0) as u32);
             let mut r = if json_wanted {
-                axum::Json(json!({"width": w, "height": h, "rle": run_lengths(&values)})).into_response()
+                axum::Json(json!({
+                    "width": w, "height": h, "shape": map.sides, "rle": run_lengths(&map.labels)
+                }))
+                .into_response()
+            } else if map.sides.len() != 2 {
+                error_response(
+                    StatusCode::NOT_ACCEPTABLE,
+                    id,
+                    "a volume's label map has no PNG form; ask for application/json",
+                )
             } else {
                 let mut png = Vec::new();
-                let img = image::GrayImage::from_raw(w, h, values).expect("sized label map");
+                let img = image::GrayImage::from_raw(w, h, map.labels).expect("sized label map");
                 match img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png) {
                     Ok(()) => ([(header::CONTENT_TYPE, "image/png")], png).into_response(),
                     Err(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR, id, "cannot encode the PNG"),
@@ -272,11 +284,14 @@ pub fn start(
         ),
         None => None,
     };
+    let metrics = Arc::new(Metrics::default());
+    let codec = model.codec.clone();
+    let batcher = Batcher::start(model, config.batch, config.concurrency, metrics.clone());
     let state = Arc::new(AppState {
-        codec: model.codec.clone(),
-        model: Mutex::new(model),
+        batcher,
+        codec,
         tokens: config.tokens.clone(),
-        metrics: Metrics::default(),
+        metrics,
         next_id: AtomicU64::new(1),
     });
     let app = router(state, &config);

@@ -6,7 +6,7 @@
 //! Every random draw of a step derives from (seed, step), so a run resumed from a checkpoint
 //! repeats the uninterrupted run exactly on the CPU.
 
-use orchestra_api::{DeviceKind, ParamCounts, RateScores, SegmentationScores, TrialSpec};
+use orchestra_api::{ParamCounts, RateScores, SegmentationScores, TrialSpec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -105,24 +105,10 @@ fn shard_purpose(purpose: u64, shard: usize) -> u64 {
 
 /// The libtorch device a trial asks for.
 pub fn device_for_spec(spec: &TrialSpec) -> Result<Device, TrainError> {
-    device_for(spec.device).map_err(|reason| TrainError::Setup {
+    crate::cuda::device_for(spec.device).map_err(|reason| TrainError::Setup {
         trial: spec.trial.clone(),
         reason,
     })
-}
-
-fn device_for(kind: DeviceKind) -> Result<Device, String> {
-    match kind {
-        DeviceKind::Cpu => Ok(Device::Cpu),
-        DeviceKind::Cuda => {
-            crate::cuda::load_libtorch_cuda()?;
-            if tch::Cuda::is_available() {
-                Ok(Device::Cuda(0))
-            } else {
-                Err("device: cuda was requested but libtorch sees no CUDA device".into())
-            }
-        }
-    }
 }
 
 impl Trainer {

@@ -38,7 +38,7 @@ pub fn tiny_spec(variant: Variant, store: &str, trial: &str) -> TrialSpec {
 pub fn shared_data() -> Option<PathBuf> {
     let dir = std::env::var_os("ORCHESTRA_SHARED_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+        .unwrap_or_else(|| manifest_dir().join("../../shared/data"));
     if dir.is_dir() {
         Some(dir)
     } else {
@@ -48,4 +48,12 @@ pub fn shared_data() -> Option<PathBuf> {
         );
         None
     }
+}
+
+/// The crate's folder, as cargo says when it runs the test: the path compiled in would be the
+/// one of whichever checkout last built this binary in a shared target folder.
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }
