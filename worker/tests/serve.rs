@@ -237,3 +237,34 @@ fn concurrent_requests_are_segmented_in_batches_per_code_shape() {
     );
     server.shutdown();
 }
+
+#[test]
+fn a_request_that_times_out_in_the_queue_costs_no_forward_pass() {
+    let (model, streams, _) = model_and_streams();
+    let mut cfg = config(None);
+    cfg.timeout = Duration::from_millis(500);
+    // The batch waits 2.5 s for a second request that never comes; the first times out at 0.5 s.
+    cfg.batch = BatchOptions {
+        max_batch: 2,
+        max_wait: Duration::from_millis(2500),
+    };
+    let server = start(model, "127.0.0.1:0".parse().unwrap(), cfg).unwrap();
+    let base = format!("http://{}", server.addr);
+    let agent = client::agent(None, Duration::from_secs(10)).unwrap();
+    let (status, _) = post(
+        &agent,
+        &format!("{base}/v1/segment"),
+        Some(TOKEN),
+        "image/png",
+        &streams[0],
+    );
+    assert_eq!(status, 408);
+    std::thread::sleep(Duration::from_millis(3000));
+    let mut r = agent.get(&format!("{base}/metrics")).call().unwrap();
+    let metrics = r.body_mut().read_to_string().unwrap();
+    assert!(
+        metrics.contains("orchestra_segment_batch_size_count 0\n"),
+        "{metrics}"
+    );
+    server.shutdown();
+}

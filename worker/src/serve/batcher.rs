@@ -117,6 +117,8 @@ fn gather(rx: &Receiver<Job>, options: &BatchOptions) -> Option<Vec<Job>> {
 
 fn run(model: CompressionModel, options: BatchOptions, rx: Receiver<Job>, metrics: &Metrics) {
     while let Some(mut jobs) = gather(&rx, &options) {
+        // Requests that timed out while queued have nobody waiting: no work for them.
+        jobs.retain(|j| !j.reply.is_closed());
         // One forward pass per code shape, in order of arrival of each shape's first job.
         while !jobs.is_empty() {
             let shape = jobs[0].shape.clone();
