@@ -8,6 +8,8 @@ use orchestra_api::{DeviceKind, Variant};
 use orchestra_worker::baselines::rate_accuracy::CodecSetting;
 use orchestra_worker::codec::model_file::CompressionModel;
 use orchestra_worker::latency::{codec_row, orchestra_row, table};
+use orchestra_worker::nets::Model;
+use orchestra_worker::train::load_weights;
 use tch::Device;
 
 use crate::codec_cli::synthetic_sample;
@@ -105,11 +107,12 @@ pub fn run(args: LatencyArgs) -> Result<()> {
                 d1.config.in_channels
             );
         }
+        // The same weights on the GPU, copied from the loaded model (no second checkpoint read).
         let d1_gpu = match gpu {
-            Some(_) => {
-                let mut on_gpu = spec.clone();
-                on_gpu.device = DeviceKind::Cuda;
-                Some(crate::load_checkpoint(&on_gpu, None)?.0)
+            Some(device) => {
+                let on_gpu = Model::new(d1.config.clone(), Variant::D1, device);
+                load_weights(&on_gpu, &d1.named_variables()).map_err(anyhow::Error::msg)?;
+                Some(on_gpu)
             }
             None => None,
         };
