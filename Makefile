@@ -18,6 +18,7 @@ demo: build
 test: setup
 	cargo fmt --all -- --check
 	$(ENV) cargo test --workspace $$ORCHESTRA_FEATURES --no-fail-fast
+	scripts/test_kernel_paths.sh
 
 lint: setup
 	cargo fmt --all -- --check

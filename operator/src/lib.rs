@@ -7,5 +7,6 @@ pub mod k8s;
 pub mod local;
 pub mod planner;
 pub mod results;
+pub mod summary;
 
 pub use orchestra_report::{leaderboard, plot};

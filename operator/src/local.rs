@@ -12,12 +12,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use orchestra_api::{Experiment, ExperimentPhase, TrialPhase, TrialResult, Variant};
+use orchestra_store::layout::{self, ExperimentKeys, TrialKeys, EXPERIMENT_FILE};
 use orchestra_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::leaderboard::{ranked_bpp, Leaderboard};
+use crate::leaderboard::Leaderboard;
 use crate::planner::{plan, Action, ObservedTrial, PlannerConfig};
 use crate::results::{self, ResultsError};
+use crate::summary::{shown_bpp, Summary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -130,9 +132,9 @@ impl LocalRunner {
             }
         }
         let exp_yaml = serde_yaml::to_string(&exp).expect("experiment serialises");
-        std::fs::write(dir.join("experiment.yaml"), &exp_yaml)
-            .map_err(|e| io(&dir.join("experiment.yaml"), e))?;
-        store.put(&results::experiment_key(&name), exp_yaml.into_bytes())?;
+        std::fs::write(dir.join(EXPERIMENT_FILE), &exp_yaml)
+            .map_err(|e| io(&dir.join(EXPERIMENT_FILE), e))?;
+        store.put(&ExperimentKeys::new(&name).spec(), exp_yaml.into_bytes())?;
         Ok(LocalRunner {
             exp,
             name,
@@ -186,7 +188,8 @@ impl LocalRunner {
                 None => continue,
             };
             self.children.remove(&trial);
-            let result = results::read_result(&self.store, &self.name, &trial)?;
+            let keys = TrialKeys::new(&self.name, &trial);
+            let result = layout::finished_result(&self.store, &keys, self.exp.spec.steps)?;
             if let (true, Some(r)) = (status.success(), result) {
                 self.set_phase(&trial, TrialPhase::Succeeded, None);
                 finished.push(r);
@@ -219,9 +222,8 @@ impl LocalRunner {
             .map(|(n, _)| n.clone())
             .collect();
         for trial in unfinished {
-            if let Some(r) = results::read_result(&self.store, &self.name, &trial)?
-                .filter(|r| r.steps == self.exp.spec.steps)
-            {
+            let keys = TrialKeys::new(&self.name, &trial);
+            if let Some(r) = layout::finished_result(&self.store, &keys, self.exp.spec.steps)? {
                 self.set_phase(&trial, TrialPhase::Succeeded, None);
                 finished.push(r);
             }
@@ -327,7 +329,7 @@ impl LocalRunner {
                         reason: e.to_string(),
                     })?;
                     self.store.put(
-                        &results::params_key(&self.name, &name),
+                        &TrialKeys::new(&self.name, &name).params(),
                         serde_json::to_vec(&params).expect("params serialise"),
                     )?;
                     self.state.trials.insert(
@@ -372,30 +374,23 @@ impl LocalRunner {
         );
         overall.set_prefix(self.name.clone());
         let mut trial_bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
-        let mut best: Option<(f64, f64, String)> = None;
         // The leaderboard as last published, and for how many succeeded trials.
         let mut published: Option<(usize, Leaderboard, PathBuf)> = None;
         loop {
             for r in self.observe()? {
-                let (bpp, _, _) = ranked_bpp(&r);
                 bars.suspend(|| {
                     println!(
-                        "{} {}: Dice {:.4} at {bpp:.5} bpp",
-                        r.trial, r.variant, r.scores.dice
+                        "{} {}: Dice {:.4} at {:.5} bpp",
+                        r.trial,
+                        r.variant,
+                        r.scores.dice,
+                        shown_bpp(&r)
                     )
                 });
-                if best.as_ref().is_none_or(|b| r.scores.dice > b.0) {
-                    best = Some((r.scores.dice, bpp, r.trial.clone()));
-                }
             }
-            let p = plan(
-                &self.name,
-                &self.exp.spec,
-                &self.observed(),
-                now(),
-                &self.opts.planner,
-            );
-            self.apply(p.actions)?;
+            let observed = self.observed();
+            let p = plan(&self.name, &self.exp.spec, &observed, now(), &self.opts.planner);
+            self.apply(p.actions.clone())?;
 
             let succeeded = self
                 .state
@@ -407,16 +402,10 @@ impl LocalRunner {
                 let (lb, plot) = results::publish(&self.store, &self.exp, &self.dir)?;
                 published = Some((succeeded, lb, plot));
             }
-            let count = |ph: TrialPhase| self.state.trials.values().filter(|r| r.phase == ph).count();
-            overall.set_position((succeeded + count(TrialPhase::Failed)) as u64);
-            overall.set_message(format!(
-                "running {}, failed {}{}",
-                count(TrialPhase::Running),
-                count(TrialPhase::Failed),
-                best.as_ref().map_or(String::new(), |(d, b, t)| format!(
-                    ", best Dice {d:.4} at {b:.5} bpp ({t})"
-                ))
-            ));
+            let leaderboard = &published.as_ref().expect("published above").1;
+            let summary = Summary::after(&observed, &p.actions, total as usize, leaderboard);
+            overall.set_position(summary.done() as u64);
+            overall.set_message(summary.line());
             // One spinner per running trial.
             trial_bars.retain(|name, bar| {
                 let running = self.children.contains_key(name);

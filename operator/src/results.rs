@@ -1,12 +1,11 @@
 //! Reading an Experiment's finished trials back from the store, and publishing its leaderboard
-//! there and in a local folder. The store layout is the worker's:
-//! `<experiment>/<trial>/result.json`, plus `params.json` (the swept values) written by whoever
-//! created the trial and `<experiment>/experiment.yaml`.
+//! there and in a local folder. Keys come from `orchestra_store::layout`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use orchestra_api::{Experiment, TrialResult};
+use orchestra_store::layout::{self, ExperimentKeys, TrialKeys, LEADERBOARD_STEM};
 use orchestra_store::{Store, StoreError};
 
 use crate::leaderboard::{rank, Finished, Leaderboard};
@@ -22,51 +21,28 @@ pub enum ResultsError {
     Write { path: PathBuf, reason: String },
 }
 
-pub fn params_key(experiment: &str, trial: &str) -> String {
-    format!("{experiment}/{trial}/params.json")
-}
-
-pub fn result_key(experiment: &str, trial: &str) -> String {
-    format!("{experiment}/{trial}/result.json")
-}
-
-pub fn experiment_key(experiment: &str) -> String {
-    format!("{experiment}/experiment.yaml")
-}
-
-/// One trial's result, if it has finished.
+/// One trial's result, if it has one.
 pub fn read_result(
     store: &Store,
     experiment: &str,
     trial: &str,
 ) -> Result<Option<TrialResult>, ResultsError> {
-    let key = result_key(experiment, trial);
-    match store.get(&key)? {
-        None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| ResultsError::Corrupt {
-                key,
-                reason: format!("not a trial result: {e}"),
-            }),
-    }
+    Ok(layout::read_result(store, &TrialKeys::new(experiment, trial))?)
 }
 
 /// Every finished trial of `experiment` in the store, with its swept parameters.
 pub fn read_finished(store: &Store, experiment: &str) -> Result<Vec<Finished>, ResultsError> {
+    let exp = ExperimentKeys::new(experiment);
     let mut out = Vec::new();
-    for key in store.list(experiment)? {
-        let Some(trial) = key
-            .strip_prefix(&format!("{experiment}/"))
-            .and_then(|rest| rest.strip_suffix("/result.json"))
-            .filter(|t| !t.contains('/'))
-        else {
+    for key in store.list(exp.prefix())? {
+        let Some(trial) = exp.trial_of_result(&key) else {
             continue;
         };
-        let Some(result) = read_result(store, experiment, trial)? else {
+        let keys = exp.trial(trial);
+        let Some(result) = layout::read_result(store, &keys)? else {
             continue;
         };
-        let pk = params_key(experiment, trial);
+        let pk = keys.params();
         let params: BTreeMap<String, f64> = match store.get(&pk)? {
             Some(b) => serde_json::from_slice(&b).map_err(|e| ResultsError::Corrupt {
                 key: pk,
@@ -79,23 +55,19 @@ pub fn read_finished(store: &Store, experiment: &str) -> Result<Vec<Finished>, R
     Ok(out)
 }
 
-/// Experiment names found in a store (those with an `experiment.yaml`).
+/// Experiment names found in a store (those with a stored Experiment).
 pub fn experiments_in(store: &Store) -> Result<Vec<String>, ResultsError> {
     let mut names: Vec<String> = store
         .list("")?
-        .into_iter()
-        .filter_map(|k| {
-            k.strip_suffix("/experiment.yaml")
-                .filter(|n| !n.contains('/'))
-                .map(String::from)
-        })
+        .iter()
+        .filter_map(|k| ExperimentKeys::experiment_of_spec(k).map(String::from))
         .collect();
     names.dedup();
     Ok(names)
 }
 
 pub fn read_experiment(store: &Store, name: &str) -> Result<Option<Experiment>, ResultsError> {
-    let key = experiment_key(name);
+    let key = ExperimentKeys::new(name).spec();
     match store.get(&key)? {
         None => Ok(None),
         Some(b) => serde_yaml::from_slice(&b)
@@ -117,7 +89,7 @@ pub fn publish(store: &Store, exp: &Experiment, dir: &Path) -> Result<(Leaderboa
         path: dir.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let stem = dir.join("leaderboard");
+    let stem = dir.join(LEADERBOARD_STEM);
     let json = serde_json::to_vec_pretty(&lb).expect("leaderboard serialises");
     let md = lb.to_markdown();
     for (ext, bytes) in [("json", json.as_slice()), ("md", md.as_bytes())] {
@@ -131,6 +103,7 @@ pub fn publish(store: &Store, exp: &Experiment, dir: &Path) -> Result<(Leaderboa
         path: stem.clone(),
         reason,
     })?;
+    let keys = ExperimentKeys::new(&name);
     for path in [
         stem.with_extension("json"),
         stem.with_extension("md"),
@@ -141,8 +114,8 @@ pub fn publish(store: &Store, exp: &Experiment, dir: &Path) -> Result<(Leaderboa
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("leaderboard");
-        store.put(&format!("{name}/{file}"), bytes)?;
+        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        store.put(&keys.leaderboard(extension), bytes)?;
     }
     Ok((lb, png))
 }

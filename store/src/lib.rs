@@ -4,6 +4,7 @@
 //! synchronous): every call runs on a small private runtime. Writes are retried with backoff.
 //! No tensors here: the operator reads results through it without linking libtorch.
 
+pub mod layout;
 #[doc(hidden)]
 pub mod moto;
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use orchestra_api::{ModelSpec, Preset, TrialSpec, Variant};
+use orchestra_store::layout::TrialKeys;
 use orchestra_worker::data::Dataset;
 use orchestra_worker::info;
 use orchestra_worker::nets::{Model, NetConfig};
@@ -264,10 +265,9 @@ fn run(command: Command) -> Result<()> {
                 Outcome::Finished(result) => {
                     print_result(&result);
                     println!(
-                        "result: {}/{}/{}/result.json",
+                        "result: {}/{}",
                         spec.store.trim_end_matches('/'),
-                        spec.experiment,
-                        spec.trial
+                        TrialKeys::new(&spec.experiment, &spec.trial).result()
                     );
                 }
                 Outcome::Paused { step } => println!("paused at step {step}"),

@@ -48,6 +48,7 @@ fn rust_contexts_equal_the_tensor_contexts_in_2d_and_3d() {
 fn trained(variant: Variant, steps: usize) -> Trainer {
     let mut spec = common::tiny_spec(variant, "memory://codec", "codec");
     spec.hyper.lambda_rate = 0.5;
+    spec.steps = steps as u64;
     let data = Dataset::open(&spec.dataset, spec.model.input_size).unwrap();
     let mut t = Trainer::new(spec, data).unwrap();
     for _ in 0..steps {

@@ -318,7 +318,7 @@ fn a_killed_rank_fails_the_trial_and_the_restart_resumes_from_s3() {
     assert!(stderr.contains("rank 1"), "the failure names rank 1:\n{stderr}");
     let at = ts.latest_step().unwrap().expect("a checkpoint survived");
     assert!(at < 40, "killed at step {at}, before the end");
-    assert!(ts.store.get(&ts.key("result.json")).unwrap().is_none());
+    assert!(ts.store.get(&ts.keys.result()).unwrap().is_none());
 
     // Restarted as a whole gang, it resumes from the checkpoint and ends where the twin did.
     let mut again = args(&victim);
@@ -326,7 +326,7 @@ fn a_killed_rank_fails_the_trial_and_the_restart_resumes_from_s3() {
     check(mpirun(2, &as_str(&again)).output().unwrap(), "resumed run");
     let read = |trial: &str| -> orchestra_api::TrialResult {
         let ts = TrialStore::new(Store::open("s3://gangs/runs").unwrap(), "tests", trial);
-        serde_json::from_slice(&ts.store.get(&ts.key("result.json")).unwrap().unwrap()).unwrap()
+        serde_json::from_slice(&ts.store.get(&ts.keys.result()).unwrap().unwrap()).unwrap()
     };
     let (resumed, straight) = (read("killed"), read("uninterrupted"));
     assert_eq!(resumed.steps, 40);
@@ -334,7 +334,7 @@ fn a_killed_rank_fails_the_trial_and_the_restart_resumes_from_s3() {
     assert_eq!(resumed.rate, straight.rate);
     let losses = |trial: &str| -> Vec<String> {
         let ts = TrialStore::new(Store::open("s3://gangs/runs").unwrap(), "tests", trial);
-        String::from_utf8(ts.store.get(&ts.key("metrics.jsonl")).unwrap().unwrap().to_vec())
+        String::from_utf8(ts.store.get(&ts.keys.metrics()).unwrap().unwrap().to_vec())
             .unwrap()
             .lines()
             .map(String::from)

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use orchestra_api::Variant;
@@ -14,29 +15,55 @@ use tch::Device;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
-fn model_and_streams() -> (CompressionModel, Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let spec = common::tiny_spec(Variant::D4, "memory://serve", "serve");
-    let data = Dataset::open(&spec.dataset, spec.model.input_size).unwrap();
-    let mut t = Trainer::new(spec, data).unwrap();
-    // Enough steps for label maps with lesion in them: all-background maps would agree trivially.
-    for _ in 0..40 {
-        t.train_step().unwrap();
-    }
-    let refs: Vec<&Sample> = t.data.val.iter().take(6).collect();
-    let images = batch(&refs, t.data.channels, t.data.size, Device::Cpu).0;
-    let local = CompressionModel::new(t.model).unwrap();
-    let streams = local.encode(&images).unwrap();
-    let expected: Vec<Vec<u8>> = streams
+/// Label maps of `streams` as the model segments them one at a time, as class bytes.
+fn label_maps(model: &CompressionModel, streams: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    streams
         .iter()
         .map(|s| {
-            Vec::<i64>::try_from(local.segment(s).unwrap().flatten(0, -1))
-                .unwrap()
-                .into_iter()
-                .map(|v| v as u8)
-                .collect()
+            Vec::<u8>::try_from(model.segment(s).unwrap().flatten(0, -1).to_kind(tch::Kind::Uint8)).unwrap()
         })
-        .collect();
-    (local, streams, expected)
+        .collect()
+}
+
+fn holds_both_classes(map: &[u8]) -> bool {
+    map.iter().any(|&v| v != map[0])
+}
+
+/// The fixture: a D4 model trained until at least 4 of the 6 held-out label maps hold lesion
+/// (all-background maps would make "remote equals local" trivially true), saved once per test
+/// binary as a model file; every test loads its own copy.
+fn fixture() -> &'static (tempfile::TempDir, Vec<Vec<u8>>) {
+    static FIXTURE: OnceLock<(tempfile::TempDir, Vec<Vec<u8>>)> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let mut spec = common::tiny_spec(Variant::D4, "memory://serve", "serve");
+        // The learning-rate schedule spans the budget.
+        spec.steps = 400;
+        let data = Dataset::open(&spec.dataset, spec.model.input_size).unwrap();
+        let mut t = Trainer::new(spec, data).unwrap();
+        let refs: Vec<&Sample> = t.data.val.iter().take(6).collect();
+        let images = batch(&refs, t.data.channels, t.data.size, Device::Cpu).0;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let mut streams = Vec::new();
+        common::train_until(&mut t, 400, 20, "4 of 6 label maps hold lesion", |t, _| {
+            CompressionModel::save(&t.model, &path).unwrap();
+            let model = CompressionModel::load(&path, Device::Cpu).unwrap();
+            streams = model.encode(&images).unwrap();
+            label_maps(&model, &streams)
+                .iter()
+                .filter(|m| holds_both_classes(m))
+                .count()
+                >= 4
+        });
+        (dir, streams)
+    })
+}
+
+fn model_and_streams() -> (CompressionModel, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (dir, streams) = fixture();
+    let model = CompressionModel::load(&dir.path().join("model.safetensors"), Device::Cpu).unwrap();
+    let expected = label_maps(&model, streams);
+    (model, streams.clone(), expected)
 }
 
 fn config(tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> ServeConfig {
@@ -183,7 +210,7 @@ fn concurrent_requests_are_segmented_in_batches_per_code_shape() {
         expected.push(Vec::<u8>::try_from(labels.flatten(0, -1).to_kind(tch::Kind::Uint8)).unwrap());
         streams.push(s);
     }
-    let with_lesion = expected.iter().filter(|e| e.iter().any(|&v| v != e[0])).count();
+    let with_lesion = expected.iter().filter(|e| holds_both_classes(e)).count();
     assert!(
         with_lesion >= 3,
         "only {with_lesion} label maps hold both classes: equality of blank maps would prove little"

@@ -55,16 +55,8 @@ fn a_server_that_stops_mid_checkpoint_never_leaves_a_loadable_partial_checkpoint
     point_at(moto.port);
     let ts = TrialStore::new(Store::open("s3://faults/runs").unwrap(), "tests", "cut");
     assert_eq!(ts.latest_step().unwrap(), Some(4));
-    assert!(ts
-        .store
-        .get(&ts.key("step-00000008/weights.safetensors"))
-        .unwrap()
-        .is_some());
-    assert!(ts
-        .store
-        .get(&ts.key("step-00000008/state.json"))
-        .unwrap()
-        .is_none());
+    assert!(ts.store.get(&ts.keys.weights(8)).unwrap().is_some());
+    assert!(ts.store.get(&ts.keys.checkpoint_state(8)).unwrap().is_none());
 
     // Back again: the resumed trial starts from step 4 and ends exactly where the twin did.
     let resumed = finished(

@@ -11,7 +11,7 @@ use orchestra_worker::data::Dataset;
 use orchestra_worker::nets::Group;
 use orchestra_worker::store::checkpoint::TrialStore;
 use orchestra_worker::store::Store;
-use orchestra_worker::train::{run_trial, Outcome, RunOptions, Trainer};
+use orchestra_worker::train::{run_trial, Outcome, RunOptions, StepMetrics, Trainer};
 use tch::Tensor;
 
 fn trainer(spec: TrialSpec) -> Trainer {
@@ -76,54 +76,54 @@ fn the_critic_step_leaves_c_and_s_alone_and_clips_d() {
     }
 }
 
+/// D4 learns: within a bounded budget, the segmentation loss of the last 5 steps falls below
+/// 0.8 of the first 5 and held-out Dice rises by 0.2. A few dozen steps suffice on most CPUs;
+/// the budget leaves room for kernel paths that learn more slowly.
 #[test]
-fn d4_learns_in_a_few_dozen_steps() {
+fn d4_learns_within_a_bounded_budget() {
     let mut spec = tiny_spec(Variant::D4, "memory://learn", "learn");
-    spec.steps = 60;
+    spec.steps = 300;
     spec.hyper.augment = false;
     let mut t = trainer(spec);
     let untrained = t.evaluate().scores.dice;
-    let mut first = Vec::new();
-    let mut last = Vec::new();
-    for i in 0..60 {
-        let m = t.train_step().unwrap();
-        if i < 5 {
-            first.push(m.loss_seg);
-        } else if i >= 55 {
-            last.push(m.loss_seg);
-        }
-    }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    assert!(
-        mean(&last) < 0.8 * mean(&first),
-        "loss_seg {:.4} -> {:.4}",
-        mean(&first),
-        mean(&last)
-    );
-    let trained = t.evaluate().scores.dice;
+    let mean = |m: &[StepMetrics]| m.iter().map(|m| m.loss_seg).sum::<f64>() / m.len() as f64;
+    let mut trained = untrained;
+    let steps = common::train_until(&mut t, 300, 20, "loss_seg x0.8 and Dice +0.2", |t, m| {
+        trained = t.evaluate().scores.dice;
+        mean(&m[m.len() - 5..]) < 0.8 * mean(&m[..5]) && trained > untrained + 0.2
+    });
     eprintln!(
-        "D4: Dice {untrained:.3} -> {trained:.3}, loss_seg {:.4} -> {:.4}",
-        mean(&first),
-        mean(&last)
+        "D4 in {} steps: Dice {untrained:.3} -> {trained:.3}, loss_seg {:.4} -> {:.4}",
+        steps.len(),
+        mean(&steps[..5]),
+        mean(&steps[steps.len() - 5..])
     );
-    assert!(trained > untrained + 0.2, "Dice {untrained:.3} -> {trained:.3}");
 }
 
+/// With a strong rate weight, D4's estimated rate falls at least 10 % below D3's (trained in
+/// step with it, from the same seed) within a bounded budget.
 #[test]
 fn the_rate_loss_lowers_the_estimated_rate() {
-    let rate = |variant| {
+    let rate_trainer = |variant| {
         let mut spec = tiny_spec(variant, "memory://rate", "rate");
-        spec.steps = 40;
+        spec.steps = 200;
         spec.hyper.lambda_rate = 2.0;
-        let mut t = trainer(spec);
-        for _ in 0..40 {
-            t.train_step().unwrap();
-        }
-        t.evaluate().rate.unwrap().bpp_estimate
+        trainer(spec)
     };
-    let (d3, d4) = (rate(Variant::D3), rate(Variant::D4));
-    eprintln!("estimated rate after 40 steps: D3 {d3:.5} bpp, D4 {d4:.5} bpp");
-    assert!(d4 < 0.9 * d3, "D4 estimate {d4:.5} bpp is not below D3's {d3:.5}");
+    let rate = |t: &Trainer| t.evaluate().rate.unwrap().bpp_estimate;
+    let (mut d3, mut d4) = (rate_trainer(Variant::D3), rate_trainer(Variant::D4));
+    let steps = common::train_until(&mut d4, 200, 20, "D4's estimate 10 % below D3's", |d4, m| {
+        while (d3.step as usize) < m.len() {
+            d3.train_step().unwrap();
+        }
+        rate(d4) < 0.9 * rate(&d3)
+    });
+    eprintln!(
+        "estimated rate after {} steps: D3 {:.5} bpp, D4 {:.5} bpp",
+        steps.len(),
+        rate(&d3),
+        rate(&d4)
+    );
 }
 
 #[test]
@@ -156,7 +156,7 @@ fn resumed_run_equals_uninterrupted_run() {
 
     let metrics = |uri: &str| {
         let ts = TrialStore::new(Store::open(uri).unwrap(), "tests", "resume");
-        String::from_utf8(ts.store.get(&ts.key("metrics.jsonl")).unwrap().unwrap().to_vec()).unwrap()
+        String::from_utf8(ts.store.get(&ts.keys.metrics()).unwrap().unwrap().to_vec()).unwrap()
     };
     assert_eq!(
         metrics("memory://resume-a"),
@@ -199,7 +199,7 @@ fn trials_checkpoint_and_resume_on_s3() {
     assert_eq!(result.steps, 8);
     let ts = TrialStore::new(Store::open("s3://trials/runs").unwrap(), "tests", "on-s3");
     assert_eq!(ts.latest_step().unwrap(), Some(8));
-    assert!(ts.store.get(&ts.key("result.json")).unwrap().is_some());
+    assert!(ts.store.get(&ts.keys.result()).unwrap().is_some());
     // The same trial straight through in memory gives the same scores: S3 changed nothing.
     let Outcome::Finished(memory) = run_trial(
         &tiny_spec(Variant::D4, "memory://s3-twin", "on-s3"),

@@ -11,6 +11,7 @@ use orchestra_api::{Experiment, ExperimentPhase, ExperimentSpec};
 use orchestra_operator::local::{LocalOptions, LocalOutcome, LocalRunner};
 use orchestra_operator::planner::PlannerConfig;
 use orchestra_operator::results;
+use orchestra_store::layout::{EXPERIMENT_FILE, LEADERBOARD_STEM};
 use orchestra_store::Store;
 
 #[derive(Parser)]
@@ -148,7 +149,10 @@ fn run(command: Command) -> Result<()> {
                 } => {
                     println!("\n{}", leaderboard.to_markdown());
                     println!("experiment {name}: {phase:?} ({message})");
-                    println!("leaderboard: {}", dir.join("leaderboard.md").display());
+                    println!(
+                        "leaderboard: {}",
+                        dir.join(format!("{LEADERBOARD_STEM}.md")).display()
+                    );
                     println!("plot: {} (and .svg)", plot.display());
                     if phase == ExperimentPhase::Failed {
                         bail!("experiment {name} failed: {message}");
@@ -193,8 +197,8 @@ fn run(command: Command) -> Result<()> {
                 (Store::open(&source)?, None)
             } else {
                 let dir = PathBuf::from(&source);
-                let exp = load(&dir.join("experiment.yaml"))
-                    .with_context(|| format!("{source} is not a run folder (no experiment.yaml)"))?;
+                let exp = load(&dir.join(EXPERIMENT_FILE))
+                    .with_context(|| format!("{source} is not a run folder (no {EXPERIMENT_FILE})"))?;
                 (Store::open(&exp.spec.store)?, Some((dir, exp)))
             };
             let (exp, default_out) = match folder {
@@ -204,7 +208,7 @@ fn run(command: Command) -> Result<()> {
                     let name = match (experiment, names.as_slice()) {
                         (Some(n), _) => n,
                         (None, [only]) => only.clone(),
-                        (None, []) => bail!("{source} holds no experiment (no <name>/experiment.yaml)"),
+                        (None, []) => bail!("{source} holds no experiment (no <name>/{EXPERIMENT_FILE})"),
                         (None, many) => bail!(
                             "{source} holds several experiments ({}): pass --experiment",
                             many.join(", ")

@@ -76,14 +76,14 @@ impl Metrics {
             .inc();
     }
 
-    pub fn set_trials(&self, experiment: &str, counts: &[(&str, i64)]) {
+    pub fn set_trials(&self, experiment: &str, counts: &[(&str, u32)]) {
         for (phase, n) in counts {
             self.trials
                 .get_or_create(&PhaseLabels {
                     experiment: experiment.to_string(),
                     phase: phase.to_string(),
                 })
-                .set(*n);
+                .set(i64::from(*n));
         }
     }
 

@@ -7,9 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use orchestra_api::{Trial, TrialPhase, TrialResult};
 
 use super::names;
-use std::collections::BTreeMap;
-
-use crate::planner::{Action, ObservedTrial};
+use crate::planner::ObservedTrial;
 
 /// A change seen in this observation.
 #[derive(Clone, Debug, PartialEq)]
@@ -115,7 +113,7 @@ pub fn observe(
                                 result: Box::new(r),
                             },
                             None => failed(format!(
-                                "Job {job_name} completed but the store has no result.json"
+                                "Job {job_name} completed but the trial's result is not in the store"
                             )),
                         })
                     } else {
@@ -162,58 +160,4 @@ pub fn observe(
         });
     }
     (observed, transitions)
-}
-
-/// Each trial's phase once the planner's `actions` are carried out (the counts in status and
-/// metrics describe the cluster as the reconcile leaves it).
-pub fn phases_after(observed: &[ObservedTrial], actions: &[Action]) -> BTreeMap<String, TrialPhase> {
-    let mut phases: BTreeMap<String, TrialPhase> =
-        observed.iter().map(|t| (t.name.clone(), t.phase)).collect();
-    for a in actions {
-        let (name, phase) = match a {
-            Action::CreateTrial { name, .. } => (name, TrialPhase::Pending),
-            Action::StartTrial { name, .. } => (name, TrialPhase::Running),
-            Action::FailTrial { name, .. } => (name, TrialPhase::Failed),
-            Action::StopTrial { name } => (name, TrialPhase::Stopped),
-        };
-        phases.insert(name.clone(), phase);
-    }
-    phases
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn actions_move_trials_to_their_next_phase() {
-        let seen = |name: &str, phase| ObservedTrial {
-            name: name.into(),
-            phase,
-            attempts: 1,
-            since: 0,
-        };
-        let observed = [
-            seen("a", TrialPhase::Running),
-            seen("b", TrialPhase::AttemptFailed),
-            seen("c", TrialPhase::AttemptFailed),
-            seen("d", TrialPhase::Succeeded),
-        ];
-        let actions = [
-            Action::StartTrial {
-                name: "b".into(),
-                attempt: 2,
-            },
-            Action::FailTrial {
-                name: "c".into(),
-                reason: "out of attempts".into(),
-            },
-            Action::StopTrial { name: "a".into() },
-        ];
-        let after = phases_after(&observed, &actions);
-        assert_eq!(after["a"], TrialPhase::Stopped);
-        assert_eq!(after["b"], TrialPhase::Running);
-        assert_eq!(after["c"], TrialPhase::Failed);
-        assert_eq!(after["d"], TrialPhase::Succeeded);
-    }
 }

@@ -17,15 +17,17 @@ use kube::{Client, Resource, ResourceExt};
 use orchestra_api::{
     DeviceKind, Experiment, ExperimentPhase, ExperimentStatus, Trial, TrialPhase, TrialResult,
 };
+use orchestra_store::layout::{ExperimentKeys, TrialKeys};
 use orchestra_store::{Store, StoreError};
 use serde_json::json;
 
 use super::builders::{self, GangConfig};
 use super::metrics::Metrics;
 use super::names::{self, FINALIZER, MANAGER};
-use super::observe::{format_time, observe, phases_after, Transition};
+use super::observe::{format_time, observe, Transition};
 use crate::planner::{plan, Action as Step, PlannerConfig};
 use crate::results::{self, ResultsError};
+use crate::summary::{shown_bpp, Summary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -313,16 +315,12 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
                 status.phase = TrialPhase::Succeeded;
                 status.finished_at = Some(format_time(now));
                 status.dice = Some(result.scores.dice);
-                status.bpp = result.rate.as_ref().and_then(|r| r.bpp.or(Some(r.bpp_estimate)));
+                status.bpp = Some(shown_bpp(result));
                 status.last_checkpoint_step = Some(result.steps);
                 status.result = Some((**result).clone());
                 status.message = Some(format!("finished {} steps", result.steps));
                 patch_status(&trials_api, trial, &status).await?;
-                let note = format!(
-                    "Dice {:.4} at {} bpp",
-                    result.scores.dice,
-                    status.bpp.map_or("-".into(), |b| format!("{b:.5}"))
-                );
+                let note = format!("Dice {:.4} at {:.5} bpp", result.scores.dice, shown_bpp(result));
                 publish_event(
                     &ctx,
                     &t.object_ref(&()),
@@ -406,7 +404,7 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
             Step::CreateTrial {
                 name: trial, params, ..
             } => Some((
-                results::params_key(&name, trial),
+                TrialKeys::new(&name, trial).params(),
                 serde_json::to_vec(params).expect("params serialise"),
             )),
             _ => None,
@@ -414,7 +412,7 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
         .collect();
     if observed.is_empty() {
         writes.push((
-            results::experiment_key(&name),
+            ExperimentKeys::new(&name).spec(),
             serde_yaml::to_string(exp.as_ref())
                 .expect("experiment serialises")
                 .into_bytes(),
@@ -573,23 +571,9 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
     )
     .await?;
 
-    let after = phases_after(&observed, &decision.actions);
-    let count = |p: TrialPhase| after.values().filter(|q| **q == p).count();
     let total = crate::candidates::candidates(&name, &exp.spec).len();
-    let (succeeded, failed, running) = (
-        count(TrialPhase::Succeeded),
-        count(TrialPhase::Failed),
-        count(TrialPhase::Running),
-    );
-    ctx.metrics.set_trials(
-        &name,
-        &[
-            ("Pending", count(TrialPhase::Pending) as i64),
-            ("Running", running as i64),
-            ("Succeeded", succeeded as i64),
-            ("Failed", failed as i64),
-        ],
-    );
+    let summary = Summary::after(&observed, &decision.actions, total, &lb);
+    ctx.metrics.set_trials(&name, &summary.by_phase());
     let reason = match decision.phase {
         ExperimentPhase::Failed => "FailureBudgetSpent",
         ExperimentPhase::Succeeded => "AllTrialsFinished",
@@ -598,12 +582,12 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
     };
     let status = ExperimentStatus {
         phase: decision.phase,
-        progress: format!("{succeeded}/{total}"),
-        trials_total: total as u32,
-        trials_succeeded: succeeded as u32,
-        trials_failed: failed as u32,
-        trials_running: running as u32,
-        best: lb.best(),
+        progress: summary.progress(),
+        trials_total: summary.total,
+        trials_succeeded: summary.succeeded,
+        trials_failed: summary.failed,
+        trials_running: summary.running,
+        best: summary.best.clone(),
         pareto_front: lb.front_entries(),
         hypervolume: (!lb.entries.is_empty()).then_some(lb.hypervolume),
         message: Some(decision.message.clone()),

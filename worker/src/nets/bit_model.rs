@@ -15,8 +15,12 @@ use super::layers::Spatial;
 const STATES: i64 = 3;
 /// Neighbours in a context.
 const NEIGHBOURS: u32 = 4;
-/// Contexts per channel: 3^4.
+/// Contexts per channel: 3^4, as the codec's tables have them.
 pub const CONTEXTS: i64 = STATES.pow(NEIGHBOURS);
+const _: () = assert!(
+    CONTEXTS == orchestra_codec::CONTEXTS,
+    "the codec's tables need one entry per context"
+);
 
 #[derive(Debug)]
 pub struct BitModel {

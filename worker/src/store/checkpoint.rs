@@ -1,20 +1,15 @@
-//! Checkpoints in the store, laid out as
-//!
-//! ```text
-//! <experiment>/<trial>/step-<n>/weights.safetensors    every variable, BatchNorm statistics too
-//! <experiment>/<trial>/step-<n>/optimizer.safetensors  Adam moments, per optimiser
-//! <experiment>/<trial>/step-<n>/state.json             step, Adam step counts, byte sizes
-//! <experiment>/<trial>/latest                          "step-<n>", written last
-//! <experiment>/<trial>/metrics.jsonl
-//! <experiment>/<trial>/result.json
-//! ```
+//! Checkpoints in the store, laid out as `orchestra_store::layout` spells it: each checkpoint's
+//! weights, optimizer moments and state in its own `step-<n>` folder, then the trial's `latest`
+//! pointer.
 //!
 //! The `latest` pointer is written only once all of a checkpoint's objects are, so a reader never
-//! sees a partial checkpoint; `state.json` records every object's size, so a checkpoint whose
+//! sees a partial checkpoint; the state object records every object's size, so a checkpoint whose
 //! objects were damaged later is rejected instead of loaded.
 
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
+
+use orchestra_store::layout::{TrialKeys, CHECKPOINT_DIR_FORM};
 
 use super::{from_safetensors, to_safetensors, Store, StoreError};
 
@@ -41,42 +36,32 @@ struct State {
 
 const FORMAT: u32 = 1;
 
-/// Where one trial's objects live in a store.
+/// One trial's objects in a store.
 #[derive(Clone, Debug)]
 pub struct TrialStore {
     pub store: Store,
-    /// `<experiment>/<trial>`
-    pub base: String,
+    pub keys: TrialKeys,
 }
 
 impl TrialStore {
     pub fn new(store: Store, experiment: &str, trial: &str) -> TrialStore {
         TrialStore {
             store,
-            base: format!("{experiment}/{trial}"),
+            keys: TrialKeys::new(experiment, trial),
         }
-    }
-
-    pub fn key(&self, name: &str) -> String {
-        format!("{}/{name}", self.base)
-    }
-
-    fn step_dir(step: u64) -> String {
-        // Zero-padded so that lexical order is step order.
-        format!("step-{step:08}")
     }
 
     /// Writes a checkpoint, then the `latest` pointer, then deletes all but the newest `keep`.
     pub fn save(&self, ckpt: &Checkpoint, keep: u32) -> Result<(), StoreError> {
-        let dir = Self::step_dir(ckpt.step);
+        let dir = TrialKeys::checkpoint_dir(ckpt.step);
         let corrupt = |key: &str, reason: String| StoreError::Corrupt {
             uri: self.store.uri().to_string(),
             key: key.to_string(),
             reason,
         };
-        let weights_key = self.key(&format!("{dir}/weights.safetensors"));
+        let weights_key = self.keys.weights(ckpt.step);
         let weights = to_safetensors(&ckpt.weights).map_err(|e| corrupt(&weights_key, e))?;
-        let opt_key = self.key(&format!("{dir}/optimizer.safetensors"));
+        let opt_key = self.keys.optimizer(ckpt.step);
         let optimizer = to_safetensors(&ckpt.optimizer).map_err(|e| corrupt(&opt_key, e))?;
         let state = State {
             format: FORMAT,
@@ -89,10 +74,10 @@ impl TrialStore {
         self.store.put(&weights_key, weights)?;
         self.store.put(&opt_key, optimizer)?;
         self.store.put(
-            &self.key(&format!("{dir}/state.json")),
+            &self.keys.checkpoint_state(ckpt.step),
             serde_json::to_vec_pretty(&state).expect("state serialises"),
         )?;
-        self.store.put(&self.key("latest"), dir.clone().into_bytes())?;
+        self.store.put(&self.keys.latest(), dir.clone().into_bytes())?;
         self.prune(keep, &dir)
     }
 
@@ -100,39 +85,32 @@ impl TrialStore {
     fn prune(&self, keep: u32, latest: &str) -> Result<(), StoreError> {
         let mut dirs: Vec<String> = self
             .store
-            .list(&self.base)?
-            .into_iter()
-            .filter_map(|k| {
-                let rest = k.strip_prefix(&format!("{}/", self.base))?;
-                let dir = rest.split('/').next()?;
-                (dir.starts_with("step-") && rest.contains('/')).then(|| dir.to_string())
-            })
+            .list(self.keys.prefix())?
+            .iter()
+            .filter_map(|k| self.keys.checkpoint_dir_of(k).map(String::from))
             .collect();
         dirs.sort();
         dirs.dedup();
         let excess = dirs.len().saturating_sub(keep as usize);
         for dir in dirs.into_iter().take(excess).filter(|d| d != latest) {
-            self.store.delete_prefix(&self.key(&dir))?;
+            let step = TrialKeys::parse_checkpoint_dir(&dir).expect("listed as a checkpoint folder");
+            self.store.delete_prefix(&self.keys.checkpoint(step))?;
         }
         Ok(())
     }
 
     /// The step of the latest complete checkpoint, if any.
     pub fn latest_step(&self) -> Result<Option<u64>, StoreError> {
-        let key = self.key("latest");
+        let key = self.keys.latest();
         let Some(bytes) = self.store.get(&key)? else {
             return Ok(None);
         };
         let text = String::from_utf8_lossy(&bytes);
-        let step = text
-            .trim()
-            .strip_prefix("step-")
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| StoreError::Corrupt {
-                uri: self.store.uri().to_string(),
-                key,
-                reason: format!("expected step-<n>, found {text:?}"),
-            })?;
+        let step = TrialKeys::parse_checkpoint_dir(&text).ok_or_else(|| StoreError::Corrupt {
+            uri: self.store.uri().to_string(),
+            key,
+            reason: format!("expected {CHECKPOINT_DIR_FORM}, found {text:?}"),
+        })?;
         Ok(Some(step))
     }
 
@@ -145,10 +123,8 @@ impl TrialStore {
     }
 
     pub fn load(&self, step: u64) -> Result<Checkpoint, StoreError> {
-        let dir = Self::step_dir(step);
         let uri = self.store.uri().to_string();
-        let read = |name: &str| -> Result<(String, bytes::Bytes), StoreError> {
-            let key = self.key(&format!("{dir}/{name}"));
+        let read = |key: String| -> Result<(String, bytes::Bytes), StoreError> {
             match self.store.get(&key)? {
                 Some(b) => Ok((key, b)),
                 None => Err(StoreError::Corrupt {
@@ -163,7 +139,7 @@ impl TrialStore {
             key: key.to_string(),
             reason,
         };
-        let (state_key, state_bytes) = read("state.json")?;
+        let (state_key, state_bytes) = read(self.keys.checkpoint_state(step))?;
         let state: State = serde_json::from_slice(&state_bytes)
             .map_err(|e| corrupt(&state_key, format!("not a checkpoint state: {e}")))?;
         if state.format != FORMAT || state.step != step {
@@ -175,8 +151,8 @@ impl TrialStore {
                 ),
             ));
         }
-        let (wk, wb) = read("weights.safetensors")?;
-        let (ok, ob) = read("optimizer.safetensors")?;
+        let (wk, wb) = read(self.keys.weights(step))?;
+        let (ok, ob) = read(self.keys.optimizer(step))?;
         for (key, bytes, expected) in [(&wk, &wb, state.weights_bytes), (&ok, &ob, state.optimizer_bytes)] {
             if bytes.len() as u64 != expected {
                 return Err(corrupt(
@@ -222,8 +198,8 @@ mod tests {
         assert_eq!(w, vec![1.0, 2.0, 30.0]);
         assert_eq!(back.optimizer_steps, vec![("main".to_string(), 30)]);
         let keys = ts.store.list("exp/t1").unwrap();
-        assert!(!keys.iter().any(|k| k.contains("step-00000010")), "{keys:?}");
-        assert!(keys.iter().any(|k| k.contains("step-00000020")));
+        assert!(!keys.contains(&ts.keys.weights(10)), "{keys:?}");
+        assert!(keys.contains(&ts.keys.weights(20)), "{keys:?}");
     }
 
     #[test]
@@ -231,7 +207,7 @@ mod tests {
         let ts = TrialStore::new(Store::open("memory://ckpt-damaged").unwrap(), "exp", "t1");
         ts.save(&ckpt(5), 3).unwrap();
         // A truncated weights object.
-        let key = ts.key("step-00000005/weights.safetensors");
+        let key = ts.keys.weights(5);
         let bytes = ts.store.get(&key).unwrap().unwrap();
         ts.store.put(&key, bytes.slice(..bytes.len() - 3)).unwrap();
         let err = ts.load_latest().err().expect("damaged checkpoint").to_string();
@@ -240,13 +216,15 @@ mod tests {
             "{err}"
         );
         // A pointer to a checkpoint whose objects never arrived.
-        ts.store.put(&ts.key("latest"), "step-00000009").unwrap();
+        ts.store
+            .put(&ts.keys.latest(), TrialKeys::checkpoint_dir(9))
+            .unwrap();
         let err = ts.load_latest().err().expect("missing checkpoint").to_string();
         assert!(
             err.contains("step-00000009/state.json") && err.contains("incomplete"),
             "{err}"
         );
-        ts.store.put(&ts.key("latest"), "garbage").unwrap();
+        ts.store.put(&ts.keys.latest(), "garbage").unwrap();
         assert!(ts
             .load_latest()
             .err()

@@ -12,6 +12,7 @@ use crate::data::{DataError, Dataset};
 use crate::dist::{DistError, DistOptions, DEFAULT_BUCKET_BYTES};
 use crate::store::checkpoint::TrialStore;
 use crate::store::{Store, StoreError};
+use orchestra_store::layout;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -152,7 +153,7 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
         trainer.collectives().barrier(slow).map_err(dist_err)?;
         let result = finished_result(&ts, spec)?.ok_or_else(|| StoreError::Corrupt {
             uri: ts.store.uri().to_string(),
-            key: ts.key("result.json"),
+            key: ts.keys.result(),
             reason: "rank 0 passed the final barrier without writing the result".into(),
         })?;
         return Ok(Outcome::Finished(Box::new(result)));
@@ -186,7 +187,7 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
     };
     // Written last: its presence means the trial is finished.
     ts.store.put(
-        &ts.key("result.json"),
+        &ts.keys.result(),
         serde_json::to_vec_pretty(&result).expect("result serialises"),
     )?;
     if world > 1 {
@@ -197,16 +198,7 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
 
 /// The stored result, if this trial already ran to its full step count.
 fn finished_result(ts: &TrialStore, spec: &TrialSpec) -> Result<Option<TrialResult>, RunError> {
-    let key = ts.key("result.json");
-    let Some(bytes) = ts.store.get(&key)? else {
-        return Ok(None);
-    };
-    let result: TrialResult = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-        uri: ts.store.uri().to_string(),
-        key,
-        reason: format!("not a trial result: {e}"),
-    })?;
-    Ok((result.steps == spec.steps).then_some(result))
+    Ok(layout::finished_result(&ts.store, &ts.keys, spec.steps)?)
 }
 
 fn save(
@@ -219,13 +211,13 @@ fn save(
     // Metrics first, so that after a restart they cover at least the checkpoint's steps.
     let mut text = metrics.join("\n");
     text.push('\n');
-    ts.store.put(&ts.key("metrics.jsonl"), text)?;
+    ts.store.put(&ts.keys.metrics(), text)?;
     ts.save(&trainer.checkpoint(elapsed), spec.keep_checkpoints)?;
     Ok(())
 }
 
 fn read_metrics(ts: &TrialStore) -> Result<Vec<String>, RunError> {
-    Ok(match ts.store.get(&ts.key("metrics.jsonl"))? {
+    Ok(match ts.store.get(&ts.keys.metrics())? {
         Some(b) => String::from_utf8_lossy(&b)
             .lines()
             .filter(|l| !l.is_empty())

@@ -57,3 +57,35 @@ pub fn manifest_dir() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }
+
+/// Trains `t` in rounds of `every` steps until `reached` holds, at most `budget` steps, and
+/// returns the metrics of every step it took. What a few dozen steps learn depends on the CPU
+/// kernels libtorch dispatches to (AVX-512, AVX2, the plain ones) and on the thread count, so a
+/// test whose precondition is "the model learned something" states that condition and trains
+/// until it holds, instead of trusting a step count that happened to suffice on one machine.
+pub fn train_until(
+    t: &mut orchestra_worker::train::Trainer,
+    budget: usize,
+    every: usize,
+    condition: &str,
+    mut reached: impl FnMut(
+        &mut orchestra_worker::train::Trainer,
+        &[orchestra_worker::train::StepMetrics],
+    ) -> bool,
+) -> Vec<orchestra_worker::train::StepMetrics> {
+    let mut steps = Vec::new();
+    while steps.len() < budget {
+        for _ in 0..every.min(budget - steps.len()) {
+            steps.push(t.train_step().unwrap());
+        }
+        if reached(t, &steps) {
+            eprintln!("fixture: {condition} after {} steps", steps.len());
+            return steps;
+        }
+    }
+    panic!(
+        "fixture: {condition} not reached within {budget} steps (ATEN_CPU_CAPABILITY={:?}, {} threads)",
+        std::env::var("ATEN_CPU_CAPABILITY").ok(),
+        tch::get_num_threads()
+    );
+}

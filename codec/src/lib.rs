@@ -1,0 +1,386 @@
+//! Real bitstreams: the binary code of C, entropy coded with the same learned bit model q that
+//! training used for its rate estimate, behind a 2-byte header.
+//!
+//! Coding: constriction's range coder with 16-bit words (`Small`), one binary symbol per code
+//! bit with its context's probability, quantised once to 12-bit integers so that encoder and
+//! decoder use identical numbers on any machine. The coder's sealing words are then trimmed:
+//! the encoder keeps the shortest byte string that still decodes to the same bits when the
+//! decoder pads it with zeros, so no padding is sent.
+//!
+//! Integrity without spending bits: a valid stream is the unique shortest encoding of its bits,
+//! so the decoder re-encodes what it decoded and rejects any stream that differs (truncated,
+//! extended or damaged streams). A damaged stream that happens to be the exact encoding of some
+//! other code cannot be told apart without a checksum; the format reserves flag bits for one.
+
+mod context;
+mod format;
+pub mod fuzz;
+
+use constriction::stream::model::SmallContiguousCategoricalEntropyModel;
+use constriction::stream::queue::{SmallRangeDecoder, SmallRangeEncoder};
+use constriction::stream::{Decode, Encode};
+
+pub use context::{context, CodeShape};
+pub use format::{Header, MAX_SIDE, VERSION};
+
+/// Contexts per code channel: four neighbours, each absent, -1 or +1 (3^4). The worker's
+/// bit model q has one probability per (channel, context) and checks that it agrees.
+pub const CONTEXTS: i64 = 81;
+
+/// Fixed-point precision of the coder's probabilities (constriction's `Small` models).
+pub const PRECISION: u32 = 12;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("bitstream truncated: {what} missing at byte {offset}")]
+    Truncated { what: &'static str, offset: usize },
+    #[error("bitstream version {found} is not supported (this decoder reads version {supported})")]
+    UnsupportedVersion { found: u8, supported: u8 },
+    #[error("bitstream sets unknown flags {flags:#06b}")]
+    UnknownFlags { flags: u8 },
+    #[error("bitstream was made by another model (tag {found:#04x}, this model is {expected:#04x})")]
+    WrongModel { expected: u8, found: u8 },
+    #[error("bitstream shape at byte {offset}: {reason}")]
+    BadShape { offset: usize, reason: String },
+    #[error("bitstream payload is {bytes} bytes, more than the {max} bytes any {bits}-bit code needs")]
+    TooLarge { bytes: usize, max: usize, bits: usize },
+    #[error("bitstream payload is corrupt, truncated or extended: {reason}")]
+    Corrupt { reason: &'static str },
+    #[error("bits to encode: {0}")]
+    BadBits(String),
+    #[error("entropy coder: {0}")]
+    Coder(String),
+}
+
+/// The entropy coder of one trained bit model.
+#[derive(Clone, Debug)]
+pub struct Codec {
+    /// One binary entropy model per (channel, context), [channel * CONTEXTS + context], built
+    /// once from q(+1 | channel, context) quantised to 12-bit integers in 1..=4095.
+    models: Vec<SmallContiguousCategoricalEntropyModel>,
+    pub tag: u8,
+    /// The code shape of the model's input size; other shapes are announced in the header.
+    pub default_shape: CodeShape,
+}
+
+/// Quantises probabilities of +1 to the coder's fixed point, never 0 or 1.
+pub fn quantize(p_plus: &[f64]) -> Vec<u16> {
+    let total = (1u32 << PRECISION) as f64;
+    p_plus
+        .iter()
+        .map(|&p| (p * total).round().clamp(1.0, total - 1.0) as u16)
+        .collect()
+}
+
+impl Codec {
+    pub fn new(table: Vec<u16>, tag: u8, default_shape: CodeShape) -> Result<Codec, CodecError> {
+        let expected = default_shape.channels * CONTEXTS as usize;
+        let max = (1u16 << PRECISION) - 1;
+        if table.len() != expected || table.iter().any(|&p| p == 0 || p > max) {
+            return Err(CodecError::Coder(format!(
+                "probability table needs {expected} entries in 1..={max}, got {}",
+                table.len()
+            )));
+        }
+        let models = table
+            .iter()
+            .map(|&p_plus| {
+                let p_minus = (1u16 << PRECISION) - p_plus;
+                SmallContiguousCategoricalEntropyModel::from_nonzero_fixed_point_probabilities(
+                    [p_minus, p_plus],
+                    false,
+                )
+                .expect("both probabilities are nonzero and sum to 2^12")
+            })
+            .collect();
+        Ok(Codec {
+            models,
+            tag,
+            default_shape,
+        })
+    }
+
+    fn model(&self, k: usize, ctx: usize) -> &SmallContiguousCategoricalEntropyModel {
+        &self.models[k * CONTEXTS as usize + ctx]
+    }
+
+    /// Range-codes `bits` (coding order, values -1/+1), then terminates optimally: the shortest
+    /// byte string that the zero-padding decoder still decodes to `bits`.
+    fn encode_payload(&self, shape: &CodeShape, bits: &[i8]) -> Result<Vec<u8>, CodecError> {
+        let plane = shape.bits() / shape.channels;
+        let mut enc = SmallRangeEncoder::new();
+        for i in 0..bits.len() {
+            let model = self.model(i / plane, context(shape, bits, i));
+            enc.encode_symbol((bits[i] > 0) as usize, model)
+                .map_err(|e| CodecError::Coder(format!("{e:?}")))?;
+        }
+        let words = enc
+            .into_compressed()
+            .map_err(|e| CodecError::Coder(format!("{e:?}")))?;
+        let full: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+        // The zero-padded values that decode to `bits` form an interval containing `full`. For a
+        // length L, the only L-byte strings that can fall inside it are full[..L] and
+        // full[..L] + 1 (rounded up). Validity is monotone in L (appending a zero byte changes
+        // nothing), so binary search finds the shortest.
+        let candidate = |len: usize| -> Option<Vec<u8>> {
+            let prefix = full[..len].to_vec();
+            if self.decodes_to(shape, &prefix, bits) {
+                return Some(prefix);
+            }
+            let mut up = prefix;
+            for byte in up.iter_mut().rev() {
+                let (v, carry) = byte.overflowing_add(1);
+                *byte = v;
+                if !carry {
+                    return self.decodes_to(shape, &up, bits).then_some(up);
+                }
+            }
+            None
+        };
+        let (mut lo, mut hi) = (0usize, full.len());
+        let mut best = full.clone();
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match candidate(mid) {
+                Some(c) => {
+                    best = c;
+                    hi = mid;
+                }
+                None => lo = mid + 1,
+            }
+        }
+        Ok(best)
+    }
+
+    fn decodes_to(&self, shape: &CodeShape, payload: &[u8], bits: &[i8]) -> bool {
+        matches!(self.decode_payload(shape, payload), Ok(decoded) if decoded == bits)
+    }
+
+    fn decode_payload(&self, shape: &CodeShape, payload: &[u8]) -> Result<Vec<i8>, CodecError> {
+        // Zero padding: whole words, plus two more than the decoder's initial read needs.
+        let mut words: Vec<u16> = payload
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+            .collect();
+        words.extend([0, 0]);
+        let invalid = || CodecError::Corrupt {
+            reason: "the range decoder left its valid interval",
+        };
+        let mut dec = SmallRangeDecoder::from_compressed(words).map_err(|_| invalid())?;
+        let n = shape.bits();
+        let plane = n / shape.channels;
+        let mut bits = Vec::with_capacity(n);
+        for i in 0..n {
+            let model = self.model(i / plane, context(shape, &bits, i));
+            let symbol = dec.decode_symbol(model).map_err(|_| invalid())?;
+            bits.push(if symbol == 1 { 1 } else { -1 });
+        }
+        Ok(bits)
+    }
+
+    /// Header plus payload for a code of `shape` (bits in coding order, -1/+1).
+    pub fn encode(&self, shape: &CodeShape, bits: &[i8]) -> Result<Vec<u8>, CodecError> {
+        if shape.channels != self.default_shape.channels
+            || shape.sides.len() != self.default_shape.sides.len()
+        {
+            return Err(CodecError::BadBits(format!(
+                "shape {shape:?} does not fit this model"
+            )));
+        }
+        if bits.len() != shape.bits() || bits.iter().any(|&b| b != 1 && b != -1) {
+            return Err(CodecError::BadBits(format!(
+                "expected {} values of -1 or +1",
+                shape.bits()
+            )));
+        }
+        let header = Header {
+            tag: self.tag,
+            sides: (shape.sides != self.default_shape.sides).then(|| shape.sides.clone()),
+        };
+        let mut out = Vec::new();
+        header.write(&mut out);
+        out.extend(self.encode_payload(shape, bits)?);
+        Ok(out)
+    }
+
+    /// Parses and decodes a stream, checking everything; returns the code shape and its bits.
+    pub fn decode(&self, stream: &[u8]) -> Result<(CodeShape, Vec<i8>), CodecError> {
+        let dims = self.default_shape.sides.len();
+        let (header, offset) = Header::read(stream, dims)?;
+        if header.tag != self.tag {
+            return Err(CodecError::WrongModel {
+                expected: self.tag,
+                found: header.tag,
+            });
+        }
+        let shape = CodeShape {
+            channels: self.default_shape.channels,
+            sides: header.sides.unwrap_or_else(|| self.default_shape.sides.clone()),
+        };
+        let payload = &stream[offset..];
+        // Even at the largest probability cost (12 bits per bit) a code needs no more than this.
+        let max = (shape.bits() * PRECISION as usize).div_ceil(8) + 4;
+        if payload.len() > max {
+            return Err(CodecError::TooLarge {
+                bytes: payload.len(),
+                max,
+                bits: shape.bits(),
+            });
+        }
+        let bits = self.decode_payload(&shape, payload)?;
+        if self.encode_payload(&shape, &bits)? != payload {
+            return Err(CodecError::Corrupt {
+                reason: "not the encoding of the bits it decodes to",
+            });
+        }
+        Ok((shape, bits))
+    }
+
+    /// The payload size and header size of a stream, for reporting bpp with and without header.
+    pub fn header_len(&self, stream: &[u8]) -> Result<usize, CodecError> {
+        Header::read(stream, self.default_shape.sides.len()).map(|(_, offset)| offset)
+    }
+}
+
+/// 8-bit FNV-1a fold of bytes: the model tag.
+pub fn tag_of(bytes: impl IntoIterator<Item = u8>) -> u8 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h ^ (h >> 8) ^ (h >> 16) ^ (h >> 24)) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn codec(channels: usize, sides: Vec<usize>, skew: f64) -> Codec {
+        // A table that favours repeating the left neighbour, as trained models do.
+        let p: Vec<f64> = (0..channels * CONTEXTS as usize)
+            .map(|i| match (i % CONTEXTS as usize) % 3 {
+                0 => 1.0 - skew,
+                2 => skew,
+                _ => 0.5,
+            })
+            .collect();
+        Codec::new(quantize(&p), 0x5a, CodeShape { channels, sides }).unwrap()
+    }
+
+    fn random_bits(n: usize, seed: u64, p_repeat: f64) -> Vec<i8> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut bits = Vec::with_capacity(n);
+        for i in 0..n {
+            let b = if i > 0 && rng.random_bool(p_repeat) {
+                bits[i - 1]
+            } else if rng.random_bool(0.5) {
+                1
+            } else {
+                -1
+            };
+            bits.push(b);
+        }
+        bits
+    }
+
+    #[test]
+    fn round_trips_exactly_and_compresses_predictable_codes() {
+        let c = codec(3, vec![8, 8], 0.9);
+        for seed in 0..50 {
+            let bits = random_bits(192, seed, 0.8);
+            let shape = c.default_shape.clone();
+            let stream = c.encode(&shape, &bits).unwrap();
+            assert_eq!(stream[0], 0x10, "version 1, no flags");
+            let (s, back) = c.decode(&stream).unwrap();
+            assert_eq!((s, back), (shape, bits));
+            assert!(
+                stream.len() < 2 + 24,
+                "predictable codes compress: {} bytes",
+                stream.len()
+            );
+        }
+    }
+
+    #[test]
+    fn other_shapes_are_announced_in_the_header() {
+        let c = codec(2, vec![8, 8], 0.8);
+        let shape = CodeShape {
+            channels: 2,
+            sides: vec![4, 300],
+        };
+        let bits = random_bits(shape.bits(), 1, 0.5);
+        let stream = c.encode(&shape, &bits).unwrap();
+        assert_eq!(stream[0], 0x11);
+        assert_eq!(&stream[2..5], &[4, 0xac, 0x02], "LEB128 of 4 and 300");
+        assert_eq!(c.decode(&stream).unwrap(), (shape, bits));
+    }
+
+    #[test]
+    fn corrupt_streams_get_typed_errors() {
+        let c = codec(3, vec![8, 8], 0.9);
+        let bits = random_bits(192, 3, 0.7);
+        let stream = c.encode(&c.default_shape, &bits).unwrap();
+        assert_eq!(
+            c.decode(&[]),
+            Err(CodecError::Truncated {
+                what: "header",
+                offset: 0
+            })
+        );
+        assert_eq!(
+            c.decode(&[0x10]),
+            Err(CodecError::Truncated {
+                what: "model tag",
+                offset: 1
+            })
+        );
+        assert!(matches!(
+            c.decode(&[0x20, 0x5a]),
+            Err(CodecError::UnsupportedVersion { found: 2, .. })
+        ));
+        assert!(matches!(
+            c.decode(&[0x12, 0x5a]),
+            Err(CodecError::UnknownFlags { flags: 2 })
+        ));
+        assert!(matches!(
+            c.decode(&[0x10, 0x00]),
+            Err(CodecError::WrongModel { found: 0, .. })
+        ));
+        assert!(matches!(
+            c.decode(&[0x11, 0x5a, 0x80]),
+            Err(CodecError::Truncated { what: "shape", .. })
+        ));
+        assert!(matches!(
+            c.decode(&[0x11, 0x5a, 0x00, 0x01]),
+            Err(CodecError::BadShape { .. })
+        ));
+        assert!(matches!(
+            c.decode(&[0x11, 0x5a, 0xff, 0xff, 0xff, 0x01, 1]),
+            Err(CodecError::BadShape { .. })
+        ));
+        let mut long = stream.clone();
+        long.extend(std::iter::repeat_n(0xab, 400));
+        assert!(matches!(c.decode(&long), Err(CodecError::TooLarge { .. })));
+        let mut extended = stream.clone();
+        extended.push(0x01);
+        assert!(matches!(c.decode(&extended), Err(CodecError::Corrupt { .. })));
+        // A shorter stream can be the exact encoding of other bits (there is no redundancy to
+        // tell), but it never passes for the original code.
+        if stream.len() > 2 {
+            let truncated = c.decode(&stream[..stream.len() - 1]);
+            assert!(
+                truncated.map(|(_, b)| b != bits).unwrap_or(true),
+                "truncated payload"
+            );
+        }
+    }
+
+    #[test]
+    fn the_model_tag_depends_on_every_byte() {
+        assert_ne!(tag_of([1u8, 2, 3]), tag_of([1u8, 2, 4]));
+        assert_eq!(tag_of([9u8; 10]), tag_of([9u8; 10]));
+    }
+}
