@@ -27,7 +27,7 @@ lint: setup
 bench: build
 	$(ENV) scripts/bench.sh
 
-# A million generated inputs through the decoder of the demo's D4 model (run `make demo` first).
+# Ten million generated inputs through the decoder of the demo's D4 model (run `make demo` first).
 fuzz: build
 	$(ENV) scripts/fuzz.sh
 

@@ -1,16 +1,19 @@
 //! The bitstream's header. At 0.01 bpp a 128x128 image is under 200 bits, so every header byte
-//! shows in the rate: the common case costs 2 bytes.
+//! shows in the rate: the common case costs 2 bytes, plus 1 for the check value.
 //!
 //! ```text
-//! byte 0   version (high 4 bits, now 1) | flags (low 4 bits; bit 0: shape follows)
+//! byte 0   version (high 4 bits, now 2) | flags (low 4 bits; bit 0: shape follows)
 //! byte 1   model tag: 8 bits of a hash of the encoder's weights and bit model
 //! [shape]  only with flag bit 0: one LEB128 varint per spatial side of the code
+//! check    CRC-8 of every other byte of the stream (header and payload): see check.rs
 //! payload  the range-coded bits (constriction, 16-bit words, trailing bytes trimmed)
 //! ```
+//!
+//! Version 1 had no check value: any prefix of a valid stream was itself a valid stream.
 
 use super::CodecError;
 
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 pub const FLAG_SHAPE: u8 = 0b0001;
 const KNOWN_FLAGS: u8 = FLAG_SHAPE;
 /// Largest code side a header may announce: bounds what a decoder allocates.

@@ -7,14 +7,20 @@
 //! the encoder keeps the shortest byte string that still decodes to the same bits when the
 //! decoder pads it with zeros, so no padding is sent.
 //!
-//! Integrity without spending bits: a valid stream is the unique shortest encoding of its bits,
-//! so the decoder re-encodes what it decoded and rejects any stream that differs (truncated,
-//! extended or damaged streams). A damaged stream that happens to be the exact encoding of some
-//! other code cannot be told apart without a checksum; the format reserves flag bits for one.
+//! Integrity: a CRC-8 check value over header and payload (one byte, counted in every bpp
+//! reported) catches every damaged byte and, with probability 255/256, any other damage or
+//! truncation before any decoding work; then the decoder re-encodes what it decoded and rejects
+//! a stream that is not the unique shortest encoding of its bits (extended or padded streams).
+//!
+//! Work is bounded before anything is allocated: a header may announce another code shape, but
+//! never one above the decoder's `Limits` (by default four times the model's own sides).
 
+mod check;
 mod context;
 mod format;
 pub mod fuzz;
+
+pub use check::crc8;
 
 use constriction::stream::model::SmallContiguousCategoricalEntropyModel;
 use constriction::stream::queue::{SmallRangeDecoder, SmallRangeEncoder};
@@ -46,11 +52,61 @@ pub enum CodecError {
     TooLarge { bytes: usize, max: usize, bits: usize },
     #[error("bitstream payload is corrupt, truncated or extended: {reason}")]
     Corrupt { reason: &'static str },
+    #[error("bitstream check value at byte {offset} is {stored:#04x}, its contents give {computed:#04x}: the stream is damaged or truncated")]
+    CheckFailed { offset: usize, stored: u8, computed: u8 },
+    #[error("bitstream announces a code of sides {sides:?} ({positions} positions), above this decoder's limit ({limits})")]
+    OverLimit {
+        sides: Vec<usize>,
+        positions: usize,
+        limits: Limits,
+    },
     #[error("bits to encode: {0}")]
     BadBits(String),
     #[error("entropy coder: {0}")]
     Coder(String),
 }
+
+/// The largest code a decoder accepts, checked on the header before any allocation or decoding
+/// work: per spatial side, and in positions (the product of the sides; the code has one bit
+/// per position and channel).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_side: usize,
+    pub max_positions: usize,
+}
+
+impl Limits {
+    /// Codes of images up to `factor` times the model's input size per side.
+    pub fn scaled(default_shape: &CodeShape, factor: usize) -> Limits {
+        let longest = default_shape.sides.iter().copied().max().unwrap_or(1);
+        let positions: usize = default_shape.sides.iter().product();
+        Limits {
+            max_side: longest.saturating_mul(factor).min(MAX_SIDE),
+            max_positions: positions.saturating_mul(factor.saturating_pow(default_shape.sides.len() as u32)),
+        }
+    }
+
+    fn admits(&self, sides: &[usize]) -> bool {
+        sides.iter().all(|&s| s <= self.max_side)
+            && sides
+                .iter()
+                .try_fold(1usize, |acc, &s| acc.checked_mul(s))
+                .is_some_and(|p| p <= self.max_positions)
+    }
+}
+
+impl std::fmt::Display for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "at most {} per side and {} positions",
+            self.max_side, self.max_positions
+        )
+    }
+}
+
+/// Default decoder limits: codes of images up to this many times the model's input size per side.
+pub const DEFAULT_LIMIT_FACTOR: usize = 4;
 
 /// The entropy coder of one trained bit model.
 #[derive(Clone, Debug)]
@@ -61,6 +117,8 @@ pub struct Codec {
     pub tag: u8,
     /// The code shape of the model's input size; other shapes are announced in the header.
     pub default_shape: CodeShape,
+    /// What the decoder accepts.
+    pub limits: Limits,
 }
 
 /// Quantises probabilities of +1 to the coder's fixed point, never 0 or 1.
@@ -96,8 +154,15 @@ impl Codec {
         Ok(Codec {
             models,
             tag,
+            limits: Limits::scaled(&default_shape, DEFAULT_LIMIT_FACTOR),
             default_shape,
         })
+    }
+
+    /// The same codec with other decoder limits (a service sized for larger scans, say).
+    pub fn with_limits(mut self, limits: Limits) -> Codec {
+        self.limits = limits;
+        self
     }
 
     fn model(&self, k: usize, ctx: usize) -> &SmallContiguousCategoricalEntropyModel {
@@ -199,7 +264,9 @@ impl Codec {
         };
         let mut out = Vec::new();
         header.write(&mut out);
-        out.extend(self.encode_payload(shape, bits)?);
+        let payload = self.encode_payload(shape, bits)?;
+        out.push(crc8([out.as_slice(), payload.as_slice()]));
+        out.extend(payload);
         Ok(out)
     }
 
@@ -217,7 +284,18 @@ impl Codec {
             channels: self.default_shape.channels,
             sides: header.sides.unwrap_or_else(|| self.default_shape.sides.clone()),
         };
-        let payload = &stream[offset..];
+        if !self.limits.admits(&shape.sides) {
+            return Err(CodecError::OverLimit {
+                positions: shape.sides.iter().fold(1usize, |a, &s| a.saturating_mul(s)),
+                sides: shape.sides,
+                limits: self.limits.clone(),
+            });
+        }
+        let stored = *stream.get(offset).ok_or(CodecError::Truncated {
+            what: "check value",
+            offset,
+        })?;
+        let payload = &stream[offset + 1..];
         // Even at the largest probability cost (12 bits per bit) a code needs no more than this.
         let max = (shape.bits() * PRECISION as usize).div_ceil(8) + 4;
         if payload.len() > max {
@@ -225,6 +303,14 @@ impl Codec {
                 bytes: payload.len(),
                 max,
                 bits: shape.bits(),
+            });
+        }
+        let computed = crc8([&stream[..offset], payload]);
+        if computed != stored {
+            return Err(CodecError::CheckFailed {
+                offset,
+                stored,
+                computed,
             });
         }
         let bits = self.decode_payload(&shape, payload)?;
@@ -236,9 +322,10 @@ impl Codec {
         Ok((shape, bits))
     }
 
-    /// The payload size and header size of a stream, for reporting bpp with and without header.
+    /// Bytes before the payload (header and check value), for reporting bpp with and without
+    /// them.
     pub fn header_len(&self, stream: &[u8]) -> Result<usize, CodecError> {
-        Header::read(stream, self.default_shape.sides.len()).map(|(_, offset)| offset)
+        Header::read(stream, self.default_shape.sides.len()).map(|(_, offset)| offset + 1)
     }
 }
 
@@ -293,11 +380,11 @@ mod tests {
             let bits = random_bits(192, seed, 0.8);
             let shape = c.default_shape.clone();
             let stream = c.encode(&shape, &bits).unwrap();
-            assert_eq!(stream[0], 0x10, "version 1, no flags");
+            assert_eq!(stream[0], 0x20, "version 2, no flags");
             let (s, back) = c.decode(&stream).unwrap();
             assert_eq!((s, back), (shape, bits));
             assert!(
-                stream.len() < 2 + 24,
+                stream.len() < 3 + 24,
                 "predictable codes compress: {} bytes",
                 stream.len()
             );
@@ -306,15 +393,23 @@ mod tests {
 
     #[test]
     fn other_shapes_are_announced_in_the_header() {
-        let c = codec(2, vec![8, 8], 0.8);
+        let c = codec(2, vec![8, 8], 0.8).with_limits(Limits {
+            max_side: 300,
+            max_positions: 1200,
+        });
         let shape = CodeShape {
             channels: 2,
             sides: vec![4, 300],
         };
         let bits = random_bits(shape.bits(), 1, 0.5);
         let stream = c.encode(&shape, &bits).unwrap();
-        assert_eq!(stream[0], 0x11);
+        assert_eq!(stream[0], 0x21);
         assert_eq!(&stream[2..5], &[4, 0xac, 0x02], "LEB128 of 4 and 300");
+        assert_eq!(
+            stream[5],
+            crc8([&stream[..5], &stream[6..]]),
+            "the check value follows"
+        );
         assert_eq!(c.decode(&stream).unwrap(), (shape, bits));
     }
 
@@ -331,51 +426,149 @@ mod tests {
             })
         );
         assert_eq!(
-            c.decode(&[0x10]),
+            c.decode(&[0x20]),
             Err(CodecError::Truncated {
                 what: "model tag",
                 offset: 1
             })
         );
         assert!(matches!(
-            c.decode(&[0x20, 0x5a]),
-            Err(CodecError::UnsupportedVersion { found: 2, .. })
+            c.decode(&[0x10, 0x5a, 0x00]),
+            Err(CodecError::UnsupportedVersion { found: 1, .. })
         ));
         assert!(matches!(
-            c.decode(&[0x12, 0x5a]),
+            c.decode(&[0x22, 0x5a]),
             Err(CodecError::UnknownFlags { flags: 2 })
         ));
         assert!(matches!(
-            c.decode(&[0x10, 0x00]),
+            c.decode(&[0x20, 0x00]),
             Err(CodecError::WrongModel { found: 0, .. })
         ));
         assert!(matches!(
-            c.decode(&[0x11, 0x5a, 0x80]),
+            c.decode(&[0x21, 0x5a, 0x80]),
             Err(CodecError::Truncated { what: "shape", .. })
         ));
         assert!(matches!(
-            c.decode(&[0x11, 0x5a, 0x00, 0x01]),
+            c.decode(&[0x21, 0x5a, 0x00, 0x01]),
             Err(CodecError::BadShape { .. })
         ));
         assert!(matches!(
-            c.decode(&[0x11, 0x5a, 0xff, 0xff, 0xff, 0x01, 1]),
+            c.decode(&[0x21, 0x5a, 0xff, 0xff, 0xff, 0x01, 1]),
             Err(CodecError::BadShape { .. })
         ));
+        assert_eq!(
+            c.decode(&[0x20, 0x5a]),
+            Err(CodecError::Truncated {
+                what: "check value",
+                offset: 2
+            }),
+            "a header alone is not a stream"
+        );
         let mut long = stream.clone();
         long.extend(std::iter::repeat_n(0xab, 400));
         assert!(matches!(c.decode(&long), Err(CodecError::TooLarge { .. })));
         let mut extended = stream.clone();
         extended.push(0x01);
+        assert!(matches!(c.decode(&extended), Err(CodecError::CheckFailed { .. })));
+        // A stream whose check value is recomputed after an extension still is not canonical.
+        extended[2] = crc8([&extended[..2], &extended[3..]]);
         assert!(matches!(c.decode(&extended), Err(CodecError::Corrupt { .. })));
-        // A shorter stream can be the exact encoding of other bits (there is no redundancy to
-        // tell), but it never passes for the original code.
-        if stream.len() > 2 {
-            let truncated = c.decode(&stream[..stream.len() - 1]);
-            assert!(
-                truncated.map(|(_, b)| b != bits).unwrap_or(true),
-                "truncated payload"
-            );
+    }
+
+    /// The damage the check value is for: every flipped bit of many streams is rejected (a CRC
+    /// catches every single-bit error), and truncations are rejected but for the 1 in 256 whose
+    /// check value collides and whose shorter payload is itself a canonical encoding.
+    #[test]
+    fn flipped_bits_and_truncations_are_rejected() {
+        let c = codec(3, vec![8, 8], 0.9);
+        let (mut flips, mut truncations, mut passed) = (0, 0, 0);
+        for seed in 0..40 {
+            let bits = random_bits(192, seed, 0.7);
+            let stream = c.encode(&c.default_shape, &bits).unwrap();
+            for i in 0..stream.len() {
+                for bit in 0..8 {
+                    let mut s = stream.clone();
+                    s[i] ^= 1 << bit;
+                    assert!(
+                        c.decode(&s).is_err(),
+                        "seed {seed}: bit {bit} of byte {i} flipped"
+                    );
+                    flips += 1;
+                }
+            }
+            for len in 0..stream.len() {
+                if let Ok((_, decoded)) = c.decode(&stream[..len]) {
+                    assert_ne!(decoded, bits, "a shorter stream cannot hold the same code");
+                    passed += 1;
+                }
+                truncations += 1;
+            }
         }
+        eprintln!("rejected {flips} single-bit flips; {passed} of {truncations} truncations passed");
+        assert!(truncations > 500);
+        // Expected about truncations / 256; the bound leaves room for chance (p < 1e-6).
+        assert!(
+            passed * 64 <= truncations,
+            "{passed} of {truncations} truncations passed"
+        );
+    }
+
+    #[test]
+    fn announced_shapes_above_the_limits_are_refused_before_decoding() {
+        let c = codec(3, vec![8, 8], 0.9);
+        assert_eq!(
+            c.limits,
+            Limits {
+                max_side: 32,
+                max_positions: 1024
+            },
+            "four times the model's sides"
+        );
+        // 4096 x 4096 code positions announced by a 6-byte stream: refused at once.
+        let huge = [0x21, 0x5a, 0x80, 0x20, 0x80, 0x20, 0x00];
+        let err = c.decode(&huge).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CodecError::OverLimit {
+                    positions: 16_777_216,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("at most 32 per side"), "{err}");
+        let wide = CodeShape {
+            channels: 3,
+            sides: vec![8, 40],
+        };
+        let wide_bits = random_bits(wide.bits(), 4, 0.7);
+        let err = c.decode(&c.encode(&wide, &wide_bits).unwrap()).unwrap_err();
+        assert!(
+            matches!(err, CodecError::OverLimit { positions: 320, .. }),
+            "{err:?}"
+        );
+        // Within the side limit but not the area.
+        let shape = CodeShape {
+            channels: 3,
+            sides: vec![32, 32],
+        };
+        let bits = random_bits(shape.bits(), 5, 0.7);
+        let stream = c.encode(&shape, &bits).unwrap();
+        assert_eq!(c.decode(&stream).unwrap(), (shape.clone(), bits.clone()));
+        let small = c.clone().with_limits(Limits {
+            max_side: 64,
+            max_positions: 1000,
+        });
+        assert!(matches!(
+            small.decode(&stream),
+            Err(CodecError::OverLimit { positions: 1024, .. })
+        ));
+        let roomy = c.clone().with_limits(Limits {
+            max_side: 64,
+            max_positions: 64 * 64,
+        });
+        assert_eq!(roomy.decode(&stream).unwrap(), (shape, bits));
     }
 
     #[test]

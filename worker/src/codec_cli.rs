@@ -92,7 +92,7 @@ pub fn encode(model: &Path, image: &Path, out: &Path) -> Result<()> {
     let pixels = m.model.config.pixels() as f64;
     let header = m.codec.header_len(&stream)?;
     println!(
-        "{}: {} bytes ({} header) = {:.5} bpp ({:.5} without header) in {:.2} ms",
+        "{}: {} bytes ({} header and check value) = {:.5} bpp ({:.5} without them) in {:.2} ms",
         out.display(),
         stream.len(),
         header,
@@ -186,15 +186,27 @@ pub fn fuzz(model: &Path, images: &[PathBuf], synthetic: u64, inputs: u64, seed:
     let report = fuzz_decoder(&m.codec, &valid, inputs, seed);
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "fuzzed the decoder with {} inputs in {secs:.1}s ({:.0}/s): {} decoded, {} rejected with a typed error, {} panics",
+        "fuzzed the decoder with {} inputs in {secs:.1}s ({:.0}/s): {} decoded, {} rejected with a typed error, {} panics; \
+         {} of {} damaged streams accepted (the check value lets through at most 1 in 256)",
         report.inputs,
         report.inputs as f64 / secs,
         report.decoded,
         report.rejected,
-        report.panics
+        report.panics,
+        report.accepted_damaged,
+        report.mutated
     );
     if report.panics > 0 {
         bail!("the decoder panicked; first input: {:02x?}", report.first_panic);
+    }
+    // Far above 1/256 means the check is not doing its job (the bound leaves room for chance).
+    if report.accepted_damaged as f64 > 16.0 + report.mutated as f64 / 128.0 {
+        bail!(
+            "{} of {} damaged streams were accepted; first: {:02x?}",
+            report.accepted_damaged,
+            report.mutated,
+            report.first_accepted_damaged
+        );
     }
     Ok(())
 }

@@ -115,8 +115,8 @@ fn auto_seg_learns_to_reconstruct_through_cs_code() {
     assert!(last < 0.7 * first, "pixel MSE {first} -> {last}");
     let point = autoseg_point(&d1.model, &ae, &d1.data.val);
     assert_eq!(point.method, "Auto/Seg");
-    // The same code as C (4 x 8 x 8 bits at 64 px) plus the 2-byte header.
-    assert_eq!(point.bpp, (256.0 + 16.0) / (64.0 * 64.0));
+    // The same code as C (4 x 8 x 8 bits at 64 px) plus the 2-byte header and the check value.
+    assert_eq!(point.bpp, (256.0 + 24.0) / (64.0 * 64.0));
     assert!((0.0..=1.0).contains(&point.dice) && point.images == d1.data.val.len());
     let rec = ae.reconstructions(&d1.data.val[..2]);
     assert_eq!(rec[0].image.len(), 64 * 64 * 3);

@@ -128,7 +128,7 @@ fn the_service_authenticates_segments_and_reports() {
     }
     assert_eq!(decoded, expected[1]);
 
-    let (status, body) = post(&agent, &url, Some(TOKEN), "image/png", &[0x10, 0x00, 1, 2]);
+    let (status, body) = post(&agent, &url, Some(TOKEN), "image/png", &[0x20, 0x00, 1, 2]);
     assert_eq!(status, 400);
     let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert!(err["error"].as_str().unwrap().contains("another model"), "{err}");

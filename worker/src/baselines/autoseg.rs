@@ -2,7 +2,7 @@
 //! W/f binary code, the same compressor and stochastic binarization), trained for pixel MSE
 //! alone; its reconstructions are segmented by the D1 segmentor, which never saw them. The
 //! decoder is g's architecture with one output channel per image channel and a sigmoid. Its
-//! rate is the raw code length plus the same 2-byte header as our streams: an upper bound (the
+//! rate is the raw code length plus the same 2-byte header and 1-byte check value as our streams: an upper bound (the
 //! code is not entropy coded), stated as such in its setting.
 
 use rand::SeedableRng;
@@ -126,10 +126,13 @@ pub fn autoseg_point(d1: &Model, ae: &AutoEncoder, samples: &[Sample]) -> RatePo
     let (channels, side) = ae.shape();
     let decoded = ae.reconstructions(samples);
     let (dice, iou) = segment_scores(d1, &decoded, channels, side);
-    let bits = ae.config.code_bits() as f64 + 16.0;
+    let bits = ae.config.code_bits() as f64 + 24.0;
     RatePoint {
         method: "Auto/Seg".into(),
-        setting: format!("{} raw code bits + 2-byte header", ae.config.code_bits()),
+        setting: format!(
+            "{} raw code bits + 2-byte header + check value",
+            ae.config.code_bits()
+        ),
         bpp: bits / (side as f64 * side as f64),
         dice,
         iou,
