@@ -11,7 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Codec, CodecError, VERSION};
+use super::{Codec, CodecError, Header, VERSION};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FuzzReport {
@@ -43,24 +43,22 @@ fn input(rng: &mut ChaCha8Rng, codec: &Codec, valid: &[Vec<u8>]) -> (Vec<u8>, bo
         2 => {
             // A crafted header: the shape flag and sides of up to 3 varint bytes each, large
             // ones likely, then a short payload.
-            let mut v = vec![(VERSION << 4) | 1, codec.tag];
-            for _ in 0..codec.default_shape.sides.len() {
-                let side: u32 = match rng.random_range(0..3) {
-                    0 => rng.random_range(1..=64),
-                    1 => rng.random_range(1..=4096),
-                    _ => rng.random_range(0..(1 << 21)),
-                };
-                let mut x = side;
-                loop {
-                    let byte = (x & 0x7f) as u8;
-                    x >>= 7;
-                    if x == 0 {
-                        v.push(byte);
-                        break;
-                    }
-                    v.push(byte | 0x80);
-                }
+            let sides = (0..codec.default_shape.sides.len())
+                .map(|_| {
+                    let side: u32 = match rng.random_range(0..3) {
+                        0 => rng.random_range(1..=64),
+                        1 => rng.random_range(1..=4096),
+                        _ => rng.random_range(0..(1 << 21)),
+                    };
+                    side as usize
+                })
+                .collect();
+            let mut v = Vec::new();
+            Header {
+                tag: codec.tag,
+                sides: Some(sides),
             }
+            .write(&mut v);
             let len = rng.random_range(0..8);
             v.extend((0..len).map(|_| rng.random::<u8>()));
             (v, false)

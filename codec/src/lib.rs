@@ -1,5 +1,5 @@
 //! Real bitstreams: the binary code of C, entropy coded with the same learned bit model q that
-//! training used for its rate estimate, behind a 2-byte header.
+//! training used for its rate estimate, behind a 2-byte header and a 1-byte check value.
 //!
 //! Coding: constriction's range coder with 16-bit words (`Small`), one binary symbol per code
 //! bit with its context's probability, quantised once to 12-bit integers so that encoder and
@@ -79,20 +79,21 @@ impl Limits {
     /// Codes of images up to `factor` times the model's input size per side.
     pub fn scaled(default_shape: &CodeShape, factor: usize) -> Limits {
         let longest = default_shape.sides.iter().copied().max().unwrap_or(1);
-        let positions: usize = default_shape.sides.iter().product();
+        let area: usize = default_shape.sides.iter().product();
         Limits {
             max_side: longest.saturating_mul(factor).min(MAX_SIDE),
-            max_positions: positions.saturating_mul(factor.saturating_pow(default_shape.sides.len() as u32)),
+            max_positions: area.saturating_mul(factor.saturating_pow(default_shape.sides.len() as u32)),
         }
     }
 
     fn admits(&self, sides: &[usize]) -> bool {
-        sides.iter().all(|&s| s <= self.max_side)
-            && sides
-                .iter()
-                .try_fold(1usize, |acc, &s| acc.checked_mul(s))
-                .is_some_and(|p| p <= self.max_positions)
+        sides.iter().all(|&s| s <= self.max_side) && positions(sides).is_some_and(|p| p <= self.max_positions)
     }
+}
+
+/// Positions of a code with these spatial sides (their product), if it fits in a `usize`.
+fn positions(sides: &[usize]) -> Option<usize> {
+    sides.iter().try_fold(1usize, |acc, &s| acc.checked_mul(s))
 }
 
 impl std::fmt::Display for Limits {
@@ -286,7 +287,7 @@ impl Codec {
         };
         if !self.limits.admits(&shape.sides) {
             return Err(CodecError::OverLimit {
-                positions: shape.sides.iter().fold(1usize, |a, &s| a.saturating_mul(s)),
+                positions: positions(&shape.sides).unwrap_or(usize::MAX),
                 sides: shape.sides,
                 limits: self.limits.clone(),
             });
