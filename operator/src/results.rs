@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use orchestra_api::{Experiment, TrialResult};
-use orchestra_store::layout::{self, ExperimentKeys, TrialKeys, LEADERBOARD_STEM};
+use orchestra_api::Experiment;
+use orchestra_store::layout::{self, ExperimentKeys, LEADERBOARD_STEM};
 use orchestra_store::{Store, StoreError};
 
 use crate::leaderboard::{rank, Finished, Leaderboard};
@@ -19,15 +19,6 @@ pub enum ResultsError {
     Corrupt { key: String, reason: String },
     #[error("{path}: {reason}")]
     Write { path: PathBuf, reason: String },
-}
-
-/// One trial's result, if it has one.
-pub fn read_result(
-    store: &Store,
-    experiment: &str,
-    trial: &str,
-) -> Result<Option<TrialResult>, ResultsError> {
-    Ok(layout::read_result(store, &TrialKeys::new(experiment, trial))?)
 }
 
 /// Every finished trial of `experiment` in the store, with its swept parameters.

@@ -340,6 +340,28 @@ async fn a_finished_trial_is_recorded_and_ranked() {
     assert_eq!(events, ["TrialSucceeded", "TrialSucceeded"]);
 }
 
+/// The store layout's "finished" rule holds here too: a result of an earlier, shorter target
+/// (20 steps) does not finish a trial whose Experiment now asks for 40.
+#[tokio::test]
+async fn a_result_short_of_the_step_target_does_not_finish_the_trial() {
+    let s = Scenario::new();
+    let exp = s.experiment(json!({"steps": 40}));
+    s.running_trial("sweep-d4-000", "D4", Some(("Complete", "CompletionsReached")));
+    s.write_result("sweep-d4-000", 0.91, 0.0042);
+    s.reconcile(exp).await.unwrap();
+    let t = s.fake.body_of(&format!("PATCH {TRIALS}/sweep-d4-000/status"))["status"].clone();
+    assert_eq!(t["phase"], "AttemptFailed", "{t}");
+    assert!(
+        t["message"]
+            .as_str()
+            .unwrap()
+            .contains("result is not in the store"),
+        "{t}"
+    );
+    let events: Vec<String> = s.fake.events().into_iter().map(|(r, _)| r).collect();
+    assert!(!events.contains(&"TrialSucceeded".to_string()), "{events:?}");
+}
+
 #[tokio::test]
 async fn a_failed_worker_restarts_the_whole_gang_from_its_checkpoint() {
     let mut s = Scenario::new();

@@ -17,7 +17,7 @@ use kube::{Client, Resource, ResourceExt};
 use orchestra_api::{
     DeviceKind, Experiment, ExperimentPhase, ExperimentStatus, Trial, TrialPhase, TrialResult,
 };
-use orchestra_store::layout::{ExperimentKeys, TrialKeys};
+use orchestra_store::layout::{self, ExperimentKeys, TrialKeys};
 use orchestra_store::{Store, StoreError};
 use serde_json::json;
 
@@ -283,11 +283,11 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error>
         .filter(|t| t.status.as_ref().is_some_and(|s| s.phase == TrialPhase::Running))
         .map(|t| t.name_any())
         .collect();
-    let exp_name = name.clone();
+    let (exp_name, steps) = (name.clone(), exp.spec.steps);
     let mut found: BTreeMap<String, TrialResult> = with_store(&exp.spec.store, move |store| {
         let mut out = BTreeMap::new();
         for t in running {
-            if let Some(r) = results::read_result(store, &exp_name, &t)? {
+            if let Some(r) = layout::finished_result(store, &TrialKeys::new(&exp_name, &t), steps)? {
                 out.insert(t, r);
             }
         }
