@@ -140,11 +140,11 @@ impl TrialKeys {
             .flatten()
     }
 
-    /// The checkpoint folder (`step-<n>`) that `key` lies in, if it lies in one of this trial's.
-    pub fn checkpoint_dir_of<'k>(&self, key: &'k str) -> Option<&'k str> {
+    /// The step of the checkpoint folder that `key` lies in, if it lies in one of this trial's.
+    pub fn checkpoint_step_of(&self, key: &str) -> Option<u64> {
         let rest = key.strip_prefix(self.base.as_str())?.strip_prefix('/')?;
         let (dir, object) = rest.split_once('/')?;
-        (Self::parse_checkpoint_dir(dir).is_some() && !object.is_empty()).then_some(dir)
+        Self::parse_checkpoint_dir(dir).filter(|_| !object.is_empty())
     }
 
     /// The prefix of the checkpoint at `step`.
@@ -257,10 +257,10 @@ mod tests {
         ] {
             assert_eq!(TrialKeys::parse_checkpoint_dir(bad), None, "{bad}");
         }
-        assert_eq!(t.checkpoint_dir_of(&t.weights(3)), Some("step-00000003"));
-        assert_eq!(t.checkpoint_dir_of(&t.latest()), None);
-        assert_eq!(t.checkpoint_dir_of("sweep/a/step-00000003"), None);
-        assert_eq!(t.checkpoint_dir_of("sweep/ab/step-00000003/x"), None);
+        assert_eq!(t.checkpoint_step_of(&t.weights(3)), Some(3));
+        assert_eq!(t.checkpoint_step_of(&t.latest()), None);
+        assert_eq!(t.checkpoint_step_of("sweep/a/step-00000003"), None);
+        assert_eq!(t.checkpoint_step_of("sweep/ab/step-00000003/x"), None);
     }
 
     #[test]

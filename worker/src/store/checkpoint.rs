@@ -53,7 +53,6 @@ impl TrialStore {
 
     /// Writes a checkpoint, then the `latest` pointer, then deletes all but the newest `keep`.
     pub fn save(&self, ckpt: &Checkpoint, keep: u32) -> Result<(), StoreError> {
-        let dir = TrialKeys::checkpoint_dir(ckpt.step);
         let corrupt = |key: &str, reason: String| StoreError::Corrupt {
             uri: self.store.uri().to_string(),
             key: key.to_string(),
@@ -77,23 +76,25 @@ impl TrialStore {
             &self.keys.checkpoint_state(ckpt.step),
             serde_json::to_vec_pretty(&state).expect("state serialises"),
         )?;
-        self.store.put(&self.keys.latest(), dir.clone().into_bytes())?;
-        self.prune(keep, &dir)
+        self.store.put(
+            &self.keys.latest(),
+            TrialKeys::checkpoint_dir(ckpt.step).into_bytes(),
+        )?;
+        self.prune(keep, ckpt.step)
     }
 
     /// Deletes checkpoints older than the newest `keep` (never the one `latest` names).
-    fn prune(&self, keep: u32, latest: &str) -> Result<(), StoreError> {
-        let mut dirs: Vec<String> = self
+    fn prune(&self, keep: u32, latest: u64) -> Result<(), StoreError> {
+        let mut steps: Vec<u64> = self
             .store
             .list(self.keys.prefix())?
             .iter()
-            .filter_map(|k| self.keys.checkpoint_dir_of(k).map(String::from))
+            .filter_map(|k| self.keys.checkpoint_step_of(k))
             .collect();
-        dirs.sort();
-        dirs.dedup();
-        let excess = dirs.len().saturating_sub(keep as usize);
-        for dir in dirs.into_iter().take(excess).filter(|d| d != latest) {
-            let step = TrialKeys::parse_checkpoint_dir(&dir).expect("listed as a checkpoint folder");
+        steps.sort_unstable();
+        steps.dedup();
+        let excess = steps.len().saturating_sub(keep as usize);
+        for step in steps.into_iter().take(excess).filter(|s| *s != latest) {
             self.store.delete_prefix(&self.keys.checkpoint(step))?;
         }
         Ok(())
