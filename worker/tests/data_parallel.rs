@@ -166,12 +166,7 @@ fn two_mpi_ranks_train_like_one_process_with_twice_the_batch() {
 fn two_tcp_ranks_without_mpirun_train_like_one_process_with_twice_the_batch() {
     check_two_ranks_equal_micro_batches(|_, spec| {
         // What the operator's Indexed Job gives each pod: the rendezvous variables.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-            - 1;
+        let port = orchestra_worker::dist::tcp::free_master_port_for_tests();
         let ranks: Vec<Child> = (0..2)
             .map(|rank| {
                 Command::new(BIN)

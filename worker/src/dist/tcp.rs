@@ -209,18 +209,28 @@ impl Collective for TcpCollective {
     }
 }
 
+/// A `MASTER_PORT` for tests on one machine: it and the next port (the collectives') are free
+/// now, and both lie below Linux's ephemeral range (32768 and up), so that no outgoing
+/// connection of a test running beside it can take them before the ranks bind. An ephemeral
+/// port picked by binding port 0 and releasing it can be, and was: "Address already in use".
+#[doc(hidden)]
+pub fn free_master_port_for_tests() -> u16 {
+    let free = |port: u16| TcpListener::bind(("0.0.0.0", port)).is_ok();
+    // Start where the process id says, so that test processes running at once try apart.
+    let start = 20_000 + (std::process::id() % 6_000) as u16 * 2;
+    (0..6_000u16)
+        .map(|i| 20_000 + (start - 20_000 + 2 * i) % 12_000)
+        .find(|&p| free(p) && free(p + 1))
+        .expect("a free pair of ports below 32000")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn three_ranks_sum_and_broadcast_identically() {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-            - 1;
+        let port = free_master_port_for_tests();
         let run = |rank: usize| {
             std::thread::spawn(move || {
                 let env = RendezvousEnv {
