@@ -70,8 +70,17 @@ if [ -f "$spec" ]; then
         echo
     done
 
-    echo "segmentation service under load (loopback, TLS, demo D4 model, 400 requests per line):"
-    scripts/load_test.sh "$bin/orchestra-worker" runs/bench/model.safetensors bench-results/load-test.jsonl
+    echo "the edge (orchestra-edge, C in pure Rust) against libtorch's C, demo held-out split, one core:"
+    dataset=$(sed -n 's/^dataset: *//p' "$spec")
+    one_core=()
+    if command -v taskset >/dev/null; then one_core=(taskset -c 0); fi
+    "${one_core[@]}" "$bin/orchestra-worker" compare-edge --model runs/bench/model.safetensors \
+        --dataset "$dataset" --out bench-results/edge-compare.json
+    scripts/edge_footprint.sh "$bin" runs/bench/model.safetensors bench-results/edge-footprint.json
+    echo
+
+    echo "segmentation service under load (loopback, TLS, demo D4 model, edge client, 400 requests per line):"
+    scripts/load_test.sh "$bin" runs/bench/model.safetensors bench-results/load-test.jsonl
 else
     echo "codec latency and load test: skipped ($spec is missing: run 'make demo' first to train the model)"
 fi

@@ -3,7 +3,7 @@
 # Rust: the GPU column of the latency table (the paper's Table 2) and the service's load test
 # with g + s on the GPU, without and with batching of concurrent requests.
 # Prepare here (after `make demo`): scripts/gpu_serve.sh --prepare .gpu/serve
-# Run there:                         scripts/gpu_serve.sh <orchestra-worker> .gpu/serve <out-dir>
+# Run there:                         scripts/gpu_serve.sh <dir of orchestra-worker and orchestra-edge> .gpu/serve <out-dir>
 set -u
 if [ "${1:-}" = --prepare ]; then
     dir="${2:?usage: gpu_serve.sh --prepare <dir>}"
@@ -17,7 +17,8 @@ if [ "${1:-}" = --prepare ]; then
     du -sh "$dir"
     exit 0
 fi
-bin="${1:?usage: gpu_serve.sh <binary> <prepared dir> <out-dir>}"
+bins="${1:?usage: gpu_serve.sh <binary dir> <prepared dir> <out-dir>}"
+bin="$bins/orchestra-worker"
 dir="$(cd "${2:?}" && pwd)"
 out="${3:?}"
 mkdir -p "$out"
@@ -34,6 +35,6 @@ for size in 128 256; do
         --model "$dir/model.safetensors" --d1 "$dir/d1-here.yaml" --size "$size" --out "$out/latency-gpu-$size.json"
 done
 step "load test, g + s on the GPU" 240 env BATCHES="1 16 64" CONCURRENCY="1 8 32" \
-    scripts/load_test.sh "$bin" "$dir/model.safetensors" "$out/load-test-gpu.jsonl" --device cuda
+    scripts/load_test.sh "$bins" "$dir/model.safetensors" "$out/load-test-gpu.jsonl" --device cuda
 step "load test, g + s on the CPU (same machine)" 120 env BATCHES="1 16" CONCURRENCY="8" \
-    scripts/load_test.sh "$bin" "$dir/model.safetensors" "$out/load-test-cpu.jsonl"
+    scripts/load_test.sh "$bins" "$dir/model.safetensors" "$out/load-test-cpu.jsonl"

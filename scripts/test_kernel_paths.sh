@@ -21,8 +21,8 @@ runs+=("ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1")
 
 for run in "${runs[@]}"; do
     echo "test: training-dependent tests again with $run"
-    env $run cargo test -p orchestra-worker $ORCHESTRA_FEATURES "${tests[@]}" --no-fail-fast
+    env $run cargo test -p orchestra-worker $ORCHESTRA_WORKER_FEATURES "${tests[@]}" --no-fail-fast
     # Data-parallel equivalence (N ranks = one process with N micro-batches) on the same path.
-    env $run cargo test -p orchestra-worker $ORCHESTRA_FEATURES --test data_parallel \
+    env $run cargo test -p orchestra-worker $ORCHESTRA_WORKER_FEATURES --test data_parallel \
         -- train_like_one_process_with_twice_the_batch
 done

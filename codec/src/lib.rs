@@ -17,6 +17,7 @@
 
 mod check;
 mod context;
+pub mod deploy;
 mod format;
 pub mod fuzz;
 

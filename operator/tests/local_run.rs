@@ -265,10 +265,13 @@ fn ctrl_c_stops_cleanly_and_the_same_command_continues() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "mpi"),
+    ignore = "run with the operator's `mpi` feature where Open MPI and an MPI worker are built (make test does)"
+)]
 fn a_data_parallel_trial_runs_as_an_mpi_gang() {
-    if Command::new("mpirun").arg("--version").output().is_err() {
-        eprintln!("SKIP: mpirun is not installed (make setup installs Open MPI)");
-        return;
+    if let Err(e) = Command::new("mpirun").arg("--version").output() {
+        panic!("the `mpi` feature is on but mpirun cannot run ({e}); install Open MPI (make setup)");
     }
     let dir = tempfile::tempdir().unwrap();
     let probe = Command::new(worker())
@@ -287,10 +290,11 @@ fn a_data_parallel_trial_runs_as_an_mpi_gang() {
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .output()
         .unwrap();
-    if String::from_utf8_lossy(&probe.stderr).contains("not in this build") {
-        eprintln!("SKIP: orchestra-worker was built without the mpi feature (make test enables it)");
-        return;
-    }
+    assert!(
+        !String::from_utf8_lossy(&probe.stderr).contains("not in this build"),
+        "the operator's `mpi` feature is on but orchestra-worker was built without MPI: \
+         build both with it (ORCHESTRA_FEATURES in scripts/env.sh)"
+    );
     let text = std::fs::read_to_string(experiment(dir.path(), "gang", 4, 2))
         .unwrap()
         .replace("variants: [D2, D4]", "variants: [D4]\n  workersPerTrial: 2")

@@ -9,7 +9,6 @@ use image::{imageops::FilterType, GrayImage, Rgb, RgbImage};
 use orchestra_worker::codec::fuzz::fuzz_decoder;
 use orchestra_worker::codec::model_file::CompressionModel;
 use orchestra_worker::data::{batch, synthetic, Sample, SyntheticKind};
-use orchestra_worker::serve::client;
 use tch::{Device, Tensor};
 
 /// Class colours for label maps and overlays (background transparent in overlays).
@@ -28,9 +27,10 @@ pub fn load_model(path: &Path) -> Result<CompressionModel> {
     Ok(CompressionModel::load(path, Device::Cpu)?)
 }
 
-/// Reads an image file as the model's input: resized to its size, grey or RGB as it expects.
+/// Reads an image file as the model's input: resized to its size, grey or RGB as it expects
+/// (the edge's preparation, so both encoders see the same pixels).
 pub fn read_image(model: &CompressionModel, path: &Path) -> Result<(Tensor, (u32, u32))> {
-    let img = image::open(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    let img = orchestra_edge::input::read_image(path)?;
     let c = &model.model.config;
     let side = c.input_size as u32;
     let original = (img.width(), img.height());
@@ -42,14 +42,8 @@ pub fn read_image(model: &CompressionModel, path: &Path) -> Result<(Tensor, (u32
             original.1
         );
     }
-    let resized = img.resize_exact(side, side, FilterType::Triangle);
-    let bytes = if c.in_channels == 3 {
-        resized.to_rgb8().into_raw()
-    } else {
-        resized.to_luma8().into_raw()
-    };
     let sample = Sample {
-        image: bytes,
+        image: orchestra_edge::input::model_bytes(&img, side, c.in_channels as usize),
         mask: vec![0; (side * side) as usize],
     };
     Ok((
@@ -211,94 +205,113 @@ pub fn fuzz(model: &Path, images: &[PathBuf], synthetic: u64, inputs: u64, seed:
     Ok(())
 }
 
-/// Where the service is and how to reach it: shared by the client commands.
-#[derive(clap::Args)]
-pub struct RemoteArgs {
-    #[arg(long)]
-    pub server: String,
-    #[arg(long)]
-    pub model: PathBuf,
-    /// A file whose first line is the bearer token.
-    #[arg(long)]
-    pub token_file: PathBuf,
-    /// Trust only this CA certificate (PEM), e.g. the service's self-signed one.
-    #[arg(long)]
-    pub ca_cert: Option<PathBuf>,
+/// Median of a handful of timings in milliseconds.
+fn median_ms(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }
 
-impl RemoteArgs {
-    /// The model, the token and an agent that trusts what `--ca-cert` says.
-    fn connect(&self) -> Result<(CompressionModel, String, ureq::Agent)> {
-        let m = load_model(&self.model)?;
-        let token = read_token(&self.token_file)?;
-        let agent = client::agent(self.ca_cert.as_deref(), std::time::Duration::from_secs(30))?;
-        Ok((m, token, agent))
+/// Median encoding time (C, binarization, entropy coding) of one image at `side`, libtorch and
+/// edge alternating so that both see the same machine state.
+fn encode_latency(
+    cloud: &CompressionModel,
+    edge: &orchestra_edge::EdgeModel,
+    side: u32,
+    rounds: usize,
+) -> Result<(f64, f64)> {
+    let channels = cloud.model.config.in_channels as usize;
+    let sample = synthetic_sample(channels, side, 3, 0);
+    let x_torch = batch(&[&sample], channels, side, Device::Cpu).0;
+    let x_edge = orchestra_edge::input::to_planes(&sample.image, channels, side as usize)
+        .map_err(anyhow::Error::msg)?;
+    let (mut torch, mut edge_times) = (Vec::new(), Vec::new());
+    for round in 0..rounds + 3 {
+        let t = Instant::now();
+        cloud.encode(&x_torch)?;
+        let torch_ms = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        edge.encode(&x_edge)?;
+        let edge_ms = t.elapsed().as_secs_f64() * 1e3;
+        // The first rounds warm caches and allocators.
+        if round >= 3 {
+            torch.push(torch_ms);
+            edge_times.push(edge_ms);
+        }
     }
+    Ok((median_ms(torch), median_ms(edge_times)))
 }
 
-fn read_token(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read token file {}", path.display()))?;
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .with_context(|| format!("{} holds no token", path.display()))
-}
-
-pub fn segment_remote(remote: &RemoteArgs, image: &Path, out: &Path) -> Result<()> {
-    let (m, token, agent) = remote.connect()?;
-    let server = remote.server.as_str();
-    let (x, _) = read_image(&m, image)?;
+pub fn compare_edge(model: &Path, dataset: &str, limit: Option<usize>, out: Option<&Path>) -> Result<()> {
+    let cloud = load_model(model)?;
+    let edge = orchestra_edge::EdgeModel::load(model)?;
+    let side = cloud.model.config.input_size as u32;
+    let data = orchestra_worker::data::Dataset::open(dataset, side)?;
+    let n = limit.unwrap_or(usize::MAX).min(data.val.len());
+    let samples: Vec<&Sample> = data.val.iter().take(n).collect();
+    eprintln!("comparing the edge's C with libtorch's on {n} held-out images of {dataset}");
     let started = Instant::now();
-    let stream = m.encode(&x)?.remove(0);
-    let encode_ms = started.elapsed().as_secs_f64() * 1e3;
-    let remote = client::segment_remote(&agent, server, &token, &stream)?;
-    std::fs::write(out, &remote.png).with_context(|| format!("cannot write {}", out.display()))?;
-    let round_trip = remote.round_trip.as_secs_f64() * 1e3;
-    println!("{}: label map from {server}", out.display());
+    let r = orchestra_worker::codec::edge_compare::compare(&cloud, &edge, &samples)?;
     println!(
-        "  sent {} bytes ({:.5} bpp)",
-        stream.len(),
-        8.0 * stream.len() as f64 / m.model.config.pixels() as f64
+        "{} images, {} code bits: {} differ ({:.4} %); largest |activation| of a differing bit {:.2e}, \
+         largest activation difference {:.2e} ({} bits within it of the threshold)",
+        r.images,
+        r.code_bits,
+        r.bits_differing,
+        100.0 * r.bits_differing as f64 / r.code_bits.max(1) as f64,
+        r.max_margin_of_differing,
+        r.max_activation_difference,
+        r.bits_within_rounding
     );
-    println!("  encode (C + entropy coding) {encode_ms:.2} ms");
-    match remote.server_ms {
-        Some(s) => println!(
-            "  service (decode + g + s + PNG) {s:.2} ms, network and TLS {:.2} ms, round trip {round_trip:.2} ms",
-            round_trip - s
-        ),
-        None => println!("  round trip {round_trip:.2} ms"),
+    println!(
+        "streams: {} of {} byte-identical, {} of the edge's decoded in the cloud; Dice {:.4} (libtorch) vs {:.4} (edge), {} label pixels differ",
+        r.streams_identical, r.images, r.edge_streams_decoded, r.dice_libtorch, r.dice_edge, r.label_pixels_differing
+    );
+    let mut latency = Vec::new();
+    for s in [side, 256] {
+        let (torch_ms, edge_ms) = encode_latency(&cloud, &edge, s, 30)?;
+        println!("encode one {s}x{s} image: libtorch {torch_ms:.2} ms, edge {edge_ms:.2} ms (medians of 30, alternating)");
+        latency.push(serde_json::json!({"side": s, "libtorchMs": torch_ms, "edgeMs": edge_ms}));
+    }
+    eprintln!("done in {:.1}s", started.elapsed().as_secs_f64());
+    if let Some(path) = out {
+        let json = serde_json::json!({
+            "model": model.display().to_string(),
+            "dataset": dataset,
+            "torchThreads": tch::get_num_threads(),
+            "comparison": r,
+            "encodeLatency": latency,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("written: {}", path.display());
+    }
+    if r.edge_streams_decoded != r.images {
+        bail!(
+            "{} of the edge's streams did not decode to its bits in the cloud",
+            r.images - r.edge_streams_decoded
+        );
     }
     Ok(())
 }
 
-pub fn load_test(remote: &RemoteArgs, requests: usize, concurrency: usize) -> Result<()> {
-    let (m, token, agent) = remote.connect()?;
-    let server = remote.server.as_str();
-    let side = m.model.config.input_size as u32;
-    let mut streams = Vec::new();
-    for i in 0..16 {
-        streams.extend(m.encode(&synthetic_image(&m, side, 1, i))?);
+pub fn samples(dataset: &str, size: u32, count: usize, out: &Path) -> Result<()> {
+    let data = orchestra_worker::data::Dataset::open(dataset, size)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for (i, s) in data.val.iter().take(count).enumerate() {
+        let path = out.join(format!("{i:04}.png"));
+        let saved = if data.channels == 3 {
+            RgbImage::from_raw(size, size, s.image.clone()).map(|img| img.save(&path))
+        } else {
+            GrayImage::from_raw(size, size, s.image.clone()).map(|img| img.save(&path))
+        };
+        saved
+            .context("a sample's bytes match its size")?
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let report = client::load_test(&agent, server, &token, &streams, requests, concurrency);
     println!(
-        "{} requests, {} at a time: {:.1} requests/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} failed",
-        report.requests,
-        report.concurrency,
-        report.requests_per_second,
-        report.p50_ms,
-        report.p99_ms,
-        report.max_ms,
-        report.failed
+        "{} held-out images of {dataset} written to {}",
+        count.min(data.val.len()),
+        out.display()
     );
-    println!("{}", serde_json::to_string(&report)?);
-    if report.failed > 0 {
-        bail!(
-            "{} requests failed; the first: {}",
-            report.failed,
-            report.first_error.as_deref().unwrap_or("?")
-        );
-    }
     Ok(())
 }

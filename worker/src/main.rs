@@ -150,22 +150,32 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         batch_wait_ms: f64,
     },
-    /// Edge client: compress an image locally, segment it remotely, write the label map.
-    SegmentRemote {
-        #[command(flatten)]
-        remote: codec_cli::RemoteArgs,
-        image: PathBuf,
+    /// The edge's C (orchestra-edge, pure Rust) against libtorch's on a dataset's held-out
+    /// split: differing code bits, streams decoded in the cloud, Dice from each encoder's
+    /// streams, and encoding latency side by side.
+    CompareEdge {
+        #[arg(long)]
+        model: PathBuf,
+        /// Dataset URI whose held-out split is compared (its images at the model's size).
+        #[arg(long)]
+        dataset: String,
+        /// Compare at most this many held-out images.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Write the comparison as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write a dataset's held-out images as PNG files (inputs for the edge's load test).
+    Samples {
+        #[arg(long)]
+        dataset: String,
+        #[arg(long)]
+        size: u32,
+        #[arg(long, default_value_t = 16)]
+        count: usize,
         #[arg(short, long)]
         out: PathBuf,
-    },
-    /// A bounded load test of a service: concurrent requests on synthetic images' bitstreams.
-    LoadTest {
-        #[command(flatten)]
-        remote: codec_cli::RemoteArgs,
-        #[arg(long, default_value_t = 500)]
-        requests: usize,
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
     },
     /// Latency breakdown from the edge to the label map, per method (the paper's Table 2).
     BenchLatency(bench_latency::LatencyArgs),
@@ -373,12 +383,18 @@ fn run(command: Command) -> Result<()> {
             );
             server.wait();
         }
-        Command::SegmentRemote { remote, image, out } => codec_cli::segment_remote(&remote, &image, &out)?,
-        Command::LoadTest {
-            remote,
-            requests,
-            concurrency,
-        } => codec_cli::load_test(&remote, requests, concurrency)?,
+        Command::CompareEdge {
+            model,
+            dataset,
+            limit,
+            out,
+        } => codec_cli::compare_edge(&model, &dataset, limit, out.as_deref())?,
+        Command::Samples {
+            dataset,
+            size,
+            count,
+            out,
+        } => codec_cli::samples(&dataset, size, count, &out)?,
         Command::BenchLatency(args) => bench_latency::run(args)?,
         Command::RateAccuracy {
             d1,

@@ -7,9 +7,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use orchestra_api::Variant;
+use orchestra_edge::client;
 use orchestra_worker::codec::model_file::CompressionModel;
 use orchestra_worker::data::{batch, Dataset, Sample, SyntheticKind};
-use orchestra_worker::serve::{client, start, BatchOptions, ServeConfig};
+use orchestra_worker::serve::{start, BatchOptions, ServeConfig};
 use orchestra_worker::train::Trainer;
 use tch::Device;
 

@@ -8,7 +8,8 @@ use std::path::Path;
 use orchestra_api::Variant;
 use tch::{Device, Kind, Tensor};
 
-use super::{quantize, tag_of, CodeShape, Codec, CodecError};
+use super::deploy::{codec_for_model, META_CONFIG, META_VARIANT};
+use super::{CodeShape, Codec, CodecError};
 use crate::nets::{Group, Model, NetConfig};
 use crate::store::{from_safetensors_with_metadata, to_safetensors_with_metadata};
 use crate::train::load_weights;
@@ -24,9 +25,6 @@ pub enum ModelFileError {
     #[error(transparent)]
     Codec(#[from] CodecError),
 }
-
-const META_CONFIG: &str = "orchestra.config";
-const META_VARIANT: &str = "orchestra.variant";
 
 /// The code of each image of a batch (N, K, spatial...) as -1/+1 values in coding order
 /// (channel-major, then raster: the tensor's own layout).
@@ -51,26 +49,28 @@ pub fn code_shape(bits: &Tensor) -> CodeShape {
     }
 }
 
-/// The entropy coder of a model's bit model, tagged by its C and q weights.
+/// The entropy coder of a model's bit model, tagged by its C and q weights (built as the edge
+/// builds it from the model file).
 pub fn codec_for(model: &Model) -> Option<Codec> {
     let q = model.bit_model.as_ref()?;
-    let table = quantize(&q.probabilities());
-    let mut tag_bytes: Vec<u8> = table.iter().flat_map(|p| p.to_le_bytes()).collect();
-    for (_, t) in model.group_params(Group::Compressor) {
-        let t = t
-            .detach()
-            .to_device(Device::Cpu)
-            .to_kind(Kind::Float)
-            .flatten(0, -1);
-        let values = Vec::<f32>::try_from(t).expect("float weights");
-        tag_bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-    }
+    let weights: Vec<Vec<f32>> = model
+        .group_params(Group::Compressor)
+        .iter()
+        .map(|(_, t)| {
+            let t = t
+                .detach()
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .flatten(0, -1);
+            Vec::<f32>::try_from(t).expect("float weights")
+        })
+        .collect();
     let c = &model.config;
     let shape = CodeShape {
         channels: c.code_channels as usize,
         sides: vec![c.code_side() as usize; c.spatial.n()],
     };
-    Codec::new(table, tag_of(tag_bytes), shape).ok()
+    codec_for_model(&q.logit_values(), weights.iter().map(Vec::as_slice), shape).ok()
 }
 
 /// A model ready to compress (edge) and segment bitstreams (cloud).

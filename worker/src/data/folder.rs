@@ -128,17 +128,12 @@ pub fn load(
     })
 }
 
+/// Decodes with the edge's reader: bounded, and a truncated JPEG is an error, not a grey patch.
 fn read_image(path: &Path) -> Result<DynamicImage, DataError> {
-    let unreadable = |reason: String| DataError::Unreadable {
-        path: path.to_path_buf(),
-        reason,
-    };
-    image::ImageReader::open(path)
-        .map_err(|e| unreadable(e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| unreadable(e.to_string()))?
-        .decode()
-        .map_err(|e| unreadable(e.to_string()))
+    orchestra_edge::input::read_image(path).map_err(|e| DataError::Unreadable {
+        path: e.path,
+        reason: e.reason,
+    })
 }
 
 /// Converts a mask image to class indices, rejecting any value the layout does not allow.
@@ -188,16 +183,8 @@ fn resize_sample(
     channels: usize,
     size: u32,
 ) -> Sample {
-    let image = if (w, h) == (size, size) {
-        image.clone()
-    } else {
-        image.resize_exact(size, size, FilterType::Triangle)
-    };
-    let image = if channels == 3 {
-        image.to_rgb8().into_raw()
-    } else {
-        image.to_luma8().into_raw()
-    };
+    // The edge prepares its inputs with the same function: C sees the pixels it was trained on.
+    let image = orchestra_edge::input::model_bytes(image, size, channels);
     let mask = if (w, h) == (size, size) {
         labels
     } else {

@@ -37,16 +37,15 @@ impl BitModel {
         }
     }
 
-    /// q(+1 | channel, context) for every channel and context, [channel * CONTEXTS + context]:
-    /// the table the entropy coder is built from.
-    pub fn probabilities(&self) -> Vec<f64> {
-        let p = self
+    /// q's logits of +1, [channel * CONTEXTS + context], as stored: the coder's table is built
+    /// from them (`orchestra_codec::deploy`) in the same way on the edge and in the cloud.
+    pub fn logit_values(&self) -> Vec<f32> {
+        let l = self
             .logits
             .detach()
             .to_device(tch::Device::Cpu)
-            .to_kind(Kind::Double)
-            .sigmoid();
-        Vec::<f64>::try_from(p.flatten(0, -1)).expect("a flat double tensor")
+            .to_kind(Kind::Float);
+        Vec::<f32>::try_from(l.flatten(0, -1)).expect("a flat float tensor")
     }
 
     /// Context index (int64, same shape as `bits`) of every bit of a code (N, K, spatial...)

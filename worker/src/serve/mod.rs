@@ -8,7 +8,6 @@
 //! thread; g + s runs on concurrent requests' codes in batches (see `batcher`).
 
 pub mod batcher;
-pub mod client;
 mod metrics;
 
 use std::net::SocketAddr;

@@ -1,0 +1,15 @@
+//! Orchestra's edge: what runs on the hospital side, with no libtorch and no Python.
+//!
+//! C (the compressor) runs in pure Rust on candle's CPU backend from the deployable model file
+//! the worker exports; the entropy coder is the shared `orchestra-codec`. The code it produces
+//! is the code the worker's libtorch C produces, but for activations that land on the
+//! binarization threshold (`orchestra-worker compare-edge` counts them on real data). The
+//! client sends bitstreams to the segmentation service and load-tests it.
+
+pub mod client;
+pub mod compressor;
+pub mod input;
+pub mod model_file;
+
+pub use candle_core;
+pub use model_file::{EdgeError, EdgeModel};

@@ -1,0 +1,351 @@
+//! `orchestra-edge`: compress scans on the hospital side and send them to the segmentation
+//! service. No libtorch, no Python: one static-ish binary next to the model file.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use orchestra_edge::input::{model_bytes, read_image, to_planes};
+use orchestra_edge::{client, EdgeModel};
+
+#[derive(Parser)]
+#[command(
+    name = "orchestra-edge",
+    version,
+    about = "Orchestra's edge: compress scans with C and send the bitstreams to the segmentation service"
+)]
+struct Cli {
+    /// Threads for C's convolutions (default: every core).
+    #[arg(long, global = true, env = "ORCHESTRA_EDGE_THREADS")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compress images into bitstreams (one `.orc` file per image).
+    Encode {
+        #[arg(long)]
+        model: PathBuf,
+        /// Image files (PNG or JPEG).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Output file (one image only).
+        #[arg(short, long, conflicts_with = "out_dir")]
+        out: Option<PathBuf>,
+        /// Output folder: IMAGE_STEM.orc for each image.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+    /// Time encoding (C, binarization, range coding) of one input at a given side.
+    Bench {
+        #[arg(long)]
+        model: PathBuf,
+        /// Side of the input in pixels (any multiple of the model's downsampling factor).
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        #[arg(long, default_value_t = 30)]
+        rounds: usize,
+    },
+    /// Compress one image, send it to the service, write the label map it returns (PNG).
+    SegmentRemote {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        image: PathBuf,
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// A bounded load test: the images' bitstreams sent in turn from several threads.
+    LoadTest {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Image files, or folders whose PNG and JPEG files are used.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+}
+
+/// Where the service is and how to reach it.
+#[derive(clap::Args)]
+struct RemoteArgs {
+    #[arg(long)]
+    server: String,
+    #[arg(long)]
+    model: PathBuf,
+    /// A file whose first line is the bearer token.
+    #[arg(long)]
+    token_file: PathBuf,
+    /// Trust only this CA certificate (PEM), e.g. the service's self-signed one.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// Seconds one request may take, connection included.
+    #[arg(long, default_value_t = 30)]
+    timeout_s: u64,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // candle sizes its thread pool and gemm's parallelism from this variable.
+        std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+    }
+    match cli.command {
+        Command::Encode {
+            model,
+            images,
+            out,
+            out_dir,
+        } => encode(&model, &images, out.as_deref(), out_dir.as_deref()),
+        Command::Bench { model, size, rounds } => bench(&model, size, rounds),
+        Command::SegmentRemote { remote, image, out } => segment_remote(&remote, &image, &out),
+        Command::LoadTest {
+            remote,
+            images,
+            requests,
+            concurrency,
+        } => load_test(&remote, &images, requests, concurrency),
+    }
+}
+
+fn load_model(path: &Path) -> Result<EdgeModel> {
+    Ok(EdgeModel::load(path)?)
+}
+
+/// One image's bitstream and the time C and the coder took.
+fn encode_one(model: &EdgeModel, path: &Path) -> Result<(Vec<u8>, Duration)> {
+    let image = read_image(path)?;
+    let side = model.input_size as u32;
+    if (image.width(), image.height()) != (side, side) {
+        tracing::info!(
+            image = %path.display(),
+            width = image.width(),
+            height = image.height(),
+            "resizing to the model's {side}x{side}"
+        );
+    }
+    let bytes = model_bytes(&image, side, model.in_channels);
+    let started = Instant::now();
+    let x = to_planes(&bytes, model.in_channels, model.input_size).map_err(anyhow::Error::msg)?;
+    let stream = model.encode(&x)?;
+    Ok((stream, started.elapsed()))
+}
+
+fn encode(model: &Path, images: &[PathBuf], out: Option<&Path>, out_dir: Option<&Path>) -> Result<()> {
+    let m = load_model(model)?;
+    if out.is_some() && images.len() > 1 {
+        bail!(
+            "-o names one output file; give --out-dir for {} images",
+            images.len()
+        );
+    }
+    if let Some(dir) = out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let progress = progress_bar(images.len() as u64, "encoding");
+    let (mut total_bytes, mut total_time) = (0usize, Duration::ZERO);
+    for image in images {
+        let (stream, elapsed) = encode_one(&m, image)?;
+        let target = match (out, out_dir) {
+            (Some(o), _) => o.to_path_buf(),
+            (None, Some(d)) => d.join(stem_of(image)?).with_extension("orc"),
+            (None, None) => image.with_extension("orc"),
+        };
+        write_atomically(&target, &stream)?;
+        let header = m.codec.header_len(&stream)?;
+        let pixels = m.pixels() as f64;
+        progress.suspend(|| {
+            println!(
+                "{}: {} bytes ({} header and check value) = {:.5} bpp ({:.5} without them) in {:.2} ms",
+                target.display(),
+                stream.len(),
+                header,
+                8.0 * stream.len() as f64 / pixels,
+                8.0 * (stream.len() - header) as f64 / pixels,
+                elapsed.as_secs_f64() * 1e3
+            )
+        });
+        progress.inc(1);
+        total_bytes += stream.len();
+        total_time += elapsed;
+    }
+    progress.finish_and_clear();
+    if images.len() > 1 {
+        println!(
+            "{} images: {:.5} bpp on average, {:.2} ms per image",
+            images.len(),
+            8.0 * total_bytes as f64 / (m.pixels() * images.len()) as f64,
+            total_time.as_secs_f64() * 1e3 / images.len() as f64
+        );
+    }
+    Ok(())
+}
+
+/// Median time to encode one textured input of `size` (after three warm-up rounds).
+fn bench(model: &Path, size: usize, rounds: usize) -> Result<()> {
+    let m = load_model(model)?;
+    let bytes: Vec<u8> = (0..size * size * m.in_channels)
+        .map(|i| ((i * 7919) % 251) as u8)
+        .collect();
+    let x = to_planes(&bytes, m.in_channels, size).map_err(anyhow::Error::msg)?;
+    let mut times = Vec::with_capacity(rounds);
+    let mut stream = Vec::new();
+    for round in 0..rounds.max(1) + 3 {
+        let started = Instant::now();
+        stream = m.encode(&x)?;
+        if round >= 3 {
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "every core".into());
+    println!(
+        "encode {size}x{size}: median {:.2} ms, min {:.2} ms over {} rounds ({} threads), {} bytes",
+        times[times.len() / 2],
+        times[0],
+        times.len(),
+        threads,
+        stream.len()
+    );
+    Ok(())
+}
+
+fn stem_of(path: &Path) -> Result<&std::ffi::OsStr> {
+    path.file_stem()
+        .with_context(|| format!("{} has no file name", path.display()))
+}
+
+/// Writes then renames, so a half-written stream never exists under its name.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("orc.tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A progress bar on a terminal; hidden otherwise (logs and pipes get the per-image lines).
+fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    if len < 2 || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("a valid template"),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+impl RemoteArgs {
+    fn connect(&self) -> Result<(EdgeModel, String, ureq::Agent)> {
+        let m = load_model(&self.model)?;
+        let token = read_token(&self.token_file)?;
+        let agent = client::agent(self.ca_cert.as_deref(), Duration::from_secs(self.timeout_s))?;
+        Ok((m, token, agent))
+    }
+}
+
+fn read_token(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read token file {}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .with_context(|| format!("{} holds no token", path.display()))
+}
+
+fn segment_remote(remote: &RemoteArgs, image: &Path, out: &Path) -> Result<()> {
+    let (m, token, agent) = remote.connect()?;
+    let server = remote.server.as_str();
+    let (stream, encode_time) = encode_one(&m, image)?;
+    let answer = client::segment_remote(&agent, server, &token, &stream)?;
+    std::fs::write(out, &answer.png).with_context(|| format!("cannot write {}", out.display()))?;
+    let round_trip = answer.round_trip.as_secs_f64() * 1e3;
+    println!("{}: label map from {server}", out.display());
+    println!(
+        "  sent {} bytes ({:.5} bpp)",
+        stream.len(),
+        8.0 * stream.len() as f64 / m.pixels() as f64
+    );
+    println!(
+        "  encode (C + entropy coding) {:.2} ms",
+        encode_time.as_secs_f64() * 1e3
+    );
+    match answer.server_ms {
+        Some(s) => println!(
+            "  service (decode + g + s + PNG) {s:.2} ms, network and TLS {:.2} ms, round trip {round_trip:.2} ms",
+            round_trip - s
+        ),
+        None => println!("  round trip {round_trip:.2} ms"),
+    }
+    Ok(())
+}
+
+/// Image files given directly, and the PNG and JPEG files of folders given, sorted.
+fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read folder {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| ["png", "jpg", "jpeg"].contains(&e.to_ascii_lowercase().as_str()))
+                })
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                bail!("{} holds no PNG or JPEG images", path.display());
+            }
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn load_test(remote: &RemoteArgs, images: &[PathBuf], requests: usize, concurrency: usize) -> Result<()> {
+    let (m, token, agent) = remote.connect()?;
+    let streams = image_files(images)?
+        .iter()
+        .map(|p| encode_one(&m, p).map(|(s, _)| s))
+        .collect::<Result<Vec<_>>>()?;
+    let report = client::load_test(&agent, &remote.server, &token, &streams, requests, concurrency);
+    println!(
+        "{} requests, {} at a time: {:.1} requests/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} failed",
+        report.requests,
+        report.concurrency,
+        report.requests_per_second,
+        report.p50_ms,
+        report.p99_ms,
+        report.max_ms,
+        report.failed
+    );
+    println!("{}", serde_json::to_string(&report)?);
+    if report.failed > 0 {
+        bail!(
+            "{} requests failed; the first: {}",
+            report.failed,
+            report.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! The edge's view of a deployable model file (written by `orchestra-worker export`): C's
+//! weights, q's logits and the sizes it needs, checked tensor by tensor before anything runs.
+//! g, s and the metadata the cloud needs are left in the file unread.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use orchestra_codec::deploy::{
+    codec_for_model, BIT_MODEL_LOGITS, COMPRESSOR_PREFIX, META_CONFIG, META_VARIANT,
+};
+use orchestra_codec::{CodeShape, Codec, CodecError, CONTEXTS};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::compressor::{binarize, Compressor, Conv, Planes};
+
+/// The largest model file the edge reads (the paper preset's whole file is about 60 MB).
+pub const MAX_MODEL_BYTES: u64 = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("{path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("{path}: not an Orchestra model file: {reason}")]
+    Format { path: String, reason: String },
+    #[error("{path}: model file is {bytes} bytes, above the edge's limit of {MAX_MODEL_BYTES}")]
+    TooLarge { path: String, bytes: u64 },
+    #[error("{path}: variant {variant} sends raw images and has no C to run (use D2, D3 or D4)")]
+    NoCompressor { path: String, variant: String },
+    #[error("input of shape {found:?}: the model takes {expected}")]
+    Input { found: Vec<usize>, expected: String },
+    #[error("C: {0}")]
+    Compute(#[from] candle_core::Error),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// The sizes the edge needs from the file's `orchestra.config` (the worker's network config;
+/// the widths come from the tensors themselves).
+#[derive(Clone, Debug, serde::Deserialize)]
+struct Sizes {
+    spatial: Spatial,
+    input_size: usize,
+    in_channels: usize,
+    downsample: usize,
+    code_channels: usize,
+}
+
+#[derive(Clone, Copy, Debug, serde::Deserialize)]
+enum Spatial {
+    Two,
+    Three,
+}
+
+/// C and the entropy coder of one trained model.
+#[derive(Debug)]
+pub struct EdgeModel {
+    pub compressor: Compressor,
+    pub codec: Codec,
+    /// Side of the images (volumes) the model takes.
+    pub input_size: usize,
+    pub in_channels: usize,
+    /// 2 for images, 3 for volumes.
+    pub dims: usize,
+    pub variant: String,
+}
+
+impl EdgeModel {
+    pub fn load(path: &Path) -> Result<EdgeModel, EdgeError> {
+        let name = path.display().to_string();
+        let io = |e: std::io::Error| EdgeError::Io {
+            path: name.clone(),
+            reason: e.to_string(),
+        };
+        let bytes = std::fs::metadata(path).map_err(io)?.len();
+        if bytes > MAX_MODEL_BYTES {
+            return Err(EdgeError::TooLarge { path: name, bytes });
+        }
+        let data = std::fs::read(path).map_err(io)?;
+        EdgeModel::from_bytes(&data, &name)
+    }
+
+    /// Reads a model file's bytes; `name` names it in errors.
+    pub fn from_bytes(data: &[u8], name: &str) -> Result<EdgeModel, EdgeError> {
+        let format = |reason: String| EdgeError::Format {
+            path: name.to_string(),
+            reason,
+        };
+        let (_, header) =
+            SafeTensors::read_metadata(data).map_err(|e| format(format!("safetensors header: {e}")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let variant = meta
+            .get(META_VARIANT)
+            .ok_or_else(|| format(format!("metadata lacks {META_VARIANT}")))?
+            .clone();
+        let sizes: Sizes = serde_json::from_str(
+            meta.get(META_CONFIG)
+                .ok_or_else(|| format(format!("metadata lacks {META_CONFIG}")))?,
+        )
+        .map_err(|e| format(format!("{META_CONFIG}: {e}")))?;
+        let file = SafeTensors::deserialize(data).map_err(|e| format(format!("safetensors: {e}")))?;
+        if !file.names().iter().any(|n| n.starts_with(COMPRESSOR_PREFIX)) {
+            return Err(EdgeError::NoCompressor {
+                path: name.to_string(),
+                variant,
+            });
+        }
+        let dims = match sizes.spatial {
+            Spatial::Two => 2,
+            Spatial::Three => 3,
+        };
+        let weights = Weights {
+            file,
+            dims,
+            format: &format,
+        };
+        let (compressor, c_values) = weights.compressor(&sizes)?;
+        let logits = weights.floats(BIT_MODEL_LOGITS, &[sizes.code_channels, CONTEXTS as usize])?;
+        if sizes.downsample == 0 || !sizes.input_size.is_multiple_of(sizes.downsample) {
+            return Err(format(format!(
+                "{META_CONFIG}: input size {} is not a multiple of the downsampling factor {}",
+                sizes.input_size, sizes.downsample
+            )));
+        }
+        let shape = CodeShape {
+            channels: sizes.code_channels,
+            sides: vec![sizes.input_size / sizes.downsample; dims],
+        };
+        // The tag covers C's tensors in name order, as the worker sorts them.
+        let mut c_values: Vec<(String, Vec<f32>)> = c_values.into_iter().collect();
+        c_values.sort_by(|a, b| a.0.cmp(&b.0));
+        let codec = codec_for_model(&logits, c_values.iter().map(|(_, v)| v.as_slice()), shape)?;
+        Ok(EdgeModel {
+            compressor,
+            codec,
+            input_size: sizes.input_size,
+            in_channels: sizes.in_channels,
+            dims,
+            variant,
+        })
+    }
+
+    /// Pixels (voxels) of one input at the model's size, the denominator of bpp.
+    pub fn pixels(&self) -> usize {
+        self.input_size.pow(self.dims as u32)
+    }
+
+    /// The downsampling factor f: the code's side is the input's side / f.
+    pub fn downsample(&self) -> usize {
+        self.input_size / self.codec.default_shape.sides[0].max(1)
+    }
+
+    /// Checks that an input has the model's channel count and sides C can halve down to a code
+    /// (any positive multiple of f; a depth of 1 for a 2D model).
+    fn check_input(&self, x: &Planes) -> Result<(), EdgeError> {
+        let f = self.downsample();
+        let spatial = &x.sides[3 - self.dims..];
+        let ok = x.channels == self.in_channels
+            && (self.dims == 3 || x.sides[0] == 1)
+            && spatial.iter().all(|&s| s > 0 && s % f == 0)
+            && x.data.len() == x.channels * x.sides.iter().product::<usize>();
+        if ok {
+            return Ok(());
+        }
+        Err(EdgeError::Input {
+            found: std::iter::once(x.channels).chain(x.sides).collect(),
+            expected: format!(
+                "{} channels of {} sides, each a multiple of {f}",
+                self.in_channels, self.dims
+            ),
+        })
+    }
+
+    /// C's activations before binarization, (K, sides / f).
+    pub fn activations(&self, x: &Planes) -> Result<Planes, EdgeError> {
+        self.check_input(x)?;
+        Ok(self.compressor.activations(x)?)
+    }
+
+    /// An input's code (bits -1/+1 in coding order) and its shape.
+    pub fn code(&self, x: &Planes) -> Result<(CodeShape, Vec<i8>), EdgeError> {
+        let a = self.activations(x)?;
+        let shape = CodeShape {
+            channels: a.channels,
+            sides: a.sides[3 - self.dims..].to_vec(),
+        };
+        Ok((shape, binarize(&a)))
+    }
+
+    /// An input (C, sides) in [0, 1] -> its bitstream.
+    pub fn encode(&self, x: &Planes) -> Result<Vec<u8>, EdgeError> {
+        let (shape, bits) = self.code(x)?;
+        Ok(self.codec.encode(&shape, &bits)?)
+    }
+}
+
+/// The file's tensors, read with their expected shapes.
+struct Weights<'a, F: Fn(String) -> EdgeError> {
+    file: SafeTensors<'a>,
+    dims: usize,
+    format: &'a F,
+}
+
+impl<F: Fn(String) -> EdgeError> Weights<'_, F> {
+    /// A float tensor's values; `shape` entries of 0 accept any size there.
+    fn floats_any(&self, name: &str, shape: &[usize]) -> Result<(Vec<usize>, Vec<f32>), EdgeError> {
+        let t = self
+            .file
+            .tensor(name)
+            .map_err(|_| (self.format)(format!("tensor {name} is missing")))?;
+        if t.dtype() != Dtype::F32 {
+            return Err((self.format)(format!(
+                "tensor {name} is {:?}, expected F32",
+                t.dtype()
+            )));
+        }
+        let fits =
+            t.shape().len() == shape.len() && t.shape().iter().zip(shape).all(|(&a, &e)| e == 0 || a == e);
+        if !fits {
+            return Err((self.format)(format!(
+                "tensor {name} has shape {:?}, expected {:?} (0: any)",
+                t.shape(),
+                shape
+            )));
+        }
+        let values = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok((t.shape().to_vec(), values))
+    }
+
+    fn floats(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, EdgeError> {
+        Ok(self.floats_any(name, shape)?.1)
+    }
+
+    /// A convolution's weight (out, in, k^d) with `in` channels and kernel `k`: its values and
+    /// output channels, recorded for the model tag.
+    fn conv_weight(
+        &self,
+        name: &str,
+        c_in: usize,
+        kernel: usize,
+        values: &mut HashMap<String, Vec<f32>>,
+    ) -> Result<(Vec<f32>, usize), EdgeError> {
+        let key = format!("{name}.weight");
+        let mut shape = vec![0, c_in];
+        shape.extend(std::iter::repeat_n(kernel, self.dims));
+        let (shape, w) = self.floats_any(&key, &shape)?;
+        values.insert(key, w.clone());
+        Ok((w, shape[0]))
+    }
+
+    /// A tensor of `len` values, recorded for the model tag.
+    fn vector(
+        &self,
+        name: &str,
+        len: usize,
+        values: &mut HashMap<String, Vec<f32>>,
+    ) -> Result<Vec<f32>, EdgeError> {
+        let v = self.floats(name, &[len])?;
+        values.insert(name.to_string(), v.clone());
+        Ok(v)
+    }
+
+    fn compressor(&self, sizes: &Sizes) -> Result<(Compressor, HashMap<String, Vec<f32>>), EdgeError> {
+        if !sizes.downsample.is_power_of_two() {
+            return Err((self.format)(format!(
+                "{META_CONFIG}: downsampling factor {} is not a power of two",
+                sizes.downsample
+            )));
+        }
+        let (p, dims) = (COMPRESSOR_PREFIX, self.dims);
+        let mut values = HashMap::new();
+        let (w, width) = self.conv_weight(&format!("{p}stem.conv"), sizes.in_channels, 3, &mut values)?;
+        let bias = self.vector(&format!("{p}stem.conv.bias"), width, &mut values)?;
+        let mut layers = vec![Conv::stem(w, bias, sizes.in_channels, dims)?];
+        let mut width = width;
+        for i in 0..sizes.downsample.trailing_zeros() {
+            let (w, next) = self.conv_weight(&format!("{p}down{i}.conv"), width, 4, &mut values)?;
+            let weight = self.vector(&format!("{p}down{i}.bn.weight"), next, &mut values)?;
+            let bias = self.vector(&format!("{p}down{i}.bn.bias"), next, &mut values)?;
+            // Running statistics are buffers, not trained parameters: outside the tag.
+            let mean = self.floats(&format!("{p}down{i}.bn.running_mean"), &[next])?;
+            let var = self.floats(&format!("{p}down{i}.bn.running_var"), &[next])?;
+            layers.push(Conv::halving(w, width, dims, [&weight, &bias, &mean, &var])?);
+            width = next;
+        }
+        let (w, k) = self.conv_weight(&format!("{p}head"), width, 1, &mut values)?;
+        if k != sizes.code_channels {
+            return Err((self.format)(format!(
+                "tensor {p}head.weight has {k} output channels, {META_CONFIG} says {} code channels",
+                sizes.code_channels
+            )));
+        }
+        let bias = self.vector(&format!("{p}head.bias"), k, &mut values)?;
+        layers.push(Conv::head(w, bias, width, dims)?);
+        Ok((Compressor { layers }, values))
+    }
+}
