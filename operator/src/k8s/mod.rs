@@ -2,6 +2,7 @@
 //! Indexed Job behind a headless Service), restarted as a whole from its checkpoint when any
 //! of its pods fails; the leaderboard is published in status, a ConfigMap and the store.
 
+mod actions;
 pub mod builders;
 pub mod controller;
 pub mod leader;
@@ -10,6 +11,8 @@ pub mod names;
 pub mod observe;
 pub mod reconcile;
 pub mod server;
+pub mod status;
+mod transitions;
 
 /// Both CRDs as one YAML stream (what `crdgen` prints and `manifests/crds.yaml` holds).
 pub fn crds_yaml() -> String {

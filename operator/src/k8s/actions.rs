@@ -1,0 +1,192 @@
+//! Carrying out the planner's actions with Kubernetes objects: each action one function, each
+//! idempotent (server-side apply under one field manager; a create that finds its object
+//! takes it; deletions ignore what is already gone).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::{Api, Patch, PostParams};
+use kube::runtime::events::EventType;
+use orchestra_api::{Trial, TrialPhase};
+use orchestra_store::layout::{ExperimentKeys, TrialKeys};
+
+use super::builders;
+use super::names;
+use super::observe::format_time;
+use super::reconcile::{apply_params, delete_ignoring_absent, with_store, Error, Scope};
+use super::status::{patch_status, publish_event};
+use crate::planner::Action;
+
+/// Into the store before any object exists: each new trial's swept parameters (the leaderboard
+/// reads them beside the results) and, on the first look, the submitted Experiment.
+pub(super) async fn write_to_store(
+    scope: &Scope<'_>,
+    actions: &[Action],
+    first_look: bool,
+) -> Result<(), Error> {
+    let name = scope.name.clone();
+    let mut writes: Vec<(String, Vec<u8>)> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CreateTrial {
+                name: trial, params, ..
+            } => Some((
+                TrialKeys::new(&name, trial).params(),
+                serde_json::to_vec(params).expect("params serialise"),
+            )),
+            _ => None,
+        })
+        .collect();
+    if first_look {
+        writes.push((
+            ExperimentKeys::new(&name).spec(),
+            serde_yaml::to_string(scope.exp)
+                .expect("experiment serialises")
+                .into_bytes(),
+        ));
+    }
+    if writes.is_empty() {
+        return Ok(());
+    }
+    with_store(&scope.exp.spec.store, move |store| {
+        writes
+            .into_iter()
+            .try_for_each(|(k, v)| store.put(&k, v))
+            .map_err(Error::from)
+    })
+    .await
+}
+
+/// Carries out one action; `trials` learns of the trials it creates.
+pub(super) async fn carry_out(
+    scope: &Scope<'_>,
+    trials: &mut BTreeMap<String, Trial>,
+    action: &Action,
+) -> Result<(), Error> {
+    match action {
+        Action::CreateTrial {
+            name, params, spec, ..
+        } => {
+            let object = builders::trial(scope.exp, spec, params);
+            let created = match scope.trials.create(&PostParams::default(), &object).await {
+                Ok(t) => t,
+                Err(kube::Error::Api(s)) if s.code == 409 => scope.trials.get(name).await?,
+                Err(e) => return Err(e.into()),
+            };
+            trials.insert(name.clone(), created);
+            Ok(())
+        }
+        Action::StartTrial { name, attempt } => {
+            let t = trials.get(name).expect("the planner starts known trials");
+            start_trial(scope, t, *attempt).await
+        }
+        Action::FailTrial { name, reason } => fail_trial(scope, &trials[name], reason).await,
+        Action::StopTrial { name } => stop_trial(scope, &trials[name]).await,
+    }
+}
+
+/// A trial's gang: its spec ConfigMap and headless Service, the previous attempt's Job gone,
+/// this attempt's Job; then the Trial's status and an event.
+async fn start_trial(scope: &Scope<'_>, t: &Trial, attempt: u32) -> Result<(), Error> {
+    let trial = kube::ResourceExt::name_any(t);
+    let client = scope.ctx.client.clone();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &scope.ns);
+    let svcs: Api<Service> = Api::namespaced(client, &scope.ns);
+    cms.patch(
+        &names::spec_config_map(&trial),
+        &apply_params(),
+        &Patch::Apply(&builders::spec_config_map(t)),
+    )
+    .await?;
+    svcs.patch(
+        &names::service(&trial),
+        &apply_params(),
+        &Patch::Apply(&builders::service(t)),
+    )
+    .await?;
+    if attempt > 1 {
+        delete_ignoring_absent(&scope.jobs, &names::job(&trial, attempt - 1)).await?;
+    }
+    let job = builders::job(scope.exp, t, attempt, &scope.ctx.gang);
+    scope
+        .jobs
+        .patch(&names::job(&trial, attempt), &apply_params(), &Patch::Apply(&job))
+        .await?;
+    let mut status = t.status.clone().unwrap_or_default();
+    status.phase = TrialPhase::Running;
+    status.attempts = attempt;
+    status.started_at = Some(format_time(scope.now));
+    status.finished_at = None;
+    status.message = Some(if attempt == 1 {
+        format!("gang of {} started", t.spec.world_size)
+    } else {
+        format!(
+            "attempt {attempt} of {}: gang restarted from the latest checkpoint",
+            scope.exp.spec.max_attempts
+        )
+    });
+    patch_status(&scope.trials, &trial, &status).await?;
+    let (reason, note) = if attempt == 1 {
+        (
+            "TrialStarted",
+            format!("{trial}: {} worker(s)", t.spec.world_size),
+        )
+    } else {
+        (
+            "TrialRestarted",
+            format!("{trial}: attempt {attempt}, resuming from the latest checkpoint"),
+        )
+    };
+    publish_event(
+        scope.ctx,
+        &scope.exp_ref,
+        EventType::Normal,
+        reason,
+        "Start",
+        note,
+    )
+    .await;
+    Ok(())
+}
+
+/// Out of attempts (or otherwise hopeless): the gang goes, the trial is Failed.
+async fn fail_trial(scope: &Scope<'_>, t: &Trial, reason: &str) -> Result<(), Error> {
+    let trial = kube::ResourceExt::name_any(t);
+    let mut status = t.status.clone().unwrap_or_default();
+    delete_ignoring_absent(&scope.jobs, &names::job(&trial, status.attempts)).await?;
+    status.phase = TrialPhase::Failed;
+    status.finished_at = Some(format_time(scope.now));
+    status.message = Some(reason.to_string());
+    patch_status(&scope.trials, &trial, &status).await?;
+    publish_event(
+        scope.ctx,
+        &scope.exp_ref,
+        EventType::Warning,
+        "TrialFailed",
+        "Fail",
+        format!("{trial}: {reason}"),
+    )
+    .await;
+    Ok(())
+}
+
+/// The Experiment ended (failure budget spent): a running gang goes, the trial is Stopped.
+async fn stop_trial(scope: &Scope<'_>, t: &Trial) -> Result<(), Error> {
+    let trial = kube::ResourceExt::name_any(t);
+    let mut status = t.status.clone().unwrap_or_default();
+    delete_ignoring_absent(&scope.jobs, &names::job(&trial, status.attempts)).await?;
+    status.phase = TrialPhase::Stopped;
+    status.finished_at = Some(format_time(scope.now));
+    status.message = Some("stopped: the Experiment ended".into());
+    patch_status(&scope.trials, &trial, &status).await?;
+    publish_event(
+        scope.ctx,
+        &scope.exp_ref,
+        EventType::Normal,
+        "TrialStopped",
+        "Stop",
+        trial,
+    )
+    .await;
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! What the reconciler writes back: statuses by server-side apply, events through the
+//! Recorder, the Experiment's conditions, and the leaderboard (status, ConfigMap, plot).
+
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use orchestra_api::{ExperimentPhase, ExperimentStatus};
+use serde_json::json;
+
+use super::builders;
+use super::names;
+use super::reconcile::{apply_params, with_store, Context, Error, Scope};
+use crate::leaderboard::Leaderboard;
+use crate::planner::Plan;
+use crate::results;
+use crate::summary::Summary;
+
+/// Publishes an event about `regarding`; a failure to publish is logged, not fatal.
+pub(super) async fn publish_event(
+    ctx: &Context,
+    regarding: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, regarding).await {
+        tracing::warn!(error = %e, reason, "could not publish an event");
+    }
+}
+
+/// Writes `status` of one of our resources by server-side apply.
+pub(super) async fn patch_status<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &apply_params(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+/// The four conditions for `phase`, keeping each one's transition time while its status holds.
+pub fn conditions(
+    previous: &[Condition],
+    phase: ExperimentPhase,
+    created: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: u64,
+) -> Vec<Condition> {
+    let wanted = [
+        (
+            "Created",
+            created,
+            if created { "TrialsCreated" } else { "NoTrials" },
+        ),
+        ("Running", phase == ExperimentPhase::Running, reason),
+        ("Succeeded", phase == ExperimentPhase::Succeeded, reason),
+        ("Failed", phase == ExperimentPhase::Failed, reason),
+    ];
+    wanted
+        .iter()
+        .map(|(kind, on, reason)| {
+            let status = if *on { "True" } else { "False" };
+            let since = previous
+                .iter()
+                .find(|c| c.type_ == *kind && c.status == status)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or_else(|| {
+                    Time(k8s_openapi::jiff::Timestamp::from_second(now as i64).expect("a valid time"))
+                });
+            Condition {
+                type_: kind.to_string(),
+                status: status.into(),
+                reason: reason.to_string(),
+                message: if *on { message.to_string() } else { String::new() },
+                last_transition_time: since,
+                observed_generation: generation,
+            }
+        })
+        .collect()
+}
+
+/// An invalid Experiment: a Failed status and condition with the reason (the event once per
+/// distinct message), and nothing else.
+pub(super) async fn reject_invalid(
+    scope: &Scope<'_>,
+    previous: &ExperimentStatus,
+    message: String,
+) -> Result<(), Error> {
+    let exp = scope.exp;
+    let status = ExperimentStatus {
+        phase: ExperimentPhase::Failed,
+        message: Some(message.clone()),
+        conditions: conditions(
+            &previous.conditions,
+            ExperimentPhase::Failed,
+            false,
+            "InvalidSpec",
+            &message,
+            exp.metadata.generation,
+            scope.now,
+        ),
+        observed_generation: exp.metadata.generation,
+        ..Default::default()
+    };
+    if previous.message.as_deref() != Some(message.as_str()) {
+        publish_event(
+            scope.ctx,
+            &scope.exp_ref,
+            EventType::Warning,
+            "InvalidSpec",
+            "Validate",
+            message,
+        )
+        .await;
+    }
+    patch_status(&scope.experiments, &scope.name, &status).await
+}
+
+/// Ranks the finished trials from the store and publishes the leaderboard as a ConfigMap; with
+/// `plot`, also its plot in the store (a failure there is logged, the ranking still counts).
+pub(super) async fn publish_leaderboard(scope: &Scope<'_>, plot: bool) -> Result<Leaderboard, Error> {
+    let exp = scope.exp.clone();
+    let dir = std::env::temp_dir().join(format!("orchestra-operator-{}-{}", scope.ns, scope.name));
+    let lb = with_store(&scope.exp.spec.store, move |store| {
+        let name = exp.name_any();
+        let finished = results::read_finished(store, &name)?;
+        if plot {
+            if let Err(e) = results::publish(store, &exp, &dir) {
+                tracing::warn!(experiment = %name, error = %e, "could not publish the leaderboard plot");
+            }
+        }
+        Ok(crate::leaderboard::rank(&name, &finished, &exp.spec.objective))
+    })
+    .await?;
+    let cms: Api<ConfigMap> = Api::namespaced(scope.ctx.client.clone(), &scope.ns);
+    let cm = builders::leaderboard_config_map(
+        scope.exp,
+        lb.to_markdown(),
+        serde_json::to_string_pretty(&lb).expect("leaderboard serialises"),
+    );
+    cms.patch(
+        &names::leaderboard_config_map(&scope.name),
+        &apply_params(),
+        &Patch::Apply(&cm),
+    )
+    .await?;
+    Ok(lb)
+}
+
+/// The Experiment's status from the summary and the leaderboard; an event when it finished.
+pub(super) async fn write_experiment_status(
+    scope: &Scope<'_>,
+    previous: &ExperimentStatus,
+    decision: &Plan,
+    summary: &Summary,
+    lb: &Leaderboard,
+    created: bool,
+) -> Result<(), Error> {
+    let reason = match decision.phase {
+        ExperimentPhase::Failed => "FailureBudgetSpent",
+        ExperimentPhase::Succeeded => "AllTrialsFinished",
+        ExperimentPhase::Running => "TrialsRunning",
+        ExperimentPhase::Pending => "Waiting",
+    };
+    let generation = scope.exp.metadata.generation;
+    let status = ExperimentStatus {
+        phase: decision.phase,
+        progress: summary.progress(),
+        trials_total: summary.total,
+        trials_succeeded: summary.succeeded,
+        trials_failed: summary.failed,
+        trials_running: summary.running,
+        best: summary.best.clone(),
+        pareto_front: lb.front_entries(),
+        hypervolume: (!lb.entries.is_empty()).then_some(lb.hypervolume),
+        message: Some(decision.message.clone()),
+        top: lb.top(5),
+        leaderboard_config_map: Some(names::leaderboard_config_map(&scope.name)),
+        conditions: conditions(
+            &previous.conditions,
+            decision.phase,
+            created,
+            reason,
+            &decision.message,
+            generation,
+            scope.now,
+        ),
+        observed_generation: generation,
+    };
+    patch_status(&scope.experiments, &scope.name, &status).await?;
+    if decision.phase != previous.phase {
+        let (type_, reason) = match decision.phase {
+            ExperimentPhase::Succeeded => (EventType::Normal, "Succeeded"),
+            ExperimentPhase::Failed => (EventType::Warning, "Failed"),
+            _ => return Ok(()),
+        };
+        publish_event(
+            scope.ctx,
+            &scope.exp_ref,
+            type_,
+            reason,
+            "Finish",
+            decision.message.clone(),
+        )
+        .await;
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! Recording what the reconciler observed change since its last look: each transition of a
+//! trial becomes its status and its events, once.
+
+use std::collections::BTreeMap;
+
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use orchestra_api::{Trial, TrialPhase, TrialResult};
+
+use super::names;
+use super::observe::{format_time, Transition};
+use super::reconcile::{delete_ignoring_absent, Error, Scope};
+use super::status::{patch_status, publish_event};
+use crate::summary::shown_bpp;
+
+/// Records one transition; true when a trial finished (the leaderboard's plot is then redrawn).
+pub(super) async fn record(
+    scope: &Scope<'_>,
+    trials: &BTreeMap<String, Trial>,
+    transition: &Transition,
+) -> Result<bool, Error> {
+    match transition {
+        Transition::Succeeded { trial, result } => {
+            succeeded(scope, &trials[trial], result).await?;
+            Ok(true)
+        }
+        Transition::AttemptFailed {
+            trial,
+            attempt,
+            reason,
+        } => {
+            attempt_failed(scope, &trials[trial], *attempt, reason).await?;
+            Ok(false)
+        }
+        Transition::Unschedulable {
+            trial,
+            pending,
+            waited,
+        } => {
+            unschedulable(scope, &trials[trial], pending, *waited).await?;
+            Ok(false)
+        }
+    }
+}
+
+/// The gang finished and its result covers the step target.
+async fn succeeded(scope: &Scope<'_>, t: &Trial, result: &TrialResult) -> Result<(), Error> {
+    let trial = t.name_any();
+    let mut status = t.status.clone().unwrap_or_default();
+    status.phase = TrialPhase::Succeeded;
+    status.finished_at = Some(format_time(scope.now));
+    status.dice = Some(result.scores.dice);
+    status.bpp = Some(shown_bpp(result));
+    status.last_checkpoint_step = Some(result.steps);
+    status.result = Some(result.clone());
+    status.message = Some(format!("finished {} steps", result.steps));
+    patch_status(&scope.trials, &trial, &status).await?;
+    let note = format!("Dice {:.4} at {:.5} bpp", result.scores.dice, shown_bpp(result));
+    publish_event(
+        scope.ctx,
+        &t.object_ref(&()),
+        EventType::Normal,
+        "TrialSucceeded",
+        "Finish",
+        note.clone(),
+    )
+    .await;
+    publish_event(
+        scope.ctx,
+        &scope.exp_ref,
+        EventType::Normal,
+        "TrialSucceeded",
+        "Finish",
+        format!("{trial}: {note}"),
+    )
+    .await;
+    Ok(())
+}
+
+/// A rank failed: the whole gang goes, since survivors of a failed rank never rejoin on their
+/// own; the planner restarts it from the latest checkpoint if attempts remain.
+async fn attempt_failed(scope: &Scope<'_>, t: &Trial, attempt: u32, reason: &str) -> Result<(), Error> {
+    let trial = t.name_any();
+    let note = format!("attempt {attempt} failed: {reason}");
+    let mut status = t.status.clone().unwrap_or_default();
+    status.phase = TrialPhase::AttemptFailed;
+    status.finished_at = Some(format_time(scope.now));
+    status.message = Some(note.clone());
+    patch_status(&scope.trials, &trial, &status).await?;
+    delete_ignoring_absent(&scope.jobs, &names::job(&trial, attempt)).await?;
+    publish_event(
+        scope.ctx,
+        &scope.exp_ref,
+        EventType::Warning,
+        "AttemptFailed",
+        "Observe",
+        format!("{trial}: {note}"),
+    )
+    .await;
+    Ok(())
+}
+
+/// Part of the gang is still unscheduled after the gang timeout: said once per distinct message.
+async fn unschedulable(scope: &Scope<'_>, t: &Trial, pending: &[String], waited: u64) -> Result<(), Error> {
+    let trial = t.name_any();
+    let mut status = t.status.clone().unwrap_or_default();
+    let message = format!(
+        "gang not fully scheduled after {waited}s: {} pending ({})",
+        pending.len(),
+        pending.join(", ")
+    );
+    if status.message.as_deref() == Some(message.as_str()) {
+        return Ok(());
+    }
+    status.message = Some(message.clone());
+    patch_status(&scope.trials, &trial, &status).await?;
+    publish_event(
+        scope.ctx,
+        &scope.exp_ref,
+        EventType::Warning,
+        "GangUnschedulable",
+        "Schedule",
+        format!("{trial}: {message}"),
+    )
+    .await;
+    Ok(())
+}
