@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use orchestra_api::{ExperimentPhase, ExperimentSpec, TrialPhase, TrialSpec, Variant};
 
-use crate::candidates::candidates;
+use crate::candidates::{candidates, Candidate};
 
 /// What the runner knows about one trial.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,40 +83,12 @@ pub fn plan(
     cfg: &PlannerConfig,
 ) -> Plan {
     let all = candidates(name, spec);
-    let known: HashSet<&str> = observed.iter().map(|t| t.name.as_str()).collect();
-    let count = |p: TrialPhase| observed.iter().filter(|t| t.phase == p).count();
-    let mut actions = Vec::new();
-
     // 1. Attempts that failed: out of attempts means the trial failed.
-    let mut failed = count(TrialPhase::Failed);
-    let mut restartable = Vec::new();
-    for t in observed.iter().filter(|t| t.phase == TrialPhase::AttemptFailed) {
-        if t.attempts >= spec.max_attempts {
-            actions.push(Action::FailTrial {
-                name: t.name.clone(),
-                reason: format!("attempt {} of {} failed", t.attempts, spec.max_attempts),
-            });
-            failed += 1;
-        } else {
-            restartable.push(t);
-        }
-    }
-
+    let (mut actions, restartable) = fail_spent_attempts(spec, observed);
+    let failed = count(observed, TrialPhase::Failed) + actions.len();
     // 2. The failure budget: once spent, stop everything that still runs.
     if failed > spec.max_failed_trials as usize {
-        let failed_now: Vec<String> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::FailTrial { name, .. } => Some(name.clone()),
-                _ => None,
-            })
-            .collect();
-        for t in observed
-            .iter()
-            .filter(|t| !t.phase.is_terminal() && !failed_now.contains(&t.name))
-        {
-            actions.push(Action::StopTrial { name: t.name.clone() });
-        }
+        stop_everything(observed, &mut actions);
         return Plan {
             actions,
             phase: ExperimentPhase::Failed,
@@ -127,11 +99,76 @@ pub fn plan(
             requeue_after: None,
         };
     }
+    // 3. Fill free slots.
+    let requeue_after = fill_slots(name, spec, observed, &all, &restartable, now, cfg, &mut actions);
+    // 4. Done when every candidate exists and every trial is terminal.
+    let (phase, message) = phase_after(observed, &all, &actions, failed);
+    Plan {
+        actions,
+        phase,
+        message,
+        requeue_after,
+    }
+}
 
-    // 3. Fill free slots: restarts first (their work is half done), then pending trials, then
-    //    new candidates in order.
-    let running = count(TrialPhase::Running);
-    let mut free = (spec.parallelism as usize).saturating_sub(running);
+fn count(observed: &[ObservedTrial], phase: TrialPhase) -> usize {
+    observed.iter().filter(|t| t.phase == phase).count()
+}
+
+/// Fails the trials whose last attempt failed and that have no attempt left; returns those
+/// actions and the trials that may be restarted.
+fn fail_spent_attempts<'a>(
+    spec: &ExperimentSpec,
+    observed: &'a [ObservedTrial],
+) -> (Vec<Action>, Vec<&'a ObservedTrial>) {
+    let mut actions = Vec::new();
+    let mut restartable = Vec::new();
+    for t in observed.iter().filter(|t| t.phase == TrialPhase::AttemptFailed) {
+        if t.attempts >= spec.max_attempts {
+            actions.push(Action::FailTrial {
+                name: t.name.clone(),
+                reason: format!("attempt {} of {} failed", t.attempts, spec.max_attempts),
+            });
+        } else {
+            restartable.push(t);
+        }
+    }
+    (actions, restartable)
+}
+
+/// Stops every trial that still runs or waits, but those failing in `actions`.
+fn stop_everything(observed: &[ObservedTrial], actions: &mut Vec<Action>) {
+    let failed_now: Vec<String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::FailTrial { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    for t in observed
+        .iter()
+        .filter(|t| !t.phase.is_terminal() && !failed_now.contains(&t.name))
+    {
+        actions.push(Action::StopTrial { name: t.name.clone() });
+    }
+}
+
+/// Fills the free slots: restarts first (their work is half done), once their backoff has
+/// passed; then pending trials; then new candidates in order. Returns how long until the
+/// earliest restart still waiting on its backoff.
+#[allow(clippy::too_many_arguments)]
+fn fill_slots(
+    name: &str,
+    spec: &ExperimentSpec,
+    observed: &[ObservedTrial],
+    all: &[Candidate],
+    restartable: &[&ObservedTrial],
+    now: u64,
+    cfg: &PlannerConfig,
+    actions: &mut Vec<Action>,
+) -> Option<u64> {
+    let known: HashSet<&str> = observed.iter().map(|t| t.name.as_str()).collect();
+    let mut free = (spec.parallelism as usize).saturating_sub(count(observed, TrialPhase::Running));
     let mut requeue_after: Option<u64> = None;
     for t in restartable {
         let ready_at = t.since + backoff(cfg, t.attempts);
@@ -172,16 +209,26 @@ pub fn plan(
         });
         free -= 1;
     }
+    requeue_after
+}
 
-    // 4. Done when every candidate exists and every trial is terminal.
+/// The Experiment's phase and message once `actions` are carried out: finished when every
+/// candidate exists and every trial is terminal (succeeded if any trial did).
+fn phase_after(
+    observed: &[ObservedTrial],
+    all: &[Candidate],
+    actions: &[Action],
+    failed: usize,
+) -> (ExperimentPhase, String) {
+    let known: HashSet<&str> = observed.iter().map(|t| t.name.as_str()).collect();
     let all_created = all.iter().all(|c| known.contains(c.name.as_str()));
     let failing_now = actions
         .iter()
         .filter(|a| matches!(a, Action::FailTrial { .. }))
         .count();
     let open = observed.iter().filter(|t| !t.phase.is_terminal()).count() - failing_now;
-    let succeeded = count(TrialPhase::Succeeded);
-    let (phase, message) = if all_created && open == 0 {
+    let succeeded = count(observed, TrialPhase::Succeeded);
+    if all_created && open == 0 {
         if succeeded > 0 {
             (
                 ExperimentPhase::Succeeded,
@@ -196,11 +243,5 @@ pub fn plan(
             ExperimentPhase::Running,
             format!("{finished}/{} trials finished", all.len()),
         )
-    };
-    Plan {
-        actions,
-        phase,
-        message,
-        requeue_after,
     }
 }
