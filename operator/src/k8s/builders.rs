@@ -176,22 +176,44 @@ pub fn job(exp: &Experiment, trial: &Trial, attempt: u32, cfg: &GangConfig) -> J
     let world = spec.world_size.max(1) as i32;
     let mut labels = names::labels(&spec.experiment, Some(&name));
     labels.insert(names::LABEL_ATTEMPT.into(), attempt.to_string());
-
-    let res = &exp.spec.resources;
-    let mut amounts = BTreeMap::from([
-        ("cpu".to_string(), quantity(&res.cpu)),
-        ("memory".to_string(), quantity(&res.memory)),
-    ]);
-    if res.gpus > 0 {
-        amounts.insert("nvidia.com/gpu".into(), quantity(&res.gpus.to_string()));
+    let env = worker_env(exp, &name, attempt, world);
+    let pod = worker_pod(exp, &name, worker_container(exp, trial, env, cfg));
+    Job {
+        metadata: meta(
+            names::job(&name, attempt),
+            &ns,
+            labels.clone(),
+            trial_owner(trial),
+        ),
+        spec: Some(JobSpec {
+            completion_mode: Some("Indexed".into()),
+            completions: Some(world),
+            parallelism: Some(world),
+            backoff_limit: Some(0),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
     }
+}
+
+/// The worker's environment: the rendezvous (rank from the Job's completion index), threads
+/// for its CPU request, caches on the writable volumes. Sorted by name.
+fn worker_env(exp: &Experiment, name: &str, attempt: u32, world: i32) -> Vec<EnvVar> {
+    let res = &exp.spec.resources;
     let env_value = |name: &str, value: String| EnvVar {
         name: name.into(),
         value: Some(value),
         value_from: None,
     };
     let mut env = vec![
-        env_value("MASTER_ADDR", names::master_addr(&name, attempt)),
+        env_value("MASTER_ADDR", names::master_addr(name, attempt)),
         env_value("MASTER_PORT", names::RENDEZVOUS_PORT.to_string()),
         env_value("WORLD_SIZE", world.to_string()),
         EnvVar {
@@ -210,7 +232,22 @@ pub fn job(exp: &Experiment, trial: &Trial, attempt: u32, cfg: &GangConfig) -> J
         env_value("HOME", "/tmp".into()),
     ];
     env.sort_by(|a, b| a.name.cmp(&b.name));
-    let container = Container {
+    env
+}
+
+/// The worker container: `orchestra-worker train` on the mounted spec, resumable, with the
+/// store's credentials from a Secret, requests equal to limits, no privileges.
+fn worker_container(exp: &Experiment, trial: &Trial, env: Vec<EnvVar>, cfg: &GangConfig) -> Container {
+    let spec = &trial.spec;
+    let res = &exp.spec.resources;
+    let mut amounts = BTreeMap::from([
+        ("cpu".to_string(), quantity(&res.cpu)),
+        ("memory".to_string(), quantity(&res.memory)),
+    ]);
+    if res.gpus > 0 {
+        amounts.insert("nvidia.com/gpu".into(), quantity(&res.gpus.to_string()));
+    }
+    Container {
         name: "worker".into(),
         image: Some(exp.spec.image.clone().unwrap_or_else(|| cfg.worker_image.clone())),
         image_pull_policy: cfg.image_pull_policy.clone(),
@@ -256,46 +293,61 @@ pub fn job(exp: &Experiment, trial: &Trial, attempt: u32, cfg: &GangConfig) -> J
             limits: Some(amounts),
             ..Default::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            privileged: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            ..Default::default()
-        }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "spec".into(),
-                mount_path: names::SPEC_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "cache".into(),
-                mount_path: "/cache".into(),
-                ..Default::default()
-            },
-        ]),
+        security_context: Some(restricted_container()),
+        volume_mounts: Some(worker_mounts()),
         ..Default::default()
-    };
+    }
+}
+
+/// No privileges, no escalation, a read-only root file system.
+fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The spec (read-only), and writable scratch and cache volumes.
+fn worker_mounts() -> Vec<VolumeMount> {
+    vec![
+        VolumeMount {
+            name: "spec".into(),
+            mount_path: names::SPEC_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "cache".into(),
+            mount_path: "/cache".into(),
+            ..Default::default()
+        },
+    ]
+}
+
+/// The gang's pod: the worker, its spec ConfigMap and scratch volumes, the Experiment's node
+/// placement, a restricted security context, never restarted in place (the gang is).
+fn worker_pod(exp: &Experiment, name: &str, container: Container) -> PodSpec {
     let empty = |name: &str| Volume {
         name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Default::default()
     };
-    let pod = PodSpec {
+    PodSpec {
         containers: vec![container],
         restart_policy: Some("Never".into()),
-        subdomain: Some(names::service(&name)),
+        subdomain: Some(names::service(name)),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         node_selector: (!exp.spec.node_selector.is_empty()).then(|| exp.spec.node_selector.clone()),
@@ -315,7 +367,7 @@ pub fn job(exp: &Experiment, trial: &Trial, attempt: u32, cfg: &GangConfig) -> J
             Volume {
                 name: "spec".into(),
                 config_map: Some(ConfigMapVolumeSource {
-                    name: names::spec_config_map(&name),
+                    name: names::spec_config_map(name),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -323,29 +375,6 @@ pub fn job(exp: &Experiment, trial: &Trial, attempt: u32, cfg: &GangConfig) -> J
             empty("tmp"),
             empty("cache"),
         ]),
-        ..Default::default()
-    };
-    Job {
-        metadata: meta(
-            names::job(&name, attempt),
-            &ns,
-            labels.clone(),
-            trial_owner(trial),
-        ),
-        spec: Some(JobSpec {
-            completion_mode: Some("Indexed".into()),
-            completions: Some(world),
-            parallelism: Some(world),
-            backoff_limit: Some(0),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
-            ..Default::default()
-        }),
         ..Default::default()
     }
 }
