@@ -92,53 +92,7 @@ pub fn observe(
         let mut phase = status.phase;
         let mut since = since;
         if phase == TrialPhase::Running {
-            let job_name = names::job(&name, status.attempts);
-            let job = jobs
-                .iter()
-                .find(|j| j.metadata.name.as_deref() == Some(job_name.as_str()));
-            let failed = |reason: String| Transition::AttemptFailed {
-                trial: name.clone(),
-                attempt: status.attempts,
-                reason,
-            };
-            let change = match job {
-                None => Some(failed(format!("the gang's Job {job_name} is gone"))),
-                Some(j) => {
-                    if let Some(reason) = condition_true(j, "Failed") {
-                        Some(failed(format!("Job {job_name} failed ({reason})")))
-                    } else if condition_true(j, "Complete").is_some() {
-                        Some(match result_of(&name) {
-                            Some(r) => Transition::Succeeded {
-                                trial: name.clone(),
-                                result: Box::new(r),
-                            },
-                            None => failed(format!(
-                                "Job {job_name} completed but the trial's result is not in the store"
-                            )),
-                        })
-                    } else {
-                        let started = j
-                            .metadata
-                            .creation_timestamp
-                            .as_ref()
-                            .map_or(now, |ts| ts.0.as_second().max(0) as u64);
-                        let pending: Vec<String> = pods
-                            .iter()
-                            .filter(|p| {
-                                p.metadata.labels.as_ref().and_then(|l| l.get("job-name")) == Some(&job_name)
-                                    && unscheduled(p)
-                            })
-                            .filter_map(|p| p.metadata.name.clone())
-                            .collect();
-                        let waited = now.saturating_sub(started);
-                        (!pending.is_empty() && waited > gang_timeout).then(|| Transition::Unschedulable {
-                            trial: name.clone(),
-                            pending,
-                            waited,
-                        })
-                    }
-                }
-            };
+            let change = gang_change(&name, status.attempts, jobs, pods, now, gang_timeout, result_of);
             match &change {
                 Some(Transition::Succeeded { .. }) => {
                     phase = TrialPhase::Succeeded;
@@ -160,4 +114,65 @@ pub fn observe(
         });
     }
     (observed, transitions)
+}
+
+/// What became of a running trial's gang: its Job failed or is gone (the attempt failed), it
+/// completed (succeeded with the stored result, or failed without one), or part of it is still
+/// unscheduled after the gang timeout.
+fn gang_change(
+    name: &str,
+    attempts: u32,
+    jobs: &[Job],
+    pods: &[Pod],
+    now: u64,
+    gang_timeout: u64,
+    result_of: &mut dyn FnMut(&str) -> Option<TrialResult>,
+) -> Option<Transition> {
+    let job_name = names::job(name, attempts);
+    let job = jobs
+        .iter()
+        .find(|j| j.metadata.name.as_deref() == Some(job_name.as_str()));
+    let failed = |reason: String| Transition::AttemptFailed {
+        trial: name.to_string(),
+        attempt: attempts,
+        reason,
+    };
+    match job {
+        None => Some(failed(format!("the gang's Job {job_name} is gone"))),
+        Some(j) => {
+            if let Some(reason) = condition_true(j, "Failed") {
+                Some(failed(format!("Job {job_name} failed ({reason})")))
+            } else if condition_true(j, "Complete").is_some() {
+                Some(match result_of(name) {
+                    Some(r) => Transition::Succeeded {
+                        trial: name.to_string(),
+                        result: Box::new(r),
+                    },
+                    None => failed(format!(
+                        "Job {job_name} completed but the trial's result is not in the store"
+                    )),
+                })
+            } else {
+                let started = j
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(now, |ts| ts.0.as_second().max(0) as u64);
+                let pending: Vec<String> = pods
+                    .iter()
+                    .filter(|p| {
+                        p.metadata.labels.as_ref().and_then(|l| l.get("job-name")) == Some(&job_name)
+                            && unscheduled(p)
+                    })
+                    .filter_map(|p| p.metadata.name.clone())
+                    .collect();
+                let waited = now.saturating_sub(started);
+                (!pending.is_empty() && waited > gang_timeout).then(|| Transition::Unschedulable {
+                    trial: name.to_string(),
+                    pending,
+                    waited,
+                })
+            }
+        }
+    }
 }
