@@ -105,124 +105,146 @@ fn run(command: Command) -> Result<()> {
             jobs,
             worker,
             restart_backoff,
-        } => {
-            let mut exp = load(&file)?;
-            if let Some(s) = store {
-                exp.spec.store = s;
-                exp.spec.validate(
-                    exp.metadata.name.as_deref().unwrap_or_default(),
-                    &file.display().to_string(),
-                )?;
-            }
-            let name = exp.metadata.name.clone().unwrap_or_default();
-            let dir = workdir.unwrap_or_else(|| PathBuf::from("runs").join(&name));
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let opts = LocalOptions {
-                worker: worker.unwrap_or_else(default_worker),
-                jobs: jobs.unwrap_or(cores).max(1),
-                progress: std::io::stderr().is_terminal(),
-                planner: PlannerConfig {
-                    restart_backoff,
-                    ..Default::default()
-                },
-            };
-            let interrupted = Arc::new(AtomicBool::new(false));
-            let flag = interrupted.clone();
-            ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-                .context("cannot install the Ctrl-C handler")?;
-            println!(
-                "experiment {name}: store {}, folder {}",
-                exp.spec.store,
-                dir.display()
-            );
-            let mut runner = LocalRunner::new(exp, &dir, opts)?;
-            match runner.run(interrupted)? {
-                LocalOutcome::Interrupted => {
-                    println!("interrupted: run the same command again to continue");
-                    std::process::exit(130);
-                }
-                LocalOutcome::Finished {
-                    phase,
-                    message,
-                    leaderboard,
-                    plot,
-                } => {
-                    println!("\n{}", leaderboard.to_markdown());
-                    println!("experiment {name}: {phase:?} ({message})");
-                    println!(
-                        "leaderboard: {}",
-                        dir.join(format!("{LEADERBOARD_STEM}.md")).display()
-                    );
-                    println!("plot: {} (and .svg)", plot.display());
-                    if phase == ExperimentPhase::Failed {
-                        bail!("experiment {name} failed: {message}");
-                    }
-                }
-            }
-        }
-        Command::Validate { file } => {
-            let exp = load(&file)?;
-            let name = exp.metadata.name.clone().unwrap_or_default();
-            let all = orchestra_operator::candidates::candidates(&name, &exp.spec);
-            println!(
-                "{}: valid; {} trials of {} steps, {} at a time",
-                file.display(),
-                all.len(),
-                exp.spec.steps,
-                exp.spec.parallelism
-            );
-            for c in all {
-                let params: Vec<String> = c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!("  {} {} {}", c.name, c.variant, params.join(" "));
-            }
-        }
-        Command::BenchPlanner { trials, out } => {
-            let report = orchestra_operator::bench::planner_and_leaderboard(trials);
-            println!("{}", report.to_markdown());
-            if let Some(path) = out {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                println!("written: {}", path.display());
-            }
-        }
+        } => run_experiment(&file, workdir, store, jobs, worker, restart_backoff),
+        Command::Validate { file } => validate(&file),
+        Command::BenchPlanner { trials, out } => bench_planner(trials, out),
         Command::Leaderboard {
             source,
             experiment,
             out,
+        } => leaderboard(&source, experiment, out),
+    }
+}
+
+/// Runs an Experiment on this machine until it finishes or Ctrl-C (then the same command resumes).
+fn run_experiment(
+    file: &Path,
+    workdir: Option<PathBuf>,
+    store: Option<String>,
+    jobs: Option<usize>,
+    worker: Option<PathBuf>,
+    restart_backoff: u64,
+) -> Result<()> {
+    let mut exp = load(file)?;
+    if let Some(s) = store {
+        exp.spec.store = s;
+        exp.spec.validate(
+            exp.metadata.name.as_deref().unwrap_or_default(),
+            &file.display().to_string(),
+        )?;
+    }
+    let name = exp.metadata.name.clone().unwrap_or_default();
+    let dir = workdir.unwrap_or_else(|| PathBuf::from("runs").join(&name));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let opts = LocalOptions {
+        worker: worker.unwrap_or_else(default_worker),
+        jobs: jobs.unwrap_or(cores).max(1),
+        progress: std::io::stderr().is_terminal(),
+        planner: PlannerConfig {
+            restart_backoff,
+            ..Default::default()
+        },
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+    println!(
+        "experiment {name}: store {}, folder {}",
+        exp.spec.store,
+        dir.display()
+    );
+    let mut runner = LocalRunner::new(exp, &dir, opts)?;
+    match runner.run(interrupted)? {
+        LocalOutcome::Interrupted => {
+            println!("interrupted: run the same command again to continue");
+            std::process::exit(130);
+        }
+        LocalOutcome::Finished {
+            phase,
+            message,
+            leaderboard,
+            plot,
         } => {
-            let (store, folder) = if source.contains("://") {
-                (Store::open(&source)?, None)
-            } else {
-                let dir = PathBuf::from(&source);
-                let exp = load(&dir.join(EXPERIMENT_FILE))
-                    .with_context(|| format!("{source} is not a run folder (no {EXPERIMENT_FILE})"))?;
-                (Store::open(&exp.spec.store)?, Some((dir, exp)))
-            };
-            let (exp, default_out) = match folder {
-                Some((dir, exp)) => (exp, dir),
-                None => {
-                    let names = results::experiments_in(&store)?;
-                    let name = match (experiment, names.as_slice()) {
-                        (Some(n), _) => n,
-                        (None, [only]) => only.clone(),
-                        (None, []) => bail!("{source} holds no experiment (no <name>/{EXPERIMENT_FILE})"),
-                        (None, many) => bail!(
-                            "{source} holds several experiments ({}): pass --experiment",
-                            many.join(", ")
-                        ),
-                    };
-                    let exp = results::read_experiment(&store, &name)?
-                        .with_context(|| format!("experiment {name} is not in {source}"))?;
-                    (exp, PathBuf::from("."))
-                }
-            };
-            let (lb, plot) = results::publish(&store, &exp, &out.unwrap_or(default_out))?;
-            println!("{}", lb.to_markdown());
+            println!("\n{}", leaderboard.to_markdown());
+            println!("experiment {name}: {phase:?} ({message})");
+            println!(
+                "leaderboard: {}",
+                dir.join(format!("{LEADERBOARD_STEM}.md")).display()
+            );
             println!("plot: {} (and .svg)", plot.display());
+            if phase == ExperimentPhase::Failed {
+                bail!("experiment {name} failed: {message}");
+            }
         }
     }
+    Ok(())
+}
+
+/// Checks an Experiment and lists the trials it would run.
+fn validate(file: &Path) -> Result<()> {
+    let exp = load(file)?;
+    let name = exp.metadata.name.clone().unwrap_or_default();
+    let all = orchestra_operator::candidates::candidates(&name, &exp.spec);
+    println!(
+        "{}: valid; {} trials of {} steps, {} at a time",
+        file.display(),
+        all.len(),
+        exp.spec.steps,
+        exp.spec.parallelism
+    );
+    for c in all {
+        let params: Vec<String> = c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("  {} {} {}", c.name, c.variant, params.join(" "));
+    }
+    Ok(())
+}
+
+/// Times the planner and the leaderboard on many synthetic trials.
+fn bench_planner(trials: usize, out: Option<PathBuf>) -> Result<()> {
+    let report = orchestra_operator::bench::planner_and_leaderboard(trials);
+    println!("{}", report.to_markdown());
+    if let Some(path) = out {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("written: {}", path.display());
+    }
+    Ok(())
+}
+
+/// Ranks an experiment's finished trials from a run folder or a store and writes the leaderboard.
+fn leaderboard(source: &str, experiment: Option<String>, out: Option<PathBuf>) -> Result<()> {
+    let (store, folder) = if source.contains("://") {
+        (Store::open(source)?, None)
+    } else {
+        let dir = PathBuf::from(source);
+        let exp = load(&dir.join(EXPERIMENT_FILE))
+            .with_context(|| format!("{source} is not a run folder (no {EXPERIMENT_FILE})"))?;
+        (Store::open(&exp.spec.store)?, Some((dir, exp)))
+    };
+    let (exp, default_out) = match folder {
+        Some((dir, exp)) => (exp, dir),
+        None => {
+            let names = results::experiments_in(&store)?;
+            let name = match (experiment, names.as_slice()) {
+                (Some(n), _) => n,
+                (None, [only]) => only.clone(),
+                (None, []) => bail!("{source} holds no experiment (no <name>/{EXPERIMENT_FILE})"),
+                (None, many) => bail!(
+                    "{source} holds several experiments ({}): pass --experiment",
+                    many.join(", ")
+                ),
+            };
+            let exp = results::read_experiment(&store, &name)?
+                .with_context(|| format!("experiment {name} is not in {source}"))?;
+            (exp, PathBuf::from("."))
+        }
+    };
+    let (lb, plot) = results::publish(&store, &exp, &out.unwrap_or(default_out))?;
+    println!("{}", lb.to_markdown());
+    println!("plot: {} (and .svg)", plot.display());
     Ok(())
 }
