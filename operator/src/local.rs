@@ -359,9 +359,8 @@ impl LocalRunner {
         self.save_state()
     }
 
-    /// Runs until the Experiment ends or `interrupted` is set.
-    pub fn run(&mut self, interrupted: Arc<AtomicBool>) -> Result<LocalOutcome, LocalError> {
-        let total = crate::candidates::candidates(&self.name, &self.exp.spec).len() as u64;
+    /// The overall bar (hidden off a terminal) under which each running trial gets a spinner.
+    fn progress_bars(&self, total: u64) -> (MultiProgress, ProgressBar) {
         let bars = MultiProgress::new();
         if !self.opts.progress {
             bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -373,6 +372,50 @@ impl LocalRunner {
                 .progress_chars("=> "),
         );
         overall.set_prefix(self.name.clone());
+        (bars, overall)
+    }
+
+    /// One spinner per running trial: new trials get one, finished ones lose theirs.
+    fn sync_spinners(&self, bars: &MultiProgress, spinners: &mut BTreeMap<String, ProgressBar>) {
+        spinners.retain(|name, bar| {
+            let running = self.children.contains_key(name);
+            if !running {
+                bar.finish_and_clear();
+            }
+            running
+        });
+        for name in self.children.keys() {
+            if !spinners.contains_key(name) {
+                let rec = &self.state.trials[name];
+                let bar = bars.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template("  {spinner} {msg} {elapsed}").expect("valid template"),
+                );
+                bar.set_message(format!("{name} ({}, attempt {})", rec.variant, rec.attempts));
+                spinners.insert(name.clone(), bar);
+            }
+        }
+        spinners.values().for_each(|b| b.tick());
+    }
+
+    /// Stops every running trial as an interruption, not a failure: the next run resumes each
+    /// without spending an attempt.
+    fn interrupt(&mut self) -> Result<(), LocalError> {
+        let running: Vec<String> = self.children.keys().cloned().collect();
+        for trial in running {
+            self.stop(&trial);
+            if let Some(rec) = self.state.trials.get_mut(&trial) {
+                rec.phase = TrialPhase::Pending;
+                rec.attempts = rec.attempts.saturating_sub(1);
+            }
+        }
+        self.save_state()
+    }
+
+    /// Runs until the Experiment ends or `interrupted` is set.
+    pub fn run(&mut self, interrupted: Arc<AtomicBool>) -> Result<LocalOutcome, LocalError> {
+        let total = crate::candidates::candidates(&self.name, &self.exp.spec).len() as u64;
+        let (bars, overall) = self.progress_bars(total);
         let mut trial_bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
         // The leaderboard as last published, and for how many succeeded trials.
         let mut published: Option<(usize, Leaderboard, PathBuf)> = None;
@@ -406,26 +449,7 @@ impl LocalRunner {
             let summary = Summary::after(&observed, &p.actions, total as usize, leaderboard);
             overall.set_position(summary.done() as u64);
             overall.set_message(summary.line());
-            // One spinner per running trial.
-            trial_bars.retain(|name, bar| {
-                let running = self.children.contains_key(name);
-                if !running {
-                    bar.finish_and_clear();
-                }
-                running
-            });
-            for name in self.children.keys() {
-                if !trial_bars.contains_key(name) {
-                    let rec = &self.state.trials[name];
-                    let bar = bars.add(ProgressBar::new_spinner());
-                    bar.set_style(
-                        ProgressStyle::with_template("  {spinner} {msg} {elapsed}").expect("valid template"),
-                    );
-                    bar.set_message(format!("{name} ({}, attempt {})", rec.variant, rec.attempts));
-                    trial_bars.insert(name.clone(), bar);
-                }
-            }
-            trial_bars.values().for_each(|b| b.tick());
+            self.sync_spinners(&bars, &mut trial_bars);
 
             if matches!(p.phase, ExperimentPhase::Succeeded | ExperimentPhase::Failed)
                 && self.children.is_empty()
@@ -440,16 +464,7 @@ impl LocalRunner {
                 });
             }
             if interrupted.load(Ordering::SeqCst) {
-                let running: Vec<String> = self.children.keys().cloned().collect();
-                for trial in running {
-                    self.stop(&trial);
-                    // Interrupted, not failed: the next run resumes it without spending an attempt.
-                    if let Some(rec) = self.state.trials.get_mut(&trial) {
-                        rec.phase = TrialPhase::Pending;
-                        rec.attempts = rec.attempts.saturating_sub(1);
-                    }
-                }
-                self.save_state()?;
+                self.interrupt()?;
                 overall.abandon_with_message("interrupted");
                 return Ok(LocalOutcome::Interrupted);
             }
