@@ -10,6 +10,7 @@ pub mod dist;
 pub mod info;
 pub mod latency;
 pub mod nets;
+pub mod scores;
 pub mod serve;
 pub mod store;
 pub mod train;

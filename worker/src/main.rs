@@ -14,10 +14,9 @@ use orchestra_worker::store::checkpoint::TrialStore;
 use orchestra_worker::store::Store;
 use orchestra_worker::train::{self, device_for_spec, Outcome, RunOptions};
 
-mod bench;
-mod bench_allreduce;
-mod bench_latency;
-mod codec_cli;
+mod cli;
+
+use cli::{bench, bench_allreduce, bench_latency, codec as codec_cli};
 
 #[derive(Parser)]
 #[command(
@@ -506,7 +505,8 @@ fn load_checkpoint(spec: &TrialSpec, step: Option<u64>) -> Result<(Model, u64)> 
     let data = Dataset::open(&spec.dataset, spec.model.input_size)?;
     let config = NetConfig::resolve(&spec.model, data.channels, data.classes);
     let model = Model::new(config, spec.variant, device_for_spec(spec)?);
-    train::load_weights(&model, &ckpt.weights)
+    model
+        .load_weights(&ckpt.weights)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("checkpoint step {step}"))?;
     Ok((model, step))

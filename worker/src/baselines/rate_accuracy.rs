@@ -8,7 +8,8 @@ use tch::{Device, Kind, Tensor};
 use super::{h264, jpeg, jpeg2000};
 use crate::data::{batch, Sample};
 use crate::nets::Model;
-use crate::train::{evaluate, metrics::dice_iou};
+use crate::scores::dice_iou;
+use crate::train::evaluate;
 
 /// One measured setting of one method.
 #[derive(Clone, Debug, Serialize)]

@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::model_file::{code_rows, code_shape, CompressionModel};
 use crate::data::{batch, Sample};
-use crate::train::metrics::dice_iou;
+use crate::scores::dice_iou;
 
 /// What `compare` measured, summed over the images.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]

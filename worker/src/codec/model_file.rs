@@ -12,7 +12,6 @@ use super::deploy::{codec_for_model, META_CONFIG, META_VARIANT};
 use super::{CodeShape, Codec, CodecError};
 use crate::nets::{Group, Model, NetConfig};
 use crate::store::{from_safetensors_with_metadata, to_safetensors_with_metadata};
-use crate::train::load_weights;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelFileError {
@@ -138,7 +137,7 @@ impl CompressionModel {
         // The critic is not shipped: build the networks of D2 (C, g, q, s), then label the
         // model with the variant it was trained as.
         let model = Model::new(config, Variant::D2, device);
-        load_weights(&model, &tensors).map_err(format)?;
+        model.load_weights(&tensors).map_err(format)?;
         let mut cm = CompressionModel::new(model)?;
         cm.model.variant = variant;
         Ok(cm)

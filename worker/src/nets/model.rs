@@ -128,6 +128,32 @@ impl Model {
         v
     }
 
+    /// Copies saved tensors into the model's variables; every variable must be present with the
+    /// same shape, and nothing else may be.
+    pub fn load_weights(&self, saved: &[(String, Tensor)]) -> Result<(), String> {
+        let vars = self.named_variables();
+        if let Some((extra, _)) = saved.iter().find(|(n, _)| !vars.iter().any(|(v, _)| v == n)) {
+            return Err(format!("unexpected tensor {extra} (another variant or preset?)"));
+        }
+        tch::no_grad(|| {
+            for (name, var) in &vars {
+                let (_, src) = saved
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .ok_or_else(|| format!("missing tensor {name}"))?;
+                if src.size() != var.size() {
+                    return Err(format!(
+                        "{name}: saved shape {:?}, model has {:?}",
+                        src.size(),
+                        var.size()
+                    ));
+                }
+                var.shallow_clone().copy_(&src.to_device(var.device()));
+            }
+            Ok(())
+        })
+    }
+
     /// BatchNorm running statistics, sorted by name.
     pub fn buffers(&self) -> Vec<(String, Tensor)> {
         let mut v = self.named_variables();

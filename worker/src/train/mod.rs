@@ -1,10 +1,9 @@
 //! Training: Adam, schedules, metrics, the alternating C+S / D updates and whole trial runs.
 
 pub mod adam;
-pub mod metrics;
 pub mod run;
 pub mod schedule;
 pub mod trainer;
 
 pub use run::{run_trial, Outcome, RunError, RunOptions};
-pub use trainer::{device_for_spec, evaluate, load_weights, Evaluation, StepMetrics, TrainError, Trainer};
+pub use trainer::{device_for_spec, evaluate, Evaluation, StepMetrics, TrainError, Trainer};

@@ -13,12 +13,12 @@ use serde::Serialize;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use super::adam::Adam;
-use super::metrics::dice_iou;
 use super::schedule::{critic_weight, learning_rate};
 use crate::data::{augment, batch, BatchSampler, Dataset, Sample};
 use crate::dist::buckets::mean_scalars;
 use crate::dist::{all_reduce_mean, Collective, DistError, SingleProcess, DEFAULT_BUCKET_BYTES};
 use crate::nets::{rng, Group, Model, NetConfig};
+use crate::scores::dice_iou;
 use crate::store::checkpoint::Checkpoint;
 
 #[derive(Debug, thiserror::Error)]
@@ -432,7 +432,7 @@ impl Trainer {
             step: ckpt.step,
             reason,
         };
-        load_weights(&self.model, &ckpt.weights).map_err(err)?;
+        self.model.load_weights(&ckpt.weights).map_err(err)?;
         let steps = |name: &str| {
             ckpt.optimizer_steps
                 .iter()
@@ -452,32 +452,6 @@ impl Trainer {
         self.step = ckpt.step;
         Ok(())
     }
-}
-
-/// Copies saved tensors into the model's variables; every variable must be present with the
-/// same shape, and nothing else may be.
-pub fn load_weights(model: &Model, saved: &[(String, Tensor)]) -> Result<(), String> {
-    let vars = model.named_variables();
-    if let Some((extra, _)) = saved.iter().find(|(n, _)| !vars.iter().any(|(v, _)| v == n)) {
-        return Err(format!("unexpected tensor {extra} (another variant or preset?)"));
-    }
-    tch::no_grad(|| {
-        for (name, var) in &vars {
-            let (_, src) = saved
-                .iter()
-                .find(|(n, _)| n == name)
-                .ok_or_else(|| format!("missing tensor {name}"))?;
-            if src.size() != var.size() {
-                return Err(format!(
-                    "{name}: saved shape {:?}, model has {:?}",
-                    src.size(),
-                    var.size()
-                ));
-            }
-            var.shallow_clone().copy_(&src.to_device(var.device()));
-        }
-        Ok(())
-    })
 }
 
 /// Evaluates `model` on `samples` in batches.

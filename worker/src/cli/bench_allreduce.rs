@@ -84,6 +84,6 @@ pub fn run(args: AllReduceArgs) -> Result<()> {
         );
     }
     print!("{table}");
-    crate::bench::write_results(&args.out, &rows, &table)?;
+    super::bench::write_results(&args.out, &rows, &table)?;
     Ok(())
 }

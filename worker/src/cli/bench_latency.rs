@@ -9,10 +9,9 @@ use orchestra_worker::baselines::rate_accuracy::CodecSetting;
 use orchestra_worker::codec::model_file::CompressionModel;
 use orchestra_worker::latency::{codec_row, orchestra_row, table};
 use orchestra_worker::nets::Model;
-use orchestra_worker::train::load_weights;
 use tch::Device;
 
-use crate::codec_cli::synthetic_sample;
+use super::codec::synthetic_sample;
 
 /// Whether to time the cloud side on a GPU too.
 #[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
@@ -111,7 +110,9 @@ pub fn run(args: LatencyArgs) -> Result<()> {
         let d1_gpu = match gpu {
             Some(device) => {
                 let on_gpu = Model::new(d1.config.clone(), Variant::D1, device);
-                load_weights(&on_gpu, &d1.named_variables()).map_err(anyhow::Error::msg)?;
+                on_gpu
+                    .load_weights(&d1.named_variables())
+                    .map_err(anyhow::Error::msg)?;
                 Some(on_gpu)
             }
             None => None,
@@ -140,7 +141,7 @@ pub fn run(args: LatencyArgs) -> Result<()> {
         orchestra_worker::latency::WARM_UP
     );
     if let Some(path) = &args.out {
-        crate::bench::write_results(path, &rows, &text)?;
+        super::bench::write_results(path, &rows, &text)?;
     }
     Ok(())
 }
