@@ -7,8 +7,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::sweepable::{sweepable, Sweepable, SWEEPABLE};
 use crate::trial_spec::{DeviceKind, Hyper, ModelSpec, TrialSpec, Variant};
-use crate::validation::{Problems, ValidationError};
+use crate::validation::{Problem, Problems, ValidationError};
 
 /// What to sweep and how to run it.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -35,8 +36,11 @@ pub struct ExperimentSpec {
     /// Hyperparameters shared by every trial; swept ones are overridden per trial.
     #[serde(default)]
     pub hyper: Hyper,
-    /// The search space: parameter name (a `hyper` field such as `lambdaRate`, or
-    /// `model.codeChannels` / `model.downsample`) to its values.
+    /// The search space: parameter name to its values. Sweepable: lr, lrCritic, beta1,
+    /// lrMinRatio, batchSize, wDis, disWarmupSteps, dClip, lambdaRate, lrBitModel,
+    /// model.codeChannels, model.downsample (the integer ones, batchSize, disWarmupSteps and the
+    /// model's, by list or intRange). A parameter that no variant of the Experiment uses is
+    /// refused, and every value must make a valid trial.
     #[serde(default)]
     pub search: BTreeMap<String, SearchSpace>,
     #[serde(default)]
@@ -299,37 +303,8 @@ pub struct ExperimentStatus {
     pub observed_generation: Option<i64>,
 }
 
-/// Parameters that a search may sweep, with the variants they affect.
-pub const SWEEPABLE: &[(&str, &[Variant])] = &[
-    ("lr", &Variant::ALL),
-    ("lrCritic", &[Variant::D1, Variant::D3, Variant::D4]),
-    ("beta1", &Variant::ALL),
-    ("lrMinRatio", &Variant::ALL),
-    ("batchSize", &Variant::ALL),
-    ("wDis", &[Variant::D1, Variant::D3, Variant::D4]),
-    ("disWarmupSteps", &[Variant::D1, Variant::D3, Variant::D4]),
-    ("dClip", &[Variant::D1, Variant::D3, Variant::D4]),
-    ("lambdaRate", &[Variant::D4]),
-    ("lrBitModel", &[Variant::D2, Variant::D3, Variant::D4]),
-    ("model.codeChannels", &[Variant::D2, Variant::D3, Variant::D4]),
-    ("model.downsample", &[Variant::D2, Variant::D3, Variant::D4]),
-];
-
-/// Whether `param` changes what `variant` trains (lambdaRate means nothing to D1-D3).
-pub fn affects(param: &str, variant: Variant) -> bool {
-    SWEEPABLE
-        .iter()
-        .find(|(name, _)| *name == param)
-        .is_some_and(|(_, variants)| variants.contains(&variant))
-}
-
-/// Integer-valued parameters (their values must be whole numbers).
-fn is_integer(param: &str) -> bool {
-    matches!(
-        param,
-        "batchSize" | "disWarmupSteps" | "model.codeChannels" | "model.downsample"
-    )
-}
+/// The most values of one swept parameter that validation sets on a trial to check.
+const MAX_CHECKED_VALUES: usize = 1000;
 
 impl ExperimentSpec {
     /// Parses an Experiment resource (YAML or JSON) and validates its spec.
@@ -415,19 +390,22 @@ impl ExperimentSpec {
         }
         for (param, space) in &self.search {
             let field = format!("spec.search.{param}");
-            if !SWEEPABLE.iter().any(|(n, _)| n == param) {
-                let known: Vec<&str> = SWEEPABLE.iter().map(|(n, _)| *n).collect();
+            let Some(swept) = sweepable(param) else {
+                let known: Vec<&str> = SWEEPABLE.iter().map(|s| s.name).collect();
                 p.push(
                     &field,
                     param,
                     format!("unknown parameter; sweepable: {}", known.join(", ")),
                 );
                 continue;
-            }
-            if !self.variants.iter().any(|v| affects(param, *v)) {
+            };
+            let Some(&variant) = self.variants.iter().find(|v| swept.affects(**v)) else {
                 p.push(&field, param, "affects none of spec.variants");
+                continue;
+            };
+            if check_space(&mut p, &field, swept, space, &self.algorithm) {
+                self.check_swept_values(&mut p, &field, swept, space, variant, origin);
             }
-            check_space(&mut p, &field, param, space, &self.algorithm);
         }
         // The base trial must itself be valid: check one, named like the real ones.
         let probe = self.trial_spec(
@@ -451,6 +429,49 @@ impl ExperimentSpec {
         p.into_result(origin)
     }
 
+    /// Every value a search would give `swept` (both ends of a continuous range, every value
+    /// of a list or an integer range, at most `MAX_CHECKED_VALUES`) must make a valid trial of
+    /// `variant`: the trial's own rules decide, so there is no second copy of them here. Only
+    /// problems the base trial does not have are the swept value's.
+    fn check_swept_values(
+        &self,
+        p: &mut Problems,
+        field: &str,
+        swept: &Sweepable,
+        space: &SearchSpace,
+        variant: Variant,
+        origin: &str,
+    ) {
+        let values: Vec<f64> = match space {
+            SearchSpace::List { values } => values.clone(),
+            SearchSpace::Uniform { min, max, .. } | SearchSpace::LogUniform { min, max, .. } => {
+                vec![*min, *max]
+            }
+            SearchSpace::IntRange { min, max, step } => (0..MAX_CHECKED_VALUES as i64)
+                .map(|k| min.saturating_add(k.saturating_mul(*step)))
+                .take_while(|v| v <= max)
+                .map(|v| v as f64)
+                .collect(),
+        };
+        let problems_of = |params: &BTreeMap<String, f64>| -> Vec<Problem> {
+            self.trial_spec("probe-d1-000", "probe", variant, params)
+                .validate(origin)
+                .err()
+                .map_or_else(Vec::new, |e| e.problems)
+        };
+        let base = problems_of(&BTreeMap::new());
+        for v in values.into_iter().take(MAX_CHECKED_VALUES) {
+            let params = BTreeMap::from([(swept.name.to_string(), v)]);
+            for prob in problems_of(&params).into_iter().filter(|q| !base.contains(q)) {
+                p.push(
+                    field,
+                    v,
+                    format!("gives an invalid trial: {} {}", prob.field, prob.reason),
+                );
+            }
+        }
+    }
+
     /// The trial spec of one candidate: the base spec with `params` applied.
     pub fn trial_spec(
         &self,
@@ -459,21 +480,10 @@ impl ExperimentSpec {
         variant: Variant,
         params: &BTreeMap<String, f64>,
     ) -> TrialSpec {
-        let mut model = self.model.clone();
-        let mut hyper = serde_json::to_value(&self.hyper).expect("hyper serialises");
-        for (name, value) in params {
-            match name.as_str() {
-                "model.codeChannels" => model.code_channels = Some(*value as u32),
-                "model.downsample" => model.downsample = Some(*value as u32),
-                field => {
-                    let v = if is_integer(field) {
-                        serde_json::json!(*value as i64)
-                    } else {
-                        serde_json::json!(*value)
-                    };
-                    hyper[field] = v;
-                }
-            }
+        let (mut model, mut hyper) = (self.model.clone(), self.hyper.clone());
+        // Validation has rejected unknown parameters: every name here is in SWEEPABLE.
+        for (s, value) in params.iter().filter_map(|(n, v)| Some((sweepable(n)?, *v))) {
+            s.set(&mut model, &mut hyper, value);
         }
         TrialSpec {
             experiment: experiment.to_string(),
@@ -481,7 +491,7 @@ impl ExperimentSpec {
             variant,
             dataset: self.dataset.clone(),
             model,
-            hyper: serde_json::from_value(hyper).expect("validated parameters fit Hyper"),
+            hyper,
             steps: self.steps,
             seed: self.seed,
             world_size: self.workers_per_trial,
@@ -519,7 +529,15 @@ fn check_store(p: &mut Problems, store: &str) {
     }
 }
 
-fn check_space(p: &mut Problems, field: &str, param: &str, space: &SearchSpace, algorithm: &Algorithm) {
+/// Checks a search space's own form; true when it is well formed (its values can be checked).
+fn check_space(
+    p: &mut Problems,
+    field: &str,
+    swept: &Sweepable,
+    space: &SearchSpace,
+    algorithm: &Algorithm,
+) -> bool {
+    let before = p.len();
     let grid = matches!(algorithm, Algorithm::Grid);
     match space {
         SearchSpace::List { values } => {
@@ -529,7 +547,7 @@ fn check_space(p: &mut Problems, field: &str, param: &str, space: &SearchSpace, 
             for v in values {
                 if !v.is_finite() {
                     p.push(&format!("{field}.values"), v, "must be finite");
-                } else if is_integer(param) && v.fract() != 0.0 {
+                } else if swept.integer && v.fract() != 0.0 {
                     p.push(&format!("{field}.values"), v, "must be a whole number");
                 }
             }
@@ -546,8 +564,8 @@ fn check_space(p: &mut Problems, field: &str, param: &str, space: &SearchSpace, 
             if log && *min <= 0.0 {
                 p.push(&format!("{field}.min"), min, "must be above 0 for logUniform");
             }
-            if is_integer(param) {
-                p.push(field, param, "is an integer parameter: use list or intRange");
+            if swept.integer {
+                p.push(field, swept.name, "is an integer parameter: use list or intRange");
             }
             if grid && points.unwrap_or(0) < 1 {
                 p.push(
@@ -568,9 +586,10 @@ fn check_space(p: &mut Problems, field: &str, param: &str, space: &SearchSpace, 
             if *step < 1 {
                 p.push(&format!("{field}.step"), step, "must be at least 1");
             }
-            if !is_integer(param) && (*min as f64) < 0.0 {
+            if !swept.integer && (*min as f64) < 0.0 {
                 p.push(&format!("{field}.min"), min, "must not be negative");
             }
         }
     }
+    p.len() == before
 }

@@ -42,6 +42,11 @@ impl fmt::Display for ValidationError {
 pub struct Problems(Vec<Problem>);
 
 impl Problems {
+    /// Problems found so far.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     pub fn push(&mut self, field: &str, value: impl fmt::Display, reason: impl Into<String>) {
         self.0.push(Problem {
             field: field.to_string(),

@@ -157,3 +157,32 @@ fn manifest_dir() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }
+
+#[test]
+fn swept_values_that_make_invalid_trials_are_refused_by_the_trials_own_rules() {
+    for (extra, needles) in [
+        (
+            "  search: { lambdaRate: { type: list, values: [0.1, -1] } }\n",
+            vec!["spec.search.lambdaRate = -1: gives an invalid trial: hyper.lambdaRate"],
+        ),
+        (
+            "  search: { model.downsample: { type: intRange, min: 2, max: 4 } }\n",
+            vec!["spec.search.model.downsample = 3: gives an invalid trial: model.downsample"],
+        ),
+        (
+            "  search: { beta1: { type: uniform, min: 0.5, max: 1.5, points: 3 } }\n",
+            vec!["spec.search.beta1 = 1.5: gives an invalid trial: hyper.beta1"],
+        ),
+    ] {
+        let text = problems(extra);
+        for needle in needles {
+            assert!(text.contains(needle), "{extra}: {text}");
+        }
+    }
+    // The ends of a valid range and every value of a valid list pass.
+    ExperimentSpec::parse_resource(
+        &format!("{BASE}  search: {{ lambdaRate: {{ type: logUniform, min: 0.01, max: 1.0, points: 3 }}, model.downsample: {{ type: list, values: [4, 8] }} }}\n"),
+        "exp.yaml",
+    )
+    .unwrap();
+}

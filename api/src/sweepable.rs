@@ -1,0 +1,165 @@
+//! The hyperparameters a search may sweep, as one typed list: its name in `spec.search`,
+//! whether its values are whole numbers, which variants it changes (from the variants' own
+//! rules) and how a value is set on a trial. Validation, candidate generation and the trial
+//! specs all read this list; the CRD's description of `spec.search` is checked against it.
+
+use crate::{Hyper, ModelSpec, Variant};
+
+/// One sweepable hyperparameter.
+pub struct Sweepable {
+    /// The key in `spec.search` (a `hyper` field in camelCase, or `model.<field>`).
+    pub name: &'static str,
+    /// Whether values must be whole numbers (then searched by `list` or `intRange` only).
+    pub integer: bool,
+    affects: fn(Variant) -> bool,
+    set: fn(&mut ModelSpec, &mut Hyper, f64),
+}
+
+impl Sweepable {
+    /// Whether the parameter changes what `variant` trains (lambdaRate means nothing to D1-D3).
+    pub fn affects(&self, variant: Variant) -> bool {
+        (self.affects)(variant)
+    }
+
+    /// Sets `value` on a trial's model and hyperparameters (whole numbers for integer ones:
+    /// validation has checked that they are).
+    pub fn set(&self, model: &mut ModelSpec, hyper: &mut Hyper, value: f64) {
+        (self.set)(model, hyper, value)
+    }
+}
+
+impl std::fmt::Debug for Sweepable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sweepable")
+            .field("name", &self.name)
+            .field("integer", &self.integer)
+            .finish()
+    }
+}
+
+fn every(_: Variant) -> bool {
+    true
+}
+
+macro_rules! sweepable {
+    ($name:literal, real, $affects:expr, |$m:ident, $h:ident, $v:ident| $set:expr) => {
+        Sweepable {
+            name: $name,
+            integer: false,
+            affects: $affects,
+            set: |$m, $h, $v| $set,
+        }
+    };
+    ($name:literal, integer, $affects:expr, |$m:ident, $h:ident, $v:ident| $set:expr) => {
+        Sweepable {
+            name: $name,
+            integer: true,
+            affects: $affects,
+            set: |$m, $h, $v| $set,
+        }
+    };
+}
+
+/// Every parameter a search may sweep.
+pub const SWEEPABLE: &[Sweepable] = &[
+    sweepable!("lr", real, every, |_m, h, v| h.lr = v),
+    sweepable!("lrCritic", real, Variant::has_critic, |_m, h, v| h.lr_critic = v),
+    sweepable!("beta1", real, every, |_m, h, v| h.beta1 = v),
+    sweepable!("lrMinRatio", real, every, |_m, h, v| h.lr_min_ratio = v),
+    sweepable!("batchSize", integer, every, |_m, h, v| h.batch_size = v as u32),
+    sweepable!("wDis", real, Variant::has_critic, |_m, h, v| h.w_dis = v),
+    sweepable!("disWarmupSteps", integer, Variant::has_critic, |_m, h, v| h
+        .dis_warmup_steps =
+        v as u64),
+    sweepable!("dClip", real, Variant::has_critic, |_m, h, v| h.d_clip = v),
+    sweepable!("lambdaRate", real, Variant::has_rate_loss, |_m, h, v| h
+        .lambda_rate =
+        v),
+    sweepable!("lrBitModel", real, Variant::has_compressor, |_m, h, v| h
+        .lr_bit_model =
+        v),
+    sweepable!(
+        "model.codeChannels",
+        integer,
+        Variant::has_compressor,
+        |m, _h, v| m.code_channels = Some(v as u32)
+    ),
+    sweepable!(
+        "model.downsample",
+        integer,
+        Variant::has_compressor,
+        |m, _h, v| m.downsample = Some(v as u32)
+    ),
+];
+
+/// The sweepable parameter called `name`.
+pub fn sweepable(name: &str) -> Option<&'static Sweepable> {
+    SWEEPABLE.iter().find(|s| s.name == name)
+}
+
+/// Whether `param` changes what `variant` trains (false for unknown parameters).
+pub fn affects(param: &str, variant: Variant) -> bool {
+    sweepable(param).is_some_and(|s| s.affects(variant))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Preset;
+
+    #[test]
+    fn each_parameter_sets_the_field_it_names() {
+        let base_model = ModelSpec::new(Preset::Small, 128, 2);
+        let base_hyper = Hyper::default();
+        for s in SWEEPABLE {
+            let (mut m, mut h) = (base_model.clone(), base_hyper.clone());
+            s.set(&mut m, &mut h, 4.0);
+            let field = s.name.strip_prefix("model.");
+            let (before, after) = match field {
+                Some(f) => (
+                    serde_json::to_value(&base_model).unwrap()[f].clone(),
+                    serde_json::to_value(&m).unwrap()[f].clone(),
+                ),
+                None => (
+                    serde_json::to_value(&base_hyper).unwrap()[s.name].clone(),
+                    serde_json::to_value(&h).unwrap()[s.name].clone(),
+                ),
+            };
+            assert_ne!(before, after, "{} did not change its field", s.name);
+            assert_eq!(after.as_f64(), Some(4.0), "{} set {after}", s.name);
+        }
+    }
+
+    #[test]
+    fn the_crd_describes_every_sweepable_parameter() {
+        let schema = serde_json::to_value(schemars::schema_for!(crate::ExperimentSpec)).unwrap();
+        let text = schema["properties"]["search"]["description"]
+            .as_str()
+            .expect("spec.search has a description")
+            .to_string();
+        for s in SWEEPABLE {
+            assert!(
+                text.contains(s.name),
+                "the CRD's description of spec.search lacks {}",
+                s.name
+            );
+        }
+        let integers: Vec<&str> = SWEEPABLE
+            .iter()
+            .filter(|s| s.integer && !s.name.starts_with("model."))
+            .map(|s| s.name)
+            .collect();
+        assert!(
+            text.contains(&format!("integer ones, {}", integers.join(", "))),
+            "the description names the integer parameters {integers:?}: {text}"
+        );
+    }
+
+    #[test]
+    fn the_variants_own_rules_decide_what_a_parameter_affects() {
+        assert!(affects("lambdaRate", Variant::D4) && !affects("lambdaRate", Variant::D3));
+        assert!(affects("lrCritic", Variant::D1) && !affects("lrCritic", Variant::D2));
+        assert!(affects("model.downsample", Variant::D2) && !affects("model.downsample", Variant::D1));
+        assert!(!affects("noSuchThing", Variant::D4));
+    }
+}
