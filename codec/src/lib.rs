@@ -329,6 +329,19 @@ impl Codec {
     pub fn header_len(&self, stream: &[u8]) -> Result<usize, CodecError> {
         Header::read(stream, self.default_shape.sides.len()).map(|(_, offset)| offset + 1)
     }
+
+    /// A stream's size as every command reports it: "N bytes (H header and check value) =
+    /// B bpp (B' without them)" for an input of `pixels` pixels (voxels).
+    pub fn describe(&self, stream: &[u8], pixels: usize) -> Result<String, CodecError> {
+        let header = self.header_len(stream)?;
+        let bpp = |bytes: usize| 8.0 * bytes as f64 / pixels.max(1) as f64;
+        Ok(format!(
+            "{} bytes ({header} header and check value) = {:.5} bpp ({:.5} without them)",
+            stream.len(),
+            bpp(stream.len()),
+            bpp(stream.len() - header)
+        ))
+    }
 }
 
 /// 8-bit FNV-1a fold of bytes: the model tag.

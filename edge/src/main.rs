@@ -163,16 +163,11 @@ fn encode(model: &Path, images: &[PathBuf], out: Option<&Path>, out_dir: Option<
             (None, None) => image.with_extension("orc"),
         };
         write_atomically(&target, &stream)?;
-        let header = m.codec.header_len(&stream)?;
-        let pixels = m.pixels() as f64;
+        let size = m.codec.describe(&stream, m.pixels())?;
         progress.suspend(|| {
             println!(
-                "{}: {} bytes ({} header and check value) = {:.5} bpp ({:.5} without them) in {:.2} ms",
+                "{}: {size} in {:.2} ms",
                 target.display(),
-                stream.len(),
-                header,
-                8.0 * stream.len() as f64 / pixels,
-                8.0 * (stream.len() - header) as f64 / pixels,
                 elapsed.as_secs_f64() * 1e3
             )
         });

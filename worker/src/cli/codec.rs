@@ -83,15 +83,10 @@ pub fn encode(model: &Path, image: &Path, out: &Path) -> Result<()> {
     let stream = m.encode(&x)?.remove(0);
     let elapsed = started.elapsed();
     std::fs::write(out, &stream).with_context(|| format!("cannot write {}", out.display()))?;
-    let pixels = m.model.config.pixels() as f64;
-    let header = m.codec.header_len(&stream)?;
+    let size = m.codec.describe(&stream, m.model.config.pixels() as usize)?;
     println!(
-        "{}: {} bytes ({} header and check value) = {:.5} bpp ({:.5} without them) in {:.2} ms",
+        "{}: {size} in {:.2} ms",
         out.display(),
-        stream.len(),
-        header,
-        8.0 * stream.len() as f64 / pixels,
-        8.0 * (stream.len() - header) as f64 / pixels,
         elapsed.as_secs_f64() * 1e3
     );
     Ok(())
