@@ -147,6 +147,26 @@ fn int_step() -> i64 {
     1
 }
 
+impl SearchSpace {
+    /// How many values grid search takes from the space, counted without listing them (None
+    /// for a malformed integer range, which validation reports on its own).
+    pub fn grid_len(&self) -> Option<u64> {
+        match self {
+            SearchSpace::List { values } => Some(values.len() as u64),
+            SearchSpace::Uniform { points, .. } | SearchSpace::LogUniform { points, .. } => {
+                Some(points.unwrap_or(1).max(1) as u64)
+            }
+            SearchSpace::IntRange { min, max, step } => {
+                (min <= max && *step >= 1).then(|| (max.abs_diff(*min) / *step as u64).saturating_add(1))
+            }
+        }
+    }
+}
+
+/// The most candidates one variant of an Experiment may have: the candidate list is built in
+/// memory, by the operator too, so a space of billions of points is refused at validation.
+pub const MAX_CANDIDATES_PER_VARIANT: u64 = 100_000;
+
 /// How candidates are drawn from the search space.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
@@ -388,6 +408,7 @@ impl ExperimentSpec {
         if let Algorithm::Random { samples: 0, .. } = self.algorithm {
             p.push("spec.algorithm.samples", 0, "must be at least 1");
         }
+        self.check_candidate_count(&mut p);
         for (param, space) in &self.search {
             let field = format!("spec.search.{param}");
             let Some(swept) = sweepable(param) else {
@@ -427,6 +448,35 @@ impl ExperimentSpec {
             }
         }
         p.into_result(origin)
+    }
+
+    /// Candidates per variant, counted from the space's sizes (never listed) and bounded.
+    fn check_candidate_count(&self, p: &mut Problems) {
+        for &variant in &self.variants {
+            let count = match self.algorithm {
+                Algorithm::Random { samples, .. } => samples as u64,
+                Algorithm::Grid => self
+                    .search
+                    .iter()
+                    .filter(|(param, _)| crate::sweepable::affects(param, variant))
+                    .filter_map(|(_, space)| space.grid_len())
+                    .fold(1u64, u64::saturating_mul),
+            };
+            if count > MAX_CANDIDATES_PER_VARIANT {
+                let (field, how) = match self.algorithm {
+                    Algorithm::Random { .. } => ("spec.algorithm.samples", "draw fewer samples"),
+                    Algorithm::Grid => ("spec.search", "take fewer points or values"),
+                };
+                p.push(
+                    field,
+                    count,
+                    format!(
+                        "gives {count} candidates for {variant}, above the limit of {MAX_CANDIDATES_PER_VARIANT}: {how}"
+                    ),
+                );
+                return;
+            }
+        }
     }
 
     /// Every value a search would give `swept` (both ends of a continuous range, every value

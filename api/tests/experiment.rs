@@ -186,3 +186,28 @@ fn swept_values_that_make_invalid_trials_are_refused_by_the_trials_own_rules() {
     )
     .unwrap();
 }
+
+#[test]
+fn spaces_of_billions_of_points_are_refused_before_anything_is_listed() {
+    for (extra, needle) in [
+        (
+            "  search: { lambdaRate: { type: uniform, min: 0.01, max: 1.0, points: 4000000000 } }\n",
+            "spec.search = 4000000000: gives 4000000000 candidates for D4, above the limit of 100000",
+        ),
+        (
+            "  search: { batchSize: { type: intRange, min: 1, max: 9223372036854775807 } }\n",
+            "candidates for D2, above the limit of 100000",
+        ),
+        (
+            "  search: { lr: { type: uniform, min: 0.001, max: 0.01, points: 1000 }, beta1: { type: uniform, min: 0.1, max: 0.9, points: 1000 } }\n",
+            "spec.search = 1000000: gives 1000000 candidates for D2",
+        ),
+        (
+            "  algorithm: { type: random, seed: 1, samples: 4000000000 }\n  search: { lr: { type: uniform, min: 0.001, max: 0.01 } }\n",
+            "spec.algorithm.samples = 4000000000: gives 4000000000 candidates",
+        ),
+    ] {
+        let text = problems(extra);
+        assert!(text.contains(needle), "{extra}: {text}");
+    }
+}
