@@ -511,6 +511,14 @@ impl ExperimentSpec {
         };
         let base = problems_of(&BTreeMap::new());
         for v in values.into_iter().take(MAX_CHECKED_VALUES) {
+            if v > swept.max {
+                p.push(
+                    field,
+                    v,
+                    format!("is above the largest value the field holds ({})", swept.max),
+                );
+                continue;
+            }
             let params = BTreeMap::from([(swept.name.to_string(), v)]);
             for prob in problems_of(&params).into_iter().filter(|q| !base.contains(q)) {
                 p.push(

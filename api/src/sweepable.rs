@@ -11,8 +11,10 @@ pub struct Sweepable {
     pub name: &'static str,
     /// Whether values must be whole numbers (then searched by `list` or `intRange` only).
     pub integer: bool,
+    /// The largest value the field holds (an integer field's type bound).
+    pub max: f64,
     affects: fn(Variant) -> bool,
-    set: fn(&mut ModelSpec, &mut Hyper, f64),
+    set: Setter,
 }
 
 impl Sweepable {
@@ -41,55 +43,59 @@ fn every(_: Variant) -> bool {
     true
 }
 
-macro_rules! sweepable {
-    ($name:literal, real, $affects:expr, |$m:ident, $h:ident, $v:ident| $set:expr) => {
+type Setter = fn(&mut ModelSpec, &mut Hyper, f64);
+
+impl Sweepable {
+    const fn real(name: &'static str, affects: fn(Variant) -> bool, set: Setter) -> Sweepable {
         Sweepable {
-            name: $name,
+            name,
             integer: false,
-            affects: $affects,
-            set: |$m, $h, $v| $set,
+            max: f64::MAX,
+            affects,
+            set,
         }
-    };
-    ($name:literal, integer, $affects:expr, |$m:ident, $h:ident, $v:ident| $set:expr) => {
+    }
+
+    const fn integer(name: &'static str, max: u64, affects: fn(Variant) -> bool, set: Setter) -> Sweepable {
         Sweepable {
-            name: $name,
+            name,
             integer: true,
-            affects: $affects,
-            set: |$m, $h, $v| $set,
+            max: max as f64,
+            affects,
+            set,
         }
-    };
+    }
 }
+
+/// The largest integer an f64 (a swept value) holds exactly: 2^53.
+const MAX_EXACT_INTEGER: u64 = 1 << 53;
+const U32: u64 = u32::MAX as u64;
 
 /// Every parameter a search may sweep.
 pub const SWEEPABLE: &[Sweepable] = &[
-    sweepable!("lr", real, every, |_m, h, v| h.lr = v),
-    sweepable!("lrCritic", real, Variant::has_critic, |_m, h, v| h.lr_critic = v),
-    sweepable!("beta1", real, every, |_m, h, v| h.beta1 = v),
-    sweepable!("lrMinRatio", real, every, |_m, h, v| h.lr_min_ratio = v),
-    sweepable!("batchSize", integer, every, |_m, h, v| h.batch_size = v as u32),
-    sweepable!("wDis", real, Variant::has_critic, |_m, h, v| h.w_dis = v),
-    sweepable!("disWarmupSteps", integer, Variant::has_critic, |_m, h, v| h
-        .dis_warmup_steps =
-        v as u64),
-    sweepable!("dClip", real, Variant::has_critic, |_m, h, v| h.d_clip = v),
-    sweepable!("lambdaRate", real, Variant::has_rate_loss, |_m, h, v| h
-        .lambda_rate =
-        v),
-    sweepable!("lrBitModel", real, Variant::has_compressor, |_m, h, v| h
-        .lr_bit_model =
-        v),
-    sweepable!(
-        "model.codeChannels",
-        integer,
-        Variant::has_compressor,
-        |m, _h, v| m.code_channels = Some(v as u32)
+    Sweepable::real("lr", every, |_, h, v| h.lr = v),
+    Sweepable::real("lrCritic", Variant::has_critic, |_, h, v| h.lr_critic = v),
+    Sweepable::real("beta1", every, |_, h, v| h.beta1 = v),
+    Sweepable::real("lrMinRatio", every, |_, h, v| h.lr_min_ratio = v),
+    Sweepable::integer("batchSize", U32, every, |_, h, v| h.batch_size = v as u32),
+    Sweepable::real("wDis", Variant::has_critic, |_, h, v| h.w_dis = v),
+    Sweepable::integer(
+        "disWarmupSteps",
+        MAX_EXACT_INTEGER,
+        Variant::has_critic,
+        |_, h, v| h.dis_warmup_steps = v as u64,
     ),
-    sweepable!(
-        "model.downsample",
-        integer,
-        Variant::has_compressor,
-        |m, _h, v| m.downsample = Some(v as u32)
-    ),
+    Sweepable::real("dClip", Variant::has_critic, |_, h, v| h.d_clip = v),
+    Sweepable::real("lambdaRate", Variant::has_rate_loss, |_, h, v| h.lambda_rate = v),
+    Sweepable::real("lrBitModel", Variant::has_compressor, |_, h, v| {
+        h.lr_bit_model = v
+    }),
+    Sweepable::integer("model.codeChannels", U32, Variant::has_compressor, |m, _, v| {
+        m.code_channels = Some(v as u32)
+    }),
+    Sweepable::integer("model.downsample", U32, Variant::has_compressor, |m, _, v| {
+        m.downsample = Some(v as u32)
+    }),
 ];
 
 /// The sweepable parameter called `name`.

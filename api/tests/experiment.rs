@@ -173,6 +173,13 @@ fn swept_values_that_make_invalid_trials_are_refused_by_the_trials_own_rules() {
             "  search: { beta1: { type: uniform, min: 0.5, max: 1.5, points: 3 } }\n",
             vec!["spec.search.beta1 = 1.5: gives an invalid trial: hyper.beta1"],
         ),
+        (
+            "  search: { batchSize: { type: list, values: [0, 1000000000000] } }\n",
+            vec![
+                "spec.search.batchSize = 0: gives an invalid trial: hyper.batchSize",
+                "spec.search.batchSize = 1000000000000: is above the largest value the field holds (4294967295)",
+            ],
+        ),
     ] {
         let text = problems(extra);
         for needle in needles {
