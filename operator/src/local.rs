@@ -169,6 +169,14 @@ impl LocalRunner {
 
     /// Updates the records from the children's exits and the store's results; returns the
     /// results of the trials that finished since the last call.
+    /// What the runner sees now: the results of trials that finished since the last look, and
+    /// every trial as the planner sees it (the same `ObservedTrial`s the operator derives from
+    /// Trials and Jobs; a test builds both from one fixture).
+    pub fn look(&mut self) -> Result<(Vec<TrialResult>, Vec<ObservedTrial>), LocalError> {
+        let finished = self.observe()?;
+        Ok((finished, self.observed()))
+    }
+
     fn observe(&mut self) -> Result<Vec<TrialResult>, LocalError> {
         let mut finished = Vec::new();
         let names: Vec<String> = self.children.keys().cloned().collect();
@@ -420,7 +428,8 @@ impl LocalRunner {
         // The leaderboard as last published, and for how many succeeded trials.
         let mut published: Option<(usize, Leaderboard, PathBuf)> = None;
         loop {
-            for r in self.observe()? {
+            let (finished, observed) = self.look()?;
+            for r in finished {
                 bars.suspend(|| {
                     println!(
                         "{} {}: Dice {:.4} at {:.5} bpp",
@@ -431,7 +440,6 @@ impl LocalRunner {
                     )
                 });
             }
-            let observed = self.observed();
             let p = plan(&self.name, &self.exp.spec, &observed, now(), &self.opts.planner);
             self.apply(p.actions.clone())?;
 
