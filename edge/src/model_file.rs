@@ -2,7 +2,7 @@
 //! weights, q's logits and the sizes it needs, checked tensor by tensor before anything runs.
 //! g, s and the metadata the cloud needs are left in the file unread.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use orchestra_codec::deploy::{
@@ -125,10 +125,8 @@ impl EdgeModel {
             channels: sizes.code_channels,
             sides: vec![sizes.input_size / sizes.downsample; dims],
         };
-        // The tag covers C's tensors in name order, as the worker sorts them.
-        let mut c_values: Vec<(String, Vec<f32>)> = c_values.into_iter().collect();
-        c_values.sort_by(|a, b| a.0.cmp(&b.0));
-        let codec = codec_for_model(&logits, c_values.iter().map(|(_, v)| v.as_slice()), shape)?;
+        // The tag covers C's tensors in name order (the map's order), as the worker sorts them.
+        let codec = codec_for_model(&logits, c_values.values().map(Vec::as_slice), shape)?;
         Ok(EdgeModel {
             compressor,
             codec,
@@ -241,7 +239,7 @@ impl<F: Fn(String) -> EdgeError> Weights<'_, F> {
         name: &str,
         c_in: usize,
         kernel: usize,
-        values: &mut HashMap<String, Vec<f32>>,
+        values: &mut BTreeMap<String, Vec<f32>>,
     ) -> Result<(Vec<f32>, usize), EdgeError> {
         let key = format!("{name}.weight");
         let mut shape = vec![0, c_in];
@@ -256,14 +254,14 @@ impl<F: Fn(String) -> EdgeError> Weights<'_, F> {
         &self,
         name: &str,
         len: usize,
-        values: &mut HashMap<String, Vec<f32>>,
+        values: &mut BTreeMap<String, Vec<f32>>,
     ) -> Result<Vec<f32>, EdgeError> {
         let v = self.floats(name, &[len])?;
         values.insert(name.to_string(), v.clone());
         Ok(v)
     }
 
-    fn compressor(&self, sizes: &Sizes) -> Result<(Compressor, HashMap<String, Vec<f32>>), EdgeError> {
+    fn compressor(&self, sizes: &Sizes) -> Result<(Compressor, BTreeMap<String, Vec<f32>>), EdgeError> {
         if !sizes.downsample.is_power_of_two() {
             return Err((self.format)(format!(
                 "{META_CONFIG}: downsampling factor {} is not a power of two",
@@ -271,7 +269,7 @@ impl<F: Fn(String) -> EdgeError> Weights<'_, F> {
             )));
         }
         let (p, dims) = (COMPRESSOR_PREFIX, self.dims);
-        let mut values = HashMap::new();
+        let mut values = BTreeMap::new();
         let (w, width) = self.conv_weight(&format!("{p}stem.conv"), sizes.in_channels, 3, &mut values)?;
         let bias = self.vector(&format!("{p}stem.conv.bias"), width, &mut values)?;
         let mut layers = vec![Conv::stem(w, bias, sizes.in_channels, dims)?];
