@@ -87,6 +87,22 @@ impl Limits {
         }
     }
 
+    /// These limits with the ones an operator gave (a service's or a command's flags) in place
+    /// of the defaults; a side above the format's own maximum is refused.
+    pub fn with_overrides(self, max_side: Option<usize>, max_positions: Option<usize>) -> Result<Limits, String> {
+        let limits = Limits {
+            max_side: max_side.unwrap_or(self.max_side),
+            max_positions: max_positions.unwrap_or(self.max_positions),
+        };
+        if limits.max_side == 0 || limits.max_side > MAX_SIDE {
+            return Err(format!("max side {} is not in 1..={MAX_SIDE}", limits.max_side));
+        }
+        if limits.max_positions == 0 {
+            return Err("max positions must be at least 1".into());
+        }
+        Ok(limits)
+    }
+
     fn admits(&self, sides: &[usize]) -> bool {
         sides.iter().all(|&s| s <= self.max_side) && positions(sides).is_some_and(|p| p <= self.max_positions)
     }
@@ -243,6 +259,15 @@ impl Codec {
             bits.push(if symbol == 1 { 1 } else { -1 });
         }
         Ok(bits)
+    }
+
+    /// The longest stream this decoder can accept: the largest header, the check value and the
+    /// payload of the largest code its limits admit at the worst probability cost. Readers of
+    /// stream files and request bodies stop here before reading the rest.
+    pub fn max_stream_bytes(&self) -> usize {
+        let header = 2 + 3 * self.default_shape.sides.len();
+        let bits = self.limits.max_positions.saturating_mul(self.default_shape.channels);
+        header + 1 + bits.saturating_mul(PRECISION as usize).div_ceil(8) + 4
     }
 
     /// Header plus payload for a code of `shape` (bits in coding order, -1/+1).

@@ -101,6 +101,8 @@ enum Command {
         #[arg(long)]
         model: PathBuf,
         stream: PathBuf,
+        #[command(flatten)]
+        limits: codec_cli::LimitFlags,
     },
     /// Cloud side: segment a bitstream into a label map PNG (and an overlay on the original).
     Segment {
@@ -115,6 +117,8 @@ enum Command {
         /// ... to this file.
         #[arg(long, requires = "image")]
         overlay: Option<PathBuf>,
+        #[command(flatten)]
+        limits: codec_cli::LimitFlags,
     },
     /// Cloud side: serve POST /v1/segment (bitstream in, label map out), /healthz, /metrics.
     Serve {
@@ -139,6 +143,12 @@ enum Command {
         concurrency: usize,
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
+        /// Close connections that send no complete request headers for this long (new, after
+        /// the TLS handshake, or idle between requests).
+        #[arg(long, default_value_t = 10_000)]
+        header_timeout_ms: u64,
+        #[command(flatten)]
+        limits: codec_cli::LimitFlags,
         /// Where g + s run: cpu or cuda.
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -352,6 +362,8 @@ fn run(command: Command) -> Result<()> {
             max_body_bytes,
             concurrency,
             timeout_ms,
+            header_timeout_ms,
+            limits,
             device,
             max_batch,
             batch_wait_ms,
@@ -367,6 +379,7 @@ fn run(command: Command) -> Result<()> {
                 max_body_bytes,
                 concurrency,
                 timeout: std::time::Duration::from_millis(timeout_ms),
+                header_timeout: std::time::Duration::from_millis(header_timeout_ms.max(1)),
                 batch: orchestra_worker::serve::BatchOptions {
                     max_batch: max_batch.max(1),
                     max_wait: std::time::Duration::from_secs_f64(batch_wait_ms.max(0.0) / 1e3),
@@ -374,7 +387,7 @@ fn run(command: Command) -> Result<()> {
             };
             let scheme = if config.tls.is_some() { "https" } else { "http" };
             let device = orchestra_worker::cuda::parse_device(&device).map_err(anyhow::Error::msg)?;
-            let model = orchestra_worker::codec::model_file::CompressionModel::load(&model, device)?;
+            let model = limits.apply(orchestra_worker::codec::model_file::CompressionModel::load(&model, device)?)?;
             let server = orchestra_worker::serve::start(model, listen, config)?;
             println!(
                 "serving {scheme}://{} (POST /v1/segment, GET /healthz, GET /metrics)",
@@ -472,14 +485,21 @@ fn run(command: Command) -> Result<()> {
             println!("plot: {} and {}", png.display(), svg.display());
         }
         Command::Encode { model, image, out } => codec_cli::encode(&model, &image, &out)?,
-        Command::Decode { model, stream } => codec_cli::decode(&model, &stream)?,
+        Command::Decode { model, stream, limits } => codec_cli::decode(&model, &stream, &limits)?,
         Command::Segment {
             model,
             stream,
             out,
             image,
             overlay,
-        } => codec_cli::segment(&model, &stream, &out, image.as_deref().zip(overlay.as_deref()))?,
+            limits,
+        } => codec_cli::segment(
+            &model,
+            &stream,
+            &out,
+            image.as_deref().zip(overlay.as_deref()),
+            &limits,
+        )?,
         Command::FuzzDecoder {
             model,
             images,

@@ -74,12 +74,16 @@ fn config(tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> ServeConfig 
         max_body_bytes: 1024,
         concurrency: 4,
         timeout: Duration::from_secs(10),
+        header_timeout: Duration::from_secs(10),
         batch: BatchOptions::default(),
     }
 }
 
 fn post(agent: &ureq::Agent, url: &str, token: Option<&str>, accept: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut req = agent.post(url).header("accept", accept);
+    let mut req = agent
+        .post(url)
+        .header("accept", accept)
+        .header("content-type", "application/octet-stream");
     if let Some(t) = token {
         req = req.header("authorization", &format!("Bearer {t}"));
     }
@@ -143,12 +147,12 @@ fn the_service_authenticates_segments_and_reports() {
     let mut r = agent.get(&format!("{base}/metrics")).call().unwrap();
     let metrics = r.body_mut().read_to_string().unwrap();
     assert!(
-        metrics.contains("orchestra_segment_requests_total{code=\"401\"} 2"),
+        metrics.contains("orchestra_segment_requests_total{code=\"401\"} 2\n"),
         "{metrics}"
     );
     assert!(
         metrics.contains(&format!(
-            "orchestra_segment_requests_total{{code=\"200\"}} {}",
+            "orchestra_segment_requests_total{{code=\"200\"}} {}\n",
             streams.len() + 1 + 60
         )),
         "{metrics}"
@@ -295,4 +299,206 @@ fn a_request_that_times_out_in_the_queue_costs_no_forward_pass() {
         "{metrics}"
     );
     server.shutdown();
+}
+
+/// The value of an unlabelled or labelled sample line of the metrics text.
+fn sample(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+}
+
+#[test]
+fn every_answer_is_json_counted_and_the_metrics_add_up() {
+    let (model, streams, _) = model_and_streams();
+    let tag = model.codec.tag;
+    let server = start(model, "127.0.0.1:0".parse().unwrap(), config(None)).unwrap();
+    let base = format!("http://{}", server.addr);
+    let agent = client::agent(None, Duration::from_secs(10)).unwrap();
+    let auth = format!("Bearer {TOKEN}");
+    // A valid header announcing a 4000x4000 code: above the decoder's limits, refused unread.
+    let huge = [0x21, tag, 0xa0, 0x1f, 0xa0, 0x1f, 0];
+    let octets = Some("application/octet-stream");
+    // (expected status, method, path, token, content type, body)
+    let cases: Vec<(u16, &str, &str, bool, Option<&str>, Vec<u8>)> = vec![
+        (200, "POST", "/v1/segment", true, octets, streams[0].clone()),
+        (415, "POST", "/v1/segment", true, None, streams[0].clone()),
+        (415, "POST", "/v1/segment", true, Some("image/png"), streams[0].clone()),
+        (413, "POST", "/v1/segment", true, octets, vec![0x20; 4096]),
+        (401, "POST", "/v1/segment", false, octets, streams[0].clone()),
+        (405, "GET", "/v1/segment", true, None, vec![]),
+        (404, "POST", "/v1/nothing-here", true, octets, vec![1]),
+        (400, "POST", "/v1/segment", true, octets, vec![0x20, tag ^ 1, 1, 2]),
+        (400, "POST", "/v1/segment", true, octets, huge.to_vec()),
+    ];
+    let (mut sent, mut read_by_handler) = (0, 0);
+    for (want, method, path, token, content_type, body) in &cases {
+        let mut req = axum::http::Request::builder()
+            .method(*method)
+            .uri(format!("{base}{path}"));
+        if *token {
+            req = req.header("authorization", &auth);
+        }
+        if let Some(t) = content_type {
+            req = req.header("content-type", *t);
+        }
+        let mut r = agent.run(req.body(body.clone()).unwrap()).unwrap();
+        assert_eq!(r.status().as_u16(), *want, "{method} {path} {content_type:?}");
+        assert!(r.headers().contains_key("x-request-id"), "{want}: no request id");
+        let answer = r.body_mut().read_to_vec().unwrap();
+        sent += answer.len();
+        if *want != 200 {
+            let err: serde_json::Value = serde_json::from_slice(&answer)
+                .unwrap_or_else(|e| panic!("{want}: not JSON ({e}): {:?}", String::from_utf8_lossy(&answer)));
+            assert!(err["error"].as_str().is_some_and(|e| !e.is_empty()), "{want}: {err}");
+            assert!(err["requestId"].as_u64().is_some(), "{want}: {err}");
+            if *want == 400 && body.len() == huge.len() {
+                assert!(err["error"].as_str().unwrap().contains("limit"), "{err}");
+            }
+        }
+        if [200, 400, 415].contains(want) {
+            read_by_handler += body.len();
+        }
+    }
+    let mut r = agent.get(&format!("{base}/metrics")).call().unwrap();
+    let metrics = r.body_mut().read_to_string().unwrap();
+    let counted: Vec<(String, u64)> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("orchestra_segment_requests_total{code=\""))
+        .map(|l| {
+            let (code, n) = l.split_once("\"} ").unwrap();
+            (code.to_string(), n.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        counted.iter().map(|c| c.1).sum::<u64>(),
+        cases.len() as u64,
+        "requests counted do not add up:\n{metrics}"
+    );
+    for (want, ..) in &cases {
+        let expected = cases.iter().filter(|c| c.0 == *want).count() as u64;
+        assert!(counted.contains(&(want.to_string(), expected)), "{want}:\n{metrics}");
+    }
+    assert_eq!(sample(&metrics, "orchestra_segment_sent_bytes_total"), sent as u64);
+    assert_eq!(
+        sample(&metrics, "orchestra_segment_received_bytes_total"),
+        read_by_handler as u64
+    );
+    assert_eq!(
+        sample(&metrics, "orchestra_segment_duration_seconds_count"),
+        cases.len() as u64
+    );
+    server.shutdown();
+}
+
+#[test]
+fn plain_http_off_loopback_and_unusable_certificates_are_refused_at_start() {
+    let load = || model_and_streams().0;
+    let err = start(load(), "0.0.0.0:0".parse().unwrap(), config(None)).err().unwrap();
+    assert!(err.to_string().contains("loopback"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, params: rcgen::CertificateParams| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (c, k) = (dir.path().join(format!("{name}.pem")), dir.path().join(format!("{name}.key")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    };
+    let params = || rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let mut ca = params();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let mut expired = params();
+    expired.not_before = rcgen::date_time_ymd(2001, 1, 1);
+    expired.not_after = rcgen::date_time_ymd(2002, 1, 1);
+    let not_pem = (dir.path().join("cert.txt"), dir.path().join("key.txt"));
+    std::fs::write(&not_pem.0, "certificate: see the wiki").unwrap();
+    for (tls, words) in [
+        (write("ca", ca), "CA certificate"),
+        (write("expired", expired), "not now"),
+        (not_pem, "no CERTIFICATE"),
+    ] {
+        let cert = tls.0.clone();
+        let err = start(load(), "127.0.0.1:0".parse().unwrap(), config(Some(tls)))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(words) && err.contains(&*cert.to_string_lossy()), "{err}");
+    }
+    let good = write("good", params());
+    start(load(), "127.0.0.1:0".parse().unwrap(), config(Some(good)))
+        .unwrap()
+        .shutdown();
+}
+
+/// Reads until the server closes the connection; false if the read timed out instead (the
+/// server kept the connection open).
+fn closed_by_server(mut read: impl FnMut(&mut [u8]) -> std::io::Result<usize>) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+#[test]
+fn connections_without_complete_headers_are_closed() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    // The client gives up after 30 s; the service must close first, after its 300 ms.
+    let connect = |addr| {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    };
+    for tls in [None, Some((cert.clone(), key))] {
+        let mut cfg = config(tls.clone());
+        cfg.header_timeout = Duration::from_millis(300);
+        let server = start(model_and_streams().0, "127.0.0.1:0".parse().unwrap(), cfg).unwrap();
+        let silent = connect(server.addr);
+        assert!(closed_by_server(|b| (&silent).read(b)), "tls {}: silent connection kept", tls.is_some());
+        if tls.is_none() {
+            let mut partial = connect(server.addr);
+            partial.write_all(b"POST /v1/segment HTTP/1.1\r\nHost: x\r\n").unwrap();
+            assert!(closed_by_server(|b| partial.read(b)), "partial headers kept");
+            let mut idle = connect(server.addr);
+            idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut answer = [0u8; 12];
+            idle.read_exact(&mut answer).unwrap();
+            assert_eq!(&answer, b"HTTP/1.1 200");
+            assert!(closed_by_server(|b| idle.read(b)), "idle keep-alive connection kept");
+        } else {
+            // After a completed handshake, a client that sends nothing is closed too.
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ck.cert.der().clone()).unwrap();
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+            let mut stream = rustls::StreamOwned::new(conn, connect(server.addr));
+            while stream.conn.is_handshaking() {
+                stream.conn.complete_io(&mut stream.sock).unwrap();
+            }
+            assert!(closed_by_server(|b| stream.read(b)), "handshaken silent connection kept");
+        }
+        server.shutdown();
+    }
 }

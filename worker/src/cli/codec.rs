@@ -27,6 +27,51 @@ pub fn load_model(path: &Path) -> Result<CompressionModel> {
     Ok(CompressionModel::load(path, Device::Cpu)?)
 }
 
+/// What one stream may announce, in place of the model's defaults (codes of images up to four
+/// times its input size per side): checked on the header before anything is allocated.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct LimitFlags {
+    /// Largest code side a stream may announce (the image side divided by C's downsampling).
+    #[arg(long)]
+    pub max_code_side: Option<usize>,
+    /// Largest number of code positions (the product of the sides) a stream may announce.
+    #[arg(long)]
+    pub max_code_positions: Option<usize>,
+}
+
+impl LimitFlags {
+    /// The model with these limits on its decoder.
+    pub fn apply(&self, mut m: CompressionModel) -> Result<CompressionModel> {
+        let limits = m
+            .codec
+            .limits
+            .clone()
+            .with_overrides(self.max_code_side, self.max_code_positions)
+            .map_err(|e| anyhow::anyhow!("--max-code-side/--max-code-positions: {e}"))?;
+        m.codec = m.codec.with_limits(limits);
+        Ok(m)
+    }
+}
+
+/// A stream file, refused unread when it is longer than any stream the decoder accepts.
+fn read_stream(m: &CompressionModel, path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let max = m.codec.max_stream_bytes();
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() > max {
+        bail!(
+            "{}: longer than {max} bytes, the longest stream this decoder accepts ({})",
+            path.display(),
+            m.codec.limits
+        );
+    }
+    Ok(bytes)
+}
+
 /// Reads an image file as the model's input: resized to its size, grey or RGB as it expects
 /// (the edge's preparation, so both encoders see the same pixels).
 pub fn read_image(model: &CompressionModel, path: &Path) -> Result<(Tensor, (u32, u32))> {
@@ -92,9 +137,9 @@ pub fn encode(model: &Path, image: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn decode(model: &Path, stream: &Path) -> Result<()> {
-    let m = load_model(model)?;
-    let bytes = std::fs::read(stream).with_context(|| format!("cannot read {}", stream.display()))?;
+pub fn decode(model: &Path, stream: &Path, limits: &LimitFlags) -> Result<()> {
+    let m = limits.apply(load_model(model)?)?;
+    let bytes = read_stream(&m, stream)?;
     let (shape, bits) = m
         .codec
         .decode(&bytes)
@@ -116,9 +161,15 @@ fn label_png(labels: &Tensor) -> Result<GrayImage> {
     )
 }
 
-pub fn segment(model: &Path, stream: &Path, out: &Path, overlay: Option<(&Path, &Path)>) -> Result<()> {
-    let m = load_model(model)?;
-    let bytes = std::fs::read(stream).with_context(|| format!("cannot read {}", stream.display()))?;
+pub fn segment(
+    model: &Path,
+    stream: &Path,
+    out: &Path,
+    overlay: Option<(&Path, &Path)>,
+    limits: &LimitFlags,
+) -> Result<()> {
+    let m = limits.apply(load_model(model)?)?;
+    let bytes = read_stream(&m, stream)?;
     let started = Instant::now();
     let labels = m
         .segment(&bytes)

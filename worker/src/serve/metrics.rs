@@ -3,6 +3,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The status codes the service answers with, each counted under its own label; anything else
+/// is counted as "other", so that the counts always add up to the requests.
+const CODES: [u16; 12] = [200, 400, 401, 404, 405, 406, 408, 413, 415, 429, 500, 503];
+
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 /// Upper bounds of the batch-size buckets, in codes per forward pass.
@@ -10,11 +14,8 @@ const BATCH_BUCKETS: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
 
 #[derive(Default)]
 pub struct Metrics {
-    ok: AtomicU64,
-    bad_request: AtomicU64,
-    unauthorized: AtomicU64,
-    too_large: AtomicU64,
-    other_error: AtomicU64,
+    /// Answers per entry of `CODES`, then "other".
+    answers: [AtomicU64; CODES.len() + 1],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
@@ -28,14 +29,8 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn record(&self, status: u16, bytes_in: usize, bytes_out: usize, seconds: f64) {
-        let counter = match status {
-            200 => &self.ok,
-            400 | 415 | 406 => &self.bad_request,
-            401 => &self.unauthorized,
-            413 => &self.too_large,
-            _ => &self.other_error,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        let slot = CODES.iter().position(|&c| c == status).unwrap_or(CODES.len());
+        self.answers[slot].fetch_add(1, Ordering::Relaxed);
         self.bytes_in.fetch_add(bytes_in as u64, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes_out as u64, Ordering::Relaxed);
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -64,13 +59,8 @@ impl Metrics {
             "# HELP orchestra_segment_requests_total Segmentation requests by outcome.\n\
              # TYPE orchestra_segment_requests_total counter\n",
         );
-        for (code, c) in [
-            ("200", &self.ok),
-            ("400", &self.bad_request),
-            ("401", &self.unauthorized),
-            ("413", &self.too_large),
-            ("other", &self.other_error),
-        ] {
+        let labels = CODES.iter().map(u16::to_string).chain(["other".to_string()]);
+        for (code, c) in labels.zip(&self.answers) {
             s += &format!("orchestra_segment_requests_total{{code=\"{code}\"}} {}\n", g(c));
         }
         s += "# HELP orchestra_segment_received_bytes_total Bitstream bytes received.\n\

@@ -3,18 +3,23 @@
 //!
 //! It carries medical data, so it is secure by default: TLS (rustls) unless `--insecure` is
 //! given explicitly, and bearer tokens checked (in constant time) before any work is done.
-//! Bodies are bounded, requests time out, concurrency is limited. Logs carry request ids,
-//! never image data or bitstreams. Entropy decoding runs on the blocking pool, one request per
+//! Plain HTTP (`--insecure`) is served on loopback addresses only. Bodies are bounded, as is
+//! the code a stream may announce (the codec's limits, checked on the header); requests time
+//! out, and so do connections that send no complete request headers (slow or idle clients);
+//! concurrency is limited. Every answer is counted and every error is JSON (see `answers`).
+//! Logs carry request ids, never image data or bitstreams. Entropy decoding runs on the blocking pool, one request per
 //! thread; g + s runs on concurrent requests' codes in batches (see `batcher`).
 
+mod answers;
 pub mod batcher;
+mod certificate;
 mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -22,8 +27,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use serde_json::json;
+
+use answers::{error_response, BytesIn, RequestId};
 
 use crate::codec::model_file::CompressionModel;
 use crate::codec::Codec;
@@ -36,6 +43,8 @@ pub enum ServeError {
     Config { path: PathBuf, reason: String },
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
+    #[error("--insecure serves plain HTTP on loopback addresses only, not on {addr}: bitstreams are medical data; give --tls-cert and --tls-key to listen there")]
+    InsecureNotLoopback { addr: SocketAddr },
 }
 
 /// How the service runs.
@@ -48,6 +57,9 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     pub concurrency: usize,
     pub timeout: Duration,
+    /// A connection that has not sent a complete request's headers this long after it opened,
+    /// after its TLS handshake, or after its last answer (idle keep-alive) is closed.
+    pub header_timeout: Duration,
     pub batch: BatchOptions,
 }
 
@@ -82,14 +94,13 @@ struct AppState {
     next_id: AtomicU64,
 }
 
-fn error_response(status: StatusCode, id: u64, message: &str) -> Response {
-    let mut r = (status, axum::Json(json!({"error": message, "requestId": id}))).into_response();
-    r.headers_mut().insert("x-request-id", HeaderValue::from(id));
-    r
-}
-
 /// Bearer-token check, before the body is read or any work is done.
-async fn authenticate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    Extension(RequestId(id)): Extension<RequestId>,
+    request: Request,
+    next: Next,
+) -> Response {
     use subtle::ConstantTimeEq;
     let presented = request
         .headers()
@@ -104,8 +115,6 @@ async fn authenticate(State(state): State<Arc<AppState>>, request: Request, next
     if ok == 1 {
         return next.run(request).await;
     }
-    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    state.metrics.record(401, 0, 0, 0.0);
     tracing::warn!(request_id = id, "unauthorized request");
     let mut r = error_response(StatusCode::UNAUTHORIZED, id, "missing or invalid bearer token");
     r.headers_mut()
@@ -125,15 +134,48 @@ pub fn run_lengths(labels: &[u8]) -> Vec<[u64; 2]> {
     runs
 }
 
-async fn segment(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let started = Instant::now();
-    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+/// Content types a bitstream may be sent as.
+const STREAM_TYPES: [&str; 2] = ["application/octet-stream", "application/vnd.orchestra.stream"];
+
+async fn segment(
+    State(state): State<Arc<AppState>>,
+    Extension(RequestId(id)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let bytes_in = body.len();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if !content_type.is_some_and(|t| STREAM_TYPES.iter().any(|s| t.eq_ignore_ascii_case(s))) {
+        let mut response = error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            id,
+            &format!(
+                "send the bitstream as {} (got {})",
+                STREAM_TYPES[0],
+                content_type.unwrap_or("no content type")
+            ),
+        );
+        response.extensions_mut().insert(BytesIn(bytes_in));
+        return response;
+    }
+    let mut response = segment_stream(&state, id, &headers, body).await;
+    response.extensions_mut().insert(BytesIn(bytes_in));
+    response
+}
+
+/// Decode, segment and answer in the form the client accepts.
+async fn segment_stream(state: &AppState, id: u64, headers: &HeaderMap, body: Bytes) -> Response {
     let json_wanted = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/json"));
-    let bytes_in = body.len();
     let codec = state.codec.clone();
+    // A request that times out drops this future: the batcher never sees its code, and a
+    // decode still running finishes within the codec's limits and is discarded.
     let decoded = tokio::task::spawn_blocking(move || codec.decode(&body)).await;
     let result = match decoded {
         Err(join) => Err((StatusCode::INTERNAL_SERVER_ERROR, join.to_string())),
@@ -146,56 +188,40 @@ async fn segment(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
             (status, e.to_string())
         }),
     };
-    let response = match result {
+    let map = match result {
         Err((status, reason)) if status.is_server_error() => {
             tracing::error!(request_id = id, error = %reason, "segmentation failed");
-            error_response(status, id, "internal error")
+            return error_response(status, id, "internal error");
         }
-        Err((status, reason)) => error_response(status, id, &reason),
-        Ok(map) => {
-            let (h, w) = (map.sides[0] as u32, *map.sides.last().unwrap_or(&0) as u32);
-            let mut r = if json_wanted {
-                axum::Json(json!({
-                    "width": w, "height": h, "shape": map.sides, "rle": run_lengths(&map.labels)
-                }))
-                .into_response()
-            } else if map.sides.len() != 2 {
-                error_response(
-                    StatusCode::NOT_ACCEPTABLE,
-                    id,
-                    "a volume's label map has no PNG form; ask for application/json",
-                )
-            } else {
-                let mut png = Vec::new();
-                let img = image::GrayImage::from_raw(w, h, map.labels).expect("sized label map");
-                match img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png) {
-                    Ok(()) => ([(header::CONTENT_TYPE, "image/png")], png).into_response(),
-                    Err(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR, id, "cannot encode the PNG"),
-                }
-            };
-            r.headers_mut().insert("x-request-id", HeaderValue::from(id));
-            let ms = started.elapsed().as_secs_f64() * 1e3;
-            if let Ok(v) = HeaderValue::from_str(&format!("{ms:.3}")) {
-                r.headers_mut().insert("x-processing-ms", v);
-            }
-            r
-        }
+        Err((status, reason)) => return error_response(status, id, &reason),
+        Ok(map) => map,
     };
-    let status = response.status().as_u16();
-    let bytes_out = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(0);
-    let secs = started.elapsed().as_secs_f64();
-    state.metrics.record(status, bytes_in, bytes_out, secs);
-    tracing::info!(request_id = id, status, bytes_in, ms = secs * 1e3, "segment");
-    response
+    let (h, w) = (map.sides[0] as u32, *map.sides.last().unwrap_or(&0) as u32);
+    if json_wanted {
+        return axum::Json(json!({
+            "width": w, "height": h, "shape": map.sides, "rle": run_lengths(&map.labels)
+        }))
+        .into_response();
+    }
+    if map.sides.len() != 2 {
+        return error_response(
+            StatusCode::NOT_ACCEPTABLE,
+            id,
+            "a volume's label map has no PNG form; ask for application/json",
+        );
+    }
+    let mut png = Vec::new();
+    let img = image::GrayImage::from_raw(w, h, map.labels).expect("sized label map");
+    match img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png) {
+        Ok(()) => ([(header::CONTENT_TYPE, "image/png")], png).into_response(),
+        Err(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR, id, "cannot encode the PNG"),
+    }
 }
 
 fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
     let api = Router::new()
         .route("/v1/segment", post(segment))
+        .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(tower::limit::ConcurrencyLimitLayer::new(
@@ -204,7 +230,8 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.timeout,
-        ));
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), answers::account));
     let metrics_state = state.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -253,6 +280,12 @@ pub fn start(
     listen: SocketAddr,
     config: ServeConfig,
 ) -> Result<RunningServer, ServeError> {
+    if config.tls.is_none() && !listen.ip().is_loopback() {
+        return Err(ServeError::InsecureNotLoopback { addr: listen });
+    }
+    if let Some((cert, _)) = &config.tls {
+        certificate::check_server_certificate(cert)?;
+    }
     let listener = std::net::TcpListener::bind(listen).map_err(|e| ServeError::Listen {
         addr: listen.to_string(),
         reason: e.to_string(),
@@ -296,18 +329,28 @@ pub fn start(
     let app = router(state, &config);
     let handle = axum_server::Handle::new();
     let server_handle = handle.clone();
+    let header_timeout = config.header_timeout;
     let thread = std::thread::spawn(move || {
         runtime.block_on(async move {
             let service = app.into_make_service();
+            // Connections whose request headers take longer than `header_timeout`, counted
+            // from when the server starts waiting for them (a new connection, or a kept-alive
+            // one after its last answer: idle ones too), are closed; so are TLS handshakes.
+            let mut server = match axum_server::from_tcp(listener) {
+                Ok(server) => server.http1_only().first_request_timeout(header_timeout),
+                Err(e) => {
+                    tracing::error!(error = %e, "server stopped");
+                    return;
+                }
+            };
+            server.http_builder().http1().header_read_timeout(header_timeout);
+            let server = server.handle(server_handle);
             let result = match tls {
-                Some(tls) => match axum_server::from_tcp_rustls(listener, tls) {
-                    Ok(server) => server.handle(server_handle).serve(service).await,
-                    Err(e) => Err(e),
-                },
-                None => match axum_server::from_tcp(listener) {
-                    Ok(server) => server.handle(server_handle).serve(service).await,
-                    Err(e) => Err(e),
-                },
+                Some(tls) => {
+                    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).handshake_timeout(header_timeout);
+                    server.acceptor(acceptor).serve(service).await
+                }
+                None => server.serve(service).await,
             };
             if let Err(e) = result {
                 tracing::error!(error = %e, "server stopped");
