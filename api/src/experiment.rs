@@ -383,6 +383,7 @@ impl ExperimentSpec {
             p.push("spec.maxTrials", 0, "must be at least 1 when given");
         }
         check_store(&mut p, &self.store);
+        // Credentials in the store or dataset URI are refused by the trial's own rules (below).
         if !self.dataset.contains("://") {
             p.push(
                 "spec.dataset",
@@ -560,6 +561,16 @@ impl ExperimentSpec {
             device: self.device,
         }
     }
+}
+
+/// Why a URI with credentials is refused, and where the credentials go instead.
+pub fn credentials_refused(reason: &str) -> String {
+    format!(
+        "{reason}: URIs are logged, stored in Trial objects and shown in errors; give credentials \
+         through the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
+         GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_ACCOUNT_KEY) or, on Kubernetes, a Secret \
+         named by spec.storeSecret"
+    )
 }
 
 fn check_store(p: &mut Problems, store: &str) {

@@ -4,16 +4,20 @@
 //! Serde and the CRD derive only: no libtorch, no Kubernetes client, no async runtime.
 
 pub mod experiment;
+pub mod redact;
 pub mod sweepable;
+pub mod trial_progress;
 pub mod trial_result;
 pub mod trial_spec;
 pub mod validation;
 
+pub use redact::{redact, uri_credentials, RedactingStderr};
 pub use experiment::{
     Algorithm, BestTrial, Experiment, ExperimentPhase, ExperimentSpec, ExperimentStatus, Objective,
     Resources, SearchSpace,
 };
 pub use sweepable::{affects, sweepable, Sweepable, SWEEPABLE};
+pub use trial_progress::TrialProgress;
 pub use trial_result::{ParamCounts, RateScores, SegmentationScores, Timings, TrialResult};
 pub use trial_spec::{
     DeviceKind, DisReduction, Hyper, LrSchedule, ModelSpec, Preset, Trial, TrialPhase, TrialSpec,

@@ -274,6 +274,11 @@ impl TrialSpec {
         if self.store.trim().is_empty() {
             p.push("store", &self.store, "must be a store URI such as file:///runs");
         }
+        for (field, uri) in [("store", &self.store), ("dataset", &self.dataset)] {
+            if let Some(reason) = crate::uri_credentials(uri) {
+                p.push(field, uri, crate::experiment::credentials_refused(reason));
+            }
+        }
         if self.steps == 0 {
             p.push("steps", self.steps, "must be at least 1");
         }

@@ -50,7 +50,8 @@ impl Problems {
     pub fn push(&mut self, field: &str, value: impl fmt::Display, reason: impl Into<String>) {
         self.0.push(Problem {
             field: field.to_string(),
-            value: value.to_string(),
+            // Values are quoted back to the user: never with a credential in them.
+            value: crate::redact(&value.to_string()),
             reason: reason.into(),
         });
     }

@@ -37,6 +37,22 @@ pub fn agent(ca_cert: Option<&Path>, timeout: Duration) -> Result<Agent, ClientE
     Ok(config.into())
 }
 
+/// A service's base URL as given on the command line: http(s), without credentials, which
+/// would be shown in every error and log line that names the URL (the token is read from a
+/// file instead).
+pub fn server_url(url: &str) -> Result<String, String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("expected https://host:port".into());
+    };
+    if scheme != "https" && scheme != "http" {
+        return Err(format!("scheme {scheme:?}: expected https:// (or http:// on loopback)"));
+    }
+    if rest.split(['/', '?', '#']).next().unwrap_or("").contains('@') {
+        return Err("the URL carries credentials (user:password@): give the token with --token-file".into());
+    }
+    Ok(url.to_string())
+}
+
 /// What one remote segmentation returned.
 pub struct Remote {
     pub png: Vec<u8>,
@@ -163,5 +179,16 @@ pub fn load_test(
         p99_ms: pct(0.99),
         max_ms: ok.last().copied().unwrap_or(f64::NAN),
         first_error: results.iter().find_map(|r| r.as_ref().err().cloned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_urls_with_credentials_are_refused_without_echoing_them() {
+        let err = super::server_url("https://user:hunter2hunter2@host:8443").unwrap_err();
+        assert!(err.contains("--token-file") && !err.contains("hunter2"), "{err}");
+        assert!(super::server_url("ftp://host").is_err());
+        assert_eq!(super::server_url("https://host:8443").unwrap(), "https://host:8443");
     }
 }

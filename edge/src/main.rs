@@ -74,7 +74,8 @@ enum Command {
 /// Where the service is and how to reach it.
 #[derive(clap::Args)]
 struct RemoteArgs {
-    #[arg(long)]
+    /// The service's base URL (https://host:port); no credentials in it.
+    #[arg(long, value_parser = client::server_url)]
     server: String,
     #[arg(long)]
     model: PathBuf,

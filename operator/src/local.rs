@@ -63,6 +63,9 @@ pub struct LocalOptions {
     /// Trials at once on this machine (further capped by the Experiment's parallelism).
     pub jobs: usize,
     pub progress: bool,
+    /// Without progress bars (off a terminal: CI, nohup, a pod's log), a line per running
+    /// trial and one for the Experiment are printed this often.
+    pub progress_every: Duration,
     pub planner: PlannerConfig,
 }
 
@@ -283,7 +286,11 @@ impl LocalRunner {
         } else {
             Command::new(&self.opts.worker)
         };
-        cmd.args(["train", "--resume", "--no-progress", "--spec"])
+        // The worker reports at least twice per interval of ours, so that each line is fresh.
+        let report_every = (self.opts.progress_every.as_secs_f64() / 2.0).clamp(0.1, 15.0);
+        cmd.args(["train", "--resume", "--no-progress", "--progress-every-s"])
+            .arg(report_every.to_string())
+            .arg("--spec")
             .arg(&spec_path)
             .env("ORCHESTRA_THREADS", threads.to_string())
             .stdin(Stdio::null())
@@ -406,6 +413,30 @@ impl LocalRunner {
         spinners.values().for_each(|b| b.tick());
     }
 
+    /// The running trials' progress records (step, speed, losses, ETA): on their spinners on a
+    /// terminal, else printed as lines with the Experiment's summary line.
+    fn show_progress(&self, spinners: &BTreeMap<String, ProgressBar>, summary: &str) {
+        let keys = ExperimentKeys::new(&self.name);
+        for name in self.children.keys() {
+            let progress = match layout::read_progress(&self.store, &keys.trial(name)) {
+                Ok(Some(p)) => p,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(trial = %name, error = %e, "cannot read the progress record");
+                    continue;
+                }
+            };
+            let variant = self.state.trials[name].variant;
+            match spinners.get(name) {
+                Some(bar) if self.opts.progress => bar.set_message(format!("{variant} {}", progress.line())),
+                _ => println!("  {variant} {}", progress.line()),
+            }
+        }
+        if !self.opts.progress {
+            println!("{}: {summary}", self.name);
+        }
+    }
+
     /// Stops every running trial as an interruption, not a failure: the next run resumes each
     /// without spending an attempt.
     fn interrupt(&mut self) -> Result<(), LocalError> {
@@ -427,6 +458,14 @@ impl LocalRunner {
         let mut trial_bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
         // The leaderboard as last published, and for how many succeeded trials.
         let mut published: Option<(usize, Leaderboard, PathBuf)> = None;
+        // Spinners are refreshed often; printed lines at the configured interval.
+        let show_every = if self.opts.progress {
+            Duration::from_secs(2)
+        } else {
+            self.opts.progress_every
+        };
+        let started = std::time::Instant::now();
+        let mut shown = started;
         loop {
             let (finished, observed) = self.look()?;
             for r in finished {
@@ -458,6 +497,16 @@ impl LocalRunner {
             overall.set_position(summary.done() as u64);
             overall.set_message(summary.line());
             self.sync_spinners(&bars, &mut trial_bars);
+            if !show_every.is_zero() && shown.elapsed() >= show_every && !self.children.is_empty() {
+                shown = std::time::Instant::now();
+                let counts = format!(
+                    "[{}] {}/{total} trials done, {}",
+                    orchestra_api::trial_progress::duration(started.elapsed().as_secs_f64()),
+                    summary.done(),
+                    summary.line()
+                );
+                self.show_progress(&trial_bars, &counts);
+            }
 
             if matches!(p.phase, ExperimentPhase::Succeeded | ExperimentPhase::Failed)
                 && self.children.is_empty()

@@ -126,6 +126,7 @@ spec:
         worker: "/bin/false".into(),
         jobs: 1,
         progress: false,
+        progress_every: std::time::Duration::ZERO,
         planner: PlannerConfig::default(),
     };
     let mut runner = LocalRunner::new(exp.clone(), &run_dir, opts).unwrap();

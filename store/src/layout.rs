@@ -10,12 +10,13 @@
 //! <experiment>/<trial>/step-<n>/state.json              step, Adam step counts, byte sizes
 //! <experiment>/<trial>/latest                           "step-<n>", written last
 //! <experiment>/<trial>/metrics.jsonl                    one line per step, plus evaluations
+//! <experiment>/<trial>/progress.json                    step, speed, losses, ETA while running
 //! <experiment>/<trial>/result.json                      written last of all: the trial is done
 //! ```
 //!
 //! Step folders are zero-padded to eight digits so that lexical order is step order.
 
-use orchestra_api::TrialResult;
+use orchestra_api::{TrialProgress, TrialResult};
 
 use crate::{Store, StoreError};
 
@@ -28,6 +29,7 @@ pub const LEADERBOARD_STEM: &str = "leaderboard";
 const PARAMS: &str = "params.json";
 const RESULT: &str = "result.json";
 const METRICS: &str = "metrics.jsonl";
+const PROGRESS: &str = "progress.json";
 const LATEST: &str = "latest";
 const STEP_PREFIX: &str = "step-";
 /// How a checkpoint folder's name looks, for error messages.
@@ -127,6 +129,10 @@ impl TrialKeys {
         self.key(LATEST)
     }
 
+    pub fn progress(&self) -> String {
+        self.key(PROGRESS)
+    }
+
     /// The folder name of the checkpoint at `step`, as `latest` holds it.
     pub fn checkpoint_dir(step: u64) -> String {
         format!("{STEP_PREFIX}{step:08}")
@@ -168,7 +174,15 @@ impl TrialKeys {
 /// A trial's stored result, if there is one. A result that does not parse is an error naming
 /// its key, never a missing result: a trial must not be retrained over a damaged record silently.
 pub fn read_result(store: &Store, keys: &TrialKeys) -> Result<Option<TrialResult>, StoreError> {
-    let key = keys.result();
+    read_json(store, keys.result(), "a trial result")
+}
+
+/// A running trial's latest progress record, if its worker has written one.
+pub fn read_progress(store: &Store, keys: &TrialKeys) -> Result<Option<TrialProgress>, StoreError> {
+    read_json(store, keys.progress(), "a progress record")
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(store: &Store, key: String, what: &str) -> Result<Option<T>, StoreError> {
     match store.get(&key)? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)
@@ -176,7 +190,7 @@ pub fn read_result(store: &Store, keys: &TrialKeys) -> Result<Option<TrialResult
             .map_err(|e| StoreError::Corrupt {
                 uri: store.uri().to_string(),
                 key,
-                reason: format!("not a trial result: {e}"),
+                reason: format!("not {what}: {e}"),
             }),
     }
 }
@@ -210,6 +224,7 @@ mod tests {
         assert_eq!(t.params(), "sweep/sweep-d4-000/params.json");
         assert_eq!(t.metrics(), "sweep/sweep-d4-000/metrics.jsonl");
         assert_eq!(t.latest(), "sweep/sweep-d4-000/latest");
+        assert_eq!(t.progress(), "sweep/sweep-d4-000/progress.json");
         assert_eq!(
             t.weights(12),
             "sweep/sweep-d4-000/step-00000012/weights.safetensors"

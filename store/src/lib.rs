@@ -78,9 +78,12 @@ impl Store {
     /// `gs://bucket/prefix`, `az://container/prefix`.
     pub fn open(uri: &str) -> Result<Store, StoreError> {
         let bad = |reason: &str| StoreError::BadUri {
-            uri: uri.to_string(),
+            uri: orchestra_api::redact(uri),
             reason: reason.to_string(),
         };
+        if let Some(reason) = orchestra_api::uri_credentials(uri) {
+            return Err(bad(&orchestra_api::experiment::credentials_refused(reason)));
+        }
         let (scheme, rest) = uri
             .split_once("://")
             .ok_or_else(|| bad("expected scheme://..."))?;

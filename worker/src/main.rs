@@ -44,6 +44,10 @@ enum Command {
         /// No progress bar even on a terminal.
         #[arg(long)]
         no_progress: bool,
+        /// Seconds between progress reports (a log line without a bar, and the store's
+        /// progress.json that `orchestra run` shows); 0: none.
+        #[arg(long, default_value_t = 15.0)]
+        progress_every_s: f64,
         #[command(flatten)]
         dist: orchestra_worker::dist::DistArgs,
     },
@@ -241,7 +245,7 @@ fn main() {
         tch::set_num_threads(n.max(1));
     }
     if let Err(e) = run(cli.command) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", orchestra_api::redact(&format!("{e:#}")));
         std::process::exit(1);
     }
 }
@@ -250,7 +254,9 @@ fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        // Colour codes only where a terminal shows them, never into a log file or a pod's log.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(|| orchestra_api::RedactingStderr);
     if json {
         builder.json().init();
     } else {
@@ -270,6 +276,7 @@ fn run(command: Command) -> Result<()> {
             spec,
             resume,
             no_progress,
+            progress_every_s,
             dist,
         } => {
             let spec = read_spec(&spec)?;
@@ -279,6 +286,7 @@ fn run(command: Command) -> Result<()> {
                 stop_after: None,
                 dist: dist.options(),
                 bucket_bytes: dist.bucket_bytes(),
+                progress_every: std::time::Duration::from_secs_f64(progress_every_s.clamp(0.0, 86_400.0)),
             };
             match train::run_trial(&spec, &opts)? {
                 Outcome::Finished(result) => {

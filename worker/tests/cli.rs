@@ -28,8 +28,16 @@ fn train_eval_and_refuse_to_overwrite() {
     let spec_path = dir.path().join("trial.yaml");
     std::fs::write(&spec_path, serde_yaml::to_string(&spec).unwrap()).unwrap();
 
-    let (ok, stdout, stderr) = run(worker().args(["train", "--spec"]).arg(&spec_path));
+    let (ok, stdout, stderr) = run(worker()
+        .args(["train", "--progress-every-s", "0.000001", "--spec"])
+        .arg(&spec_path));
     assert!(ok, "train failed: {stderr}");
+    // Off a terminal: no colour codes, and a progress line per report instead of a bar.
+    assert!(!stderr.contains('\x1b'), "colour codes in a log file: {stderr:?}");
+    assert!(
+        stderr.contains("cli step 4/4 (100%)") && stderr.contains("images/s"),
+        "{stderr}"
+    );
     assert!(
         stdout.contains("Dice") && stdout.contains("estimated"),
         "{stdout}"
@@ -45,6 +53,10 @@ fn train_eval_and_refuse_to_overwrite() {
         "step-00000004"
     );
     assert!(base.join("step-00000004/weights.safetensors").exists());
+    let progress: orchestra_api::TrialProgress =
+        serde_json::from_slice(&std::fs::read(base.join("progress.json")).unwrap()).unwrap();
+    assert_eq!((progress.step, progress.steps), (4, 4));
+    assert_eq!(progress.eta_seconds, Some(0.0));
 
     let (ok, _, stderr) = run(worker().args(["train", "--spec"]).arg(&spec_path));
     assert!(

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use orchestra_operator::k8s::builders::GangConfig;
 use orchestra_operator::k8s::controller::{self, preflight, Options};
@@ -59,18 +59,33 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    let args = Args::parse();
+async fn main() {
+    if let Err(e) = run(Args::parse()).await {
+        eprintln!("error: {}", orchestra_api::redact(&format!("{e:#}")));
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(|| orchestra_api::RedactingStderr);
     if args.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        logs.json().init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        logs.init();
     }
-    let client = kube::Client::try_default().await.context(
-        "no Kubernetes cluster reachable: no in-cluster service account and no usable kubeconfig (KUBECONFIG or ~/.kube/config)",
-    )?;
+    // The client's error quotes the kubeconfig's offending lines (tokens included): shown
+    // once, redacted.
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!(
+            "no Kubernetes cluster reachable: no in-cluster service account and no usable kubeconfig (KUBECONFIG or ~/.kube/config): {}",
+            orchestra_api::redact(&e.to_string())
+        )
+    })?;
     preflight(&client, args.namespace.as_deref()).await?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::env::var("HOSTNAME").unwrap_or_else(|_| format!("orchestra-operator-{}", std::process::id()))

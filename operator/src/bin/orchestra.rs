@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -45,6 +46,10 @@ enum Command {
         /// Seconds before a failed attempt is retried (doubling per attempt).
         #[arg(long, default_value_t = 5)]
         restart_backoff: u64,
+        /// Off a terminal (no progress bars): seconds between progress lines (each running
+        /// trial's step, images/s, losses and ETA, then the Experiment's counts); 0: none.
+        #[arg(long, default_value_t = 30.0)]
+        progress_every: f64,
     },
     /// Check an Experiment file and print what it would run.
     Validate { file: PathBuf },
@@ -73,10 +78,12 @@ fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Colour codes only where a terminal shows them, never into a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(|| orchestra_api::RedactingStderr)
         .init();
     if let Err(e) = run(Cli::parse().command) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", orchestra_api::redact(&format!("{e:#}")));
         std::process::exit(1);
     }
 }
@@ -105,7 +112,16 @@ fn run(command: Command) -> Result<()> {
             jobs,
             worker,
             restart_backoff,
-        } => run_experiment(&file, workdir, store, jobs, worker, restart_backoff),
+            progress_every,
+        } => run_experiment(
+            &file,
+            workdir,
+            store,
+            jobs,
+            worker,
+            restart_backoff,
+            Duration::from_secs_f64(progress_every.clamp(0.0, 86_400.0)),
+        ),
         Command::Validate { file } => validate(&file),
         Command::BenchPlanner { trials, out } => bench_planner(trials, out),
         Command::Leaderboard {
@@ -124,6 +140,7 @@ fn run_experiment(
     jobs: Option<usize>,
     worker: Option<PathBuf>,
     restart_backoff: u64,
+    progress_every: Duration,
 ) -> Result<()> {
     let mut exp = load(file)?;
     if let Some(s) = store {
@@ -140,6 +157,7 @@ fn run_experiment(
         worker: worker.unwrap_or_else(default_worker),
         jobs: jobs.unwrap_or(cores).max(1),
         progress: std::io::stderr().is_terminal(),
+        progress_every,
         planner: PlannerConfig {
             restart_backoff,
             ..Default::default()

@@ -40,9 +40,12 @@ pub enum DatasetUri {
 impl DatasetUri {
     pub fn parse(uri: &str) -> Result<DatasetUri, DataError> {
         let bad = |reason: String| DataError::BadUri {
-            uri: uri.to_string(),
+            uri: orchestra_api::redact(uri),
             reason,
         };
+        if let Some(reason) = orchestra_api::uri_credentials(uri) {
+            return Err(bad(orchestra_api::experiment::credentials_refused(reason)));
+        }
         let (scheme, rest) = uri
             .split_once("://")
             .ok_or_else(|| bad("expected scheme://...".into()))?;

@@ -1,12 +1,13 @@
 //! A whole trial: open the data and the store, resume if asked, train with a progress bar,
 //! stream metrics, checkpoint, evaluate, and write `result.json` last.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use orchestra_api::{Timings, TrialResult, TrialSpec};
 use serde_json::json;
 
+use super::progress::ProgressReporter;
 use super::trainer::{device_for_spec, Evaluation, StepMetrics, TrainError, Trainer};
 use crate::data::{DataError, Dataset};
 use crate::dist::{DistError, DistOptions, DEFAULT_BUCKET_BYTES};
@@ -40,6 +41,8 @@ pub struct RunOptions {
     pub dist: DistOptions,
     /// Gradient bucket size for the all-reduce.
     pub bucket_bytes: usize,
+    /// How often progress is logged (without a bar) and written to the store; zero: never.
+    pub progress_every: Duration,
 }
 
 impl Default for RunOptions {
@@ -50,6 +53,7 @@ impl Default for RunOptions {
             stop_after: None,
             dist: DistOptions::default(),
             bucket_bytes: DEFAULT_BUCKET_BYTES,
+            progress_every: super::progress::DEFAULT_PROGRESS_EVERY,
         }
     }
 }
@@ -110,6 +114,7 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
     trainer.agree_on_step()?;
 
     let bar = progress_bar(spec, trainer.step, opts.progress && leader);
+    let mut reporter = ProgressReporter::new(opts.progress_every, opts.progress, leader, trainer.step);
     let comm_before = trainer.comm_seconds;
     let started = Instant::now();
     let first_step = trainer.step;
@@ -121,6 +126,7 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
         metrics.push(serde_json::to_string(&m).expect("metrics serialise"));
         bar.set_position(trainer.step);
         bar.set_message(summary(&m));
+        reporter.after_step(spec, world, &m, &ts.store, &ts.keys);
         let step = trainer.step;
         let eval_due = spec.eval_every > 0 && step % spec.eval_every == 0 && step < spec.steps;
         if eval_due && leader {
