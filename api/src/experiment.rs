@@ -163,8 +163,10 @@ impl SearchSpace {
     }
 }
 
-/// The most candidates one variant of an Experiment may have: the candidate list is built in
-/// memory, by the operator too, so a space of billions of points is refused at validation.
+/// The most candidates one variant of an Experiment may run (its space's size, or `maxTrials`
+/// when that is smaller): the candidates taken are kept in memory, by the operator too, so a
+/// sweep of billions of trials is refused at validation. A larger space under a small
+/// `maxTrials` is fine: candidates are generated as they are taken.
 pub const MAX_CANDIDATES_PER_VARIANT: u64 = 100_000;
 
 /// How candidates are drawn from the search space.
@@ -463,6 +465,7 @@ impl ExperimentSpec {
                     .filter_map(|(_, space)| space.grid_len())
                     .fold(1u64, u64::saturating_mul),
             };
+            let count = count.min(self.max_trials.map_or(u64::MAX, u64::from));
             if count > MAX_CANDIDATES_PER_VARIANT {
                 let (field, how) = match self.algorithm {
                     Algorithm::Random { .. } => ("spec.algorithm.samples", "draw fewer samples"),

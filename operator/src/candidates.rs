@@ -20,33 +20,66 @@ pub struct Candidate {
     pub params: BTreeMap<String, f64>,
 }
 
-/// Values of a space for grid search.
-fn grid_values(space: &SearchSpace) -> Vec<f64> {
+/// The `i`-th value grid search takes from a space (`i` below its `grid_len`): computed, never
+/// listed, so that a space of billions of points costs nothing until its values are taken.
+fn grid_value(space: &SearchSpace, i: u64) -> f64 {
     match space {
-        SearchSpace::List { values } => values.clone(),
-        SearchSpace::Uniform { min, max, points } => spaced(*min, *max, points.unwrap_or(1), |x| x, |x| x),
+        SearchSpace::List { values } => values[i as usize],
+        SearchSpace::Uniform { min, max, points } => spaced(*min, *max, points.unwrap_or(1), i, |x| x, |x| x),
         SearchSpace::LogUniform { min, max, points } => {
-            spaced(*min, *max, points.unwrap_or(1), f64::ln, f64::exp)
+            spaced(*min, *max, points.unwrap_or(1), i, f64::ln, f64::exp)
         }
-        SearchSpace::IntRange { min, max, step } => (*min..=*max)
-            .step_by((*step).max(1) as usize)
-            .map(|v| v as f64)
-            .collect(),
+        SearchSpace::IntRange { min, step, .. } => min.saturating_add((i as i64).saturating_mul((*step).max(1))) as f64,
     }
 }
 
-fn spaced(min: f64, max: f64, points: u32, to: fn(f64) -> f64, from: fn(f64) -> f64) -> Vec<f64> {
-    if points <= 1 {
-        return vec![from((to(min) + to(max)) / 2.0)];
+fn spaced(min: f64, max: f64, points: u32, i: u64, to: fn(f64) -> f64, from: fn(f64) -> f64) -> f64 {
+    let points = points as u64;
+    match i {
+        _ if points <= 1 => from((to(min) + to(max)) / 2.0),
+        // Exact endpoints: a user who writes min: 0.0001 gets 0.0001, not 0.00010000000000000009.
+        0 => min,
+        i if i == points - 1 => max,
+        i => from(to(min) + (to(max) - to(min)) * i as f64 / (points - 1) as f64),
     }
-    (0..points)
-        .map(|i| match i {
-            // Exact endpoints: a user who writes min: 0.0001 gets 0.0001, not 0.00010000000000000009.
-            0 => min,
-            i if i == points - 1 => max,
-            i => from(to(min) + (to(max) - to(min)) * i as f64 / (points - 1) as f64),
-        })
-        .collect()
+}
+
+/// One variant's candidates in order, generated as they are taken.
+fn variant_candidates<'a>(
+    spec: &'a ExperimentSpec,
+    vi: usize,
+    variant: Variant,
+) -> Box<dyn Iterator<Item = BTreeMap<String, f64>> + 'a> {
+    let relevant: Vec<(&String, &SearchSpace)> =
+        spec.search.iter().filter(|(p, _)| affects(p, variant)).collect();
+    match &spec.algorithm {
+        Algorithm::Grid => {
+            // Combination j in mixed radix: the last parameter (in name order) varies fastest.
+            let radices: Vec<u64> = relevant.iter().map(|(_, s)| s.grid_len().unwrap_or(0)).collect();
+            let total = radices.iter().fold(1u64, |acc, &r| acc.saturating_mul(r));
+            Box::new((0..total).map(move |j| {
+                let mut rest = j;
+                let mut params = BTreeMap::new();
+                for ((param, space), &radix) in relevant.iter().zip(&radices).rev() {
+                    params.insert((*param).clone(), grid_value(space, rest % radix));
+                    rest /= radix;
+                }
+                params
+            }))
+        }
+        Algorithm::Random { seed, samples } => {
+            if relevant.is_empty() {
+                return Box::new(std::iter::once(BTreeMap::new()));
+            }
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (vi as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            Box::new((0..*samples).map(move |_| {
+                relevant
+                    .iter()
+                    .map(|(p, s)| ((*p).clone(), sample(s, &mut rng)))
+                    .collect()
+            }))
+        }
+    }
 }
 
 /// One random draw from a space.
@@ -67,75 +100,45 @@ fn sample(space: &SearchSpace, rng: &mut ChaCha8Rng) -> f64 {
                 rng.random_range(min.ln()..max.ln()).exp()
             }
         }
-        SearchSpace::IntRange { min, max, step } => {
-            let count = (max - min) / step.max(&1) + 1;
-            (min + rng.random_range(0..count) * step.max(&1)) as f64
+        // One of the grid's values, counted without overflow whatever the range's ends.
+        SearchSpace::IntRange { .. } => {
+            let count = space.grid_len().unwrap_or(1).max(1);
+            grid_value(space, rng.random_range(0..count))
         }
     }
 }
 
-/// Every candidate of the Experiment `name`, in planning order, at most `maxTrials`.
+/// Every candidate of the Experiment `name`, in planning order, at most `maxTrials`: only the
+/// candidates taken are generated, so memory follows the trials, not the size of the space.
 pub fn candidates(name: &str, spec: &ExperimentSpec) -> Vec<Candidate> {
-    let per_variant: Vec<Vec<BTreeMap<String, f64>>> = spec
+    let mut per_variant: Vec<_> = spec
         .variants
         .iter()
         .enumerate()
-        .map(|(vi, &variant)| {
-            let relevant: Vec<(&String, &SearchSpace)> =
-                spec.search.iter().filter(|(p, _)| affects(p, variant)).collect();
-            match &spec.algorithm {
-                Algorithm::Grid => {
-                    let mut combos = vec![BTreeMap::new()];
-                    for (param, space) in relevant {
-                        combos = combos
-                            .into_iter()
-                            .flat_map(|c| {
-                                grid_values(space).into_iter().map(move |v| {
-                                    let mut c = c.clone();
-                                    c.insert(param.clone(), v);
-                                    c
-                                })
-                            })
-                            .collect();
-                    }
-                    combos
-                }
-                Algorithm::Random { seed, samples } => {
-                    if relevant.is_empty() {
-                        return vec![BTreeMap::new()];
-                    }
-                    let mut rng =
-                        ChaCha8Rng::seed_from_u64(seed ^ (vi as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                    (0..*samples)
-                        .map(|_| {
-                            relevant
-                                .iter()
-                                .map(|(p, s)| ((*p).clone(), sample(s, &mut rng)))
-                                .collect()
-                        })
-                        .collect()
-                }
-            }
-        })
+        .map(|(vi, &variant)| variant_candidates(spec, vi, variant))
         .collect();
-
+    let limit = spec.max_trials.map_or(usize::MAX, |m| m as usize);
     // Round-robin over variants: candidate k of every variant before candidate k + 1 of any.
     let mut out = Vec::new();
-    let longest = per_variant.iter().map(Vec::len).max().unwrap_or(0);
-    for k in 0..longest {
-        for (vi, combos) in per_variant.iter().enumerate() {
-            if let Some(params) = combos.get(k) {
+    for k in 0.. {
+        let mut any = false;
+        for (vi, combos) in per_variant.iter_mut().enumerate() {
+            if out.len() >= limit {
+                return out;
+            }
+            if let Some(params) = combos.next() {
+                any = true;
                 let variant = spec.variants[vi];
                 out.push(Candidate {
                     name: format!("{name}-{}-{k:03}", variant.to_string().to_lowercase()),
                     variant,
-                    params: params.clone(),
+                    params,
                 });
             }
         }
-    }
-    if let Some(max) = spec.max_trials {
-        out.truncate(max as usize);
+        if !any {
+            break;
+        }
     }
     out
 }

@@ -233,3 +233,79 @@ proptest! {
         prop_assert!(world.created.len() <= 6);
     }
 }
+
+/// An arbitrary Experiment spec as JSON: sizes and values from the ordinary to the absurd
+/// (billions of points, i64 extremes, 1e308), unknown parameters, empty lists.
+fn arbitrary_spec() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::json;
+    let names = prop_oneof![
+        12 => proptest::sample::select(
+            orchestra_api::SWEEPABLE
+                .iter()
+                .map(|s| s.name.to_string())
+                .collect::<Vec<_>>()
+        ),
+        1 => Just("notAParameter".to_string()),
+    ];
+    let real = prop_oneof![-1e308f64..1e308, -2.0f64..2.0, Just(0.0), 1e-9f64..1e-1];
+    let int = prop_oneof![any::<i64>(), -5i64..300, Just(i64::MAX), Just(i64::MIN)];
+    let points = proptest::option::of(prop_oneof![any::<u32>(), 0u32..50]);
+    let space = prop_oneof![
+        proptest::collection::vec(real.clone(), 0..6).prop_map(|v| json!({"type": "list", "values": v})),
+        (real.clone(), real.clone(), points.clone())
+            .prop_map(|(a, b, p)| json!({"type": "uniform", "min": a, "max": b, "points": p})),
+        (real.clone(), real, points).prop_map(|(a, b, p)| json!({"type": "logUniform", "min": a, "max": b, "points": p})),
+        (int.clone(), int.clone(), int).prop_map(|(a, b, s)| json!({"type": "intRange", "min": a, "max": b, "step": s})),
+    ];
+    let algorithm = prop_oneof![
+        Just(json!({"type": "grid"})),
+        (any::<u64>(), prop_oneof![any::<u32>(), 0u32..20])
+            .prop_map(|(seed, samples)| json!({"type": "random", "seed": seed, "samples": samples})),
+    ];
+    (
+        prop_oneof![
+            9 => proptest::sample::subsequence(vec!["D1", "D2", "D3", "D4"], 1..=4),
+            1 => Just(vec![]),
+        ],
+        proptest::collection::btree_map(names, space, 0..4),
+        algorithm,
+        proptest::option::of(prop_oneof![any::<u32>(), 0u32..10]),
+        prop_oneof![any::<u64>(), 0u64..100],
+        prop_oneof![any::<u32>(), 0u32..6],
+        prop_oneof![any::<u32>(), 1u32..16],
+    )
+        .prop_map(|(variants, search, algorithm, max_trials, steps, parallelism, batch)| {
+            json!({
+                "dataset": "synthetic://lesion", "model": {"inputSize": 64}, "store": "memory://p",
+                "variants": variants, "search": search, "algorithm": algorithm,
+                "maxTrials": max_trials, "steps": steps, "parallelism": parallelism,
+                "hyper": {"batchSize": batch},
+            })
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Whatever the spec, validation answers (never panics), and a spec it accepts gives a
+    /// bounded candidate list and a plan without panicking: the operator runs this code on
+    /// every Experiment in the cluster.
+    #[test]
+    fn arbitrary_specs_are_validated_and_planned_without_panic_or_unbounded_work(json in arbitrary_spec()) {
+        let Ok(spec) = serde_json::from_value::<ExperimentSpec>(json.clone()) else {
+            return Ok(());
+        };
+        if spec.validate("e", "prop").is_err() {
+            return Ok(());
+        }
+        let candidates = orchestra_operator::candidates::candidates("e", &spec);
+        let bound = orchestra_api::experiment::MAX_CANDIDATES_PER_VARIANT as usize * spec.variants.len();
+        prop_assert!(candidates.len() <= bound, "{} candidates: {json}", candidates.len());
+        if let Some(max) = spec.max_trials {
+            prop_assert!(candidates.len() <= max as usize);
+        }
+        let p = plan("e", &spec, &[], 0, &CFG);
+        let starts = p.actions.iter().filter(|a| matches!(a, Action::StartTrial { .. })).count();
+        prop_assert!(starts <= spec.parallelism.max(1) as usize, "{json}");
+    }
+}

@@ -528,6 +528,39 @@ async fn an_invalid_experiment_gets_a_condition_and_nothing_else() {
             .contains("memory stores live in one process"),
         "{status}"
     );
+
+    // Specs that used to crash-loop the operator or fail every trial: a 4-billion-point grid,
+    // swept values no trial can take, credentials in the store URI. Each is marked invalid in
+    // one status write, and the operator goes on with the next.
+    let cases = [
+        (
+            json!({"search": {"lambdaRate": {"type": "uniform", "min": 0.1, "max": 1.0, "points": 4_000_000_000u64}}}),
+            "above the limit",
+        ),
+        (
+            json!({"search": {"disWarmupSteps": {"type": "intRange", "min": i64::MIN, "max": i64::MAX}}}),
+            "above the limit",
+        ),
+        (
+            json!({"search": {"batchSize": {"type": "list", "values": [0, -4, 1e12]}}}),
+            "spec.search.batchSize",
+        ),
+        (json!({"algorithm": {"type": "random", "seed": 1, "samples": u32::MAX}, "search": {"lr": {"type": "uniform", "min": 0.001, "max": 0.01}}}), "spec.algorithm.samples"),
+        (json!({"store": "s3://AKIDKEY:SECRETVALUE@bucket/runs"}), "storeSecret"),
+    ];
+    for (extra, words) in cases {
+        let s = Scenario::new();
+        let exp = s.experiment(extra.clone());
+        let action = s.reconcile(exp).await.unwrap();
+        assert_eq!(action, Action::await_change(), "{extra}");
+        assert_eq!(s.fake.lines(), [format!("PATCH {EXP}/status")], "{extra}");
+        let status = s.fake.body_of(&format!("PATCH {EXP}/status"))["status"].clone();
+        assert_eq!(condition(&status, "Failed")["reason"], "InvalidSpec", "{extra}");
+        let message = status["message"].as_str().unwrap();
+        assert!(message.contains(words), "{extra}: {message}");
+        let everything = format!("{:?}", s.fake.log());
+        assert!(!everything.contains("SECRETVALUE"), "a secret reached the API server");
+    }
 }
 
 #[tokio::test]
