@@ -1,9 +1,11 @@
 //! Reconcile scenarios against a mock API server (`tower-test`), checking the exact requests:
 //! a new Experiment, a trial finishing, a failed worker, the failure budget spent, deletion,
-//! an invalid Experiment, and the finalizer on a fresh Experiment.
+//! an invalid Experiment, and the finalizer on a fresh Experiment; and a chaos scenario: a whole
+//! Experiment under injected conflicts, errors and slow answers, with an operator restart.
 
 mod support;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::{Request, Response};
@@ -17,7 +19,7 @@ use orchestra_operator::k8s::metrics::Metrics;
 use orchestra_operator::k8s::reconcile::{reconcile, Context, Error};
 use orchestra_operator::planner::PlannerConfig;
 use serde_json::{json, Value};
-use support::fake_api::FakeApi;
+use support::fake_api::{FakeApi, Recorded};
 
 const NOW: u64 = 1_800_000_000;
 const NS: &str = "lab";
@@ -58,6 +60,8 @@ struct Scenario {
     fake: FakeApi,
     store_dir: tempfile::TempDir,
     restart_backoff: u64,
+    /// The operator's clock, seconds since the Unix epoch.
+    now: Arc<AtomicU64>,
 }
 
 impl Scenario {
@@ -66,6 +70,7 @@ impl Scenario {
             fake: FakeApi::default(),
             store_dir: tempfile::tempdir().unwrap(),
             restart_backoff: 10,
+            now: Arc::new(AtomicU64::new(NOW)),
         }
     }
 
@@ -80,9 +85,18 @@ impl Scenario {
     }
 
     async fn reconcile(&self, exp: Experiment) -> Result<Action, Error> {
+        let operator = self.start_operator();
+        let out = operator.reconcile(exp).await;
+        operator.stop();
+        out
+    }
+
+    /// An operator process: its client, event recorder and clock, on this scenario's API server.
+    fn start_operator(&self) -> Operator {
         let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let server = self.fake.clone().serve(handle);
         let client = Client::new(svc, NS);
+        let now = self.now.clone();
         let ctx = Arc::new(Context {
             recorder: Recorder::new(
                 client.clone(),
@@ -102,11 +116,9 @@ impl Scenario {
                 restart_backoff: self.restart_backoff,
                 max_backoff: 300,
             },
-            clock: Box::new(|| NOW),
+            clock: Box::new(move || now.load(Ordering::SeqCst)),
         });
-        let out = reconcile(Arc::new(exp), ctx).await;
-        server.abort();
-        out
+        Operator { ctx, server }
     }
 
     /// A trial as the operator created it, Running its first attempt, with its Job.
@@ -141,6 +153,21 @@ impl Scenario {
         std::thread::spawn(move || write_result(&uri, &trial, dice, bpp))
             .join()
             .unwrap();
+    }
+}
+
+struct Operator {
+    ctx: Arc<Context>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Operator {
+    async fn reconcile(&self, exp: Experiment) -> Result<Action, Error> {
+        reconcile(Arc::new(exp), self.ctx.clone()).await
+    }
+
+    fn stop(self) {
+        self.server.abort();
     }
 }
 
@@ -615,4 +642,151 @@ async fn gpu_experiments_ask_for_gpus_and_use_nccl_gangs() {
     let args = args_of(&job);
     assert!(args.windows(2).any(|w| w == ["--dist", "nccl"]), "{args:?}");
     assert_eq!(env_of(&job)["WORLD_SIZE"]["value"], "4");
+}
+
+/// Where the chaos scenario's world is.
+#[derive(Debug, PartialEq)]
+enum Stage {
+    /// Waiting for both trials' gangs.
+    Starting,
+    /// d2's first gang failed; waiting for its second.
+    Restarting,
+    /// Every gang finished with a result; waiting for the Experiment to succeed.
+    Finishing,
+    /// The Experiment was deleted; waiting for the gangs to go and the finalizer to be removed.
+    Deleting,
+}
+
+const TRIAL_PHASES: [&str; 6] = ["Pending", "Running", "AttemptFailed", "Succeeded", "Failed", "Stopped"];
+
+/// The invariants after every reconcile: at most one live gang per trial and no more gangs than
+/// attempts; every status written (and carried out) is a phase the planner knows, with attempts
+/// within the budget, and finished trials or Experiments never come back.
+fn check_chaos_invariants(fake: &FakeApi, max_attempts: usize, context: &str) {
+    let jobs: Vec<Value> = {
+        let st = fake.0.lock().unwrap();
+        st.objects
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{JOBS}/")))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let mut live: std::collections::BTreeMap<String, usize> = Default::default();
+    for job in &jobs {
+        let trial = job["metadata"]["labels"]["orchestra.dev/trial"].as_str().unwrap_or("?").to_string();
+        let ended = job["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Complete" || c["type"] == "Failed"));
+        if !ended {
+            *live.entry(trial).or_default() += 1;
+        }
+    }
+    for (trial, n) in &live {
+        assert!(*n <= 1, "{context}: {n} live gangs for {trial}");
+    }
+    let done: Vec<Recorded> = fake.log().into_iter().filter(|r| (200..300).contains(&r.code)).collect();
+    let mut gangs: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    let mut last_phase: std::collections::BTreeMap<String, String> = Default::default();
+    for r in &done {
+        let line = r.line();
+        if let Some(job) = line.strip_prefix(&format!("PATCH {JOBS}/")) {
+            let trial = job.rsplit_once("-a").map_or(job, |(t, _)| t).to_string();
+            gangs.entry(trial).or_default().insert(job.to_string());
+        }
+        let Some(phase) = r.body["status"]["phase"].as_str() else {
+            continue;
+        };
+        let object = line.trim_end_matches("/status").to_string();
+        if line.starts_with(&format!("PATCH {TRIALS}/")) {
+            assert!(TRIAL_PHASES.contains(&phase), "{context}: trial phase {phase}");
+            let attempts = r.body["status"]["attempts"].as_u64().unwrap_or(0) as usize;
+            assert!(attempts <= max_attempts, "{context}: {attempts} attempts in {line}");
+        } else if line == format!("PATCH {EXP}/status") {
+            assert!(["Running", "Succeeded"].contains(&phase), "{context}: experiment {phase}");
+        }
+        if let Some(before) = last_phase.get(&object) {
+            let finished = ["Succeeded", "Failed"].contains(&before.as_str());
+            assert!(!finished || before == phase, "{context}: {object} went from {before} to {phase}");
+        }
+        last_phase.insert(object, phase.to_string());
+    }
+    for (trial, names) in &gangs {
+        assert!(names.len() <= max_attempts, "{context}: gangs {names:?} for {trial}");
+    }
+}
+
+/// Marks a Job finished with `kind` (Complete or Failed), as the Job controller would.
+fn finish_job(fake: &FakeApi, name: &str, kind: &str) {
+    let path = format!("{JOBS}/{name}");
+    if let Some(mut job) = fake.get(&path) {
+        job["status"]["conditions"] = json!([{"type": kind, "status": "True", "reason": "Scenario"}]);
+        fake.put(&path, job);
+    }
+}
+
+fn job_names(fake: &FakeApi) -> Vec<String> {
+    let st = fake.0.lock().unwrap();
+    st.objects
+        .keys()
+        .filter_map(|k| k.strip_prefix(&format!("{JOBS}/")).map(String::from))
+        .collect()
+}
+
+async fn chaos_run(seed: u64) {
+    let mut s = Scenario::new();
+    s.restart_backoff = 20;
+    let max_attempts = 3;
+    s.experiment(json!({"maxAttempts": max_attempts}));
+    s.fake.inject_faults(seed, 300);
+    let mut operator = Some(s.start_operator());
+    let mut stage = Stage::Starting;
+    for round in 1..=400 {
+        let context = format!("seed {seed}, round {round}, {stage:?}");
+        if round == 8 {
+            // The operator restarts mid-way: a new client, recorder and everything in memory.
+            operator.take().unwrap().stop();
+            operator = Some(s.start_operator());
+        }
+        s.now.fetch_add(7, Ordering::SeqCst);
+        let exp: Experiment = serde_json::from_value(s.fake.get(EXP).unwrap()).unwrap();
+        // An error is requeued by the controller's error_policy: the next round is the retry.
+        let _ = operator.as_ref().unwrap().reconcile(exp).await;
+        check_chaos_invariants(&s.fake, max_attempts as usize, &context);
+        let jobs = job_names(&s.fake);
+        match stage {
+            Stage::Starting if jobs.contains(&"sweep-d2-000-a1".into()) && jobs.iter().any(|j| j.starts_with("sweep-d4-000")) => {
+                finish_job(&s.fake, "sweep-d2-000-a1", "Failed");
+                stage = Stage::Restarting;
+            }
+            Stage::Restarting if jobs.iter().any(|j| j.starts_with("sweep-d2-000-a") && j != "sweep-d2-000-a1") => {
+                for job in &jobs {
+                    let trial = job.rsplit_once("-a").unwrap().0.to_string();
+                    s.write_result(&trial, 0.9, 0.01);
+                    finish_job(&s.fake, job, "Complete");
+                }
+                stage = Stage::Finishing;
+            }
+            Stage::Finishing if s.fake.get(EXP).unwrap()["status"]["phase"] == "Succeeded" => {
+                let mut v = s.fake.get(EXP).unwrap();
+                v["metadata"]["deletionTimestamp"] = json!("2027-01-15T09:00:00Z");
+                s.fake.put(EXP, v);
+                stage = Stage::Deleting;
+            }
+            Stage::Deleting if jobs.is_empty() && s.fake.get(EXP).unwrap()["metadata"]["finalizers"] == json!([]) => {
+                let faults = s.fake.log().iter().filter(|r| r.code >= 400 && r.code != 404).count();
+                eprintln!("seed {seed}: converged in {round} rounds, {} requests, {faults} failed", s.fake.log().len());
+                operator.take().unwrap().stop();
+                return;
+            }
+            _ => {}
+        }
+    }
+    panic!("seed {seed}: no convergence in 400 rounds, stuck at {stage:?}");
+}
+
+#[tokio::test]
+async fn chaos_conflicts_errors_slow_answers_and_a_restart_still_converge() {
+    for seed in 1..=8 {
+        chaos_run(seed).await;
+    }
 }

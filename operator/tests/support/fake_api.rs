@@ -2,6 +2,8 @@
 //! every request (method, path, query, body) and answers like a tiny in-memory API server
 //! (create, get, list by label, server-side apply, status subresource, JSON patch, delete,
 //! delete collection), so that scenarios assert the exact requests the reconciler makes.
+//! With `inject_faults` it also misbehaves like a busy API server: conflicts, errors before or
+//! after a write, and slow answers, drawn from a seeded generator.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,8 @@ pub struct Recorded {
     /// Path with the query, e.g. `GET /apis/batch/v1/namespaces/ns/jobs?labelSelector=...`.
     pub target: String,
     pub body: Value,
+    /// The status code answered.
+    pub code: u16,
 }
 
 impl Recorded {
@@ -32,6 +36,49 @@ pub struct State {
     pub objects: BTreeMap<String, Value>,
     pub log: Vec<Recorded>,
     uid: u64,
+    faults: Option<Faults>,
+}
+
+/// Injected misbehaviour: `per_mille` of all requests get one of the faults.
+#[derive(Clone, Copy, Debug)]
+struct Faults {
+    state: u64,
+    per_mille: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// 409 Conflict, nothing done.
+    Conflict,
+    /// 500, nothing done.
+    ErrorBefore,
+    /// The request is carried out, but the answer is a 500 (a lost response).
+    ErrorAfter,
+    /// Carried out after a delay.
+    Slow(u64),
+}
+
+impl Faults {
+    fn next(&mut self) -> u64 {
+        // xorshift64*: deterministic per seed, good enough to pick faults.
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn draw(&mut self) -> Option<Fault> {
+        let roll = self.next() % 1000;
+        if roll >= self.per_mille {
+            return None;
+        }
+        Some(match self.next() % 4 {
+            0 => Fault::Conflict,
+            1 => Fault::ErrorBefore,
+            2 => Fault::ErrorAfter,
+            _ => Fault::Slow(5 + self.next() % 40),
+        })
+    }
 }
 
 #[derive(Clone, Default)]
@@ -78,6 +125,14 @@ fn matches_selector(obj: &Value, query: &str) -> bool {
 }
 
 impl FakeApi {
+    /// From now on `per_mille` of the requests misbehave (see `Fault`), drawn from `seed`.
+    pub fn inject_faults(&self, seed: u64, per_mille: u64) {
+        self.0.lock().unwrap().faults = Some(Faults {
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            per_mille,
+        });
+    }
+
     pub fn put(&self, path: &str, obj: Value) {
         self.0.lock().unwrap().objects.insert(path.to_string(), obj);
     }
@@ -137,8 +192,23 @@ impl FakeApi {
                     .unwrap_or_default();
                 let bytes = req.into_body().collect().await.unwrap().to_bytes();
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let (code, answer) = self.answer(&method, &target, &body);
-                self.0.lock().unwrap().log.push(Recorded { method, target, body });
+                let fault = self.0.lock().unwrap().faults.as_mut().and_then(Faults::draw);
+                let (code, answer) = match fault {
+                    Some(Fault::Conflict) => (409, status(409, "Conflict", "injected conflict")),
+                    Some(Fault::ErrorBefore) => (500, status(500, "InternalError", "injected error")),
+                    Some(Fault::ErrorAfter) => {
+                        self.answer(&method, &target, &body);
+                        (500, status(500, "InternalError", "injected error after the write"))
+                    }
+                    Some(Fault::Slow(ms)) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                        self.answer(&method, &target, &body)
+                    }
+                    None => self.answer(&method, &target, &body),
+                };
+                // A write counts as done when it was carried out, whatever the answer said.
+                let done = if fault == Some(Fault::ErrorAfter) { 200 } else { code };
+                self.0.lock().unwrap().log.push(Recorded { method, target, body, code: done });
                 let response = Response::builder()
                     .status(StatusCode::from_u16(code).unwrap())
                     .header("content-type", "application/json")
