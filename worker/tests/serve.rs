@@ -502,3 +502,35 @@ fn connections_without_complete_headers_are_closed() {
         server.shutdown();
     }
 }
+
+#[test]
+fn a_request_whose_client_left_costs_no_forward_pass() {
+    use std::io::Write;
+    let (model, streams, _) = model_and_streams();
+    let mut cfg = config(None);
+    // The batch waits 2.5 s for a second request that never comes; the client leaves at 0.3 s.
+    cfg.batch = BatchOptions {
+        max_batch: 2,
+        max_wait: Duration::from_millis(2500),
+    };
+    let server = start(model, "127.0.0.1:0".parse().unwrap(), cfg).unwrap();
+    let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
+    let head = format!(
+        "POST /v1/segment HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        streams[0].len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(&streams[0]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(conn);
+    std::thread::sleep(Duration::from_millis(3500));
+    let agent = client::agent(None, Duration::from_secs(10)).unwrap();
+    let mut r = agent.get(&format!("http://{}/metrics", server.addr)).call().unwrap();
+    let metrics = r.body_mut().read_to_string().unwrap();
+    assert!(
+        metrics.contains("orchestra_segment_batch_size_count 0\n"),
+        "the code of a client that left was segmented:\n{metrics}"
+    );
+    server.shutdown();
+}
