@@ -11,11 +11,11 @@ pub mod trial_result;
 pub mod trial_spec;
 pub mod validation;
 
-pub use redact::{redact, uri_credentials, RedactingStderr};
 pub use experiment::{
     Algorithm, BestTrial, Experiment, ExperimentPhase, ExperimentSpec, ExperimentStatus, Objective,
     Resources, SearchSpace,
 };
+pub use redact::{redact, uri_credentials, RedactingStderr};
 pub use sweepable::{affects, sweepable, Sweepable, SWEEPABLE};
 pub use trial_progress::TrialProgress;
 pub use trial_result::{ParamCounts, RateScores, SegmentationScores, Timings, TrialResult};

@@ -187,15 +187,24 @@ mod tests {
     #[test]
     fn credentials_in_every_form_are_redacted() {
         let cases = [
-            ("store s3://AKIDEXAMPLE:wJalrXUtnFEMI@bucket/runs failed", "wJalrXUtnFEMI"),
+            (
+                "store s3://AKIDEXAMPLE:wJalrXUtnFEMI@bucket/runs failed",
+                "wJalrXUtnFEMI",
+            ),
             ("s3://AKIDEXAMPLE:wJalrXUtnFEMI@bucket", "AKIDEXAMPLE"),
-            ("    token: eyJhbGciOiJSUzI1NiIsImtpZCI6", "eyJhbGciOiJSUzI1NiIsImtpZCI6"),
+            (
+                "    token: eyJhbGciOiJSUzI1NiIsImtpZCI6",
+                "eyJhbGciOiJSUzI1NiIsImtpZCI6",
+            ),
             ("client-key-data: LS0tLS1CRUdJTiBSU0E=", "LS0tLS1CRUdJTiBSU0E="),
             ("{\"password\": \"hunter2hunter2\"}", "hunter2hunter2"),
             ("AWS_SECRET_ACCESS_KEY=abc/def+ghi", "abc/def+ghi"),
             ("authorization: Bearer abcdef0123456789", "abcdef0123456789"),
             ("header Bearer abcdef0123456789 sent", "abcdef0123456789"),
-            ("https://acct.blob.core.windows.net/c?sv=2020&sig=Zm9vYmFy&se=1", "Zm9vYmFy"),
+            (
+                "https://acct.blob.core.windows.net/c?sv=2020&sig=Zm9vYmFy&se=1",
+                "Zm9vYmFy",
+            ),
             ("id_token: 'quoted secret value'", "quoted secret value"),
         ];
         for (text, secret) in cases {

@@ -89,7 +89,11 @@ impl Limits {
 
     /// These limits with the ones an operator gave (a service's or a command's flags) in place
     /// of the defaults; a side above the format's own maximum is refused.
-    pub fn with_overrides(self, max_side: Option<usize>, max_positions: Option<usize>) -> Result<Limits, String> {
+    pub fn with_overrides(
+        self,
+        max_side: Option<usize>,
+        max_positions: Option<usize>,
+    ) -> Result<Limits, String> {
         let limits = Limits {
             max_side: max_side.unwrap_or(self.max_side),
             max_positions: max_positions.unwrap_or(self.max_positions),
@@ -266,7 +270,10 @@ impl Codec {
     /// stream files and request bodies stop here before reading the rest.
     pub fn max_stream_bytes(&self) -> usize {
         let header = 2 + 3 * self.default_shape.sides.len();
-        let bits = self.limits.max_positions.saturating_mul(self.default_shape.channels);
+        let bits = self
+            .limits
+            .max_positions
+            .saturating_mul(self.default_shape.channels);
         header + 1 + bits.saturating_mul(PRECISION as usize).div_ceil(8) + 4
     }
 

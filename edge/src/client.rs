@@ -45,7 +45,9 @@ pub fn server_url(url: &str) -> Result<String, String> {
         return Err("expected https://host:port".into());
     };
     if scheme != "https" && scheme != "http" {
-        return Err(format!("scheme {scheme:?}: expected https:// (or http:// on loopback)"));
+        return Err(format!(
+            "scheme {scheme:?}: expected https:// (or http:// on loopback)"
+        ));
     }
     if rest.split(['/', '?', '#']).next().unwrap_or("").contains('@') {
         return Err("the URL carries credentials (user:password@): give the token with --token-file".into());
@@ -189,6 +191,9 @@ mod tests {
         let err = super::server_url("https://user:hunter2hunter2@host:8443").unwrap_err();
         assert!(err.contains("--token-file") && !err.contains("hunter2"), "{err}");
         assert!(super::server_url("ftp://host").is_err());
-        assert_eq!(super::server_url("https://host:8443").unwrap(), "https://host:8443");
+        assert_eq!(
+            super::server_url("https://host:8443").unwrap(),
+            "https://host:8443"
+        );
     }
 }

@@ -29,7 +29,9 @@ fn grid_value(space: &SearchSpace, i: u64) -> f64 {
         SearchSpace::LogUniform { min, max, points } => {
             spaced(*min, *max, points.unwrap_or(1), i, f64::ln, f64::exp)
         }
-        SearchSpace::IntRange { min, step, .. } => min.saturating_add((i as i64).saturating_mul((*step).max(1))) as f64,
+        SearchSpace::IntRange { min, step, .. } => {
+            min.saturating_add((i as i64).saturating_mul((*step).max(1))) as f64
+        }
     }
 }
 

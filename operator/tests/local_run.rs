@@ -195,10 +195,15 @@ fn a_killed_run_continues_from_checkpoints() {
     assert!(stdout.contains("Succeeded (3 of 3 trials succeeded)"), "{stdout}");
     // Off a terminal there are no bars: running trials are reported in lines instead.
     assert!(
-        stdout.lines().any(|l| l.contains(" step ") && l.contains("images/s") && l.contains("eta")),
+        stdout
+            .lines()
+            .any(|l| l.contains(" step ") && l.contains("images/s") && l.contains("eta")),
         "no progress line:\n{stdout}"
     );
-    assert!(!stdout.contains('\x1b') && !out.stderr.contains(&0x1b), "colour codes off a terminal");
+    assert!(
+        !stdout.contains('\x1b') && !out.stderr.contains(&0x1b),
+        "colour codes off a terminal"
+    );
     // Each trial's metrics hold every step exactly once: resumed trials continued, not restarted.
     for t in ["killed-d2-000", "killed-d4-000", "killed-d4-001"] {
         let metrics = std::fs::read_to_string(store.join(t).join("metrics.jsonl")).unwrap();

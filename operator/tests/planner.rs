@@ -254,8 +254,10 @@ fn arbitrary_spec() -> impl Strategy<Value = serde_json::Value> {
         proptest::collection::vec(real.clone(), 0..6).prop_map(|v| json!({"type": "list", "values": v})),
         (real.clone(), real.clone(), points.clone())
             .prop_map(|(a, b, p)| json!({"type": "uniform", "min": a, "max": b, "points": p})),
-        (real.clone(), real, points).prop_map(|(a, b, p)| json!({"type": "logUniform", "min": a, "max": b, "points": p})),
-        (int.clone(), int.clone(), int).prop_map(|(a, b, s)| json!({"type": "intRange", "min": a, "max": b, "step": s})),
+        (real.clone(), real, points)
+            .prop_map(|(a, b, p)| json!({"type": "logUniform", "min": a, "max": b, "points": p})),
+        (int.clone(), int.clone(), int)
+            .prop_map(|(a, b, s)| json!({"type": "intRange", "min": a, "max": b, "step": s})),
     ];
     let algorithm = prop_oneof![
         Just(json!({"type": "grid"})),
@@ -274,14 +276,16 @@ fn arbitrary_spec() -> impl Strategy<Value = serde_json::Value> {
         prop_oneof![any::<u32>(), 0u32..6],
         prop_oneof![any::<u32>(), 1u32..16],
     )
-        .prop_map(|(variants, search, algorithm, max_trials, steps, parallelism, batch)| {
-            json!({
-                "dataset": "synthetic://lesion", "model": {"inputSize": 64}, "store": "memory://p",
-                "variants": variants, "search": search, "algorithm": algorithm,
-                "maxTrials": max_trials, "steps": steps, "parallelism": parallelism,
-                "hyper": {"batchSize": batch},
-            })
-        })
+        .prop_map(
+            |(variants, search, algorithm, max_trials, steps, parallelism, batch)| {
+                json!({
+                    "dataset": "synthetic://lesion", "model": {"inputSize": 64}, "store": "memory://p",
+                    "variants": variants, "search": search, "algorithm": algorithm,
+                    "maxTrials": max_trials, "steps": steps, "parallelism": parallelism,
+                    "hyper": {"batchSize": batch},
+                })
+            },
+        )
 }
 
 proptest! {

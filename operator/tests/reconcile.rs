@@ -572,8 +572,14 @@ async fn an_invalid_experiment_gets_a_condition_and_nothing_else() {
             json!({"search": {"batchSize": {"type": "list", "values": [0, -4, 1e12]}}}),
             "spec.search.batchSize",
         ),
-        (json!({"algorithm": {"type": "random", "seed": 1, "samples": u32::MAX}, "search": {"lr": {"type": "uniform", "min": 0.001, "max": 0.01}}}), "spec.algorithm.samples"),
-        (json!({"store": "s3://AKIDKEY:SECRETVALUE@bucket/runs"}), "storeSecret"),
+        (
+            json!({"algorithm": {"type": "random", "seed": 1, "samples": u32::MAX}, "search": {"lr": {"type": "uniform", "min": 0.001, "max": 0.01}}}),
+            "spec.algorithm.samples",
+        ),
+        (
+            json!({"store": "s3://AKIDKEY:SECRETVALUE@bucket/runs"}),
+            "storeSecret",
+        ),
     ];
     for (extra, words) in cases {
         let s = Scenario::new();
@@ -586,7 +592,10 @@ async fn an_invalid_experiment_gets_a_condition_and_nothing_else() {
         let message = status["message"].as_str().unwrap();
         assert!(message.contains(words), "{extra}: {message}");
         let everything = format!("{:?}", s.fake.log());
-        assert!(!everything.contains("SECRETVALUE"), "a secret reached the API server");
+        assert!(
+            !everything.contains("SECRETVALUE"),
+            "a secret reached the API server"
+        );
     }
 }
 
@@ -657,7 +666,14 @@ enum Stage {
     Deleting,
 }
 
-const TRIAL_PHASES: [&str; 6] = ["Pending", "Running", "AttemptFailed", "Succeeded", "Failed", "Stopped"];
+const TRIAL_PHASES: [&str; 6] = [
+    "Pending",
+    "Running",
+    "AttemptFailed",
+    "Succeeded",
+    "Failed",
+    "Stopped",
+];
 
 /// The invariants after every reconcile: at most one live gang per trial and no more gangs than
 /// attempts; every status written (and carried out) is a phase the planner knows, with attempts
@@ -673,10 +689,14 @@ fn check_chaos_invariants(fake: &FakeApi, max_attempts: usize, context: &str) {
     };
     let mut live: std::collections::BTreeMap<String, usize> = Default::default();
     for job in &jobs {
-        let trial = job["metadata"]["labels"]["orchestra.dev/trial"].as_str().unwrap_or("?").to_string();
-        let ended = job["status"]["conditions"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Complete" || c["type"] == "Failed"));
+        let trial = job["metadata"]["labels"]["orchestra.dev/trial"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        let ended = job["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Complete" || c["type"] == "Failed")
+        });
         if !ended {
             *live.entry(trial).or_default() += 1;
         }
@@ -684,8 +704,13 @@ fn check_chaos_invariants(fake: &FakeApi, max_attempts: usize, context: &str) {
     for (trial, n) in &live {
         assert!(*n <= 1, "{context}: {n} live gangs for {trial}");
     }
-    let done: Vec<Recorded> = fake.log().into_iter().filter(|r| (200..300).contains(&r.code)).collect();
-    let mut gangs: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    let done: Vec<Recorded> = fake
+        .log()
+        .into_iter()
+        .filter(|r| (200..300).contains(&r.code))
+        .collect();
+    let mut gangs: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
     let mut last_phase: std::collections::BTreeMap<String, String> = Default::default();
     for r in &done {
         let line = r.line();
@@ -700,18 +725,30 @@ fn check_chaos_invariants(fake: &FakeApi, max_attempts: usize, context: &str) {
         if line.starts_with(&format!("PATCH {TRIALS}/")) {
             assert!(TRIAL_PHASES.contains(&phase), "{context}: trial phase {phase}");
             let attempts = r.body["status"]["attempts"].as_u64().unwrap_or(0) as usize;
-            assert!(attempts <= max_attempts, "{context}: {attempts} attempts in {line}");
+            assert!(
+                attempts <= max_attempts,
+                "{context}: {attempts} attempts in {line}"
+            );
         } else if line == format!("PATCH {EXP}/status") {
-            assert!(["Running", "Succeeded"].contains(&phase), "{context}: experiment {phase}");
+            assert!(
+                ["Running", "Succeeded"].contains(&phase),
+                "{context}: experiment {phase}"
+            );
         }
         if let Some(before) = last_phase.get(&object) {
             let finished = ["Succeeded", "Failed"].contains(&before.as_str());
-            assert!(!finished || before == phase, "{context}: {object} went from {before} to {phase}");
+            assert!(
+                !finished || before == phase,
+                "{context}: {object} went from {before} to {phase}"
+            );
         }
         last_phase.insert(object, phase.to_string());
     }
     for (trial, names) in &gangs {
-        assert!(names.len() <= max_attempts, "{context}: gangs {names:?} for {trial}");
+        assert!(
+            names.len() <= max_attempts,
+            "{context}: gangs {names:?} for {trial}"
+        );
     }
 }
 
@@ -754,11 +791,18 @@ async fn chaos_run(seed: u64) {
         check_chaos_invariants(&s.fake, max_attempts as usize, &context);
         let jobs = job_names(&s.fake);
         match stage {
-            Stage::Starting if jobs.contains(&"sweep-d2-000-a1".into()) && jobs.iter().any(|j| j.starts_with("sweep-d4-000")) => {
+            Stage::Starting
+                if jobs.contains(&"sweep-d2-000-a1".into())
+                    && jobs.iter().any(|j| j.starts_with("sweep-d4-000")) =>
+            {
                 finish_job(&s.fake, "sweep-d2-000-a1", "Failed");
                 stage = Stage::Restarting;
             }
-            Stage::Restarting if jobs.iter().any(|j| j.starts_with("sweep-d2-000-a") && j != "sweep-d2-000-a1") => {
+            Stage::Restarting
+                if jobs
+                    .iter()
+                    .any(|j| j.starts_with("sweep-d2-000-a") && j != "sweep-d2-000-a1") =>
+            {
                 for job in &jobs {
                     let trial = job.rsplit_once("-a").unwrap().0.to_string();
                     s.write_result(&trial, 0.9, 0.01);
@@ -772,9 +816,19 @@ async fn chaos_run(seed: u64) {
                 s.fake.put(EXP, v);
                 stage = Stage::Deleting;
             }
-            Stage::Deleting if jobs.is_empty() && s.fake.get(EXP).unwrap()["metadata"]["finalizers"] == json!([]) => {
-                let faults = s.fake.log().iter().filter(|r| r.code >= 400 && r.code != 404).count();
-                eprintln!("seed {seed}: converged in {round} rounds, {} requests, {faults} failed", s.fake.log().len());
+            Stage::Deleting
+                if jobs.is_empty() && s.fake.get(EXP).unwrap()["metadata"]["finalizers"] == json!([]) =>
+            {
+                let faults = s
+                    .fake
+                    .log()
+                    .iter()
+                    .filter(|r| r.code >= 400 && r.code != 404)
+                    .count();
+                eprintln!(
+                    "seed {seed}: converged in {round} rounds, {} requests, {faults} failed",
+                    s.fake.log().len()
+                );
                 operator.take().unwrap().stop();
                 return;
             }

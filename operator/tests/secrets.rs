@@ -43,11 +43,20 @@ fn credentials_in_uris_are_refused_without_being_shown() {
     let cases = [
         experiment(dir.path(), "store", &creds, "synthetic://lesion?n=16&size=64"),
         experiment(dir.path(), "signed", &signed, "synthetic://lesion?n=16&size=64"),
-        experiment(dir.path(), "dataset", "file:///tmp/runs", &format!("{creds}/isic")),
+        experiment(
+            dir.path(),
+            "dataset",
+            "file:///tmp/runs",
+            &format!("{creds}/isic"),
+        ),
     ];
     for file in &cases {
         for command in ["validate", "run"] {
-            let text = output(Command::new(env!("CARGO_BIN_EXE_orchestra")).arg(command).arg(file));
+            let text = output(
+                Command::new(env!("CARGO_BIN_EXE_orchestra"))
+                    .arg(command)
+                    .arg(file),
+            );
             assert_no_secret(command, &text);
             assert!(
                 text.contains("storeSecret") && text.contains("AWS_SECRET_ACCESS_KEY"),
@@ -64,7 +73,10 @@ fn credentials_in_uris_are_refused_without_being_shown() {
 fn the_worker_refuses_a_trial_spec_with_credentials_without_showing_them() {
     let worker = Path::new(env!("CARGO_BIN_EXE_orchestra")).with_file_name("orchestra-worker");
     if !worker.exists() {
-        eprintln!("skipped: {} is not built (cargo test --workspace builds it)", worker.display());
+        eprintln!(
+            "skipped: {} is not built (cargo test --workspace builds it)",
+            worker.display()
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -105,10 +117,18 @@ fn the_operator_never_echoes_a_kubeconfig_token() {
     .unwrap();
     let text = operator(&malformed);
     assert!(text.contains("no usable kubeconfig"), "{text}");
-    assert_eq!(text.matches("failed to parse kubeconfig YAML").count(), 1, "shown once: {text}");
+    assert_eq!(
+        text.matches("failed to parse kubeconfig YAML").count(),
+        1,
+        "shown once: {text}"
+    );
     assert_no_secret("a malformed kubeconfig", &text);
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let unreachable = dir.path().join("unreachable");
     std::fs::write(
         &unreachable,

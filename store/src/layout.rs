@@ -182,7 +182,11 @@ pub fn read_progress(store: &Store, keys: &TrialKeys) -> Result<Option<TrialProg
     read_json(store, keys.progress(), "a progress record")
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(store: &Store, key: String, what: &str) -> Result<Option<T>, StoreError> {
+fn read_json<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    key: String,
+    what: &str,
+) -> Result<Option<T>, StoreError> {
     match store.get(&key)? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)

@@ -395,7 +395,9 @@ fn run(command: Command) -> Result<()> {
             };
             let scheme = if config.tls.is_some() { "https" } else { "http" };
             let device = orchestra_worker::cuda::parse_device(&device).map_err(anyhow::Error::msg)?;
-            let model = limits.apply(orchestra_worker::codec::model_file::CompressionModel::load(&model, device)?)?;
+            let model = limits.apply(orchestra_worker::codec::model_file::CompressionModel::load(
+                &model, device,
+            )?)?;
             let server = orchestra_worker::serve::start(model, listen, config)?;
             println!(
                 "serving {scheme}://{} (POST /v1/segment, GET /healthz, GET /metrics)",
@@ -493,7 +495,11 @@ fn run(command: Command) -> Result<()> {
             println!("plot: {} and {}", png.display(), svg.display());
         }
         Command::Encode { model, image, out } => codec_cli::encode(&model, &image, &out)?,
-        Command::Decode { model, stream, limits } => codec_cli::decode(&model, &stream, &limits)?,
+        Command::Decode {
+            model,
+            stream,
+            limits,
+        } => codec_cli::decode(&model, &stream, &limits)?,
         Command::Segment {
             model,
             stream,

@@ -324,12 +324,26 @@ fn every_answer_is_json_counted_and_the_metrics_add_up() {
     let cases: Vec<(u16, &str, &str, bool, Option<&str>, Vec<u8>)> = vec![
         (200, "POST", "/v1/segment", true, octets, streams[0].clone()),
         (415, "POST", "/v1/segment", true, None, streams[0].clone()),
-        (415, "POST", "/v1/segment", true, Some("image/png"), streams[0].clone()),
+        (
+            415,
+            "POST",
+            "/v1/segment",
+            true,
+            Some("image/png"),
+            streams[0].clone(),
+        ),
         (413, "POST", "/v1/segment", true, octets, vec![0x20; 4096]),
         (401, "POST", "/v1/segment", false, octets, streams[0].clone()),
         (405, "GET", "/v1/segment", true, None, vec![]),
         (404, "POST", "/v1/nothing-here", true, octets, vec![1]),
-        (400, "POST", "/v1/segment", true, octets, vec![0x20, tag ^ 1, 1, 2]),
+        (
+            400,
+            "POST",
+            "/v1/segment",
+            true,
+            octets,
+            vec![0x20, tag ^ 1, 1, 2],
+        ),
         (400, "POST", "/v1/segment", true, octets, huge.to_vec()),
     ];
     let (mut sent, mut read_by_handler) = (0, 0);
@@ -351,7 +365,10 @@ fn every_answer_is_json_counted_and_the_metrics_add_up() {
         if *want != 200 {
             let err: serde_json::Value = serde_json::from_slice(&answer)
                 .unwrap_or_else(|e| panic!("{want}: not JSON ({e}): {:?}", String::from_utf8_lossy(&answer)));
-            assert!(err["error"].as_str().is_some_and(|e| !e.is_empty()), "{want}: {err}");
+            assert!(
+                err["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{want}: {err}"
+            );
             assert!(err["requestId"].as_u64().is_some(), "{want}: {err}");
             if *want == 400 && body.len() == huge.len() {
                 assert!(err["error"].as_str().unwrap().contains("limit"), "{err}");
@@ -378,9 +395,15 @@ fn every_answer_is_json_counted_and_the_metrics_add_up() {
     );
     for (want, ..) in &cases {
         let expected = cases.iter().filter(|c| c.0 == *want).count() as u64;
-        assert!(counted.contains(&(want.to_string(), expected)), "{want}:\n{metrics}");
+        assert!(
+            counted.contains(&(want.to_string(), expected)),
+            "{want}:\n{metrics}"
+        );
     }
-    assert_eq!(sample(&metrics, "orchestra_segment_sent_bytes_total"), sent as u64);
+    assert_eq!(
+        sample(&metrics, "orchestra_segment_sent_bytes_total"),
+        sent as u64
+    );
     assert_eq!(
         sample(&metrics, "orchestra_segment_received_bytes_total"),
         read_by_handler as u64
@@ -395,14 +418,19 @@ fn every_answer_is_json_counted_and_the_metrics_add_up() {
 #[test]
 fn plain_http_off_loopback_and_unusable_certificates_are_refused_at_start() {
     let load = || model_and_streams().0;
-    let err = start(load(), "0.0.0.0:0".parse().unwrap(), config(None)).err().unwrap();
+    let err = start(load(), "0.0.0.0:0".parse().unwrap(), config(None))
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("loopback"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, params: rcgen::CertificateParams| {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
-        let (c, k) = (dir.path().join(format!("{name}.pem")), dir.path().join(format!("{name}.key")));
+        let (c, k) = (
+            dir.path().join(format!("{name}.pem")),
+            dir.path().join(format!("{name}.key")),
+        );
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         (c, k)
@@ -425,7 +453,10 @@ fn plain_http_off_loopback_and_unusable_certificates_are_refused_at_start() {
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains(words) && err.contains(&*cert.to_string_lossy()), "{err}");
+        assert!(
+            err.contains(words) && err.contains(&*cert.to_string_lossy()),
+            "{err}"
+        );
     }
     let good = write("good", params());
     start(load(), "127.0.0.1:0".parse().unwrap(), config(Some(good)))
@@ -471,17 +502,27 @@ fn connections_without_complete_headers_are_closed() {
         cfg.header_timeout = Duration::from_millis(300);
         let server = start(model_and_streams().0, "127.0.0.1:0".parse().unwrap(), cfg).unwrap();
         let silent = connect(server.addr);
-        assert!(closed_by_server(|b| (&silent).read(b)), "tls {}: silent connection kept", tls.is_some());
+        assert!(
+            closed_by_server(|b| (&silent).read(b)),
+            "tls {}: silent connection kept",
+            tls.is_some()
+        );
         if tls.is_none() {
             let mut partial = connect(server.addr);
-            partial.write_all(b"POST /v1/segment HTTP/1.1\r\nHost: x\r\n").unwrap();
+            partial
+                .write_all(b"POST /v1/segment HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
             assert!(closed_by_server(|b| partial.read(b)), "partial headers kept");
             let mut idle = connect(server.addr);
-            idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
             let mut answer = [0u8; 12];
             idle.read_exact(&mut answer).unwrap();
             assert_eq!(&answer, b"HTTP/1.1 200");
-            assert!(closed_by_server(|b| idle.read(b)), "idle keep-alive connection kept");
+            assert!(
+                closed_by_server(|b| idle.read(b)),
+                "idle keep-alive connection kept"
+            );
         } else {
             // After a completed handshake, a client that sends nothing is closed too.
             let mut roots = rustls::RootCertStore::empty();
@@ -492,12 +533,17 @@ fn connections_without_complete_headers_are_closed() {
                 .unwrap()
                 .with_root_certificates(roots)
                 .with_no_client_auth();
-            let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+            let conn =
+                rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap())
+                    .unwrap();
             let mut stream = rustls::StreamOwned::new(conn, connect(server.addr));
             while stream.conn.is_handshaking() {
                 stream.conn.complete_io(&mut stream.sock).unwrap();
             }
-            assert!(closed_by_server(|b| stream.read(b)), "handshaken silent connection kept");
+            assert!(
+                closed_by_server(|b| stream.read(b)),
+                "handshaken silent connection kept"
+            );
         }
         server.shutdown();
     }
@@ -526,7 +572,10 @@ fn a_request_whose_client_left_costs_no_forward_pass() {
     drop(conn);
     std::thread::sleep(Duration::from_millis(3500));
     let agent = client::agent(None, Duration::from_secs(10)).unwrap();
-    let mut r = agent.get(&format!("http://{}/metrics", server.addr)).call().unwrap();
+    let mut r = agent
+        .get(&format!("http://{}/metrics", server.addr))
+        .call()
+        .unwrap();
     let metrics = r.body_mut().read_to_string().unwrap();
     assert!(
         metrics.contains("orchestra_segment_batch_size_count 0\n"),

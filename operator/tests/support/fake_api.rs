@@ -198,7 +198,10 @@ impl FakeApi {
                     Some(Fault::ErrorBefore) => (500, status(500, "InternalError", "injected error")),
                     Some(Fault::ErrorAfter) => {
                         self.answer(&method, &target, &body);
-                        (500, status(500, "InternalError", "injected error after the write"))
+                        (
+                            500,
+                            status(500, "InternalError", "injected error after the write"),
+                        )
                     }
                     Some(Fault::Slow(ms)) => {
                         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
@@ -207,8 +210,17 @@ impl FakeApi {
                     None => self.answer(&method, &target, &body),
                 };
                 // A write counts as done when it was carried out, whatever the answer said.
-                let done = if fault == Some(Fault::ErrorAfter) { 200 } else { code };
-                self.0.lock().unwrap().log.push(Recorded { method, target, body, code: done });
+                let done = if fault == Some(Fault::ErrorAfter) {
+                    200
+                } else {
+                    code
+                };
+                self.0.lock().unwrap().log.push(Recorded {
+                    method,
+                    target,
+                    body,
+                    code: done,
+                });
                 let response = Response::builder()
                     .status(StatusCode::from_u16(code).unwrap())
                     .header("content-type", "application/json")

@@ -91,7 +91,14 @@ pub async fn account(State(state): State<Arc<AppState>>, mut request: Request, n
     if parts.status.is_server_error() {
         tracing::error!(request_id = id, status, bytes_in, ms, "segment");
     } else {
-        tracing::info!(request_id = id, status, bytes_in, bytes_out = body.len(), ms, "segment");
+        tracing::info!(
+            request_id = id,
+            status,
+            bytes_in,
+            bytes_out = body.len(),
+            ms,
+            "segment"
+        );
     }
     Response::from_parts(parts, Body::from(body))
 }

@@ -347,7 +347,8 @@ pub fn start(
             let server = server.handle(server_handle);
             let result = match tls {
                 Some(tls) => {
-                    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).handshake_timeout(header_timeout);
+                    let acceptor =
+                        axum_server::tls_rustls::RustlsAcceptor::new(tls).handshake_timeout(header_timeout);
                     server.acceptor(acceptor).serve(service).await
                 }
                 None => server.serve(service).await,

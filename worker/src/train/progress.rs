@@ -38,7 +38,14 @@ impl ProgressReporter {
 
     /// Reports after this run's first step (a run that has started shows at once), then
     /// whenever the interval has passed since the last report.
-    pub fn after_step(&mut self, spec: &TrialSpec, world: usize, m: &StepMetrics, store: &Store, keys: &TrialKeys) {
+    pub fn after_step(
+        &mut self,
+        spec: &TrialSpec,
+        world: usize,
+        m: &StepMetrics,
+        store: &Store,
+        keys: &TrialKeys,
+    ) {
         let first = m.step == self.first_step + 1;
         if !self.enabled || (!first && self.last.elapsed() < self.every) {
             return;
