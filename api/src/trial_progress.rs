@@ -76,14 +76,14 @@ mod tests {
             steps: 400,
             images_per_second: 45.23,
             loss_seg: 0.31214,
-            loss_dis: Some(0.6931),
+            loss_dis: Some(0.6932),
             loss_rate: Some(0.8121),
             eta_seconds: TrialProgress::eta(120, 400, 280.0 / 372.0),
             at: 0.0,
         };
         assert_eq!(
             p.line(),
-            "q-d4-001 step 120/400 (30%), 45.2 images/s, seg 0.3121 dis 0.6931 rate 0.812b, eta 6m12s"
+            "q-d4-001 step 120/400 (30%), 45.2 images/s, seg 0.3121 dis 0.6932 rate 0.812b, eta 6m12s"
         );
         assert_eq!(TrialProgress::eta(5, 10, 0.0), None);
         assert_eq!(duration(3840.0), "1h04m");

@@ -321,7 +321,8 @@ fn every_answer_is_json_counted_and_the_metrics_add_up() {
     let huge = [0x21, tag, 0xa0, 0x1f, 0xa0, 0x1f, 0];
     let octets = Some("application/octet-stream");
     // (expected status, method, path, token, content type, body)
-    let cases: Vec<(u16, &str, &str, bool, Option<&str>, Vec<u8>)> = vec![
+    type Case<'a> = (u16, &'a str, &'a str, bool, Option<&'a str>, Vec<u8>);
+    let cases: Vec<Case> = vec![
         (200, "POST", "/v1/segment", true, octets, streams[0].clone()),
         (415, "POST", "/v1/segment", true, None, streams[0].clone()),
         (
