@@ -13,8 +13,10 @@
 
 use candle_core::{Device, Result, Tensor};
 
+use crate::direct;
+
 /// LeakyReLU's slope in C (SegAN's 0.2), as in the worker's layers.
-const LEAKY_SLOPE: f32 = 0.2;
+pub(crate) const LEAKY_SLOPE: f32 = 0.2;
 /// BatchNorm's epsilon (PyTorch's default, which the worker uses).
 const NORM_EPS: f32 = 1e-5;
 
@@ -29,7 +31,7 @@ pub struct Planes {
 
 /// What follows a convolution, applied per channel in the same pass.
 #[derive(Debug)]
-enum After {
+pub(crate) enum After {
     /// + bias, LeakyReLU (the stem).
     BiasLeaky(Vec<f32>),
     /// BatchNorm at inference as PyTorch's CPU kernel computes it (scale = weight /
@@ -43,14 +45,14 @@ enum After {
 /// channels are contiguous, so the unfolded matrix has one row per output position and the
 /// product's long side is the positions (the side the matrix kernels are fast along).
 #[derive(Clone, Debug)]
-struct ChannelsLast {
-    channels: usize,
-    sides: [usize; 3],
-    data: Vec<f32>,
+pub(crate) struct ChannelsLast {
+    pub(crate) channels: usize,
+    pub(crate) sides: [usize; 3],
+    pub(crate) data: Vec<f32>,
 }
 
 impl ChannelsLast {
-    fn from_planes(x: &Planes) -> ChannelsLast {
+    pub(crate) fn from_planes(x: &Planes) -> ChannelsLast {
         let positions: usize = x.sides.iter().product();
         let mut data = vec![0f32; x.data.len()];
         for (c, plane) in x.data.chunks(positions).enumerate() {
@@ -87,13 +89,15 @@ pub struct Conv {
     /// (k^d C_in, C_out), rows in (dz, dy, dx, c) order: the kernel as the right factor of
     /// (positions, k^d C_in) x (k^d C_in, C_out).
     weight: Tensor,
-    c_in: usize,
-    c_out: usize,
+    /// The same values, for the direct kernels (`direct`).
+    pub(crate) right: Vec<f32>,
+    pub(crate) c_in: usize,
+    pub(crate) c_out: usize,
     /// Kernel extent per axis (depth 1 for 2D).
-    kernel: [usize; 3],
-    stride: usize,
-    padding: usize,
-    after: After,
+    pub(crate) kernel: [usize; 3],
+    pub(crate) stride: usize,
+    pub(crate) padding: usize,
+    pub(crate) after: After,
 }
 
 impl Conv {
@@ -124,7 +128,8 @@ impl Conv {
             (kernel - stride) / 2
         };
         Ok(Conv {
-            weight: Tensor::from_vec(right, (taps * c_in, c_out), &Device::Cpu)?,
+            weight: Tensor::from_vec(right.clone(), (taps * c_in, c_out), &Device::Cpu)?,
+            right,
             c_in,
             c_out,
             kernel: k,
@@ -180,7 +185,7 @@ impl Conv {
         }
     }
 
-    fn out_sides(&self, sides: [usize; 3]) -> [usize; 3] {
+    pub(crate) fn out_sides(&self, sides: [usize; 3]) -> [usize; 3] {
         std::array::from_fn(|a| {
             let (k, s, p) = self.axis(a);
             (sides[a] + 2 * p - k) / s + 1
@@ -229,7 +234,12 @@ impl Conv {
         cols
     }
 
-    fn forward(&self, x: &ChannelsLast) -> Result<ChannelsLast> {
+    /// Whether this is an image stem the direct kernel computes: 3x3, stride 1, 2D.
+    pub(crate) fn is_image_stem(&self) -> bool {
+        self.kernel == [1, 3, 3] && self.stride == 1 && matches!(self.after, After::BiasLeaky(_))
+    }
+
+    pub(crate) fn forward(&self, x: &ChannelsLast) -> Result<ChannelsLast> {
         let out = self.out_sides(x.sides);
         let positions: usize = out.iter().product();
         let width = self.weight.dim(0)?;
@@ -273,11 +283,23 @@ pub struct Compressor {
 impl Compressor {
     /// One input's planes in [0, 1] -> its code activations in (-1, 1), (K, sides / f).
     pub fn activations(&self, x: &Planes) -> Result<Planes> {
-        let mut y = ChannelsLast::from_planes(x);
-        for layer in &self.layers {
-            y = layer.forward(&y)?;
+        let (mut y, rest) = match self.layers.split_first() {
+            Some((stem, rest)) if x.sides[0] == 1 && stem.is_image_stem() => match direct::stem(stem, x) {
+                Some(y) => (y, rest),
+                None => (ChannelsLast::from_planes(x), &self.layers[..]),
+            },
+            _ => (ChannelsLast::from_planes(x), &self.layers[..]),
+        };
+        for layer in rest {
+            let next = match direct::conv(layer, &y) {
+                Some(out) => out,
+                None => layer.forward(&y)?,
+            };
+            direct::scratch::recycle(std::mem::replace(&mut y, next).data);
         }
-        Ok(y.to_planes())
+        let planes = y.to_planes();
+        direct::scratch::recycle(y.data);
+        Ok(planes)
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod compressor;
+mod direct;
 pub mod input;
 pub mod model_file;
 
