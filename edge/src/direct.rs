@@ -38,7 +38,9 @@ pub mod scratch {
     pub fn zeroed(len: usize) -> Vec<f32> {
         let reused = POOL.with(|p| {
             let mut pool = p.borrow_mut();
-            let best = (0..pool.len()).filter(|&i| pool[i].capacity() >= len).min_by_key(|&i| pool[i].capacity());
+            let best = (0..pool.len())
+                .filter(|&i| pool[i].capacity() >= len)
+                .min_by_key(|&i| pool[i].capacity());
             best.map(|i| pool.swap_remove(i))
         });
         match reused {
@@ -128,7 +130,8 @@ fn has_avx2_fma() -> bool {
 fn has_avx512() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx512f") && std::env::var_os("ORCHESTRA_EDGE_NO_AVX512").is_none()
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::env::var_os("ORCHESTRA_EDGE_NO_AVX512").is_none()
     })
 }
 
@@ -164,7 +167,14 @@ fn scale_shift(after: &After, c_out: usize) -> (Vec<f32>, Vec<f32>) {
 
 /// `x` with `pad` zeros around each plane (channels-last when `channels_last`, else planar),
 /// and `extra` more zero columns on the right so that whole register blocks read in bounds.
-fn zero_padded(data: &[f32], channels: usize, [h, w]: [usize; 2], pad: usize, extra: usize, channels_last: bool) -> (Vec<f32>, usize, usize) {
+fn zero_padded(
+    data: &[f32],
+    channels: usize,
+    [h, w]: [usize; 2],
+    pad: usize,
+    extra: usize,
+    channels_last: bool,
+) -> (Vec<f32>, usize, usize) {
     let (ph, pw) = (h + 2 * pad, w + 2 * pad + extra);
     let mut padded = scratch::zeroed(channels * ph * pw);
     if channels_last {
@@ -180,7 +190,6 @@ fn zero_padded(data: &[f32], channels: usize, [h, w]: [usize; 2], pad: usize, ex
     }
     (padded, ph, pw)
 }
-
 
 /// The kernels for one instruction set: its register type, width and intrinsics. One body for
 /// AVX2 (8 f32s per register, 16 registers) and AVX-512 (16 per register, 32 registers).
@@ -224,7 +233,16 @@ macro_rules! kernels {
                 let (scale, shift) = scale_shift(&stem.after, co);
                 let (padded, ph, pw) = zero_padded(&x.data, ci, [h, w], 1, LANES, false);
                 let mut out = scratch::zeroed(h * w * co);
-                let plan = StemPlan { ci, co, w, ph, pw, weights: &weights, scale: &scale, shift: &shift };
+                let plan = StemPlan {
+                    ci,
+                    co,
+                    w,
+                    ph,
+                    pw,
+                    weights: &weights,
+                    scale: &scale,
+                    shift: &shift,
+                };
                 for_each_row(&mut out, w * co, |y, row| {
                     // SAFETY: `stem` runs only where the CPU has these instructions.
                     unsafe { stem_row(&plan, &padded, y, row) }
@@ -252,7 +270,16 @@ macro_rules! kernels {
             /// Output row `y` of the stem (channels-last) from the padded planes.
             #[target_feature(enable = $features)]
             unsafe fn stem_row(plan: &StemPlan, padded: &[f32], y: usize, out: &mut [f32]) {
-                let StemPlan { ci, co, w, ph, pw, weights, scale, shift } = *plan;
+                let StemPlan {
+                    ci,
+                    co,
+                    w,
+                    ph,
+                    pw,
+                    weights,
+                    scale,
+                    shift,
+                } = *plan;
                 let mut tile = [0f32; STEM_BLOCK * LANES];
                 for x0 in (0..w).step_by(LANES) {
                     for b in 0..co.div_ceil(STEM_BLOCK) {
@@ -263,7 +290,8 @@ macro_rules! kernels {
                                 for dx in 0..3 {
                                     // SAFETY: row holds LANES + 2 floats and dx <= 2.
                                     let v = $loadu(row.as_ptr().add(dx));
-                                    let wt = &weights[((b * ci + c) * 9 + dy * 3 + dx) * STEM_BLOCK..][..STEM_BLOCK];
+                                    let wt = &weights[((b * ci + c) * 9 + dy * 3 + dx) * STEM_BLOCK..]
+                                        [..STEM_BLOCK];
                                     for (a, &k) in acc.iter_mut().zip(wt) {
                                         *a = $fmadd($set1(k), v, *a);
                                     }
@@ -304,8 +332,23 @@ macro_rules! kernels {
 
             /// Output row `oy` of a layer (channels-last) from the padded channels-last input.
             #[target_feature(enable = $features)]
-            unsafe fn conv_row<const V: usize, const P: usize>(plan: &ConvPlan, padded: &[f32], oy: usize, out: &mut [f32]) {
-                let ConvPlan { ci, co, k, s, ow, pw, weights, scale, shift } = *plan;
+            unsafe fn conv_row<const V: usize, const P: usize>(
+                plan: &ConvPlan,
+                padded: &[f32],
+                oy: usize,
+                out: &mut [f32],
+            ) {
+                let ConvPlan {
+                    ci,
+                    co,
+                    k,
+                    s,
+                    ow,
+                    pw,
+                    weights,
+                    scale,
+                    shift,
+                } = *plan;
                 let block = V * LANES;
                 let step = s * ci;
                 for ox0 in (0..ow).step_by(P) {
@@ -355,7 +398,10 @@ macro_rules! kernels {
             /// V registers of output channels times P output positions per block: P * V
             /// accumulators, V weight registers and a broadcast within the register file.
             #[target_feature(enable = $features)]
-            pub unsafe fn conv<const V: usize, const P: usize>(layer: &Conv, x: &ChannelsLast) -> ChannelsLast {
+            pub unsafe fn conv<const V: usize, const P: usize>(
+                layer: &Conv,
+                x: &ChannelsLast,
+            ) -> ChannelsLast {
                 let [_, h, w] = x.sides;
                 let (ci, co, k, s) = (layer.c_in, layer.c_out, layer.kernel[2], layer.stride);
                 let out_sides = layer.out_sides(x.sides);
@@ -363,7 +409,17 @@ macro_rules! kernels {
                 let (scale, shift) = scale_shift(&layer.after, co);
                 let (padded, _, pw) = zero_padded(&x.data, ci, [h, w], layer.padding, P * s, true);
                 let mut out = scratch::zeroed(oh * ow * co);
-                let plan = ConvPlan { ci, co, k, s, ow, pw, weights: &layer.right, scale: &scale, shift: &shift };
+                let plan = ConvPlan {
+                    ci,
+                    co,
+                    k,
+                    s,
+                    ow,
+                    pw,
+                    weights: &layer.right,
+                    scale: &scale,
+                    shift: &shift,
+                };
                 for_each_row(&mut out, ow * co, |oy, row| {
                     // SAFETY: `conv` runs only where the CPU has these instructions.
                     unsafe { conv_row::<V, P>(&plan, &padded, oy, row) }
@@ -379,10 +435,34 @@ macro_rules! kernels {
     };
 }
 
-kernels!(avx2, "avx2,fma", __m256, 8, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps,
-    _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_mul_ps, _mm256_max_ps);
-kernels!(avx512, "avx512f", __m512, 16, _mm512_setzero_ps, _mm512_set1_ps, _mm512_loadu_ps,
-    _mm512_storeu_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_mul_ps, _mm512_max_ps);
+kernels!(
+    avx2,
+    "avx2,fma",
+    __m256,
+    8,
+    _mm256_setzero_ps,
+    _mm256_set1_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_fmadd_ps,
+    _mm256_add_ps,
+    _mm256_mul_ps,
+    _mm256_max_ps
+);
+kernels!(
+    avx512,
+    "avx512f",
+    __m512,
+    16,
+    _mm512_setzero_ps,
+    _mm512_set1_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_fmadd_ps,
+    _mm512_add_ps,
+    _mm512_mul_ps,
+    _mm512_max_ps
+);
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
@@ -394,18 +474,25 @@ mod tests {
         Planes {
             channels,
             sides,
-            data: (0..n).map(|i| (((i + seed) * 37 % 23) as f32 - 11.0) / 9.0).collect(),
+            data: (0..n)
+                .map(|i| (((i + seed) * 37 % 23) as f32 - 11.0) / 9.0)
+                .collect(),
         }
     }
 
     fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n).map(|i| (((i + seed) * 13 % 17) as f32 - 8.0) / 10.0).collect()
+        (0..n)
+            .map(|i| (((i + seed) * 13 % 17) as f32 - 8.0) / 10.0)
+            .collect()
     }
 
     fn close(got: &ChannelsLast, want: &ChannelsLast, what: &str) {
         assert_eq!((got.channels, got.sides), (want.channels, want.sides), "{what}");
         for (i, (g, e)) in got.data.iter().zip(&want.data).enumerate() {
-            assert!((g - e).abs() <= 1e-4 * (1.0 + e.abs()), "{what}: value {i}: {g} vs {e}");
+            assert!(
+                (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                "{what}: value {i}: {g} vs {e}"
+            );
         }
     }
 
@@ -422,30 +509,64 @@ mod tests {
             let stem = Conv::stem(values(co * ci * 9, ci), values(co, 3), ci, 2).unwrap();
             let want = stem.forward(&ChannelsLast::from_planes(&x)).unwrap();
             // SAFETY (each call): the CPU has the instruction set, checked before.
-            close(&unsafe { avx2::stem(&stem, &x) }, &want, &format!("avx2 stem {ci}->{co}"));
+            close(
+                &unsafe { avx2::stem(&stem, &x) },
+                &want,
+                &format!("avx2 stem {ci}->{co}"),
+            );
             if has_avx512() {
-                close(&unsafe { avx512::stem(&stem, &x) }, &want, &format!("avx512 stem {ci}->{co}"));
+                close(
+                    &unsafe { avx512::stem(&stem, &x) },
+                    &want,
+                    &format!("avx512 stem {ci}->{co}"),
+                );
             }
         }
         for (ci, co, side) in [(8, 16, [1, 14, 18]), (16, 32, [1, 10, 6]), (5, 8, [1, 7, 9])] {
             let x = ChannelsLast::from_planes(&planes(ci, side, co));
-            let norm = [values(co, 1), values(co, 2), values(co, 3), values(co, 4).iter().map(|v| v.abs() + 0.5).collect()];
-            let layer = Conv::halving(values(co * ci * 16, ci), ci, 2, [&norm[0], &norm[1], &norm[2], &norm[3]]).unwrap();
+            let norm = [
+                values(co, 1),
+                values(co, 2),
+                values(co, 3),
+                values(co, 4).iter().map(|v| v.abs() + 0.5).collect(),
+            ];
+            let layer = Conv::halving(
+                values(co * ci * 16, ci),
+                ci,
+                2,
+                [&norm[0], &norm[1], &norm[2], &norm[3]],
+            )
+            .unwrap();
             let want = layer.forward(&x).unwrap();
             let what = format!("{ci}->{co} {side:?}");
             unsafe {
-                close(&avx2::conv::<1, 12>(&layer, &x), &want, &format!("avx2 x1 {what}"));
+                close(
+                    &avx2::conv::<1, 12>(&layer, &x),
+                    &want,
+                    &format!("avx2 x1 {what}"),
+                );
                 if co % 16 == 0 {
                     close(&avx2::conv::<2, 6>(&layer, &x), &want, &format!("avx2 x2 {what}"));
                 }
                 if has_avx512() && co % 16 == 0 {
-                    close(&avx512::conv::<1, 16>(&layer, &x), &want, &format!("avx512 x1 {what}"));
+                    close(
+                        &avx512::conv::<1, 16>(&layer, &x),
+                        &want,
+                        &format!("avx512 x1 {what}"),
+                    );
                 }
                 if has_avx512() && co % 32 == 0 {
-                    close(&avx512::conv::<2, 8>(&layer, &x), &want, &format!("avx512 x2 {what}"));
+                    close(
+                        &avx512::conv::<2, 8>(&layer, &x),
+                        &want,
+                        &format!("avx512 x2 {what}"),
+                    );
                 }
             }
-            assert!(want.data.iter().any(|&v| v < 0.0), "{what}: LeakyReLU's negative side untested");
+            assert!(
+                want.data.iter().any(|&v| v < 0.0),
+                "{what}: LeakyReLU's negative side untested"
+            );
         }
     }
 }

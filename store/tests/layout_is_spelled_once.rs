@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 
 /// Object names of the layout, as they would appear inside a string literal.
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 9] = [
     "result.json",
     "metrics.jsonl",
+    "progress.json",
     "params.json",
     "weights.safetensors",
     "optimizer.safetensors",
