@@ -103,16 +103,16 @@ pub fn conv(layer: &Conv, x: &ChannelsLast) -> Option<ChannelsLast> {
     {
         let co = layer.c_out;
         // SAFETY (each call): the CPU has the instruction set, checked in the same condition.
-        if has_avx512() && co % 32 == 0 {
+        if has_avx512() && co.is_multiple_of(32) {
             return Some(unsafe { avx512::conv::<2, 8>(layer, x) });
         }
-        if has_avx512() && co % 16 == 0 {
+        if has_avx512() && co.is_multiple_of(16) {
             return Some(unsafe { avx512::conv::<1, 16>(layer, x) });
         }
-        if has_avx2_fma() && co % 16 == 0 {
+        if has_avx2_fma() && co.is_multiple_of(16) {
             return Some(unsafe { avx2::conv::<2, 6>(layer, x) });
         }
-        if has_avx2_fma() && co % 8 == 0 {
+        if has_avx2_fma() && co.is_multiple_of(8) {
             return Some(unsafe { avx2::conv::<1, 12>(layer, x) });
         }
     }
@@ -545,17 +545,17 @@ mod tests {
                     &want,
                     &format!("avx2 x1 {what}"),
                 );
-                if co % 16 == 0 {
+                if co.is_multiple_of(16) {
                     close(&avx2::conv::<2, 6>(&layer, &x), &want, &format!("avx2 x2 {what}"));
                 }
-                if has_avx512() && co % 16 == 0 {
+                if has_avx512() && co.is_multiple_of(16) {
                     close(
                         &avx512::conv::<1, 16>(&layer, &x),
                         &want,
                         &format!("avx512 x1 {what}"),
                     );
                 }
-                if has_avx512() && co % 32 == 0 {
+                if has_avx512() && co.is_multiple_of(32) {
                     close(
                         &avx512::conv::<2, 8>(&layer, &x),
                         &want,
