@@ -561,6 +561,40 @@ mod tests {
     }
 
     #[test]
+    fn limits_given_by_an_operator_replace_the_defaults_and_bound_the_stream_length() {
+        let c = codec(2, vec![8, 8], 0.6);
+        let limits = c.limits.clone().with_overrides(Some(16), None).unwrap();
+        assert_eq!((limits.max_side, limits.max_positions), (16, 1024));
+        assert!(c.limits.clone().with_overrides(Some(0), None).is_err());
+        assert!(c.limits.clone().with_overrides(Some(MAX_SIDE + 1), None).is_err());
+        assert!(c.limits.clone().with_overrides(None, Some(0)).is_err());
+        let c = c.with_limits(limits);
+        // Streams of the largest admitted code, of regular, alternating and random bits, are
+        // within the bound readers use to refuse a file or body unread.
+        let shape = CodeShape {
+            channels: 2,
+            sides: vec![16, 16],
+        };
+        for p in [0.999, 0.001, 0.5] {
+            let bits = random_bits(shape.bits(), 9, p);
+            let stream = c.encode(&shape, &bits).unwrap();
+            assert!(
+                stream.len() <= c.max_stream_bytes(),
+                "{} > {}",
+                stream.len(),
+                c.max_stream_bytes()
+            );
+            assert_eq!(c.decode(&stream).unwrap().1, bits);
+        }
+        let over = CodeShape {
+            channels: 2,
+            sides: vec![8, 17],
+        };
+        let stream = c.encode(&over, &random_bits(over.bits(), 2, 0.5)).unwrap();
+        assert!(matches!(c.decode(&stream), Err(CodecError::OverLimit { .. })));
+    }
+
+    #[test]
     fn announced_shapes_above_the_limits_are_refused_before_decoding() {
         let c = codec(3, vec![8, 8], 0.9);
         assert_eq!(
