@@ -193,6 +193,16 @@ impl Store {
         unreachable!("the last attempt returns")
     }
 
+    /// Writes one object that nothing depends on (a progress record) in a single attempt: a
+    /// store that is away costs the caller one failed request, not the backoff of `put`.
+    pub fn put_once(&self, key: &str, bytes: impl Into<Bytes>) -> Result<(), StoreError> {
+        let path = self.path(key);
+        self.rt
+            .block_on(self.inner.put(&path, PutPayload::from(bytes.into())))
+            .map(|_| ())
+            .map_err(|e| self.io("put", key, e))
+    }
+
     /// Reads one object; `None` when it does not exist.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let path = self.path(key);

@@ -22,6 +22,15 @@ fn spec(store: &str, trial: &str) -> TrialSpec {
     }
 }
 
+/// Options without progress records: the scenarios count the checkpoint's PUTs, and a
+/// progress.json written in between would move the cut.
+fn checkpoints_only() -> RunOptions {
+    RunOptions {
+        progress_every: std::time::Duration::ZERO,
+        ..Default::default()
+    }
+}
+
 fn finished(spec: &TrialSpec, opts: &RunOptions) -> orchestra_api::TrialResult {
     match run_trial(spec, opts).unwrap() {
         Outcome::Finished(r) => *r,
@@ -41,7 +50,7 @@ fn a_server_that_stops_mid_checkpoint_never_leaves_a_loadable_partial_checkpoint
     // one at step 8 starts with PUT 6 (metrics), 7 (weights): the server goes at PUT 8.
     point_at(proxy.port);
     proxy.cut_at_put(8);
-    let err = run_trial(&spec("s3://faults/runs", "cut"), &RunOptions::default())
+    let err = run_trial(&spec("s3://faults/runs", "cut"), &checkpoints_only())
         .err()
         .expect("the trial fails while the server is away")
         .to_string();
@@ -63,7 +72,7 @@ fn a_server_that_stops_mid_checkpoint_never_leaves_a_loadable_partial_checkpoint
         &spec("s3://faults/runs", "cut"),
         &RunOptions {
             resume: true,
-            ..Default::default()
+            ..checkpoints_only()
         },
     );
     assert_eq!(resumed.scores, twin.scores);
@@ -90,7 +99,7 @@ fn a_server_that_comes_back_within_the_retries_costs_nothing() {
         std::thread::sleep(Duration::from_millis(300));
         p.restore();
     });
-    let result = finished(&spec("s3://blips/runs", "blip"), &RunOptions::default());
+    let result = finished(&spec("s3://blips/runs", "blip"), &checkpoints_only());
     watcher.join().unwrap();
     assert!(proxy.puts() > 2, "the cut happened");
     assert_eq!(result.scores, twin.scores);

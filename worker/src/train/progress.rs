@@ -71,7 +71,7 @@ impl ProgressReporter {
         }
         let bytes = serde_json::to_vec(&progress).expect("progress serialises");
         // Progress is advisory: a failed write costs a line on a runner's screen, not training.
-        if let Err(e) = store.put(&keys.progress(), bytes) {
+        if let Err(e) = store.put_once(&keys.progress(), bytes) {
             tracing::warn!(error = %e, "cannot write the progress record");
         }
     }
