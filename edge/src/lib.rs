@@ -10,7 +10,9 @@ pub mod client;
 pub mod compressor;
 mod direct;
 pub mod input;
+pub mod intensity;
 pub mod model_file;
+pub mod volume;
 
 pub use candle_core;
 pub use model_file::{EdgeError, EdgeModel};
