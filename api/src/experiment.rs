@@ -98,6 +98,11 @@ pub struct ExperimentSpec {
     /// the Experiment is deleted. Off by default: results outlive the resource.
     #[serde(default)]
     pub cleanup_store: bool,
+    /// Pause the Experiment: running gangs are stopped at once (each trial loses at most
+    /// `checkpointEvery` steps; the attempt is not counted) and nothing new starts; `false`
+    /// again resumes every trial from its latest checkpoint. Everything else is kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
 }
 
 fn gang_timeout() -> u64 {
@@ -275,6 +280,8 @@ pub enum ExperimentPhase {
     #[default]
     Pending,
     Running,
+    /// `spec.suspend` is set: no gang runs, the trials wait to resume.
+    Suspended,
     Succeeded,
     Failed,
 }

@@ -78,6 +78,10 @@ pub enum LocalOutcome {
         plot: PathBuf,
     },
     Interrupted,
+    /// `spec.suspend` is set: nothing runs until it is unset and the runner started again.
+    Suspended {
+        message: String,
+    },
 }
 
 fn now() -> u64 {
@@ -369,6 +373,13 @@ impl LocalRunner {
                     self.stop(&name);
                     self.set_phase(&name, TrialPhase::Stopped, Some("experiment ended".into()));
                 }
+                Action::SuspendTrial { name } => {
+                    self.stop(&name);
+                    self.set_phase(&name, TrialPhase::Pending, Some("suspended".into()));
+                    if let Some(rec) = self.state.trials.get_mut(&name) {
+                        rec.attempts = rec.attempts.saturating_sub(1);
+                    }
+                }
             }
         }
         self.save_state()
@@ -519,6 +530,10 @@ impl LocalRunner {
                     leaderboard: Box::new(leaderboard),
                     plot,
                 });
+            }
+            if p.phase == ExperimentPhase::Suspended && self.children.is_empty() {
+                overall.abandon_with_message("suspended");
+                return Ok(LocalOutcome::Suspended { message: p.message });
             }
             if interrupted.load(Ordering::SeqCst) {
                 self.interrupt()?;

@@ -39,6 +39,10 @@ pub enum Action {
     FailTrial { name: String, reason: String },
     /// Stop a trial's workers because the Experiment ended (phase Stopped).
     StopTrial { name: String },
+    /// Stop a running trial's workers because the Experiment is suspended: the attempt is
+    /// given back (phase Pending, attempts one less), and the trial resumes from its latest
+    /// checkpoint when the Experiment does.
+    SuspendTrial { name: String },
 }
 
 /// The planner's decision for one observation.
@@ -99,9 +103,24 @@ pub fn plan(
             requeue_after: None,
         };
     }
-    // 3. Fill free slots.
+    // 3. Suspended: the running gangs stop, nothing starts (failed attempts wait too).
+    if spec.suspend && !finished(observed, &all, &actions) {
+        for t in observed.iter().filter(|t| t.phase == TrialPhase::Running) {
+            actions.push(Action::SuspendTrial { name: t.name.clone() });
+        }
+        let waiting = observed.iter().filter(|t| !t.phase.is_terminal()).count();
+        return Plan {
+            actions,
+            phase: ExperimentPhase::Suspended,
+            message: format!(
+                "suspended: {waiting} trials wait to resume from their checkpoints (spec.suspend: false resumes)"
+            ),
+            requeue_after: None,
+        };
+    }
+    // 4. Fill free slots.
     let requeue_after = fill_slots(name, spec, observed, &all, &restartable, now, cfg, &mut actions);
-    // 4. Done when every candidate exists and every trial is terminal.
+    // 5. Done when every candidate exists and every trial is terminal.
     let (phase, message) = phase_after(observed, &all, &actions, failed);
     Plan {
         actions,
@@ -109,6 +128,20 @@ pub fn plan(
         message,
         requeue_after,
     }
+}
+
+/// Whether the Experiment is over once `actions` are carried out (a suspension then changes
+/// nothing).
+fn finished(observed: &[ObservedTrial], all: &[Candidate], actions: &[Action]) -> bool {
+    let failed = count(observed, TrialPhase::Failed)
+        + actions
+            .iter()
+            .filter(|a| matches!(a, Action::FailTrial { .. }))
+            .count();
+    matches!(
+        phase_after(observed, all, actions, failed).0,
+        ExperimentPhase::Succeeded | ExperimentPhase::Failed
+    )
 }
 
 fn count(observed: &[ObservedTrial], phase: TrialPhase) -> usize {

@@ -95,6 +95,7 @@ pub fn phases_after(observed: &[ObservedTrial], actions: &[Action]) -> BTreeMap<
             Action::StartTrial { name, .. } => (name, TrialPhase::Running),
             Action::FailTrial { name, .. } => (name, TrialPhase::Failed),
             Action::StopTrial { name } => (name, TrialPhase::Stopped),
+            Action::SuspendTrial { name } => (name, TrialPhase::Pending),
         };
         phases.insert(name.clone(), phase);
     }

@@ -58,6 +58,70 @@ fn a_new_experiment_creates_and_starts_up_to_the_parallelism() {
 }
 
 #[test]
+fn a_suspended_experiment_stops_its_gangs_gives_back_the_attempts_and_resumes() {
+    let mut s = spec(2, 0, 3);
+    s.suspend = true;
+    let obs = [
+        observed("e-d1-000", TrialPhase::Succeeded, 1, 100),
+        observed("e-d2-000", TrialPhase::Running, 2, 100),
+        observed("e-d3-000", TrialPhase::Running, 1, 100),
+        observed("e-d4-000", TrialPhase::AttemptFailed, 1, 100),
+    ];
+    let p = plan("e", &s, &obs, 1_000, &CFG);
+    assert_eq!(
+        p.actions,
+        [
+            Action::SuspendTrial {
+                name: "e-d2-000".into()
+            },
+            Action::SuspendTrial {
+                name: "e-d3-000".into()
+            },
+        ],
+        "running gangs stop; no restart, no new trial"
+    );
+    assert_eq!(p.phase, ExperimentPhase::Suspended);
+    assert!(p.message.contains("3 trials wait"), "{}", p.message);
+    // Resumed: the suspended trials (now Pending with their attempts given back) start again
+    // with the same attempt numbers, before any new candidate.
+    s.suspend = false;
+    let resumed = [
+        observed("e-d1-000", TrialPhase::Succeeded, 1, 100),
+        observed("e-d2-000", TrialPhase::Pending, 1, 1_000),
+        observed("e-d3-000", TrialPhase::Pending, 0, 1_000),
+        observed("e-d4-000", TrialPhase::AttemptFailed, 1, 100),
+    ];
+    let p = plan("e", &s, &resumed, 1_010, &CFG);
+    assert_eq!(
+        p.actions,
+        [
+            Action::StartTrial {
+                name: "e-d4-000".into(),
+                attempt: 2
+            },
+            Action::StartTrial {
+                name: "e-d2-000".into(),
+                attempt: 2
+            },
+        ]
+    );
+    assert_eq!(p.phase, ExperimentPhase::Running);
+    // A finished Experiment stays finished when suspended.
+    let mut done = spec(1, 0, 3);
+    done.search.clear();
+    done.variants = vec![orchestra_api::Variant::D1];
+    done.suspend = true;
+    let p = plan(
+        "e",
+        &done,
+        &[observed("e-d1-000", TrialPhase::Succeeded, 1, 100)],
+        1_000,
+        &CFG,
+    );
+    assert_eq!((p.phase, p.actions.len()), (ExperimentPhase::Succeeded, 0));
+}
+
+#[test]
 fn failed_attempts_restart_after_backoff_then_fail() {
     let s = spec(2, 5, 2);
     let obs = [
@@ -188,6 +252,13 @@ impl World {
                     assert!(!t.phase.is_terminal());
                     t.phase = TrialPhase::Stopped;
                 }
+                Action::SuspendTrial { name } => {
+                    let t = self.trials.get_mut(name).unwrap();
+                    assert_eq!(t.phase, TrialPhase::Running, "{name} suspended while not running");
+                    t.phase = TrialPhase::Pending;
+                    t.attempts -= 1;
+                    t.since = now;
+                }
             }
         }
     }
@@ -203,24 +274,34 @@ proptest! {
         max_attempts in 1u32..4,
         events in proptest::collection::vec((0usize..8, 0u8..10), 1..400),
     ) {
-        let s = spec(parallelism, max_failed, max_attempts);
+        let mut s = spec(parallelism, max_failed, max_attempts);
         let mut world = World { trials: BTreeMap::new(), created: Vec::new() };
         let mut now = 0u64;
         let mut events = events.into_iter().cycle();
         let mut finished_phase = None;
-        for _round in 0..2000 {
+        for round in 0..2000 {
+            // Suspended now and then (an event of kind 9), never after round 1500.
+            s.suspend = s.suspend && round < 1500;
             let obs: Vec<ObservedTrial> = world.trials.values().cloned().collect();
             let p = plan("e", &s, &obs, now, &CFG);
             world.apply(&p.actions, now, max_attempts);
             let running = world.trials.values().filter(|t| t.phase == TrialPhase::Running).count();
             prop_assert!(running <= parallelism as usize, "{running} running > {parallelism}");
-            if p.phase != orchestra_api::ExperimentPhase::Running {
+            if s.suspend && p.phase == ExperimentPhase::Suspended {
+                prop_assert_eq!(running, 0, "gangs run while suspended");
+            }
+            if !matches!(p.phase, ExperimentPhase::Running | ExperimentPhase::Suspended) {
                 prop_assert!(world.trials.values().all(|t| t.phase.is_terminal()), "ended with open trials");
                 finished_phase = Some(p.phase);
                 break;
             }
             // One observation changes: some running trial finishes its attempt, or time passes.
             let (pick, outcome) = events.next().unwrap();
+            if outcome == 9 && round < 1500 {
+                s.suspend = !s.suspend;
+                now += 7;
+                continue;
+            }
             let running: Vec<String> = world.trials.values().filter(|t| t.phase == TrialPhase::Running).map(|t| t.name.clone()).collect();
             if !running.is_empty() {
                 let t = world.trials.get_mut(&running[pick % running.len()]).unwrap();

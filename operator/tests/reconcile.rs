@@ -653,6 +653,72 @@ async fn gpu_experiments_ask_for_gpus_and_use_nccl_gangs() {
     assert_eq!(env_of(&job)["WORLD_SIZE"]["value"], "4");
 }
 
+#[tokio::test]
+async fn suspend_stops_the_gangs_and_resume_restarts_them_from_their_checkpoints() {
+    let s = Scenario::new();
+    let exp = s.experiment(json!({"suspend": true}));
+    s.running_trial("sweep-d2-000", "D2", None);
+    s.running_trial("sweep-d4-000", "D4", None);
+    let action = s.reconcile(exp).await.unwrap();
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "nothing to do until the spec changes"
+    );
+    for trial in ["sweep-d2-000", "sweep-d4-000"] {
+        assert!(
+            s.fake.get(&format!("{JOBS}/{trial}-a1")).is_none(),
+            "{trial}'s gang runs on"
+        );
+        let status = s.fake.get(&format!("{TRIALS}/{trial}")).unwrap()["status"].clone();
+        assert_eq!(
+            (status["phase"].as_str(), status["attempts"].as_u64()),
+            (Some("Pending"), Some(0)),
+            "{trial}: the attempt is given back"
+        );
+    }
+    assert!(
+        !s.fake
+            .lines()
+            .iter()
+            .any(|l| l.starts_with(&format!("PATCH {JOBS}"))),
+        "no gang starts while suspended"
+    );
+    let status = s.fake.get(EXP).unwrap()["status"].clone();
+    assert_eq!(status["phase"], "Suspended");
+    assert_eq!(condition(&status, "Suspended")["status"], "True");
+    assert_eq!(condition(&status, "Running")["status"], "False");
+    let events: Vec<String> = s.fake.events().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(events, ["TrialSuspended", "TrialSuspended", "Suspended"]);
+
+    // spec.suspend: false again: the same trials start their first attempt again, resuming
+    // from their checkpoints (the workers always run with --resume).
+    let mut v = s.fake.get(EXP).unwrap();
+    v["spec"]["suspend"] = json!(false);
+    s.fake.put(EXP, v.clone());
+    let before = s.fake.log().len();
+    s.reconcile(serde_json::from_value(v).unwrap()).await.unwrap();
+    for trial in ["sweep-d2-000", "sweep-d4-000"] {
+        let job = s
+            .fake
+            .get(&format!("{JOBS}/{trial}-a1"))
+            .expect("the gang is back");
+        assert!(args_of(&job).contains(&"--resume".to_string()));
+        let status = s.fake.get(&format!("{TRIALS}/{trial}")).unwrap()["status"].clone();
+        assert_eq!(
+            (status["phase"].as_str(), status["attempts"].as_u64()),
+            (Some("Running"), Some(1))
+        );
+    }
+    assert_eq!(s.fake.get(EXP).unwrap()["status"]["phase"], "Running");
+    let resumed: Vec<String> = s.fake.log()[before..]
+        .iter()
+        .filter(|r| r.target.contains("/events") && r.method == "POST")
+        .map(|r| r.body["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(resumed.contains(&"Resumed".to_string()), "{resumed:?}");
+}
+
 /// Where the chaos scenario's world is.
 #[derive(Debug, PartialEq)]
 enum Stage {

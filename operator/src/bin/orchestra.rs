@@ -178,6 +178,9 @@ fn run_experiment(
             println!("interrupted: run the same command again to continue");
             std::process::exit(130);
         }
+        LocalOutcome::Suspended { message } => {
+            println!("experiment {name}: {message}; set spec.suspend to false (or remove it) and run again");
+        }
         LocalOutcome::Finished {
             phase,
             message,

@@ -82,6 +82,7 @@ pub(super) async fn carry_out(
         }
         Action::FailTrial { name, reason } => fail_trial(scope, &trials[name], reason).await,
         Action::StopTrial { name } => stop_trial(scope, &trials[name]).await,
+        Action::SuspendTrial { name } => suspend_trial(scope, &trials[name]).await,
     }
 }
 
@@ -165,6 +166,28 @@ async fn fail_trial(scope: &Scope<'_>, t: &Trial, reason: &str) -> Result<(), Er
         "TrialFailed",
         "Fail",
         format!("{trial}: {reason}"),
+    )
+    .await;
+    Ok(())
+}
+
+/// The Experiment is suspended: the running gang goes, the attempt is given back, the trial
+/// waits (Pending) to resume from its latest checkpoint.
+async fn suspend_trial(scope: &Scope<'_>, t: &Trial) -> Result<(), Error> {
+    let trial = kube::ResourceExt::name_any(t);
+    let mut status = t.status.clone().unwrap_or_default();
+    delete_ignoring_absent(&scope.jobs, &names::job(&trial, status.attempts)).await?;
+    status.phase = TrialPhase::Pending;
+    status.attempts = status.attempts.saturating_sub(1);
+    status.message = Some("suspended: resumes from its latest checkpoint".into());
+    patch_status(&scope.trials, &trial, &status).await?;
+    publish_event(
+        scope.ctx,
+        &scope.exp_ref,
+        EventType::Normal,
+        "TrialSuspended",
+        "Suspend",
+        trial,
     )
     .await;
     Ok(())

@@ -226,7 +226,10 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Ac
     ctx.metrics.set_trials(&scope.name, &summary.by_phase());
     status::write_experiment_status(&scope, &previous, &decision, &summary, &lb, !by_name.is_empty()).await?;
     Ok(match decision.phase {
-        ExperimentPhase::Succeeded | ExperimentPhase::Failed => controller::Action::await_change(),
+        // Nothing runs while suspended: the next look is when the spec changes.
+        ExperimentPhase::Succeeded | ExperimentPhase::Failed | ExperimentPhase::Suspended => {
+            controller::Action::await_change()
+        }
         _ => controller::Action::requeue(Duration::from_secs(
             decision.requeue_after.unwrap_or(30).clamp(1, 30),
         )),

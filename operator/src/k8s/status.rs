@@ -57,7 +57,7 @@ where
     Ok(())
 }
 
-/// The four conditions for `phase`, keeping each one's transition time while its status holds.
+/// The five conditions for `phase`, keeping each one's transition time while its status holds.
 pub fn conditions(
     previous: &[Condition],
     phase: ExperimentPhase,
@@ -74,6 +74,7 @@ pub fn conditions(
             if created { "TrialsCreated" } else { "NoTrials" },
         ),
         ("Running", phase == ExperimentPhase::Running, reason),
+        ("Suspended", phase == ExperimentPhase::Suspended, reason),
         ("Succeeded", phase == ExperimentPhase::Succeeded, reason),
         ("Failed", phase == ExperimentPhase::Failed, reason),
     ];
@@ -181,6 +182,7 @@ pub(super) async fn write_experiment_status(
         ExperimentPhase::Failed => "FailureBudgetSpent",
         ExperimentPhase::Succeeded => "AllTrialsFinished",
         ExperimentPhase::Running => "TrialsRunning",
+        ExperimentPhase::Suspended => "SpecSuspend",
         ExperimentPhase::Pending => "Waiting",
     };
     let generation = scope.exp.metadata.generation;
@@ -210,9 +212,13 @@ pub(super) async fn write_experiment_status(
     };
     patch_status(&scope.experiments, &scope.name, &status).await?;
     if decision.phase != previous.phase {
-        let (type_, reason) = match decision.phase {
-            ExperimentPhase::Succeeded => (EventType::Normal, "Succeeded"),
-            ExperimentPhase::Failed => (EventType::Warning, "Failed"),
+        let (type_, reason, action) = match decision.phase {
+            ExperimentPhase::Succeeded => (EventType::Normal, "Succeeded", "Finish"),
+            ExperimentPhase::Failed => (EventType::Warning, "Failed", "Finish"),
+            ExperimentPhase::Suspended => (EventType::Normal, "Suspended", "Suspend"),
+            ExperimentPhase::Running if previous.phase == ExperimentPhase::Suspended => {
+                (EventType::Normal, "Resumed", "Resume")
+            }
             _ => return Ok(()),
         };
         publish_event(
@@ -220,7 +226,7 @@ pub(super) async fn write_experiment_status(
             &scope.exp_ref,
             type_,
             reason,
-            "Finish",
+            action,
             decision.message.clone(),
         )
         .await;
