@@ -103,6 +103,11 @@ pub struct ExperimentSpec {
     /// again resumes every trial from its latest checkpoint. Everything else is kept.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+    /// Kubernetes: the Kueue LocalQueue of the trial gangs. Each gang's Job is created
+    /// suspended with the `kueue.x-k8s.io/queue-name` label; Kueue admits it (unsuspends it)
+    /// when the queue has quota. The operator never sets `suspend` on an existing Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_name: Option<String>,
 }
 
 fn gang_timeout() -> u64 {
@@ -392,6 +397,10 @@ impl ExperimentSpec {
             p.push("spec.maxTrials", 0, "must be at least 1 when given");
         }
         check_store(&mut p, &self.store);
+        if let Some(queue) = &self.queue_name {
+            // A LocalQueue's name, which Kueue matches against the Job's label.
+            crate::trial_spec::check_name(&mut p, "spec.queueName", queue);
+        }
         // Credentials in the store or dataset URI are refused by the trial's own rules (below).
         if !self.dataset.contains("://") {
             p.push(

@@ -294,7 +294,7 @@ impl TrialSpec {
     }
 }
 
-fn check_name(p: &mut Problems, field: &str, value: &str) {
+pub(crate) fn check_name(p: &mut Problems, field: &str, value: &str) {
     // Names become object-store path components and Kubernetes names: DNS-1123 labels.
     let ok = !value.is_empty()
         && value.len() <= 63

@@ -79,6 +79,7 @@ fn rbac_grants_exactly_what_the_reconciler_uses() {
         "batch/jobs list",
         "batch/jobs watch",
         "batch/jobs patch",
+        "batch/jobs create",
         "batch/jobs delete",
         "batch/jobs deletecollection",
         "/pods list",

@@ -719,6 +719,57 @@ async fn suspend_stops_the_gangs_and_resume_restarts_them_from_their_checkpoints
     assert!(resumed.contains(&"Resumed".to_string()), "{resumed:?}");
 }
 
+#[tokio::test]
+async fn under_kueue_gangs_are_created_suspended_in_their_queue_and_never_resuspended() {
+    let mut s = Scenario::new();
+    s.restart_backoff = 0;
+    let exp = s.experiment(json!({"queueName": "team-a", "variants": ["D4"]}));
+    s.reconcile(exp.clone()).await.unwrap();
+    let job_path = format!("{JOBS}/sweep-d4-000-a1");
+    assert!(
+        s.fake.lines().contains(&format!("POST {JOBS}")),
+        "created, not applied: {:?}",
+        s.fake.lines()
+    );
+    let job = s.fake.get(&job_path).unwrap();
+    assert_eq!(job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"], "team-a");
+    assert_eq!(job["spec"]["suspend"], true, "waits in its queue until admitted");
+
+    // Kueue admits it; a start carried out again (a lost answer: the Trial still Pending)
+    // must not suspend the admitted gang.
+    let mut admitted = job.clone();
+    admitted["spec"]["suspend"] = json!(false);
+    s.fake.put(&job_path, admitted);
+    let mut trial = s.fake.get(&format!("{TRIALS}/sweep-d4-000")).unwrap();
+    trial["status"]["phase"] = json!("Pending");
+    trial["status"]["attempts"] = json!(0);
+    s.fake.put(&format!("{TRIALS}/sweep-d4-000"), trial);
+    s.reconcile(exp.clone()).await.unwrap();
+    assert_eq!(
+        s.fake.get(&job_path).unwrap()["spec"]["suspend"],
+        false,
+        "the operator flipped Kueue's admission"
+    );
+    assert!(
+        !s.fake.lines().iter().any(|l| l == &format!("PATCH {job_path}")),
+        "{:?}",
+        s.fake.lines()
+    );
+
+    // A whole-gang restart keeps the queue.
+    let mut failed = s.fake.get(&job_path).unwrap();
+    failed["status"]["conditions"] =
+        json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]);
+    s.fake.put(&job_path, failed);
+    s.reconcile(exp).await.unwrap();
+    let second = s.fake.get(&format!("{JOBS}/sweep-d4-000-a2")).expect("attempt 2");
+    assert_eq!(
+        second["metadata"]["labels"]["kueue.x-k8s.io/queue-name"],
+        "team-a"
+    );
+    assert_eq!(second["spec"]["suspend"], true);
+}
+
 /// Where the chaos scenario's world is.
 #[derive(Debug, PartialEq)]
 enum Stage {

@@ -109,10 +109,21 @@ async fn start_trial(scope: &Scope<'_>, t: &Trial, attempt: u32) -> Result<(), E
         delete_ignoring_absent(&scope.jobs, &names::job(&trial, attempt - 1)).await?;
     }
     let job = builders::job(scope.exp, t, attempt, &scope.ctx.gang);
-    scope
-        .jobs
-        .patch(&names::job(&trial, attempt), &apply_params(), &Patch::Apply(&job))
-        .await?;
+    if scope.exp.spec.queue_name.is_some() {
+        // Kueue owns `suspend` once the Job exists (it unsuspends on admission): the Job is
+        // created, never applied again, so that a retried start cannot suspend an admitted
+        // gang (kubeflow/trainer#3008).
+        match scope.jobs.create(&PostParams::default(), &job).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        scope
+            .jobs
+            .patch(&names::job(&trial, attempt), &apply_params(), &Patch::Apply(&job))
+            .await?;
+    }
     let mut status = t.status.clone().unwrap_or_default();
     status.phase = TrialPhase::Running;
     status.attempts = attempt;

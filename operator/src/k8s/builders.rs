@@ -178,18 +178,19 @@ pub fn job(exp: &Experiment, trial: &Trial, attempt: u32, cfg: &GangConfig) -> J
     labels.insert(names::LABEL_ATTEMPT.into(), attempt.to_string());
     let env = worker_env(exp, &name, attempt, world);
     let pod = worker_pod(exp, &name, worker_container(exp, trial, env, cfg));
+    // Under Kueue the Job waits suspended in its queue until admitted.
+    let mut job_labels = labels.clone();
+    if let Some(queue) = &exp.spec.queue_name {
+        job_labels.insert(names::LABEL_KUEUE_QUEUE.into(), queue.clone());
+    }
     Job {
-        metadata: meta(
-            names::job(&name, attempt),
-            &ns,
-            labels.clone(),
-            trial_owner(trial),
-        ),
+        metadata: meta(names::job(&name, attempt), &ns, job_labels, trial_owner(trial)),
         spec: Some(JobSpec {
             completion_mode: Some("Indexed".into()),
             completions: Some(world),
             parallelism: Some(world),
             backoff_limit: Some(0),
+            suspend: exp.spec.queue_name.is_some().then_some(true),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),

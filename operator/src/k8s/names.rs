@@ -9,6 +9,8 @@ pub const MANAGER: &str = "orchestra-operator";
 pub const LABEL_EXPERIMENT: &str = "orchestra.dev/experiment";
 pub const LABEL_TRIAL: &str = "orchestra.dev/trial";
 pub const LABEL_ATTEMPT: &str = "orchestra.dev/attempt";
+/// The label that puts a Job into a Kueue LocalQueue.
+pub const LABEL_KUEUE_QUEUE: &str = "kueue.x-k8s.io/queue-name";
 /// Port of rank 0's rendezvous store (MASTER_PORT).
 pub const RENDEZVOUS_PORT: i32 = 29500;
 /// The worker's TCP collectives listen on MASTER_PORT + 1.
