@@ -122,6 +122,36 @@ fn a_suspended_experiment_stops_its_gangs_gives_back_the_attempts_and_resumes() 
 }
 
 #[test]
+fn parallelism_max_trials_and_the_failure_budget_take_effect_when_edited() {
+    let mut s = spec(1, 0, 3);
+    let obs = [observed("e-d1-000", TrialPhase::Running, 1, 100)];
+    assert!(
+        plan("e", &s, &obs, 200, &CFG).actions.is_empty(),
+        "one slot, taken"
+    );
+    // parallelism 1 -> 3: two more trials start at the next look.
+    s.parallelism = 3;
+    let starts = plan("e", &s, &obs, 200, &CFG)
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::StartTrial { .. }))
+        .count();
+    assert_eq!(starts, 2);
+    // maxTrials lowered to what already exists: nothing new, and the Experiment ends with them.
+    s.max_trials = Some(1);
+    let p = plan("e", &s, &obs, 200, &CFG);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    let done = [observed("e-d1-000", TrialPhase::Succeeded, 1, 300)];
+    assert_eq!(plan("e", &s, &done, 300, &CFG).phase, ExperimentPhase::Succeeded);
+    // maxFailedTrials raised: a failed trial no longer fails the Experiment.
+    s.max_trials = None;
+    let failed = [observed("e-d1-000", TrialPhase::Failed, 3, 300)];
+    assert_eq!(plan("e", &s, &failed, 300, &CFG).phase, ExperimentPhase::Failed);
+    s.max_failed_trials = 1;
+    assert_eq!(plan("e", &s, &failed, 300, &CFG).phase, ExperimentPhase::Running);
+}
+
+#[test]
 fn failed_attempts_restart_after_backoff_then_fail() {
     let s = spec(2, 5, 2);
     let obs = [
