@@ -37,21 +37,32 @@ impl TrialProgress {
     pub fn line(&self) -> String {
         let percent = 100.0 * self.step as f64 / self.steps.max(1) as f64;
         let mut s = format!(
-            "{} step {}/{} ({percent:.0}%), {:.1} images/s, seg {:.4}",
-            self.trial, self.step, self.steps, self.images_per_second, self.loss_seg
+            "{} step {}/{} ({percent:.0}%), {:.1} images/s, {}",
+            self.trial,
+            self.step,
+            self.steps,
+            self.images_per_second,
+            losses(self.loss_seg, self.loss_dis, self.loss_rate)
         );
-        if let Some(d) = self.loss_dis {
-            s += &format!(" dis {d:.4}");
-        }
-        if let Some(r) = self.loss_rate {
-            s += &format!(" rate {r:.3}b");
-        }
         match self.eta_seconds {
             Some(eta) => s += &format!(", eta {}", duration(eta)),
             None => s += ", eta unknown",
         }
         s
     }
+}
+
+/// A step's losses as the progress bar and the progress line show them: `seg 0.3121 dis 0.6932
+/// rate 0.812b` (the critic's and the rate's only for the variants that have them).
+pub fn losses(seg: f64, dis: Option<f64>, rate: Option<f64>) -> String {
+    let mut s = format!("seg {seg:.4}");
+    if let Some(d) = dis {
+        s += &format!(" dis {d:.4}");
+    }
+    if let Some(r) = rate {
+        s += &format!(" rate {r:.3}b");
+    }
+    s
 }
 
 /// `6m12s`, `1h04m`, `45s`.

@@ -283,12 +283,10 @@ pub struct Compressor {
 impl Compressor {
     /// One input's planes in [0, 1] -> its code activations in (-1, 1), (K, sides / f).
     pub fn activations(&self, x: &Planes) -> Result<Planes> {
-        let (mut y, rest) = match self.layers.split_first() {
-            Some((stem, rest)) if x.sides[0] == 1 && stem.is_image_stem() => match direct::stem(stem, x) {
-                Some(y) => (y, rest),
-                None => (ChannelsLast::from_planes(x), &self.layers[..]),
-            },
-            _ => (ChannelsLast::from_planes(x), &self.layers[..]),
+        // `direct::stem` decides whether it covers this stem and this CPU.
+        let (mut y, rest) = match self.layers.first().and_then(|stem| direct::stem(stem, x)) {
+            Some(y) => (y, &self.layers[1..]),
+            None => (ChannelsLast::from_planes(x), &self.layers[..]),
         };
         for layer in rest {
             let next = match direct::conv(layer, &y) {

@@ -207,12 +207,6 @@ fn nifti_error(path: &Path, e: nifti::NiftiError) -> VolumeError {
 
 /// The header checked, then the voxel bytes.
 fn read_raw(path: &Path, max_voxels: usize) -> Result<Raw, VolumeError> {
-    if !path.exists() {
-        return Err(VolumeError::Io {
-            path: path.to_path_buf(),
-            reason: "no such file".into(),
-        });
-    }
     let header = NiftiHeader::from_file(path).map_err(|e| nifti_error(path, e))?;
     let geometry = geometry(path, &header, max_voxels)?;
     // The reader keeps whatever lies between the header and the voxels (extensions) in

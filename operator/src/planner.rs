@@ -104,7 +104,11 @@ pub fn plan(
         };
     }
     // 3. Suspended: the running gangs stop, nothing starts (failed attempts wait too).
-    if spec.suspend && !finished(observed, &all, &actions) {
+    let over = |actions: &[Action]| {
+        let phase = phase_after(observed, &all, actions, failed).0;
+        matches!(phase, ExperimentPhase::Succeeded | ExperimentPhase::Failed)
+    };
+    if spec.suspend && !over(&actions) {
         for t in observed.iter().filter(|t| t.phase == TrialPhase::Running) {
             actions.push(Action::SuspendTrial { name: t.name.clone() });
         }
@@ -128,20 +132,6 @@ pub fn plan(
         message,
         requeue_after,
     }
-}
-
-/// Whether the Experiment is over once `actions` are carried out (a suspension then changes
-/// nothing).
-fn finished(observed: &[ObservedTrial], all: &[Candidate], actions: &[Action]) -> bool {
-    let failed = count(observed, TrialPhase::Failed)
-        + actions
-            .iter()
-            .filter(|a| matches!(a, Action::FailTrial { .. }))
-            .count();
-    matches!(
-        phase_after(observed, all, actions, failed).0,
-        ExperimentPhase::Succeeded | ExperimentPhase::Failed
-    )
 }
 
 fn count(observed: &[ObservedTrial], phase: TrialPhase) -> usize {

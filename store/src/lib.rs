@@ -176,25 +176,24 @@ impl Store {
     /// Writes one object atomically (readers see the old object or the whole new one),
     /// retrying with exponential backoff.
     pub fn put(&self, key: &str, bytes: impl Into<Bytes>) -> Result<(), StoreError> {
-        let path = self.path(key);
-        let payload = PutPayload::from(bytes.into());
+        let bytes = bytes.into();
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=WRITE_ATTEMPTS {
-            match self.rt.block_on(self.inner.put(&path, payload.clone())) {
-                Ok(_) => return Ok(()),
+            match self.put_once(key, bytes.clone()) {
+                Ok(()) => return Ok(()),
                 Err(e) if attempt < WRITE_ATTEMPTS => {
                     tracing::warn!(store = %self.uri, key, attempt, error = %e, "write failed, retrying");
                     std::thread::sleep(delay);
                     delay *= 2;
                 }
-                Err(e) => return Err(self.io("put", key, e)),
+                Err(e) => return Err(e),
             }
         }
         unreachable!("the last attempt returns")
     }
 
-    /// Writes one object that nothing depends on (a progress record) in a single attempt: a
-    /// store that is away costs the caller one failed request, not the backoff of `put`.
+    /// Writes one object in a single attempt: for objects nothing depends on (a progress
+    /// record), so that a store that is away costs one failed request, not `put`'s backoff.
     pub fn put_once(&self, key: &str, bytes: impl Into<Bytes>) -> Result<(), StoreError> {
         let path = self.path(key);
         self.rt

@@ -7,8 +7,9 @@
 //! the code a stream may announce (the codec's limits, checked on the header); requests time
 //! out, and so do connections that send no complete request headers (slow or idle clients);
 //! concurrency is limited. Every answer is counted and every error is JSON (see `answers`).
-//! Logs carry request ids, never image data or bitstreams. Entropy decoding runs on the blocking pool, one request per
-//! thread; g + s runs on concurrent requests' codes in batches (see `batcher`).
+//! Logs carry request ids, never image data or bitstreams. Entropy decoding runs on the
+//! blocking pool, one request per thread; g + s runs on concurrent requests' codes in batches
+//! (see `batcher`).
 
 mod answers;
 pub mod batcher;
@@ -149,8 +150,11 @@ async fn segment(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(str::trim);
-    if !content_type.is_some_and(|t| STREAM_TYPES.iter().any(|s| t.eq_ignore_ascii_case(s))) {
-        let mut response = error_response(
+    let mut response = if content_type.is_some_and(|t| STREAM_TYPES.iter().any(|s| t.eq_ignore_ascii_case(s)))
+    {
+        segment_stream(&state, id, &headers, body).await
+    } else {
+        error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             id,
             &format!(
@@ -158,11 +162,8 @@ async fn segment(
                 STREAM_TYPES[0],
                 content_type.unwrap_or("no content type")
             ),
-        );
-        response.extensions_mut().insert(BytesIn(bytes_in));
-        return response;
-    }
-    let mut response = segment_stream(&state, id, &headers, body).await;
+        )
+    };
     response.extensions_mut().insert(BytesIn(bytes_in));
     response
 }

@@ -8,7 +8,7 @@ use orchestra_api::{Timings, TrialResult, TrialSpec};
 use serde_json::json;
 
 use super::progress::ProgressReporter;
-use super::trainer::{device_for_spec, Evaluation, StepMetrics, TrainError, Trainer};
+use super::trainer::{device_for_spec, Evaluation, TrainError, Trainer};
 use crate::data::{DataError, Dataset};
 use crate::dist::{DistError, DistOptions, DEFAULT_BUCKET_BYTES};
 use crate::store::checkpoint::TrialStore;
@@ -125,7 +125,11 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
         let m = trainer.train_step()?;
         metrics.push(serde_json::to_string(&m).expect("metrics serialise"));
         bar.set_position(trainer.step);
-        bar.set_message(summary(&m));
+        bar.set_message(orchestra_api::trial_progress::losses(
+            m.loss_seg,
+            m.loss_dis,
+            m.loss_rate,
+        ));
         reporter.after_step(spec, world, &m, &ts.store, &ts.keys);
         let step = trainer.step;
         let eval_due = spec.eval_every > 0 && step % spec.eval_every == 0 && step < spec.steps;
@@ -242,17 +246,6 @@ fn line_step(line: &str) -> Option<u64> {
 
 fn eval_line(step: u64, e: &Evaluation) -> String {
     json!({"step": step, "eval": e}).to_string()
-}
-
-fn summary(m: &StepMetrics) -> String {
-    let mut s = format!("seg {:.4}", m.loss_seg);
-    if let Some(d) = m.loss_dis {
-        s += &format!(" dis {d:.4}");
-    }
-    if let Some(r) = m.loss_rate {
-        s += &format!(" rate {r:.3}b");
-    }
-    s
 }
 
 fn progress_bar(spec: &TrialSpec, position: u64, visible: bool) -> ProgressBar {
