@@ -7,6 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::algorithm::{Algorithm, Sampling};
 use crate::sweepable::{sweepable, Sweepable, SWEEPABLE};
 use crate::trial_spec::{DeviceKind, Hyper, ModelSpec, TrialSpec, Variant};
 use crate::validation::{Problem, Problems, ValidationError};
@@ -179,37 +180,6 @@ impl SearchSpace {
 /// `maxTrials` is fine: candidates are generated as they are taken.
 pub const MAX_CANDIDATES_PER_VARIANT: u64 = 100_000;
 
-/// How candidates are drawn from the search space.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
-#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
-pub enum Algorithm {
-    /// Every combination, in a fixed order.
-    #[default]
-    Grid,
-    /// `samples` independent draws per variant from a generator seeded with `seed`.
-    Random { seed: u64, samples: u32 },
-}
-
-// Kubernetes wants structural schemas: a tagged enum becomes one object whose `type` says which
-// of the optional fields apply (serde still checks each variant's exact fields).
-impl JsonSchema for Algorithm {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Algorithm".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "description": "How candidates are drawn: {type: grid} takes every combination in a fixed order; {type: random, seed, samples} takes `samples` independent draws per variant.",
-            "type": "object",
-            "required": ["type"],
-            "properties": {
-                "type": { "type": "string", "enum": ["grid", "random"] },
-                "seed": { "type": "integer", "minimum": 0 },
-                "samples": { "type": "integer", "minimum": 0 }
-            }
-        })
-    }
-}
-
 impl JsonSchema for SearchSpace {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "SearchSpace".into()
@@ -264,6 +234,30 @@ pub struct Objective {
     /// Reference bpp of the hypervolume: the front's area between 0 and this rate.
     #[serde(default = "reference_bpp")]
     pub reference_bpp: f64,
+    /// What early stopping ranks trials by at a rung (asha, hyperband, medianStop): `pareto`
+    /// (non-dominated sorting over bpp and Dice, ties by hypervolume contribution) or `budget`
+    /// (best Dice at or below `bppBudget`). Default: budget when a budget is given, else pareto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ObjectiveMode>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ObjectiveMode {
+    /// The whole bpp/Dice front: promote by non-dominated rank, then hypervolume contribution.
+    Pareto,
+    /// One number: Dice at or below `bppBudget`; above it, the lower the bpp the better.
+    Budget,
+}
+
+impl Objective {
+    pub fn effective_mode(&self) -> ObjectiveMode {
+        self.mode.unwrap_or(if self.bpp_budget.is_some() {
+            ObjectiveMode::Budget
+        } else {
+            ObjectiveMode::Pareto
+        })
+    }
 }
 
 fn reference_bpp() -> f64 {
@@ -275,6 +269,7 @@ impl Default for Objective {
         Objective {
             bpp_budget: None,
             reference_bpp: reference_bpp(),
+            mode: None,
         }
     }
 }
@@ -424,8 +419,9 @@ impl ExperimentSpec {
         if self.resources.gpus > 0 && self.device != DeviceKind::Cuda {
             p.push("spec.device", "cpu", "resources.gpus > 0 needs device: cuda");
         }
-        if let Algorithm::Random { samples: 0, .. } = self.algorithm {
-            p.push("spec.algorithm.samples", 0, "must be at least 1");
+        self.algorithm.check(&mut p, self.steps);
+        if self.objective.mode == Some(ObjectiveMode::Budget) && self.objective.bpp_budget.is_none() {
+            p.push("spec.objective.mode", "budget", "needs spec.objective.bppBudget");
         }
         self.check_candidate_count(&mut p);
         for (param, space) in &self.search {
@@ -472,20 +468,18 @@ impl ExperimentSpec {
     /// Candidates per variant, counted from the space's sizes (never listed) and bounded.
     fn check_candidate_count(&self, p: &mut Problems) {
         for &variant in &self.variants {
-            let count = match self.algorithm {
-                Algorithm::Random { samples, .. } => samples as u64,
-                Algorithm::Grid => self
-                    .search
-                    .iter()
-                    .filter(|(param, _)| crate::sweepable::affects(param, variant))
-                    .filter_map(|(_, space)| space.grid_len())
-                    .fold(1u64, u64::saturating_mul),
-            };
+            let grid = self
+                .search
+                .iter()
+                .filter(|(param, _)| crate::sweepable::affects(param, variant))
+                .filter_map(|(_, space)| space.grid_len())
+                .fold(1u64, u64::saturating_mul);
+            let count = self.algorithm.candidate_count(grid);
             let count = count.min(self.max_trials.map_or(u64::MAX, u64::from));
             if count > MAX_CANDIDATES_PER_VARIANT {
-                let (field, how) = match self.algorithm {
-                    Algorithm::Random { .. } => ("spec.algorithm.samples", "draw fewer samples"),
-                    Algorithm::Grid => ("spec.search", "take fewer points or values"),
+                let (field, how) = match self.algorithm.sampling() {
+                    Sampling::Grid { .. } => ("spec.search", "take fewer points or values"),
+                    _ => ("spec.algorithm.samples", "draw fewer samples"),
                 };
                 p.push(
                     field,
@@ -626,7 +620,7 @@ fn check_space(
     algorithm: &Algorithm,
 ) -> bool {
     let before = p.len();
-    let grid = matches!(algorithm, Algorithm::Grid);
+    let grid = matches!(algorithm.sampling(), Sampling::Grid { .. });
     match space {
         SearchSpace::List { values } => {
             if values.is_empty() {

@@ -3,6 +3,7 @@
 //!
 //! Serde and the CRD derive only: no libtorch, no Kubernetes client, no async runtime.
 
+pub mod algorithm;
 pub mod experiment;
 pub mod redact;
 pub mod sweepable;
@@ -11,14 +12,17 @@ pub mod trial_result;
 pub mod trial_spec;
 pub mod validation;
 
+pub use algorithm::{Algorithm, AlgorithmKind, Sampler, Sampling, Schedule};
 pub use experiment::{
-    Algorithm, BestTrial, Experiment, ExperimentPhase, ExperimentSpec, ExperimentStatus, Objective,
+    BestTrial, Experiment, ExperimentPhase, ExperimentSpec, ExperimentStatus, Objective, ObjectiveMode,
     Resources, SearchSpace,
 };
 pub use redact::{redact, uri_credentials, RedactingStderr};
 pub use sweepable::{affects, sweepable, Sweepable, SWEEPABLE};
 pub use trial_progress::TrialProgress;
-pub use trial_result::{ParamCounts, RateScores, SegmentationScores, Timings, TrialResult};
+pub use trial_result::{
+    ParamCounts, RateScores, RungRecord, RungScore, SegmentationScores, Timings, TrialResult,
+};
 pub use trial_spec::{
     DeviceKind, DisReduction, Hyper, LrSchedule, ModelSpec, Preset, Trial, TrialPhase, TrialSpec,
     TrialStatus, Variant,

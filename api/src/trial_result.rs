@@ -104,3 +104,55 @@ pub struct TrialResult {
     /// The hyperparameters the trial ran with, for the leaderboard.
     pub hyper: crate::trial_spec::Hyper,
 }
+
+/// A trial's scores at one evaluation on the validation split, written by rank 0 as
+/// `rungs/step-<n>.json` at every evaluation and at each step target (a rung of the search):
+/// both runners read them to promote or stop trials, and the search benchmark replays them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RungRecord {
+    pub step: u64,
+    pub scores: SegmentationScores,
+    /// None for D1, which sends the raw image.
+    pub rate: Option<RateScores>,
+    pub source_bits_per_pixel: f64,
+}
+
+impl RungRecord {
+    /// The rate the record is ranked by: the real bitstream's when measured, else the
+    /// estimate, else (D1) the source's bits per pixel. The same rule as the leaderboard's.
+    pub fn bpp(&self) -> f64 {
+        match &self.rate {
+            Some(r) => r.bpp.unwrap_or(r.bpp_estimate),
+            None => self.source_bits_per_pixel,
+        }
+    }
+
+    pub fn score(&self) -> RungScore {
+        RungScore {
+            step: self.step,
+            bpp: self.bpp(),
+            dice: self.scores.dice,
+        }
+    }
+
+    /// The record of a finished trial's final evaluation.
+    pub fn of_result(r: &TrialResult) -> RungRecord {
+        RungRecord {
+            step: r.steps,
+            scores: r.scores.clone(),
+            rate: r.rate.clone(),
+            source_bits_per_pixel: r.source_bits_per_pixel,
+        }
+    }
+}
+
+/// What the search ranks a trial by at a rung: its step, rate and Dice (kept in the Trial's
+/// status, so that the planner needs no store reads to decide).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RungScore {
+    pub step: u64,
+    pub bpp: f64,
+    pub dice: f64,
+}

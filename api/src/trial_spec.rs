@@ -418,11 +418,15 @@ pub enum TrialPhase {
     Running,
     /// The latest attempt failed; the planner restarts it or gives up.
     AttemptFailed,
+    /// Reached its step target, a rung below `steps`, and wrote its rung record there: the
+    /// search promotes it (it continues from that checkpoint) or stops it early.
+    Paused,
     /// `result.json` is in the store.
     Succeeded,
     /// Out of attempts.
     Failed,
-    /// Stopped because the Experiment ended.
+    /// Stopped because the Experiment ended, or early by the search at a rung (its status
+    /// says which, and the step it reached).
     Stopped,
 }
 
@@ -459,4 +463,17 @@ pub struct TrialStatus {
     pub result: Option<crate::trial_result::TrialResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The step the latest gang trains to: a rung of the search, or `steps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_step: Option<u64>,
+    /// Gangs started by a promotion (they do not count as attempts).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub promotions: u32,
+    /// The rungs of the search the trial reached, lowest first, each with its scores there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rungs: Vec<crate::trial_result::RungScore>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -56,6 +56,10 @@ impl Problems {
         });
     }
 
+    pub fn problems(&self) -> &[Problem] {
+        &self.0
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

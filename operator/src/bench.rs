@@ -58,15 +58,13 @@ pub fn planner_and_leaderboard(trials: usize) -> PlannerBench {
     let observed: Vec<ObservedTrial> = crate::candidates::candidates("bench", &spec)
         .into_iter()
         .enumerate()
-        .map(|(i, c)| ObservedTrial {
-            name: c.name,
-            phase: if i % 2 == 0 {
+        .map(|(i, c)| {
+            let phase = if i % 2 == 0 {
                 TrialPhase::Succeeded
             } else {
                 TrialPhase::Pending
-            },
-            attempts: 1,
-            since: 0,
+            };
+            ObservedTrial::new(&c.name, phase, 1, 0)
         })
         .collect();
     let (plan_observed_ms, _) = best_of(5, || plan("bench", &spec, &observed, 0, &cfg));
@@ -102,6 +100,7 @@ pub fn planner_and_leaderboard(trials: usize) -> PlannerBench {
     let objective = Objective {
         bpp_budget: Some(0.01),
         reference_bpp: 0.05,
+        mode: None,
     };
     let (rank_ms, lb) = best_of(5, || rank("bench", &finished, &objective));
     PlannerBench {

@@ -7,9 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use orchestra_api::{affects, Algorithm, ExperimentSpec, SearchSpace, Variant};
+use orchestra_api::{affects, ExperimentSpec, Sampling, SearchSpace, Variant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use crate::sobol::Sobol;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
@@ -54,12 +56,15 @@ fn variant_candidates<'a>(
 ) -> Box<dyn Iterator<Item = BTreeMap<String, f64>> + 'a> {
     let relevant: Vec<(&String, &SearchSpace)> =
         spec.search.iter().filter(|(p, _)| affects(p, variant)).collect();
-    match &spec.algorithm {
-        Algorithm::Grid => {
+    let mix = |seed: u64| seed ^ (vi as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    match spec.algorithm.sampling() {
+        Sampling::Grid { shuffle } => {
             // Combination j in mixed radix: the last parameter (in name order) varies fastest.
             let radices: Vec<u64> = relevant.iter().map(|(_, s)| s.grid_len().unwrap_or(0)).collect();
             let total = radices.iter().fold(1u64, |acc, &r| acc.saturating_mul(r));
-            Box::new((0..total).map(move |j| {
+            let order = shuffle.map(|seed| Permutation::new(total, mix(seed)));
+            Box::new((0..total).map(move |i| {
+                let j = order.as_ref().map_or(i, |p| p.at(i));
                 let mut rest = j;
                 let mut params = BTreeMap::new();
                 for ((param, space), &radix) in relevant.iter().zip(&radices).rev() {
@@ -69,44 +74,83 @@ fn variant_candidates<'a>(
                 params
             }))
         }
-        Algorithm::Random { seed, samples } => {
+        Sampling::Random { seed, samples } => {
             if relevant.is_empty() {
                 return Box::new(std::iter::once(BTreeMap::new()));
             }
-            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (vi as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            Box::new((0..*samples).map(move |_| {
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(seed));
+            Box::new((0..samples).map(move |_| {
                 relevant
                     .iter()
-                    .map(|(p, s)| ((*p).clone(), sample(s, &mut rng)))
+                    .map(|(p, s)| ((*p).clone(), sample(s, rng.random::<f64>())))
+                    .collect()
+            }))
+        }
+        Sampling::Sobol { seed, samples } => {
+            if relevant.is_empty() {
+                return Box::new(std::iter::once(BTreeMap::new()));
+            }
+            let mut sobol = Sobol::new(relevant.len(), mix(seed));
+            Box::new((0..samples).map(move |_| {
+                let u = sobol.next_point();
+                relevant
+                    .iter()
+                    .zip(u)
+                    .map(|((p, s), u)| ((*p).clone(), sample(s, u)))
                     .collect()
             }))
         }
     }
 }
 
-/// One random draw from a space.
-fn sample(space: &SearchSpace, rng: &mut ChaCha8Rng) -> f64 {
+/// A seeded permutation of 0..n, computed index by index (no list): i -> (a i + b) mod n with a
+/// coprime to n, so that a shuffled grid of any size costs nothing until its points are taken.
+struct Permutation {
+    n: u64,
+    a: u64,
+    b: u64,
+}
+
+impl Permutation {
+    fn new(n: u64, seed: u64) -> Permutation {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let n1 = n.max(1);
+        let b = rng.random_range(0..n1);
+        let mut a = rng.random_range(0..n1) | 1;
+        while gcd(a, n1) != 1 {
+            a = (a + 2) % n1.max(2);
+            if a == 0 {
+                a = 1;
+            }
+        }
+        Permutation { n: n1, a, b }
+    }
+
+    fn at(&self, i: u64) -> u64 {
+        ((self.a as u128 * i as u128 + self.b as u128) % self.n as u128) as u64
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// The value of a space at `u` in [0, 1): a uniform draw (random search) or a coordinate of a
+/// low-discrepancy point (Sobol) maps to a value the same way.
+fn sample(space: &SearchSpace, u: f64) -> f64 {
+    let u = u.clamp(0.0, 1.0);
+    // One of `count` values, counted without overflow whatever a range's ends.
+    let pick = |count: u64| ((u * count as f64) as u64).min(count.saturating_sub(1));
     match space {
-        SearchSpace::List { values } => values[rng.random_range(0..values.len())],
-        SearchSpace::Uniform { min, max, .. } => {
-            if min == max {
-                *min
-            } else {
-                rng.random_range(*min..*max)
-            }
-        }
+        SearchSpace::List { values } => values[pick(values.len() as u64) as usize],
+        SearchSpace::Uniform { min, max, .. } => (min + (max - min) * u).clamp(*min, *max),
         SearchSpace::LogUniform { min, max, .. } => {
-            if min == max {
-                *min
-            } else {
-                rng.random_range(min.ln()..max.ln()).exp()
-            }
+            (min.ln() + (max.ln() - min.ln()) * u).exp().clamp(*min, *max)
         }
-        // One of the grid's values, counted without overflow whatever the range's ends.
-        SearchSpace::IntRange { .. } => {
-            let count = space.grid_len().unwrap_or(1).max(1);
-            grid_value(space, rng.random_range(0..count))
-        }
+        SearchSpace::IntRange { .. } => grid_value(space, pick(space.grid_len().unwrap_or(1).max(1))),
     }
 }
 
@@ -205,6 +249,63 @@ mod tests {
             .iter()
             .filter_map(|c| c.params.get("wDis"))
             .all(|w| (0.1..0.5).contains(w)));
+    }
+
+    #[test]
+    fn sobol_fills_the_space_and_a_shuffled_grid_is_the_grid() {
+        let s = spec(
+            "{ lr: { type: logUniform, min: 0.0001, max: 0.01 }, wDis: { type: uniform, min: 0.1, max: 0.5 } }",
+            "{ type: sobol, seed: 4, samples: 16 }",
+        );
+        let d3: Vec<Candidate> = candidates("s", &s)
+            .into_iter()
+            .filter(|c| c.variant == Variant::D3)
+            .collect();
+        assert_eq!(d3.len(), 16);
+        assert_eq!(
+            d3,
+            candidates("s", &s)
+                .into_iter()
+                .filter(|c| c.variant == Variant::D3)
+                .collect::<Vec<_>>()
+        );
+        // Sixteen points: one in each sixteenth of wDis's range, and of lr's on a log scale.
+        for (param, to_unit) in [
+            (
+                "wDis",
+                Box::new(|x: f64| (x - 0.1) / 0.4) as Box<dyn Fn(f64) -> f64>,
+            ),
+            (
+                "lr",
+                Box::new(|x: f64| (x.ln() - 1e-4f64.ln()) / (1e-2f64.ln() - 1e-4f64.ln())),
+            ),
+        ] {
+            let mut cells: Vec<usize> = d3
+                .iter()
+                .map(|c| (to_unit(c.params[param]) * 16.0) as usize)
+                .collect();
+            cells.sort();
+            assert_eq!(cells, (0..16).collect::<Vec<_>>(), "{param}");
+        }
+        let grid =
+            "{ lr: { type: list, values: [1, 2, 3, 4, 5] }, wDis: { type: list, values: [0.1, 0.2, 0.3] } }";
+        let plain = candidates("g", &spec(grid, "{ type: grid }"));
+        let shuffled = candidates(
+            "g",
+            &spec(
+                grid,
+                "{ type: asha, sampler: grid, seed: 9, eta: 3, minSteps: 2 }",
+            ),
+        );
+        let key = |c: &Candidate| format!("{}{:?}", c.variant, c.params);
+        let (mut a, mut b): (Vec<String>, Vec<String>) = (
+            plain.iter().map(key).collect(),
+            shuffled.iter().map(key).collect(),
+        );
+        assert_ne!(a, b, "the order is shuffled");
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "the same points");
     }
 
     #[test]

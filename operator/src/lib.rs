@@ -7,6 +7,8 @@ pub mod k8s;
 pub mod local;
 pub mod planner;
 pub mod results;
+pub mod search;
+pub mod sobol;
 pub mod summary;
 
 pub use orchestra_report::{leaderboard, plot};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use orchestra_api::{Experiment, ExperimentPhase, TrialPhase, TrialResult, Variant};
+use orchestra_api::{Experiment, ExperimentPhase, RungRecord, RungScore, TrialPhase, TrialResult, Variant};
 use orchestra_store::layout::{self, ExperimentKeys, TrialKeys, EXPERIMENT_FILE};
 use orchestra_store::Store;
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,24 @@ pub struct TrialRecord {
     pub since: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The step target of the latest worker run (0 before the first).
+    #[serde(default)]
+    pub target: u64,
+    /// Runs started by a promotion (not attempts).
+    #[serde(default)]
+    pub promotions: u32,
+    /// Scores at the rungs reached, lowest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rungs: Vec<RungScore>,
+}
+
+impl TrialRecord {
+    /// Records the score at a rung, once.
+    fn reached(&mut self, score: RungScore) {
+        if self.rungs.last().is_none_or(|r| r.step != score.step) {
+            self.rungs.push(score);
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -203,11 +221,13 @@ impl LocalRunner {
                 None => continue,
             };
             self.children.remove(&trial);
-            let keys = TrialKeys::new(&self.name, &trial);
-            let result = layout::finished_result(&self.store, &keys, self.exp.spec.steps)?;
-            if let (true, Some(r)) = (status.success(), result) {
-                self.set_phase(&trial, TrialPhase::Succeeded, None);
-                finished.push(r);
+            let reached = if status.success() {
+                self.reached(&trial)?
+            } else {
+                None
+            };
+            if let Some(reached) = reached {
+                self.record_reached(&trial, reached, &mut finished);
             } else {
                 let log = self.dir.join("logs").join(format!("{trial}.log"));
                 let tail = std::fs::read_to_string(&log)
@@ -237,13 +257,54 @@ impl LocalRunner {
             .map(|(n, _)| n.clone())
             .collect();
         for trial in unfinished {
-            let keys = TrialKeys::new(&self.name, &trial);
-            if let Some(r) = layout::finished_result(&self.store, &keys, self.exp.spec.steps)? {
-                self.set_phase(&trial, TrialPhase::Succeeded, None);
-                finished.push(r);
+            if self.state.trials[&trial].phase == TrialPhase::Paused {
+                continue;
+            }
+            if let Some(reached) = self.reached(&trial)? {
+                self.record_reached(&trial, reached, &mut finished);
             }
         }
         Ok(finished)
+    }
+
+    /// What the store holds for a trial's step target: its result (trained to `steps`) or its
+    /// rung record at a lower target.
+    fn reached(&self, trial: &str) -> Result<Option<Reached>, LocalError> {
+        let keys = TrialKeys::new(&self.name, trial);
+        let steps = self.exp.spec.steps;
+        let target = self.state.trials.get(trial).map_or(steps, |r| r.target);
+        if let Some(r) = layout::finished_result(&self.store, &keys, steps)? {
+            return Ok(Some(Reached::Finished(Box::new(r))));
+        }
+        if target > 0 && target < steps {
+            if let Some(r) = layout::read_rung(&self.store, &keys, target)? {
+                return Ok(Some(Reached::Rung(Box::new(r))));
+            }
+        }
+        Ok(None)
+    }
+
+    fn record_reached(&mut self, trial: &str, reached: Reached, finished: &mut Vec<TrialResult>) {
+        match reached {
+            Reached::Finished(r) => {
+                if let Some(rec) = self.state.trials.get_mut(trial) {
+                    rec.reached(RungRecord::of_result(&r).score());
+                }
+                self.set_phase(trial, TrialPhase::Succeeded, None);
+                finished.push(*r);
+            }
+            Reached::Rung(r) => {
+                let score = r.score();
+                if let Some(rec) = self.state.trials.get_mut(trial) {
+                    rec.reached(score);
+                }
+                let note = format!(
+                    "at step {}: Dice {:.4} at {:.5} bpp",
+                    score.step, score.dice, score.bpp
+                );
+                self.set_phase(trial, TrialPhase::Paused, Some(note));
+            }
+        }
     }
 
     fn observed(&self) -> Vec<ObservedTrial> {
@@ -251,15 +312,15 @@ impl LocalRunner {
             .trials
             .iter()
             .map(|(name, r)| ObservedTrial {
-                name: name.clone(),
-                phase: r.phase,
-                attempts: r.attempts,
-                since: r.since,
+                target: r.target,
+                promotions: r.promotions,
+                rungs: r.rungs.clone(),
+                ..ObservedTrial::new(name, r.phase, r.attempts, r.since)
             })
             .collect()
     }
 
-    fn start(&mut self, trial: &str, attempt: u32) -> Result<(), LocalError> {
+    fn start(&mut self, trial: &str, attempt: u32, until: u64, promotion: bool) -> Result<(), LocalError> {
         let spec_path = self.dir.join("trials").join(format!("{trial}.yaml"));
         let log_path = self.dir.join("logs").join(format!("{trial}.log"));
         let log = std::fs::OpenOptions::new()
@@ -303,6 +364,9 @@ impl LocalRunner {
         if ranks > 1 {
             cmd.args(["--dist", "mpi"]);
         }
+        if until < self.exp.spec.steps {
+            cmd.args(["--until", &until.to_string()]);
+        }
         kill_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(|e| LocalError::Worker {
             worker: if ranks > 1 {
@@ -316,10 +380,21 @@ impl LocalRunner {
                 e.to_string()
             },
         })?;
-        tracing::info!(trial, attempt, pid = child.id(), ranks, threads, "trial started");
+        tracing::info!(
+            trial,
+            attempt,
+            until,
+            promotion,
+            pid = child.id(),
+            ranks,
+            threads,
+            "trial started"
+        );
         self.children.insert(trial.to_string(), child);
         if let Some(rec) = self.state.trials.get_mut(trial) {
             rec.attempts = attempt;
+            rec.target = until;
+            rec.promotions += u32::from(promotion);
         }
         self.set_phase(trial, TrialPhase::Running, None);
         Ok(())
@@ -360,18 +435,26 @@ impl LocalRunner {
                             attempts: 0,
                             since: now(),
                             message: None,
+                            target: 0,
+                            promotions: 0,
+                            rungs: Vec::new(),
                         },
                     );
                 }
-                Action::StartTrial { name, attempt } => self.start(&name, attempt)?,
+                Action::StartTrial {
+                    name,
+                    attempt,
+                    until,
+                    promotion,
+                } => self.start(&name, attempt, until, promotion)?,
                 Action::FailTrial { name, reason } => {
                     tracing::error!(trial = %name, %reason, "trial failed");
                     let detail = self.state.trials.get(&name).and_then(|r| r.message.clone());
                     self.set_phase(&name, TrialPhase::Failed, Some(detail.unwrap_or(reason)));
                 }
-                Action::StopTrial { name } => {
+                Action::StopTrial { name, reason } => {
                     self.stop(&name);
-                    self.set_phase(&name, TrialPhase::Stopped, Some("experiment ended".into()));
+                    self.set_phase(&name, TrialPhase::Stopped, Some(reason));
                 }
                 Action::SuspendTrial { name } => {
                     self.stop(&name);
@@ -543,6 +626,12 @@ impl LocalRunner {
             std::thread::sleep(Duration::from_millis(250));
         }
     }
+}
+
+/// What a trial's worker left in the store for its step target.
+enum Reached {
+    Finished(Box<TrialResult>),
+    Rung(Box<RungRecord>),
 }
 
 /// Workers die with the runner, even when it is killed outright, so that a second runner never

@@ -7,9 +7,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use orchestra_api::{ExperimentPhase, ExperimentSpec, TrialPhase, TrialSpec, Variant};
+use std::collections::HashMap;
+
+use orchestra_api::{ExperimentPhase, ExperimentSpec, RungScore, Schedule, TrialPhase, TrialSpec, Variant};
 
 use crate::candidates::{candidates, Candidate};
+use crate::search::{decide, Decisions};
 
 /// What the runner knows about one trial.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +23,32 @@ pub struct ObservedTrial {
     pub attempts: u32,
     /// When the phase last changed (seconds since the Unix epoch).
     pub since: u64,
+    /// The step target of its latest gang (0 before the first): a rung, or `steps`.
+    pub target: u64,
+    /// Gangs started by a promotion; `attempts - promotions` counts against maxAttempts.
+    pub promotions: u32,
+    /// Its scores at the rungs it reached, lowest first.
+    pub rungs: Vec<RungScore>,
+}
+
+impl ObservedTrial {
+    /// A trial as first seen: no gang started, no rung reached.
+    pub fn new(name: &str, phase: TrialPhase, attempts: u32, since: u64) -> ObservedTrial {
+        ObservedTrial {
+            name: name.to_string(),
+            phase,
+            attempts,
+            since,
+            target: 0,
+            promotions: 0,
+            rungs: Vec::new(),
+        }
+    }
+
+    /// Attempts that count against maxAttempts: the first start and the restarts.
+    fn failures_allowed_used(&self) -> u32 {
+        self.attempts.saturating_sub(self.promotions)
+    }
 }
 
 /// Something the runner must do.
@@ -32,13 +61,21 @@ pub enum Action {
         params: BTreeMap<String, f64>,
         spec: Box<TrialSpec>,
     },
-    /// Start attempt `attempt` of a trial's workers; they resume from its latest checkpoint
-    /// when there is one (phase Running).
-    StartTrial { name: String, attempt: u32 },
+    /// Start gang `attempt` of a trial's workers, training to step `until` (a rung of the
+    /// search, or `steps`); they resume from its latest checkpoint when there is one (phase
+    /// Running). A promotion continues a paused trial to its next rung: it is a new gang but
+    /// not a new attempt.
+    StartTrial {
+        name: String,
+        attempt: u32,
+        until: u64,
+        promotion: bool,
+    },
     /// Give up on a trial (phase Failed).
     FailTrial { name: String, reason: String },
-    /// Stop a trial's workers because the Experiment ended (phase Stopped).
-    StopTrial { name: String },
+    /// Stop a trial: the Experiment ended, or the search stopped it early at a rung (phase
+    /// Stopped).
+    StopTrial { name: String, reason: String },
     /// Stop a running trial's workers because the Experiment is suspended: the attempt is
     /// given back (phase Pending, attempts one less), and the trial resumes from its latest
     /// checkpoint when the Experiment does.
@@ -87,12 +124,19 @@ pub fn plan(
     cfg: &PlannerConfig,
 ) -> Plan {
     let all = candidates(name, spec);
+    let schedule = spec.algorithm.schedule(spec.steps);
+    let index: HashMap<&str, usize> = all
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    let bracket_of = |trial: &str| index.get(trial).copied().unwrap_or(0) % schedule.brackets();
     // 1. Attempts that failed: out of attempts means the trial failed.
     let (mut actions, restartable) = fail_spent_attempts(spec, observed);
     let failed = count(observed, TrialPhase::Failed) + actions.len();
     // 2. The failure budget: once spent, stop everything that still runs.
     if failed > spec.max_failed_trials as usize {
-        stop_everything(observed, &mut actions);
+        stop_everything(observed, &mut actions, "stopped: the Experiment failed");
         return Plan {
             actions,
             phase: ExperimentPhase::Failed,
@@ -122,9 +166,37 @@ pub fn plan(
             requeue_after: None,
         };
     }
-    // 4. Fill free slots.
-    let requeue_after = fill_slots(name, spec, observed, &all, &restartable, now, cfg, &mut actions);
-    // 5. Done when every candidate exists and every trial is terminal.
+    // 4. The search: which paused trials go on to their next rung and which stop here.
+    let known: HashSet<&str> = observed.iter().map(|t| t.name.as_str()).collect();
+    let more_to_come = all.iter().any(|c| !known.contains(c.name.as_str()))
+        || !restartable.is_empty()
+        || observed
+            .iter()
+            .any(|t| matches!(t.phase, TrialPhase::Running | TrialPhase::Pending));
+    let decisions = decide(spec, &schedule, observed, &bracket_of, more_to_come);
+    for (trial, reason) in &decisions.stop {
+        actions.push(Action::StopTrial {
+            name: trial.clone(),
+            reason: reason.clone(),
+        });
+    }
+    // 5. Fill free slots.
+    let slots = Slots {
+        spec,
+        schedule: &schedule,
+        bracket_of: &bracket_of,
+    };
+    let requeue_after = slots.fill(
+        name,
+        observed,
+        &all,
+        &restartable,
+        &decisions,
+        now,
+        cfg,
+        &mut actions,
+    );
+    // 6. Done when every candidate exists and every trial is terminal.
     let (phase, message) = phase_after(observed, &all, &actions, failed);
     Plan {
         actions,
@@ -147,10 +219,14 @@ fn fail_spent_attempts<'a>(
     let mut actions = Vec::new();
     let mut restartable = Vec::new();
     for t in observed.iter().filter(|t| t.phase == TrialPhase::AttemptFailed) {
-        if t.attempts >= spec.max_attempts {
+        if t.failures_allowed_used() >= spec.max_attempts {
             actions.push(Action::FailTrial {
                 name: t.name.clone(),
-                reason: format!("attempt {} of {} failed", t.attempts, spec.max_attempts),
+                reason: format!(
+                    "attempt {} of {} failed",
+                    t.failures_allowed_used(),
+                    spec.max_attempts
+                ),
             });
         } else {
             restartable.push(t);
@@ -160,7 +236,7 @@ fn fail_spent_attempts<'a>(
 }
 
 /// Stops every trial that still runs or waits, but those failing in `actions`.
-fn stop_everything(observed: &[ObservedTrial], actions: &mut Vec<Action>) {
+fn stop_everything(observed: &[ObservedTrial], actions: &mut Vec<Action>, reason: &str) {
     let failed_now: Vec<String> = actions
         .iter()
         .filter_map(|a| match a {
@@ -172,67 +248,103 @@ fn stop_everything(observed: &[ObservedTrial], actions: &mut Vec<Action>) {
         .iter()
         .filter(|t| !t.phase.is_terminal() && !failed_now.contains(&t.name))
     {
-        actions.push(Action::StopTrial { name: t.name.clone() });
+        actions.push(Action::StopTrial {
+            name: t.name.clone(),
+            reason: reason.to_string(),
+        });
     }
 }
 
-/// Fills the free slots: restarts first (their work is half done), once their backoff has
-/// passed; then pending trials; then new candidates in order. Returns how long until the
-/// earliest restart still waiting on its backoff.
-#[allow(clippy::too_many_arguments)]
-fn fill_slots(
-    name: &str,
-    spec: &ExperimentSpec,
-    observed: &[ObservedTrial],
-    all: &[Candidate],
-    restartable: &[&ObservedTrial],
-    now: u64,
-    cfg: &PlannerConfig,
-    actions: &mut Vec<Action>,
-) -> Option<u64> {
-    let known: HashSet<&str> = observed.iter().map(|t| t.name.as_str()).collect();
-    let mut free = (spec.parallelism as usize).saturating_sub(count(observed, TrialPhase::Running));
-    let mut requeue_after: Option<u64> = None;
-    for t in restartable {
-        let ready_at = t.since + backoff(cfg, t.attempts);
-        if ready_at > now {
-            let wait = ready_at - now;
-            requeue_after = Some(requeue_after.map_or(wait, |w| w.min(wait)));
-        } else if free > 0 {
+/// What filling slots needs to know of the search: each trial's first step target.
+struct Slots<'a> {
+    spec: &'a ExperimentSpec,
+    schedule: &'a Schedule,
+    bracket_of: &'a dyn Fn(&str) -> usize,
+}
+
+impl Slots<'_> {
+    /// The first step target of a trial: the lowest rung of its bracket.
+    fn first_target(&self, trial: &str) -> u64 {
+        self.schedule.rungs((self.bracket_of)(trial), self.spec.steps)[0]
+    }
+
+    /// Fills the free slots: restarts first (their work is half done), once their backoff has
+    /// passed; then promotions (highest rung first); then pending trials; then new candidates
+    /// in order. Returns how long until the earliest restart still waiting on its backoff.
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        &self,
+        name: &str,
+        observed: &[ObservedTrial],
+        all: &[Candidate],
+        restartable: &[&ObservedTrial],
+        decisions: &Decisions,
+        now: u64,
+        cfg: &PlannerConfig,
+        actions: &mut Vec<Action>,
+    ) -> Option<u64> {
+        let spec = self.spec;
+        let known: HashSet<&str> = observed.iter().map(|t| t.name.as_str()).collect();
+        let mut free = (spec.parallelism as usize).saturating_sub(count(observed, TrialPhase::Running));
+        let mut requeue_after: Option<u64> = None;
+        let start = |actions: &mut Vec<Action>, name: &str, attempt: u32, until: u64, promotion: bool| {
             actions.push(Action::StartTrial {
-                name: t.name.clone(),
-                attempt: t.attempts + 1,
+                name: name.to_string(),
+                attempt,
+                until,
+                promotion,
             });
+        };
+        let target_of = |t: &ObservedTrial| {
+            if t.target > 0 {
+                t.target
+            } else {
+                self.first_target(&t.name)
+            }
+        };
+        for t in restartable {
+            let ready_at = t.since + backoff(cfg, t.attempts);
+            if ready_at > now {
+                let wait = ready_at - now;
+                requeue_after = Some(requeue_after.map_or(wait, |w| w.min(wait)));
+            } else if free > 0 {
+                start(actions, &t.name, t.attempts + 1, target_of(t), false);
+                free -= 1;
+            }
+        }
+        for (trial, until) in &decisions.promote {
+            if free == 0 {
+                break;
+            }
+            let t = observed
+                .iter()
+                .find(|t| &t.name == trial)
+                .expect("promotions are of observed trials");
+            start(actions, trial, t.attempts + 1, *until, true);
             free -= 1;
         }
-    }
-    for t in observed.iter().filter(|t| t.phase == TrialPhase::Pending) {
-        if free == 0 {
-            break;
+        for t in observed.iter().filter(|t| t.phase == TrialPhase::Pending) {
+            if free == 0 {
+                break;
+            }
+            start(actions, &t.name, t.attempts + 1, target_of(t), false);
+            free -= 1;
         }
-        actions.push(Action::StartTrial {
-            name: t.name.clone(),
-            attempt: t.attempts + 1,
-        });
-        free -= 1;
-    }
-    for c in all.iter().filter(|c| !known.contains(c.name.as_str())) {
-        if free == 0 {
-            break;
+        for c in all.iter().filter(|c| !known.contains(c.name.as_str())) {
+            if free == 0 {
+                break;
+            }
+            actions.push(Action::CreateTrial {
+                name: c.name.clone(),
+                variant: c.variant,
+                params: c.params.clone(),
+                spec: Box::new(spec.trial_spec(&c.name, name, c.variant, &c.params)),
+            });
+            start(actions, &c.name, 1, self.first_target(&c.name), false);
+            free -= 1;
         }
-        actions.push(Action::CreateTrial {
-            name: c.name.clone(),
-            variant: c.variant,
-            params: c.params.clone(),
-            spec: Box::new(spec.trial_spec(&c.name, name, c.variant, &c.params)),
-        });
-        actions.push(Action::StartTrial {
-            name: c.name.clone(),
-            attempt: 1,
-        });
-        free -= 1;
+        requeue_after
     }
-    requeue_after
 }
 
 /// The Experiment's phase and message once `actions` are carried out: finished when every
@@ -245,11 +357,17 @@ fn phase_after(
 ) -> (ExperimentPhase, String) {
     let known: HashSet<&str> = observed.iter().map(|t| t.name.as_str()).collect();
     let all_created = all.iter().all(|c| known.contains(c.name.as_str()));
-    let failing_now = actions
+    let ending_now: HashSet<&str> = actions
         .iter()
-        .filter(|a| matches!(a, Action::FailTrial { .. }))
+        .filter_map(|a| match a {
+            Action::FailTrial { name, .. } | Action::StopTrial { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let open = observed
+        .iter()
+        .filter(|t| !t.phase.is_terminal() && !ending_now.contains(t.name.as_str()))
         .count();
-    let open = observed.iter().filter(|t| !t.phase.is_terminal()).count() - failing_now;
     let succeeded = count(observed, TrialPhase::Succeeded);
     if all_created && open == 0 {
         if succeeded > 0 {
@@ -261,7 +379,8 @@ fn phase_after(
             (ExperimentPhase::Failed, "no trial succeeded".to_string())
         }
     } else {
-        let finished = succeeded + failed;
+        // Trials the search stopped early are finished too.
+        let finished = succeeded + failed + count(observed, TrialPhase::Stopped);
         (
             ExperimentPhase::Running,
             format!("{finished}/{} trials finished", all.len()),

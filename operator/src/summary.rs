@@ -23,6 +23,8 @@ pub struct Summary {
     pub succeeded: u32,
     pub failed: u32,
     pub stopped: u32,
+    /// At a rung, waiting for the search to promote or stop them.
+    pub paused: u32,
     /// The leaderboard's choice: best Dice within the bpp budget, else best Dice.
     pub best: Option<BestTrial>,
 }
@@ -45,6 +47,7 @@ impl Summary {
             succeeded: count(TrialPhase::Succeeded),
             failed: count(TrialPhase::Failed),
             stopped: count(TrialPhase::Stopped),
+            paused: count(TrialPhase::Paused),
             best: leaderboard.best(),
         }
     }
@@ -74,7 +77,11 @@ impl Summary {
         let best = self.best.as_ref().map_or(String::new(), |b| {
             format!(", best Dice {:.4} at {:.5} bpp ({})", b.dice, b.bpp, b.trial)
         });
-        format!("running {}, failed {}{best}", self.running, self.failed)
+        let paused = match self.paused {
+            0 => String::new(),
+            n => format!(", {n} at a rung"),
+        };
+        format!("running {}, failed {}{paused}{best}", self.running, self.failed)
     }
 }
 
@@ -94,7 +101,7 @@ pub fn phases_after(observed: &[ObservedTrial], actions: &[Action]) -> BTreeMap<
             Action::CreateTrial { name, .. } => (name, TrialPhase::Pending),
             Action::StartTrial { name, .. } => (name, TrialPhase::Running),
             Action::FailTrial { name, .. } => (name, TrialPhase::Failed),
-            Action::StopTrial { name } => (name, TrialPhase::Stopped),
+            Action::StopTrial { name, .. } => (name, TrialPhase::Stopped),
             Action::SuspendTrial { name } => (name, TrialPhase::Pending),
         };
         phases.insert(name.clone(), phase);
@@ -164,6 +171,7 @@ mod tests {
             &Objective {
                 bpp_budget: Some(0.005),
                 reference_bpp: 0.1,
+                mode: None,
             },
         );
         for e in &lb.entries {
@@ -183,7 +191,10 @@ mod tests {
                 name: "x".into(),
                 reason: "out of attempts".into(),
             },
-            Action::StopTrial { name: "y".into() },
+            Action::StopTrial {
+                name: "y".into(),
+                reason: "stopped: the Experiment failed".into(),
+            },
         ];
         let s = Summary::after(&observed, &actions, 7, &lb);
         assert_eq!(
@@ -209,12 +220,7 @@ mod tests {
     }
 
     fn seen(name: &str, phase: TrialPhase) -> ObservedTrial {
-        ObservedTrial {
-            name: name.into(),
-            phase,
-            attempts: 1,
-            since: 0,
-        }
+        ObservedTrial::new(name, phase, 1, 0)
     }
 
     #[test]
@@ -229,12 +235,17 @@ mod tests {
             Action::StartTrial {
                 name: "b".into(),
                 attempt: 2,
+                until: 10,
+                promotion: false,
             },
             Action::FailTrial {
                 name: "c".into(),
                 reason: "out of attempts".into(),
             },
-            Action::StopTrial { name: "a".into() },
+            Action::StopTrial {
+                name: "a".into(),
+                reason: "stopped: the Experiment failed".into(),
+            },
         ];
         let after = phases_after(&observed, &actions);
         assert_eq!(after["a"], TrialPhase::Stopped);

@@ -16,12 +16,7 @@ fn spec(parallelism: u32, max_failed: u32, max_attempts: u32) -> ExperimentSpec 
 }
 
 fn observed(name: &str, phase: TrialPhase, attempts: u32, since: u64) -> ObservedTrial {
-    ObservedTrial {
-        name: name.into(),
-        phase,
-        attempts,
-        since,
-    }
+    ObservedTrial::new(name, phase, attempts, since)
 }
 
 const CFG: PlannerConfig = PlannerConfig {
@@ -37,7 +32,7 @@ fn a_new_experiment_creates_and_starts_up_to_the_parallelism() {
         .iter()
         .map(|a| match a {
             Action::CreateTrial { name, .. } => format!("create {name}"),
-            Action::StartTrial { name, attempt } => format!("start {name} #{attempt}"),
+            Action::StartTrial { name, attempt, .. } => format!("start {name} #{attempt}"),
             other => format!("{other:?}"),
         })
         .collect();
@@ -97,11 +92,15 @@ fn a_suspended_experiment_stops_its_gangs_gives_back_the_attempts_and_resumes() 
         [
             Action::StartTrial {
                 name: "e-d4-000".into(),
-                attempt: 2
+                attempt: 2,
+                until: 10,
+                promotion: false
             },
             Action::StartTrial {
                 name: "e-d2-000".into(),
-                attempt: 2
+                attempt: 2,
+                until: 10,
+                promotion: false
             },
         ]
     );
@@ -173,7 +172,9 @@ fn failed_attempts_restart_after_backoff_then_fail() {
         p.actions[0],
         Action::StartTrial {
             name: "e-d1-000".into(),
-            attempt: 2
+            attempt: 2,
+            until: 10,
+            promotion: false
         }
     );
     assert_eq!(
@@ -203,10 +204,12 @@ fn the_failure_budget_spent_stops_everything() {
         p.actions[1..],
         [
             Action::StopTrial {
-                name: "e-d3-000".into()
+                name: "e-d3-000".into(),
+                reason: "stopped: the Experiment failed".into()
             },
             Action::StopTrial {
-                name: "e-d4-000".into()
+                name: "e-d4-000".into(),
+                reason: "stopped: the Experiment failed".into()
             }
         ]
     );
@@ -256,7 +259,7 @@ impl World {
                     self.trials
                         .insert(name.clone(), observed(name, TrialPhase::Pending, 0, now));
                 }
-                Action::StartTrial { name, attempt } => {
+                Action::StartTrial { name, attempt, .. } => {
                     let t = self.trials.get_mut(name).expect("started trial exists");
                     assert!(
                         !t.phase.is_terminal() && t.phase != TrialPhase::Running,
@@ -277,7 +280,7 @@ impl World {
                     assert_eq!(t.phase, TrialPhase::AttemptFailed);
                     t.phase = TrialPhase::Failed;
                 }
-                Action::StopTrial { name } => {
+                Action::StopTrial { name, .. } => {
                     let t = self.trials.get_mut(name).unwrap();
                     assert!(!t.phase.is_terminal());
                     t.phase = TrialPhase::Stopped;
@@ -422,5 +425,309 @@ proptest! {
         let p = plan("e", &spec, &[], 0, &CFG);
         let starts = p.actions.iter().filter(|a| matches!(a, Action::StartTrial { .. })).count();
         prop_assert!(starts <= spec.parallelism.max(1) as usize, "{json}");
+    }
+}
+
+/// A spec that searches with early stopping: 4 variants x 3 rate weights under `algorithm`.
+fn searching(parallelism: u32, algorithm: &str, objective: &str) -> ExperimentSpec {
+    let text = format!(
+        "dataset: synthetic://lesion\nmodel: {{ inputSize: 64 }}\nvariants: [D2, D3, D4]\nsteps: 90\n\
+         store: memory://p\nparallelism: {parallelism}\nmaxFailedTrials: 40\nmaxAttempts: 2\n\
+         search: {{ lambdaRate: {{ type: list, values: [0.1, 0.2, 0.4, 0.8] }}, lr: {{ type: list, values: [0.001, 0.002, 0.004] }} }}\n\
+         algorithm: {algorithm}\nobjective: {objective}\n"
+    );
+    let s: ExperimentSpec = serde_yaml::from_str(&text).unwrap();
+    s.validate("e", "test").unwrap();
+    s
+}
+
+/// A trial's made-up score at a step, the same whenever asked: Dice and bpp from a hash of
+/// the name, Dice rising with the steps.
+fn score_of(name: &str, step: u64) -> orchestra_api::RungScore {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    let quality = (h % 1000) as f64 / 1000.0;
+    orchestra_api::RungScore {
+        step,
+        bpp: 0.002 + ((h >> 20) % 1000) as f64 / 1000.0 * 0.02,
+        dice: quality * (1.0 - 1.0 / (1.0 + step as f64 / 30.0)),
+    }
+}
+
+/// The search's world: gangs finish at their targets (a rung record, or the result), fail, or
+/// the Experiment is suspended; every decision is logged.
+struct SearchWorld {
+    trials: BTreeMap<String, ObservedTrial>,
+    created: Vec<String>,
+    log: Vec<String>,
+}
+
+impl SearchWorld {
+    fn apply(&mut self, actions: &[Action], spec: &ExperimentSpec, now: u64) -> Result<(), TestCaseError> {
+        let ladder = |name: &str| -> Vec<u64> {
+            let all = orchestra_operator::candidates::candidates("e", spec);
+            let i = all.iter().position(|c| c.name == name).unwrap();
+            let schedule = spec.algorithm.schedule(spec.steps);
+            schedule.rungs(i % schedule.brackets(), spec.steps)
+        };
+        for a in actions {
+            self.log.push(format!("{a:?}"));
+            match a {
+                Action::CreateTrial { name, .. } => {
+                    prop_assert!(!self.created.contains(name), "{} created twice", name);
+                    self.created.push(name.clone());
+                    self.trials.insert(
+                        name.clone(),
+                        ObservedTrial::new(name, TrialPhase::Pending, 0, now),
+                    );
+                }
+                Action::StartTrial {
+                    name,
+                    attempt,
+                    until,
+                    promotion,
+                } => {
+                    let rungs = ladder(name);
+                    let before = self.trials[name].clone();
+                    prop_assert!(
+                        rungs.contains(until),
+                        "{} started to {} off its ladder {:?}",
+                        name,
+                        until,
+                        rungs
+                    );
+                    prop_assert!(*until <= spec.steps);
+                    prop_assert_eq!(*attempt, before.attempts + 1);
+                    if *promotion {
+                        prop_assert_eq!(
+                            before.phase,
+                            TrialPhase::Paused,
+                            "{} promoted while {:?}",
+                            name,
+                            before.phase
+                        );
+                        let next = rungs.iter().find(|r| **r > before.target).copied();
+                        prop_assert_eq!(Some(*until), next, "{} promoted past its next rung", name);
+                        check_rung_budget(spec, &self.trials, name, before.target, &ladder)?;
+                    } else {
+                        prop_assert!(matches!(
+                            before.phase,
+                            TrialPhase::Pending | TrialPhase::AttemptFailed
+                        ));
+                        prop_assert!(
+                            before.target == 0 || before.target == *until,
+                            "{} restarted to another target",
+                            name
+                        );
+                        prop_assert!(attempt - before.promotions <= spec.max_attempts);
+                    }
+                    let t = self.trials.get_mut(name).unwrap();
+                    t.promotions += u32::from(*promotion);
+                    t.phase = TrialPhase::Running;
+                    t.attempts = *attempt;
+                    t.target = *until;
+                    t.since = now;
+                }
+                Action::FailTrial { name, .. } => {
+                    let t = self.trials.get_mut(name).unwrap();
+                    prop_assert_eq!(t.phase, TrialPhase::AttemptFailed);
+                    t.phase = TrialPhase::Failed;
+                }
+                Action::StopTrial { name, .. } => {
+                    let t = self.trials.get_mut(name).unwrap();
+                    prop_assert!(!t.phase.is_terminal());
+                    t.phase = TrialPhase::Stopped;
+                }
+                Action::SuspendTrial { name } => {
+                    let t = self.trials.get_mut(name).unwrap();
+                    prop_assert_eq!(t.phase, TrialPhase::Running);
+                    t.phase = TrialPhase::Pending;
+                    t.attempts -= 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A running gang reaches its target: a rung record (Paused) or the result (Succeeded).
+    fn reach(&mut self, name: &str, steps: u64, now: u64) {
+        let t = self.trials.get_mut(name).unwrap();
+        t.rungs.push(score_of(name, t.target));
+        t.phase = if t.target < steps {
+            TrialPhase::Paused
+        } else {
+            TrialPhase::Succeeded
+        };
+        t.since = now;
+    }
+}
+
+/// Successive halving promotes `name` from the rung at `step` only if it is in the top
+/// floor(n / eta) of the n trials of its bracket there, ranked by the Experiment's objective;
+/// or, when nothing else can reach the rung and no trial of the bracket went all the way, as
+/// the best of those waiting there.
+fn check_rung_budget(
+    spec: &ExperimentSpec,
+    trials: &BTreeMap<String, ObservedTrial>,
+    name: &str,
+    step: u64,
+    ladder: &dyn Fn(&str) -> Vec<u64>,
+) -> Result<(), TestCaseError> {
+    let orchestra_api::Schedule::Halving { eta, .. } = spec.algorithm.schedule(spec.steps) else {
+        return Ok(());
+    };
+    let mine = ladder(name);
+    let peers: Vec<&ObservedTrial> = trials
+        .values()
+        .filter(|t| ladder(&t.name) == mine && t.rungs.iter().any(|r| r.step == step))
+        .collect();
+    let points: Vec<(f64, f64)> = peers
+        .iter()
+        .map(|t| {
+            let r = t.rungs.iter().find(|r| r.step == step).unwrap();
+            (r.bpp, r.dice)
+        })
+        .collect();
+    let order: Vec<usize> = match spec.objective.effective_mode() {
+        orchestra_api::ObjectiveMode::Pareto => {
+            orchestra_report::pareto::pareto_order(&points, spec.objective.reference_bpp, |a, b| {
+                peers[a].name.cmp(&peers[b].name)
+            })
+        }
+        orchestra_api::ObjectiveMode::Budget => {
+            let budget = spec.objective.bpp_budget.unwrap();
+            let key = |i: usize| {
+                if points[i].0 <= budget {
+                    points[i].1
+                } else {
+                    -points[i].0 / budget
+                }
+            };
+            let mut o: Vec<usize> = (0..points.len()).collect();
+            o.sort_by(|&a, &b| {
+                key(b)
+                    .total_cmp(&key(a))
+                    .then_with(|| peers[a].name.cmp(&peers[b].name))
+            });
+            o
+        }
+    };
+    let rank = order.iter().position(|&i| peers[i].name == name).unwrap();
+    if rank < peers.len() / eta as usize {
+        return Ok(());
+    }
+    // The end of a bracket: nothing else can come, and the best waiting trial goes on.
+    let quiet = trials.values().all(|t| {
+        !matches!(
+            t.phase,
+            TrialPhase::Running | TrialPhase::Pending | TrialPhase::AttemptFailed
+        )
+    });
+    let all_created = orchestra_operator::candidates::candidates("e", spec).len() == trials.len();
+    let none_at_top = peers
+        .iter()
+        .all(|t| t.target < spec.steps || t.phase == TrialPhase::Paused);
+    let waiting: Vec<usize> = order
+        .iter()
+        .copied()
+        .filter(|&i| peers[i].phase == TrialPhase::Paused && peers[i].target == step)
+        .collect();
+    prop_assert!(
+        quiet && all_created && none_at_top && waiting.first().map(|&i| peers[i].name.as_str()) == Some(name),
+        "{} promoted from step {} at rank {} of {} (eta {})",
+        name,
+        step,
+        rank,
+        peers.len(),
+        eta
+    );
+    Ok(())
+}
+
+/// Runs a search to its end under random interleavings; returns the decisions.
+fn run_search(
+    spec: &mut ExperimentSpec,
+    events: &[(usize, u8)],
+) -> Result<(Vec<String>, BTreeMap<String, ObservedTrial>), TestCaseError> {
+    let mut world = SearchWorld {
+        trials: BTreeMap::new(),
+        created: Vec::new(),
+        log: Vec::new(),
+    };
+    let mut now = 0u64;
+    let mut events = events.iter().cycle();
+    for round in 0..5000 {
+        spec.suspend = spec.suspend && round < 3000;
+        let obs: Vec<ObservedTrial> = world.trials.values().cloned().collect();
+        let p = plan("e", spec, &obs, now, &CFG);
+        world.apply(&p.actions, spec, now)?;
+        let running = world
+            .trials
+            .values()
+            .filter(|t| t.phase == TrialPhase::Running)
+            .count();
+        prop_assert!(running <= spec.parallelism as usize);
+        if !matches!(p.phase, ExperimentPhase::Running | ExperimentPhase::Suspended) {
+            prop_assert!(
+                world.trials.values().all(|t| t.phase.is_terminal()),
+                "ended with open trials"
+            );
+            return Ok((world.log, world.trials));
+        }
+        let &(pick, outcome) = events.next().unwrap();
+        if outcome == 9 && round < 3000 {
+            spec.suspend = !spec.suspend;
+        } else {
+            let running: Vec<String> = world
+                .trials
+                .values()
+                .filter(|t| t.phase == TrialPhase::Running)
+                .map(|t| t.name.clone())
+                .collect();
+            if !running.is_empty() {
+                let name = running[pick % running.len()].clone();
+                if outcome < 8 {
+                    world.reach(&name, spec.steps, now);
+                } else {
+                    let t = world.trials.get_mut(&name).unwrap();
+                    t.phase = TrialPhase::AttemptFailed;
+                    t.since = now;
+                }
+            }
+        }
+        now += 11;
+    }
+    Err(TestCaseError::fail("the search never ended"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+
+    /// ASHA, Hyperband and the median rule under random interleavings of finishing, failing and
+    /// suspended gangs: no trial is promoted twice from a rung, past its next rung or past
+    /// `steps`; successive halving promotes at most the top 1/eta of each rung (one more per
+    /// bracket when none went all the way); every trial ends terminal and the Experiment ends
+    /// with a trial trained to `steps`; the same inputs give the same decisions.
+    #[test]
+    fn searches_promote_within_their_rung_budgets_and_always_end(
+        parallelism in 1u32..5,
+        algorithm in 0usize..5,
+        events in proptest::collection::vec((0usize..8, 0u8..10), 1..300),
+    ) {
+        let (algo, objective) = [
+            ("{ type: asha, sampler: grid, seed: 3, eta: 3, minSteps: 10 }", "{ mode: pareto, referenceBpp: 0.05 }"),
+            ("{ type: asha, sampler: random, seed: 5, samples: 7, eta: 2, minSteps: 10 }", "{ bppBudget: 0.012 }"),
+            ("{ type: hyperband, sampler: sobol, seed: 1, samples: 9, eta: 3, minSteps: 10 }", "{ mode: pareto, referenceBpp: 0.05 }"),
+            ("{ type: medianStop, sampler: grid, seed: 2, minSteps: 30, minTrials: 2 }", "{ mode: pareto, referenceBpp: 0.05 }"),
+            ("{ type: grid }", "{}"),
+        ][algorithm];
+        let mut spec = searching(parallelism, algo, objective);
+        let (log, trials) = run_search(&mut spec.clone(), &events)?;
+        let (again, _) = run_search(&mut spec, &events)?;
+        prop_assert_eq!(&log, &again, "same inputs, other decisions");
+        let succeeded = trials.values().filter(|t| t.phase == TrialPhase::Succeeded).count();
+        prop_assert!(succeeded > 0 || trials.values().all(|t| t.phase != TrialPhase::Stopped || t.rungs.is_empty()),
+            "the search stopped every trial early");
     }
 }

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use orchestra_api::{BestTrial, Objective, TrialResult, Variant};
 use serde::{Deserialize, Serialize};
 
+pub use crate::pareto::{hypervolume, pareto_front};
+
 /// Where an entry's bpp comes from. Real bitstreams win over estimates whenever present.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -94,47 +96,6 @@ fn entry(f: &Finished) -> Entry {
         dice_per_class: r.scores.dice_per_class.clone(),
         on_front: false,
     }
-}
-
-/// Indices of the Pareto-optimal points (no other point has lower-or-equal bpp and
-/// higher-or-equal Dice with one strictly better), by increasing bpp. O(n log n).
-pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..points.len())
-        .filter(|&i| points[i].0.is_finite() && points[i].1.is_finite())
-        .collect();
-    order.sort_by(|&a, &b| {
-        points[a]
-            .0
-            .total_cmp(&points[b].0)
-            .then(points[b].1.total_cmp(&points[a].1))
-    });
-    let mut front = Vec::new();
-    let mut best = f64::NEG_INFINITY;
-    for i in order {
-        if points[i].1 > best {
-            front.push(i);
-            best = points[i].1;
-        }
-    }
-    front
-}
-
-/// Area dominated by `front` (by increasing bpp) within [0, reference] x [0, 1].
-pub fn hypervolume(points: &[(f64, f64)], front: &[usize], reference: f64) -> f64 {
-    let mut area = 0.0;
-    let mut below = 0.0;
-    for &i in front {
-        let (bpp, dice) = points[i];
-        if bpp >= reference {
-            break;
-        }
-        let dice = dice.clamp(0.0, 1.0);
-        if dice > below {
-            area += (reference - bpp) * (dice - below);
-            below = dice;
-        }
-    }
-    area
 }
 
 /// Ranks finished trials.
@@ -303,6 +264,7 @@ mod tests {
         let objective = Objective {
             bpp_budget: Some(0.005),
             reference_bpp: 0.1,
+            mode: None,
         };
         let lb = rank("e", &f, &objective);
         assert_eq!(
@@ -341,6 +303,7 @@ mod tests {
             &Objective {
                 bpp_budget: Some(1.0),
                 reference_bpp: 0.1,
+                mode: None,
             },
         );
         assert!(lb.entries.is_empty() && lb.front.is_empty() && lb.winner.is_none());

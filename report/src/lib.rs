@@ -3,4 +3,5 @@
 //! tables and plots out.
 
 pub mod leaderboard;
+pub mod pareto;
 pub mod plot;

@@ -11,12 +11,13 @@
 //! <experiment>/<trial>/latest                           "step-<n>", written last
 //! <experiment>/<trial>/metrics.jsonl                    one line per step, plus evaluations
 //! <experiment>/<trial>/progress.json                    step, speed, losses, ETA while running
+//! <experiment>/<trial>/rungs/step-<n>.json              scores at each evaluation and step target
 //! <experiment>/<trial>/result.json                      written last of all: the trial is done
 //! ```
 //!
 //! Step folders are zero-padded to eight digits so that lexical order is step order.
 
-use orchestra_api::{TrialProgress, TrialResult};
+use orchestra_api::{RungRecord, TrialProgress, TrialResult};
 
 use crate::{Store, StoreError};
 
@@ -30,6 +31,7 @@ const PARAMS: &str = "params.json";
 const RESULT: &str = "result.json";
 const METRICS: &str = "metrics.jsonl";
 const PROGRESS: &str = "progress.json";
+const RUNGS: &str = "rungs";
 const LATEST: &str = "latest";
 const STEP_PREFIX: &str = "step-";
 /// How a checkpoint folder's name looks, for error messages.
@@ -133,6 +135,16 @@ impl TrialKeys {
         self.key(PROGRESS)
     }
 
+    /// The rung record at `step`: `rungs/step-<n>.json`.
+    pub fn rung(&self, step: u64) -> String {
+        format!("{}/{RUNGS}/{}.json", self.base, Self::checkpoint_dir(step))
+    }
+
+    /// The prefix of every rung record of the trial.
+    pub fn rungs(&self) -> String {
+        self.key(RUNGS)
+    }
+
     /// The folder name of the checkpoint at `step`, as `latest` holds it.
     pub fn checkpoint_dir(step: u64) -> String {
         format!("{STEP_PREFIX}{step:08}")
@@ -182,6 +194,23 @@ pub fn read_progress(store: &Store, keys: &TrialKeys) -> Result<Option<TrialProg
     read_json(store, keys.progress(), "a progress record")
 }
 
+/// The rung record at `step`, if the worker wrote one.
+pub fn read_rung(store: &Store, keys: &TrialKeys, step: u64) -> Result<Option<RungRecord>, StoreError> {
+    read_json(store, keys.rung(step), "a rung record")
+}
+
+/// Every rung record of a trial, by increasing step (the trial's learning curve).
+pub fn read_rungs(store: &Store, keys: &TrialKeys) -> Result<Vec<RungRecord>, StoreError> {
+    let mut records = Vec::new();
+    for key in store.list(&keys.rungs())? {
+        if let Some(r) = read_json::<RungRecord>(store, key, "a rung record")? {
+            records.push(r);
+        }
+    }
+    records.sort_by_key(|r| r.step);
+    Ok(records)
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(
     store: &Store,
     key: String,
@@ -229,6 +258,7 @@ mod tests {
         assert_eq!(t.metrics(), "sweep/sweep-d4-000/metrics.jsonl");
         assert_eq!(t.latest(), "sweep/sweep-d4-000/latest");
         assert_eq!(t.progress(), "sweep/sweep-d4-000/progress.json");
+        assert_eq!(t.rung(40), "sweep/sweep-d4-000/rungs/step-00000040.json");
         assert_eq!(
             t.weights(12),
             "sweep/sweep-d4-000/step-00000012/weights.safetensors"

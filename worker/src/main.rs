@@ -48,6 +48,11 @@ enum Command {
         /// progress.json that `orchestra run` shows); 0: none.
         #[arg(long, default_value_t = 15.0)]
         progress_every_s: f64,
+        /// Train only to this step, a rung of the search (below the spec's steps): checkpoint,
+        /// write the rung record, exit. Runners promote the trial by starting it again with a
+        /// higher target; it continues from the checkpoint.
+        #[arg(long)]
+        until: Option<u64>,
         #[command(flatten)]
         dist: orchestra_worker::dist::DistArgs,
     },
@@ -277,13 +282,18 @@ fn run(command: Command) -> Result<()> {
             resume,
             no_progress,
             progress_every_s,
+            until,
             dist,
         } => {
             let spec = read_spec(&spec)?;
+            if until == Some(0) {
+                anyhow::bail!("--until 0: the step target must be at least 1");
+            }
             let opts = RunOptions {
                 resume,
                 progress: !no_progress && std::io::stderr().is_terminal(),
                 stop_after: None,
+                until,
                 dist: dist.options(),
                 bucket_bytes: dist.bucket_bytes(),
                 progress_every: std::time::Duration::from_secs_f64(progress_every_s.clamp(0.0, 86_400.0)),
@@ -297,7 +307,14 @@ fn run(command: Command) -> Result<()> {
                         TrialKeys::new(&spec.experiment, &spec.trial).result()
                     );
                 }
-                Outcome::Paused { step } => println!("paused at step {step}"),
+                Outcome::Paused { step, rung: None } => println!("paused at step {step}"),
+                Outcome::Paused { step, rung: Some(r) } => println!(
+                    "rung reached at step {step}: Dice {:.4} at {:.5} bpp (rung record: {}/{})",
+                    r.scores.dice,
+                    r.bpp(),
+                    spec.store.trim_end_matches('/'),
+                    TrialKeys::new(&spec.experiment, &spec.trial).rung(step)
+                ),
             }
         }
         Command::Eval { spec, step } => {

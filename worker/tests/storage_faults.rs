@@ -34,7 +34,7 @@ fn checkpoints_only() -> RunOptions {
 fn finished(spec: &TrialSpec, opts: &RunOptions) -> orchestra_api::TrialResult {
     match run_trial(spec, opts).unwrap() {
         Outcome::Finished(r) => *r,
-        Outcome::Paused { step } => panic!("paused at {step}"),
+        Outcome::Paused { step, .. } => panic!("paused at {step}"),
     }
 }
 

@@ -140,7 +140,7 @@ fn resumed_run_equals_uninterrupted_run() {
     };
     assert!(matches!(
         run_trial(&interrupted, &opts).unwrap(),
-        Outcome::Paused { step: 3 }
+        Outcome::Paused { step: 3, .. }
     ));
     let err = run_trial(&interrupted, &RunOptions::default())
         .err()
@@ -173,6 +173,68 @@ fn resumed_run_equals_uninterrupted_run() {
     assert_eq!(c.timings, b.timings, "the stored result is returned as is");
 }
 
+/// Promotion never retrains: a trial run rung by rung (`until` 3, then 6, then to the end)
+/// trains exactly the steps of an uninterrupted one, leaves a rung record at each target (after
+/// its checkpoint), and ends with the same scores.
+#[test]
+fn a_trial_promoted_rung_by_rung_equals_an_uninterrupted_one() {
+    use orchestra_store::layout;
+    let straight = tiny_spec(Variant::D4, "memory://rungs-a", "rungs");
+    let Outcome::Finished(a) = run_trial(&straight, &RunOptions::default()).unwrap() else {
+        panic!("did not finish")
+    };
+    let laddered = tiny_spec(Variant::D4, "memory://rungs-b", "rungs");
+    let ts = TrialStore::new(Store::open("memory://rungs-b").unwrap(), "tests", "rungs");
+    for (i, target) in [3u64, 6].into_iter().enumerate() {
+        let opts = RunOptions {
+            resume: i > 0,
+            until: Some(target),
+            ..Default::default()
+        };
+        let Outcome::Paused { step, rung: Some(r) } = run_trial(&laddered, &opts).unwrap() else {
+            panic!("no rung record at {target}")
+        };
+        assert_eq!((step, r.step), (target, target));
+        assert_eq!(
+            ts.latest_step().unwrap(),
+            Some(target),
+            "the checkpoint is at the rung"
+        );
+        let stored = layout::read_rung(&ts.store, &ts.keys, target).unwrap().unwrap();
+        assert_eq!(stored, *r);
+        assert!(r.bpp() > 0.0 && r.bpp() < 1.0, "{}", r.bpp());
+        assert!(
+            r.rate.as_ref().unwrap().bpp.is_some(),
+            "ranked by the real bitstream"
+        );
+    }
+    let resume = RunOptions {
+        resume: true,
+        ..Default::default()
+    };
+    let Outcome::Finished(b) = run_trial(&laddered, &resume).unwrap() else {
+        panic!("did not finish")
+    };
+    assert_eq!(a.scores, b.scores);
+    assert_eq!(a.rate, b.rate);
+    let steps: Vec<u64> = layout::read_rungs(&ts.store, &ts.keys)
+        .unwrap()
+        .iter()
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(steps, vec![3, 6, 8], "a record at each target and at the end");
+    // The losses of every step are those of the uninterrupted run.
+    let losses = |uri: &str| -> Vec<String> {
+        let ts = TrialStore::new(Store::open(uri).unwrap(), "tests", "rungs");
+        let text = String::from_utf8(ts.store.get(&ts.keys.metrics()).unwrap().unwrap().to_vec()).unwrap();
+        text.lines()
+            .filter(|l| !l.contains("\"eval\""))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(losses("memory://rungs-a"), losses("memory://rungs-b"));
+}
+
 #[test]
 fn trials_checkpoint_and_resume_on_s3() {
     use orchestra_store::moto::{create_bucket, point_at, start_moto, SERIAL};
@@ -187,7 +249,7 @@ fn trials_checkpoint_and_resume_on_s3() {
     };
     assert!(matches!(
         run_trial(&spec, &opts).unwrap(),
-        Outcome::Paused { step: 5 }
+        Outcome::Paused { step: 5, .. }
     ));
     let resume = RunOptions {
         resume: true,

@@ -76,19 +76,30 @@ pub(super) async fn carry_out(
             trials.insert(name.clone(), created);
             Ok(())
         }
-        Action::StartTrial { name, attempt } => {
+        Action::StartTrial {
+            name,
+            attempt,
+            until,
+            promotion,
+        } => {
             let t = trials.get(name).expect("the planner starts known trials");
-            start_trial(scope, t, *attempt).await
+            start_trial(scope, t, *attempt, *until, *promotion).await
         }
         Action::FailTrial { name, reason } => fail_trial(scope, &trials[name], reason).await,
-        Action::StopTrial { name } => stop_trial(scope, &trials[name]).await,
+        Action::StopTrial { name, reason } => stop_trial(scope, &trials[name], reason).await,
         Action::SuspendTrial { name } => suspend_trial(scope, &trials[name]).await,
     }
 }
 
-/// A trial's gang: its spec ConfigMap and headless Service, the previous attempt's Job gone,
-/// this attempt's Job; then the Trial's status and an event.
-async fn start_trial(scope: &Scope<'_>, t: &Trial, attempt: u32) -> Result<(), Error> {
+/// A trial's gang: its spec ConfigMap and headless Service, the previous gang's Job gone, this
+/// gang's Job (training to `until`); then the Trial's status and an event.
+async fn start_trial(
+    scope: &Scope<'_>,
+    t: &Trial,
+    attempt: u32,
+    until: u64,
+    promotion: bool,
+) -> Result<(), Error> {
     let trial = kube::ResourceExt::name_any(t);
     let client = scope.ctx.client.clone();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &scope.ns);
@@ -108,7 +119,7 @@ async fn start_trial(scope: &Scope<'_>, t: &Trial, attempt: u32) -> Result<(), E
     if attempt > 1 {
         delete_ignoring_absent(&scope.jobs, &names::job(&trial, attempt - 1)).await?;
     }
-    let job = builders::job(scope.exp, t, attempt, &scope.ctx.gang);
+    let job = builders::job(scope.exp, t, attempt, until, &scope.ctx.gang);
     if scope.exp.spec.queue_name.is_some() {
         // Kueue owns `suspend` once the Job exists (it unsuspends on admission): the Job is
         // created, never applied again, so that a retried start cannot suspend an admitted
@@ -127,18 +138,30 @@ async fn start_trial(scope: &Scope<'_>, t: &Trial, attempt: u32) -> Result<(), E
     let mut status = t.status.clone().unwrap_or_default();
     status.phase = TrialPhase::Running;
     status.attempts = attempt;
+    status.promotions += u32::from(promotion);
+    status.target_step = Some(until);
     status.started_at = Some(format_time(scope.now));
     status.finished_at = None;
-    status.message = Some(if attempt == 1 {
-        format!("gang of {} started", t.spec.world_size)
+    let counted = attempt - status.promotions;
+    let to = if until < t.spec.steps {
+        format!(" to step {until} (a rung)")
+    } else {
+        String::new()
+    };
+    status.message = Some(if promotion {
+        format!("promoted: continues from its checkpoint{to}")
+    } else if counted <= 1 && attempt == 1 {
+        format!("gang of {} started{to}", t.spec.world_size)
     } else {
         format!(
-            "attempt {attempt} of {}: gang restarted from the latest checkpoint",
+            "attempt {counted} of {}: gang restarted from the latest checkpoint{to}",
             scope.exp.spec.max_attempts
         )
     });
     patch_status(&scope.trials, &trial, &status).await?;
-    let (reason, note) = if attempt == 1 {
+    let (reason, note) = if promotion {
+        ("TrialPromoted", format!("{trial}: continues to step {until}"))
+    } else if attempt == 1 {
         (
             "TrialStarted",
             format!("{trial}: {} worker(s)", t.spec.world_size),
@@ -146,7 +169,7 @@ async fn start_trial(scope: &Scope<'_>, t: &Trial, attempt: u32) -> Result<(), E
     } else {
         (
             "TrialRestarted",
-            format!("{trial}: attempt {attempt}, resuming from the latest checkpoint"),
+            format!("{trial}: attempt {counted}, resuming from the latest checkpoint"),
         )
     };
     publish_event(
@@ -204,23 +227,22 @@ async fn suspend_trial(scope: &Scope<'_>, t: &Trial) -> Result<(), Error> {
     Ok(())
 }
 
-/// The Experiment ended (failure budget spent): a running gang goes, the trial is Stopped.
-async fn stop_trial(scope: &Scope<'_>, t: &Trial) -> Result<(), Error> {
+/// The Experiment ended (failure budget spent), or the search stopped a paused trial at its
+/// rung: a running gang goes, the trial is Stopped with the reason.
+async fn stop_trial(scope: &Scope<'_>, t: &Trial, reason: &str) -> Result<(), Error> {
     let trial = kube::ResourceExt::name_any(t);
     let mut status = t.status.clone().unwrap_or_default();
+    let early = status.phase == TrialPhase::Paused;
     delete_ignoring_absent(&scope.jobs, &names::job(&trial, status.attempts)).await?;
     status.phase = TrialPhase::Stopped;
     status.finished_at = Some(format_time(scope.now));
-    status.message = Some("stopped: the Experiment ended".into());
+    status.message = Some(reason.to_string());
     patch_status(&scope.trials, &trial, &status).await?;
-    publish_event(
-        scope.ctx,
-        &scope.exp_ref,
-        EventType::Normal,
-        "TrialStopped",
-        "Stop",
-        trial,
-    )
-    .await;
+    let (kind, note) = if early {
+        ("TrialStoppedEarly", format!("{trial}: {reason}"))
+    } else {
+        ("TrialStopped", trial)
+    };
+    publish_event(scope.ctx, &scope.exp_ref, EventType::Normal, kind, "Stop", note).await;
     Ok(())
 }

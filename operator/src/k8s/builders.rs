@@ -163,9 +163,10 @@ pub fn dist_backend(spec: &TrialSpec) -> &'static str {
     }
 }
 
-/// Attempt `attempt` of a trial's gang: an Indexed Job, one pod per rank. Any failed pod fails
-/// the Job (backoffLimit 0), and the operator restarts the whole gang from the checkpoint.
-pub fn job(exp: &Experiment, trial: &Trial, attempt: u32, cfg: &GangConfig) -> Job {
+/// Gang `attempt` of a trial, training to step `until`: an Indexed Job, one pod per rank. Any
+/// failed pod fails the Job (backoffLimit 0), and the operator restarts the whole gang from the
+/// checkpoint.
+pub fn job(exp: &Experiment, trial: &Trial, attempt: u32, until: u64, cfg: &GangConfig) -> Job {
     let name = trial.metadata.name.clone().unwrap_or_default();
     let ns = trial
         .metadata
@@ -177,7 +178,7 @@ pub fn job(exp: &Experiment, trial: &Trial, attempt: u32, cfg: &GangConfig) -> J
     let mut labels = names::labels(&spec.experiment, Some(&name));
     labels.insert(names::LABEL_ATTEMPT.into(), attempt.to_string());
     let env = worker_env(exp, &name, attempt, world);
-    let pod = worker_pod(exp, &name, worker_container(exp, trial, env, cfg));
+    let pod = worker_pod(exp, &name, worker_container(exp, trial, env, until, cfg));
     // Under Kueue the Job waits suspended in its queue until admitted.
     let mut job_labels = labels.clone();
     if let Some(queue) = &exp.spec.queue_name {
@@ -236,9 +237,16 @@ fn worker_env(exp: &Experiment, name: &str, attempt: u32, world: i32) -> Vec<Env
     env
 }
 
-/// The worker container: `orchestra-worker train` on the mounted spec, resumable, with the
-/// store's credentials from a Secret, requests equal to limits, no privileges.
-fn worker_container(exp: &Experiment, trial: &Trial, env: Vec<EnvVar>, cfg: &GangConfig) -> Container {
+/// The worker container: `orchestra-worker train` on the mounted spec, resumable (to a rung of
+/// the search with `--until`), with the store's credentials from a Secret, requests equal to
+/// limits, no privileges.
+fn worker_container(
+    exp: &Experiment,
+    trial: &Trial,
+    env: Vec<EnvVar>,
+    until: u64,
+    cfg: &GangConfig,
+) -> Container {
     let spec = &trial.spec;
     let res = &exp.spec.resources;
     let mut amounts = BTreeMap::from([
@@ -248,27 +256,29 @@ fn worker_container(exp: &Experiment, trial: &Trial, env: Vec<EnvVar>, cfg: &Gan
     if res.gpus > 0 {
         amounts.insert("nvidia.com/gpu".into(), quantity(&res.gpus.to_string()));
     }
+    let mut args: Vec<String> = [
+        "--log-json",
+        "train",
+        "--spec",
+        &format!("{}/trial.yaml", names::SPEC_DIR),
+        "--resume",
+        "--no-progress",
+        "--dist",
+        dist_backend(spec),
+        "--collective-timeout",
+        &cfg.collective_timeout.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    if until < spec.steps {
+        args.extend(["--until".to_string(), until.to_string()]);
+    }
     Container {
         name: "worker".into(),
         image: Some(exp.spec.image.clone().unwrap_or_else(|| cfg.worker_image.clone())),
         image_pull_policy: cfg.image_pull_policy.clone(),
         command: Some(vec!["orchestra-worker".into()]),
-        args: Some(
-            [
-                "--log-json",
-                "train",
-                "--spec",
-                &format!("{}/trial.yaml", names::SPEC_DIR),
-                "--resume",
-                "--no-progress",
-                "--dist",
-                dist_backend(spec),
-                "--collective-timeout",
-                &cfg.collective_timeout.to_string(),
-            ]
-            .map(String::from)
-            .to_vec(),
-        ),
+        args: Some(args),
         env: Some(env),
         env_from: exp.spec.store_secret.as_ref().map(|s| {
             vec![EnvFromSource {

@@ -4,16 +4,28 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use orchestra_api::{Trial, TrialPhase, TrialResult};
+use orchestra_api::{RungRecord, Trial, TrialPhase, TrialResult};
 
 use super::names;
 use crate::planner::ObservedTrial;
+
+/// What a running trial's gang left in the store for its step target.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reached {
+    /// The result: the trial trained to `steps`.
+    Finished(Box<TrialResult>),
+    /// The rung record at its target, a rung of the search below `steps`.
+    Rung(Box<RungRecord>),
+}
 
 /// A change seen in this observation.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Transition {
     /// The gang finished and its result is in the store.
     Succeeded { trial: String, result: Box<TrialResult> },
+    /// The gang reached its rung and its record there is in the store: the trial waits for
+    /// the search to promote or stop it.
+    Paused { trial: String, record: Box<RungRecord> },
     /// The gang failed (a pod failed, the Job is gone, or no result was written).
     AttemptFailed {
         trial: String,
@@ -62,14 +74,15 @@ fn unscheduled(pod: &Pod) -> bool {
         })
 }
 
-/// Observes every trial (in name order). `result_of(trial)` reads its result from the store.
+/// Observes every trial (in name order). `reached_of(trial)` is what the store holds for a
+/// running trial's step target (its result, or its rung record).
 pub fn observe(
     trials: &[Trial],
     jobs: &[Job],
     pods: &[Pod],
     now: u64,
     gang_timeout: u64,
-    result_of: &mut dyn FnMut(&str) -> Option<TrialResult>,
+    reached_of: &mut dyn FnMut(&str) -> Option<Reached>,
 ) -> (Vec<ObservedTrial>, Vec<Transition>) {
     let mut sorted: Vec<&Trial> = trials.iter().collect();
     sorted.sort_by_key(|t| t.metadata.name.clone());
@@ -91,12 +104,19 @@ pub fn observe(
             .unwrap_or(created);
         let mut phase = status.phase;
         let mut since = since;
+        let mut rungs = status.rungs.clone();
         if phase == TrialPhase::Running {
-            let change = gang_change(&name, status.attempts, jobs, pods, now, gang_timeout, result_of);
+            let change = gang_change(&name, status.attempts, jobs, pods, now, gang_timeout, reached_of);
             match &change {
-                Some(Transition::Succeeded { .. }) => {
+                Some(Transition::Succeeded { result, .. }) => {
                     phase = TrialPhase::Succeeded;
                     since = now;
+                    rungs.push(RungRecord::of_result(result).score());
+                }
+                Some(Transition::Paused { record, .. }) => {
+                    phase = TrialPhase::Paused;
+                    since = now;
+                    rungs.push(record.score());
                 }
                 Some(Transition::AttemptFailed { .. }) => {
                     phase = TrialPhase::AttemptFailed;
@@ -107,10 +127,10 @@ pub fn observe(
             transitions.extend(change);
         }
         observed.push(ObservedTrial {
-            name,
-            phase,
-            attempts: status.attempts,
-            since,
+            target: status.target_step.unwrap_or(0),
+            promotions: status.promotions,
+            rungs,
+            ..ObservedTrial::new(&name, phase, status.attempts, since)
         });
     }
     (observed, transitions)
@@ -126,7 +146,7 @@ fn gang_change(
     pods: &[Pod],
     now: u64,
     gang_timeout: u64,
-    result_of: &mut dyn FnMut(&str) -> Option<TrialResult>,
+    reached_of: &mut dyn FnMut(&str) -> Option<Reached>,
 ) -> Option<Transition> {
     let job_name = names::job(name, attempts);
     let job = jobs
@@ -143,13 +163,17 @@ fn gang_change(
             if let Some(reason) = condition_true(j, "Failed") {
                 Some(failed(format!("Job {job_name} failed ({reason})")))
             } else if condition_true(j, "Complete").is_some() {
-                Some(match result_of(name) {
-                    Some(r) => Transition::Succeeded {
+                Some(match reached_of(name) {
+                    Some(Reached::Finished(result)) => Transition::Succeeded {
                         trial: name.to_string(),
-                        result: Box::new(r),
+                        result,
+                    },
+                    Some(Reached::Rung(record)) => Transition::Paused {
+                        trial: name.to_string(),
+                        record,
                     },
                     None => failed(format!(
-                        "Job {job_name} completed but the trial's result is not in the store"
+                        "Job {job_name} completed but the trial's result is not in the store (nor a rung record at its target)"
                     )),
                 })
             } else {

@@ -15,14 +15,14 @@ use kube::runtime::controller;
 use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::{Client, Resource, ResourceExt};
-use orchestra_api::{DeviceKind, Experiment, ExperimentPhase, Trial, TrialPhase, TrialResult};
+use orchestra_api::{DeviceKind, Experiment, ExperimentPhase, Trial, TrialPhase};
 use orchestra_store::layout::{self, TrialKeys};
 use orchestra_store::{Store, StoreError};
 
 use super::builders::GangConfig;
 use super::metrics::Metrics;
 use super::names::{self, FINALIZER, MANAGER};
-use super::observe::observe;
+use super::observe::{observe, Reached};
 use super::{actions, status, transitions};
 use crate::planner::{plan, PlannerConfig};
 use crate::results::ResultsError;
@@ -195,15 +195,15 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Ac
     let jobs = scope.jobs.list(&selector).await?.items;
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &scope.ns);
     let pods = pods_api.list(&selector).await?.items;
-    let mut found = finished_results(&scope, &trials).await?;
-    let mut result_of = |trial: &str| -> Option<TrialResult> { found.remove(trial) };
+    let mut found = reached_targets(&scope, &trials).await?;
+    let mut reached_of = |trial: &str| -> Option<Reached> { found.remove(trial) };
     let (observed, transitions) = observe(
         &trials,
         &jobs,
         &pods,
         scope.now,
         exp.spec.gang_timeout_seconds,
-        &mut result_of,
+        &mut reached_of,
     );
     let mut by_name: BTreeMap<String, Trial> = trials.into_iter().map(|t| (t.name_any(), t)).collect();
     let mut finished_any = false;
@@ -236,22 +236,28 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Ac
     })
 }
 
-/// The stored results of the running trials (those whose gang may have finished) that cover
-/// the step target.
-async fn finished_results(
-    scope: &Scope<'_>,
-    trials: &[Trial],
-) -> Result<BTreeMap<String, TrialResult>, Error> {
-    let running: Vec<String> = trials
+/// What the store holds for each running trial's step target (those whose gang may have
+/// finished): the result that covers `steps`, or the rung record at a lower target.
+async fn reached_targets(scope: &Scope<'_>, trials: &[Trial]) -> Result<BTreeMap<String, Reached>, Error> {
+    let steps = scope.exp.spec.steps;
+    let running: Vec<(String, u64)> = trials
         .iter()
-        .filter(|t| t.status.as_ref().is_some_and(|s| s.phase == TrialPhase::Running))
-        .map(|t| t.name_any())
+        .filter_map(|t| {
+            let s = t.status.as_ref().filter(|s| s.phase == TrialPhase::Running)?;
+            Some((t.name_any(), s.target_step.unwrap_or(steps)))
+        })
         .collect();
-    let (experiment, steps) = (scope.name.clone(), scope.exp.spec.steps);
+    let experiment = scope.name.clone();
     with_store(&scope.exp.spec.store, move |store| {
         let mut out = BTreeMap::new();
-        for t in running {
-            if let Some(r) = layout::finished_result(store, &TrialKeys::new(&experiment, &t), steps)? {
+        for (t, target) in running {
+            let keys = TrialKeys::new(&experiment, &t);
+            let reached = if target < steps {
+                layout::read_rung(store, &keys, target)?.map(|r| Reached::Rung(Box::new(r)))
+            } else {
+                layout::finished_result(store, &keys, steps)?.map(|r| Reached::Finished(Box::new(r)))
+            };
+            if let Some(r) = reached {
                 out.insert(t, r);
             }
         }

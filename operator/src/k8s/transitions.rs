@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use orchestra_api::{Trial, TrialPhase, TrialResult};
+use orchestra_api::{RungRecord, Trial, TrialPhase, TrialResult};
 
 use super::names;
 use super::observe::{format_time, Transition};
@@ -23,6 +23,10 @@ pub(super) async fn record(
         Transition::Succeeded { trial, result } => {
             succeeded(scope, &trials[trial], result).await?;
             Ok(true)
+        }
+        Transition::Paused { trial, record } => {
+            paused(scope, &trials[trial], record).await?;
+            Ok(false)
         }
         Transition::AttemptFailed {
             trial,
@@ -52,6 +56,7 @@ async fn succeeded(scope: &Scope<'_>, t: &Trial, result: &TrialResult) -> Result
     status.dice = Some(result.scores.dice);
     status.bpp = Some(shown_bpp(result));
     status.last_checkpoint_step = Some(result.steps);
+    status.rungs.push(RungRecord::of_result(result).score());
     status.result = Some(result.clone());
     status.message = Some(format!("finished {} steps", result.steps));
     patch_status(&scope.trials, &trial, &status).await?;
@@ -71,6 +76,38 @@ async fn succeeded(scope: &Scope<'_>, t: &Trial, result: &TrialResult) -> Result
         EventType::Normal,
         "TrialSucceeded",
         "Finish",
+        format!("{trial}: {note}"),
+    )
+    .await;
+    Ok(())
+}
+
+/// The gang reached its rung: the trial waits there, with its scores, for the search.
+async fn paused(scope: &Scope<'_>, t: &Trial, record: &RungRecord) -> Result<(), Error> {
+    let trial = t.name_any();
+    let mut status = t.status.clone().unwrap_or_default();
+    let score = record.score();
+    status.phase = TrialPhase::Paused;
+    status.finished_at = Some(format_time(scope.now));
+    status.dice = Some(score.dice);
+    status.bpp = Some(score.bpp);
+    status.last_checkpoint_step = Some(record.step);
+    status.rungs.push(score);
+    let note = format!(
+        "rung {} reached at step {}: Dice {:.4} at {:.5} bpp",
+        status.rungs.len() - 1,
+        record.step,
+        score.dice,
+        score.bpp
+    );
+    status.message = Some(note.clone());
+    patch_status(&scope.trials, &trial, &status).await?;
+    publish_event(
+        scope.ctx,
+        &scope.exp_ref,
+        EventType::Normal,
+        "TrialReachedRung",
+        "Observe",
         format!("{trial}: {note}"),
     )
     .await;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use orchestra_api::{Timings, TrialResult, TrialSpec};
+use orchestra_api::{RungRecord, Timings, TrialResult, TrialSpec};
 use serde_json::json;
 
 use super::progress::ProgressReporter;
@@ -37,6 +37,10 @@ pub struct RunOptions {
     pub progress: bool,
     /// Stop after this many steps in this process (tests use it to simulate an interruption).
     pub stop_after: Option<u64>,
+    /// The step target of this run, a rung of the search below `steps`: train to it, write a
+    /// checkpoint and then its rung record, and stop. A later run with a higher target (a
+    /// promotion) continues from that checkpoint.
+    pub until: Option<u64>,
     /// Collectives backend and its timeouts (data-parallel trials).
     pub dist: DistOptions,
     /// Gradient bucket size for the all-reduce.
@@ -51,6 +55,7 @@ impl Default for RunOptions {
             resume: false,
             progress: false,
             stop_after: None,
+            until: None,
             dist: DistOptions::default(),
             bucket_bytes: DEFAULT_BUCKET_BYTES,
             progress_every: super::progress::DEFAULT_PROGRESS_EVERY,
@@ -61,9 +66,11 @@ impl Default for RunOptions {
 /// What a run ended with.
 pub enum Outcome {
     Finished(Box<TrialResult>),
-    /// Stopped early on request (`stop_after`), with a checkpoint at this step.
+    /// Stopped early on request (`stop_after`, or at the rung `until`, whose record is then
+    /// written), with a checkpoint at this step.
     Paused {
         step: u64,
+        rung: Option<Box<RungRecord>>,
     },
 }
 
@@ -102,6 +109,7 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
     let slow = Some(opts.dist.io_timeout);
     let mut metrics: Vec<String> = Vec::new();
     let mut elapsed_before = 0.0;
+    let mut last_eval: Option<(u64, Evaluation)> = None;
     if let Some(ckpt) = ts.load_latest()? {
         trainer.restore(&ckpt)?;
         elapsed_before = ckpt.elapsed_seconds;
@@ -118,9 +126,15 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
     let comm_before = trainer.comm_seconds;
     let started = Instant::now();
     let first_step = trainer.step;
-    let stop_at = opts
-        .stop_after
-        .map_or(spec.steps, |n| (first_step + n).min(spec.steps));
+    let target = opts.until.map_or(spec.steps, |u| u.min(spec.steps));
+    let stop_at = opts.stop_after.map_or(target, |n| (first_step + n).min(target));
+    let source_bpp = 8.0 * trainer.data.channels as f64;
+    let rung_of = |step: u64, e: &Evaluation| RungRecord {
+        step,
+        scores: e.scores.clone(),
+        rate: e.rate.clone(),
+        source_bits_per_pixel: source_bpp,
+    };
     while trainer.step < stop_at {
         let m = trainer.train_step()?;
         metrics.push(serde_json::to_string(&m).expect("metrics serialise"));
@@ -136,6 +150,12 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
         if eval_due && leader {
             let e = trainer.evaluate();
             metrics.push(eval_line(step, &e));
+            // The learning curve, one record per evaluation; the one at the step target is
+            // written after the checkpoint below.
+            if step != target {
+                put_rung(&ts, &rung_of(step, &e))?;
+            }
+            last_eval = Some((step, e));
         }
         let due = spec.checkpoint_every > 0 && step % spec.checkpoint_every == 0;
         let save_due = (due || step == stop_at) && step < spec.steps;
@@ -153,8 +173,31 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
         }
     }
     if trainer.step < spec.steps {
-        bar.abandon_with_message(format!("paused at step {}", trainer.step));
-        return Ok(Outcome::Paused { step: trainer.step });
+        let step = trainer.step;
+        let mut rung = None;
+        if step == target {
+            // The rung is reached: its record goes last, after the checkpoint at this step,
+            // so that a runner that sees it can always continue the trial from there. A run
+            // resumed at its target (killed between the two writes) writes it now.
+            if leader {
+                let e = match last_eval.take() {
+                    Some((s, e)) if s == step => e,
+                    _ => trainer.evaluate(),
+                };
+                if last_eval_needed(&metrics, step) {
+                    metrics.push(eval_line(step, &e));
+                    write_metrics(&ts, &metrics)?;
+                }
+                let record = rung_of(step, &e);
+                put_rung(&ts, &record)?;
+                rung = Some(Box::new(record));
+            }
+            if world > 1 {
+                trainer.collectives().barrier(slow).map_err(dist_err)?;
+            }
+        }
+        bar.abandon_with_message(format!("paused at step {step}"));
+        return Ok(Outcome::Paused { step, rung });
     }
     let train_seconds = elapsed_before + started.elapsed().as_secs_f64();
     let run_seconds = started.elapsed().as_secs_f64().max(1e-9);
@@ -174,6 +217,7 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
     let eval_seconds = eval_started.elapsed().as_secs_f64();
     metrics.push(eval_line(trainer.step, &evaluation));
     save(&ts, &trainer, &metrics, train_seconds, spec)?;
+    put_rung(&ts, &rung_of(trainer.step, &evaluation))?;
 
     let steps_this_run = (trainer.step - first_step) as f64;
     let result = TrialResult {
@@ -219,11 +263,28 @@ fn save(
     spec: &TrialSpec,
 ) -> Result<(), RunError> {
     // Metrics first, so that after a restart they cover at least the checkpoint's steps.
-    let mut text = metrics.join("\n");
-    text.push('\n');
-    ts.store.put(&ts.keys.metrics(), text)?;
+    write_metrics(ts, metrics)?;
     ts.save(&trainer.checkpoint(elapsed), spec.keep_checkpoints)?;
     Ok(())
+}
+
+fn write_metrics(ts: &TrialStore, metrics: &[String]) -> Result<(), RunError> {
+    let mut text = metrics.join("\n");
+    text.push('\n');
+    Ok(ts.store.put(&ts.keys.metrics(), text)?)
+}
+
+fn put_rung(ts: &TrialStore, record: &RungRecord) -> Result<(), RunError> {
+    let bytes = serde_json::to_vec_pretty(record).expect("rung record serialises");
+    Ok(ts.store.put(&ts.keys.rung(record.step), bytes)?)
+}
+
+/// Whether the metrics lack an evaluation line at `step` (a run resumed at its target).
+fn last_eval_needed(metrics: &[String], step: u64) -> bool {
+    !metrics
+        .iter()
+        .rev()
+        .any(|l| l.contains("\"eval\"") && line_step(l) == Some(step))
 }
 
 fn read_metrics(ts: &TrialStore) -> Result<Vec<String>, RunError> {
