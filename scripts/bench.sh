@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: training throughput and peak memory per variant (small preset, 128px, batch 8,
 # CPU), the same step in PyTorch eager for comparison, all-reduce and data-parallel figures, the
-# planner at 10,000 trials, the latency table (the paper's Table 2) and the service's load test.
+# planner at 10,000 trials, the search algorithms on recorded learning curves, the latency table (the paper's Table 2) and the service's load test.
 # Results are printed and written under bench-results/. BENCH_PYTORCH=0 skips the PyTorch
 # reference (it needs the full torch wheel with its CUDA dependencies, about 4.6 GB, installed
 # once into ~/.cache/orchestra/venv-pyref).
@@ -54,6 +54,10 @@ fi
 echo
 echo "planner and leaderboard at 10,000 trials:"
 "$bin/orchestra" bench-planner --trials 10000 --out bench-results/planner.json
+
+echo
+echo "search algorithms replayed on the recorded curves of 32 real trials (docs/results/search-curves.json):"
+"$bin/orchestra" bench-search --curves docs/results/search-curves.json --seeds 20 --out bench-results/search
 
 echo
 spec=runs/quickstart/trials/quickstart-d4-000.yaml

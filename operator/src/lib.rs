@@ -8,6 +8,7 @@ pub mod local;
 pub mod planner;
 pub mod results;
 pub mod search;
+pub mod search_bench;
 pub mod sobol;
 pub mod summary;
 

@@ -3,5 +3,6 @@
 //! tables and plots out.
 
 pub mod leaderboard;
+pub mod lines;
 pub mod pareto;
 pub mod plot;

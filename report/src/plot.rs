@@ -28,7 +28,7 @@ const BASELINE_COLOURS: [RGBColor; 4] = [
     RGBColor(23, 190, 207),
 ];
 
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The bundled DejaVu Sans is a valid font; failure would only lose text in PNGs.

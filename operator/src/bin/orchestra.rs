@@ -72,6 +72,38 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Replay recorded learning curves through the planner under grid, random, ASHA,
+    /// Hyperband, median stopping and Pareto ASHA: hypervolume against trial-steps spent.
+    BenchSearch {
+        /// The recorded curves (JSON).
+        #[arg(long, default_value = "docs/results/search-curves.json")]
+        curves: PathBuf,
+        /// Record the curves first from this store's finished sweep (then replay them).
+        #[arg(long)]
+        record_from: Option<String>,
+        /// The sweep to record, when the store holds several.
+        #[arg(long)]
+        experiment: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        #[arg(long, default_value_t = 4)]
+        parallelism: u32,
+        /// Reference rate of the hypervolume.
+        #[arg(long, default_value_t = 0.02)]
+        reference_bpp: f64,
+        /// The budget of the single-objective ASHA.
+        #[arg(long, default_value_t = 0.012)]
+        bpp_budget: f64,
+        /// Steps of the lowest rung (recorded evaluations must fall on every rung).
+        #[arg(long, default_value_t = 80)]
+        min_steps: u64,
+        /// Reduction factor of the successive-halving methods.
+        #[arg(long, default_value_t = 3)]
+        eta: u32,
+        /// Writes <out>.md, <out>.svg and <out>.png.
+        #[arg(long, default_value = "bench-results/search")]
+        out: PathBuf,
+    },
 }
 
 fn main() {
@@ -124,6 +156,31 @@ fn run(command: Command) -> Result<()> {
         ),
         Command::Validate { file } => validate(&file),
         Command::BenchPlanner { trials, out } => bench_planner(trials, out),
+        Command::BenchSearch {
+            curves,
+            record_from,
+            experiment,
+            seeds,
+            parallelism,
+            reference_bpp,
+            bpp_budget,
+            min_steps,
+            eta,
+            out,
+        } => {
+            if let Some(uri) = record_from {
+                record_curves(&uri, experiment, &curves)?;
+            }
+            let cfg = orchestra_operator::search_bench::BenchConfig {
+                seeds,
+                parallelism,
+                reference_bpp,
+                bpp_budget,
+                min_steps,
+                eta,
+            };
+            bench_search(&curves, &cfg, &out)
+        }
         Command::Leaderboard {
             source,
             experiment,
@@ -233,6 +290,71 @@ fn bench_planner(trials: usize, out: Option<PathBuf>) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!("written: {}", path.display());
     }
+    Ok(())
+}
+
+fn record_curves(uri: &str, experiment: Option<String>, curves: &Path) -> Result<()> {
+    use orchestra_operator::search_bench::record;
+    let store = Store::open(uri)?;
+    let name = match experiment {
+        Some(n) => n,
+        None => match results::experiments_in(&store)?.as_slice() {
+            [only] => only.clone(),
+            names => bail!(
+                "{uri} holds {} experiments ({}): pass --experiment",
+                names.len(),
+                names.join(", ")
+            ),
+        },
+    };
+    let rec = record(&store, &name)?;
+    if rec.trials.is_empty() {
+        bail!("{uri}: experiment {name} has no finished trial to record");
+    }
+    if let Some(dir) = curves.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(curves, serde_json::to_vec(&rec)?)
+        .with_context(|| format!("cannot write {}", curves.display()))?;
+    println!(
+        "recorded the curves of {} trials of {name}: {}",
+        rec.trials.len(),
+        curves.display()
+    );
+    Ok(())
+}
+
+fn bench_search(
+    curves: &Path,
+    cfg: &orchestra_operator::search_bench::BenchConfig,
+    out: &Path,
+) -> Result<()> {
+    use orchestra_operator::search_bench::{run, Recording};
+    use orchestra_report::lines::{write_line_chart, LineChart};
+    let text = std::fs::read(curves).with_context(|| {
+        format!(
+            "cannot read {} (record curves with --record-from <store>)",
+            curves.display()
+        )
+    })?;
+    let rec: Recording = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a curve recording", curves.display()))?;
+    let bench = run(&rec, cfg).map_err(anyhow::Error::msg)?;
+    println!("{}", bench.markdown);
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let md = out.with_extension("md");
+    std::fs::write(&md, &bench.markdown).with_context(|| format!("cannot write {}", md.display()))?;
+    let chart = LineChart {
+        title: "Search: hypervolume of fully trained trials against compute",
+        x_desc: "trial-steps spent (share of the grid's)",
+        y_desc: "hypervolume (bpp x Dice)",
+        series: &bench.series,
+        target: Some(("95 % of the grid's hypervolume", bench.target)),
+    };
+    let (svg, png) = write_line_chart(&chart, out).map_err(anyhow::Error::msg)?;
+    println!("written: {}, {}, {}", md.display(), svg.display(), png.display());
     Ok(())
 }
 
