@@ -21,7 +21,7 @@ pub use redact::{redact, uri_credentials, RedactingStderr};
 pub use sweepable::{affects, sweepable, Sweepable, SWEEPABLE};
 pub use trial_progress::TrialProgress;
 pub use trial_result::{
-    ParamCounts, RateScores, RungRecord, RungScore, SegmentationScores, Timings, TrialResult,
+    ParamCounts, RateScores, RungRecord, RungScore, SegmentationScores, StoppedTrial, Timings, TrialResult,
 };
 pub use trial_spec::{
     DeviceKind, DisReduction, Hyper, LrSchedule, ModelSpec, Preset, Trial, TrialPhase, TrialSpec,

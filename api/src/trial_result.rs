@@ -156,3 +156,15 @@ pub struct RungScore {
     pub bpp: f64,
     pub dice: f64,
 }
+
+/// A trial the search stopped early, written by the runner as `stopped.json` beside its rung
+/// records: the leaderboard lists it with the step it reached and its scores there.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoppedTrial {
+    pub trial: String,
+    pub variant: Variant,
+    /// The step of its last rung record (and checkpoint).
+    pub step: u64,
+    pub reason: String,
+}

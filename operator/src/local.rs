@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use orchestra_api::{Experiment, ExperimentPhase, RungRecord, RungScore, TrialPhase, TrialResult, Variant};
+use orchestra_api::{
+    Experiment, ExperimentPhase, RungRecord, RungScore, StoppedTrial, TrialPhase, TrialResult, Variant,
+};
 use orchestra_store::layout::{self, ExperimentKeys, TrialKeys, EXPERIMENT_FILE};
 use orchestra_store::Store;
 use serde::{Deserialize, Serialize};
@@ -116,6 +118,8 @@ pub struct LocalRunner {
     opts: LocalOptions,
     state: State,
     children: BTreeMap<String, Child>,
+    /// Lines for the user about rungs reached and trials stopped early, printed by `run`.
+    notes: Vec<String>,
 }
 
 impl LocalRunner {
@@ -168,6 +172,7 @@ impl LocalRunner {
             opts,
             state,
             children: BTreeMap::new(),
+            notes: Vec::new(),
         })
     }
 
@@ -302,6 +307,13 @@ impl LocalRunner {
                     "at step {}: Dice {:.4} at {:.5} bpp",
                     score.step, score.dice, score.bpp
                 );
+                let variant = self
+                    .state
+                    .trials
+                    .get(trial)
+                    .map(|r| r.variant.to_string())
+                    .unwrap_or_default();
+                self.notes.push(format!("{trial} {variant}: rung reached {note}"));
                 self.set_phase(trial, TrialPhase::Paused, Some(note));
             }
         }
@@ -454,6 +466,18 @@ impl LocalRunner {
                 }
                 Action::StopTrial { name, reason } => {
                     self.stop(&name);
+                    if let Some(marker) = self
+                        .state
+                        .trials
+                        .get(&name)
+                        .and_then(|r| stopped_marker(&name, r, &reason))
+                    {
+                        self.store.put(
+                            &TrialKeys::new(&self.name, &name).stopped(),
+                            serde_json::to_vec_pretty(&marker).expect("stop record serialises"),
+                        )?;
+                        self.notes.push(format!("{name} {}: {reason}", marker.variant));
+                    }
                     self.set_phase(&name, TrialPhase::Stopped, Some(reason));
                 }
                 Action::SuspendTrial { name } => {
@@ -575,6 +599,9 @@ impl LocalRunner {
             }
             let p = plan(&self.name, &self.exp.spec, &observed, now(), &self.opts.planner);
             self.apply(p.actions.clone())?;
+            for note in std::mem::take(&mut self.notes) {
+                bars.suspend(|| println!("{note}"));
+            }
 
             let succeeded = self
                 .state
@@ -626,6 +653,16 @@ impl LocalRunner {
             std::thread::sleep(Duration::from_millis(250));
         }
     }
+}
+
+/// The early-stop record of a trial the search stops at a rung (one that reached a rung).
+pub fn stopped_marker(trial: &str, rec: &TrialRecord, reason: &str) -> Option<StoppedTrial> {
+    (rec.phase == TrialPhase::Paused).then(|| StoppedTrial {
+        trial: trial.to_string(),
+        variant: rec.variant,
+        step: rec.rungs.last().map_or(0, |r| r.step),
+        reason: reason.to_string(),
+    })
 }
 
 /// What a trial's worker left in the store for its step target.

@@ -8,7 +8,7 @@ use orchestra_api::Experiment;
 use orchestra_store::layout::{self, ExperimentKeys, LEADERBOARD_STEM};
 use orchestra_store::{Store, StoreError};
 
-use crate::leaderboard::{rank, Finished, Leaderboard};
+use crate::leaderboard::{rank, Finished, Leaderboard, StoppedEntry};
 use crate::plot::write_plots;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,17 +33,49 @@ pub fn read_finished(store: &Store, experiment: &str) -> Result<Vec<Finished>, R
         let Some(result) = layout::read_result(store, &keys)? else {
             continue;
         };
-        let pk = keys.params();
-        let params: BTreeMap<String, f64> = match store.get(&pk)? {
-            Some(b) => serde_json::from_slice(&b).map_err(|e| ResultsError::Corrupt {
-                key: pk,
-                reason: format!("not a parameter map: {e}"),
-            })?,
-            None => BTreeMap::new(),
-        };
+        let params = read_params(store, &keys)?;
         out.push(Finished { result, params });
     }
     Ok(out)
+}
+
+/// Every trial of `experiment` the search stopped early, with its scores at the step it reached.
+pub fn read_stopped(store: &Store, experiment: &str) -> Result<Vec<StoppedEntry>, ResultsError> {
+    let exp = ExperimentKeys::new(experiment);
+    let mut out = Vec::new();
+    for key in store.list(exp.prefix())? {
+        let Some(trial) = exp.trial_of_stopped(&key) else {
+            continue;
+        };
+        let keys = exp.trial(trial);
+        let Some(stopped) = layout::read_stopped(store, &keys)? else {
+            continue;
+        };
+        let Some(record) = layout::read_rung(store, &keys, stopped.step)? else {
+            continue;
+        };
+        out.push(StoppedEntry {
+            trial: stopped.trial,
+            variant: stopped.variant,
+            params: read_params(store, &keys)?,
+            step: stopped.step,
+            bpp: record.bpp(),
+            dice: record.scores.dice,
+            reason: stopped.reason,
+        });
+    }
+    Ok(out)
+}
+
+fn read_params(store: &Store, keys: &layout::TrialKeys) -> Result<BTreeMap<String, f64>, ResultsError> {
+    let pk = keys.params();
+    Ok(match store.get(&pk)? {
+        Some(b) => serde_json::from_slice(&b).map_err(|e| ResultsError::Corrupt {
+            key: pk,
+            reason: format!("not a parameter map: {e}"),
+        })?,
+        None => BTreeMap::new(),
+    })
 }
 
 /// Experiment names found in a store (those with a stored Experiment).
@@ -70,12 +102,20 @@ pub fn read_experiment(store: &Store, name: &str) -> Result<Option<Experiment>, 
     }
 }
 
+/// The leaderboard of an Experiment as the store holds it: its finished trials ranked, and the
+/// trials the search stopped early beside them.
+pub fn leaderboard(store: &Store, exp: &Experiment) -> Result<Leaderboard, ResultsError> {
+    let name = exp.metadata.name.clone().unwrap_or_default();
+    let mut lb = rank(&name, &read_finished(store, &name)?, &exp.spec.objective);
+    lb.stopped = read_stopped(store, &name)?;
+    Ok(lb)
+}
+
 /// Ranks the experiment's finished trials and writes `leaderboard.{json,md,svg,png}` into
 /// `dir` and into the store beside the trials.
 pub fn publish(store: &Store, exp: &Experiment, dir: &Path) -> Result<(Leaderboard, PathBuf), ResultsError> {
     let name = exp.metadata.name.clone().unwrap_or_default();
-    let finished = read_finished(store, &name)?;
-    let lb = rank(&name, &finished, &exp.spec.objective);
+    let lb = leaderboard(store, exp)?;
     std::fs::create_dir_all(dir).map_err(|e| ResultsError::Write {
         path: dir.to_path_buf(),
         reason: e.to_string(),

@@ -322,3 +322,105 @@ fn a_data_parallel_trial_runs_as_an_mpi_gang() {
     .unwrap();
     assert_eq!(result["timings"]["worldSize"], 2, "{result}");
 }
+
+/// Pareto ASHA with the local runner, killed outright (kill -9) while a promoted trial trains
+/// to its next rung: the same command finishes the search, every candidate ran as one trial,
+/// each trial's steps were trained exactly once (promotions and the resumed one continued from
+/// their checkpoints), and the trials stopped early are on the leaderboard with their step.
+#[test]
+fn an_asha_sweep_killed_during_a_promotion_finishes_with_every_trial_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "apiVersion: orchestra.dev/v1alpha1
+kind: Experiment
+metadata: {{ name: asha }}
+spec:
+  dataset: synthetic://lesion?n=40&size=64&seed=3&val=8
+  model: {{ inputSize: 64, downsample: 8 }}
+  variants: [D4]
+  hyper: {{ batchSize: 4 }}
+  search: {{ lambdaRate: {{ type: list, values: [0.02, 0.1, 0.5, 2.0] }} }}
+  algorithm: {{ type: asha, sampler: grid, seed: 2, eta: 2, minSteps: 6 }}
+  steps: 24
+  checkpointEvery: 4
+  parallelism: 2
+  store: file://{}/store
+  objective: {{ mode: pareto, referenceBpp: 0.1 }}
+",
+        dir.path().display()
+    );
+    let file = dir.path().join("asha.yaml");
+    std::fs::write(&file, text).unwrap();
+    let workdir = dir.path().join("work");
+    let mut child = orchestra()
+        .arg(&file)
+        .arg("--workdir")
+        .arg(&workdir)
+        .arg("--worker")
+        .arg(worker())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until a promoted trial is running, then kill the runner outright.
+    let started = Instant::now();
+    loop {
+        let state: serde_json::Value = std::fs::read(workdir.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let promoted_running = state["trials"].as_object().is_some_and(|ts| {
+            ts.values()
+                .any(|t| t["phase"] == "Running" && t["promotions"].as_u64() > Some(0))
+        });
+        if promoted_running {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "no promotion started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let stdout = succeeded(&run(&file, &workdir));
+    assert!(stdout.contains("experiment asha: Succeeded"), "{stdout}");
+    let store = dir.path().join("store/asha");
+    let trials: Vec<String> = (0..4).map(|i| format!("asha-d4-{i:03}")).collect();
+    let mut stopped = 0;
+    for t in &trials {
+        let rungs: Vec<u64> = std::fs::read_dir(store.join(t).join("rungs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter_map(|n| n.strip_prefix("step-")?.strip_suffix(".json")?.parse().ok())
+            .collect();
+        let reached = *rungs.iter().max().unwrap();
+        let metrics = std::fs::read_to_string(store.join(t).join("metrics.jsonl")).unwrap();
+        let steps: Vec<u64> = metrics
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("loss_seg").is_some())
+            .map(|v| v["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, (1..=reached).collect::<Vec<_>>(), "{t}: every step once");
+        if store.join(t).join("stopped.json").exists() {
+            stopped += 1;
+            assert!(reached < 24, "{t} stopped after the last rung");
+        } else {
+            assert_eq!(reached, 24, "{t} neither finished nor stopped");
+            assert!(store.join(t).join("result.json").exists());
+        }
+    }
+    assert!((1..4).contains(&stopped), "{stopped} trials stopped early");
+    let board = std::fs::read_to_string(workdir.join("leaderboard.md")).unwrap();
+    assert!(
+        board.contains(&format!("Stopped early by the search ({stopped})")),
+        "{board}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(workdir.join("state.json")).unwrap()).unwrap();
+    let names: Vec<&String> = state["trials"].as_object().unwrap().keys().collect();
+    assert_eq!(names, trials.iter().collect::<Vec<_>>(), "every candidate once");
+}

@@ -961,3 +961,139 @@ async fn chaos_conflicts_errors_slow_answers_and_a_restart_still_converge() {
         chaos_run(seed).await;
     }
 }
+
+fn write_rung(uri: &str, trial: &str, step: u64, dice: f64, bpp: f64) {
+    let store = orchestra_store::Store::open(uri).unwrap();
+    let record = json!({"step": step,
+        "scores": {"dice": dice, "iou": 0.8, "dicePerClass": [dice], "iouPerClass": [0.8], "images": 8},
+        "rate": {"codeBits": 48, "bitsPerPixelRaw": 0.0117, "bppEstimate": bpp * 0.8, "bpp": bpp,
+                 "bppNoHeader": bpp * 0.7, "meanStreamBytes": 4.0, "roundTripFailures": 0},
+        "sourceBitsPerPixel": 24.0});
+    let key = orchestra_store::layout::TrialKeys::new("sweep", trial).rung(step);
+    store.put(&key, serde_json::to_vec(&record).unwrap()).unwrap();
+    store
+        .put(&format!("sweep/{trial}/params.json"), b"{}".to_vec())
+        .unwrap();
+}
+
+/// Pareto ASHA on the cluster: two trials reach their first rung (10 of 20 steps); the one on
+/// the front goes on from its checkpoint as a new gang (the old Job deleted first, never two
+/// gangs for one trial, and not counted as an attempt), the dominated one waits; once the
+/// promoted trial finishes, nothing else can arrive, and the waiting one is stopped early,
+/// recorded in the store and listed on the leaderboard with the step it reached.
+#[tokio::test]
+async fn asha_promotes_the_front_from_its_checkpoint_and_stops_the_rest() {
+    let s = Scenario::new();
+    let algorithm = json!({"variants": ["D4"], "search": {"lambdaRate": {"type": "list", "values": [0.1, 0.2]}},
+        "algorithm": {"type": "asha", "sampler": "grid", "seed": 1, "eta": 2, "minSteps": 10},
+        "objective": {"mode": "pareto", "referenceBpp": 0.02}});
+    let exp = s.experiment(algorithm.clone());
+    for (trial, dice, bpp) in [("sweep-d4-000", 0.9, 0.004), ("sweep-d4-001", 0.7, 0.005)] {
+        s.running_trial(trial, "D4", Some(("Complete", "CompletionsReached")));
+        let path = format!("{TRIALS}/{trial}");
+        let mut t = s.fake.get(&path).unwrap();
+        t["status"]["targetStep"] = json!(10);
+        s.fake.put(&path, t);
+        let uri = s.store();
+        let trial = trial.to_string();
+        std::thread::spawn(move || write_rung(&uri, &trial, 10, dice, bpp))
+            .join()
+            .unwrap();
+    }
+    s.reconcile(exp.clone()).await.unwrap();
+    assert_eq!(
+        s.fake.lines(),
+        [
+            format!("GET {TRIALS}"),
+            format!("GET {JOBS}"),
+            format!("GET {PODS}"),
+            format!("PATCH {TRIALS}/sweep-d4-000/status"),
+            format!("PATCH {TRIALS}/sweep-d4-001/status"),
+            format!("PATCH {CMS}/sweep-d4-000-spec"),
+            format!("PATCH {SVCS}/sweep-d4-000"),
+            format!("DELETE {JOBS}/sweep-d4-000-a1"),
+            format!("PATCH {JOBS}/sweep-d4-000-a2"),
+            format!("PATCH {TRIALS}/sweep-d4-000/status"),
+            format!("PATCH {CMS}/sweep-leaderboard"),
+            format!("PATCH {EXP}/status"),
+        ]
+    );
+    let paused = s.fake.body_of(&format!("PATCH {TRIALS}/sweep-d4-001/status"))["status"].clone();
+    assert_eq!(paused["phase"], "Paused", "{paused}");
+    assert_eq!(paused["rungs"], json!([{"step": 10, "bpp": 0.005, "dice": 0.7}]));
+    let job = s.fake.body_of(&format!("PATCH {JOBS}/sweep-d4-000-a2"));
+    let args = args_of(&job);
+    assert!(args.contains(&"--resume".to_string()), "{args:?}");
+    assert!(
+        !args.contains(&"--until".to_string()),
+        "the last rung is the full run: {args:?}"
+    );
+    let promoted = s
+        .fake
+        .log()
+        .into_iter()
+        .rfind(|r| r.line() == format!("PATCH {TRIALS}/sweep-d4-000/status"))
+        .unwrap()
+        .body["status"]
+        .clone();
+    assert_eq!(
+        (
+            &promoted["phase"],
+            &promoted["attempts"],
+            &promoted["promotions"],
+            &promoted["targetStep"]
+        ),
+        (&json!("Running"), &json!(2), &json!(1), &json!(20)),
+        "{promoted}"
+    );
+    assert_eq!(
+        promoted["rungs"],
+        json!([{"step": 10, "bpp": 0.004, "dice": 0.9}]),
+        "the rung just reached is kept"
+    );
+    let events: Vec<String> = s.fake.events().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(events, ["TrialReachedRung", "TrialReachedRung", "TrialPromoted"]);
+
+    // The promoted gang finishes: the waiting trial can no longer be promoted and stops early.
+    let s2 = Scenario {
+        fake: FakeApi::default(),
+        store_dir: s.store_dir,
+        restart_backoff: 10,
+        now: s.now.clone(),
+    };
+    let exp = s2.experiment(algorithm);
+    for (trial, status) in [("sweep-d4-000", promoted), ("sweep-d4-001", paused)] {
+        s2.running_trial(trial, "D4", Some(("Complete", "CompletionsReached")));
+        let path = format!("{TRIALS}/{trial}");
+        let mut t = s2.fake.get(&path).unwrap();
+        t["status"] = status;
+        s2.fake.put(&path, t);
+    }
+    let mut job = s2.fake.get(&format!("{JOBS}/sweep-d4-000-a1")).unwrap();
+    job["metadata"]["name"] = json!("sweep-d4-000-a2");
+    s2.fake.put(&format!("{JOBS}/sweep-d4-000-a2"), job);
+    s2.write_result("sweep-d4-000", 0.92, 0.0041);
+    s2.reconcile(exp).await.unwrap();
+    let stopped = s2.fake.body_of(&format!("PATCH {TRIALS}/sweep-d4-001/status"))["status"].clone();
+    assert_eq!(stopped["phase"], "Stopped", "{stopped}");
+    assert!(
+        stopped["message"]
+            .as_str()
+            .unwrap()
+            .contains("stopped early at step 10"),
+        "{stopped}"
+    );
+    let status = s2.fake.body_of(&format!("PATCH {EXP}/status"))["status"].clone();
+    assert_eq!(status["phase"], "Succeeded", "{status}");
+    let events: Vec<String> = s2.fake.events().into_iter().map(|(r, _)| r).collect();
+    assert!(
+        events.contains(&"TrialSucceeded".into()) && events.contains(&"TrialStoppedEarly".into()),
+        "{events:?}"
+    );
+    let board = s2.fake.body_of(&format!("PATCH {CMS}/sweep-leaderboard"));
+    let md = board["data"]["leaderboard.md"].as_str().unwrap();
+    assert!(
+        md.contains("Stopped early by the search (1)") && md.contains("| sweep-d4-001 | D4 | 10 |"),
+        "{md}"
+    );
+}

@@ -60,6 +60,22 @@ pub struct Leaderboard {
     pub hypervolume: f64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub baselines: Vec<Curve>,
+    /// Trials the search stopped early, with the step they reached and their scores there
+    /// (not ranked: they trained fewer steps).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopped: Vec<StoppedEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoppedEntry {
+    pub trial: String,
+    pub variant: Variant,
+    pub params: BTreeMap<String, f64>,
+    pub step: u64,
+    pub bpp: f64,
+    pub dice: f64,
+    pub reason: String,
 }
 
 /// One finished trial as the leaderboard takes it.
@@ -125,6 +141,7 @@ pub fn rank(experiment: &str, finished: &[Finished], objective: &Objective) -> L
         winner,
         reference_bpp: objective.reference_bpp,
         baselines: Vec::new(),
+        stopped: Vec::new(),
     }
 }
 
@@ -216,6 +233,18 @@ impl Leaderboard {
                     .unwrap_or("none (no trial within the budget)")
             );
         }
+        if !self.stopped.is_empty() {
+            s += &format!(
+                "\n### Stopped early by the search ({})\n\n| trial | variant | reached step | bpp | Dice | why |\n|---|---|---|---|---|---|\n",
+                self.stopped.len()
+            );
+            for e in &self.stopped {
+                s += &format!(
+                    "| {} | {} | {} | {:.5} | {:.4} | {} |\n",
+                    e.trial, e.variant, e.step, e.bpp, e.dice, e.reason
+                );
+            }
+        }
         if self.entries.iter().any(|e| e.bpp_source == BppSource::Estimate) {
             s += "\nbpp marked `estimate` is the learned bit model's ideal code length, not a real bitstream.\n";
         }
@@ -283,6 +312,33 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("raw pixels") && md.contains("not a real bitstream"));
+    }
+
+    #[test]
+    fn stopped_trials_are_listed_with_their_step_not_ranked() {
+        let mut lb = rank(
+            "e",
+            &[finished("a", Variant::D4, Some(0.004), 0.8)],
+            &Objective::default(),
+        );
+        lb.stopped.push(StoppedEntry {
+            trial: "b".into(),
+            variant: Variant::D4,
+            params: BTreeMap::new(),
+            step: 120,
+            bpp: 0.003,
+            dice: 0.9,
+            reason: "stopped early at step 120: not in the top 1/3 of its rung".into(),
+        });
+        let md = lb.to_markdown();
+        assert!(
+            md.contains("Stopped early by the search (1)")
+                && md.contains("| b | D4 | 120 | 0.00300 | 0.9000 |"),
+            "{md}"
+        );
+        assert_eq!(lb.front, ["a"], "a stopped trial is not on the front");
+        let back: Leaderboard = serde_json::from_str(&serde_json::to_string(&lb).unwrap()).unwrap();
+        assert_eq!(back, lb);
     }
 
     #[test]

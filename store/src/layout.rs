@@ -12,12 +12,13 @@
 //! <experiment>/<trial>/metrics.jsonl                    one line per step, plus evaluations
 //! <experiment>/<trial>/progress.json                    step, speed, losses, ETA while running
 //! <experiment>/<trial>/rungs/step-<n>.json              scores at each evaluation and step target
+//! <experiment>/<trial>/stopped.json                     the search stopped it early: step, reason
 //! <experiment>/<trial>/result.json                      written last of all: the trial is done
 //! ```
 //!
 //! Step folders are zero-padded to eight digits so that lexical order is step order.
 
-use orchestra_api::{RungRecord, TrialProgress, TrialResult};
+use orchestra_api::{RungRecord, StoppedTrial, TrialProgress, TrialResult};
 
 use crate::{Store, StoreError};
 
@@ -32,6 +33,7 @@ const RESULT: &str = "result.json";
 const METRICS: &str = "metrics.jsonl";
 const PROGRESS: &str = "progress.json";
 const RUNGS: &str = "rungs";
+const STOPPED: &str = "stopped.json";
 const LATEST: &str = "latest";
 const STEP_PREFIX: &str = "step-";
 /// How a checkpoint folder's name looks, for error messages.
@@ -77,9 +79,18 @@ impl ExperimentKeys {
 
     /// The trial whose result `key` is (`<experiment>/<trial>/result.json`), if it is one.
     pub fn trial_of_result<'k>(&self, key: &'k str) -> Option<&'k str> {
+        self.trial_of(key, RESULT)
+    }
+
+    /// The trial whose early-stop record `key` is (`<experiment>/<trial>/stopped.json`).
+    pub fn trial_of_stopped<'k>(&self, key: &'k str) -> Option<&'k str> {
+        self.trial_of(key, STOPPED)
+    }
+
+    fn trial_of<'k>(&self, key: &'k str, object: &str) -> Option<&'k str> {
         key.strip_prefix(self.name.as_str())?
             .strip_prefix('/')?
-            .strip_suffix(RESULT)?
+            .strip_suffix(object)?
             .strip_suffix('/')
             .filter(|t| !t.is_empty() && !t.contains('/'))
     }
@@ -140,6 +151,10 @@ impl TrialKeys {
         format!("{}/{RUNGS}/{}.json", self.base, Self::checkpoint_dir(step))
     }
 
+    pub fn stopped(&self) -> String {
+        self.key(STOPPED)
+    }
+
     /// The prefix of every rung record of the trial.
     pub fn rungs(&self) -> String {
         self.key(RUNGS)
@@ -192,6 +207,11 @@ pub fn read_result(store: &Store, keys: &TrialKeys) -> Result<Option<TrialResult
 /// A running trial's latest progress record, if its worker has written one.
 pub fn read_progress(store: &Store, keys: &TrialKeys) -> Result<Option<TrialProgress>, StoreError> {
     read_json(store, keys.progress(), "a progress record")
+}
+
+/// A trial's early-stop record, if the search stopped it.
+pub fn read_stopped(store: &Store, keys: &TrialKeys) -> Result<Option<StoppedTrial>, StoreError> {
+    read_json(store, keys.stopped(), "an early-stop record")
 }
 
 /// The rung record at `step`, if the worker wrote one.
@@ -259,6 +279,8 @@ mod tests {
         assert_eq!(t.latest(), "sweep/sweep-d4-000/latest");
         assert_eq!(t.progress(), "sweep/sweep-d4-000/progress.json");
         assert_eq!(t.rung(40), "sweep/sweep-d4-000/rungs/step-00000040.json");
+        assert_eq!(t.stopped(), "sweep/sweep-d4-000/stopped.json");
+        assert_eq!(e.trial_of_stopped(&t.stopped()), Some("sweep-d4-000"));
         assert_eq!(
             t.weights(12),
             "sweep/sweep-d4-000/step-00000012/weights.safetensors"

@@ -271,6 +271,24 @@ fn validate(file: &Path) -> Result<()> {
         exp.spec.steps,
         exp.spec.parallelism
     );
+    let schedule = exp.spec.algorithm.schedule(exp.spec.steps);
+    if exp.spec.algorithm.is_multi_fidelity() {
+        let ladders: Vec<String> = (0..schedule.brackets())
+            .map(|b| {
+                let rungs: Vec<String> = schedule
+                    .rungs(b, exp.spec.steps)
+                    .iter()
+                    .map(u64::to_string)
+                    .collect();
+                rungs.join(" -> ")
+            })
+            .collect();
+        println!(
+            "  early stopping at rungs (steps) {}; ranked by {:?}; at most that many steps per trial",
+            ladders.join(" | "),
+            exp.spec.objective.effective_mode()
+        );
+    }
     for c in all {
         let params: Vec<String> = c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("  {} {} {}", c.name, c.variant, params.join(" "));

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, Patch, PostParams};
 use kube::runtime::events::EventType;
-use orchestra_api::{Trial, TrialPhase};
+use orchestra_api::{StoppedTrial, Trial, TrialPhase};
 use orchestra_store::layout::{ExperimentKeys, TrialKeys};
 
 use super::builders;
@@ -22,6 +22,7 @@ use crate::planner::Action;
 pub(super) async fn write_to_store(
     scope: &Scope<'_>,
     actions: &[Action],
+    trials: &BTreeMap<String, Trial>,
     first_look: bool,
 ) -> Result<(), Error> {
     let name = scope.name.clone();
@@ -34,6 +35,21 @@ pub(super) async fn write_to_store(
                 TrialKeys::new(&name, trial).params(),
                 serde_json::to_vec(params).expect("params serialise"),
             )),
+            // A trial the search stops at its rung: the leaderboard lists it with that rung.
+            Action::StopTrial { name: trial, reason } => {
+                let t = trials.get(trial)?;
+                let status = t.status.as_ref().filter(|s| s.phase == TrialPhase::Paused)?;
+                let marker = StoppedTrial {
+                    trial: trial.clone(),
+                    variant: t.spec.variant,
+                    step: status.rungs.last().map_or(0, |r| r.step),
+                    reason: reason.clone(),
+                };
+                Some((
+                    TrialKeys::new(&name, trial).stopped(),
+                    serde_json::to_vec_pretty(&marker).expect("stop record serialises"),
+                ))
+            }
             _ => None,
         })
         .collect();

@@ -208,11 +208,11 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Ac
     let mut by_name: BTreeMap<String, Trial> = trials.into_iter().map(|t| (t.name_any(), t)).collect();
     let mut finished_any = false;
     for tr in &transitions {
-        finished_any |= transitions::record(&scope, &by_name, tr).await?;
+        finished_any |= transitions::record(&scope, &mut by_name, tr).await?;
     }
 
     let decision = plan(&scope.name, &exp.spec, &observed, scope.now, &ctx.planner);
-    actions::write_to_store(&scope, &decision.actions, observed.is_empty()).await?;
+    actions::write_to_store(&scope, &decision.actions, &by_name, observed.is_empty()).await?;
     for action in &decision.actions {
         actions::carry_out(&scope, &mut by_name, action).await?;
     }

@@ -145,13 +145,12 @@ pub(super) async fn publish_leaderboard(scope: &Scope<'_>, plot: bool) -> Result
     let dir = std::env::temp_dir().join(format!("orchestra-operator-{}-{}", scope.ns, scope.name));
     let lb = with_store(&scope.exp.spec.store, move |store| {
         let name = exp.name_any();
-        let finished = results::read_finished(store, &name)?;
         if plot {
             if let Err(e) = results::publish(store, &exp, &dir) {
                 tracing::warn!(experiment = %name, error = %e, "could not publish the leaderboard plot");
             }
         }
-        Ok(crate::leaderboard::rank(&name, &finished, &exp.spec.objective))
+        Ok(results::leaderboard(store, &exp)?)
     })
     .await?;
     let cms: Api<ConfigMap> = Api::namespaced(scope.ctx.client.clone(), &scope.ns);

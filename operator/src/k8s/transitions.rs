@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use orchestra_api::{RungRecord, Trial, TrialPhase, TrialResult};
+use orchestra_api::{RungRecord, Trial, TrialPhase, TrialResult, TrialStatus};
 
 use super::names;
 use super::observe::{format_time, Transition};
@@ -13,42 +13,46 @@ use super::reconcile::{delete_ignoring_absent, Error, Scope};
 use super::status::{patch_status, publish_event};
 use crate::summary::shown_bpp;
 
-/// Records one transition; true when a trial finished (the leaderboard's plot is then redrawn).
+/// Records one transition, and in `trials` the status it wrote (later actions of the same
+/// reconciliation build on it); true when a trial finished (the leaderboard's plot is then
+/// redrawn).
 pub(super) async fn record(
     scope: &Scope<'_>,
-    trials: &BTreeMap<String, Trial>,
+    trials: &mut BTreeMap<String, Trial>,
     transition: &Transition,
 ) -> Result<bool, Error> {
-    match transition {
+    let (trial, status, finished) = match transition {
         Transition::Succeeded { trial, result } => {
-            succeeded(scope, &trials[trial], result).await?;
-            Ok(true)
+            (trial, succeeded(scope, &trials[trial], result).await?, true)
         }
-        Transition::Paused { trial, record } => {
-            paused(scope, &trials[trial], record).await?;
-            Ok(false)
-        }
+        Transition::Paused { trial, record } => (trial, paused(scope, &trials[trial], record).await?, false),
         Transition::AttemptFailed {
             trial,
             attempt,
             reason,
-        } => {
-            attempt_failed(scope, &trials[trial], *attempt, reason).await?;
-            Ok(false)
-        }
+        } => (
+            trial,
+            attempt_failed(scope, &trials[trial], *attempt, reason).await?,
+            false,
+        ),
         Transition::Unschedulable {
             trial,
             pending,
             waited,
-        } => {
-            unschedulable(scope, &trials[trial], pending, *waited).await?;
-            Ok(false)
-        }
+        } => (
+            trial,
+            unschedulable(scope, &trials[trial], pending, *waited).await?,
+            false,
+        ),
+    };
+    if let Some(t) = trials.get_mut(trial) {
+        t.status = Some(status);
     }
+    Ok(finished)
 }
 
 /// The gang finished and its result covers the step target.
-async fn succeeded(scope: &Scope<'_>, t: &Trial, result: &TrialResult) -> Result<(), Error> {
+async fn succeeded(scope: &Scope<'_>, t: &Trial, result: &TrialResult) -> Result<TrialStatus, Error> {
     let trial = t.name_any();
     let mut status = t.status.clone().unwrap_or_default();
     status.phase = TrialPhase::Succeeded;
@@ -79,11 +83,11 @@ async fn succeeded(scope: &Scope<'_>, t: &Trial, result: &TrialResult) -> Result
         format!("{trial}: {note}"),
     )
     .await;
-    Ok(())
+    Ok(status)
 }
 
 /// The gang reached its rung: the trial waits there, with its scores, for the search.
-async fn paused(scope: &Scope<'_>, t: &Trial, record: &RungRecord) -> Result<(), Error> {
+async fn paused(scope: &Scope<'_>, t: &Trial, record: &RungRecord) -> Result<TrialStatus, Error> {
     let trial = t.name_any();
     let mut status = t.status.clone().unwrap_or_default();
     let score = record.score();
@@ -111,12 +115,17 @@ async fn paused(scope: &Scope<'_>, t: &Trial, record: &RungRecord) -> Result<(),
         format!("{trial}: {note}"),
     )
     .await;
-    Ok(())
+    Ok(status)
 }
 
 /// A rank failed: the whole gang goes, since survivors of a failed rank never rejoin on their
 /// own; the planner restarts it from the latest checkpoint if attempts remain.
-async fn attempt_failed(scope: &Scope<'_>, t: &Trial, attempt: u32, reason: &str) -> Result<(), Error> {
+async fn attempt_failed(
+    scope: &Scope<'_>,
+    t: &Trial,
+    attempt: u32,
+    reason: &str,
+) -> Result<TrialStatus, Error> {
     let trial = t.name_any();
     let note = format!("attempt {attempt} failed: {reason}");
     let mut status = t.status.clone().unwrap_or_default();
@@ -134,11 +143,16 @@ async fn attempt_failed(scope: &Scope<'_>, t: &Trial, attempt: u32, reason: &str
         format!("{trial}: {note}"),
     )
     .await;
-    Ok(())
+    Ok(status)
 }
 
 /// Part of the gang is still unscheduled after the gang timeout: said once per distinct message.
-async fn unschedulable(scope: &Scope<'_>, t: &Trial, pending: &[String], waited: u64) -> Result<(), Error> {
+async fn unschedulable(
+    scope: &Scope<'_>,
+    t: &Trial,
+    pending: &[String],
+    waited: u64,
+) -> Result<TrialStatus, Error> {
     let trial = t.name_any();
     let mut status = t.status.clone().unwrap_or_default();
     let message = format!(
@@ -147,7 +161,7 @@ async fn unschedulable(scope: &Scope<'_>, t: &Trial, pending: &[String], waited:
         pending.join(", ")
     );
     if status.message.as_deref() == Some(message.as_str()) {
-        return Ok(());
+        return Ok(status);
     }
     status.message = Some(message.clone());
     patch_status(&scope.trials, &trial, &status).await?;
@@ -160,5 +174,5 @@ async fn unschedulable(scope: &Scope<'_>, t: &Trial, pending: &[String], waited:
         format!("{trial}: {message}"),
     )
     .await;
-    Ok(())
+    Ok(status)
 }

@@ -219,6 +219,7 @@ pub fn report(
         winner: None,
         reference_bpp: 0.1,
         baselines: curves,
+        stopped: Vec::new(),
     }
 }
 
