@@ -173,7 +173,29 @@ pub fn plan(
         || observed
             .iter()
             .any(|t| matches!(t.phase, TrialPhase::Running | TrialPhase::Pending));
-    let decisions = decide(spec, &schedule, observed, &bracket_of, more_to_come);
+    let decisions = if schedule == Schedule::Full {
+        Decisions::default()
+    } else {
+        // The search sees the trials failing in this plan as failed (they free their places).
+        let failing: HashSet<&str> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::FailTrial { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        let view: Vec<ObservedTrial> = observed
+            .iter()
+            .map(|t| {
+                let mut t = t.clone();
+                if failing.contains(t.name.as_str()) {
+                    t.phase = TrialPhase::Failed;
+                }
+                t
+            })
+            .collect();
+        decide(spec, &schedule, &view, &bracket_of, more_to_come)
+    };
     for (trial, reason) in &decisions.stop {
         actions.push(Action::StopTrial {
             name: trial.clone(),

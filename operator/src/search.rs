@@ -151,17 +151,28 @@ fn halving(
     // Nothing else can arrive: the search of this bracket ends. If no trial went all the way,
     // the best trial of the highest rung still occupied goes on, so that the bracket ends with
     // a trial trained to `steps`.
+    // A trial that went all the way and did not fail (one that failed frees the place).
+    let last = *rungs.last().expect("a ladder ends with steps");
     let reached_top = members.iter().any(|t| {
-        t.target == *rungs.last().expect("a ladder ends with steps") && t.phase != TrialPhase::Paused
+        t.target == last
+            && !matches!(
+                t.phase,
+                TrialPhase::Paused | TrialPhase::Failed | TrialPhase::Stopped
+            )
     });
     if !reached_top {
         for (k, &step) in below_top.iter().enumerate().rev() {
+            // Ranked among every trial of the rung, as promotions are; the best waiting goes.
             let at: Vec<AtRung> = members
                 .iter()
-                .filter(|t| waiting_at(t, step))
                 .filter_map(|t| score_at(t, step).map(|score| AtRung { name: &t.name, score }))
                 .collect();
-            if let Some(&best) = ranked(spec, &at).first() {
+            let best = ranked(spec, &at).into_iter().find(|&i| {
+                members
+                    .iter()
+                    .any(|t| t.name == at[i].name && waiting_at(t, step))
+            });
+            if let Some(best) = best {
                 d.promote.push((at[best].name.to_string(), rungs[k + 1]));
                 return;
             }

@@ -627,7 +627,7 @@ fn check_rung_budget(
     let all_created = orchestra_operator::candidates::candidates("e", spec).len() == trials.len();
     let none_at_top = peers
         .iter()
-        .all(|t| t.target < spec.steps || t.phase == TrialPhase::Paused);
+        .all(|t| !(t.target == spec.steps && t.phase == TrialPhase::Succeeded));
     let waiting: Vec<usize> = order
         .iter()
         .copied()
@@ -635,12 +635,10 @@ fn check_rung_budget(
         .collect();
     prop_assert!(
         quiet && all_created && none_at_top && waiting.first().map(|&i| peers[i].name.as_str()) == Some(name),
-        "{} promoted from step {} at rank {} of {} (eta {})",
-        name,
-        step,
-        rank,
-        peers.len(),
-        eta
+        "{} promoted from step {} at rank {} of {} (eta {}); quiet {} all created {} none at top {} waiting {:?}; {:?}",
+        name, step, rank, peers.len(), eta, quiet, all_created, none_at_top,
+        waiting.iter().map(|&i| &peers[i].name).collect::<Vec<_>>(),
+        peers.iter().map(|t| (&t.name, t.phase, t.target)).collect::<Vec<_>>()
     );
     Ok(())
 }
@@ -728,6 +726,6 @@ proptest! {
         prop_assert_eq!(&log, &again, "same inputs, other decisions");
         let succeeded = trials.values().filter(|t| t.phase == TrialPhase::Succeeded).count();
         prop_assert!(succeeded > 0 || trials.values().all(|t| t.phase != TrialPhase::Stopped || t.rungs.is_empty()),
-            "the search stopped every trial early");
+            "the search stopped every trial early: {:?}", trials.values().map(|t| (&t.name, t.phase, t.target, t.rungs.len())).collect::<Vec<_>>());
     }
 }
