@@ -330,6 +330,27 @@ pub struct ExperimentStatus {
     pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Trials stopped: early by the search (at a rung), or because the Experiment failed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub trials_stopped: u32,
+    /// With early stopping: per rung, how many trials reached it and how many wait there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rungs: Vec<RungOccupancy>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One rung of the search as the Experiment's status shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RungOccupancy {
+    pub step: u64,
+    /// Trials that reached the rung (and wrote their scores there).
+    pub reached: u32,
+    /// Trials paused there, waiting for a promotion.
+    pub waiting: u32,
 }
 
 /// The most values of one swept parameter that validation sets on a trial to check.

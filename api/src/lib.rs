@@ -15,7 +15,7 @@ pub mod validation;
 pub use algorithm::{Algorithm, AlgorithmKind, Sampler, Sampling, Schedule};
 pub use experiment::{
     BestTrial, Experiment, ExperimentPhase, ExperimentSpec, ExperimentStatus, Objective, ObjectiveMode,
-    Resources, SearchSpace,
+    Resources, RungOccupancy, SearchSpace,
 };
 pub use redact::{redact, uri_credentials, RedactingStderr};
 pub use sweepable::{affects, sweepable, Sweepable, SWEEPABLE};

@@ -209,6 +209,8 @@ impl Default for Hyper {
     printcolumn = r#"{"name":"Variant","type":"string","jsonPath":".spec.variant"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Attempts","type":"integer","jsonPath":".status.attempts"}"#,
+    printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.lastCheckpointStep"}"#,
+    printcolumn = r#"{"name":"Target","type":"integer","jsonPath":".status.targetStep"}"#,
     printcolumn = r#"{"name":"bpp","type":"number","jsonPath":".status.bpp"}"#,
     printcolumn = r#"{"name":"Dice","type":"number","jsonPath":".status.dice"}"#
 )]

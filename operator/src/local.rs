@@ -574,8 +574,8 @@ impl LocalRunner {
         let total = crate::candidates::candidates(&self.name, &self.exp.spec).len() as u64;
         let (bars, overall) = self.progress_bars(total);
         let mut trial_bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
-        // The leaderboard as last published, and for how many succeeded trials.
-        let mut published: Option<(usize, Leaderboard, PathBuf)> = None;
+        // The leaderboard as last published, and for how many succeeded and stopped trials.
+        let mut published: Option<((usize, usize), Leaderboard, PathBuf)> = None;
         // Spinners are refreshed often; printed lines at the configured interval.
         let show_every = if self.opts.progress {
             Duration::from_secs(2)
@@ -603,15 +603,12 @@ impl LocalRunner {
                 bars.suspend(|| println!("{note}"));
             }
 
-            let succeeded = self
-                .state
-                .trials
-                .values()
-                .filter(|r| r.phase == TrialPhase::Succeeded)
-                .count();
-            if published.as_ref().is_none_or(|(n, _, _)| *n != succeeded) {
+            let count = |phase| self.state.trials.values().filter(|r| r.phase == phase).count();
+            // Trials stopped early are listed on the leaderboard too.
+            let finished = (count(TrialPhase::Succeeded), count(TrialPhase::Stopped));
+            if published.as_ref().is_none_or(|(n, _, _)| *n != finished) {
                 let (lb, plot) = results::publish(&self.store, &self.exp, &self.dir)?;
-                published = Some((succeeded, lb, plot));
+                published = Some((finished, lb, plot));
             }
             let leaderboard = &published.as_ref().expect("published above").1;
             let summary = Summary::after(&observed, &p.actions, total as usize, leaderboard);

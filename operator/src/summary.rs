@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use orchestra_api::{BestTrial, TrialPhase, TrialResult};
+use orchestra_api::{BestTrial, RungOccupancy, TrialPhase, TrialResult};
 
 use crate::leaderboard::{ranked_bpp, Leaderboard};
 use crate::planner::{Action, ObservedTrial};
@@ -27,6 +27,8 @@ pub struct Summary {
     pub paused: u32,
     /// The leaderboard's choice: best Dice within the bpp budget, else best Dice.
     pub best: Option<BestTrial>,
+    /// Per rung below the last (with early stopping), trials that reached it and wait there.
+    pub rungs: Vec<RungOccupancy>,
 }
 
 impl Summary {
@@ -49,6 +51,7 @@ impl Summary {
             stopped: count(TrialPhase::Stopped),
             paused: count(TrialPhase::Paused),
             best: leaderboard.best(),
+            rungs: rung_occupancy(observed, &phases),
         }
     }
 
@@ -90,6 +93,29 @@ impl Summary {
 /// source image's bits per pixel.
 pub fn shown_bpp(result: &TrialResult) -> f64 {
     ranked_bpp(result).0
+}
+
+/// Per step at which some trial paused, how many trials reached it and how many still wait.
+fn rung_occupancy(observed: &[ObservedTrial], phases: &BTreeMap<String, TrialPhase>) -> Vec<RungOccupancy> {
+    let mut by_step: BTreeMap<u64, RungOccupancy> = BTreeMap::new();
+    for t in observed {
+        for r in &t.rungs {
+            by_step
+                .entry(r.step)
+                .or_insert(RungOccupancy {
+                    step: r.step,
+                    reached: 0,
+                    waiting: 0,
+                })
+                .reached += 1;
+        }
+        if phases.get(&t.name) == Some(&TrialPhase::Paused) {
+            if let Some(o) = by_step.get_mut(&t.target) {
+                o.waiting += 1;
+            }
+        }
+    }
+    by_step.into_values().collect()
 }
 
 /// Each trial's phase once the planner's `actions` are carried out.

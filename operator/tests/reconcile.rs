@@ -1053,6 +1053,12 @@ async fn asha_promotes_the_front_from_its_checkpoint_and_stops_the_rest() {
     );
     let events: Vec<String> = s.fake.events().into_iter().map(|(r, _)| r).collect();
     assert_eq!(events, ["TrialReachedRung", "TrialReachedRung", "TrialPromoted"]);
+    let status = s.fake.body_of(&format!("PATCH {EXP}/status"))["status"].clone();
+    assert_eq!(
+        status["rungs"],
+        json!([{"step": 10, "reached": 2, "waiting": 1}]),
+        "{status}"
+    );
 
     // The promoted gang finishes: the waiting trial can no longer be promoted and stops early.
     let s2 = Scenario {
@@ -1085,6 +1091,11 @@ async fn asha_promotes_the_front_from_its_checkpoint_and_stops_the_rest() {
     );
     let status = s2.fake.body_of(&format!("PATCH {EXP}/status"))["status"].clone();
     assert_eq!(status["phase"], "Succeeded", "{status}");
+    assert_eq!(
+        (&status["trialsSucceeded"], &status["trialsStopped"]),
+        (&json!(1), &json!(1)),
+        "{status}"
+    );
     let events: Vec<String> = s2.fake.events().into_iter().map(|(r, _)| r).collect();
     assert!(
         events.contains(&"TrialSucceeded".into()) && events.contains(&"TrialStoppedEarly".into()),

@@ -208,6 +208,12 @@ pub(super) async fn write_experiment_status(
             scope.now,
         ),
         observed_generation: generation,
+        trials_stopped: summary.stopped,
+        rungs: if scope.exp.spec.algorithm.is_multi_fidelity() {
+            summary.rungs.clone()
+        } else {
+            Vec::new()
+        },
     };
     patch_status(&scope.experiments, &scope.name, &status).await?;
     if decision.phase != previous.phase {
