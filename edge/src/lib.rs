@@ -12,6 +12,7 @@ mod direct;
 pub mod input;
 pub mod intensity;
 pub mod model_file;
+pub mod nifti_write;
 pub mod volume;
 
 pub use candle_core;
