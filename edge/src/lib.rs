@@ -14,6 +14,7 @@ pub mod intensity;
 pub mod model_file;
 pub mod nifti_write;
 pub mod volume;
+pub mod volume_dataset;
 
 pub use candle_core;
 pub use model_file::{EdgeError, EdgeModel};

@@ -1,0 +1,344 @@
+//! A folder of 3D scans and their label maps: which files pair up, whether each pair agrees
+//! (sides and affine), the label map that turns a dataset's classes into an Experiment's, and
+//! the validation split by patient.
+//!
+//! Layouts: `images/ID.nii[.gz]` with `labels/ID.nii[.gz]` (ACDC, nnU-Net style), or one
+//! folder of `ID_image.nii.gz` with `ID_label.nii.gz` (MM-WHS). A scan without its label map,
+//! or a label map without its scan, is an error naming the file, never a silently smaller
+//! dataset.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::volume::{read_labels, read_volume, LabelVolume, Volume, VolumeError};
+
+/// One scan and its label map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumePair {
+    pub id: String,
+    pub image: PathBuf,
+    pub labels: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeDatasetError {
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error("{path}: {reason}")]
+    Folder { path: PathBuf, reason: String },
+    #[error("{path}: no {missing} for it (expected {expected})")]
+    Unpaired {
+        path: PathBuf,
+        missing: &'static str,
+        expected: PathBuf,
+    },
+    #[error("{labels} does not fit {image}: {what}")]
+    Mismatch {
+        image: PathBuf,
+        labels: PathBuf,
+        what: String,
+    },
+    #[error("{path}: voxel {index} has class {value}, which the label map does not name")]
+    Unmapped { path: PathBuf, index: usize, value: u8 },
+}
+
+/// The NIfTI name's id: the file name without `.nii` or `.nii.gz`, if it is a NIfTI name.
+fn nifti_id(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_suffix(".nii.gz")
+        .or_else(|| name.strip_suffix(".nii"))
+        .filter(|id| !id.is_empty() && !id.starts_with('.'))
+        .map(String::from)
+}
+
+fn nifti_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>, VolumeDatasetError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| VolumeDatasetError::Folder {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut out = BTreeMap::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if let Some(id) = nifti_id(&path) {
+            out.insert(id, path);
+        }
+    }
+    Ok(out)
+}
+
+/// Every pair of the folder, by id.
+pub fn list_pairs(root: &Path) -> Result<Vec<VolumePair>, VolumeDatasetError> {
+    let (images, labels) = (root.join("images"), root.join("labels"));
+    let pairs = if images.is_dir() || labels.is_dir() {
+        let (imgs, labs) = (nifti_files(&images)?, nifti_files(&labels)?);
+        let mut pairs = Vec::new();
+        for (id, image) in &imgs {
+            let Some(l) = labs.get(id) else {
+                return Err(VolumeDatasetError::Unpaired {
+                    path: image.clone(),
+                    missing: "label map",
+                    expected: labels.join(format!("{id}.nii.gz")),
+                });
+            };
+            pairs.push(VolumePair {
+                id: id.clone(),
+                image: image.clone(),
+                labels: l.clone(),
+            });
+        }
+        if let Some((id, l)) = labs.iter().find(|(id, _)| !imgs.contains_key(*id)) {
+            return Err(VolumeDatasetError::Unpaired {
+                path: l.clone(),
+                missing: "scan",
+                expected: images.join(format!("{id}.nii.gz")),
+            });
+        }
+        pairs
+    } else {
+        let files = nifti_files(root)?;
+        let mut pairs = Vec::new();
+        for (name, path) in &files {
+            if let Some(id) = name.strip_suffix("_image") {
+                let Some(l) = files.get(&format!("{id}_label")) else {
+                    return Err(VolumeDatasetError::Unpaired {
+                        path: path.clone(),
+                        missing: "label map",
+                        expected: root.join(format!("{id}_label.nii.gz")),
+                    });
+                };
+                pairs.push(VolumePair {
+                    id: id.to_string(),
+                    image: path.clone(),
+                    labels: l.clone(),
+                });
+            } else if let Some(id) = name.strip_suffix("_label") {
+                if !files.contains_key(&format!("{id}_image")) {
+                    return Err(VolumeDatasetError::Unpaired {
+                        path: path.clone(),
+                        missing: "scan",
+                        expected: root.join(format!("{id}_image.nii.gz")),
+                    });
+                }
+            }
+        }
+        pairs
+    };
+    if pairs.is_empty() {
+        return Err(VolumeDatasetError::Folder {
+            path: root.to_path_buf(),
+            reason: "no volumes: expected images/ID.nii.gz with labels/ID.nii.gz, or ID_image.nii.gz with ID_label.nii.gz"
+                .into(),
+        });
+    }
+    Ok(pairs)
+}
+
+/// Affines agree when every entry is within this (millimetres; rounding in other writers).
+const AFFINE_TOLERANCE: f32 = 1e-3;
+
+/// Reads a pair and checks that the labels fit the scan; `label_map[c]` is the class the
+/// Experiment gives to the dataset's class `c` (a class beyond the map is an error naming the
+/// voxel).
+pub fn read_pair(
+    pair: &VolumePair,
+    max_voxels: usize,
+    label_map: Option<&[u8]>,
+) -> Result<(Volume, LabelVolume), VolumeDatasetError> {
+    let image = read_volume(&pair.image, max_voxels)?;
+    let mut labels = read_labels(&pair.labels, max_voxels)?;
+    let mismatch = |what: String| VolumeDatasetError::Mismatch {
+        image: pair.image.clone(),
+        labels: pair.labels.clone(),
+        what,
+    };
+    let (g, h) = (&image.geometry, &labels.geometry);
+    if g.sides != h.sides {
+        return Err(mismatch(format!(
+            "sides {:?} against the scan's {:?}",
+            h.sides, g.sides
+        )));
+    }
+    let off = g
+        .affine
+        .iter()
+        .flatten()
+        .zip(h.affine.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    if off > AFFINE_TOLERANCE || off.is_nan() {
+        return Err(mismatch(format!(
+            "affines differ by up to {off} (labels {:?}, scan {:?})",
+            h.affine, g.affine
+        )));
+    }
+    if let Some(map) = label_map {
+        for (index, v) in labels.labels.iter_mut().enumerate() {
+            *v = *map.get(*v as usize).ok_or(VolumeDatasetError::Unmapped {
+                path: pair.labels.clone(),
+                index,
+                value: *v,
+            })?;
+        }
+    }
+    Ok((image, labels))
+}
+
+/// The patient a volume belongs to: the id without a trailing `_frameNN` (ACDC's two frames of
+/// one patient), else the id itself.
+pub fn patient_of(id: &str) -> &str {
+    match id.rsplit_once("_frame") {
+        Some((patient, frame)) if !frame.is_empty() && frame.bytes().all(|b| b.is_ascii_digit()) => patient,
+        _ => id,
+    }
+}
+
+/// Splits pairs into training and validation by patient: the last `val_patients` patients in
+/// sorted order go to validation with all their volumes, so that no patient is in both.
+pub fn split_by_patient(pairs: &[VolumePair], val_patients: usize) -> (Vec<VolumePair>, Vec<VolumePair>) {
+    let mut patients: Vec<&str> = pairs.iter().map(|p| patient_of(&p.id)).collect();
+    patients.sort();
+    patients.dedup();
+    let held: Vec<&str> = patients.iter().rev().take(val_patients).copied().collect();
+    pairs
+        .iter()
+        .cloned()
+        .partition(|p| !held.contains(&patient_of(&p.id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nifti_write::write_labels;
+    use crate::volume::{Geometry, DEFAULT_MAX_VOXELS};
+
+    fn volume(sides: [usize; 3], shift: f32, values: impl Fn(usize) -> u8) -> LabelVolume {
+        LabelVolume {
+            geometry: Geometry {
+                sides,
+                spacing: [2.0, 1.0, 1.0],
+                affine: [[1.0, 0.0, 0.0, shift], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0]],
+            },
+            labels: (0..sides.iter().product()).map(values).collect(),
+        }
+    }
+
+    #[test]
+    fn pairs_of_both_layouts_and_every_unpaired_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["images", "labels"] {
+            std::fs::create_dir(root.join(sub)).unwrap();
+        }
+        for id in ["patient001_frame01", "patient001_frame02", "patient002_frame01"] {
+            let v = volume([2, 3, 4], 0.0, |i| (i % 3) as u8);
+            write_labels(&root.join("images").join(format!("{id}.nii.gz")), &v).unwrap();
+            write_labels(&root.join("labels").join(format!("{id}.nii.gz")), &v).unwrap();
+        }
+        let pairs = list_pairs(root).unwrap();
+        assert_eq!(pairs.len(), 3);
+        let (train, val) = split_by_patient(&pairs, 1);
+        let ids = |v: &[VolumePair]| v.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&val), ["patient002_frame01"], "the last patient is held out");
+        assert_eq!(
+            ids(&train),
+            ["patient001_frame01", "patient001_frame02"],
+            "with all its frames"
+        );
+        // A scan without labels is named.
+        let v = volume([2, 3, 4], 0.0, |_| 0);
+        write_labels(&root.join("images/patient003_frame01.nii.gz"), &v).unwrap();
+        let err = list_pairs(root).unwrap_err().to_string();
+        assert!(
+            err.contains("patient003_frame01.nii.gz") && err.contains("no label map"),
+            "{err}"
+        );
+
+        let flat = tempfile::tempdir().unwrap();
+        write_labels(&flat.path().join("ct_1010_image.nii.gz"), &v).unwrap();
+        write_labels(&flat.path().join("ct_1010_label.nii.gz"), &v).unwrap();
+        let pairs = list_pairs(flat.path()).unwrap();
+        assert_eq!(pairs[0].id, "ct_1010");
+        write_labels(&flat.path().join("ct_1011_label.nii.gz"), &v).unwrap();
+        let err = list_pairs(flat.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("ct_1011_label.nii.gz") && err.contains("no scan"),
+            "{err}"
+        );
+        let empty = tempfile::tempdir().unwrap();
+        assert!(list_pairs(empty.path())
+            .unwrap_err()
+            .to_string()
+            .contains("no volumes"));
+    }
+
+    #[test]
+    fn labels_that_do_not_fit_their_scan_or_the_label_map_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, v: &LabelVolume| {
+            let p = dir.path().join(name);
+            write_labels(&p, v).unwrap();
+            p
+        };
+        let image = write("a_image.nii.gz", &volume([2, 3, 4], 0.0, |i| i as u8));
+        let pair = |labels: PathBuf| VolumePair {
+            id: "a".into(),
+            image: image.clone(),
+            labels,
+        };
+        let other_sides = write("b.nii.gz", &volume([2, 4, 3], 0.0, |_| 1));
+        let err = read_pair(&pair(other_sides), DEFAULT_MAX_VOXELS, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("b.nii.gz") && err.contains("sides [2, 4, 3]"),
+            "{err}"
+        );
+        let moved = write("c.nii.gz", &volume([2, 3, 4], 5.0, |_| 1));
+        let err = read_pair(&pair(moved), DEFAULT_MAX_VOXELS, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c.nii.gz") && err.contains("affines differ by up to 5"),
+            "{err}"
+        );
+        // MM-WHS-like classes 0..7 mapped onto two; a class beyond the map is named.
+        let good = write("d.nii.gz", &volume([2, 3, 4], 0.0, |i| (i % 8) as u8));
+        let map = [0u8, 1, 1, 2, 2, 2, 0, 0];
+        let (_, labels) = read_pair(&pair(good.clone()), DEFAULT_MAX_VOXELS, Some(&map)).unwrap();
+        assert_eq!(&labels.labels[..8], &[0, 1, 1, 2, 2, 2, 0, 0]);
+        let err = read_pair(&pair(good), DEFAULT_MAX_VOXELS, Some(&map[..5]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("d.nii.gz") && err.contains("voxel 5 has class 5"),
+            "{err}"
+        );
+    }
+
+    /// The real ACDC folder: 40 volumes of 20 patients, every pair agreeing, and a split by
+    /// patient that never puts one frame of a patient on each side.
+    #[test]
+    fn acdc_pairs_agree_and_split_by_patient() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/acdc");
+        if !root.exists() {
+            eprintln!("skipped: {} is absent", root.display());
+            return;
+        }
+        let pairs = list_pairs(&root).unwrap();
+        assert_eq!(pairs.len(), 40);
+        for p in pairs.iter().take(4) {
+            let (image, labels) = read_pair(p, DEFAULT_MAX_VOXELS, None).unwrap();
+            assert_eq!(image.geometry.sides, labels.geometry.sides, "{}", p.id);
+            assert!(labels.labels.iter().all(|&c| c <= 3));
+        }
+        let (train, val) = split_by_patient(&pairs, 4);
+        assert_eq!((train.len(), val.len()), (32, 8));
+        for v in &val {
+            assert!(
+                train.iter().all(|t| patient_of(&t.id) != patient_of(&v.id)),
+                "{}",
+                v.id
+            );
+        }
+    }
+}
