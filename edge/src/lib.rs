@@ -13,6 +13,7 @@ pub mod input;
 pub mod intensity;
 pub mod model_file;
 pub mod nifti_write;
+pub mod synthetic_volume;
 pub mod volume;
 pub mod volume_dataset;
 
