@@ -4,6 +4,7 @@
 mod batches;
 mod error;
 mod folder;
+pub mod patches;
 pub mod remote;
 pub mod synthetic;
 mod uri;
