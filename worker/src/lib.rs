@@ -12,5 +12,6 @@ pub mod latency;
 pub mod nets;
 pub mod scores;
 pub mod serve;
+pub mod sliding_window;
 pub mod store;
 pub mod train;

@@ -145,7 +145,10 @@ mod tests {
         assert_eq!(centred, 100, "every third patch");
         for p in &patches {
             for a in 0..3 {
-                assert!(p.corner[a] + sampler.patch[a] <= sides[a], "{p:?} leaves the volume");
+                assert!(
+                    p.corner[a] + sampler.patch[a] <= sides[a],
+                    "{p:?} leaves the volume"
+                );
             }
             if p.foreground {
                 assert!(contains_foreground(p, sampler.patch, sides, &labels), "{p:?}");
@@ -169,7 +172,10 @@ mod tests {
         let sampler = PatchSampler::new([16, 32, 32]);
         for k in 0..30 {
             let p = sampler.draw(k, &fg, &mut rng);
-            assert_eq!(p.corner[0], 0, "fewer slices than the patch: corner 0, the caller pads");
+            assert_eq!(
+                p.corner[0], 0,
+                "fewer slices than the patch: corner 0, the caller pads"
+            );
             assert!(!p.foreground, "nothing to centre on");
         }
     }
