@@ -1,4 +1,4 @@
-//! Writing label maps as NIfTI-1 (`.nii`, or `.nii.gz` by the name), with the source scan's
+//! Writing label maps (and scans) as NIfTI-1 (`.nii`, or `.nii.gz` by the name), with the source scan's
 //! geometry: the voxel-to-world affine as the sform (and the spacing in pixdim), so that the
 //! label volume opens aligned with its image in ITK-SNAP, 3D Slicer or nibabel. The file is
 //! written beside its final name and renamed into place: it is visible only once complete.
@@ -6,20 +6,20 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::volume::{LabelVolume, VolumeError};
+use crate::volume::{Geometry, LabelVolume, Volume, VolumeError};
 
 const HEADER: usize = 348;
 /// The header, then four bytes saying "no extension".
 const VOX_OFFSET: usize = HEADER + 4;
 const DT_UINT8: i16 = 2;
+const DT_FLOAT32: i16 = 16;
 /// sform_code 2: aligned to another file's space (the scan the labels were computed from).
 const SFORM_ALIGNED: i16 = 2;
 /// xyzt_units: millimetres.
 const UNITS_MM: u8 = 2;
 
-/// The 352 bytes before the voxels of a label map with `geometry`.
-fn header(labels: &LabelVolume) -> Vec<u8> {
-    let g = &labels.geometry;
+/// The 352 bytes before the voxels: `datatype` of `bitpix` bits, `cal_max` the largest value.
+fn header(g: &Geometry, datatype: i16, bitpix: i16, cal_max: f32) -> Vec<u8> {
     let mut h = vec![0u8; VOX_OFFSET];
     let mut put = |at: usize, bytes: &[u8]| h[at..at + bytes.len()].copy_from_slice(bytes);
     put(0, &(HEADER as i32).to_le_bytes());
@@ -38,8 +38,8 @@ fn header(labels: &LabelVolume) -> Vec<u8> {
     for (i, d) in dims.iter().enumerate() {
         put(40 + 2 * i, &d.to_le_bytes());
     }
-    put(70, &DT_UINT8.to_le_bytes());
-    put(72, &8i16.to_le_bytes());
+    put(70, &datatype.to_le_bytes());
+    put(72, &bitpix.to_le_bytes());
     // pixdim[0] is qfac (1: right-handed), then the spacing along x, y, z.
     let pixdim = [
         1.0f32,
@@ -58,9 +58,8 @@ fn header(labels: &LabelVolume) -> Vec<u8> {
     // Class indices as they are: slope 1, intercept 0.
     put(112, &1f32.to_le_bytes());
     put(123, &[UNITS_MM]);
-    let max = labels.labels.iter().copied().max().unwrap_or(0);
-    put(124, &(max as f32).to_le_bytes());
-    put(148, b"orchestra label map");
+    put(124, &cal_max.to_le_bytes());
+    put(148, b"orchestra");
     put(254, &SFORM_ALIGNED.to_le_bytes());
     for (row, at) in g.affine.iter().zip([280, 296, 312]) {
         for (i, v) in row.iter().enumerate() {
@@ -71,17 +70,37 @@ fn header(labels: &LabelVolume) -> Vec<u8> {
     h
 }
 
-/// Writes `labels` to `path`, gzipped when the name ends in `.gz`.
+/// Writes `labels` to `path` (class indices as bytes), gzipped when the name ends in `.gz`.
 pub fn write_labels(path: &Path, labels: &LabelVolume) -> Result<(), VolumeError> {
     let g = &labels.geometry;
+    check(path, g, labels.labels.len(), "labels")?;
+    let max = labels.labels.iter().copied().max().unwrap_or(0);
+    let mut bytes = header(g, DT_UINT8, 8, max as f32);
+    bytes.extend_from_slice(&labels.labels);
+    write_file(path, &bytes)
+}
+
+/// Writes a scan to `path` as 32-bit floats, gzipped when the name ends in `.gz`.
+pub fn write_volume(path: &Path, volume: &Volume) -> Result<(), VolumeError> {
+    let g = &volume.geometry;
+    check(path, g, volume.voxels.len(), "voxels")?;
+    let max = volume.voxels.iter().copied().fold(0.0f32, f32::max);
+    let mut bytes = header(g, DT_FLOAT32, 32, max);
+    bytes.reserve(4 * volume.voxels.len());
+    for v in &volume.voxels {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    write_file(path, &bytes)
+}
+
+fn check(path: &Path, g: &Geometry, count: usize, what: &str) -> Result<(), VolumeError> {
     let io = |reason: String| VolumeError::Io {
         path: path.to_path_buf(),
         reason,
     };
-    if labels.labels.len() != g.voxels() {
+    if count != g.voxels() {
         return Err(io(format!(
-            "{} labels for sides {:?} ({} voxels)",
-            labels.labels.len(),
+            "{count} {what} for sides {:?} ({} voxels)",
             g.sides,
             g.voxels()
         )));
@@ -92,8 +111,15 @@ pub fn write_labels(path: &Path, labels: &LabelVolume) -> Result<(), VolumeError
             g.sides
         )));
     }
-    let mut bytes = header(labels);
-    bytes.extend_from_slice(&labels.labels);
+    Ok(())
+}
+
+/// Writes the file beside its name, then renames it into place.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), VolumeError> {
+    let io = |reason: String| VolumeError::Io {
+        path: path.to_path_buf(),
+        reason,
+    };
     let gzip = path.extension().is_some_and(|e| e == "gz");
     let file_name = path
         .file_name()
@@ -104,11 +130,11 @@ pub fn write_labels(path: &Path, labels: &LabelVolume) -> Result<(), VolumeError
         let file = std::fs::File::create(&tmp)?;
         if gzip {
             let mut z = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-            z.write_all(&bytes)?;
+            z.write_all(bytes)?;
             z.finish()?.sync_all()?;
         } else {
             let mut f = file;
-            f.write_all(&bytes)?;
+            f.write_all(bytes)?;
             f.sync_all()?;
         }
         std::fs::rename(&tmp, path)
@@ -122,7 +148,7 @@ pub fn write_labels(path: &Path, labels: &LabelVolume) -> Result<(), VolumeError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume::{read_labels, Geometry, DEFAULT_MAX_VOXELS};
+    use crate::volume::{read_labels, DEFAULT_MAX_VOXELS};
 
     fn labels() -> LabelVolume {
         let sides = [3, 4, 5];
@@ -161,6 +187,22 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().all(|n| !n.contains("partial")), "{names:?}");
+    }
+
+    #[test]
+    fn a_scan_reads_back_as_the_same_floats() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = labels();
+        let scan = Volume {
+            geometry: l.geometry.clone(),
+            voxels: (0..60).map(|i| (i as f32 * 0.37).sin() * 100.0).collect(),
+        };
+        let path = dir.path().join("scan.nii.gz");
+        write_volume(&path, &scan).unwrap();
+        assert_eq!(
+            crate::volume::read_volume(&path, DEFAULT_MAX_VOXELS).unwrap(),
+            scan
+        );
     }
 
     #[test]

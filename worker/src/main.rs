@@ -1,7 +1,7 @@
 //! `orchestra-worker`: trains, evaluates and describes the paper's networks.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -195,6 +195,22 @@ enum Command {
         #[arg(short, long)]
         out: PathBuf,
     },
+    /// Write seeded synthetic cardiac volumes (a blood pool inside a myocardium-like wall,
+    /// bias field, noise) as `images/heartNNN.nii.gz` and `labels/heartNNN.nii.gz`.
+    SynthVolumes {
+        #[arg(short, long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        count: usize,
+        /// Sides z,y,x.
+        #[arg(long, default_value = "12,96,96", value_delimiter = ',')]
+        sides: Vec<usize>,
+        /// Voxel spacing z,y,x in millimetres.
+        #[arg(long, default_value = "2.5,1,1", value_delimiter = ',')]
+        spacing: Vec<f32>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Latency breakdown from the edge to the label map, per method (the paper's Table 2).
     BenchLatency(bench_latency::LatencyArgs),
     /// Rate against accuracy on the held-out split: JPEG over its quality knob (segmented by a
@@ -267,6 +283,43 @@ fn init_tracing(json: bool) {
     } else {
         builder.init();
     }
+}
+
+fn synth_volumes(out: &Path, count: usize, sides: &[usize], spacing: &[f32], seed: u64) -> Result<()> {
+    use orchestra_edge::nifti_write::{write_labels, write_volume};
+    use orchestra_edge::synthetic_volume::{heart3d, Heart3d};
+    let ([z, y, x], [sz, sy, sx]) = match (sides, spacing) {
+        (&[z, y, x], &[sz, sy, sx]) => ([z, y, x], [sz, sy, sx]),
+        _ => bail!("--sides and --spacing take three values each, z,y,x"),
+    };
+    let (sides, spacing) = ([z, y, x], [sz, sy, sx]);
+    let voxels = sides.iter().try_fold(1usize, |a, &s| a.checked_mul(s));
+    match voxels {
+        Some(v) if v > 0 && v <= orchestra_edge::volume::DEFAULT_MAX_VOXELS => {}
+        _ => bail!(
+            "--sides {sides:?}: between 1 and {} voxels",
+            orchestra_edge::volume::DEFAULT_MAX_VOXELS
+        ),
+    }
+    if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        bail!("--spacing {spacing:?}: positive millimetres");
+    }
+    for sub in ["images", "labels"] {
+        std::fs::create_dir_all(out.join(sub))
+            .with_context(|| format!("cannot create {}", out.join(sub).display()))?;
+    }
+    for i in 0..count {
+        let h = Heart3d {
+            spacing,
+            ..Heart3d::new(sides, seed.wrapping_add(i as u64))
+        };
+        let (scan, labels) = heart3d(&h);
+        let name = format!("heart{i:03}.nii.gz");
+        write_volume(&out.join("images").join(&name), &scan)?;
+        write_labels(&out.join("labels").join(&name), &labels)?;
+    }
+    println!("{count} volumes of {sides:?} voxels in {}", out.display());
+    Ok(())
 }
 
 fn read_spec(path: &PathBuf) -> Result<TrialSpec> {
@@ -434,6 +487,13 @@ fn run(command: Command) -> Result<()> {
             count,
             out,
         } => codec_cli::samples(&dataset, size, count, &out)?,
+        Command::SynthVolumes {
+            out,
+            count,
+            sides,
+            spacing,
+            seed,
+        } => synth_volumes(&out, count, &sides, &spacing, seed)?,
         Command::BenchLatency(args) => bench_latency::run(args)?,
         Command::RateAccuracy {
             d1,

@@ -233,3 +233,40 @@ fn export_encode_segment_and_the_latency_table() {
         .arg(&model));
     assert!(!ok && stderr.contains("--size 60"), "{stderr}");
 }
+
+/// Synthetic volumes written as a folder the volume dataset reads: every scan paired with its
+/// label map, both agreeing in sides and affine, with the three classes.
+#[test]
+fn synthetic_volumes_make_a_readable_volume_folder() {
+    use orchestra_edge::volume::DEFAULT_MAX_VOXELS;
+    use orchestra_edge::volume_dataset::{list_pairs, read_pair};
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = run(worker()
+        .args([
+            "synth-volumes",
+            "--count",
+            "3",
+            "--sides",
+            "6,32,40",
+            "--seed",
+            "9",
+            "--out",
+        ])
+        .arg(dir.path()));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("3 volumes"), "{stdout}");
+    let pairs = list_pairs(dir.path()).unwrap();
+    assert_eq!(pairs.len(), 3);
+    for p in &pairs {
+        let (scan, labels) = read_pair(p, DEFAULT_MAX_VOXELS, None).unwrap();
+        assert_eq!(scan.geometry.sides, [6, 32, 40]);
+        assert_eq!(scan.geometry.spacing, [2.5, 1.0, 1.0]);
+        for class in 0..3u8 {
+            assert!(labels.labels.contains(&class), "{}: class {class} missing", p.id);
+        }
+    }
+    let (ok, _, stderr) = run(worker()
+        .args(["synth-volumes", "--sides", "0,32,40", "--out"])
+        .arg(dir.path()));
+    assert!(!ok && stderr.contains("--sides"), "{stderr}");
+}
