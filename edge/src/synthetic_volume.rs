@@ -95,7 +95,7 @@ impl Waves {
 
 /// Generates the scan and its label map.
 pub fn heart3d(h: &Heart3d) -> (Volume, LabelVolume) {
-    let mut rng = Rng(h.seed ^ 0x4845_4152_5433_44);
+    let mut rng = Rng(h.seed ^ 0x0048_4541_5254_3344);
     let [nz, ny, nx] = h.sides;
     let extent = [0, 1, 2].map(|a| h.sides[a] as f32 * h.spacing[a]);
     let centre = [0, 1, 2].map(|a| extent[a] * rng.range(0.42, 0.58));

@@ -31,13 +31,12 @@ impl ForegroundLocations {
     /// Keeps an even sample of the voxels whose label is not 0.
     pub fn new(sides: [usize; 3], labels: &[u8], rng: &mut ChaCha8Rng) -> ForegroundLocations {
         let mut at: Vec<u32> = Vec::new();
-        let mut seen = 0usize;
-        for (i, _) in labels.iter().enumerate().filter(|(_, &l)| l != 0) {
-            seen += 1;
+        // `seen` labelled voxels came before this one.
+        for (seen, (i, _)) in labels.iter().enumerate().filter(|(_, &l)| l != 0).enumerate() {
             if at.len() < MAX_FOREGROUND_LOCATIONS {
                 at.push(i as u32);
             } else {
-                let j = rng.random_range(0..seen);
+                let j = rng.random_range(0..=seen);
                 if j < MAX_FOREGROUND_LOCATIONS {
                     at[j] = i as u32;
                 }
@@ -144,11 +143,8 @@ mod tests {
         let centred = patches.iter().filter(|p| p.foreground).count();
         assert_eq!(centred, 100, "every third patch");
         for p in &patches {
-            for a in 0..3 {
-                assert!(
-                    p.corner[a] + sampler.patch[a] <= sides[a],
-                    "{p:?} leaves the volume"
-                );
+            for ((corner, size), side) in p.corner.iter().zip(sampler.patch).zip(sides) {
+                assert!(corner + size <= side, "{p:?} leaves the volume");
             }
             if p.foreground {
                 assert!(contains_foreground(p, sampler.patch, sides, &labels), "{p:?}");
