@@ -168,3 +168,15 @@ pub struct StoppedTrial {
     pub step: u64,
     pub reason: String,
 }
+
+impl StoppedTrial {
+    /// The record of a trial stopped at the last of its `rungs` (lowest first).
+    pub fn at_last_rung(trial: &str, variant: Variant, rungs: &[RungScore], reason: &str) -> StoppedTrial {
+        StoppedTrial {
+            trial: trial.to_string(),
+            variant,
+            step: rungs.last().map_or(0, |r| r.step),
+            reason: reason.to_string(),
+        }
+    }
+}

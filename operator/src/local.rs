@@ -653,13 +653,9 @@ impl LocalRunner {
 }
 
 /// The early-stop record of a trial the search stops at a rung (one that reached a rung).
-pub fn stopped_marker(trial: &str, rec: &TrialRecord, reason: &str) -> Option<StoppedTrial> {
-    (rec.phase == TrialPhase::Paused).then(|| StoppedTrial {
-        trial: trial.to_string(),
-        variant: rec.variant,
-        step: rec.rungs.last().map_or(0, |r| r.step),
-        reason: reason.to_string(),
-    })
+fn stopped_marker(trial: &str, rec: &TrialRecord, reason: &str) -> Option<StoppedTrial> {
+    (rec.phase == TrialPhase::Paused)
+        .then(|| StoppedTrial::at_last_rung(trial, rec.variant, &rec.rungs, reason))
 }
 
 /// What a trial's worker left in the store for its step target.

@@ -5,9 +5,7 @@
 //! order, parallelism, restarts, failure budgets and the end of the Experiment are decided here
 //! once, from data alone, and tested without any cluster.
 
-use std::collections::{BTreeMap, HashSet};
-
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use orchestra_api::{ExperimentPhase, ExperimentSpec, RungScore, Schedule, TrialPhase, TrialSpec, Variant};
 
@@ -125,12 +123,19 @@ pub fn plan(
 ) -> Plan {
     let all = candidates(name, spec);
     let schedule = spec.algorithm.schedule(spec.steps);
-    let index: HashMap<&str, usize> = all
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.name.as_str(), i))
-        .collect();
-    let bracket_of = |trial: &str| index.get(trial).copied().unwrap_or(0) % schedule.brackets();
+    // Trial i is in bracket i mod brackets; with one bracket (every algorithm but Hyperband)
+    // there is nothing to look up.
+    let brackets = schedule.brackets();
+    let index: HashMap<&str, usize> = if brackets > 1 {
+        all.iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let bracket_of = |trial: &str| index.get(trial).copied().unwrap_or(0) % brackets;
+    let known: HashSet<&str> = observed.iter().map(|t| t.name.as_str()).collect();
     // 1. Attempts that failed: out of attempts means the trial failed.
     let (mut actions, restartable) = fail_spent_attempts(spec, observed);
     let failed = count(observed, TrialPhase::Failed) + actions.len();
@@ -149,7 +154,7 @@ pub fn plan(
     }
     // 3. Suspended: the running gangs stop, nothing starts (failed attempts wait too).
     let over = |actions: &[Action]| {
-        let phase = phase_after(observed, &all, actions, failed).0;
+        let phase = phase_after(observed, &known, &all, actions, failed).0;
         matches!(phase, ExperimentPhase::Succeeded | ExperimentPhase::Failed)
     };
     if spec.suspend && !over(&actions) {
@@ -167,7 +172,6 @@ pub fn plan(
         };
     }
     // 4. The search: which paused trials go on to their next rung and which stop here.
-    let known: HashSet<&str> = observed.iter().map(|t| t.name.as_str()).collect();
     let more_to_come = all.iter().any(|c| !known.contains(c.name.as_str()))
         || !restartable.is_empty()
         || observed
@@ -211,6 +215,7 @@ pub fn plan(
     let requeue_after = slots.fill(
         name,
         observed,
+        &known,
         &all,
         &restartable,
         &decisions,
@@ -219,7 +224,7 @@ pub fn plan(
         &mut actions,
     );
     // 6. Done when every candidate exists and every trial is terminal.
-    let (phase, message) = phase_after(observed, &all, &actions, failed);
+    let (phase, message) = phase_after(observed, &known, &all, &actions, failed);
     Plan {
         actions,
         phase,
@@ -298,6 +303,7 @@ impl Slots<'_> {
         &self,
         name: &str,
         observed: &[ObservedTrial],
+        known: &HashSet<&str>,
         all: &[Candidate],
         restartable: &[&ObservedTrial],
         decisions: &Decisions,
@@ -306,7 +312,6 @@ impl Slots<'_> {
         actions: &mut Vec<Action>,
     ) -> Option<u64> {
         let spec = self.spec;
-        let known: HashSet<&str> = observed.iter().map(|t| t.name.as_str()).collect();
         let mut free = (spec.parallelism as usize).saturating_sub(count(observed, TrialPhase::Running));
         let mut requeue_after: Option<u64> = None;
         let start = |actions: &mut Vec<Action>, name: &str, attempt: u32, until: u64, promotion: bool| {
@@ -373,11 +378,11 @@ impl Slots<'_> {
 /// candidate exists and every trial is terminal (succeeded if any trial did).
 fn phase_after(
     observed: &[ObservedTrial],
+    known: &HashSet<&str>,
     all: &[Candidate],
     actions: &[Action],
     failed: usize,
 ) -> (ExperimentPhase, String) {
-    let known: HashSet<&str> = observed.iter().map(|t| t.name.as_str()).collect();
     let all_created = all.iter().all(|c| known.contains(c.name.as_str()));
     let ending_now: HashSet<&str> = actions
         .iter()

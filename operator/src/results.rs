@@ -24,9 +24,18 @@ pub enum ResultsError {
 /// Every finished trial of `experiment` in the store, with its swept parameters.
 pub fn read_finished(store: &Store, experiment: &str) -> Result<Vec<Finished>, ResultsError> {
     let exp = ExperimentKeys::new(experiment);
+    finished_among(store, &exp, &store.list(exp.prefix())?)
+}
+
+/// The finished trials whose results are among `keys` (a listing of the Experiment's prefix).
+fn finished_among(
+    store: &Store,
+    exp: &ExperimentKeys,
+    keys: &[String],
+) -> Result<Vec<Finished>, ResultsError> {
     let mut out = Vec::new();
-    for key in store.list(exp.prefix())? {
-        let Some(trial) = exp.trial_of_result(&key) else {
+    for key in keys {
+        let Some(trial) = exp.trial_of_result(key) else {
             continue;
         };
         let keys = exp.trial(trial);
@@ -39,12 +48,16 @@ pub fn read_finished(store: &Store, experiment: &str) -> Result<Vec<Finished>, R
     Ok(out)
 }
 
-/// Every trial of `experiment` the search stopped early, with its scores at the step it reached.
-pub fn read_stopped(store: &Store, experiment: &str) -> Result<Vec<StoppedEntry>, ResultsError> {
-    let exp = ExperimentKeys::new(experiment);
+/// The trials the search stopped early whose records are among `keys` (a listing of the
+/// Experiment's prefix), with their scores at the step they reached.
+fn stopped_among(
+    store: &Store,
+    exp: &ExperimentKeys,
+    keys: &[String],
+) -> Result<Vec<StoppedEntry>, ResultsError> {
     let mut out = Vec::new();
-    for key in store.list(exp.prefix())? {
-        let Some(trial) = exp.trial_of_stopped(&key) else {
+    for key in keys {
+        let Some(trial) = exp.trial_of_stopped(key) else {
             continue;
         };
         let keys = exp.trial(trial);
@@ -103,25 +116,37 @@ pub fn read_experiment(store: &Store, name: &str) -> Result<Option<Experiment>, 
 }
 
 /// The leaderboard of an Experiment as the store holds it: its finished trials ranked, and the
-/// trials the search stopped early beside them.
+/// trials the search stopped early beside them, from one listing of its objects.
 pub fn leaderboard(store: &Store, exp: &Experiment) -> Result<Leaderboard, ResultsError> {
     let name = exp.metadata.name.clone().unwrap_or_default();
-    let mut lb = rank(&name, &read_finished(store, &name)?, &exp.spec.objective);
-    lb.stopped = read_stopped(store, &name)?;
+    let keys = ExperimentKeys::new(&name);
+    let listing = store.list(keys.prefix())?;
+    let mut lb = rank(
+        &name,
+        &finished_among(store, &keys, &listing)?,
+        &exp.spec.objective,
+    );
+    lb.stopped = stopped_among(store, &keys, &listing)?;
     Ok(lb)
 }
 
 /// Ranks the experiment's finished trials and writes `leaderboard.{json,md,svg,png}` into
 /// `dir` and into the store beside the trials.
 pub fn publish(store: &Store, exp: &Experiment, dir: &Path) -> Result<(Leaderboard, PathBuf), ResultsError> {
-    let name = exp.metadata.name.clone().unwrap_or_default();
     let lb = leaderboard(store, exp)?;
+    let png = write_leaderboard(store, &lb, dir)?;
+    Ok((lb, png))
+}
+
+/// Writes a ranked leaderboard as `leaderboard.{json,md,svg,png}` into `dir` and into the store
+/// beside its Experiment's trials; returns the PNG's path.
+pub fn write_leaderboard(store: &Store, lb: &Leaderboard, dir: &Path) -> Result<PathBuf, ResultsError> {
     std::fs::create_dir_all(dir).map_err(|e| ResultsError::Write {
         path: dir.to_path_buf(),
         reason: e.to_string(),
     })?;
     let stem = dir.join(LEADERBOARD_STEM);
-    let json = serde_json::to_vec_pretty(&lb).expect("leaderboard serialises");
+    let json = serde_json::to_vec_pretty(lb).expect("leaderboard serialises");
     let md = lb.to_markdown();
     for (ext, bytes) in [("json", json.as_slice()), ("md", md.as_bytes())] {
         let path = stem.with_extension(ext);
@@ -130,11 +155,11 @@ pub fn publish(store: &Store, exp: &Experiment, dir: &Path) -> Result<(Leaderboa
             reason: e.to_string(),
         })?;
     }
-    let (svg, png) = write_plots(&lb, &stem).map_err(|reason| ResultsError::Write {
+    let (svg, png) = write_plots(lb, &stem).map_err(|reason| ResultsError::Write {
         path: stem.clone(),
         reason,
     })?;
-    let keys = ExperimentKeys::new(&name);
+    let keys = ExperimentKeys::new(&lb.experiment);
     for path in [
         stem.with_extension("json"),
         stem.with_extension("md"),
@@ -148,5 +173,5 @@ pub fn publish(store: &Store, exp: &Experiment, dir: &Path) -> Result<(Leaderboa
         let extension = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
         store.put(&keys.leaderboard(extension), bytes)?;
     }
-    Ok((lb, png))
+    Ok(png)
 }

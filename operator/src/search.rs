@@ -33,6 +33,22 @@ pub struct Decisions {
 struct AtRung<'a> {
     name: &'a str,
     score: RungScore,
+    /// Paused there, waiting for a promotion.
+    waiting: bool,
+}
+
+/// The trials of `members` that reached the rung at `step`, with their scores there.
+fn at_rung<'a>(members: &[&'a ObservedTrial], step: u64) -> Vec<AtRung<'a>> {
+    members
+        .iter()
+        .filter_map(|t| {
+            score_at(t, step).map(|score| AtRung {
+                name: &t.name,
+                score,
+                waiting: waiting_at(t, step),
+            })
+        })
+        .collect()
 }
 
 /// Indices of `at` from best to worst under the Experiment's objective.
@@ -130,16 +146,10 @@ fn halving(
     let below_top = &rungs[..rungs.len() - 1];
     let mut promoted_any = false;
     for (k, &step) in below_top.iter().enumerate() {
-        let at: Vec<AtRung> = members
-            .iter()
-            .filter_map(|t| score_at(t, step).map(|score| AtRung { name: &t.name, score }))
-            .collect();
+        let at = at_rung(members, step);
         let top = at.len() / eta as usize;
         for &i in ranked(spec, &at).iter().take(top) {
-            if members
-                .iter()
-                .any(|t| t.name == at[i].name && waiting_at(t, step))
-            {
+            if at[i].waiting {
                 d.promote.push((at[i].name.to_string(), rungs[k + 1]));
                 promoted_any = true;
             }
@@ -148,10 +158,9 @@ fn halving(
     if more_to_come || promoted_any {
         return;
     }
-    // Nothing else can arrive: the search of this bracket ends. If no trial went all the way,
-    // the best trial of the highest rung still occupied goes on, so that the bracket ends with
-    // a trial trained to `steps`.
-    // A trial that went all the way and did not fail (one that failed frees the place).
+    // Nothing else can arrive: the search of this bracket ends. If no trial went all the way
+    // (one that failed there frees the place), the best trial of the highest rung still
+    // occupied goes on, so that the bracket ends with a trial trained to `steps`.
     let last = *rungs.last().expect("a ladder ends with steps");
     let reached_top = members.iter().any(|t| {
         t.target == last
@@ -163,15 +172,8 @@ fn halving(
     if !reached_top {
         for (k, &step) in below_top.iter().enumerate().rev() {
             // Ranked among every trial of the rung, as promotions are; the best waiting goes.
-            let at: Vec<AtRung> = members
-                .iter()
-                .filter_map(|t| score_at(t, step).map(|score| AtRung { name: &t.name, score }))
-                .collect();
-            let best = ranked(spec, &at).into_iter().find(|&i| {
-                members
-                    .iter()
-                    .any(|t| t.name == at[i].name && waiting_at(t, step))
-            });
+            let at = at_rung(members, step);
+            let best = ranked(spec, &at).into_iter().find(|&i| at[i].waiting);
             if let Some(best) = best {
                 d.promote.push((at[best].name.to_string(), rungs[k + 1]));
                 return;

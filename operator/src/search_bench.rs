@@ -100,7 +100,7 @@ pub fn record(store: &Store, experiment: &str) -> Result<Recording, ResultsError
 pub struct Method {
     pub name: &'static str,
     /// `spec.algorithm` and `spec.objective` (YAML flow maps); `{seed}` is replaced.
-    pub algorithm: &'static str,
+    pub algorithm: String,
     pub objective: String,
     /// Whether the seed changes anything (grid order does not).
     pub seeded: bool,
@@ -111,50 +111,49 @@ pub struct Method {
 pub fn methods(reference_bpp: f64, bpp_budget: f64, min_steps: u64, eta: u32, samples: u32) -> Vec<Method> {
     let pareto = format!("{{ mode: pareto, referenceBpp: {reference_bpp} }}");
     let budget = format!("{{ mode: budget, bppBudget: {bpp_budget}, referenceBpp: {reference_bpp} }}");
-    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     vec![
         Method {
             name: "grid",
-            algorithm: "{ type: grid }",
+            algorithm: "{ type: grid }".into(),
             objective: pareto.clone(),
             seeded: false,
         },
         Method {
             name: "random",
-            algorithm: leak(format!("{{ type: random, seed: {{seed}}, samples: {samples} }}")),
+            algorithm: format!("{{ type: random, seed: {{seed}}, samples: {samples} }}"),
             objective: pareto.clone(),
             seeded: true,
         },
         Method {
             name: "ASHA (Dice under budget)",
-            algorithm: leak(format!(
+            algorithm: format!(
                 "{{ type: asha, sampler: grid, seed: {{seed}}, eta: {eta}, minSteps: {min_steps} }}"
-            )),
+            ),
             objective: budget,
             seeded: true,
         },
         Method {
             name: "Hyperband (Pareto)",
-            algorithm: leak(format!(
+            algorithm: format!(
                 "{{ type: hyperband, sampler: grid, seed: {{seed}}, eta: {eta}, minSteps: {min_steps} }}"
-            )),
+            ),
             objective: pareto.clone(),
             seeded: true,
         },
         Method {
             name: "median stopping (Pareto)",
-            algorithm: leak(format!(
+            algorithm: format!(
                 "{{ type: medianStop, sampler: grid, seed: {{seed}}, minSteps: {}, minTrials: 3 }}",
                 min_steps * 2
-            )),
+            ),
             objective: pareto.clone(),
             seeded: true,
         },
         Method {
             name: "Pareto ASHA",
-            algorithm: leak(format!(
+            algorithm: format!(
                 "{{ type: asha, sampler: grid, seed: {{seed}}, eta: {eta}, minSteps: {min_steps} }}"
-            )),
+            ),
             objective: pareto,
             seeded: true,
         },
@@ -344,14 +343,25 @@ pub struct SearchBench {
     pub target: f64,
 }
 
-/// How the benchmark runs: seeds per method, workers, the objective's rates, the rungs.
-#[derive(Clone, Copy, Debug)]
+/// How the benchmark runs: seeds per method, workers, the objective's rates, the rungs (also
+/// the flags of `orchestra bench-search`).
+#[derive(Clone, Copy, Debug, clap::Args)]
 pub struct BenchConfig {
+    #[arg(long, default_value_t = 20)]
     pub seeds: u64,
+    #[arg(long, default_value_t = 4)]
     pub parallelism: u32,
+    /// Reference rate of the hypervolume.
+    #[arg(long, default_value_t = 0.02)]
     pub reference_bpp: f64,
+    /// The budget of the single-objective ASHA.
+    #[arg(long, default_value_t = 0.012)]
     pub bpp_budget: f64,
+    /// Steps of the lowest rung (recorded evaluations must fall on every rung).
+    #[arg(long, default_value_t = 80)]
     pub min_steps: u64,
+    /// Reduction factor of the successive-halving methods.
+    #[arg(long, default_value_t = 3)]
     pub eta: u32,
 }
 

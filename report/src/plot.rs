@@ -126,6 +126,18 @@ where
             .label(v.to_string())
             .legend(move |(x, y)| Circle::new((x + 8, y), 5, c.filled()));
     }
+    draw_legend(&mut chart)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// The legend of the series drawn so far, in the charts' common style, lower right.
+pub(crate) fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>) -> Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    CT: plotters::coord::CoordTranslate,
+{
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
@@ -133,9 +145,7 @@ where
         .label_font(("sans-serif", 13))
         .position(SeriesLabelPosition::LowerRight)
         .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+        .map_err(|e| e.to_string())
 }
 
 /// Writes `<stem>.svg` and `<stem>.png`.

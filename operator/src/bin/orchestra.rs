@@ -84,22 +84,8 @@ enum Command {
         /// The sweep to record, when the store holds several.
         #[arg(long)]
         experiment: Option<String>,
-        #[arg(long, default_value_t = 20)]
-        seeds: u64,
-        #[arg(long, default_value_t = 4)]
-        parallelism: u32,
-        /// Reference rate of the hypervolume.
-        #[arg(long, default_value_t = 0.02)]
-        reference_bpp: f64,
-        /// The budget of the single-objective ASHA.
-        #[arg(long, default_value_t = 0.012)]
-        bpp_budget: f64,
-        /// Steps of the lowest rung (recorded evaluations must fall on every rung).
-        #[arg(long, default_value_t = 80)]
-        min_steps: u64,
-        /// Reduction factor of the successive-halving methods.
-        #[arg(long, default_value_t = 3)]
-        eta: u32,
+        #[command(flatten)]
+        config: orchestra_operator::search_bench::BenchConfig,
         /// Writes <out>.md, <out>.svg and <out>.png.
         #[arg(long, default_value = "bench-results/search")]
         out: PathBuf,
@@ -160,26 +146,13 @@ fn run(command: Command) -> Result<()> {
             curves,
             record_from,
             experiment,
-            seeds,
-            parallelism,
-            reference_bpp,
-            bpp_budget,
-            min_steps,
-            eta,
+            config,
             out,
         } => {
             if let Some(uri) = record_from {
                 record_curves(&uri, experiment, &curves)?;
             }
-            let cfg = orchestra_operator::search_bench::BenchConfig {
-                seeds,
-                parallelism,
-                reference_bpp,
-                bpp_budget,
-                min_steps,
-                eta,
-            };
-            bench_search(&curves, &cfg, &out)
+            bench_search(&curves, &config, &out)
         }
         Command::Leaderboard {
             source,

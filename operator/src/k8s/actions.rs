@@ -39,12 +39,7 @@ pub(super) async fn write_to_store(
             Action::StopTrial { name: trial, reason } => {
                 let t = trials.get(trial)?;
                 let status = t.status.as_ref().filter(|s| s.phase == TrialPhase::Paused)?;
-                let marker = StoppedTrial {
-                    trial: trial.clone(),
-                    variant: t.spec.variant,
-                    step: status.rungs.last().map_or(0, |r| r.step),
-                    reason: reason.clone(),
-                };
+                let marker = StoppedTrial::at_last_rung(trial, t.spec.variant, &status.rungs, reason);
                 Some((
                     TrialKeys::new(&name, trial).stopped(),
                     serde_json::to_vec_pretty(&marker).expect("stop record serialises"),

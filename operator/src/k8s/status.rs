@@ -144,13 +144,13 @@ pub(super) async fn publish_leaderboard(scope: &Scope<'_>, plot: bool) -> Result
     let exp = scope.exp.clone();
     let dir = std::env::temp_dir().join(format!("orchestra-operator-{}-{}", scope.ns, scope.name));
     let lb = with_store(&scope.exp.spec.store, move |store| {
-        let name = exp.name_any();
+        let lb = results::leaderboard(store, &exp)?;
         if plot {
-            if let Err(e) = results::publish(store, &exp, &dir) {
-                tracing::warn!(experiment = %name, error = %e, "could not publish the leaderboard plot");
+            if let Err(e) = results::write_leaderboard(store, &lb, &dir) {
+                tracing::warn!(experiment = %exp.name_any(), error = %e, "could not publish the leaderboard plot");
             }
         }
-        Ok(results::leaderboard(store, &exp)?)
+        Ok(lb)
     })
     .await?;
     let cms: Api<ConfigMap> = Api::namespaced(scope.ctx.client.clone(), &scope.ns);
