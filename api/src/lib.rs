@@ -25,6 +25,6 @@ pub use trial_result::{
 };
 pub use trial_spec::{
     DeviceKind, DisReduction, Hyper, LrSchedule, ModelSpec, Preset, Trial, TrialPhase, TrialSpec,
-    TrialStatus, Variant,
+    TrialStatus, Variant, DEFAULT_DOWNSAMPLE,
 };
 pub use validation::{parse_yaml, Problem, Problems, ValidationError};

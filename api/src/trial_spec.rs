@@ -133,7 +133,15 @@ pub struct ModelSpec {
     /// Number of scales of the segmentor and the critic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth: Option<u32>,
+    /// Volumes only: the training patch's sides (z, y, x), e.g. `[16, 64, 64]` for cardiac MR's
+    /// few thick slices; each a multiple of C's downsampling factor. Default: an
+    /// `inputSize` cube. Whole volumes are evaluated by sliding this window over them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<Vec<u32>>,
 }
+
+/// C's downsampling factor f when `model.downsample` is not set (both presets).
+pub const DEFAULT_DOWNSAMPLE: u32 = 16;
 
 fn default_dims() -> u32 {
     2
@@ -325,6 +333,16 @@ impl ModelSpec {
             code_channels: None,
             width: None,
             depth: None,
+            patch: None,
+        }
+    }
+
+    /// The spatial sides of one network input: the patch (volumes) or `inputSize` along each
+    /// axis.
+    pub fn sides(&self) -> Vec<u32> {
+        match &self.patch {
+            Some(p) if self.dims == 3 => p.clone(),
+            _ => vec![self.input_size; self.dims.clamp(2, 3) as usize],
         }
     }
 
@@ -345,6 +363,24 @@ impl ModelSpec {
         }
         if self.input_size < 16 || self.input_size > 4096 {
             p.push("model.inputSize", self.input_size, "must be in 16..=4096");
+        }
+        if let Some(patch) = &self.patch {
+            let f = self.downsample.unwrap_or(DEFAULT_DOWNSAMPLE);
+            let shown = format!("{patch:?}");
+            if self.dims != 3 {
+                p.push("model.patch", &shown, "applies to volumes only (model.dims: 3)");
+            } else if patch.len() != 3 {
+                p.push("model.patch", &shown, "must have three sides (z, y, x)");
+            } else if let Some(side) = patch
+                .iter()
+                .find(|&&s| !(f..=1024).contains(&s) || !s.is_multiple_of(f))
+            {
+                p.push(
+                    "model.patch",
+                    &shown,
+                    format!("side {side} must be a multiple of C's downsampling factor {f}, at most 1024"),
+                );
+            }
         }
         if self.code_channels == Some(0) {
             p.push("model.codeChannels", 0, "must be at least 1");

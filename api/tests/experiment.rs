@@ -10,7 +10,12 @@ fn repo_file(name: &str) -> String {
 
 #[test]
 fn committed_experiments_validate_and_round_trip() {
-    for file in ["experiments/quickstart.yaml", "experiments/isic2017.yaml"] {
+    for file in [
+        "experiments/quickstart.yaml",
+        "experiments/isic2017.yaml",
+        "experiments/search-asha.yaml",
+        "experiments/acdc-3d.yaml",
+    ] {
         let exp = ExperimentSpec::parse_resource(&repo_file(file), file).unwrap();
         let again: Experiment = serde_yaml::from_str(&serde_yaml::to_string(&exp).unwrap()).unwrap();
         assert_eq!(exp.spec, again.spec, "{file}");

@@ -58,6 +58,39 @@ fn model_rules() {
 }
 
 #[test]
+fn volume_patches() {
+    let with = |model: &str| MINIMAL.replace("{ inputSize: 128 }", model);
+    let spec = TrialSpec::from_yaml(
+        &with("{ inputSize: 64, dims: 3, patch: [16, 64, 64], downsample: 8 }"),
+        "p.yaml",
+    )
+    .unwrap();
+    assert_eq!(spec.model.sides(), vec![16, 64, 64]);
+    let cube = TrialSpec::from_yaml(&with("{ inputSize: 32, dims: 3 }"), "c.yaml").unwrap();
+    assert_eq!(cube.model.sides(), vec![32, 32, 32]);
+    for (model, needle) in [
+        (
+            "{ inputSize: 64, patch: [16, 64, 64] }",
+            "applies to volumes only",
+        ),
+        ("{ inputSize: 64, dims: 3, patch: [64, 64] }", "three sides"),
+        (
+            "{ inputSize: 64, dims: 3, patch: [12, 64, 64], downsample: 8 }",
+            "side 12 must be a multiple of C's downsampling factor 8",
+        ),
+        ("{ inputSize: 64, dims: 3, patch: [8, 64, 64] }", "factor 16"),
+    ] {
+        let msg = TrialSpec::from_yaml(&with(model), "bad.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("model.patch") && msg.contains(needle),
+            "{model}: {msg}"
+        );
+    }
+}
+
+#[test]
 fn unknown_fields_and_variants_are_rejected_by_name() {
     let msg = TrialSpec::from_yaml(&(MINIMAL.to_string() + "learningRate: 3\n"), "u.yaml")
         .unwrap_err()

@@ -185,13 +185,19 @@ impl Leaderboard {
             p.dedup();
             p
         };
+        // Multi-structure tasks (cardiac volumes) show each structure's Dice too.
+        let per_class = self.entries.iter().any(|e| e.dice_per_class.len() > 1);
         let mut s = format!("## Leaderboard: {}\n\n", self.experiment);
         s += "| # | trial | variant |";
         for p in &params {
             s += &format!(" {p} |");
         }
-        s += " bpp | bpp source | est. bpp | Dice | IoU | front |\n|---|---|---|";
-        s += &"---|".repeat(params.len());
+        s += " bpp | bpp source | est. bpp | Dice | IoU |";
+        if per_class {
+            s += " Dice per class |";
+        }
+        s += " front |\n|---|---|---|";
+        s += &"---|".repeat(params.len() + per_class as usize);
         s += "---|---|---|---|---|---|\n";
         for (i, e) in self.entries.iter().enumerate() {
             s += &format!("| {} | {} | {} |", i + 1, e.trial, e.variant);
@@ -208,12 +214,14 @@ impl Leaderboard {
             };
             let est = e.bpp_estimate.map_or(String::new(), |b| format!("{b:.5}"));
             s += &format!(
-                " {:.5} | {source} | {est} | {:.4} | {:.4} | {} |\n",
-                e.bpp,
-                e.dice,
-                e.iou,
-                if e.on_front { "*" } else { "" }
+                " {:.5} | {source} | {est} | {:.4} | {:.4} |",
+                e.bpp, e.dice, e.iou
             );
+            if per_class {
+                let each: Vec<String> = e.dice_per_class.iter().map(|d| format!("{d:.3}")).collect();
+                s += &format!(" {} |", each.join(" / "));
+            }
+            s += &format!(" {} |\n", if e.on_front { "*" } else { "" });
         }
         s += &format!(
             "\nPareto front (bpp down, Dice up): {}\n\nHypervolume in [0, {} bpp] x [0, 1]: {:.6}\n",

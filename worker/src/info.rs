@@ -22,9 +22,8 @@ pub fn describe(config: &NetConfig, variant: Variant) -> Vec<NetworkInfo> {
     let _guard = tch::no_grad_guard();
     crate::nets::rng::reseed(0);
     let model = Model::new(config.clone(), variant, Device::Cpu);
-    let side = config.input_size;
     let mut shape = vec![1, config.in_channels];
-    shape.extend(std::iter::repeat_n(side, config.spatial.n()));
+    shape.extend(&config.sides);
     let image = crate::nets::rng::uniform(&shape, 0.0, 1.0);
     let mut out = Vec::new();
     let mut push = |name: &'static str, group: Group, layers: Vec<LayerInfo>| {
@@ -58,18 +57,22 @@ pub fn describe(config: &NetConfig, variant: Variant) -> Vec<NetworkInfo> {
     out
 }
 
+/// Sides as `16x64x64`.
+fn times(sides: &[i64]) -> String {
+    sides.iter().map(i64::to_string).collect::<Vec<_>>().join("x")
+}
+
 /// A human-readable table of `describe`'s output.
 pub fn render(config: &NetConfig, networks: &[NetworkInfo], verbose: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "input {side}^{d} x {c} channels, {classes} classes; code {k} x {cs}^{d} = {bits} bits = {bpp:.4} bpp before entropy coding",
-        side = config.input_size,
-        d = config.spatial.n(),
+        "input {sides} x {c} channels, {classes} classes; code {k} x {cs} = {bits} bits = {bpp:.4} bpp before entropy coding",
+        sides = times(&config.sides),
         c = config.in_channels,
         classes = config.classes,
         k = config.code_channels,
-        cs = config.code_side(),
+        cs = times(&config.code_sides()),
         bits = config.code_bits(),
         bpp = config.code_bits() as f64 / config.pixels() as f64,
     );

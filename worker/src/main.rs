@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use orchestra_api::{ModelSpec, Preset, TrialSpec, Variant};
 use orchestra_store::layout::TrialKeys;
-use orchestra_worker::data::Dataset;
+use orchestra_worker::data::{Dataset, TrainingData};
 use orchestra_worker::info;
 use orchestra_worker::nets::{Model, NetConfig};
 use orchestra_worker::store::checkpoint::TrialStore;
@@ -353,7 +353,7 @@ fn run(command: Command) -> Result<()> {
             };
             match train::run_trial(&spec, &opts)? {
                 Outcome::Finished(result) => {
-                    print_result(&result);
+                    print_result(&result, if spec.model.dims == 3 { "volume" } else { "image" });
                     println!(
                         "result: {}/{}",
                         spec.store.trim_end_matches('/'),
@@ -373,16 +373,14 @@ fn run(command: Command) -> Result<()> {
         Command::Eval { spec, step } => {
             let spec = read_spec(&spec)?;
             let (model, step) = load_checkpoint(&spec, step)?;
-            let data = Dataset::open(&spec.dataset, spec.model.input_size)?;
             let device = model.vs.device();
-            let e = train::evaluate(
-                &model,
-                &data.val,
-                data.channels,
-                data.size,
-                device,
-                spec.hyper.batch_size as usize,
-            );
+            let batch = spec.hyper.batch_size as usize;
+            let e = match TrainingData::open(&spec.dataset, &spec.model)? {
+                TrainingData::Images(d) => train::evaluate(&model, &d.val, d.channels, d.size, device, batch),
+                TrainingData::Volumes(v) => {
+                    train::volume_eval::evaluate_volumes(&model, &v.val, v.factor, device, batch)
+                }
+            };
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({"step": step, "eval": e}))?
@@ -509,6 +507,9 @@ fn run(command: Command) -> Result<()> {
             if d1_spec.variant != Variant::D1 {
                 bail!("--d1 {}: variant {}, expected D1", d1.display(), d1_spec.variant);
             }
+            if d1_spec.model.dims == 3 {
+                bail!("rate-accuracy compares codecs on images; volumes (model.dims 3) are not covered yet");
+            }
             let (d1_model, _) = load_checkpoint(&d1_spec, None)?;
             let data = Dataset::open(&d1_spec.dataset, d1_spec.model.input_size)?;
             let settings: Vec<CodecSetting> = qualities
@@ -613,8 +614,8 @@ fn load_checkpoint(spec: &TrialSpec, step: Option<u64>) -> Result<(Model, u64)> 
     };
     let ckpt = ts.load(step)?;
     // The dataset says how many channels and classes the networks were built for.
-    let data = Dataset::open(&spec.dataset, spec.model.input_size)?;
-    let config = NetConfig::resolve(&spec.model, data.channels, data.classes);
+    let data = TrainingData::open(&spec.dataset, &spec.model)?;
+    let config = NetConfig::resolve(&spec.model, data.channels(), data.classes());
     let model = Model::new(config, spec.variant, device_for_spec(spec)?);
     model
         .load_weights(&ckpt.weights)
@@ -623,9 +624,10 @@ fn load_checkpoint(spec: &TrialSpec, step: Option<u64>) -> Result<(Model, u64)> 
     Ok((model, step))
 }
 
-fn print_result(r: &orchestra_api::TrialResult) {
+/// A trial's scores; `unit` is what was scored (an image or a whole volume).
+fn print_result(r: &orchestra_api::TrialResult, unit: &str) {
     println!(
-        "{} {}: Dice {:.4}  IoU {:.4}  (per class Dice {:?}) on {} held-out images",
+        "{} {}: Dice {:.4}  IoU {:.4}  (per class Dice {:?}) on {} held-out {unit}s",
         r.trial,
         r.variant,
         r.scores.dice,
@@ -642,7 +644,7 @@ fn print_result(r: &orchestra_api::TrialResult) {
             (rate.bpp, rate.bpp_no_header, rate.mean_stream_bytes)
         {
             println!(
-                "  real bitstreams: {bytes:.1} bytes per image = {bpp:.5} bpp ({no_header:.5} without the header), {} round-trip failures",
+                "  real bitstreams: {bytes:.1} bytes per {unit} = {bpp:.5} bpp ({no_header:.5} without the header), {} round-trip failures",
                 rate.round_trip_failures
             );
         }

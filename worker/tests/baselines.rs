@@ -42,7 +42,7 @@ fn rate_accuracy_compares_jpeg_with_a_learned_model() {
     };
     let d1 = train(Variant::D1);
     let d4 = train(Variant::D4);
-    let val = &d1.data.val;
+    let val = &d1.data.images().unwrap().val;
     let curve = rate_accuracy::jpeg_curve(&d1.model, val, 3, 64, &[5, 50, 95]).unwrap();
     assert_eq!(curve.len(), 3);
     assert!(curve.windows(2).all(|w| w[0].bpp < w[1].bpp), "{curve:?}");
@@ -111,13 +111,13 @@ fn auto_seg_learns_to_reconstruct_through_cs_code() {
     }
     let config = NetConfig::resolve(&spec.model, 3, 2);
     let ae = AutoEncoder::new(&config, tch::Device::Cpu, 3);
-    let (first, last) = ae.train(&d1.data.train, 60, 8, 2e-3, 3);
+    let (first, last) = ae.train(&d1.data.images().unwrap().train, 60, 8, 2e-3, 3);
     assert!(last < 0.7 * first, "pixel MSE {first} -> {last}");
-    let point = autoseg_point(&d1.model, &ae, &d1.data.val);
+    let point = autoseg_point(&d1.model, &ae, &d1.data.images().unwrap().val);
     assert_eq!(point.method, "Auto/Seg");
     // The same code as C (4 x 8 x 8 bits at 64 px) plus the 2-byte header and the check value.
     assert_eq!(point.bpp, (256.0 + 24.0) / (64.0 * 64.0));
-    assert!((0.0..=1.0).contains(&point.dice) && point.images == d1.data.val.len());
-    let rec = ae.reconstructions(&d1.data.val[..2]);
+    assert!((0.0..=1.0).contains(&point.dice) && point.images == d1.data.images().unwrap().val.len());
+    let rec = ae.reconstructions(&d1.data.images().unwrap().val[..2]);
     assert_eq!(rec[0].image.len(), 64 * 64 * 3);
 }

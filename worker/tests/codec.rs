@@ -86,8 +86,9 @@ fn evaluation_measures_real_bitstreams_that_round_trip() {
 }
 
 fn val_images(t: &Trainer, n: usize) -> Tensor {
-    let refs: Vec<&Sample> = t.data.val.iter().take(n).collect();
-    batch(&refs, t.data.channels, t.data.size, Device::Cpu).0
+    let data = t.data.images().expect("an image trial");
+    let refs: Vec<&Sample> = data.val.iter().take(n).collect();
+    batch(&refs, data.channels, data.size, Device::Cpu).0
 }
 
 #[test]

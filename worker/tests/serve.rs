@@ -40,9 +40,9 @@ fn fixture() -> &'static (tempfile::TempDir, Vec<Vec<u8>>) {
         // The learning-rate schedule spans the budget.
         spec.steps = 400;
         let data = Dataset::open(&spec.dataset, spec.model.input_size).unwrap();
-        let mut t = Trainer::new(spec, data).unwrap();
-        let refs: Vec<&Sample> = t.data.val.iter().take(6).collect();
-        let images = batch(&refs, t.data.channels, t.data.size, Device::Cpu).0;
+        let refs: Vec<&Sample> = data.val.iter().take(6).collect();
+        let images = batch(&refs, data.channels, data.size, Device::Cpu).0;
+        let mut t = Trainer::new(spec, data.clone()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.safetensors");
         let mut streams = Vec::new();

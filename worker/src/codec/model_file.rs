@@ -67,7 +67,7 @@ pub fn codec_for(model: &Model) -> Option<Codec> {
     let c = &model.config;
     let shape = CodeShape {
         channels: c.code_channels as usize,
-        sides: vec![c.code_side() as usize; c.spatial.n()],
+        sides: c.code_sides().iter().map(|&s| s as usize).collect(),
     };
     codec_for_model(&q.logit_values(), weights.iter().map(Vec::as_slice), shape).ok()
 }

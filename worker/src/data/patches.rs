@@ -104,6 +104,46 @@ impl PatchSampler {
     }
 }
 
+/// The voxels and labels of `patch` (sides `size`) cut from a volume (sides `sides`, z-major),
+/// flipped as the patch says. Where the patch reaches past the volume (a volume smaller than
+/// the patch), voxels are `pad` and labels background.
+pub fn extract(
+    voxels: &[f32],
+    labels: &[u8],
+    sides: [usize; 3],
+    patch: &Patch,
+    size: [usize; 3],
+    pad: f32,
+) -> (Vec<f32>, Vec<u8>) {
+    let n: usize = size.iter().product();
+    let mut v = Vec::with_capacity(n);
+    let mut l = Vec::with_capacity(n);
+    // The source coordinate along axis a of patch coordinate i, after the flip.
+    let source = |a: usize, i: usize| {
+        let i = if patch.flip[a] { size[a] - 1 - i } else { i };
+        let at = patch.corner[a] + i;
+        (at < sides[a]).then_some(at)
+    };
+    for z in 0..size[0] {
+        for y in 0..size[1] {
+            for x in 0..size[2] {
+                match (source(0, z), source(1, y), source(2, x)) {
+                    (Some(sz), Some(sy), Some(sx)) => {
+                        let i = (sz * sides[1] + sy) * sides[2] + sx;
+                        v.push(voxels[i]);
+                        l.push(labels[i]);
+                    }
+                    _ => {
+                        v.push(pad);
+                        l.push(0);
+                    }
+                }
+            }
+        }
+    }
+    (v, l)
+}
+
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
@@ -174,6 +214,29 @@ mod tests {
             );
             assert!(!p.foreground, "nothing to centre on");
         }
+    }
+
+    #[test]
+    fn extraction_cuts_flips_and_pads() {
+        let sides = [2, 3, 4];
+        let voxels: Vec<f32> = (0..24).map(|i| i as f32).collect();
+        let labels: Vec<u8> = (0..24).map(|i| i as u8).collect();
+        let plain = Patch {
+            corner: [1, 1, 2],
+            flip: [false; 3],
+            foreground: false,
+        };
+        // A 2 x 2 x 2 patch at (1, 1, 2): z = 1 exists, z = 2 is padding.
+        let (v, l) = extract(&voxels, &labels, sides, &plain, [2, 2, 2], -1.0);
+        assert_eq!(v, vec![18.0, 19.0, 22.0, 23.0, -1.0, -1.0, -1.0, -1.0]);
+        assert_eq!(l, vec![18, 19, 22, 23, 0, 0, 0, 0]);
+        let flipped = Patch {
+            flip: [false, false, true],
+            corner: [0, 0, 0],
+            foreground: false,
+        };
+        let (v, _) = extract(&voxels, &labels, sides, &flipped, [1, 1, 4], 0.0);
+        assert_eq!(v, vec![3.0, 2.0, 1.0, 0.0], "x reversed");
     }
 
     #[test]

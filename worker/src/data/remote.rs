@@ -36,11 +36,18 @@ pub fn mirror(store_uri: &str, uri: &str) -> Result<PathBuf, DataError> {
         .list("")
         .map_err(|e| remote(e.to_string()))?
         .into_iter()
-        .filter(|k| k.starts_with("images/") || k.starts_with("masks/"))
+        // Image folders (images/ + masks/) and volume folders (images/ + labels/, or MM-WHS's
+        // NIfTI pairs side by side).
+        .filter(|k| {
+            k.starts_with("images/")
+                || k.starts_with("masks/")
+                || k.starts_with("labels/")
+                || (!k.contains('/') && (k.ends_with(".nii.gz") || k.ends_with(".nii")))
+        })
         .collect();
     if keys.is_empty() {
         return Err(remote(format!(
-            "no objects under {store_uri}/images/ or {store_uri}/masks/"
+            "no dataset objects under {store_uri}: expected images/ with masks/ or labels/, or NIfTI pairs"
         )));
     }
     let dir = mirror_dir(store_uri);

@@ -39,37 +39,17 @@ pub enum DatasetUri {
 
 impl DatasetUri {
     pub fn parse(uri: &str) -> Result<DatasetUri, DataError> {
+        let mut q = Query::parse(uri)?;
+        let (scheme, body) = (q.scheme.clone(), q.body.clone());
+        let shown = orchestra_api::redact(uri);
         let bad = |reason: String| DataError::BadUri {
-            uri: orchestra_api::redact(uri),
+            uri: shown.clone(),
             reason,
         };
-        if let Some(reason) = orchestra_api::uri_credentials(uri) {
-            return Err(bad(orchestra_api::experiment::credentials_refused(reason)));
-        }
-        let (scheme, rest) = uri
-            .split_once("://")
-            .ok_or_else(|| bad("expected scheme://...".into()))?;
-        let (body, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let mut params = BTreeMap::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| bad(format!("query parameter {pair:?} has no '='")))?;
-            params.insert(k.to_string(), v.to_string());
-        }
-        // Parameters are removed as they are read; whatever is left at the end is unknown.
-        let mut take = |name: &str| -> Result<Option<u64>, DataError> {
-            match params.remove(name) {
-                None => Ok(None),
-                Some(v) => v
-                    .parse::<u64>()
-                    .map(Some)
-                    .map_err(|_| bad(format!("parameter {name}={v:?} is not a non-negative integer"))),
-            }
-        };
-        let parsed = match scheme {
+        let mut take = |name: &str| q.number(name);
+        let parsed = match scheme.as_str() {
             "synthetic" => {
-                let kind = match body {
+                let kind = match body.as_str() {
                     "lesion" => SyntheticKind::Lesion,
                     "nested" => SyntheticKind::Nested,
                     other => {
@@ -133,10 +113,78 @@ impl DatasetUri {
                 )))
             }
         };
-        if let Some(unknown) = params.keys().next() {
-            return Err(bad(format!("unknown parameter {unknown:?}")));
-        }
+        q.finish()?;
         Ok(parsed)
+    }
+}
+
+/// A dataset URI taken apart: scheme, body and query parameters, each parameter removed as it
+/// is read so that whatever is left at the end is reported as unknown.
+pub(crate) struct Query {
+    uri: String,
+    pub scheme: String,
+    pub body: String,
+    params: BTreeMap<String, String>,
+}
+
+impl Query {
+    pub fn parse(uri: &str) -> Result<Query, DataError> {
+        let bad = |reason: String| DataError::BadUri {
+            uri: orchestra_api::redact(uri),
+            reason,
+        };
+        if let Some(reason) = orchestra_api::uri_credentials(uri) {
+            return Err(bad(orchestra_api::experiment::credentials_refused(reason)));
+        }
+        let (scheme, rest) = uri
+            .split_once("://")
+            .ok_or_else(|| bad("expected scheme://...".into()))?;
+        let (body, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut params = BTreeMap::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| bad(format!("query parameter {pair:?} has no '='")))?;
+            params.insert(k.to_string(), v.to_string());
+        }
+        Ok(Query {
+            uri: uri.to_string(),
+            scheme: scheme.to_string(),
+            body: body.to_string(),
+            params,
+        })
+    }
+
+    /// The error for this URI.
+    pub fn bad(&self, reason: String) -> DataError {
+        DataError::BadUri {
+            uri: orchestra_api::redact(&self.uri),
+            reason,
+        }
+    }
+
+    /// A parameter's text, removed from those left to check.
+    pub fn text(&mut self, name: &str) -> Option<String> {
+        self.params.remove(name)
+    }
+
+    /// A non-negative integer parameter.
+    pub fn number(&mut self, name: &str) -> Result<Option<u64>, DataError> {
+        match self.params.remove(name) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| self.bad(format!("parameter {name}={v:?} is not a non-negative integer"))),
+        }
+    }
+
+    /// Fails on the first parameter nobody read.
+    pub fn finish(self) -> Result<(), DataError> {
+        match self.params.keys().next() {
+            Some(unknown) => Err(self.bad(format!("unknown parameter {unknown:?}"))),
+            None => Ok(()),
+        }
     }
 }
 

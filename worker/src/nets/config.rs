@@ -10,6 +10,9 @@ use super::layers::Spatial;
 pub struct NetConfig {
     pub spatial: Spatial,
     pub input_size: i64,
+    /// Sides of one network input along each spatial axis (z, y, x for volumes): `input_size`
+    /// repeated, or a volume's training patch.
+    pub sides: Vec<i64>,
     pub in_channels: i64,
     /// Classes including background; the networks output 1 channel when this is 2.
     pub classes: i64,
@@ -22,7 +25,8 @@ pub struct NetConfig {
     pub g_width: i64,
     pub g_max_width: i64,
     pub g_out: i64,
-    /// s: base width, number of scales, residual blocks per scale.
+    /// s: base width, number of downsamplings, residual blocks per scale (SegAN's segmentor;
+    /// the 3D U-Net has two conv blocks per level instead).
     pub s_width: i64,
     pub s_depth: i64,
     pub s_res_blocks: i64,
@@ -34,16 +38,18 @@ pub struct NetConfig {
 impl NetConfig {
     pub fn resolve(model: &ModelSpec, in_channels: usize, classes: usize) -> NetConfig {
         let spatial = Spatial::from_dims(model.dims).unwrap_or(Spatial::Two);
+        let sides: Vec<i64> = model.sides().into_iter().map(i64::from).collect();
         let mut c = match model.preset {
             // CPU-sized: trains in minutes on two cores.
             Preset::Small => NetConfig {
                 spatial,
                 input_size: model.input_size as i64,
+                sides: sides.clone(),
                 in_channels: in_channels as i64,
                 classes: classes as i64,
                 c_width: 8,
                 c_max_width: 32,
-                downsample: 16,
+                downsample: orchestra_api::DEFAULT_DOWNSAMPLE as i64,
                 code_channels: 3,
                 g_width: 8,
                 g_max_width: 32,
@@ -58,11 +64,12 @@ impl NetConfig {
             Preset::Paper => NetConfig {
                 spatial,
                 input_size: model.input_size as i64,
+                sides: sides.clone(),
                 in_channels: in_channels as i64,
                 classes: classes as i64,
                 c_width: 32,
                 c_max_width: 224,
-                downsample: 16,
+                downsample: orchestra_api::DEFAULT_DOWNSAMPLE as i64,
                 code_channels: 3,
                 g_width: 32,
                 g_max_width: 256,
@@ -74,6 +81,10 @@ impl NetConfig {
                 d_depth: 4,
             },
         };
+        if spatial == Spatial::Three && model.preset == Preset::Paper {
+            // nnU-Net's 3D U-Net: base width 32 (capped at 320), five resolution levels.
+            c.s_width = 32;
+        }
         if let Some(f) = model.downsample {
             c.downsample = f as i64;
         }
@@ -101,18 +112,18 @@ impl NetConfig {
         }
     }
 
-    /// Side of the code in bits along each spatial axis.
-    pub fn code_side(&self) -> i64 {
-        self.input_size / self.downsample
+    /// Sides of the code in bits along each spatial axis.
+    pub fn code_sides(&self) -> Vec<i64> {
+        self.sides.iter().map(|s| s / self.downsample).collect()
     }
 
-    /// Bits per image before entropy coding.
+    /// Bits per input before entropy coding.
     pub fn code_bits(&self) -> i64 {
-        self.code_channels * self.code_side().pow(self.spatial.n() as u32)
+        self.code_channels * self.code_sides().iter().product::<i64>()
     }
 
-    /// Pixels (voxels) per input image.
+    /// Pixels (voxels) per input.
     pub fn pixels(&self) -> i64 {
-        self.input_size.pow(self.spatial.n() as u32)
+        self.sides.iter().product()
     }
 }

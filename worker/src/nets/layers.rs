@@ -83,7 +83,8 @@ pub struct Conv {
     weight: Tensor,
     bias: Option<Tensor>,
     kernel: i64,
-    stride: i64,
+    /// Per axis: the 3D U-Net does not halve an axis that is already short.
+    strides: Vec<i64>,
     padding: i64,
     spatial: Spatial,
 }
@@ -100,6 +101,30 @@ pub fn conv(
     bias: bool,
     spatial: Spatial,
 ) -> Conv {
+    conv_strided(
+        p,
+        c_in,
+        c_out,
+        kernel,
+        &spatial.repeat(stride),
+        padding,
+        bias,
+        spatial,
+    )
+}
+
+/// Convolution with a stride per axis.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_strided(
+    p: nn::Path,
+    c_in: i64,
+    c_out: i64,
+    kernel: i64,
+    strides: &[i64],
+    padding: i64,
+    bias: bool,
+    spatial: Spatial,
+) -> Conv {
     let mut shape = vec![c_out, c_in];
     shape.extend(spatial.repeat(kernel));
     let fan_in = (c_in * kernel.pow(spatial.n() as u32)) as f64;
@@ -111,7 +136,7 @@ pub fn conv(
         weight: p.var_copy("weight", &init(&shape)),
         bias: bias.then(|| p.var_copy("bias", &init(&[c_out]))),
         kernel,
-        stride,
+        strides: strides.to_vec(),
         padding,
         spatial,
     }
@@ -123,7 +148,7 @@ impl nn::Module for Conv {
         let out = xs.convolution(
             &self.weight,
             self.bias.as_ref(),
-            d.repeat(self.stride),
+            self.strides.as_slice(),
             d.repeat(self.padding),
             d.repeat(1),
             false,
@@ -135,7 +160,12 @@ impl nn::Module for Conv {
             let per_output = 2 * (self.weight.numel() / self.weight.size()[0] as usize) as u64;
             LayerInfo {
                 name: self.name.clone(),
-                kind: format!("conv {k}^{n}/{s}", k = self.kernel, n = d.n(), s = self.stride),
+                kind: format!(
+                    "conv {k}^{n}/{s}",
+                    k = self.kernel,
+                    n = d.n(),
+                    s = stride_text(&self.strides)
+                ),
                 input: xs.size(),
                 output: out.size(),
                 params,
@@ -143,6 +173,14 @@ impl nn::Module for Conv {
             }
         });
         out
+    }
+}
+
+/// `2` when every axis is halved, `1x2x2` otherwise.
+fn stride_text(strides: &[i64]) -> String {
+    match strides {
+        [first, rest @ ..] if rest.iter().all(|s| s == first) => first.to_string(),
+        _ => strides.iter().map(i64::to_string).collect::<Vec<_>>().join("x"),
     }
 }
 
@@ -190,9 +228,59 @@ impl nn::ModuleT for Norm {
     }
 }
 
+/// Instance normalisation (each sample and channel over its own voxels) with a learned scale
+/// and shift: nnU-Net's choice for 3D, where batches hold two patches and batch statistics are
+/// noise. No running statistics: training and inference normalise alike.
+#[derive(Debug)]
+pub struct InstanceNorm {
+    name: String,
+    weight: Tensor,
+    bias: Tensor,
+}
+
+pub fn instance_norm(p: nn::Path, channels: i64) -> InstanceNorm {
+    InstanceNorm {
+        name: path_name(&p),
+        weight: p.var("weight", &[channels], nn::Init::Const(1.0)),
+        bias: p.var("bias", &[channels], nn::Init::Const(0.0)),
+    }
+}
+
+impl nn::Module for InstanceNorm {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        let out = xs.instance_norm(
+            Some(&self.weight),
+            Some(&self.bias),
+            None,
+            None,
+            true,
+            0.1,
+            1e-5,
+            true,
+        );
+        record(|| LayerInfo {
+            name: self.name.clone(),
+            kind: "instancenorm".into(),
+            input: xs.size(),
+            output: out.size(),
+            params: 2 * self.weight.numel() as u64,
+            flops: 4 * out.numel() as u64,
+        });
+        out
+    }
+}
+
 /// LeakyReLU with SegAN's slope of 0.2 (tch's `leaky_relu` has a fixed 0.01).
 pub fn leaky(xs: &Tensor) -> Tensor {
     xs.maximum(&(xs * 0.2))
+}
+
+/// Nearest-neighbour upsampling to the spatial sides `to` (the 3D U-Net's skip sides).
+pub fn upsample_to(xs: &Tensor, to: &[i64], spatial: Spatial) -> Tensor {
+    match spatial {
+        Spatial::Two => xs.upsample_nearest2d(to, None, None),
+        Spatial::Three => xs.upsample_nearest3d(to, None, None, None),
+    }
 }
 
 /// Nearest-neighbour upsampling by 2 in every spatial dimension.

@@ -9,8 +9,10 @@ use super::bit_model::BitModel;
 use super::compressor::Compressor;
 use super::config::NetConfig;
 use super::critic::Critic;
+use super::layers::Spatial;
 use super::reconstructor::Reconstructor;
 use super::segmentor::Segmentor;
+use super::unet::UNet;
 
 /// Parameter groups, the prefixes of variable names in the VarStore.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,6 +59,23 @@ pub struct Forward {
     pub probs: Tensor,
 }
 
+/// s: SegAN's segmentor on images, nnU-Net's 3D U-Net on volumes (the paper uses nnU-Net for
+/// its cardiac volumes).
+#[derive(Debug)]
+pub enum SegmentorNet {
+    SegAn(Segmentor),
+    UNet(UNet),
+}
+
+impl nn::ModuleT for SegmentorNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        match self {
+            SegmentorNet::SegAn(s) => s.forward_t(xs, train),
+            SegmentorNet::UNet(u) => u.forward_t(xs, train),
+        }
+    }
+}
+
 pub struct Model {
     pub vs: nn::VarStore,
     pub config: NetConfig,
@@ -64,7 +83,7 @@ pub struct Model {
     pub compressor: Option<Compressor>,
     pub reconstructor: Option<Reconstructor>,
     pub bit_model: Option<BitModel>,
-    pub segmentor: Segmentor,
+    pub segmentor: SegmentorNet,
     pub critic: Option<Critic>,
 }
 
@@ -92,7 +111,11 @@ impl Model {
         } else {
             config.in_channels
         };
-        let segmentor = Segmentor::new(&root / Group::Segmentor.prefix(), &config, s_in);
+        let s_path = &root / Group::Segmentor.prefix();
+        let segmentor = match config.spatial {
+            Spatial::Two => SegmentorNet::SegAn(Segmentor::new(s_path, &config, s_in)),
+            Spatial::Three => SegmentorNet::UNet(UNet::new(s_path, &config, s_in)),
+        };
         let critic = variant
             .has_critic()
             .then(|| Critic::new(&root / Group::Critic.prefix(), &config));

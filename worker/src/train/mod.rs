@@ -5,6 +5,7 @@ pub mod progress;
 pub mod run;
 pub mod schedule;
 pub mod trainer;
+pub mod volume_eval;
 
 pub use run::{run_trial, Outcome, RunError, RunOptions};
 pub use trainer::{device_for_spec, evaluate, Evaluation, StepMetrics, TrainError, Trainer};

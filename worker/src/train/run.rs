@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::progress::ProgressReporter;
 use super::trainer::{device_for_spec, Evaluation, TrainError, Trainer};
-use crate::data::{DataError, Dataset};
+use crate::data::{DataError, TrainingData};
 use crate::dist::{DistError, DistOptions, DEFAULT_BUCKET_BYTES};
 use crate::store::checkpoint::TrialStore;
 use crate::store::{Store, StoreError};
@@ -100,10 +100,11 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
     let (rank, world) = (comm.rank(), comm.world_size());
     // Rank 0 alone writes; the others wait for it at a barrier with the longer timeout.
     let leader = rank == 0;
-    let data = Dataset::open(&spec.dataset, spec.model.input_size)?;
+    let data = TrainingData::open(&spec.dataset, &spec.model)?;
+    let (n_train, n_val) = data.counts();
     tracing::info!(
-        trial = %spec.trial, variant = %spec.variant, train = data.train.len(), val = data.val.len(),
-        classes = data.classes, rank, world, backend = comm.backend(), "dataset ready"
+        trial = %spec.trial, variant = %spec.variant, train = n_train, val = n_val,
+        classes = data.classes(), rank, world, backend = comm.backend(), "dataset ready"
     );
     let mut trainer = Trainer::with_collective(spec.clone(), data, comm, opts.bucket_bytes)?;
     let slow = Some(opts.dist.io_timeout);
@@ -128,7 +129,7 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
     let first_step = trainer.step;
     let target = opts.until.map_or(spec.steps, |u| u.min(spec.steps));
     let stop_at = opts.stop_after.map_or(target, |n| (first_step + n).min(target));
-    let source_bpp = 8.0 * trainer.data.channels as f64;
+    let source_bpp = trainer.data.source_bits_per_pixel();
     let rung_of = |step: u64, e: &Evaluation| RungRecord {
         step,
         scores: e.scores.clone(),
@@ -227,7 +228,7 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
         steps: trainer.step,
         scores: evaluation.scores,
         rate: evaluation.rate,
-        source_bits_per_pixel: 8.0 * trainer.data.channels as f64,
+        source_bits_per_pixel: trainer.data.source_bits_per_pixel(),
         params: trainer.param_counts(),
         timings: Timings {
             train_seconds,

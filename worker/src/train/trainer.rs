@@ -14,7 +14,8 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use super::adam::Adam;
 use super::schedule::{critic_weight, learning_rate};
-use crate::data::{augment, batch, BatchSampler, Dataset, Sample};
+use crate::data::patches::{extract, PatchSampler};
+use crate::data::{augment, batch, BatchSampler, Sample, TrainingData, VolumeSet};
 use crate::dist::buckets::mean_scalars;
 use crate::dist::{all_reduce_mean, Collective, DistError, SingleProcess, DEFAULT_BUCKET_BYTES};
 use crate::nets::{rng, Group, Model, NetConfig};
@@ -72,7 +73,7 @@ pub struct Evaluation {
 
 pub struct Trainer {
     pub spec: TrialSpec,
-    pub data: Dataset,
+    pub data: TrainingData,
     pub model: Model,
     pub device: Device,
     main: Adam,
@@ -113,7 +114,7 @@ pub fn device_for_spec(spec: &TrialSpec) -> Result<Device, TrainError> {
 
 impl Trainer {
     /// A single-process trainer.
-    pub fn new(spec: TrialSpec, data: Dataset) -> Result<Trainer, TrainError> {
+    pub fn new(spec: TrialSpec, data: impl Into<TrainingData>) -> Result<Trainer, TrainError> {
         Self::with_collective(spec, data, Box::new(SingleProcess), DEFAULT_BUCKET_BYTES)
     }
 
@@ -121,22 +122,30 @@ impl Trainer {
     /// broadcast to all, and every update averages gradients over `comm`.
     pub fn with_collective(
         spec: TrialSpec,
-        data: Dataset,
+        data: impl Into<TrainingData>,
         comm: Box<dyn Collective>,
         bucket_bytes: usize,
     ) -> Result<Trainer, TrainError> {
+        let data = data.into();
         let setup = |reason: String| TrainError::Setup {
             trial: spec.trial.clone(),
             reason,
         };
         let device = device_for_spec(&spec)?;
-        if data.size != spec.model.input_size {
-            return Err(setup(format!(
-                "dataset images are {}px but model.input_size is {}",
-                data.size, spec.model.input_size
-            )));
+        match &data {
+            TrainingData::Images(d) if d.size != spec.model.input_size || spec.model.dims != 2 => {
+                return Err(setup(format!(
+                    "dataset images are {}px (2D) but the model is {}D with inputSize {}",
+                    d.size, spec.model.dims, spec.model.input_size
+                )));
+            }
+            TrainingData::Volumes(_) if spec.model.dims != 3 => {
+                return Err(setup("the dataset holds volumes but model.dims is not 3".into()));
+            }
+            _ => {}
         }
-        if data.train.is_empty() || data.val.is_empty() {
+        let (n_train, n_val) = data.counts();
+        if n_train == 0 || n_val == 0 {
             return Err(setup("dataset needs both training and validation images".into()));
         }
         if comm.world_size() != spec.world_size as usize {
@@ -147,7 +156,13 @@ impl Trainer {
                 comm.world_size()
             )));
         }
-        let config = NetConfig::resolve(&spec.model, data.channels, data.classes);
+        let config = NetConfig::resolve(&spec.model, data.channels(), data.classes());
+        if let Some(side) = config.sides.iter().find(|&&s| s < 1 << config.d_depth) {
+            return Err(setup(format!(
+                "an input side of {side} is too short for the critic's {} halvings (model.patch or model.depth)",
+                config.d_depth
+            )));
+        }
         rng::reseed(mix(spec.seed, 0, 1));
         let model = Model::new(config, spec.variant, device);
         let h = &spec.hyper;
@@ -165,7 +180,7 @@ impl Trainer {
             .has_critic()
             .then(|| Adam::new(model.group_params(Group::Critic), h.beta1, h.beta2));
         let sampler = BatchSampler {
-            n: data.train.len(),
+            n: n_train,
             batch_size: h.batch_size as usize * comm.world_size(),
             seed: spec.seed,
         };
@@ -251,17 +266,57 @@ impl Trainer {
     pub fn shard_batch(&self, step: u64, shard: usize) -> (Tensor, Tensor) {
         let per_shard = (self.spec.hyper.batch_size / self.spec.hyper.micro_batches.max(1)) as usize;
         let indices = self.sampler.indices(step);
-        let samples: Vec<&Sample> = indices[shard * per_shard..(shard + 1) * per_shard]
-            .iter()
-            .map(|&i| &self.data.train[i])
-            .collect();
-        let (images, labels) = batch(&samples, self.data.channels, self.data.size, self.device);
+        let mine = &indices[shard * per_shard..(shard + 1) * per_shard];
+        let data = match &self.data {
+            TrainingData::Images(d) => d,
+            TrainingData::Volumes(v) => return self.patch_batch(v, step, shard, mine),
+        };
+        let samples: Vec<&Sample> = mine.iter().map(|&i| &data.train[i]).collect();
+        let (images, labels) = batch(&samples, data.channels, data.size, self.device);
         if self.spec.hyper.augment {
             let mut rng = ChaCha8Rng::seed_from_u64(mix(self.spec.seed, step, shard_purpose(2, shard)));
             augment(&images, &labels, &mut rng)
         } else {
             (images, labels)
         }
+    }
+
+    /// One random patch of each of the shard's volumes (N, 1, z, y, x) with its labels
+    /// (N, z, y, x): corners, foreground centring and flips drawn from (seed, step, shard); a
+    /// third of all patches, counted over the run, centred on a labelled voxel.
+    fn patch_batch(
+        &self,
+        volumes: &VolumeSet,
+        step: u64,
+        shard: usize,
+        indices: &[usize],
+    ) -> (Tensor, Tensor) {
+        let size: [usize; 3] = std::array::from_fn(|a| self.model.config.sides[a] as usize);
+        let sampler = PatchSampler {
+            flips: self.spec.hyper.augment,
+            ..PatchSampler::new(size)
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.spec.seed, step, shard_purpose(2, shard)));
+        let first = step as usize * self.sampler.batch_size + shard * indices.len();
+        let (mut voxels, mut labels) = (Vec::new(), Vec::new());
+        for (j, &i) in indices.iter().enumerate() {
+            let vol = &volumes.train[i];
+            let patch = sampler.draw(first + j, &vol.foreground, &mut rng);
+            let (v, l) = extract(&vol.voxels, &vol.labels, vol.sides, &patch, size, 0.0);
+            voxels.extend(v);
+            labels.extend(l);
+        }
+        let mut shape = vec![indices.len() as i64, 1];
+        shape.extend(size.map(|s| s as i64));
+        let images = Tensor::from_slice(&voxels)
+            .view(shape.as_slice())
+            .to_device(self.device);
+        shape.remove(1);
+        let labels = Tensor::from_slice(&labels)
+            .view(shape.as_slice())
+            .to_kind(Kind::Int64)
+            .to_device(self.device);
+        (images, labels)
     }
 
     /// Averages gradients over ranks (bucketed).
@@ -397,14 +452,23 @@ impl Trainer {
     /// Dice, IoU and the rate estimate on the validation split (inference mode: BatchNorm
     /// running statistics, deterministic binarization).
     pub fn evaluate(&self) -> Evaluation {
-        evaluate(
-            &self.model,
-            &self.data.val,
-            self.data.channels,
-            self.data.size,
-            self.device,
-            self.spec.hyper.batch_size as usize,
-        )
+        match &self.data {
+            TrainingData::Images(d) => evaluate(
+                &self.model,
+                &d.val,
+                d.channels,
+                d.size,
+                self.device,
+                self.spec.hyper.batch_size as usize,
+            ),
+            TrainingData::Volumes(v) => super::volume_eval::evaluate_volumes(
+                &self.model,
+                &v.val,
+                v.factor,
+                self.device,
+                self.spec.hyper.batch_size as usize,
+            ),
+        }
     }
 
     pub fn checkpoint(&self, elapsed_seconds: f64) -> Checkpoint {

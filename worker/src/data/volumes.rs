@@ -1,0 +1,528 @@
+//! Volume datasets for 3D trials: seeded synthetic hearts (`synthetic://heart3d?n=12&sides=16x64x64`)
+//! and folders of NIfTI scans with their label maps (`file:///data/acdc?val=4`, the same folders in
+//! object storage), loaded and checked up front like the image datasets.
+//!
+//! Each scan is normalised per modality (`intensity=mr`, the default: z-scored per volume;
+//! `intensity=ct`: clipped to the 0.5-99.5 percentiles of the training foreground, then scaled;
+//! `intensity=none`), optionally reduced by whole factors (`downsample=1x2x2`: block means for
+//! scans, the block's centre voxel for labels), and relabelled (`labelMap=0,1,1,2`: dataset class
+//! c becomes the c-th entry). The validation split holds out whole patients (`val` counts
+//! patients: ACDC's two frames of one patient are never split). Validation volumes keep their
+//! labels at the source resolution, so that Dice is scored on the scan as it was acquired.
+
+use std::path::{Path, PathBuf};
+
+use orchestra_edge::intensity::{foreground_window, Intensity};
+use orchestra_edge::synthetic_volume::{heart3d, Heart3d};
+use orchestra_edge::volume::DEFAULT_MAX_VOXELS;
+use orchestra_edge::volume_dataset::{list_pairs, read_pair, split_by_patient, VolumePair};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::error::DataError;
+use super::patches::ForegroundLocations;
+use super::uri::Query;
+
+/// Bits per voxel of a scan as the scanner stores it (DICOM MR and CT: 12-16 bits in 16-bit
+/// words), the uncompressed rate a volume's bpp is compared with.
+pub const SOURCE_BITS_PER_VOXEL: f64 = 16.0;
+
+/// One scan and its labels at training resolution.
+#[derive(Clone, Debug)]
+pub struct VolumeSample {
+    pub id: String,
+    /// Sides (z, y, x) after downsampling.
+    pub sides: [usize; 3],
+    /// Normalised intensities, z-major.
+    pub voxels: Vec<f32>,
+    pub labels: Vec<u8>,
+    /// Where the labelled voxels are, for foreground-centred patches.
+    pub foreground: ForegroundLocations,
+    /// The labels at the source resolution (sides, labels) when downsampled.
+    pub source_labels: Option<([usize; 3], Vec<u8>)>,
+}
+
+impl VolumeSample {
+    /// The labels and sides Dice is scored against: the source's.
+    pub fn truth(&self) -> ([usize; 3], &[u8]) {
+        match &self.source_labels {
+            Some((sides, labels)) => (*sides, labels),
+            None => (self.sides, &self.labels),
+        }
+    }
+}
+
+/// A loaded, checked volume dataset.
+#[derive(Clone, Debug)]
+pub struct VolumeSet {
+    pub name: String,
+    /// Classes including background.
+    pub classes: usize,
+    /// Whole factors (z, y, x) the scans were reduced by.
+    pub factor: [usize; 3],
+    pub train: Vec<VolumeSample>,
+    pub val: Vec<VolumeSample>,
+}
+
+/// What a volume URI asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum VolumeUri {
+    Synthetic {
+        n: usize,
+        sides: [usize; 3],
+        seed: u64,
+        val: usize,
+    },
+    Folder {
+        /// A local folder, or a store URI (`s3://bucket/prefix`) mirrored first.
+        location: String,
+        /// Validation patients.
+        val: Option<usize>,
+        classes: Option<usize>,
+        limit: Option<usize>,
+        factor: [usize; 3],
+        intensity: IntensityChoice,
+        label_map: Option<Vec<u8>>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntensityChoice {
+    Mr,
+    Ct,
+    None,
+}
+
+/// `16x64x64` as (z, y, x).
+fn three(text: &str) -> Option<[usize; 3]> {
+    let v: Vec<usize> = text.split('x').map(|s| s.parse().ok()).collect::<Option<_>>()?;
+    <[usize; 3]>::try_from(v).ok()
+}
+
+impl VolumeUri {
+    pub fn parse(uri: &str) -> Result<VolumeUri, DataError> {
+        let mut q = Query::parse(uri)?;
+        let sides_of =
+            |q: &mut Query, name: &str, default: [usize; 3], min: usize| -> Result<[usize; 3], DataError> {
+                match q.text(name) {
+                    None => Ok(default),
+                    Some(t) => match three(&t) {
+                        Some(s) if s.iter().all(|&v| (min..=1024).contains(&v)) => Ok(s),
+                        _ => Err(q.bad(format!(
+                            "{name}={t:?} must be three sides like 16x64x64, each in {min}..=1024"
+                        ))),
+                    },
+                }
+            };
+        let parsed = match q.scheme.as_str() {
+            "synthetic" => {
+                if q.body != "heart3d" {
+                    return Err(q.bad(format!("unknown synthetic volume dataset {:?}: expected heart3d", q.body)));
+                }
+                let n = q.number("n")?.unwrap_or(12) as usize;
+                let seed = q.number("seed")?.unwrap_or(7);
+                let val = q.number("val")?.unwrap_or((n / 6).max(1) as u64) as usize;
+                let sides = sides_of(&mut q, "sides", [16, 64, 64], 8)?;
+                if !(2..=4096).contains(&n) || val == 0 || val >= n {
+                    return Err(q.bad(format!("n={n} and val={val}: need 2..=4096 volumes and 1..n validation ones")));
+                }
+                VolumeUri::Synthetic { n, sides, seed, val }
+            }
+            "file" | "s3" | "gs" | "az" => {
+                if q.scheme == "file" && !q.body.starts_with('/') {
+                    return Err(q.bad("file URIs need an absolute path: file:///data/...".into()));
+                }
+                let val = q.number("val")?.map(|v| v as usize);
+                let classes = q.number("classes")?.map(|v| v as usize);
+                let limit = q.number("limit")?.map(|v| v as usize);
+                let factor = sides_of(&mut q, "downsample", [1, 1, 1], 1)?;
+                if factor.iter().any(|&f| f > 8) {
+                    return Err(q.bad(format!("downsample={factor:?}: factors must be 1..=8")));
+                }
+                let intensity = match q.text("intensity").as_deref() {
+                    None | Some("mr") => IntensityChoice::Mr,
+                    Some("ct") => IntensityChoice::Ct,
+                    Some("none") => IntensityChoice::None,
+                    Some(other) => return Err(q.bad(format!("intensity={other:?}: expected mr, ct or none"))),
+                };
+                let label_map = match q.text("labelMap") {
+                    None => None,
+                    Some(t) => Some(
+                        t.split(',')
+                            .map(|c| c.parse::<u8>().ok())
+                            .collect::<Option<Vec<u8>>>()
+                            .ok_or_else(|| q.bad(format!("labelMap={t:?} must be class numbers 0-255 separated by commas")))?,
+                    ),
+                };
+                if classes.is_some_and(|c| !(2..=256).contains(&c)) {
+                    return Err(q.bad("classes must be in 2..=256 (background included)".into()));
+                }
+                let location = if q.scheme == "file" {
+                    q.body.clone()
+                } else {
+                    format!("{}://{}", q.scheme, q.body.trim_end_matches('/'))
+                };
+                VolumeUri::Folder {
+                    location,
+                    val,
+                    classes,
+                    limit,
+                    factor,
+                    intensity,
+                    label_map,
+                }
+            }
+            other => {
+                return Err(q.bad(format!(
+                    "unsupported scheme {other:?} for volumes: expected synthetic://heart3d, file://, s3://, gs:// or az://"
+                )))
+            }
+        };
+        q.finish()?;
+        Ok(parsed)
+    }
+}
+
+impl VolumeSet {
+    pub fn open(uri: &str) -> Result<VolumeSet, DataError> {
+        match VolumeUri::parse(uri)? {
+            VolumeUri::Synthetic { n, sides, seed, val } => {
+                let mut all: Vec<VolumeSample> = (0..n as u64)
+                    .map(|i| {
+                        let (mut scan, labels) = heart3d(&Heart3d::new(sides, seed.wrapping_add(i)));
+                        Intensity::Mr.apply(&mut scan.voxels);
+                        sample(
+                            format!("heart{i:04}"),
+                            sides,
+                            scan.voxels,
+                            labels.labels,
+                            [1, 1, 1],
+                            false,
+                        )
+                    })
+                    .collect();
+                let val_samples = all.split_off(n - val);
+                Ok(VolumeSet {
+                    name: uri.to_string(),
+                    classes: 3,
+                    factor: [1, 1, 1],
+                    train: all,
+                    val: val_samples,
+                })
+            }
+            VolumeUri::Folder {
+                location,
+                val,
+                classes,
+                limit,
+                factor,
+                intensity,
+                label_map,
+            } => {
+                let root = if location.contains("://") {
+                    super::remote::mirror(&location, uri)?
+                } else {
+                    PathBuf::from(&location)
+                };
+                load_folder(
+                    &root,
+                    uri,
+                    val,
+                    classes,
+                    limit,
+                    factor,
+                    intensity,
+                    label_map.as_deref(),
+                )
+            }
+        }
+    }
+}
+
+/// Reads, checks, normalises and splits a folder of volumes.
+#[allow(clippy::too_many_arguments)]
+fn load_folder(
+    root: &Path,
+    uri: &str,
+    val: Option<usize>,
+    classes: Option<usize>,
+    limit: Option<usize>,
+    factor: [usize; 3],
+    intensity: IntensityChoice,
+    label_map: Option<&[u8]>,
+) -> Result<VolumeSet, DataError> {
+    let volume_error = |e: orchestra_edge::volume_dataset::VolumeDatasetError| DataError::Split {
+        uri: orchestra_api::redact(uri),
+        reason: e.to_string(),
+    };
+    if !root.is_dir() {
+        return Err(DataError::MissingFolder(root.to_path_buf()));
+    }
+    let mut pairs = list_pairs(root).map_err(volume_error)?;
+    if let Some(limit) = limit {
+        pairs.truncate(limit);
+    }
+    if pairs.is_empty() {
+        return Err(DataError::Empty(root.to_path_buf()));
+    }
+    let patients = {
+        let mut p: Vec<&str> = pairs
+            .iter()
+            .map(|p| orchestra_edge::volume_dataset::patient_of(&p.id))
+            .collect();
+        p.sort();
+        p.dedup();
+        p.len()
+    };
+    let val_patients = val.unwrap_or((patients / 5).max(1));
+    if val_patients == 0 || val_patients >= patients {
+        return Err(DataError::Split {
+            uri: orchestra_api::redact(uri),
+            reason: format!("val={val_patients} patients leaves none to train on out of {patients}"),
+        });
+    }
+    let (train_pairs, val_pairs) = split_by_patient(&pairs, val_patients);
+    let read = |p: &VolumePair| read_pair(p, DEFAULT_MAX_VOXELS, label_map).map_err(volume_error);
+    let mut train_raw = Vec::with_capacity(train_pairs.len());
+    for p in &train_pairs {
+        train_raw.push((p.id.clone(), read(p)?));
+    }
+    let mut val_raw = Vec::with_capacity(val_pairs.len());
+    for p in &val_pairs {
+        val_raw.push((p.id.clone(), read(p)?));
+    }
+    // The highest class in any label map; a stated class count must cover it.
+    let highest = train_raw
+        .iter()
+        .chain(&val_raw)
+        .map(|(id, (_, l))| (id, l.labels.iter().copied().max().unwrap_or(0)))
+        .max_by_key(|(_, m)| *m)
+        .map(|(id, m)| (id.clone(), m))
+        .unwrap_or_default();
+    let classes = classes.unwrap_or(highest.1 as usize + 1).max(2);
+    if highest.1 as usize >= classes {
+        return Err(DataError::Split {
+            uri: orchestra_api::redact(uri),
+            reason: format!(
+                "volume {} has class {} but classes={classes}",
+                highest.0, highest.1
+            ),
+        });
+    }
+    let norm = match intensity {
+        IntensityChoice::Mr => Some(Intensity::Mr),
+        IntensityChoice::None => None,
+        IntensityChoice::Ct => {
+            let views: Vec<(&[f32], &[u8])> = train_raw
+                .iter()
+                .map(|(_, (v, l))| (v.voxels.as_slice(), l.labels.as_slice()))
+                .collect();
+            Some(
+                foreground_window(&views, 0.5, 99.5).map_err(|e| DataError::Split {
+                    uri: orchestra_api::redact(uri),
+                    reason: format!("CT window from the training volumes: {e}"),
+                })?,
+            )
+        }
+    };
+    let finish = |raw: Vec<(
+        String,
+        (
+            orchestra_edge::volume::Volume,
+            orchestra_edge::volume::LabelVolume,
+        ),
+    )>,
+                  keep_source: bool| {
+        raw.into_iter()
+            .map(|(id, (mut scan, labels))| {
+                if let Some(n) = &norm {
+                    n.apply(&mut scan.voxels);
+                }
+                sample(
+                    id,
+                    scan.geometry.sides,
+                    scan.voxels,
+                    labels.labels,
+                    factor,
+                    keep_source,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    Ok(VolumeSet {
+        name: uri.to_string(),
+        classes,
+        factor,
+        train: finish(train_raw, false),
+        val: finish(val_raw, true),
+    })
+}
+
+/// A sample at training resolution from a scan and its labels at the source resolution.
+fn sample(
+    id: String,
+    sides: [usize; 3],
+    voxels: Vec<f32>,
+    labels: Vec<u8>,
+    factor: [usize; 3],
+    keep_source: bool,
+) -> VolumeSample {
+    let (small_sides, small_voxels, small_labels) = if factor == [1, 1, 1] {
+        (sides, voxels, labels.clone())
+    } else {
+        let (s, v) = block_mean(&voxels, sides, factor);
+        let (_, l) = block_centre(&labels, sides, factor);
+        (s, v, l)
+    };
+    // Seeded by the id so that a volume's patch centres do not depend on load order.
+    let seed = id.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
+    });
+    let foreground =
+        ForegroundLocations::new(small_sides, &small_labels, &mut ChaCha8Rng::seed_from_u64(seed));
+    let source_labels = (keep_source && factor != [1, 1, 1]).then_some((sides, labels));
+    VolumeSample {
+        id,
+        sides: small_sides,
+        voxels: small_voxels,
+        labels: small_labels,
+        foreground,
+        source_labels,
+    }
+}
+
+/// Sides after reducing by `factor` (partial blocks at the end count).
+pub fn reduced_sides(sides: [usize; 3], factor: [usize; 3]) -> [usize; 3] {
+    [0, 1, 2].map(|a| sides[a].div_ceil(factor[a]))
+}
+
+/// Mean of each block of `factor` voxels (partial blocks: the mean of the voxels they have).
+pub fn block_mean(voxels: &[f32], sides: [usize; 3], factor: [usize; 3]) -> ([usize; 3], Vec<f32>) {
+    let out = reduced_sides(sides, factor);
+    let mut sums = vec![0f64; out.iter().product()];
+    let mut counts = vec![0u32; sums.len()];
+    for z in 0..sides[0] {
+        for y in 0..sides[1] {
+            for x in 0..sides[2] {
+                let o = ((z / factor[0]) * out[1] + y / factor[1]) * out[2] + x / factor[2];
+                sums[o] += voxels[(z * sides[1] + y) * sides[2] + x] as f64;
+                counts[o] += 1;
+            }
+        }
+    }
+    let v = sums
+        .iter()
+        .zip(&counts)
+        .map(|(s, &c)| (s / c as f64) as f32)
+        .collect();
+    (out, v)
+}
+
+/// The label at (or, for a partial block, nearest to) each block's centre.
+pub fn block_centre(labels: &[u8], sides: [usize; 3], factor: [usize; 3]) -> ([usize; 3], Vec<u8>) {
+    let out = reduced_sides(sides, factor);
+    let at = |a: usize, i: usize| (i * factor[a] + factor[a] / 2).min(sides[a] - 1);
+    let mut v = Vec::with_capacity(out.iter().product());
+    for z in 0..out[0] {
+        for y in 0..out[1] {
+            for x in 0..out[2] {
+                v.push(labels[(at(0, z) * sides[1] + at(1, y)) * sides[2] + at(2, x)]);
+            }
+        }
+    }
+    (out, v)
+}
+
+/// Each source voxel takes the label of the block it fell in: a prediction at training
+/// resolution brought back to the scan's.
+pub fn expand_labels(
+    small: &[u8],
+    small_sides: [usize; 3],
+    sides: [usize; 3],
+    factor: [usize; 3],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sides.iter().product());
+    for z in 0..sides[0] {
+        for y in 0..sides[1] {
+            for x in 0..sides[2] {
+                out.push(
+                    small
+                        [((z / factor[0]) * small_sides[1] + y / factor[1]) * small_sides[2] + x / factor[2]],
+                );
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_volume_uris_and_names_what_is_wrong() {
+        assert_eq!(
+            VolumeUri::parse("synthetic://heart3d?n=6&sides=16x32x48&val=2").unwrap(),
+            VolumeUri::Synthetic {
+                n: 6,
+                sides: [16, 32, 48],
+                seed: 7,
+                val: 2
+            }
+        );
+        match VolumeUri::parse("file:///data/acdc?val=4&downsample=1x2x2&labelMap=0,1,1,2").unwrap() {
+            VolumeUri::Folder {
+                location,
+                val,
+                factor,
+                label_map,
+                intensity,
+                ..
+            } => {
+                assert_eq!(location, "/data/acdc");
+                assert_eq!(
+                    (val, factor, intensity),
+                    (Some(4), [1, 2, 2], IntensityChoice::Mr)
+                );
+                assert_eq!(label_map, Some(vec![0, 1, 1, 2]));
+            }
+            other => panic!("{other:?}"),
+        }
+        for (uri, needle) in [
+            ("synthetic://lesion", "expected heart3d"),
+            ("synthetic://heart3d?sides=16x64", "three sides"),
+            ("synthetic://heart3d?n=4&val=4", "validation"),
+            ("file:///d?downsample=1x9x2", "factors must be 1..=8"),
+            ("file:///d?intensity=pet", "expected mr, ct or none"),
+            ("file:///d?labelMap=0,x", "labelMap"),
+            ("file:///d?slices=3", "unknown parameter \"slices\""),
+        ] {
+            let e = VolumeUri::parse(uri).unwrap_err().to_string();
+            assert!(e.contains(needle), "{uri}: {e}");
+        }
+    }
+
+    #[test]
+    fn downsampling_and_expanding_back() {
+        // 3 x 4 x 5 volume, factors 1 x 2 x 2: partial blocks along x.
+        let sides = [3, 4, 5];
+        let voxels: Vec<f32> = (0..60).map(|i| i as f32).collect();
+        let (s, v) = block_mean(&voxels, sides, [1, 2, 2]);
+        assert_eq!(s, [3, 2, 3]);
+        // First block: voxels (0,0,0),(0,0,1),(0,1,0),(0,1,1) = 0, 1, 5, 6.
+        assert_eq!(v[0], 3.0);
+        // Last block of row 0 is partial: x = 4 only, y = 0, 1: voxels 4 and 9.
+        assert_eq!(v[2], 6.5);
+        let labels: Vec<u8> = (0..60).map(|i| (i % 7) as u8).collect();
+        let (s2, small) = block_centre(&labels, sides, [1, 2, 2]);
+        assert_eq!(s2, s);
+        // Block (0, 0, 0)'s centre is voxel (0, 1, 1) = 6.
+        assert_eq!(small[0], 6);
+        let back = expand_labels(&small, s2, sides, [1, 2, 2]);
+        assert_eq!(back.len(), 60);
+        assert_eq!(back[5 + 4], small[2], "voxel (0, 1, 4) lies in block (0, 0, 2)");
+        assert_eq!(back[59], small[17], "voxel (2, 3, 4) lies in block (2, 1, 2)");
+        // Factor 1 is the identity.
+        assert_eq!(expand_labels(&labels, sides, sides, [1, 1, 1]), labels);
+    }
+}

@@ -1,0 +1,262 @@
+//! Whole-volume evaluation of a 3D trial, as the edge and the cloud would run it: C codes the
+//! whole scan into one bitstream (fully convolutional, so the scan need not be a patch; it is
+//! padded up to a multiple of f and to at least one patch), the stream is entropy coded and
+//! decoded again, g turns the code back into a feature volume, and s segments that by sliding a
+//! patch-sized window over it (overlap 0.5, Gaussian weighting). The label volume is brought back
+//! to the scan's source resolution and scored there: Dice and IoU per structure over the whole
+//! volume. Rates are the real streams' bits over the source voxels.
+//!
+//! Coding a whole scan in one piece bounds it by memory: a cardiac MR volume (a few million
+//! voxels) fits easily; a 512 x 512 x 300 CT at the paper preset would need tiling, which this
+//! does not do yet.
+
+use orchestra_api::{RateScores, SegmentationScores};
+use tch::{nn::ModuleT, Device, Kind, Tensor};
+
+use super::trainer::Evaluation;
+use crate::codec::model_file::{code_rows, code_shape, codec_for};
+use crate::codec::Codec;
+use crate::data::volumes::expand_labels;
+use crate::data::VolumeSample;
+use crate::nets::Model;
+use crate::scores::dice_iou;
+use crate::sliding_window::{argmax, SlidingWindow};
+
+/// Overlap of neighbouring windows (nnU-Net's).
+pub const WINDOW_OVERLAP: f64 = 0.5;
+
+/// One volume through the model.
+#[derive(Clone, Debug)]
+pub struct VolumePrediction {
+    /// A class per voxel at the scan's sides (as given).
+    pub labels: Vec<u8>,
+    /// The whole code's bitstream (compressing variants).
+    pub stream: Option<Vec<u8>>,
+    /// Bits of the code before entropy coding.
+    pub code_bits: Option<u64>,
+    /// Ideal code length under q, in bits.
+    pub estimate_bits: Option<f64>,
+    /// The stream decoded to another code, or could not be coded.
+    pub round_trip_failed: bool,
+}
+
+/// `side` rounded up to a multiple of `f`, and to at least `patch`.
+fn padded_side(side: usize, f: usize, patch: usize) -> usize {
+    side.div_ceil(f).max(1).saturating_mul(f).max(patch)
+}
+
+/// Copies a z-major volume into a larger one, zeros beyond its sides.
+fn pad(voxels: &[f32], sides: [usize; 3], to: [usize; 3]) -> Vec<f32> {
+    if sides == to {
+        return voxels.to_vec();
+    }
+    let mut out = vec![0f32; to.iter().product()];
+    for z in 0..sides[0] {
+        for y in 0..sides[1] {
+            let src = (z * sides[1] + y) * sides[2];
+            let dst = (z * to[1] + y) * to[2];
+            out[dst..dst + sides[2]].copy_from_slice(&voxels[src..src + sides[2]]);
+        }
+    }
+    out
+}
+
+/// The part of a z-major volume (sides `from`) inside `sides`.
+fn crop<T: Copy>(values: &[T], from: [usize; 3], sides: [usize; 3]) -> Vec<T> {
+    let mut out = Vec::with_capacity(sides.iter().product());
+    for z in 0..sides[0] {
+        for y in 0..sides[1] {
+            let src = (z * from[1] + y) * from[2];
+            out.extend_from_slice(&values[src..src + sides[2]]);
+        }
+    }
+    out
+}
+
+/// Segments one normalised scan (sides z, y, x), coding it first for compressing variants.
+pub fn predict_volume(
+    model: &Model,
+    codec: Option<&Codec>,
+    voxels: &[f32],
+    sides: [usize; 3],
+    device: Device,
+    window_batch: usize,
+) -> VolumePrediction {
+    let _guard = tch::no_grad_guard();
+    let c = &model.config;
+    let window: [usize; 3] = std::array::from_fn(|a| c.sides[a] as usize);
+    let f = if model.compressor.is_some() {
+        c.downsample as usize
+    } else {
+        1
+    };
+    let padded: [usize; 3] = std::array::from_fn(|a| padded_side(sides[a], f, window[a]));
+    let scan = Tensor::from_slice(&pad(voxels, sides, padded))
+        .view([1, 1, padded[0] as i64, padded[1] as i64, padded[2] as i64])
+        .to_device(device);
+    let mut prediction = VolumePrediction {
+        labels: Vec::new(),
+        stream: None,
+        code_bits: None,
+        estimate_bits: None,
+        round_trip_failed: false,
+    };
+    // What s sees: g's features of the decoded code, or the scan itself (D1).
+    let s_input = match model.encode(&scan, false) {
+        Some((_, bits)) => {
+            prediction.code_bits = Some(bits.numel() as u64);
+            if let Some(q) = &model.bit_model {
+                prediction.estimate_bits = Some(q.code_length(&bits).double_value(&[0]));
+            }
+            let mut decoded = bits.shallow_clone();
+            if let Some(codec) = codec {
+                let shape = code_shape(&bits);
+                let row = code_rows(&bits).remove(0);
+                match codec.encode(&shape, &row) {
+                    Ok(stream) => {
+                        match codec.decode(&stream) {
+                            Ok((back_shape, back)) if back_shape == shape && back == row => {
+                                // s works from what the decoder got, as in the cloud.
+                                decoded = Tensor::from_slice(&back)
+                                    .to_kind(Kind::Float)
+                                    .view(bits.size().as_slice())
+                                    .to_device(device);
+                            }
+                            _ => prediction.round_trip_failed = true,
+                        }
+                        prediction.stream = Some(stream);
+                    }
+                    Err(_) => prediction.round_trip_failed = true,
+                }
+            }
+            let g = model.reconstructor.as_ref().expect("compressing variants have g");
+            g.forward_t(&decoded, false)
+        }
+        None => scan,
+    };
+    // g has one output channel in every preset; the window slides over that map.
+    let features = Vec::<f32>::try_from(
+        s_input
+            .select(1, 0)
+            .flatten(0, -1)
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float),
+    )
+    .expect("a float volume");
+    let classes = c.classes as usize;
+    let binary = c.classes == 2;
+    let sliding = SlidingWindow {
+        window,
+        overlap: WINDOW_OVERLAP,
+        batch: window_batch.max(1),
+        pad_value: 0.0,
+    };
+    let scores = sliding.run(&features, padded, classes, |input, n| {
+        let mut shape = vec![n as i64, 1];
+        shape.extend(window.map(|s| s as i64));
+        let x = Tensor::from_slice(input).view(shape.as_slice()).to_device(device);
+        let probs = model.segmentor.forward_t(&x, false);
+        // One score per class: a binary task's single map p becomes (1 - p, p).
+        let probs = if binary {
+            Tensor::cat(&[1.0 - &probs, probs.shallow_clone()], 1)
+        } else {
+            probs
+        };
+        Vec::<f32>::try_from(probs.flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Float))
+            .expect("float scores")
+    });
+    prediction.labels = crop(&argmax(&scores, classes), padded, sides);
+    prediction
+}
+
+/// Dice and IoU per structure over each whole validation volume (at the source resolution),
+/// and the real streams' rate over all of them (total bits over total source voxels).
+pub fn evaluate_volumes(
+    model: &Model,
+    volumes: &[VolumeSample],
+    factor: [usize; 3],
+    device: Device,
+    window_batch: usize,
+) -> Evaluation {
+    let codec = codec_for(model);
+    let classes = model.config.classes;
+    let (mut dice_rows, mut iou_rows) = (Vec::new(), Vec::new());
+    let (mut voxels_total, mut code_bits, mut estimate, mut stream_bytes, mut header_bytes) =
+        (0f64, 0u64, 0f64, 0usize, 0usize);
+    let mut failures = 0u32;
+    let mut streams = 0usize;
+    for vol in volumes {
+        let p = predict_volume(
+            model,
+            codec.as_ref(),
+            &vol.voxels,
+            vol.sides,
+            device,
+            window_batch,
+        );
+        let (truth_sides, truth) = vol.truth();
+        let labels = if truth_sides == vol.sides {
+            p.labels
+        } else {
+            expand_labels(&p.labels, vol.sides, truth_sides, factor)
+        };
+        let as_tensor = |l: &[u8]| Tensor::from_slice(l).to_kind(Kind::Int64).view([1, -1]);
+        let (d, i) = dice_iou(&as_tensor(&labels), &as_tensor(truth), classes);
+        dice_rows.push(d);
+        iou_rows.push(i);
+        voxels_total += truth_sides.iter().product::<usize>() as f64;
+        code_bits += p.code_bits.unwrap_or(0);
+        estimate += p.estimate_bits.unwrap_or(0.0);
+        failures += p.round_trip_failed as u32;
+        if let (Some(stream), Some(codec)) = (&p.stream, &codec) {
+            stream_bytes += stream.len();
+            header_bytes += codec.header_len(stream).unwrap_or(0);
+            streams += 1;
+        }
+    }
+    let dice = Tensor::cat(&dice_rows, 0).to_kind(Kind::Double);
+    let iou = Tensor::cat(&iou_rows, 0).to_kind(Kind::Double);
+    let per_class =
+        |t: &Tensor| -> Vec<f64> { Vec::try_from(t.mean_dim(0, false, Kind::Double)).unwrap_or_default() };
+    let scores = SegmentationScores {
+        dice: dice.mean(Kind::Double).double_value(&[]),
+        iou: iou.mean(Kind::Double).double_value(&[]),
+        dice_per_class: per_class(&dice),
+        iou_per_class: per_class(&iou),
+        images: volumes.len(),
+    };
+    let n = volumes.len().max(1);
+    let rate = model.bit_model.is_some().then(|| {
+        let measured = streams > 0;
+        RateScores {
+            code_bits: code_bits / n as u64,
+            bits_per_pixel_raw: code_bits as f64 / voxels_total,
+            bpp_estimate: estimate / voxels_total,
+            bpp: measured.then(|| 8.0 * stream_bytes as f64 / voxels_total),
+            bpp_no_header: measured.then(|| 8.0 * (stream_bytes - header_bytes) as f64 / voxels_total),
+            mean_stream_bytes: measured.then(|| stream_bytes as f64 / streams as f64),
+            round_trip_failures: failures,
+        }
+    });
+    Evaluation { scores, rate }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_and_cropping_are_inverse() {
+        assert_eq!(padded_side(10, 16, 16), 16);
+        assert_eq!(padded_side(40, 16, 16), 48);
+        assert_eq!(padded_side(40, 1, 64), 64);
+        let sides = [2, 3, 4];
+        let v: Vec<f32> = (0..24).map(|i| i as f32).collect();
+        let to = [3, 4, 8];
+        let p = pad(&v, sides, to);
+        assert_eq!(p.len(), 96);
+        assert_eq!(p[8 + 1], 5.0, "voxel (0, 1, 1)");
+        assert_eq!(p[3 * 8..4 * 8], [0.0; 8], "row y = 3 is padding");
+        assert_eq!(crop(&p, to, sides), v);
+    }
+}
