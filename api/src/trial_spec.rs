@@ -89,6 +89,18 @@ pub enum DisReduction {
     Concatenated,
 }
 
+/// The segmentation loss of s's probabilities against the labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SegLoss {
+    /// Mean squared error over every pixel and class, as SegAN trains (default).
+    #[default]
+    Mse,
+    /// Cross-entropy plus soft Dice of the foreground classes, per sample, as nnU-Net trains
+    /// its 3D U-Net: small structures (a thin right ventricle) weigh as much as large ones.
+    DiceCe,
+}
+
 /// Learning-rate schedule over the training steps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -172,6 +184,8 @@ pub struct Hyper {
     /// Steps over which w_dis ramps linearly from 0 (the adversarial term alone is unstable).
     pub dis_warmup_steps: u64,
     pub dis_reduction: DisReduction,
+    /// The segmentation loss.
+    pub seg_loss: SegLoss,
     /// Weight lambda of the rate loss (D4 only), in units of bits per code bit.
     pub lambda_rate: f64,
     /// The critic's weights are clipped to [-d_clip, d_clip] after every update (SegAN).
@@ -196,6 +210,7 @@ impl Default for Hyper {
             w_dis: 0.5,
             dis_warmup_steps: 50,
             dis_reduction: DisReduction::PerLayer,
+            seg_loss: SegLoss::Mse,
             lambda_rate: 0.05,
             d_clip: 0.05,
             lr_bit_model: 5e-2,

@@ -12,6 +12,9 @@ use crate::{quantize, tag_of, CodeShape, Codec, CodecError};
 pub const META_CONFIG: &str = "orchestra.config";
 /// Metadata key of the variant the model was trained as (D2, D3, D4).
 pub const META_VARIANT: &str = "orchestra.variant";
+/// Metadata key of a volume model's scan preparation (JSON: intensity normalisation and the
+/// whole factors scans are reduced by), which the edge must repeat before C.
+pub const META_VOLUME: &str = "orchestra.volume";
 /// Prefix of C's tensors.
 pub const COMPRESSOR_PREFIX: &str = "c.";
 /// q's logits of +1, (K, CONTEXTS).

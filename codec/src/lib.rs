@@ -20,6 +20,7 @@ mod context;
 pub mod deploy;
 mod format;
 pub mod fuzz;
+pub mod volume_stream;
 
 pub use check::crc8;
 
@@ -84,6 +85,16 @@ impl Limits {
         Limits {
             max_side: longest.saturating_mul(factor).min(MAX_SIDE),
             max_positions: area.saturating_mul(factor.saturating_pow(default_shape.sides.len() as u32)),
+        }
+    }
+
+    /// Codes of whole volumes of up to `max_voxels` voxels (sides up to 1024) at downsampling
+    /// factor `f`: a volume is coded in one piece, far beyond the training patch.
+    pub fn volumes(f: usize, max_voxels: usize) -> Limits {
+        let f = f.max(1);
+        Limits {
+            max_side: (1024 / f).clamp(1, MAX_SIDE),
+            max_positions: (max_voxels / f.pow(3)).max(1),
         }
     }
 

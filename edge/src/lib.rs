@@ -13,9 +13,11 @@ pub mod input;
 pub mod intensity;
 pub mod model_file;
 pub mod nifti_write;
+pub mod preparation;
 pub mod synthetic_volume;
 pub mod volume;
 pub mod volume_dataset;
+pub mod volume_encode;
 
 pub use candle_core;
 pub use model_file::{EdgeError, EdgeModel};

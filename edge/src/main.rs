@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use orchestra_edge::input::{model_bytes, read_image, to_planes};
+use orchestra_edge::volume::{is_nifti, read_volume, DEFAULT_MAX_VOXELS};
 use orchestra_edge::{client, EdgeModel};
 
 #[derive(Parser)]
@@ -25,11 +26,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compress images into bitstreams (one `.orc` file per image).
+    /// Compress images into bitstreams (one `.orc` file per image), or scans into volume
+    /// streams (one `.ovol` file per NIfTI scan, for volume models).
     Encode {
         #[arg(long)]
         model: PathBuf,
-        /// Image files (PNG or JPEG).
+        /// Image files (PNG or JPEG) or scans (NIfTI `.nii`, `.nii.gz`).
         #[arg(required = true)]
         images: Vec<PathBuf>,
         /// Output file (one image only).
@@ -157,12 +159,37 @@ fn encode(model: &Path, images: &[PathBuf], out: Option<&Path>, out_dir: Option<
     let progress = progress_bar(images.len() as u64, "encoding");
     let (mut total_bytes, mut total_time) = (0usize, Duration::ZERO);
     for image in images {
-        let (stream, elapsed) = encode_one(&m, image)?;
-        let target = match (out, out_dir) {
-            (Some(o), _) => o.to_path_buf(),
-            (None, Some(d)) => d.join(stem_of(image)?).with_extension("orc"),
-            (None, None) => image.with_extension("orc"),
+        let target = |extension: &str| -> Result<PathBuf> {
+            Ok(match (out, out_dir) {
+                (Some(o), _) => o.to_path_buf(),
+                (None, Some(d)) => d.join(stem_of(image)?).with_extension(extension),
+                (None, None) => image.with_extension(extension),
+            })
         };
+        if is_nifti(image) {
+            let started = Instant::now();
+            let v = m.encode_volume(read_volume(image, DEFAULT_MAX_VOXELS)?)?;
+            let elapsed = started.elapsed();
+            let target = target("ovol")?;
+            write_atomically(&target, &v.bytes)?;
+            progress.suspend(|| {
+                println!(
+                    "{}: {} bytes ({} geometry + {} code) for {} voxels = {:.5} bpp ({:.5} without the geometry) in {:.0} ms",
+                    target.display(),
+                    v.bytes.len(),
+                    v.bytes.len() - v.code_bytes,
+                    v.code_bytes,
+                    v.voxels,
+                    8.0 * v.bytes.len() as f64 / v.voxels as f64,
+                    8.0 * v.code_bytes as f64 / v.voxels as f64,
+                    elapsed.as_secs_f64() * 1e3
+                )
+            });
+            progress.inc(1);
+            continue;
+        }
+        let (stream, elapsed) = encode_one(&m, image)?;
+        let target = target("orc")?;
         write_atomically(&target, &stream)?;
         let size = m.codec.describe(&stream, m.pixels())?;
         progress.suspend(|| {
@@ -217,9 +244,15 @@ fn bench(model: &Path, size: usize, rounds: usize) -> Result<()> {
     Ok(())
 }
 
+/// The file name without its extension (`.nii.gz` counts as one).
 fn stem_of(path: &Path) -> Result<&std::ffi::OsStr> {
-    path.file_stem()
-        .with_context(|| format!("{} has no file name", path.display()))
+    let stem = path
+        .file_stem()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    Ok(match stem.to_str().and_then(|s| s.strip_suffix(".nii")) {
+        Some(inner) => std::ffi::OsStr::new(inner),
+        None => stem,
+    })
 }
 
 /// Writes then renames, so a half-written stream never exists under its name.

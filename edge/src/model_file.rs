@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use orchestra_codec::deploy::{
-    codec_for_model, BIT_MODEL_LOGITS, COMPRESSOR_PREFIX, META_CONFIG, META_VARIANT,
+    codec_for_model, BIT_MODEL_LOGITS, COMPRESSOR_PREFIX, META_CONFIG, META_VARIANT, META_VOLUME,
 };
-use orchestra_codec::{CodeShape, Codec, CodecError, CONTEXTS};
+use orchestra_codec::{CodeShape, Codec, CodecError, Limits, CONTEXTS};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::compressor::{binarize, Compressor, Conv, Planes};
+use crate::preparation::VolumePreprocessing;
+use crate::volume::DEFAULT_MAX_VOXELS;
 
 /// The largest model file the edge reads (the paper preset's whole file is about 60 MB).
 pub const MAX_MODEL_BYTES: u64 = 1 << 30;
@@ -28,6 +30,8 @@ pub enum EdgeError {
     NoCompressor { path: String, variant: String },
     #[error("input of shape {found:?}: the model takes {expected}")]
     Input { found: Vec<usize>, expected: String },
+    #[error("a scan needs a volume model with its scan preparation (model.dims 3, exported from its trial); this model is {dims}D{}", if *.prepared { "" } else { " without one" })]
+    NotVolumeModel { dims: usize, prepared: bool },
     #[error("C: {0}")]
     Compute(#[from] candle_core::Error),
     #[error(transparent)]
@@ -40,6 +44,9 @@ pub enum EdgeError {
 struct Sizes {
     spatial: Spatial,
     input_size: usize,
+    /// Sides of one network input (a volume model's training patch); older files lack it.
+    #[serde(default)]
+    sides: Vec<usize>,
     in_channels: usize,
     downsample: usize,
     code_channels: usize,
@@ -62,6 +69,12 @@ pub struct EdgeModel {
     /// 2 for images, 3 for volumes.
     pub dims: usize,
     pub variant: String,
+    /// C's downsampling factor f.
+    pub downsample: usize,
+    /// Sides of one network input (z, y, x for volumes: the training patch).
+    pub sides: Vec<usize>,
+    /// Volume models: how a scan is prepared before C.
+    pub volume: Option<VolumePreprocessing>,
 }
 
 impl EdgeModel {
@@ -121,12 +134,37 @@ impl EdgeModel {
                 sizes.input_size, sizes.downsample
             )));
         }
+        let sides = if sizes.sides.len() == dims {
+            sizes.sides.clone()
+        } else {
+            vec![sizes.input_size; dims]
+        };
+        if sides
+            .iter()
+            .any(|s| *s == 0 || !s.is_multiple_of(sizes.downsample))
+        {
+            return Err(format(format!(
+                "{META_CONFIG}: input sides {sides:?} are not multiples of the downsampling factor {}",
+                sizes.downsample
+            )));
+        }
         let shape = CodeShape {
             channels: sizes.code_channels,
-            sides: vec![sizes.input_size / sizes.downsample; dims],
+            sides: sides.iter().map(|s| s / sizes.downsample).collect(),
         };
         // The tag covers C's tensors in name order (the map's order), as the worker sorts them.
-        let codec = codec_for_model(&logits, c_values.values().map(Vec::as_slice), shape)?;
+        let mut codec = codec_for_model(&logits, c_values.values().map(Vec::as_slice), shape)?;
+        if dims == 3 {
+            // As the worker's: a whole volume is coded in one piece.
+            codec = codec.with_limits(Limits::volumes(sizes.downsample, DEFAULT_MAX_VOXELS));
+        }
+        let volume: Option<VolumePreprocessing> = meta
+            .get(META_VOLUME)
+            .map(|v| serde_json::from_str(v).map_err(|e| format(format!("{META_VOLUME}: {e}"))))
+            .transpose()?;
+        if let Some(v) = &volume {
+            v.check().map_err(|e| format(format!("{META_VOLUME}: {e}")))?;
+        }
         Ok(EdgeModel {
             compressor,
             codec,
@@ -134,17 +172,20 @@ impl EdgeModel {
             in_channels: sizes.in_channels,
             dims,
             variant,
+            downsample: sizes.downsample,
+            sides,
+            volume,
         })
     }
 
     /// Pixels (voxels) of one input at the model's size, the denominator of bpp.
     pub fn pixels(&self) -> usize {
-        self.input_size.pow(self.dims as u32)
+        self.sides.iter().product()
     }
 
     /// The downsampling factor f: the code's side is the input's side / f.
     pub fn downsample(&self) -> usize {
-        self.input_size / self.codec.default_shape.sides[0].max(1)
+        self.downsample
     }
 
     /// Checks that an input has the model's channel count and sides C can halve down to a code

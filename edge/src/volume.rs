@@ -70,6 +70,12 @@ pub struct LabelVolume {
     pub labels: Vec<u8>,
 }
 
+/// A NIfTI file name (`.nii`, `.nii.gz`) rather than an image's.
+pub fn is_nifti(path: &Path) -> bool {
+    let name = path.to_string_lossy();
+    name.ends_with(".nii") || name.ends_with(".nii.gz")
+}
+
 /// Reads a scan.
 pub fn read_volume(path: &Path, max_voxels: usize) -> Result<Volume, VolumeError> {
     let raw = read_raw(path, max_voxels)?;

@@ -97,7 +97,8 @@ enum Command {
         #[arg(short, long)]
         out: PathBuf,
     },
-    /// Edge side: compress an image into a bitstream.
+    /// Edge side: compress an image (PNG, JPEG) or a scan (NIfTI `.nii`, `.nii.gz`, volume models)
+    /// into a bitstream.
     Encode {
         #[arg(long)]
         model: PathBuf,
@@ -113,7 +114,8 @@ enum Command {
         #[command(flatten)]
         limits: codec_cli::LimitFlags,
     },
-    /// Cloud side: segment a bitstream into a label map PNG (and an overlay on the original).
+    /// Cloud side: segment a bitstream into a label map PNG (and an overlay on the original), or
+    /// a volume stream into a NIfTI label volume (`-o labels.nii.gz`) on the scan's voxels.
     Segment {
         #[arg(long)]
         model: PathBuf,
@@ -372,10 +374,10 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Eval { spec, step } => {
             let spec = read_spec(&spec)?;
-            let (model, step) = load_checkpoint(&spec, step)?;
+            let (model, step, data) = load_checkpoint(&spec, step)?;
             let device = model.vs.device();
             let batch = spec.hyper.batch_size as usize;
-            let e = match TrainingData::open(&spec.dataset, &spec.model)? {
+            let e = match data {
                 TrainingData::Images(d) => train::evaluate(&model, &d.val, d.channels, d.size, device, batch),
                 TrainingData::Volumes(v) => {
                     train::volume_eval::evaluate_volumes(&model, &v.val, v.factor, device, batch)
@@ -424,8 +426,13 @@ fn run(command: Command) -> Result<()> {
         Command::BenchAllreduce(args) => bench_allreduce::run(args)?,
         Command::Export { spec, step, out } => {
             let spec = read_spec(&spec)?;
-            let (model, step) = load_checkpoint(&spec, step)?;
-            orchestra_worker::codec::model_file::CompressionModel::save(&model, &out)?;
+            let (model, step, data) = load_checkpoint(&spec, step)?;
+            // A volume model carries how its scans were prepared: the edge repeats it.
+            let volume = match &data {
+                TrainingData::Volumes(v) => Some(&v.preprocessing),
+                TrainingData::Images(_) => None,
+            };
+            orchestra_worker::codec::model_file::CompressionModel::save_with(&model, volume, &out)?;
             println!("{}: {} step {step}", out.display(), spec.trial);
         }
         Command::Serve {
@@ -510,7 +517,7 @@ fn run(command: Command) -> Result<()> {
             if d1_spec.model.dims == 3 {
                 bail!("rate-accuracy compares codecs on images; volumes (model.dims 3) are not covered yet");
             }
-            let (d1_model, _) = load_checkpoint(&d1_spec, None)?;
+            let (d1_model, _, _) = load_checkpoint(&d1_spec, None)?;
             let data = Dataset::open(&d1_spec.dataset, d1_spec.model.input_size)?;
             let settings: Vec<CodecSetting> = qualities
                 .iter()
@@ -554,7 +561,7 @@ fn run(command: Command) -> Result<()> {
                         path.display()
                     );
                 }
-                let (model, _) = load_checkpoint(&spec, None)?;
+                let (model, _, _) = load_checkpoint(&spec, None)?;
                 let point =
                     rate_accuracy::learned_point(&spec.trial, &model, &data.val, data.channels, data.size)
                         .map_err(anyhow::Error::msg)?;
@@ -603,8 +610,9 @@ fn run(command: Command) -> Result<()> {
     Ok(())
 }
 
-/// The model of a trial's checkpoint (`step`, or the latest), on the trial's device.
-fn load_checkpoint(spec: &TrialSpec, step: Option<u64>) -> Result<(Model, u64)> {
+/// The model of a trial's checkpoint (`step`, or the latest), on the trial's device, and the
+/// trial's dataset (it says how many channels and classes the networks were built for).
+fn load_checkpoint(spec: &TrialSpec, step: Option<u64>) -> Result<(Model, u64, TrainingData)> {
     let ts = TrialStore::new(Store::open(&spec.store)?, &spec.experiment, &spec.trial);
     let step = match step {
         Some(s) => s,
@@ -613,7 +621,6 @@ fn load_checkpoint(spec: &TrialSpec, step: Option<u64>) -> Result<(Model, u64)> 
             .with_context(|| format!("trial {} has no checkpoint in {}", spec.trial, spec.store))?,
     };
     let ckpt = ts.load(step)?;
-    // The dataset says how many channels and classes the networks were built for.
     let data = TrainingData::open(&spec.dataset, &spec.model)?;
     let config = NetConfig::resolve(&spec.model, data.channels(), data.classes());
     let model = Model::new(config, spec.variant, device_for_spec(spec)?);
@@ -621,7 +628,7 @@ fn load_checkpoint(spec: &TrialSpec, step: Option<u64>) -> Result<(Model, u64)> 
         .load_weights(&ckpt.weights)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("checkpoint step {step}"))?;
-    Ok((model, step))
+    Ok((model, step, data))
 }
 
 /// A trial's scores; `unit` is what was scored (an image or a whole volume).

@@ -270,3 +270,132 @@ fn synthetic_volumes_make_a_readable_volume_folder() {
         .arg(dir.path()));
     assert!(!ok && stderr.contains("--sides"), "{stderr}");
 }
+
+/// Volumes on the command line: a 3D trial on a folder of NIfTI scans (reduced in-plane),
+/// exported with its scan preparation; `encode` turns a scan with an oblique affine into one
+/// volume stream, `segment` turns that into a NIfTI label volume with the scan's sides and affine
+/// whose labels are the in-process pipeline's; damaged geometry and a scan for an image model
+/// are refused by name.
+#[test]
+fn volumes_encode_to_one_stream_and_segment_to_nifti_on_the_scan() {
+    use orchestra_api::{ModelSpec, Preset};
+    use orchestra_edge::nifti_write::{write_labels, write_volume};
+    use orchestra_edge::synthetic_volume::{heart3d, Heart3d};
+    use orchestra_edge::volume::{read_labels, DEFAULT_MAX_VOXELS};
+    use orchestra_worker::codec::model_file::CompressionModel;
+    use orchestra_worker::data::volumes::expand_labels;
+    use orchestra_worker::train::volume_eval::predict_volume;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hearts");
+    for sub in ["images", "labels"] {
+        std::fs::create_dir_all(data.join(sub)).unwrap();
+    }
+    for i in 0..4u64 {
+        let (scan, labels) = heart3d(&Heart3d::new([16, 48, 48], 20 + i));
+        write_volume(&data.join(format!("images/heart{i}.nii.gz")), &scan).unwrap();
+        write_labels(&data.join(format!("labels/heart{i}.nii.gz")), &labels).unwrap();
+    }
+    let store = format!("file://{}/store", dir.path().display());
+    let mut spec = common::tiny_spec(Variant::D4, &store, "volume-cli");
+    spec.dataset = format!("file://{}?val=1&downsample=1x2x2", data.display());
+    spec.model = ModelSpec {
+        downsample: Some(8),
+        patch: Some(vec![16, 16, 16]),
+        ..ModelSpec::new(Preset::Small, 16, 3)
+    };
+    spec.hyper.batch_size = 2;
+    spec.steps = 3;
+    let spec_path = dir.path().join("trial.yaml");
+    std::fs::write(&spec_path, serde_yaml::to_string(&spec).unwrap()).unwrap();
+    let (ok, _, stderr) = run(worker().args(["train", "--spec"]).arg(&spec_path));
+    assert!(ok, "{stderr}");
+    let model_path = dir.path().join("model.safetensors");
+    let (ok, _, stderr) = run(worker()
+        .args(["export", "--spec"])
+        .arg(&spec_path)
+        .arg("-o")
+        .arg(&model_path));
+    assert!(ok, "{stderr}");
+
+    // A scan of other sides (not multiples of f) with an oblique, shifted affine.
+    let (mut scan, _) = heart3d(&Heart3d::new([13, 41, 50], 99));
+    scan.geometry.affine = [
+        [0.0, -1.2, 0.3, 80.5],
+        [1.1, 0.0, 0.0, -40.0],
+        [0.0, 0.2, 3.0, 12.25],
+    ];
+    let scan_path = dir.path().join("scan.nii.gz");
+    write_volume(&scan_path, &scan).unwrap();
+    let stream_path = dir.path().join("scan.ovol");
+    let (ok, stdout, stderr) = run(worker()
+        .arg("encode")
+        .arg("--model")
+        .arg(&model_path)
+        .arg(&scan_path)
+        .arg("-o")
+        .arg(&stream_path));
+    assert!(
+        ok && stdout.contains("bpp") && stdout.contains("69 geometry"),
+        "{stdout}{stderr}"
+    );
+    let labels_path = dir.path().join("labels.nii.gz");
+    let (ok, stdout, stderr) = run(worker()
+        .arg("segment")
+        .arg("--model")
+        .arg(&model_path)
+        .arg(&stream_path)
+        .arg("-o")
+        .arg(&labels_path));
+    assert!(ok, "{stdout}{stderr}");
+    let written = read_labels(&labels_path, DEFAULT_MAX_VOXELS).unwrap();
+    assert_eq!(written.geometry.sides, [13, 41, 50]);
+    assert_eq!(
+        written.geometry.affine, scan.geometry.affine,
+        "on the scan's voxels"
+    );
+
+    // The same labels as the pipeline run in one process on the exported model.
+    let m = CompressionModel::load(&model_path, tch::Device::Cpu).unwrap();
+    let prep = m.volume.clone().expect("the export carries the scan preparation");
+    assert_eq!(prep.factor, [1, 2, 2]);
+    let (sides, voxels) = prep.prepare(scan.voxels.clone(), scan.geometry.sides);
+    let p = predict_volume(&m.model, Some(&m.codec), &voxels, sides, tch::Device::Cpu, 4);
+    assert_eq!(
+        written.labels,
+        expand_labels(&p.labels, sides, [13, 41, 50], [1, 2, 2])
+    );
+    let stream = std::fs::read(&stream_path).unwrap();
+    assert_eq!(
+        stream.len(),
+        69 + p.stream.as_ref().unwrap().len(),
+        "the geometry, then the code"
+    );
+    // The edge (pure Rust C) prepares, pads and codes the scan into the same bytes.
+    let edge = orchestra_edge::EdgeModel::load(&model_path).unwrap();
+    let read = orchestra_edge::volume::read_volume(&scan_path, DEFAULT_MAX_VOXELS).unwrap();
+    assert_eq!(
+        edge.encode_volume(read).unwrap().bytes,
+        stream,
+        "edge and worker agree"
+    );
+
+    // Damage in the geometry or the code is refused, naming the part.
+    for (at, needle) in [
+        (30, "geometry is damaged"),
+        (stream.len() - 1, "the code after the geometry"),
+    ] {
+        let mut bad = stream.clone();
+        bad[at] ^= 0x04;
+        let bad_path = dir.path().join("bad.ovol");
+        std::fs::write(&bad_path, &bad).unwrap();
+        let (ok, _, stderr) = run(worker()
+            .arg("segment")
+            .arg("--model")
+            .arg(&model_path)
+            .arg(&bad_path)
+            .arg("-o")
+            .arg(dir.path().join("bad.nii.gz")));
+        assert!(!ok && stderr.contains(needle), "byte {at}: {stderr}");
+    }
+}

@@ -98,7 +98,7 @@ pub fn run(args: LatencyArgs) -> Result<()> {
         if spec.variant != Variant::D1 {
             bail!("--d1 {}: variant {}, expected D1", path.display(), spec.variant);
         }
-        let (d1, _) = crate::load_checkpoint(&spec, None)?;
+        let (d1, _, _) = crate::load_checkpoint(&spec, None)?;
         if d1.config.in_channels as usize != channels {
             bail!(
                 "--d1 {}: takes {} channels, the model {channels}",

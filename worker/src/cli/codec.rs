@@ -56,7 +56,8 @@ impl LimitFlags {
 /// A stream file, refused unread when it is longer than any stream the decoder accepts.
 fn read_stream(m: &CompressionModel, path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
-    let max = m.codec.max_stream_bytes();
+    // A volume stream carries the scan's geometry in front of its code.
+    let max = m.codec.max_stream_bytes() + orchestra_codec::volume_stream::GEOMETRY_BYTES;
     let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut bytes = Vec::new();
     file.take(max as u64 + 1)
@@ -123,6 +124,9 @@ pub fn synthetic_sample(channels: usize, size: u32, seed: u64, index: u64) -> Sa
 
 pub fn encode(model: &Path, image: &Path, out: &Path) -> Result<()> {
     let m = load_model(model)?;
+    if super::volume::is_nifti(image) {
+        return super::volume::encode(&m, image, out);
+    }
     let (x, _) = read_image(&m, image)?;
     let started = Instant::now();
     let stream = m.encode(&x)?.remove(0);
@@ -170,6 +174,12 @@ pub fn segment(
 ) -> Result<()> {
     let m = limits.apply(load_model(model)?)?;
     let bytes = read_stream(&m, stream)?;
+    if orchestra_codec::volume_stream::is_volume_stream(&bytes) {
+        if overlay.is_some() {
+            bail!("--overlay draws on 2D images; open the label volume over its scan in a viewer instead");
+        }
+        return super::volume::segment(&m, &bytes, stream, out);
+    }
     let started = Instant::now();
     let labels = m
         .segment(&bytes)

@@ -6,3 +6,4 @@ pub mod bench;
 pub mod bench_allreduce;
 pub mod bench_latency;
 pub mod codec;
+pub mod volume;

@@ -8,9 +8,10 @@ use std::path::Path;
 use orchestra_api::Variant;
 use tch::{Device, Kind, Tensor};
 
-use super::deploy::{codec_for_model, META_CONFIG, META_VARIANT};
+use super::deploy::{codec_for_model, META_CONFIG, META_VARIANT, META_VOLUME};
 use super::{CodeShape, Codec, CodecError};
-use crate::nets::{Group, Model, NetConfig};
+use crate::data::volumes::VolumePreprocessing;
+use crate::nets::{Group, Model, NetConfig, Spatial};
 use crate::store::{from_safetensors_with_metadata, to_safetensors_with_metadata};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,23 +70,47 @@ pub fn codec_for(model: &Model) -> Option<Codec> {
         channels: c.code_channels as usize,
         sides: c.code_sides().iter().map(|&s| s as usize).collect(),
     };
-    codec_for_model(&q.logit_values(), weights.iter().map(Vec::as_slice), shape).ok()
+    let codec = codec_for_model(&q.logit_values(), weights.iter().map(Vec::as_slice), shape).ok()?;
+    Some(match c.spatial {
+        // A whole volume is coded at once: its code may be as large as the largest scan the
+        // NIfTI reader accepts, far beyond four training patches.
+        Spatial::Three => codec.with_limits(crate::codec::Limits::volumes(
+            c.downsample as usize,
+            orchestra_edge::volume::DEFAULT_MAX_VOXELS,
+        )),
+        Spatial::Two => codec,
+    })
 }
 
 /// A model ready to compress (edge) and segment bitstreams (cloud).
 pub struct CompressionModel {
     pub model: Model,
     pub codec: Codec,
+    /// Volume models: how a scan is prepared before C.
+    pub volume: Option<VolumePreprocessing>,
 }
 
 impl CompressionModel {
     pub fn new(model: Model) -> Result<CompressionModel, ModelFileError> {
         let codec = codec_for(&model).ok_or(ModelFileError::NoCompressor(model.variant))?;
-        Ok(CompressionModel { model, codec })
+        Ok(CompressionModel {
+            model,
+            codec,
+            volume: None,
+        })
     }
 
     /// Writes the deployable file: every variable except the critic's, plus the metadata.
     pub fn save(model: &Model, path: &Path) -> Result<(), ModelFileError> {
+        Self::save_with(model, None, path)
+    }
+
+    /// `save`, with a volume model's scan preparation.
+    pub fn save_with(
+        model: &Model,
+        volume: Option<&VolumePreprocessing>,
+        path: &Path,
+    ) -> Result<(), ModelFileError> {
         if !model.variant.has_compressor() {
             return Err(ModelFileError::NoCompressor(model.variant));
         }
@@ -98,13 +123,19 @@ impl CompressionModel {
             .into_iter()
             .filter(|(n, _)| Group::of(n) != Some(Group::Critic))
             .collect();
-        let meta = HashMap::from([
+        let mut meta = HashMap::from([
             (
                 META_CONFIG.to_string(),
                 serde_json::to_string(&model.config).expect("config serialises"),
             ),
             (META_VARIANT.to_string(), model.variant.to_string()),
         ]);
+        if let Some(v) = volume {
+            meta.insert(
+                META_VOLUME.to_string(),
+                serde_json::to_string(v).expect("preparation serialises"),
+            );
+        }
         let bytes = to_safetensors_with_metadata(&tensors, Some(meta)).map_err(io)?;
         // Write then rename: a half-written model file never exists under its name.
         let tmp = path.with_extension("tmp");
@@ -140,6 +171,13 @@ impl CompressionModel {
         model.load_weights(&tensors).map_err(format)?;
         let mut cm = CompressionModel::new(model)?;
         cm.model.variant = variant;
+        cm.volume = meta
+            .get(META_VOLUME)
+            .map(|v| serde_json::from_str(v).map_err(|e| format(format!("{META_VOLUME}: {e}"))))
+            .transpose()?;
+        if let Some(v) = &cm.volume {
+            v.check().map_err(|e| format(format!("{META_VOLUME}: {e}")))?;
+        }
         Ok(cm)
     }
 

@@ -13,8 +13,11 @@
 use std::path::{Path, PathBuf};
 
 use orchestra_edge::intensity::{foreground_window, Intensity};
+pub use orchestra_edge::preparation::{
+    block_centre, block_mean, expand_labels, reduced_sides, Normalisation, VolumePreprocessing,
+};
 use orchestra_edge::synthetic_volume::{heart3d, Heart3d};
-use orchestra_edge::volume::DEFAULT_MAX_VOXELS;
+use orchestra_edge::volume::{LabelVolume, Volume, DEFAULT_MAX_VOXELS};
 use orchestra_edge::volume_dataset::{list_pairs, read_pair, split_by_patient, VolumePair};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -58,7 +61,9 @@ pub struct VolumeSet {
     pub name: String,
     /// Classes including background.
     pub classes: usize,
-    /// Whole factors (z, y, x) the scans were reduced by.
+    /// How every scan was prepared.
+    pub preprocessing: VolumePreprocessing,
+    /// Whole factors (z, y, x) the scans were reduced by (`preprocessing.factor`).
     pub factor: [usize; 3],
     pub train: Vec<VolumeSample>,
     pub val: Vec<VolumeSample>,
@@ -187,16 +192,19 @@ impl VolumeSet {
     pub fn open(uri: &str) -> Result<VolumeSet, DataError> {
         match VolumeUri::parse(uri)? {
             VolumeUri::Synthetic { n, sides, seed, val } => {
+                let preprocessing = VolumePreprocessing {
+                    intensity: Normalisation::Mr,
+                    factor: [1, 1, 1],
+                };
                 let mut all: Vec<VolumeSample> = (0..n as u64)
                     .map(|i| {
-                        let (mut scan, labels) = heart3d(&Heart3d::new(sides, seed.wrapping_add(i)));
-                        Intensity::Mr.apply(&mut scan.voxels);
+                        let (scan, labels) = heart3d(&Heart3d::new(sides, seed.wrapping_add(i)));
                         sample(
                             format!("heart{i:04}"),
                             sides,
                             scan.voxels,
                             labels.labels,
-                            [1, 1, 1],
+                            &preprocessing,
                             false,
                         )
                     })
@@ -205,6 +213,7 @@ impl VolumeSet {
                 Ok(VolumeSet {
                     name: uri.to_string(),
                     classes: 3,
+                    preprocessing,
                     factor: [1, 1, 1],
                     train: all,
                     val: val_samples,
@@ -309,52 +318,49 @@ fn load_folder(
             ),
         });
     }
-    let norm = match intensity {
-        IntensityChoice::Mr => Some(Intensity::Mr),
-        IntensityChoice::None => None,
+    let intensity = match intensity {
+        IntensityChoice::Mr => Normalisation::Mr,
+        IntensityChoice::None => Normalisation::None,
         IntensityChoice::Ct => {
             let views: Vec<(&[f32], &[u8])> = train_raw
                 .iter()
                 .map(|(_, (v, l))| (v.voxels.as_slice(), l.labels.as_slice()))
                 .collect();
-            Some(
-                foreground_window(&views, 0.5, 99.5).map_err(|e| DataError::Split {
-                    uri: orchestra_api::redact(uri),
-                    reason: format!("CT window from the training volumes: {e}"),
-                })?,
-            )
+            match foreground_window(&views, 0.5, 99.5) {
+                Ok(Intensity::Ct { low, high }) => Normalisation::Ct { low, high },
+                Ok(Intensity::Mr) => Normalisation::Mr,
+                Err(e) => {
+                    return Err(DataError::Split {
+                        uri: orchestra_api::redact(uri),
+                        reason: format!("CT window from the training volumes: {e}"),
+                    })
+                }
+            }
         }
     };
-    let finish = |raw: Vec<(
-        String,
-        (
-            orchestra_edge::volume::Volume,
-            orchestra_edge::volume::LabelVolume,
-        ),
-    )>,
-                  keep_source: bool| {
+    let preprocessing = VolumePreprocessing { intensity, factor };
+    let finish = |raw: Vec<(String, (Volume, LabelVolume))>, keep_source: bool| {
         raw.into_iter()
-            .map(|(id, (mut scan, labels))| {
-                if let Some(n) = &norm {
-                    n.apply(&mut scan.voxels);
-                }
+            .map(|(id, (scan, labels))| {
                 sample(
                     id,
                     scan.geometry.sides,
                     scan.voxels,
                     labels.labels,
-                    factor,
+                    &preprocessing,
                     keep_source,
                 )
             })
             .collect::<Vec<_>>()
     };
+    let (train, val) = (finish(train_raw, false), finish(val_raw, true));
     Ok(VolumeSet {
         name: uri.to_string(),
         classes,
+        preprocessing,
         factor,
-        train: finish(train_raw, false),
-        val: finish(val_raw, true),
+        train,
+        val,
     })
 }
 
@@ -364,15 +370,16 @@ fn sample(
     sides: [usize; 3],
     voxels: Vec<f32>,
     labels: Vec<u8>,
-    factor: [usize; 3],
+    preprocessing: &VolumePreprocessing,
     keep_source: bool,
 ) -> VolumeSample {
-    let (small_sides, small_voxels, small_labels) = if factor == [1, 1, 1] {
-        (sides, voxels, labels.clone())
+    let factor = preprocessing.factor;
+    let (small_sides, small_voxels) = preprocessing.prepare(voxels, sides);
+    let (small_labels, source_labels) = if factor == [1, 1, 1] {
+        (labels, None)
     } else {
-        let (s, v) = block_mean(&voxels, sides, factor);
-        let (_, l) = block_centre(&labels, sides, factor);
-        (s, v, l)
+        let small = block_centre(&labels, sides, factor).1;
+        (small, keep_source.then_some((sides, labels)))
     };
     // Seeded by the id so that a volume's patch centres do not depend on load order.
     let seed = id.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
@@ -380,7 +387,6 @@ fn sample(
     });
     let foreground =
         ForegroundLocations::new(small_sides, &small_labels, &mut ChaCha8Rng::seed_from_u64(seed));
-    let source_labels = (keep_source && factor != [1, 1, 1]).then_some((sides, labels));
     VolumeSample {
         id,
         sides: small_sides,
@@ -389,70 +395,6 @@ fn sample(
         foreground,
         source_labels,
     }
-}
-
-/// Sides after reducing by `factor` (partial blocks at the end count).
-pub fn reduced_sides(sides: [usize; 3], factor: [usize; 3]) -> [usize; 3] {
-    [0, 1, 2].map(|a| sides[a].div_ceil(factor[a]))
-}
-
-/// Mean of each block of `factor` voxels (partial blocks: the mean of the voxels they have).
-pub fn block_mean(voxels: &[f32], sides: [usize; 3], factor: [usize; 3]) -> ([usize; 3], Vec<f32>) {
-    let out = reduced_sides(sides, factor);
-    let mut sums = vec![0f64; out.iter().product()];
-    let mut counts = vec![0u32; sums.len()];
-    for z in 0..sides[0] {
-        for y in 0..sides[1] {
-            for x in 0..sides[2] {
-                let o = ((z / factor[0]) * out[1] + y / factor[1]) * out[2] + x / factor[2];
-                sums[o] += voxels[(z * sides[1] + y) * sides[2] + x] as f64;
-                counts[o] += 1;
-            }
-        }
-    }
-    let v = sums
-        .iter()
-        .zip(&counts)
-        .map(|(s, &c)| (s / c as f64) as f32)
-        .collect();
-    (out, v)
-}
-
-/// The label at (or, for a partial block, nearest to) each block's centre.
-pub fn block_centre(labels: &[u8], sides: [usize; 3], factor: [usize; 3]) -> ([usize; 3], Vec<u8>) {
-    let out = reduced_sides(sides, factor);
-    let at = |a: usize, i: usize| (i * factor[a] + factor[a] / 2).min(sides[a] - 1);
-    let mut v = Vec::with_capacity(out.iter().product());
-    for z in 0..out[0] {
-        for y in 0..out[1] {
-            for x in 0..out[2] {
-                v.push(labels[(at(0, z) * sides[1] + at(1, y)) * sides[2] + at(2, x)]);
-            }
-        }
-    }
-    (out, v)
-}
-
-/// Each source voxel takes the label of the block it fell in: a prediction at training
-/// resolution brought back to the scan's.
-pub fn expand_labels(
-    small: &[u8],
-    small_sides: [usize; 3],
-    sides: [usize; 3],
-    factor: [usize; 3],
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(sides.iter().product());
-    for z in 0..sides[0] {
-        for y in 0..sides[1] {
-            for x in 0..sides[2] {
-                out.push(
-                    small
-                        [((z / factor[0]) * small_sides[1] + y / factor[1]) * small_sides[2] + x / factor[2]],
-                );
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -500,29 +442,5 @@ mod tests {
             let e = VolumeUri::parse(uri).unwrap_err().to_string();
             assert!(e.contains(needle), "{uri}: {e}");
         }
-    }
-
-    #[test]
-    fn downsampling_and_expanding_back() {
-        // 3 x 4 x 5 volume, factors 1 x 2 x 2: partial blocks along x.
-        let sides = [3, 4, 5];
-        let voxels: Vec<f32> = (0..60).map(|i| i as f32).collect();
-        let (s, v) = block_mean(&voxels, sides, [1, 2, 2]);
-        assert_eq!(s, [3, 2, 3]);
-        // First block: voxels (0,0,0),(0,0,1),(0,1,0),(0,1,1) = 0, 1, 5, 6.
-        assert_eq!(v[0], 3.0);
-        // Last block of row 0 is partial: x = 4 only, y = 0, 1: voxels 4 and 9.
-        assert_eq!(v[2], 6.5);
-        let labels: Vec<u8> = (0..60).map(|i| (i % 7) as u8).collect();
-        let (s2, small) = block_centre(&labels, sides, [1, 2, 2]);
-        assert_eq!(s2, s);
-        // Block (0, 0, 0)'s centre is voxel (0, 1, 1) = 6.
-        assert_eq!(small[0], 6);
-        let back = expand_labels(&small, s2, sides, [1, 2, 2]);
-        assert_eq!(back.len(), 60);
-        assert_eq!(back[5 + 4], small[2], "voxel (0, 1, 4) lies in block (0, 0, 2)");
-        assert_eq!(back[59], small[17], "voxel (2, 3, 4) lies in block (2, 1, 2)");
-        // Factor 1 is the identity.
-        assert_eq!(expand_labels(&labels, sides, sides, [1, 1, 1]), labels);
     }
 }

@@ -4,6 +4,7 @@ pub mod adam;
 pub mod progress;
 pub mod run;
 pub mod schedule;
+pub mod seg_loss;
 pub mod trainer;
 pub mod volume_eval;
 

@@ -10,10 +10,11 @@ use orchestra_api::{ParamCounts, RateScores, SegmentationScores, TrialSpec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::adam::Adam;
 use super::schedule::{critic_weight, learning_rate};
+use super::seg_loss::seg_loss;
 use crate::data::patches::{extract, PatchSampler};
 use crate::data::{augment, batch, BatchSampler, Sample, TrainingData, VolumeSet};
 use crate::dist::buckets::mean_scalars;
@@ -355,7 +356,7 @@ impl Trainer {
             rng::reseed(mix(self.spec.seed, step, shard_purpose(3, shard)));
             let target = self.model.target(&labels);
             let fwd = self.model.forward(&images, true);
-            let loss_seg = fwd.probs.mse_loss(&target, Reduction::Mean);
+            let loss_seg = seg_loss(h.seg_loss, &fwd.probs, &target);
             // The objective's terms, summed once at the end.
             let mut terms = vec![loss_seg.shallow_clone()];
             sums[0] += loss_seg.double_value(&[]);

@@ -16,11 +16,11 @@ use tch::{nn::ModuleT, Device, Kind, Tensor};
 use super::trainer::Evaluation;
 use crate::codec::model_file::{code_rows, code_shape, codec_for};
 use crate::codec::Codec;
-use crate::data::volumes::expand_labels;
 use crate::data::VolumeSample;
 use crate::nets::Model;
 use crate::scores::dice_iou;
 use crate::sliding_window::{argmax, SlidingWindow};
+use orchestra_edge::preparation::{crop, expand_labels, pad, padded_side};
 
 /// Overlap of neighbouring windows (nnU-Net's).
 pub const WINDOW_OVERLAP: f64 = 0.5;
@@ -40,100 +40,34 @@ pub struct VolumePrediction {
     pub round_trip_failed: bool,
 }
 
-/// `side` rounded up to a multiple of `f`, and to at least `patch`.
-fn padded_side(side: usize, f: usize, patch: usize) -> usize {
-    side.div_ceil(f).max(1).saturating_mul(f).max(patch)
-}
-
-/// Copies a z-major volume into a larger one, zeros beyond its sides.
-fn pad(voxels: &[f32], sides: [usize; 3], to: [usize; 3]) -> Vec<f32> {
-    if sides == to {
-        return voxels.to_vec();
-    }
-    let mut out = vec![0f32; to.iter().product()];
-    for z in 0..sides[0] {
-        for y in 0..sides[1] {
-            let src = (z * sides[1] + y) * sides[2];
-            let dst = (z * to[1] + y) * to[2];
-            out[dst..dst + sides[2]].copy_from_slice(&voxels[src..src + sides[2]]);
-        }
-    }
-    out
-}
-
-/// The part of a z-major volume (sides `from`) inside `sides`.
-fn crop<T: Copy>(values: &[T], from: [usize; 3], sides: [usize; 3]) -> Vec<T> {
-    let mut out = Vec::with_capacity(sides.iter().product());
-    for z in 0..sides[0] {
-        for y in 0..sides[1] {
-            let src = (z * from[1] + y) * from[2];
-            out.extend_from_slice(&values[src..src + sides[2]]);
-        }
-    }
-    out
-}
-
-/// Segments one normalised scan (sides z, y, x), coding it first for compressing variants.
-pub fn predict_volume(
-    model: &Model,
-    codec: Option<&Codec>,
-    voxels: &[f32],
-    sides: [usize; 3],
-    device: Device,
-    window_batch: usize,
-) -> VolumePrediction {
-    let _guard = tch::no_grad_guard();
+/// The sides a prepared scan is padded to before C (compressing variants) or s (D1): a
+/// multiple of f, and at least one patch, along each axis.
+pub fn padded_sides(model: &Model, sides: [usize; 3]) -> [usize; 3] {
     let c = &model.config;
-    let window: [usize; 3] = std::array::from_fn(|a| c.sides[a] as usize);
     let f = if model.compressor.is_some() {
         c.downsample as usize
     } else {
         1
     };
-    let padded: [usize; 3] = std::array::from_fn(|a| padded_side(sides[a], f, window[a]));
-    let scan = Tensor::from_slice(&pad(voxels, sides, padded))
+    std::array::from_fn(|a| padded_side(sides[a], f, c.sides[a] as usize))
+}
+
+/// A prepared scan (sides z, y, x), padded, as a (1, 1, z, y, x) tensor on `device`.
+pub fn scan_tensor(model: &Model, voxels: &[f32], sides: [usize; 3], device: Device) -> Tensor {
+    let padded = padded_sides(model, sides);
+    Tensor::from_slice(&pad(voxels, sides, padded))
         .view([1, 1, padded[0] as i64, padded[1] as i64, padded[2] as i64])
-        .to_device(device);
-    let mut prediction = VolumePrediction {
-        labels: Vec::new(),
-        stream: None,
-        code_bits: None,
-        estimate_bits: None,
-        round_trip_failed: false,
-    };
-    // What s sees: g's features of the decoded code, or the scan itself (D1).
-    let s_input = match model.encode(&scan, false) {
-        Some((_, bits)) => {
-            prediction.code_bits = Some(bits.numel() as u64);
-            if let Some(q) = &model.bit_model {
-                prediction.estimate_bits = Some(q.code_length(&bits).double_value(&[0]));
-            }
-            let mut decoded = bits.shallow_clone();
-            if let Some(codec) = codec {
-                let shape = code_shape(&bits);
-                let row = code_rows(&bits).remove(0);
-                match codec.encode(&shape, &row) {
-                    Ok(stream) => {
-                        match codec.decode(&stream) {
-                            Ok((back_shape, back)) if back_shape == shape && back == row => {
-                                // s works from what the decoder got, as in the cloud.
-                                decoded = Tensor::from_slice(&back)
-                                    .to_kind(Kind::Float)
-                                    .view(bits.size().as_slice())
-                                    .to_device(device);
-                            }
-                            _ => prediction.round_trip_failed = true,
-                        }
-                        prediction.stream = Some(stream);
-                    }
-                    Err(_) => prediction.round_trip_failed = true,
-                }
-            }
-            let g = model.reconstructor.as_ref().expect("compressing variants have g");
-            g.forward_t(&decoded, false)
-        }
-        None => scan,
-    };
+        .to_device(device)
+}
+
+/// Cloud side: class indices of a volume of `sides` from what s takes (g's features of the
+/// code, or the padded scan for D1), by sliding a patch-sized window over it.
+pub fn segment_features(model: &Model, s_input: &Tensor, sides: [usize; 3], window_batch: usize) -> Vec<u8> {
+    let _guard = tch::no_grad_guard();
+    let c = &model.config;
+    let device = s_input.device();
+    let window: [usize; 3] = std::array::from_fn(|a| c.sides[a] as usize);
+    let padded: [usize; 3] = std::array::from_fn(|a| s_input.size()[2 + a] as usize);
     // g has one output channel in every preset; the window slides over that map.
     let features = Vec::<f32>::try_from(
         s_input
@@ -165,7 +99,65 @@ pub fn predict_volume(
         Vec::<f32>::try_from(probs.flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Float))
             .expect("float scores")
     });
-    prediction.labels = crop(&argmax(&scores, classes), padded, sides);
+    crop(&argmax(&scores, classes), padded, sides)
+}
+
+/// Cloud side: class indices of a volume of `sides` from its decoded code (N = 1, K, ...).
+pub fn segment_code(model: &Model, bits: &Tensor, sides: [usize; 3], window_batch: usize) -> Vec<u8> {
+    let g = model.reconstructor.as_ref().expect("compressing variants have g");
+    let features = tch::no_grad(|| g.forward_t(bits, false));
+    segment_features(model, &features, sides, window_batch)
+}
+
+/// Segments one prepared scan (sides z, y, x), coding it first for compressing variants.
+pub fn predict_volume(
+    model: &Model,
+    codec: Option<&Codec>,
+    voxels: &[f32],
+    sides: [usize; 3],
+    device: Device,
+    window_batch: usize,
+) -> VolumePrediction {
+    let _guard = tch::no_grad_guard();
+    let scan = scan_tensor(model, voxels, sides, device);
+    let mut prediction = VolumePrediction {
+        labels: Vec::new(),
+        stream: None,
+        code_bits: None,
+        estimate_bits: None,
+        round_trip_failed: false,
+    };
+    prediction.labels = match model.encode(&scan, false) {
+        Some((_, bits)) => {
+            prediction.code_bits = Some(bits.numel() as u64);
+            if let Some(q) = &model.bit_model {
+                prediction.estimate_bits = Some(q.code_length(&bits).double_value(&[0]));
+            }
+            let mut decoded = bits.shallow_clone();
+            if let Some(codec) = codec {
+                let shape = code_shape(&bits);
+                let row = code_rows(&bits).remove(0);
+                match codec.encode(&shape, &row) {
+                    Ok(stream) => {
+                        match codec.decode(&stream) {
+                            Ok((back_shape, back)) if back_shape == shape && back == row => {
+                                // s works from what the decoder got, as in the cloud.
+                                decoded = Tensor::from_slice(&back)
+                                    .to_kind(Kind::Float)
+                                    .view(bits.size().as_slice())
+                                    .to_device(device);
+                            }
+                            _ => prediction.round_trip_failed = true,
+                        }
+                        prediction.stream = Some(stream);
+                    }
+                    Err(_) => prediction.round_trip_failed = true,
+                }
+            }
+            segment_code(model, &decoded, sides, window_batch)
+        }
+        None => segment_features(model, &scan, sides, window_batch),
+    };
     prediction
 }
 
@@ -239,24 +231,4 @@ pub fn evaluate_volumes(
         }
     });
     Evaluation { scores, rate }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn padding_and_cropping_are_inverse() {
-        assert_eq!(padded_side(10, 16, 16), 16);
-        assert_eq!(padded_side(40, 16, 16), 48);
-        assert_eq!(padded_side(40, 1, 64), 64);
-        let sides = [2, 3, 4];
-        let v: Vec<f32> = (0..24).map(|i| i as f32).collect();
-        let to = [3, 4, 8];
-        let p = pad(&v, sides, to);
-        assert_eq!(p.len(), 96);
-        assert_eq!(p[8 + 1], 5.0, "voxel (0, 1, 1)");
-        assert_eq!(p[3 * 8..4 * 8], [0.0; 8], "row y = 3 is padding");
-        assert_eq!(crop(&p, to, sides), v);
-    }
 }

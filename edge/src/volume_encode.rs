@@ -1,0 +1,57 @@
+//! The edge's side of a volume: a scan prepared as the model was trained (intensities, whole
+//! reduction factors), padded so that C halves it down to a code and the cloud can slide a whole
+//! patch over it, coded in one piece, and sent behind its geometry so that the cloud writes a
+//! label volume on the scan's own voxels.
+
+use orchestra_codec::volume_stream::{wrap, VolumeGeometry};
+
+use crate::compressor::Planes;
+use crate::model_file::{EdgeError, EdgeModel};
+use crate::preparation::{pad, padded_side};
+use crate::volume::Volume;
+
+/// A volume's stream and what went into it.
+#[derive(Clone, Debug)]
+pub struct VolumeStream {
+    /// Geometry, then the code's bitstream.
+    pub bytes: Vec<u8>,
+    /// Bytes of the code's bitstream alone (its header and check value included).
+    pub code_bytes: usize,
+    /// Voxels of the scan as acquired, the denominator of its bpp.
+    pub voxels: usize,
+}
+
+impl EdgeModel {
+    /// A scan -> its volume stream.
+    pub fn encode_volume(&self, scan: Volume) -> Result<VolumeStream, EdgeError> {
+        let prep = match (&self.volume, self.dims) {
+            (Some(p), 3) => p,
+            _ => {
+                return Err(EdgeError::NotVolumeModel {
+                    dims: self.dims,
+                    prepared: self.volume.is_some(),
+                })
+            }
+        };
+        let source = scan.geometry.sides;
+        let (sides, voxels) = prep.prepare(scan.voxels, source);
+        let f = self.downsample;
+        let padded: [usize; 3] = std::array::from_fn(|a| padded_side(sides[a], f, self.sides[a]));
+        let planes = Planes {
+            channels: 1,
+            sides: padded,
+            data: pad(&voxels, sides, padded),
+        };
+        let code = self.encode(&planes)?;
+        let geometry = VolumeGeometry {
+            sides: source.map(|s| s as u32),
+            factor: prep.factor.map(|f| f as u8),
+            affine: scan.geometry.affine,
+        };
+        Ok(VolumeStream {
+            bytes: wrap(&geometry, &code),
+            code_bytes: code.len(),
+            voxels: source.iter().product(),
+        })
+    }
+}
