@@ -1,6 +1,7 @@
 //! Dice and IoU per foreground class, per image. An image where both the prediction and the
 //! truth lack a class scores 1 for that class (no NaN on empty masks).
 
+use orchestra_api::SegmentationScores;
 use tch::{Kind, Tensor};
 
 /// Per-image, per-foreground-class scores: two (N, classes - 1) tensors.
@@ -20,6 +21,22 @@ pub fn dice_iou(pred: &Tensor, truth: &Tensor, classes: i64) -> (Tensor, Tensor)
         iou.push(one.where_self(&empty, &(&inter / union.clamp_min(1.0))));
     }
     (Tensor::stack(&dice, 1), Tensor::stack(&iou, 1))
+}
+
+/// Mean Dice and IoU over every row (image or volume) and foreground class, and per class, from
+/// `dice_iou`'s rows.
+pub fn summarise(dice_rows: &[Tensor], iou_rows: &[Tensor], count: usize) -> SegmentationScores {
+    let dice = Tensor::cat(dice_rows, 0).to_kind(Kind::Double);
+    let iou = Tensor::cat(iou_rows, 0).to_kind(Kind::Double);
+    let per_class =
+        |t: &Tensor| -> Vec<f64> { Vec::try_from(t.mean_dim(0, false, Kind::Double)).unwrap_or_default() };
+    SegmentationScores {
+        dice: dice.mean(Kind::Double).double_value(&[]),
+        iou: iou.mean(Kind::Double).double_value(&[]),
+        dice_per_class: per_class(&dice),
+        iou_per_class: per_class(&iou),
+        images: count,
+    }
 }
 
 #[cfg(test)]

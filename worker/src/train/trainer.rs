@@ -20,7 +20,7 @@ use crate::data::{augment, batch, BatchSampler, Sample, TrainingData, VolumeSet}
 use crate::dist::buckets::mean_scalars;
 use crate::dist::{all_reduce_mean, Collective, DistError, SingleProcess, DEFAULT_BUCKET_BYTES};
 use crate::nets::{rng, Group, Model, NetConfig};
-use crate::scores::dice_iou;
+use crate::scores::{dice_iou, summarise};
 use crate::store::checkpoint::Checkpoint;
 
 #[derive(Debug, thiserror::Error)]
@@ -564,17 +564,7 @@ pub fn evaluate(
             }
         }
     });
-    let dice = Tensor::cat(&dice_rows, 0).to_kind(Kind::Double);
-    let iou = Tensor::cat(&iou_rows, 0).to_kind(Kind::Double);
-    let per_class =
-        |t: &Tensor| -> Vec<f64> { Vec::try_from(t.mean_dim(0, false, Kind::Double)).unwrap_or_default() };
-    let scores = SegmentationScores {
-        dice: dice.mean(Kind::Double).double_value(&[]),
-        iou: iou.mean(Kind::Double).double_value(&[]),
-        dice_per_class: per_class(&dice),
-        iou_per_class: per_class(&iou),
-        images: samples.len(),
-    };
+    let scores = summarise(&dice_rows, &iou_rows, samples.len());
     let rate = (!code_bits.is_empty()).then(|| {
         let c = &model.config;
         let estimate = Tensor::cat(&code_bits, 0).mean(Kind::Double).double_value(&[]);

@@ -10,7 +10,7 @@
 //! voxels) fits easily; a 512 x 512 x 300 CT at the paper preset would need tiling, which this
 //! does not do yet.
 
-use orchestra_api::{RateScores, SegmentationScores};
+use orchestra_api::RateScores;
 use tch::{nn::ModuleT, Device, Kind, Tensor};
 
 use super::trainer::Evaluation;
@@ -18,7 +18,7 @@ use crate::codec::model_file::{code_rows, code_shape, codec_for};
 use crate::codec::Codec;
 use crate::data::VolumeSample;
 use crate::nets::Model;
-use crate::scores::dice_iou;
+use crate::scores::{dice_iou, summarise};
 use crate::sliding_window::{argmax, SlidingWindow};
 use orchestra_edge::preparation::{crop, expand_labels, pad, padded_side};
 
@@ -206,17 +206,7 @@ pub fn evaluate_volumes(
             streams += 1;
         }
     }
-    let dice = Tensor::cat(&dice_rows, 0).to_kind(Kind::Double);
-    let iou = Tensor::cat(&iou_rows, 0).to_kind(Kind::Double);
-    let per_class =
-        |t: &Tensor| -> Vec<f64> { Vec::try_from(t.mean_dim(0, false, Kind::Double)).unwrap_or_default() };
-    let scores = SegmentationScores {
-        dice: dice.mean(Kind::Double).double_value(&[]),
-        iou: iou.mean(Kind::Double).double_value(&[]),
-        dice_per_class: per_class(&dice),
-        iou_per_class: per_class(&iou),
-        images: volumes.len(),
-    };
+    let scores = summarise(&dice_rows, &iou_rows, volumes.len());
     let n = volumes.len().max(1);
     let rate = model.bit_model.is_some().then(|| {
         let measured = streams > 0;
