@@ -216,7 +216,8 @@ enum Command {
     /// Latency breakdown from the edge to the label map, per method (the paper's Table 2).
     BenchLatency(bench_latency::LatencyArgs),
     /// Rate against accuracy on the held-out split: JPEG over its quality knob (segmented by a
-    /// D1 model) beside learned models on their real bitstreams; a table and a plot.
+    /// D1 model) beside learned models on their real bitstreams; a table and a plot. For volume
+    /// models: JPEG-2000 per slice and H.264 over the slices (inter) on whole held-out volumes.
     RateAccuracy {
         /// Trial spec of the D1 model that segments the baselines' decoded images.
         #[arg(long)]
@@ -515,7 +516,8 @@ fn run(command: Command) -> Result<()> {
                 bail!("--d1 {}: variant {}, expected D1", d1.display(), d1_spec.variant);
             }
             if d1_spec.model.dims == 3 {
-                bail!("rate-accuracy compares codecs on images; volumes (model.dims 3) are not covered yet");
+                let specs = models.iter().map(read_spec).collect::<Result<Vec<_>>>()?;
+                return cli::volume::rate_accuracy(&d1_spec, &specs, &j2k_rates, &h264_qps, &out);
             }
             let (d1_model, _, _) = load_checkpoint(&d1_spec, None)?;
             let data = Dataset::open(&d1_spec.dataset, d1_spec.model.input_size)?;

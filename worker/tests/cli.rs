@@ -380,6 +380,32 @@ fn volumes_encode_to_one_stream_and_segment_to_nifti_on_the_scan() {
         "edge and worker agree"
     );
 
+    // Table 1 on volumes: the codecs' decoded volumes segmented by a D1 model, beside D4.
+    let mut d1 = spec.clone();
+    d1.variant = Variant::D1;
+    d1.trial = "volume-cli-d1".into();
+    let d1_path = dir.path().join("d1.yaml");
+    std::fs::write(&d1_path, serde_yaml::to_string(&d1).unwrap()).unwrap();
+    let (ok, _, stderr) = run(worker().args(["train", "--spec"]).arg(&d1_path));
+    assert!(ok, "{stderr}");
+    let table_dir = dir.path().join("table");
+    let (ok, stdout, stderr) = run(worker()
+        .args(["rate-accuracy", "--j2k-rates", "0.5", "--h264-qps", "40", "--d1"])
+        .arg(&d1_path)
+        .arg("--models")
+        .arg(&spec_path)
+        .arg("--out")
+        .arg(&table_dir));
+    assert!(ok, "{stderr}");
+    for row in [
+        "JPEG-2000 per slice",
+        "H.264 over slices (inter)",
+        "volume-cli (D4)",
+    ] {
+        assert!(stdout.contains(row), "{row}: {stdout}");
+    }
+    assert!(table_dir.join("rate-accuracy.png").is_file());
+
     // Damage in the geometry or the code is refused, naming the part.
     for (at, needle) in [
         (30, "geometry is damaged"),

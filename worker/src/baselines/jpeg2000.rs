@@ -31,18 +31,29 @@ impl Drop for Scratch {
 /// Compresses an interleaved 8-bit square image (1 or 3 channels) to about `bpp` bits per
 /// pixel (the codec's rate control aims at it; the true size is what counts).
 pub fn encode(pixels: &[u8], side: u32, channels: usize, bpp: f64) -> Result<Vec<u8>, String> {
-    let n = (side * side) as usize;
+    encode_rect(pixels, side, side, channels, bpp)
+}
+
+/// `encode` for a `width` x `height` image (a slice of a volume).
+pub fn encode_rect(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    channels: usize,
+    bpp: f64,
+) -> Result<Vec<u8>, String> {
+    let n = (width * height) as usize;
     if pixels.len() != n * channels || !(channels == 1 || channels == 3) {
         return Err(format!(
-            "JPEG-2000: {} bytes for a {side}x{side}x{channels} image",
+            "JPEG-2000: {} bytes for a {width}x{height}x{channels} image",
             pixels.len()
         ));
     }
     let cmpt = opj_image_comptparm {
         dx: 1,
         dy: 1,
-        w: side,
-        h: side,
+        w: width,
+        h: height,
         x0: 0,
         y0: 0,
         prec: 8,
@@ -58,8 +69,8 @@ pub fn encode(pixels: &[u8], side: u32, channels: usize, bpp: f64) -> Result<Vec
         opj_image::create(&vec![cmpt; channels], space).ok_or("JPEG-2000: cannot create the image")?;
     image.x0 = 0;
     image.y0 = 0;
-    image.x1 = side;
-    image.y1 = side;
+    image.x1 = width;
+    image.y1 = height;
     for (c, data) in image
         .comps_data_mut_iter()
         .ok_or("JPEG-2000: image has no components")?
@@ -79,7 +90,7 @@ pub fn encode(pixels: &[u8], side: u32, channels: usize, bpp: f64) -> Result<Vec
         irreversible: 1,
         tcp_mct: if channels == 3 { 1 } else { 0 },
         // Five decompositions need at least 32 pixels a side; fewer for tiny images.
-        numresolution: (1 + (side as f64).log2().floor() as i32 - 4).clamp(1, 6),
+        numresolution: (1 + (width.min(height) as f64).log2().floor() as i32 - 4).clamp(1, 6),
         ..Default::default()
     };
     let file = Scratch(scratch("enc"));

@@ -125,3 +125,61 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .and_then(|_| std::fs::rename(&tmp, path))
         .with_context(|| format!("cannot write {}", path.display()))
 }
+
+/// Rate against accuracy on whole held-out volumes: JPEG-2000 per slice and H.264 over the
+/// slices, decoded and segmented by the D1 model, beside the learned models' real streams.
+pub fn rate_accuracy(
+    d1_spec: &orchestra_api::TrialSpec,
+    models: &[orchestra_api::TrialSpec],
+    j2k_rates: &[f64],
+    h264_qps: &[u8],
+    out: &Path,
+) -> Result<()> {
+    use orchestra_worker::baselines::rate_accuracy::{report, table};
+    use orchestra_worker::baselines::volume_rate::{volume_codec_curve, volume_learned_point, VolumeCodec};
+    use orchestra_worker::data::TrainingData;
+
+    let (d1, _, data) = crate::load_checkpoint(d1_spec, None)?;
+    let TrainingData::Volumes(set) = data else {
+        bail!("{}: not a volume dataset", d1_spec.dataset);
+    };
+    let settings: Vec<VolumeCodec> = j2k_rates
+        .iter()
+        .map(|&b| VolumeCodec::Jpeg2000Slices(b))
+        .chain(h264_qps.iter().map(|&q| VolumeCodec::H264Sequence(q)))
+        .collect();
+    let bar =
+        indicatif::ProgressBar::new((settings.len() + models.len()) as u64).with_message("rate-accuracy");
+    let mut baselines = Vec::new();
+    for s in &settings {
+        baselines.extend(
+            volume_codec_curve(&d1, &set.val, set.factor, std::slice::from_ref(s), WINDOW_BATCH)
+                .map_err(anyhow::Error::msg)?,
+        );
+        bar.inc(1);
+    }
+    let mut learned = Vec::new();
+    for spec in models {
+        if spec.dataset != d1_spec.dataset {
+            bail!("{}: its dataset differs from the D1 model's", spec.trial);
+        }
+        let (model, _, _) = crate::load_checkpoint(spec, None)?;
+        let point =
+            volume_learned_point(&spec.trial, &model, &set.val, set.factor).map_err(anyhow::Error::msg)?;
+        learned.push((point, spec.variant));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let mut all = baselines.clone();
+    all.extend(learned.iter().map(|(p, _)| p.clone()));
+    let text = table(&all);
+    print!("{text}");
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(out.join("rate-accuracy.md"), &text)?;
+    std::fs::write(out.join("rate-accuracy.json"), serde_json::to_vec_pretty(&all)?)?;
+    let plot = report("held-out volumes", &learned, &baselines);
+    let (svg, png) =
+        orchestra_report::plot::write_plots(&plot, &out.join("rate-accuracy")).map_err(anyhow::Error::msg)?;
+    println!("plot: {} and {}", png.display(), svg.display());
+    Ok(())
+}
