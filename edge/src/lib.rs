@@ -8,12 +8,14 @@
 
 pub mod client;
 pub mod compressor;
+pub mod dicom_series;
 mod direct;
 pub mod input;
 pub mod intensity;
 pub mod model_file;
 pub mod nifti_write;
 pub mod preparation;
+pub mod scan;
 pub mod synthetic_volume;
 pub mod volume;
 pub mod volume_dataset;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use orchestra_edge::input::{model_bytes, read_image, to_planes};
-use orchestra_edge::volume::{is_nifti, read_volume, DEFAULT_MAX_VOXELS};
+use orchestra_edge::scan::{is_scan, read_scan};
+use orchestra_edge::volume::DEFAULT_MAX_VOXELS;
 use orchestra_edge::{client, EdgeModel};
 
 #[derive(Parser)]
@@ -27,11 +28,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Compress images into bitstreams (one `.orc` file per image), or scans into volume
-    /// streams (one `.ovol` file per NIfTI scan, for volume models).
+    /// streams (one `.ovol` file per scan, for volume models).
     Encode {
         #[arg(long)]
         model: PathBuf,
-        /// Image files (PNG or JPEG) or scans (NIfTI `.nii`, `.nii.gz`).
+        /// Image files (PNG or JPEG) or scans (NIfTI `.nii`, `.nii.gz`, or a folder holding one
+        /// DICOM series).
         #[arg(required = true)]
         images: Vec<PathBuf>,
         /// Output file (one image only).
@@ -166,9 +168,9 @@ fn encode(model: &Path, images: &[PathBuf], out: Option<&Path>, out_dir: Option<
                 (None, None) => image.with_extension(extension),
             })
         };
-        if is_nifti(image) {
+        if is_scan(image) {
             let started = Instant::now();
-            let v = m.encode_volume(read_volume(image, DEFAULT_MAX_VOXELS)?)?;
+            let v = m.encode_volume(read_scan(image, DEFAULT_MAX_VOXELS)?)?;
             let elapsed = started.elapsed();
             let target = target("ovol")?;
             write_atomically(&target, &v.bytes)?;

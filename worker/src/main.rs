@@ -97,8 +97,8 @@ enum Command {
         #[arg(short, long)]
         out: PathBuf,
     },
-    /// Edge side: compress an image (PNG, JPEG) or a scan (NIfTI `.nii`, `.nii.gz`, volume models)
-    /// into a bitstream.
+    /// Edge side: compress an image (PNG, JPEG) or a scan (NIfTI `.nii`, `.nii.gz`, or a DICOM
+    /// series folder; volume models) into a bitstream.
     Encode {
         #[arg(long)]
         model: PathBuf,

@@ -54,7 +54,10 @@ pub fn encode_sequence(
     height: usize,
     qp: u8,
 ) -> Result<Vec<Vec<u8>>, String> {
-    if !width.is_multiple_of(2) || !height.is_multiple_of(2) || frames.iter().any(|f| f.len() != width * height) {
+    if !width.is_multiple_of(2)
+        || !height.is_multiple_of(2)
+        || frames.iter().any(|f| f.len() != width * height)
+    {
         return Err(format!(
             "H.264: frames must be {width}x{height} grey bytes with even sides"
         ));

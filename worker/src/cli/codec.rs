@@ -124,7 +124,7 @@ pub fn synthetic_sample(channels: usize, size: u32, seed: u64, index: u64) -> Sa
 
 pub fn encode(model: &Path, image: &Path, out: &Path) -> Result<()> {
     let m = load_model(model)?;
-    if super::volume::is_nifti(image) {
+    if super::volume::is_scan(image) {
         return super::volume::encode(&m, image, out);
     }
     let (x, _) = read_image(&m, image)?;

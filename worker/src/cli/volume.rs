@@ -1,6 +1,7 @@
-//! `encode` and `segment` for volumes: a NIfTI scan in, one volume stream out (the scan's
-//! geometry, then the code's bitstream); a volume stream in, a NIfTI label volume out with the
-//! scan's sides and affine, so that it lies on the scan in ITK-SNAP, 3D Slicer or nibabel.
+//! `encode` and `segment` for volumes: a scan (NIfTI, or a DICOM series folder) in, one volume
+//! stream out (the scan's geometry, then the code's bitstream); a volume stream in, a NIfTI
+//! label volume out with the scan's sides and affine, so that it lies on the scan in ITK-SNAP,
+//! 3D Slicer or nibabel.
 
 use std::path::Path;
 use std::time::Instant;
@@ -8,8 +9,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use orchestra_codec::volume_stream::{unwrap, wrap, VolumeGeometry, GEOMETRY_BYTES};
 use orchestra_edge::nifti_write::write_labels;
-pub use orchestra_edge::volume::is_nifti;
-use orchestra_edge::volume::{read_volume, Geometry, LabelVolume, DEFAULT_MAX_VOXELS};
+pub use orchestra_edge::scan::is_scan;
+use orchestra_edge::scan::read_scan;
+use orchestra_edge::volume::{Geometry, LabelVolume, DEFAULT_MAX_VOXELS};
 use orchestra_worker::codec::model_file::{code_rows, code_shape, CompressionModel};
 use orchestra_worker::data::volumes::{expand_labels, reduced_sides, VolumePreprocessing};
 use orchestra_worker::train::volume_eval::{padded_sides, scan_tensor, segment_code};
@@ -24,10 +26,10 @@ fn preparation(m: &CompressionModel) -> Result<&VolumePreprocessing> {
     )
 }
 
-/// Edge side: a NIfTI scan -> a volume stream.
+/// Edge side: a scan (NIfTI file or DICOM series folder) -> a volume stream.
 pub fn encode(m: &CompressionModel, scan_path: &Path, out: &Path) -> Result<()> {
     let prep = preparation(m)?;
-    let scan = read_volume(scan_path, DEFAULT_MAX_VOXELS)?;
+    let scan = read_scan(scan_path, DEFAULT_MAX_VOXELS)?;
     let source = scan.geometry.sides;
     let started = Instant::now();
     let (sides, voxels) = prep.prepare(scan.voxels, source);
