@@ -80,6 +80,23 @@ pub fn write_labels(path: &Path, labels: &LabelVolume) -> Result<(), VolumeError
     write_file(path, &bytes)
 }
 
+/// `labels` as a gzipped NIfTI-1 file in memory (`.nii.gz` bytes), for answers over a network;
+/// `name` names it in errors.
+pub fn labels_nii_gz(labels: &LabelVolume, name: &str) -> Result<Vec<u8>, VolumeError> {
+    let g = &labels.geometry;
+    check(Path::new(name), g, labels.labels.len(), "labels")?;
+    let max = labels.labels.iter().copied().max().unwrap_or(0);
+    let mut bytes = header(g, DT_UINT8, 8, max as f32);
+    bytes.extend_from_slice(&labels.labels);
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&bytes)
+        .and_then(|_| z.finish())
+        .map_err(|e| VolumeError::Io {
+            path: name.into(),
+            reason: e.to_string(),
+        })
+}
+
 /// Writes a scan to `path` as 32-bit floats, gzipped when the name ends in `.gz`.
 pub fn write_volume(path: &Path, volume: &Volume) -> Result<(), VolumeError> {
     let g = &volume.geometry;

@@ -56,6 +56,12 @@ impl Geometry {
     }
 }
 
+/// Voxel spacing (z, y, x) of an affine: the lengths of its columns (i = x, j = y, k = z).
+pub fn spacing_of(affine: &[[f32; 4]; 3]) -> [f32; 3] {
+    let column = |j: usize| (0..3).map(|i| (affine[i][j] as f64).powi(2)).sum::<f64>().sqrt() as f32;
+    [column(2), column(1), column(0)]
+}
+
 /// A scan: f32 voxels with the file's scaling (scl_slope, scl_inter) applied.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Volume {

@@ -380,6 +380,67 @@ fn volumes_encode_to_one_stream_and_segment_to_nifti_on_the_scan() {
         "edge and worker agree"
     );
 
+    // The service answers a volume stream with the same label volume, as NIfTI or RLE JSON.
+    {
+        use orchestra_worker::serve::{start, BatchOptions, ServeConfig};
+        let token = "volume-token-0123456789abcdef";
+        let server = start(
+            CompressionModel::load(&model_path, tch::Device::Cpu).unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+            ServeConfig {
+                tls: None,
+                tokens: vec![token.into()],
+                max_body_bytes: 1 << 20,
+                concurrency: 2,
+                timeout: std::time::Duration::from_secs(60),
+                header_timeout: std::time::Duration::from_secs(10),
+                batch: BatchOptions::default(),
+            },
+        )
+        .unwrap();
+        let url = format!("http://{}/v1/segment", server.addr);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let post = |accept: &str, body: &[u8]| {
+            let mut r = agent
+                .post(&url)
+                .header("accept", accept)
+                .header("content-type", "application/octet-stream")
+                .header("authorization", &format!("Bearer {token}"))
+                .send(body)
+                .unwrap();
+            (r.status().as_u16(), r.body_mut().read_to_vec().unwrap())
+        };
+        let (status, nifti) = post("application/gzip", &stream);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&nifti));
+        let answered = dir.path().join("answer.nii.gz");
+        std::fs::write(&answered, &nifti).unwrap();
+        let answer = read_labels(&answered, DEFAULT_MAX_VOXELS).unwrap();
+        assert_eq!(answer, written, "the service's label volume is segment's");
+        let (status, body) = post("application/json", &stream);
+        assert_eq!(status, 200);
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["shape"], serde_json::json!([13, 41, 50]));
+        let counted: u64 = json["rle"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[1].as_u64().unwrap())
+            .sum();
+        assert_eq!(counted, 13 * 41 * 50);
+        let mut bad = stream.clone();
+        bad[20] ^= 0x01;
+        let (status, body) = post("application/gzip", &bad);
+        assert!(
+            status == 400 && String::from_utf8_lossy(&body).contains("geometry is damaged"),
+            "{status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        server.shutdown();
+    }
+
     // Table 1 on volumes: the codecs' decoded volumes segmented by a D1 model, beside D4.
     let mut d1 = spec.clone();
     d1.variant = Variant::D1;

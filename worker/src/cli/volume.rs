@@ -11,7 +11,7 @@ use orchestra_codec::volume_stream::{unwrap, wrap, VolumeGeometry, GEOMETRY_BYTE
 use orchestra_edge::nifti_write::write_labels;
 pub use orchestra_edge::scan::is_scan;
 use orchestra_edge::scan::read_scan;
-use orchestra_edge::volume::{Geometry, LabelVolume, DEFAULT_MAX_VOXELS};
+use orchestra_edge::volume::{spacing_of, Geometry, LabelVolume, DEFAULT_MAX_VOXELS};
 use orchestra_worker::codec::model_file::{code_rows, code_shape, CompressionModel};
 use orchestra_worker::data::volumes::{expand_labels, reduced_sides, VolumePreprocessing};
 use orchestra_worker::train::volume_eval::{padded_sides, scan_tensor, segment_code};
@@ -94,17 +94,10 @@ pub fn segment(m: &CompressionModel, bytes: &[u8], stream_path: &Path, out: &Pat
         .to_device(m.model.vs.device());
     let labels = segment_code(&m.model, &code, sides, WINDOW_BATCH);
     let labels = expand_labels(&labels, sides, source, factor);
-    let column = |j: usize| {
-        (0..3)
-            .map(|i| (geometry.affine[i][j] as f64).powi(2))
-            .sum::<f64>()
-            .sqrt() as f32
-    };
     let volume = LabelVolume {
         geometry: Geometry {
             sides: source,
-            // (z, y, x) spacing from the affine's columns (i = x, j = y, k = z).
-            spacing: [column(2), column(1), column(0)],
+            spacing: spacing_of(&geometry.affine),
             affine: geometry.affine,
         },
         labels,

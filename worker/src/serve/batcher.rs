@@ -12,11 +12,17 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tch::{Device, Kind};
+use orchestra_codec::volume_stream::VolumeGeometry;
+use tch::{Device, Kind, Tensor};
 
 use super::Metrics;
 use crate::codec::model_file::CompressionModel;
 use crate::codec::CodeShape;
+use crate::data::volumes::{expand_labels, reduced_sides};
+use crate::train::volume_eval::{padded_sides, segment_code};
+
+/// Windows per call of s when segmenting a volume.
+const VOLUME_WINDOW_BATCH: usize = 4;
 
 /// How requests are gathered into batches.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -36,11 +42,13 @@ impl Default for BatchOptions {
     }
 }
 
-/// A label map: class indices in raster order and the spatial sides.
+/// A label map: class indices in raster order and the spatial sides; a volume's also carries
+/// the scan's voxel-to-world affine (so that the answer lies on the scan).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LabelMap {
     pub sides: Vec<usize>,
     pub labels: Vec<u8>,
+    pub affine: Option<[[f32; 4]; 3]>,
 }
 
 /// Why a code was not segmented.
@@ -50,11 +58,22 @@ pub enum BatchError {
     Stopped,
     #[error("segmentation failed: {0}")]
     Failed(String),
+    /// The request does not fit the model (a volume stream's geometry against its code).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// What a request asks for: an image's code (batched with others of its shape) or a whole
+/// volume (segmented on its own by sliding window).
+enum Work {
+    Code,
+    Volume(Box<VolumeGeometry>),
 }
 
 struct Job {
     shape: CodeShape,
     bits: Vec<i8>,
+    work: Work,
     reply: tokio::sync::oneshot::Sender<Result<LabelMap, BatchError>>,
 }
 
@@ -83,10 +102,30 @@ impl Batcher {
 
     /// Queues a decoded code and waits for its label map.
     pub async fn segment(&self, shape: CodeShape, bits: Vec<i8>) -> Result<LabelMap, BatchError> {
+        self.submit(shape, bits, Work::Code).await
+    }
+
+    /// Queues a volume's decoded code with its scan geometry and waits for its label volume.
+    pub async fn segment_volume(
+        &self,
+        geometry: VolumeGeometry,
+        shape: CodeShape,
+        bits: Vec<i8>,
+    ) -> Result<LabelMap, BatchError> {
+        self.submit(shape, bits, Work::Volume(Box::new(geometry))).await
+    }
+
+    async fn submit(&self, shape: CodeShape, bits: Vec<i8>, work: Work) -> Result<LabelMap, BatchError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let jobs = self.jobs.clone();
+        let job = Job {
+            shape,
+            bits,
+            work,
+            reply,
+        };
         // A bounded std channel may block on send; keep that off the async workers.
-        tokio::task::spawn_blocking(move || jobs.send(Job { shape, bits, reply }))
+        tokio::task::spawn_blocking(move || jobs.send(job))
             .await
             .map_err(|_| BatchError::Stopped)?
             .map_err(|_| BatchError::Stopped)?;
@@ -119,6 +158,18 @@ fn run(model: CompressionModel, options: BatchOptions, rx: Receiver<Job>, metric
     while let Some(mut jobs) = gather(&rx, &options) {
         // Requests that timed out while queued have nobody waiting: no work for them.
         jobs.retain(|j| !j.reply.is_closed());
+        // Volumes one at a time (each is many windows already), images batched by shape.
+        let (volumes, codes): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| matches!(j.work, Work::Volume(_)));
+        jobs = codes;
+        for job in volumes {
+            let Work::Volume(geometry) = &job.work else {
+                continue;
+            };
+            metrics.record_batch(1);
+            let result = guarded(|| label_volume(&model, geometry, &job.shape, &job.bits)).and_then(|r| r);
+            let _ = job.reply.send(result);
+        }
         // One forward pass per code shape, in order of arrival of each shape's first job.
         while !jobs.is_empty() {
             let shape = jobs[0].shape.clone();
@@ -128,15 +179,7 @@ fn run(model: CompressionModel, options: BatchOptions, rx: Receiver<Job>, metric
             let codes: Vec<&[i8]> = same.iter().map(|j| j.bits.as_slice()).collect();
             // A failure inside libtorch (say, out of GPU memory) answers this batch's requests
             // with an error and leaves the service running.
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| label_maps(&model, &shape, &codes)))
-                .map_err(|panic| {
-                    let reason = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "unknown error".into());
-                    BatchError::Failed(reason)
-                });
+            let result = guarded(|| label_maps(&model, &shape, &codes));
             for (i, job) in same.into_iter().enumerate() {
                 let answer = match &result {
                     Ok(maps) => Ok(maps[i].clone()),
@@ -147,6 +190,61 @@ fn run(model: CompressionModel, options: BatchOptions, rx: Receiver<Job>, metric
             }
         }
     }
+}
+
+/// Runs `f`, turning a panic inside libtorch into an error answer.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, BatchError> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        let reason = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown error".into());
+        BatchError::Failed(reason)
+    })
+}
+
+/// A volume's label volume on the scan's voxels, once its geometry is checked against the code
+/// and the model's scan preparation.
+fn label_volume(
+    model: &CompressionModel,
+    geometry: &VolumeGeometry,
+    shape: &CodeShape,
+    bits: &[i8],
+) -> Result<LabelMap, BatchError> {
+    let prep = model
+        .volume
+        .as_ref()
+        .ok_or_else(|| BatchError::Refused("this service's model does not segment volumes".into()))?;
+    let factor = geometry.factor.map(usize::from);
+    if factor != prep.factor {
+        return Err(BatchError::Refused(format!(
+            "the scan was reduced by {factor:?} but this model takes scans reduced by {:?}",
+            prep.factor
+        )));
+    }
+    let source = geometry.sides.map(|s| s as usize);
+    let sides = reduced_sides(source, factor);
+    let f = model.model.config.downsample as usize;
+    let expected: Vec<usize> = padded_sides(&model.model, sides).iter().map(|s| s / f).collect();
+    if shape.sides != expected {
+        return Err(BatchError::Refused(format!(
+            "the code's sides {:?} do not fit a scan of {source:?} voxels (this model codes it as {expected:?})",
+            shape.sides
+        )));
+    }
+    let mut dims = vec![1, shape.channels as i64];
+    dims.extend(shape.sides.iter().map(|&s| s as i64));
+    let code = Tensor::from_slice(bits)
+        .to_kind(Kind::Float)
+        .view(dims.as_slice())
+        .to_device(model.model.vs.device());
+    let labels = segment_code(&model.model, &code, sides, VOLUME_WINDOW_BATCH);
+    Ok(LabelMap {
+        sides: source.to_vec(),
+        labels: expand_labels(&labels, sides, source, factor),
+        affine: Some(geometry.affine),
+    })
 }
 
 fn label_maps(model: &CompressionModel, shape: &CodeShape, codes: &[&[i8]]) -> Vec<LabelMap> {
@@ -161,6 +259,7 @@ fn label_maps(model: &CompressionModel, shape: &CodeShape, codes: &[&[i8]]) -> V
         .map(|c| LabelMap {
             sides: sides.clone(),
             labels: c.to_vec(),
+            affine: None,
         })
         .collect()
 }

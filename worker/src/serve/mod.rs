@@ -29,6 +29,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
+use orchestra_codec::volume_stream;
+use orchestra_edge::nifti_write::labels_nii_gz;
+use orchestra_edge::volume::{spacing_of, Geometry, LabelVolume, DEFAULT_MAX_VOXELS};
 use serde_json::json;
 
 use answers::{error_response, BytesIn, RequestId};
@@ -176,18 +179,39 @@ async fn segment_stream(state: &AppState, id: u64, headers: &HeaderMap, body: By
         .is_some_and(|a| a.contains("application/json"));
     let codec = state.codec.clone();
     // A request that times out drops this future: the batcher never sees its code, and a
-    // decode still running finishes within the codec's limits and is discarded.
-    let decoded = tokio::task::spawn_blocking(move || codec.decode(&body)).await;
+    // decode still running finishes within the codec's limits and is discarded. A volume
+    // stream's geometry is checked (and bounded) before its code is decoded.
+    let decoded = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        if volume_stream::is_volume_stream(&body) {
+            let (geometry, code) =
+                volume_stream::unwrap(&body, DEFAULT_MAX_VOXELS as u64).map_err(|e| e.to_string())?;
+            let (shape, bits) = codec
+                .decode(code)
+                .map_err(|e| format!("the code after the geometry: {e}"))?;
+            Ok((Some(geometry), shape, bits))
+        } else {
+            let (shape, bits) = codec.decode(&body).map_err(|e| e.to_string())?;
+            Ok((None, shape, bits))
+        }
+    })
+    .await;
+    let batch_error = |e: BatchError| {
+        let status = match e {
+            BatchError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            BatchError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            BatchError::Refused(_) => StatusCode::BAD_REQUEST,
+        };
+        (status, e.to_string())
+    };
     let result = match decoded {
         Err(join) => Err((StatusCode::INTERNAL_SERVER_ERROR, join.to_string())),
-        Ok(Err(e)) => Err((StatusCode::BAD_REQUEST, e.to_string())),
-        Ok(Ok((shape, bits))) => state.batcher.segment(shape, bits).await.map_err(|e| {
-            let status = match e {
-                BatchError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-                BatchError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            (status, e.to_string())
-        }),
+        Ok(Err(e)) => Err((StatusCode::BAD_REQUEST, e)),
+        Ok(Ok((None, shape, bits))) => state.batcher.segment(shape, bits).await.map_err(batch_error),
+        Ok(Ok((Some(geometry), shape, bits))) => state
+            .batcher
+            .segment_volume(geometry, shape, bits)
+            .await
+            .map_err(batch_error),
     };
     let map = match result {
         Err((status, reason)) if status.is_server_error() => {
@@ -203,6 +227,35 @@ async fn segment_stream(state: &AppState, id: u64, headers: &HeaderMap, body: By
             "width": w, "height": h, "shape": map.sides, "rle": run_lengths(&map.labels)
         }))
         .into_response();
+    }
+    if let (Some(affine), 3) = (map.affine, map.sides.len()) {
+        // A label volume answers as a gzipped NIfTI file on the scan's voxels.
+        let volume = LabelVolume {
+            geometry: Geometry {
+                sides: [map.sides[0], map.sides[1], map.sides[2]],
+                spacing: spacing_of(&affine),
+                affine,
+            },
+            labels: map.labels,
+        };
+        return match labels_nii_gz(&volume, "answer") {
+            Ok(bytes) => (
+                [
+                    (header::CONTENT_TYPE, "application/gzip"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"labels.nii.gz\"",
+                    ),
+                ],
+                bytes,
+            )
+                .into_response(),
+            Err(_) => error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                id,
+                "cannot write the NIfTI answer",
+            ),
+        };
     }
     if map.sides.len() != 2 {
         return error_response(
