@@ -8,6 +8,18 @@ use openh264::encoder::{BitRate, Encoder, EncoderConfig, QpRange, RateControlMod
 use openh264::formats::{RgbSliceU8, YUVBuffer, YUVSource};
 use openh264::OpenH264API;
 
+/// An encoder at a fixed quantiser: the quantiser alone sets the rate (min = max); frame
+/// skipping is on only so that the library does not warn about rate control on every encoder,
+/// and the target bitrate is far above any frame here, so nothing is ever skipped.
+fn encoder_at(qp: u8) -> Result<Encoder, String> {
+    let config = EncoderConfig::new()
+        .rate_control_mode(RateControlMode::Quality)
+        .qp(QpRange::new(qp, qp))
+        .bitrate(BitRate::from_bps(200_000_000))
+        .skip_frames(true);
+    Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| format!("H.264 encoder: {e}"))
+}
+
 /// Compresses an interleaved 8-bit square image (1 or 3 channels) at quantiser `qp` (0-51).
 pub fn encode(pixels: &[u8], side: u32, channels: usize, qp: u8) -> Result<Vec<u8>, String> {
     let n = (side * side) as usize;
@@ -24,16 +36,7 @@ pub fn encode(pixels: &[u8], side: u32, channels: usize, qp: u8) -> Result<Vec<u
     };
     let yuv = YUVBuffer::from_rgb8_source(RgbSliceU8::new(&rgb, (side as usize, side as usize)));
     let qp = qp.min(51);
-    // The quantiser alone sets the rate (min = max); frame skipping is on only so that the
-    // library does not warn about rate control on every encoder, and the target bitrate is
-    // far above any intra frame here, so nothing is ever skipped.
-    let config = EncoderConfig::new()
-        .rate_control_mode(RateControlMode::Quality)
-        .qp(QpRange::new(qp, qp))
-        .bitrate(BitRate::from_bps(200_000_000))
-        .skip_frames(true);
-    let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
-        .map_err(|e| format!("H.264 encoder: {e}"))?;
+    let mut encoder = encoder_at(qp)?;
     let stream = encoder
         .encode(&yuv)
         .map_err(|e| format!("H.264 encoding at QP {qp}: {e}"))?;
@@ -63,13 +66,7 @@ pub fn encode_sequence(
         ));
     }
     let qp = qp.min(51);
-    let config = EncoderConfig::new()
-        .rate_control_mode(RateControlMode::Quality)
-        .qp(QpRange::new(qp, qp))
-        .bitrate(BitRate::from_bps(200_000_000))
-        .skip_frames(true);
-    let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
-        .map_err(|e| format!("H.264 encoder: {e}"))?;
+    let mut encoder = encoder_at(qp)?;
     let mut packets = Vec::with_capacity(frames.len());
     for (i, frame) in frames.iter().enumerate() {
         let rgb: Vec<u8> = frame.iter().flat_map(|&v| [v, v, v]).collect();
