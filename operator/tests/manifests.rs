@@ -33,7 +33,7 @@ fn committed_crds_equal_crdgen_output() {
 
 #[test]
 fn example_experiments_are_valid_and_runnable_on_a_cluster() {
-    for name in ["quickstart-cpu.yaml", "isic2017-gpu.yaml"] {
+    for name in ["quickstart-cpu.yaml", "isic2017-gpu.yaml", "cardiac-3d-gpu.yaml"] {
         let path = repo(&format!("manifests/examples/{name}"));
         let text = std::fs::read_to_string(&path).unwrap();
         let exp = ExperimentSpec::parse_resource(&text, &path.display().to_string()).unwrap();
