@@ -1,4 +1,4 @@
-//! A decoder fuzzer: generated inputs of four kinds (random bytes, a valid header with random
+//! A decoder fuzzer (images' streams and volume streams): generated inputs of four kinds (random bytes, a valid header with random
 //! payloads, crafted headers announcing large shapes, and mutations of valid streams: flipped
 //! bits, truncations, extensions, replaced bytes) must each give either bits or a typed error,
 //! never a panic. A mutated stream that decodes is a wrong answer, not a success: it is counted
@@ -85,27 +85,179 @@ fn input(rng: &mut ChaCha8Rng, codec: &Codec, valid: &[Vec<u8>]) -> (Vec<u8>, bo
     }
 }
 
+/// How one input ended.
+enum Outcome {
+    Decoded,
+    Rejected,
+    /// A panic, or an encoder-side error from the decoder: a bug either way.
+    Bug,
+}
+
+impl FuzzReport {
+    fn count(&mut self, bytes: Vec<u8>, damaged: bool, outcome: Outcome) {
+        self.inputs += 1;
+        self.mutated += damaged as u64;
+        match outcome {
+            Outcome::Decoded if damaged => {
+                self.accepted_damaged += 1;
+                self.first_accepted_damaged.get_or_insert(bytes);
+            }
+            Outcome::Decoded => self.decoded += 1,
+            Outcome::Bug => {
+                self.panics += 1;
+                self.first_panic.get_or_insert(bytes);
+            }
+            Outcome::Rejected => self.rejected += 1,
+        }
+    }
+}
+
+fn outcome_of<T>(result: std::thread::Result<Result<T, CodecError>>) -> Outcome {
+    match result {
+        Ok(Ok(_)) => Outcome::Decoded,
+        Ok(Err(CodecError::BadBits(_) | CodecError::Coder(_))) | Err(_) => Outcome::Bug,
+        Ok(Err(_)) => Outcome::Rejected,
+    }
+}
+
 /// Decodes `count` generated inputs; `valid` are well-formed streams of `codec` to mutate.
 pub fn fuzz_decoder(codec: &Codec, valid: &[Vec<u8>], count: u64, seed: u64) -> FuzzReport {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut report = FuzzReport::default();
     for _ in 0..count {
         let (bytes, damaged) = input(&mut rng, codec, valid);
-        report.inputs += 1;
-        report.mutated += damaged as u64;
-        match catch_unwind(AssertUnwindSafe(|| codec.decode(&bytes))) {
-            Ok(Ok(_)) if damaged => {
-                report.accepted_damaged += 1;
-                report.first_accepted_damaged.get_or_insert(bytes);
-            }
-            Ok(Ok(_)) => report.decoded += 1,
-            Ok(Err(CodecError::BadBits(_) | CodecError::Coder(_))) | Err(_) => {
-                // Encoder-side errors from the decoder mean a bug, like a panic.
-                report.panics += 1;
-                report.first_panic.get_or_insert(bytes);
-            }
-            Ok(Err(_)) => report.rejected += 1,
-        }
+        let outcome = outcome_of(catch_unwind(AssertUnwindSafe(|| codec.decode(&bytes))));
+        report.count(bytes, damaged, outcome);
     }
     report
+}
+
+/// The volume stream reader and then the code's decoder on generated volume streams: random
+/// bytes behind the magic, geometries with a valid check value announcing random (often huge)
+/// sides and factors, code inputs as `fuzz_decoder` makes them behind a valid geometry, and
+/// mutations of the `valid` volume streams. `max_voxels` is the reader's bound.
+pub fn fuzz_volume_streams(
+    codec: &Codec,
+    valid: &[Vec<u8>],
+    count: u64,
+    seed: u64,
+    max_voxels: u64,
+) -> FuzzReport {
+    use crate::volume_stream::{unwrap, wrap, VolumeGeometry, MAGIC};
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut report = FuzzReport::default();
+    let codes: Vec<Vec<u8>> = valid
+        .iter()
+        .filter_map(|v| unwrap(v, u64::MAX).ok().map(|(_, code)| code.to_vec()))
+        .collect();
+    for _ in 0..count {
+        let (bytes, damaged) = match rng.random_range(0..4) {
+            0 => {
+                let mut v = MAGIC.to_vec();
+                let len = rng.random_range(0..96);
+                v.extend((0..len).map(|_| rng.random::<u8>()));
+                (v, false)
+            }
+            1 => {
+                let side = |rng: &mut ChaCha8Rng| match rng.random_range(0..3) {
+                    0 => rng.random_range(0..=64),
+                    1 => rng.random_range(0..=4096),
+                    _ => rng.random(),
+                };
+                let geometry = VolumeGeometry {
+                    sides: [side(&mut rng), side(&mut rng), side(&mut rng)],
+                    factor: [rng.random_range(0..3), rng.random_range(0..3), rng.random()],
+                    affine: [[rng.random::<f32>() * 4.0 - 2.0; 4]; 3],
+                };
+                let (code, _) = input(&mut rng, codec, &codes);
+                (wrap(&geometry, &code), false)
+            }
+            _ => {
+                let original = &valid[rng.random_range(0..valid.len())];
+                let mut v = original.clone();
+                match rng.random_range(0..4) {
+                    0 if !v.is_empty() => {
+                        let i = rng.random_range(0..v.len());
+                        v[i] ^= 1 << rng.random_range(0..8);
+                    }
+                    1 if !v.is_empty() => v.truncate(rng.random_range(0..v.len())),
+                    2 => v.push(rng.random()),
+                    _ if !v.is_empty() => {
+                        let i = rng.random_range(0..v.len());
+                        v[i] = rng.random();
+                    }
+                    _ => {}
+                }
+                let damaged = v != *original;
+                (v, damaged)
+            }
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| match unwrap(&bytes, max_voxels) {
+            Err(_) => Err(CodecError::Corrupt {
+                reason: "volume geometry",
+            }),
+            Ok((_, code)) => codec.decode(code),
+        }));
+        report.count(bytes, damaged, outcome_of(result));
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume_stream::{wrap, VolumeGeometry};
+    use crate::{quantize, CodeShape, CONTEXTS};
+
+    #[test]
+    fn volume_streams_never_panic_and_damage_is_refused() {
+        let p: Vec<f64> = (0..2 * CONTEXTS as usize)
+            .map(|i| 0.2 + 0.6 * ((i % 3) as f64 / 2.0))
+            .collect();
+        let codec = Codec::new(
+            quantize(&p),
+            0x33,
+            CodeShape {
+                channels: 2,
+                sides: vec![2, 4, 4],
+            },
+        )
+        .unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let valid: Vec<Vec<u8>> = (0..8)
+            .map(|k| {
+                let shape = CodeShape {
+                    channels: 2,
+                    sides: vec![1 + k % 3, 4, 3 + k],
+                };
+                let n = 2 * shape.sides.iter().product::<usize>();
+                let bits: Vec<i8> = (0..n)
+                    .map(|_| if rng.random_bool(0.3) { 1 } else { -1 })
+                    .collect();
+                let geometry = VolumeGeometry {
+                    sides: [10 + k as u32, 64, 80],
+                    factor: [1, 2, 2],
+                    affine: [
+                        [1.5, 0.0, 0.0, -90.0],
+                        [0.0, 1.5, 0.0, 20.0],
+                        [0.0, 0.0, 10.0, k as f32],
+                    ],
+                };
+                wrap(&geometry, &codec.encode(&shape, &bits).unwrap())
+            })
+            .collect();
+        let report = fuzz_volume_streams(&codec, &valid, 20_000, 2, 512 * 512 * 1024);
+        eprintln!("volume stream fuzz: {report:?}");
+        assert!(report.decoded > 0, "some generated inputs are valid: {report:?}");
+        assert_eq!(report.panics, 0, "first: {:02x?}", report.first_panic);
+        assert!(report.rejected > 5_000 && report.mutated > 5_000, "{report:?}");
+        // Damage passes both check values (the geometry's and the code's) at most by chance.
+        assert!(
+            report.accepted_damaged * 128 <= report.mutated,
+            "{} of {} damaged volume streams accepted; first: {:02x?}",
+            report.accepted_damaged,
+            report.mutated,
+            report.first_accepted_damaged
+        );
+    }
 }

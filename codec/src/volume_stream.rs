@@ -31,8 +31,9 @@ pub struct VolumeGeometry {
 }
 
 impl VolumeGeometry {
-    pub fn voxels(&self) -> u64 {
-        self.sides.iter().map(|&s| s as u64).product()
+    /// Voxels of the scan (three u32 sides can exceed a u64).
+    pub fn voxels(&self) -> u128 {
+        self.sides.iter().map(|&s| s as u128).product()
     }
 }
 
@@ -54,7 +55,7 @@ pub enum VolumeStreamError {
         reason: &'static str,
     },
     #[error("volume stream announces {voxels} voxels (sides {sides:?}), above the limit of {max}")]
-    TooLarge { sides: [u32; 3], voxels: u64, max: u64 },
+    TooLarge { sides: [u32; 3], voxels: u128, max: u64 },
 }
 
 /// The geometry followed by the code's bitstream.
@@ -119,8 +120,9 @@ pub fn unwrap(bytes: &[u8], max_voxels: u64) -> Result<(VolumeGeometry, &[u8]), 
             });
         }
     }
-    let voxels: u64 = sides.iter().map(|&s| s as u64).product();
-    if voxels > max_voxels {
+    // In u128: three u32 sides can exceed a u64 (the fuzzer found that).
+    let voxels: u128 = sides.iter().map(|&s| s as u128).product();
+    if voxels > max_voxels as u128 {
         return Err(VolumeStreamError::TooLarge {
             sides,
             voxels,
