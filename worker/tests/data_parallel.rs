@@ -98,13 +98,21 @@ fn max_diff(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>) -> BTree
 /// in 2 micro-batches and batch 8 normalised as one; checks the first equals the second and
 /// differs from the third.
 fn check_two_ranks_equal_micro_batches(launch: impl FnOnce(&Path, &str)) {
+    check_two_ranks_equal_micro_batches_of(|spec| spec, launch);
+}
+
+/// The same for the spec `shape` makes of the tiny D4 one (a 3D trial, say).
+fn check_two_ranks_equal_micro_batches_of(
+    shape: impl FnOnce(TrialSpec) -> TrialSpec,
+    launch: impl FnOnce(&Path, &str),
+) {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}", dir.path().display());
-    let base = TrialSpec {
+    let base = shape(TrialSpec {
         steps: 3,
         checkpoint_every: 0,
         ..tiny_spec(Variant::D4, &store, "")
-    };
+    });
     let ranks = TrialSpec {
         trial: "two-ranks".into(),
         world_size: 2,
@@ -155,6 +163,29 @@ fn check_two_ranks_equal_micro_batches(launch: impl FnOnce(&Path, &str)) {
     );
 }
 
+/// Ranks started as the operator's Indexed Job starts them: the rendezvous variables.
+fn launch_tcp(spec: &str) {
+    let port = orchestra_worker::dist::tcp::free_master_port_for_tests();
+    let ranks: Vec<Child> = (0..2)
+        .map(|rank| {
+            Command::new(BIN)
+                .args(["train", "--spec", spec, "--no-progress", "--dist", "tcp"])
+                .env("ORCHESTRA_THREADS", "1")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("RANK", rank.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (rank, child) in ranks.into_iter().enumerate() {
+        check(child.wait_with_output().unwrap(), &format!("tcp rank {rank}"));
+    }
+}
+
 needs_mpi! {
 #[test]
 fn two_mpi_ranks_train_like_one_process_with_twice_the_batch() {
@@ -170,28 +201,26 @@ fn two_mpi_ranks_train_like_one_process_with_twice_the_batch() {
 
 #[test]
 fn two_tcp_ranks_without_mpirun_train_like_one_process_with_twice_the_batch() {
-    check_two_ranks_equal_micro_batches(|_, spec| {
-        // What the operator's Indexed Job gives each pod: the rendezvous variables.
-        let port = orchestra_worker::dist::tcp::free_master_port_for_tests();
-        let ranks: Vec<Child> = (0..2)
-            .map(|rank| {
-                Command::new(BIN)
-                    .args(["train", "--spec", spec, "--no-progress", "--dist", "tcp"])
-                    .env("ORCHESTRA_THREADS", "1")
-                    .env("MASTER_ADDR", "127.0.0.1")
-                    .env("MASTER_PORT", port.to_string())
-                    .env("WORLD_SIZE", "2")
-                    .env("RANK", rank.to_string())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for (rank, child) in ranks.into_iter().enumerate() {
-            check(child.wait_with_output().unwrap(), &format!("tcp rank {rank}"));
-        }
-    });
+    check_two_ranks_equal_micro_batches(|_, spec| launch_tcp(spec));
+}
+
+/// A 3D trial (patches of synthetic hearts, the 3D U-Net) shares its patches out between ranks
+/// exactly as micro-batches of one process do.
+#[test]
+fn two_tcp_ranks_train_a_3d_trial_like_one_process_with_twice_the_batch() {
+    check_two_ranks_equal_micro_batches_of(
+        |spec| TrialSpec {
+            dataset: "synthetic://heart3d?n=10&sides=16x40x40&seed=3&val=2".into(),
+            model: orchestra_api::ModelSpec {
+                downsample: Some(8),
+                code_channels: Some(4),
+                patch: Some(vec![16, 32, 32]),
+                ..orchestra_api::ModelSpec::new(orchestra_api::Preset::Small, 32, 3)
+            },
+            ..spec
+        },
+        |_, spec| launch_tcp(spec),
+    );
 }
 
 /// The pid of the process started by `parent` (mpirun) that has `OMPI_COMM_WORLD_RANK=rank`.

@@ -215,9 +215,14 @@ impl Collective for TcpCollective {
 /// port picked by binding port 0 and releasing it can be, and was: "Address already in use".
 #[doc(hidden)]
 pub fn free_master_port_for_tests() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Tests of one process calling at once would find the same free pair: each call starts
+    // 64 ports further on.
+    static CALLS: AtomicU16 = AtomicU16::new(0);
     let free = |port: u16| TcpListener::bind(("0.0.0.0", port)).is_ok();
     // Start where the process id says, so that test processes running at once try apart.
-    let start = 20_000 + (std::process::id() % 6_000) as u16 * 2;
+    let offset = CALLS.fetch_add(1, Ordering::Relaxed).wrapping_mul(64) % 6_000;
+    let start = 20_000 + ((std::process::id() % 6_000) as u16 * 2 + offset) % 12_000;
     (0..6_000u16)
         .map(|i| 20_000 + (start - 20_000 + 2 * i) % 12_000)
         .find(|&p| free(p) && free(p + 1))
