@@ -64,25 +64,31 @@ fn input(rng: &mut ChaCha8Rng, codec: &Codec, valid: &[Vec<u8>]) -> (Vec<u8>, bo
             (v, false)
         }
         _ => {
-            let original = &valid[rng.random_range(0..valid.len())];
-            let mut v = original.clone();
-            match rng.random_range(0..4) {
-                0 if !v.is_empty() => {
-                    let i = rng.random_range(0..v.len());
-                    v[i] ^= 1 << rng.random_range(0..8);
-                }
-                1 if !v.is_empty() => v.truncate(rng.random_range(0..v.len())),
-                2 => v.push(rng.random()),
-                _ if v.len() > 2 => {
-                    let i = rng.random_range(2..v.len());
-                    v[i] = rng.random();
-                }
-                _ => {}
-            }
-            let damaged = v != *original;
-            (v, damaged)
+            let k = rng.random_range(0..valid.len());
+            mutate(rng, &valid[k], 2)
         }
     }
+}
+
+/// A copy of `original` with one bit flipped, cut short, one byte added, or one byte from
+/// `replace_from` on replaced; and whether it differs.
+fn mutate(rng: &mut ChaCha8Rng, original: &[u8], replace_from: usize) -> (Vec<u8>, bool) {
+    let mut v = original.to_vec();
+    match rng.random_range(0..4) {
+        0 if !v.is_empty() => {
+            let i = rng.random_range(0..v.len());
+            v[i] ^= 1 << rng.random_range(0..8);
+        }
+        1 if !v.is_empty() => v.truncate(rng.random_range(0..v.len())),
+        2 => v.push(rng.random()),
+        _ if v.len() > replace_from => {
+            let i = rng.random_range(replace_from..v.len());
+            v[i] = rng.random();
+        }
+        _ => {}
+    }
+    let damaged = v != original;
+    (v, damaged)
 }
 
 /// How one input ended.
@@ -173,23 +179,8 @@ pub fn fuzz_volume_streams(
                 (wrap(&geometry, &code), false)
             }
             _ => {
-                let original = &valid[rng.random_range(0..valid.len())];
-                let mut v = original.clone();
-                match rng.random_range(0..4) {
-                    0 if !v.is_empty() => {
-                        let i = rng.random_range(0..v.len());
-                        v[i] ^= 1 << rng.random_range(0..8);
-                    }
-                    1 if !v.is_empty() => v.truncate(rng.random_range(0..v.len())),
-                    2 => v.push(rng.random()),
-                    _ if !v.is_empty() => {
-                        let i = rng.random_range(0..v.len());
-                        v[i] = rng.random();
-                    }
-                    _ => {}
-                }
-                let damaged = v != *original;
-                (v, damaged)
+                let k = rng.random_range(0..valid.len());
+                mutate(&mut rng, &valid[k], 0)
             }
         };
         let result = catch_unwind(AssertUnwindSafe(|| match unwrap(&bytes, max_voxels) {
