@@ -12,12 +12,11 @@
 
 use super::rate_accuracy::RatePoint;
 use super::{h264, jpeg2000};
-use crate::data::volumes::expand_labels;
 use crate::data::VolumeSample;
 use crate::nets::Model;
-use crate::scores::{dice_iou, summarise};
-use crate::train::volume_eval::{evaluate_volumes, predict_volume};
-use tch::{Device, Kind, Tensor};
+use crate::scores::summarise;
+use crate::train::volume_eval::{evaluate_volumes, predict_volume, score_volume};
+use tch::Device;
 
 /// Bytes of the quantisation range sent with every volume (two f32).
 const RANGE_BYTES: usize = 8;
@@ -127,14 +126,11 @@ pub fn volume_codec_curve(
         for vol in volumes {
             let (bytes, decoded) = setting.round_trip(&vol.voxels, vol.sides)?;
             let p = predict_volume(d1, None, &decoded, vol.sides, device, window_batch);
-            let (truth_sides, truth) = vol.truth();
-            let labels = expand_labels(&p.labels, vol.sides, truth_sides, factor);
-            let as_tensor = |l: &[u8]| Tensor::from_slice(l).to_kind(Kind::Int64).view([1, -1]);
-            let (d, i) = dice_iou(&as_tensor(&labels), &as_tensor(truth), classes);
+            let (d, i) = score_volume(p.labels, vol, factor, classes);
             dice_rows.push(d);
             iou_rows.push(i);
             bits += 8.0 * bytes as f64;
-            voxels += truth_sides.iter().product::<usize>() as f64;
+            voxels += vol.source_voxels() as f64;
         }
         let scores = summarise(&dice_rows, &iou_rows, volumes.len());
         points.push(RatePoint {

@@ -13,22 +13,15 @@ pub use orchestra_edge::scan::is_scan;
 use orchestra_edge::scan::read_scan;
 use orchestra_edge::volume::{spacing_of, Geometry, LabelVolume, DEFAULT_MAX_VOXELS};
 use orchestra_worker::codec::model_file::{code_rows, code_shape, CompressionModel};
-use orchestra_worker::data::volumes::{expand_labels, reduced_sides, VolumePreprocessing};
-use orchestra_worker::train::volume_eval::{padded_sides, scan_tensor, segment_code};
-use tch::{Device, Kind, Tensor};
+use orchestra_worker::train::volume_eval::scan_tensor;
+use tch::Device;
 
 /// Windows per call of s.
 const WINDOW_BATCH: usize = 4;
 
-fn preparation(m: &CompressionModel) -> Result<&VolumePreprocessing> {
-    m.volume.as_ref().context(
-        "the model file has no scan preparation (not a volume model, or exported before volumes were supported): export it again from its 3D trial",
-    )
-}
-
 /// Edge side: a scan (NIfTI file or DICOM series folder) -> a volume stream.
 pub fn encode(m: &CompressionModel, scan_path: &Path, out: &Path) -> Result<()> {
-    let prep = preparation(m)?;
+    let prep = m.preparation()?;
     let scan = read_scan(scan_path, DEFAULT_MAX_VOXELS)?;
     let source = scan.geometry.sides;
     let started = Instant::now();
@@ -59,41 +52,17 @@ pub fn encode(m: &CompressionModel, scan_path: &Path, out: &Path) -> Result<()> 
 
 /// Cloud side: a volume stream -> a NIfTI label volume on the scan's voxels.
 pub fn segment(m: &CompressionModel, bytes: &[u8], stream_path: &Path, out: &Path) -> Result<()> {
-    let prep = preparation(m)?;
     let (geometry, code_stream) =
         unwrap(bytes, DEFAULT_MAX_VOXELS as u64).with_context(|| format!("{}", stream_path.display()))?;
-    let factor = geometry.factor.map(usize::from);
-    if factor != prep.factor {
-        bail!(
-            "{}: the scan was reduced by {factor:?} but this model takes scans reduced by {:?}",
-            stream_path.display(),
-            prep.factor
-        );
-    }
     let (shape, bits) = m
         .codec
         .decode(code_stream)
         .with_context(|| format!("{}: the code after the geometry", stream_path.display()))?;
-    let source = geometry.sides.map(|s| s as usize);
-    let sides = reduced_sides(source, factor);
-    let f = m.model.config.downsample as usize;
-    let expected: Vec<usize> = padded_sides(&m.model, sides).iter().map(|s| s / f).collect();
-    if shape.sides != expected {
-        bail!(
-            "{}: the code's sides {:?} do not fit a scan of {source:?} voxels (this model codes it as {expected:?})",
-            stream_path.display(),
-            shape.sides
-        );
-    }
     let started = Instant::now();
-    let mut dims = vec![1, shape.channels as i64];
-    dims.extend(shape.sides.iter().map(|&s| s as i64));
-    let code = Tensor::from_slice(&bits)
-        .to_kind(Kind::Float)
-        .view(dims.as_slice())
-        .to_device(m.model.vs.device());
-    let labels = segment_code(&m.model, &code, sides, WINDOW_BATCH);
-    let labels = expand_labels(&labels, sides, source, factor);
+    let labels = m
+        .segment_volume(&geometry, &shape, &bits)
+        .with_context(|| format!("{}", stream_path.display()))?;
+    let source = geometry.sides.map(|s| s as usize);
     let volume = LabelVolume {
         geometry: Geometry {
             sides: source,
@@ -148,8 +117,14 @@ pub fn rate_accuracy(
     let mut baselines = Vec::new();
     for s in &settings {
         baselines.extend(
-            volume_codec_curve(&d1, &set.val, set.factor, std::slice::from_ref(s), WINDOW_BATCH)
-                .map_err(anyhow::Error::msg)?,
+            volume_codec_curve(
+                &d1,
+                &set.val,
+                set.preprocessing.factor,
+                std::slice::from_ref(s),
+                WINDOW_BATCH,
+            )
+            .map_err(anyhow::Error::msg)?,
         );
         bar.inc(1);
     }
@@ -159,8 +134,8 @@ pub fn rate_accuracy(
             bail!("{}: its dataset differs from the D1 model's", spec.trial);
         }
         let (model, _, _) = crate::load_checkpoint(spec, None)?;
-        let point =
-            volume_learned_point(&spec.trial, &model, &set.val, set.factor).map_err(anyhow::Error::msg)?;
+        let point = volume_learned_point(&spec.trial, &model, &set.val, set.preprocessing.factor)
+            .map_err(anyhow::Error::msg)?;
         learned.push((point, spec.variant));
         bar.inc(1);
     }

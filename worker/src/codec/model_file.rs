@@ -10,9 +10,11 @@ use tch::{Device, Kind, Tensor};
 
 use super::deploy::{codec_for_model, META_CONFIG, META_VARIANT, META_VOLUME};
 use super::{CodeShape, Codec, CodecError};
-use crate::data::volumes::VolumePreprocessing;
+use crate::data::volumes::{expand_labels, reduced_sides, VolumePreprocessing};
 use crate::nets::{Group, Model, NetConfig, Spatial};
 use crate::store::{from_safetensors_with_metadata, to_safetensors_with_metadata};
+use crate::train::volume_eval::{padded_sides, segment_code};
+use orchestra_codec::volume_stream::VolumeGeometry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelFileError {
@@ -24,7 +26,14 @@ pub enum ModelFileError {
     NoCompressor(Variant),
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// A volume stream that this model cannot segment (no scan preparation, or a geometry
+    /// that does not fit the model or the code).
+    #[error("{0}")]
+    Volume(String),
 }
+
+/// Windows per call of s when a volume is segmented.
+const VOLUME_WINDOW_BATCH: usize = 4;
 
 /// The code of each image of a batch (N, K, spatial...) as -1/+1 values in coding order
 /// (channel-major, then raster: the tensor's own layout).
@@ -200,6 +209,53 @@ impl CompressionModel {
     /// g + s on a decoded code: class indices (spatial...).
     pub fn segment_code(&self, shape: &CodeShape, bits: &[i8]) -> Tensor {
         self.segment_codes(shape, &[bits]).squeeze_dim(0)
+    }
+
+    /// How a scan is prepared for this volume model.
+    pub fn preparation(&self) -> Result<&VolumePreprocessing, ModelFileError> {
+        self.volume.as_ref().ok_or_else(|| {
+            ModelFileError::Volume(
+                "the model file has no scan preparation (not a volume model, or exported before volumes were supported): export it again from its 3D trial".into(),
+            )
+        })
+    }
+
+    /// Cloud side: the label volume (class bytes at the scan's source sides, z-major) of a
+    /// volume stream's decoded code, once its geometry is checked against the code and the
+    /// model's scan preparation.
+    pub fn segment_volume(
+        &self,
+        geometry: &VolumeGeometry,
+        shape: &CodeShape,
+        bits: &[i8],
+    ) -> Result<Vec<u8>, ModelFileError> {
+        let refuse = |reason: String| ModelFileError::Volume(reason);
+        let prep = self.preparation()?;
+        let factor = geometry.factor.map(usize::from);
+        if factor != prep.factor {
+            return Err(refuse(format!(
+                "the scan was reduced by {factor:?} but this model takes scans reduced by {:?}",
+                prep.factor
+            )));
+        }
+        let source = geometry.sides.map(|s| s as usize);
+        let sides = reduced_sides(source, factor);
+        let f = self.model.config.downsample as usize;
+        let expected: Vec<usize> = padded_sides(&self.model, sides).iter().map(|s| s / f).collect();
+        if shape.sides != expected {
+            return Err(refuse(format!(
+                "the code's sides {:?} do not fit a scan of {source:?} voxels (this model codes it as {expected:?})",
+                shape.sides
+            )));
+        }
+        let mut dims = vec![1, shape.channels as i64];
+        dims.extend(shape.sides.iter().map(|&s| s as i64));
+        let code = Tensor::from_slice(bits)
+            .to_kind(Kind::Float)
+            .view(dims.as_slice())
+            .to_device(self.model.vs.device());
+        let labels = segment_code(&self.model, &code, sides, VOLUME_WINDOW_BATCH);
+        Ok(expand_labels(&labels, sides, source, factor))
     }
 
     /// g + s on decoded codes of one shape, in one batch: class indices (N, spatial...).

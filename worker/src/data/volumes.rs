@@ -53,6 +53,11 @@ impl VolumeSample {
             None => (self.sides, &self.labels),
         }
     }
+
+    /// Voxels of the scan as acquired, the denominator of a volume's bpp.
+    pub fn source_voxels(&self) -> usize {
+        self.truth().0.iter().product()
+    }
 }
 
 /// A loaded, checked volume dataset.
@@ -61,10 +66,8 @@ pub struct VolumeSet {
     pub name: String,
     /// Classes including background.
     pub classes: usize,
-    /// How every scan was prepared.
+    /// How every scan was prepared (its `factor`: the whole factors the scans were reduced by).
     pub preprocessing: VolumePreprocessing,
-    /// Whole factors (z, y, x) the scans were reduced by (`preprocessing.factor`).
-    pub factor: [usize; 3],
     pub train: Vec<VolumeSample>,
     pub val: Vec<VolumeSample>,
 }
@@ -214,7 +217,6 @@ impl VolumeSet {
                     name: uri.to_string(),
                     classes: 3,
                     preprocessing,
-                    factor: [1, 1, 1],
                     train: all,
                     val: val_samples,
                 })
@@ -358,7 +360,6 @@ fn load_folder(
         name: uri.to_string(),
         classes,
         preprocessing,
-        factor,
         train,
         val,
     })

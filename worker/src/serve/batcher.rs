@@ -13,16 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orchestra_codec::volume_stream::VolumeGeometry;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
 use super::Metrics;
 use crate::codec::model_file::CompressionModel;
 use crate::codec::CodeShape;
-use crate::data::volumes::{expand_labels, reduced_sides};
-use crate::train::volume_eval::{padded_sides, segment_code};
-
-/// Windows per call of s when segmenting a volume.
-const VOLUME_WINDOW_BATCH: usize = 4;
 
 /// How requests are gathered into batches.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -204,45 +199,19 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, BatchError> {
     })
 }
 
-/// A volume's label volume on the scan's voxels, once its geometry is checked against the code
-/// and the model's scan preparation.
+/// A volume's label volume on the scan's voxels; a geometry that does not fit is refused.
 fn label_volume(
     model: &CompressionModel,
     geometry: &VolumeGeometry,
     shape: &CodeShape,
     bits: &[i8],
 ) -> Result<LabelMap, BatchError> {
-    let prep = model
-        .volume
-        .as_ref()
-        .ok_or_else(|| BatchError::Refused("this service's model does not segment volumes".into()))?;
-    let factor = geometry.factor.map(usize::from);
-    if factor != prep.factor {
-        return Err(BatchError::Refused(format!(
-            "the scan was reduced by {factor:?} but this model takes scans reduced by {:?}",
-            prep.factor
-        )));
-    }
-    let source = geometry.sides.map(|s| s as usize);
-    let sides = reduced_sides(source, factor);
-    let f = model.model.config.downsample as usize;
-    let expected: Vec<usize> = padded_sides(&model.model, sides).iter().map(|s| s / f).collect();
-    if shape.sides != expected {
-        return Err(BatchError::Refused(format!(
-            "the code's sides {:?} do not fit a scan of {source:?} voxels (this model codes it as {expected:?})",
-            shape.sides
-        )));
-    }
-    let mut dims = vec![1, shape.channels as i64];
-    dims.extend(shape.sides.iter().map(|&s| s as i64));
-    let code = Tensor::from_slice(bits)
-        .to_kind(Kind::Float)
-        .view(dims.as_slice())
-        .to_device(model.model.vs.device());
-    let labels = segment_code(&model.model, &code, sides, VOLUME_WINDOW_BATCH);
+    let labels = model
+        .segment_volume(geometry, shape, bits)
+        .map_err(|e| BatchError::Refused(e.to_string()))?;
     Ok(LabelMap {
-        sides: source.to_vec(),
-        labels: expand_labels(&labels, sides, source, factor),
+        sides: geometry.sides.map(|s| s as usize).to_vec(),
+        labels,
         affine: Some(geometry.affine),
     })
 }

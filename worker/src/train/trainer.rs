@@ -465,7 +465,7 @@ impl Trainer {
             TrainingData::Volumes(v) => super::volume_eval::evaluate_volumes(
                 &self.model,
                 &v.val,
-                v.factor,
+                v.preprocessing.factor,
                 self.device,
                 self.spec.hyper.batch_size as usize,
             ),

@@ -161,6 +161,24 @@ pub fn predict_volume(
     prediction
 }
 
+/// Dice and IoU rows (1, classes - 1) of a volume's predicted labels (at its training
+/// resolution) against its labels at the source resolution.
+pub fn score_volume(
+    labels: Vec<u8>,
+    vol: &VolumeSample,
+    factor: [usize; 3],
+    classes: i64,
+) -> (Tensor, Tensor) {
+    let (truth_sides, truth) = vol.truth();
+    let labels = if truth_sides == vol.sides {
+        labels
+    } else {
+        expand_labels(&labels, vol.sides, truth_sides, factor)
+    };
+    let as_tensor = |l: &[u8]| Tensor::from_slice(l).to_kind(Kind::Int64).view([1, -1]);
+    dice_iou(&as_tensor(&labels), &as_tensor(truth), classes)
+}
+
 /// Dice and IoU per structure over each whole validation volume (at the source resolution),
 /// and the real streams' rate over all of them (total bits over total source voxels).
 pub fn evaluate_volumes(
@@ -186,17 +204,10 @@ pub fn evaluate_volumes(
             device,
             window_batch,
         );
-        let (truth_sides, truth) = vol.truth();
-        let labels = if truth_sides == vol.sides {
-            p.labels
-        } else {
-            expand_labels(&p.labels, vol.sides, truth_sides, factor)
-        };
-        let as_tensor = |l: &[u8]| Tensor::from_slice(l).to_kind(Kind::Int64).view([1, -1]);
-        let (d, i) = dice_iou(&as_tensor(&labels), &as_tensor(truth), classes);
+        let (d, i) = score_volume(p.labels, vol, factor, classes);
         dice_rows.push(d);
         iou_rows.push(i);
-        voxels_total += truth_sides.iter().product::<usize>() as f64;
+        voxels_total += vol.source_voxels() as f64;
         code_bits += p.code_bits.unwrap_or(0);
         estimate += p.estimate_bits.unwrap_or(0.0);
         failures += p.round_trip_failed as u32;
