@@ -74,6 +74,43 @@ pub fn all_reduce_mean(
     Ok(stats)
 }
 
+/// Replaces each flat, contiguous buffer (a parameter group's gradients end to end) by its mean
+/// over all ranks in place, `bucket_bytes` at a time: each bucket is a view of the buffer, so
+/// nothing is gathered before the collective or scattered after it. Element for element the
+/// same sums as `all_reduce_mean` over the group's separate tensors.
+pub fn all_reduce_mean_flat(
+    comm: &mut dyn Collective,
+    buffers: &[&Tensor],
+    bucket_bytes: usize,
+) -> Result<ReduceStats, DistError> {
+    let world = comm.world_size();
+    if !comm.communicates() || buffers.is_empty() {
+        return Ok(ReduceStats::default());
+    }
+    let started = Instant::now();
+    let mut stats = ReduceStats::default();
+    tch::no_grad(|| -> Result<(), DistError> {
+        for buffer in buffers {
+            let elem = buffer.kind().elt_size_in_bytes();
+            let total = buffer.numel() as i64;
+            let per_bucket = (bucket_bytes / elem).max(1) as i64;
+            let mut offset = 0i64;
+            while offset < total {
+                let n = per_bucket.min(total - offset);
+                let mut bucket = buffer.narrow(0, offset, n);
+                comm.all_reduce_sum(&bucket)?;
+                bucket /= world as f64;
+                stats.bytes += n as usize * elem;
+                stats.buckets += 1;
+                offset += n;
+            }
+        }
+        Ok(())
+    })?;
+    stats.elapsed = started.elapsed();
+    Ok(stats)
+}
+
 /// Mean of a few scalars over all ranks (losses for the metrics, and so that every rank takes
 /// the same decision on divergence).
 pub fn mean_scalars(comm: &mut dyn Collective, values: &[f64]) -> Result<Vec<f64>, DistError> {
@@ -158,5 +195,56 @@ mod tests {
         );
         assert_eq!(Vec::<f32>::try_from(&b).unwrap(), vec![20.0, 30.0]);
         assert_eq!((stats.buckets, comm.calls, stats.bytes), (2, 2, 24));
+    }
+
+    #[test]
+    fn flat_buffers_average_in_place_to_the_bucketed_result() {
+        // A group's tensors one by one (bucketed, gathered and scattered) against the same
+        // values end to end in one buffer (reduced in views): the same bits, no copies.
+        let values: Vec<f32> = (0..1000)
+            .map(|i| ((i * 7919) % 1013) as f32 / 97.0 - 5.0)
+            .collect();
+        let other: Vec<f32> = (0..1000)
+            .map(|i| ((i * 104_729) % 997) as f32 / 89.0 - 6.0)
+            .collect();
+        let sizes = [3usize, 250, 1, 600, 146];
+        let mut offset = 0;
+        let tensors: Vec<Tensor> = sizes
+            .iter()
+            .map(|&n| {
+                offset += n;
+                Tensor::from_slice(&values[offset - n..offset])
+            })
+            .collect();
+        all_reduce_mean(
+            &mut TwoRanks {
+                other: other.clone(),
+                calls: 0,
+            },
+            &tensors,
+            1024,
+        )
+        .unwrap();
+        let flat = Tensor::from_slice(&values);
+        let before = flat.data_ptr();
+        let mut comm = TwoRanks { other, calls: 0 };
+        let stats = all_reduce_mean_flat(&mut comm, &[&flat], 1024).unwrap();
+        assert_eq!(flat.data_ptr(), before, "in place");
+        assert_eq!(
+            (stats.buckets, comm.calls, stats.bytes),
+            (4, 4, 4000),
+            "256 floats a bucket"
+        );
+        let bucketed: Vec<f32> = tensors
+            .iter()
+            .flat_map(|t| Vec::<f32>::try_from(t).unwrap())
+            .collect();
+        let flat: Vec<f32> = Vec::try_from(&flat).unwrap();
+        assert!(
+            flat.iter()
+                .zip(&bucketed)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "the same bits"
+        );
     }
 }

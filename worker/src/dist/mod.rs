@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tch::{Device, Tensor};
 
-pub use buckets::{all_reduce_mean, DEFAULT_BUCKET_BYTES};
+pub use buckets::{all_reduce_mean, all_reduce_mean_flat, DEFAULT_BUCKET_BYTES};
 pub use env::RendezvousEnv;
 pub use single::SingleProcess;
 

@@ -18,7 +18,9 @@ use super::seg_loss::seg_loss;
 use crate::data::patches::{extract, PatchSampler};
 use crate::data::{augment, batch, BatchSampler, Sample, TrainingData, VolumeSet};
 use crate::dist::buckets::mean_scalars;
-use crate::dist::{all_reduce_mean, Collective, DistError, SingleProcess, DEFAULT_BUCKET_BYTES};
+use crate::dist::{
+    all_reduce_mean, all_reduce_mean_flat, Collective, DistError, SingleProcess, DEFAULT_BUCKET_BYTES,
+};
 use crate::nets::{rng, Group, Model, NetConfig};
 use crate::scores::{dice_iou, summarise};
 use crate::store::checkpoint::Checkpoint;
@@ -328,6 +330,15 @@ impl Trainer {
         Ok(())
     }
 
+    /// Averages parameter groups' flat gradient buffers over ranks, in place.
+    fn average_flat(&mut self, buffers: &[Tensor]) -> Result<(), TrainError> {
+        let refs: Vec<&Tensor> = buffers.iter().collect();
+        let stats = all_reduce_mean_flat(self.comm.as_mut(), &refs, self.bucket_bytes)
+            .map_err(|e| self.dist_error(e))?;
+        self.comm_seconds += stats.elapsed.as_secs_f64();
+        Ok(())
+    }
+
     /// One C+S update followed by one D update, each over this rank's micro-batches and then
     /// averaged over ranks.
     pub fn train_step(&mut self) -> Result<StepMetrics, TrainError> {
@@ -381,11 +392,11 @@ impl Trainer {
             kept.push((fwd.probs.detach(), target));
         }
         per_micro_stats.finish();
-        let mut grads = grads_of(&self.main);
+        let mut grads = vec![self.main.flat_grad().shallow_clone()];
         if let Some(b) = &self.bits {
-            grads.extend(grads_of(b));
+            grads.push(b.flat_grad().shallow_clone());
         }
-        self.average(&grads)?;
+        self.average_flat(&grads)?;
         self.main.step(lr);
         if let Some(b) = self.bits.as_mut() {
             b.step(h.lr_bit_model * lr_factor);
@@ -407,17 +418,13 @@ impl Trainer {
             }
             per_micro_stats.finish();
         }
-        if let Some(grads) = self.critic.as_ref().map(grads_of) {
-            self.average(&grads)?;
+        if let Some(grad) = self.critic.as_ref().map(|c| c.flat_grad().shallow_clone()) {
+            self.average_flat(&[grad])?;
         }
         if let Some(opt) = self.critic.as_mut() {
             opt.step(h.lr_critic * lr_factor);
             // SegAN's clipping keeps the critic Lipschitz-bounded and training stable.
-            tch::no_grad(|| {
-                for (_, p) in opt.params() {
-                    let _ = p.shallow_clone().clamp_(-h.d_clip, h.d_clip);
-                }
-            });
+            opt.clamp(h.d_clip);
         }
 
         // Each rank normalised by its own batch statistics; the running statistics used at
@@ -583,15 +590,6 @@ pub fn evaluate(
         }
     });
     Evaluation { scores, rate }
-}
-
-/// The defined gradients of an optimiser's parameters, in its (stable) order.
-fn grads_of(opt: &Adam) -> Vec<Tensor> {
-    opt.params()
-        .iter()
-        .map(|(_, p)| p.grad())
-        .filter(|g| g.defined())
-        .collect()
 }
 
 /// BatchNorm running statistics under micro-batches: each micro-batch starts from the same
