@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: training throughput and peak memory per variant (small preset, 128px, batch 8,
-# CPU), the same step in PyTorch eager for comparison, all-reduce and data-parallel figures, the
+# CPU; and volumes: 32 x 64 x 64 patches, batch 2), the same step in PyTorch eager for comparison, all-reduce and data-parallel figures, the
 # planner at 10,000 trials, the search algorithms on recorded learning curves, the latency table (the paper's Table 2) and the service's load test.
 # Results are printed and written under bench-results/. BENCH_PYTORCH=0 skips the PyTorch
 # reference (it needs the full torch wheel with its CUDA dependencies, about 4.6 GB, installed
@@ -29,6 +29,23 @@ if [ "${BENCH_PYTORCH:-1}" != 0 ]; then
     echo "|---|---|---|---|"
     for v in D1 D2 D3 D4; do
         "$ref/bin/python" scripts/pytorch_reference.py --variant "$v" --size 128 --batch 8 --steps 30 --jsonl "$out"
+    done
+    echo "written: $out"
+fi
+
+echo
+echo "volumes: orchestra-worker, 3D networks (3D U-Net as s), 32 x 64 x 64 patches:"
+"$bin/orchestra-worker" bench --dims 3 --patch 32,64,64 --preset small --batch 2 --steps 10 \
+    --out bench-results/worker-train-3d-small.json
+if [ "${BENCH_PYTORCH:-1}" != 0 ]; then
+    echo
+    echo "PyTorch eager, same 3D networks and step:"
+    out=bench-results/pytorch-train-3d-small.jsonl
+    : > "$out"
+    echo "| variant | patches/s | ms/step | peak RSS (MB) |"
+    echo "|---|---|---|---|"
+    for v in D1 D2 D3 D4; do
+        "$ref/bin/python" scripts/pytorch_reference.py --variant "$v" --patch 32,64,64 --batch 2 --steps 10 --jsonl "$out"
     done
     echo "written: $out"
 fi
@@ -87,4 +104,20 @@ if [ -f "$spec" ]; then
     scripts/load_test.sh "$bin" runs/bench/model.safetensors bench-results/load-test.jsonl
 else
     echo "codec latency and load test: skipped ($spec is missing: run 'make demo' first to train the model)"
+fi
+
+echo
+ct_d4=runs/mmwhs-ct/trials/mmwhs-ct-d4-000.yaml
+ct_d1=runs/mmwhs-ct/trials/mmwhs-ct-d1-000.yaml
+ct_scan=../shared/data/mmwhs_ct/ct_train_1010_image.nii.gz
+if [ -f "$ct_d4" ] && [ -f "$ct_scan" ]; then
+    echo "latency of a whole CT scan from the edge to the label volume (Table 2 at volume scale):"
+    mkdir -p runs/bench
+    "$bin/orchestra-worker" export --spec "$ct_d4" -o runs/bench/ct-d4.safetensors >/dev/null
+    d1_args=()
+    if [ -f "$ct_d1" ]; then d1_args=(--d1 "$ct_d1"); fi
+    "$bin/orchestra-worker" bench-latency-volume --model runs/bench/ct-d4.safetensors --scan "$ct_scan" \
+        "${d1_args[@]}" --out bench-results/latency-ct.json
+else
+    echo "CT latency: skipped (train experiments/mmwhs-ct.yaml first; it needs ../shared/data/mmwhs_ct)"
 fi

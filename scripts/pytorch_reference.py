@@ -1,6 +1,8 @@
-"""PyTorch eager reference for `make bench`: the same networks as the worker's `small` preset
+"""PyTorch eager reference for `make bench`: the same networks as the worker's presets
 (C, g, s, D, q), the same alternating C+S / D step, timed the same way, so that the Rust
-worker's throughput can be compared with PyTorch on the same machine.
+worker's throughput can be compared with PyTorch on the same machine. Images (--dims 2:
+SegAN's segmentor, squared error, one lesion class) and volumes (--dims 3: 3D C, g, D and q,
+nnU-Net's 3D U-Net as s, cross-entropy plus soft Dice over 3 classes, --patch z,y,x).
 
 Mirrors worker/src/nets (layer for layer) and worker/src/train/trainer.rs (losses, updates,
 critic clipping). Prints a Markdown table row; --jsonl appends the measurement as JSON.
@@ -24,11 +26,12 @@ def leaky(x):
 class ConvBlock(nn.Module):
     """conv -> (batchnorm) -> activation; bias only without batchnorm, as in the worker."""
 
-    def __init__(self, cin, cout, k, stride, norm, act):
+    def __init__(self, cin, cout, k, stride, norm, act, dims=2):
         super().__init__()
         pad = k // 2 if k % 2 == 1 else (k - stride) // 2
-        self.conv = nn.Conv2d(cin, cout, k, stride, pad, bias=not norm)
-        self.bn = nn.BatchNorm2d(cout) if norm else None
+        conv, bn = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
+        self.conv = conv(cin, cout, k, stride, pad, bias=not norm)
+        self.bn = bn(cout) if norm else None
         self.act = act
 
     def forward(self, x):
@@ -53,16 +56,16 @@ class Residual(nn.Module):
 
 
 class Compressor(nn.Module):
-    def __init__(self, cin, width=8, cmax=32, f=16, k=3):
+    def __init__(self, cin, width=8, cmax=32, f=16, k=3, dims=2):
         super().__init__()
-        self.stem = ConvBlock(cin, width, 3, 1, False, "leaky")
+        self.stem = ConvBlock(cin, width, 3, 1, False, "leaky", dims)
         downs, w = [], width
         for _ in range(int(math.log2(f))):
             n = min(2 * w, cmax)
-            downs.append(ConvBlock(w, n, 4, 2, True, "leaky"))
+            downs.append(ConvBlock(w, n, 4, 2, True, "leaky", dims))
             w = n
         self.downs = nn.ModuleList(downs)
-        self.head = nn.Conv2d(w, k, 1)
+        self.head = (nn.Conv2d if dims == 2 else nn.Conv3d)(w, k, 1)
 
     def forward(self, x):
         x = self.stem(x)
@@ -72,13 +75,13 @@ class Compressor(nn.Module):
 
 
 class Reconstructor(nn.Module):
-    def __init__(self, k=3, width=8, gmax=32, f=16, out=1):
+    def __init__(self, k=3, width=8, gmax=32, f=16, out=1, dims=2):
         super().__init__()
         stages = int(math.log2(f))
         w = lambda s: min(width << (stages - s), gmax)  # noqa: E731
-        self.entry = ConvBlock(k, w(0), 3, 1, True, "leaky")
-        self.ups = nn.ModuleList([ConvBlock(w(i), w(i + 1), 3, 1, True, "leaky") for i in range(stages)])
-        self.out = nn.Conv2d(w(stages), out, 3, 1, 1)
+        self.entry = ConvBlock(k, w(0), 3, 1, True, "leaky", dims)
+        self.ups = nn.ModuleList([ConvBlock(w(i), w(i + 1), 3, 1, True, "leaky", dims) for i in range(stages)])
+        self.out = (nn.Conv2d if dims == 2 else nn.Conv3d)(w(stages), out, 3, 1, 1)
 
     def forward(self, b):
         x = self.entry(b)
@@ -118,13 +121,70 @@ class Segmentor(nn.Module):
         return torch.sigmoid(self.out(x))
 
 
+class UNet(nn.Module):
+    """nnU-Net's 3D U-Net as the worker's nets/unet.rs: per level two conv 3^3 - instance norm -
+    LeakyReLU(0.01) blocks, the first strided by the pooling plan; decoder upsamples to the
+    skip's size, concatenates, two blocks; 1^3 conv; softmax (sigmoid for one class)."""
+
+    def __init__(self, cin, sides, width=8, depth=3, out=1):
+        super().__init__()
+        plan, current = [[1, 1, 1]], list(sides)
+        for _ in range(depth):
+            strides = [2 if s % 2 == 0 and s // 2 >= 4 else 1 for s in current]
+            current = [s // k for s, k in zip(current, strides)]
+            plan.append(strides)
+        w = lambda level: min(width << level, width * 10)  # noqa: E731
+
+        def block(i, o, stride):
+            return nn.ModuleList([nn.Conv3d(i, o, 3, stride, 1, bias=False), nn.InstanceNorm3d(o, affine=True)])
+
+        self.encoder, ch = nn.ModuleList(), cin
+        for level, strides in enumerate(plan):
+            self.encoder.append(nn.ModuleList([block(ch, w(level), strides), block(w(level), w(level), 1)]))
+            ch = w(level)
+        self.decoder = nn.ModuleList()
+        for level in reversed(range(len(plan) - 1)):
+            self.decoder.append(nn.ModuleList([block(ch + w(level), w(level), 1), block(w(level), w(level), 1)]))
+            ch = w(level)
+        self.out = nn.Conv3d(ch, out, 1)
+        self.binary = out == 1
+
+    @staticmethod
+    def level(blocks, x):
+        for conv, norm in blocks:
+            x = F.leaky_relu(norm(conv(x)), 0.01)
+        return x
+
+    def forward(self, x):
+        skips = []
+        for blocks in self.encoder:
+            x = self.level(blocks, x)
+            skips.append(x)
+        skips.pop()
+        for blocks in self.decoder:
+            skip = skips.pop()
+            x = self.level(blocks, torch.cat([F.interpolate(x, size=skip.shape[2:], mode="nearest"), skip], 1))
+        logits = self.out(x)
+        return torch.sigmoid(logits) if self.binary else torch.softmax(logits, 1)
+
+
+def dice_ce(probs, target, eps=1e-6, smooth=1e-5):
+    """nnU-Net's loss as the worker's train/seg_loss.rs: cross-entropy plus one minus the mean
+    soft Dice of the foreground classes, each sample's Dice over its own voxels."""
+    ce = -(target * (probs + eps).log()).sum(1).mean()
+    fp, ft = probs[:, 1:], target[:, 1:]
+    dims = tuple(range(2, probs.dim()))
+    dice = (2 * (fp * ft).sum(dims) + smooth) / (fp.sum(dims) + ft.sum(dims) + smooth)
+    return ce + (1 - dice.mean())
+
+
 class Critic(nn.Module):
-    def __init__(self, cin=1, width=8, depth=3):
+    def __init__(self, cin=1, width=8, depth=3, dims=2):
         super().__init__()
         blocks, ch = [], cin
         for level in range(depth):
             w = width << min(level, 3)
-            blocks.append(ConvBlock(ch, w, 4, 2, level > 0, "leaky"))
+            blocks.append(ConvBlock(ch, w, 4, 2, level > 0, "leaky", dims))
             ch = w
         self.blocks = nn.ModuleList(blocks)
 
@@ -137,9 +197,10 @@ class Critic(nn.Module):
 
 
 class BitModel(nn.Module):
-    def __init__(self, k=3):
+    def __init__(self, k=3, dims=2):
         super().__init__()
         self.logits = nn.Parameter(torch.zeros(k, 81))
+        self.dims = dims
 
     def contexts(self, bits):
         b = bits.detach()
@@ -151,11 +212,15 @@ class BitModel(nn.Module):
                 t = F.pad(t, pad).narrow(d, 0, b.shape[d])
             return t + 1
 
-        return (shift(b, [3]) + 3 * shift(b, [2]) + 9 * shift(b, [3, 2]) + 27 * shift(b, [1])).long()
+        last = b.dim() - 1
+        # The third neighbour: the diagonal in 2D, the previous slice in 3D.
+        third = shift(b, [last, last - 1]) if self.dims == 2 else shift(b, [last - 2])
+        return (shift(b, [last]) + 3 * shift(b, [last - 1]) + 9 * third + 27 * shift(b, [1])).long()
 
     def expected_bits(self, x, bits, detach_model):
         k = bits.shape[1]
-        idx = self.contexts(bits) + torch.arange(k, device=bits.device).view(1, k, 1, 1) * 81
+        offsets = torch.arange(k, device=bits.device).view(1, k, *([1] * (bits.dim() - 2))) * 81
+        idx = self.contexts(bits) + offsets
         logits = self.logits.view(-1)[idx.flatten()].view(bits.shape)
         if detach_model:
             logits = logits.detach()
@@ -175,15 +240,23 @@ PRESETS = {
 }
 
 
-def measure(variant, size, batch, steps, preset="small", device="cpu"):
+def measure(variant, size, batch, steps, preset="small", device="cpu", patch=None):
     torch.manual_seed(1)
     p = PRESETS[preset]
     has_c, has_d, has_rate = variant != "D1", variant != "D2", variant == "D4"
-    c = Compressor(3, **p["c"]) if has_c else None
-    g = Reconstructor(**p["g"]) if has_c else None
-    q = BitModel() if has_c else None
-    s = Segmentor(1 if has_c else 3, **p["s"])
-    d = Critic(**p["d"]) if has_d else None
+    dims = 3 if patch else 2
+    # Volumes: one scan channel, 3 classes (background, myocardium, blood pool); images: RGB,
+    # one lesion map.
+    cin, out = (1, 3) if patch else (3, 1)
+    c = Compressor(cin, **p["c"], dims=dims) if has_c else None
+    g = Reconstructor(**p["g"], dims=dims) if has_c else None
+    q = BitModel(dims=dims) if has_c else None
+    if patch:
+        s_width = 32 if preset == "paper" else p["s"]["width"]
+        s = UNet(1 if has_c else cin, patch, width=s_width, depth=p["s"]["depth"], out=out)
+    else:
+        s = Segmentor(1 if has_c else cin, **p["s"])
+    d = Critic(out, **p["d"], dims=dims) if has_d else None
     for m in (c, g, q, s, d):
         if m is not None:
             m.to(device)
@@ -191,12 +264,18 @@ def measure(variant, size, batch, steps, preset="small", device="cpu"):
     opt = torch.optim.Adam(main_params, lr=2e-3, betas=(0.5, 0.999))
     opt_q = torch.optim.Adam(q.parameters(), lr=5e-2) if q else None
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-3, betas=(0.5, 0.999)) if d else None
-    images = torch.rand(64, 3, size, size, device=device)
-    masks = (torch.rand(64, 1, size, size, device=device) > 0.7).float()
+    if patch:
+        images = torch.rand(16, 1, *patch, device=device)
+        masks = F.one_hot(torch.randint(0, out, (16, *patch), device=device), out).movedim(-1, 1).float()
+    else:
+        images = torch.rand(64, 3, size, size, device=device)
+        masks = (torch.rand(64, 1, size, size, device=device) > 0.7).float()
+    pool = images.shape[0]
+    seg_loss = dice_ce if patch else F.mse_loss
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def step(i):
-        j = (i * batch) % (64 - batch + 1)
+        j = (i * batch) % (pool - batch + 1)
         x, y = images[j : j + batch], masks[j : j + batch]
         if d is not None:
             for p in d.parameters():
@@ -210,7 +289,7 @@ def measure(variant, size, batch, steps, preset="small", device="cpu"):
             probs = s(g(bits))
         else:
             probs = s(x)
-        terms = [F.mse_loss(probs, y)]
+        terms = [seg_loss(probs, y)]
         if d is not None:
             terms.append(0.5 * d.l1(probs, y))
         if has_c:
@@ -244,7 +323,7 @@ def measure(variant, size, batch, steps, preset="small", device="cpu"):
         "framework": f"pytorch {torch.__version__} eager",
         "preset": preset,
         "device": device,
-        "size": size,
+        "size": "x".join(map(str, patch)) if patch else str(size),
         "batch": batch,
         "threads": torch.get_num_threads(),
         "steps": steps,
@@ -262,9 +341,11 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--preset", default="small", choices=sorted(PRESETS))
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--patch", help="volumes: the training patch z,y,x (3D networks)")
     ap.add_argument("--jsonl", help="append the measurement as a JSON line to this file")
     args = ap.parse_args()
-    m = measure(args.variant, args.size, args.batch, args.steps, args.preset, args.device)
+    patch = [int(v) for v in args.patch.split(",")] if args.patch else None
+    m = measure(args.variant, args.size, args.batch, args.steps, args.preset, args.device, patch)
     if args.jsonl:
         with open(args.jsonl, "a") as f:
             f.write(json.dumps(m) + "\n")

@@ -16,6 +16,7 @@ fn committed_experiments_validate_and_round_trip() {
         "experiments/search-asha.yaml",
         "experiments/acdc-3d.yaml",
         "experiments/cardiac-3d-gpu.yaml",
+        "experiments/mmwhs-ct.yaml",
     ] {
         let exp = ExperimentSpec::parse_resource(&repo_file(file), file).unwrap();
         let again: Experiment = serde_yaml::from_str(&serde_yaml::to_string(&exp).unwrap()).unwrap();

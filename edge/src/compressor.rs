@@ -281,6 +281,19 @@ pub struct Compressor {
 }
 
 impl Compressor {
+    /// The stack as it acts along one in-plane axis (every axis of a volume model), for the
+    /// halo of tiled coding.
+    pub fn axis_layers(&self) -> Vec<crate::tiling::AxisLayer> {
+        self.layers
+            .iter()
+            .map(|l| crate::tiling::AxisLayer::Conv {
+                kernel: l.kernel[2],
+                stride: l.stride,
+                padding: l.padding,
+            })
+            .collect()
+    }
+
     /// One input's planes in [0, 1] -> its code activations in (-1, 1), (K, sides / f).
     pub fn activations(&self, x: &Planes) -> Result<Planes> {
         // `direct::stem` decides whether it covers this stem and this CPU.

@@ -17,6 +17,7 @@ pub mod nifti_write;
 pub mod preparation;
 pub mod scan;
 pub mod synthetic_volume;
+pub mod tiling;
 pub mod volume;
 pub mod volume_dataset;
 pub mod volume_encode;

@@ -13,6 +13,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::compressor::{binarize, Compressor, Conv, Planes};
 use crate::preparation::VolumePreprocessing;
+use crate::tiling::{disturbed_border, TiledPass};
 use crate::volume::DEFAULT_MAX_VOXELS;
 
 /// The largest model file the edge reads (the paper preset's whole file is about 60 MB).
@@ -221,6 +222,52 @@ impl EdgeModel {
         let shape = CodeShape {
             channels: a.channels,
             sides: a.sides[3 - self.dims..].to_vec(),
+        };
+        Ok((shape, binarize(&a)))
+    }
+
+    /// A volume's code computed tile by tile (`tile` kept code cells per axis): the code of
+    /// the whole pass, in the memory of one tile's region.
+    pub fn code_tiled(&self, x: &Planes, tile: [usize; 3]) -> Result<(CodeShape, Vec<i8>), EdgeError> {
+        self.check_input(x)?;
+        if self.dims != 3 {
+            return Err(EdgeError::NotVolumeModel {
+                dims: self.dims,
+                prepared: self.volume.is_some(),
+            });
+        }
+        let f = self.downsample();
+        let cells = x.sides.map(|s| s / f);
+        let halo = disturbed_border(&self.compressor.axis_layers(), 64 * f);
+        let k = self.compressor.layers.last().map_or(0, |l| l.c_out);
+        // Tiles run in parallel: the unfold of one tile is single-threaded, so one tile per
+        // thread keeps the cores busy (each thread holds one tile's memory).
+        let data = TiledPass {
+            input: &x.data,
+            in_channels: x.channels,
+            cells,
+            scale_in: [f; 3],
+            scale_out: [1; 3],
+            out_channels: k,
+            tile,
+            halo,
+        }
+        .run_parallel(|region, sides| {
+            let planes = Planes {
+                channels: x.channels,
+                sides,
+                data: region.to_vec(),
+            };
+            self.compressor.activations(&planes).map(|a| a.data)
+        })?;
+        let a = Planes {
+            channels: k,
+            sides: cells,
+            data,
+        };
+        let shape = CodeShape {
+            channels: a.channels,
+            sides: cells.to_vec(),
         };
         Ok((shape, binarize(&a)))
     }

@@ -1,13 +1,15 @@
 //! The edge's side of a volume: a scan prepared as the model was trained (intensities, whole
 //! reduction factors), padded so that C halves it down to a code and the cloud can slide a whole
-//! patch over it, coded in one piece, and sent behind its geometry so that the cloud writes a
-//! label volume on the scan's own voxels.
+//! patch over it, coded into one bitstream (C run whole, or in tiles for large scans: the same
+//! code either way), and sent behind its geometry so that the cloud writes a label volume on
+//! the scan's own voxels.
 
 use orchestra_codec::volume_stream::{wrap, VolumeGeometry};
 
 use crate::compressor::Planes;
 use crate::model_file::{EdgeError, EdgeModel};
 use crate::preparation::{pad, padded_side};
+use crate::tiling::Tiling;
 use crate::volume::Volume;
 
 /// A volume's stream and what went into it.
@@ -22,8 +24,14 @@ pub struct VolumeStream {
 }
 
 impl EdgeModel {
-    /// A scan -> its volume stream.
+    /// A scan -> its volume stream, C run whole or in tiles as `Tiling::default()` decides.
     pub fn encode_volume(&self, scan: Volume) -> Result<VolumeStream, EdgeError> {
+        self.encode_volume_with(scan, Tiling::default())
+    }
+
+    /// A scan -> its volume stream; scans above `tiling`'s limit are coded tile by tile (the
+    /// same code as in one piece, in bounded memory).
+    pub fn encode_volume_with(&self, scan: Volume, tiling: Tiling) -> Result<VolumeStream, EdgeError> {
         let prep = match (&self.volume, self.dims) {
             (Some(p), 3) => p,
             _ => {
@@ -42,7 +50,13 @@ impl EdgeModel {
             sides: padded,
             data: pad(&voxels, sides, padded),
         };
-        let code = self.encode(&planes)?;
+        let code = match tiling.tile_cells(padded, f) {
+            None => self.encode(&planes)?,
+            Some(tile) => {
+                let (shape, bits) = self.code_tiled(&planes, tile)?;
+                self.codec.encode(&shape, &bits)?
+            }
+        };
         let geometry = VolumeGeometry {
             sides: source.map(|s| s as u32),
             factor: prep.factor.map(|f| f as u8),

@@ -14,4 +14,6 @@ pub mod scores;
 pub mod serve;
 pub mod sliding_window;
 pub mod store;
+pub mod tiled_volume;
 pub mod train;
+pub mod volume_latency;

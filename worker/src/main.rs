@@ -16,7 +16,7 @@ use orchestra_worker::train::{self, device_for_spec, Outcome, RunOptions};
 
 mod cli;
 
-use cli::{bench, bench_allreduce, bench_latency, codec as codec_cli};
+use cli::{bench, bench_allreduce, bench_latency, bench_latency_volume, codec as codec_cli};
 
 #[derive(Parser)]
 #[command(
@@ -215,6 +215,9 @@ enum Command {
     },
     /// Latency breakdown from the edge to the label map, per method (the paper's Table 2).
     BenchLatency(bench_latency::LatencyArgs),
+    /// The same for one whole scan (a 512 x 512 x N CT): the edge on one core and on every
+    /// core, transmission, decoding, and g + sliding-window s, beside the raw scan and D1.
+    BenchLatencyVolume(bench_latency_volume::VolumeLatencyArgs),
     /// Rate against accuracy on the held-out split: JPEG over its quality knob (segmented by a
     /// D1 model) beside learned models on their real bitstreams; a table and a plot. For volume
     /// models: JPEG-2000 per slice and H.264 over the slices (inter) on whole held-out volumes.
@@ -505,6 +508,7 @@ fn run(command: Command) -> Result<()> {
             seed,
         } => synth_volumes(&out, count, &sides, &spacing, seed)?,
         Command::BenchLatency(args) => bench_latency::run(args)?,
+        Command::BenchLatencyVolume(args) => bench_latency_volume::run(args)?,
         Command::RateAccuracy {
             d1,
             models,

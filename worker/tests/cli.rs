@@ -467,6 +467,34 @@ fn volumes_encode_to_one_stream_and_segment_to_nifti_on_the_scan() {
     }
     assert!(table_dir.join("rate-accuracy.png").is_file());
 
+    // Table 2 for the whole scan: the edge's stream is encode's, the labels are segment's.
+    let latency = dir.path().join("latency.json");
+    let bench_labels = dir.path().join("bench-labels.nii.gz");
+    let (ok, stdout, stderr) = run(worker()
+        .args(["bench-latency-volume", "--gpu", "off", "--model"])
+        .arg(&model_path)
+        .arg("--scan")
+        .arg(&scan_path)
+        .arg("--d1")
+        .arg(&d1_path)
+        .arg("--write-labels")
+        .arg(&bench_labels)
+        .arg("--out")
+        .arg(&latency));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("| Orchestra D4 | 13 x 41 x 50 |"), "{stdout}");
+    assert!(
+        stderr.contains("edge, 1 core") && stderr.contains("cores busy"),
+        "{stderr}"
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&latency).unwrap()).unwrap();
+    assert_eq!(rows[0]["bytes"], stream.len(), "the stream encode wrote");
+    assert_eq!(rows[1]["method"], "raw scan, D1");
+    assert_eq!(rows[1]["bytes"], 13 * 41 * 50 * 2, "16 bits a voxel");
+    let bench_volume = read_labels(&bench_labels, DEFAULT_MAX_VOXELS).unwrap();
+    assert!(bench_volume.labels == written.labels, "segment's labels");
+    assert_eq!(bench_volume.geometry.affine, written.geometry.affine);
+
     // Damage in the geometry or the code is refused, naming the part.
     for (at, needle) in [
         (30, "geometry is damaged"),

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
-use orchestra_api::{DeviceKind, ModelSpec, Preset, TrialSpec, Variant};
-use orchestra_worker::data::Dataset;
+use orchestra_api::{DeviceKind, ModelSpec, Preset, SegLoss, TrialSpec, Variant};
+use orchestra_worker::data::TrainingData;
 use orchestra_worker::dist::{self, DistArgs};
 use orchestra_worker::train::{device_for_spec, Trainer};
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,13 @@ pub struct BenchArgs {
     steps: u64,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// 3 for volumes: synthetic cardiac volumes (3 classes) in patches of `--patch`, s the 3D
+    /// U-Net, nnU-Net's loss.
+    #[arg(long, default_value_t = 2)]
+    dims: u8,
+    /// A volume model's training patch, z,y,x.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,64")]
+    patch: Vec<u32>,
     /// Where the JSON results go (a Markdown table is written beside it).
     #[arg(long, default_value = "bench-results/worker-train.json")]
     out: PathBuf,
@@ -40,7 +47,11 @@ pub struct BenchArgs {
 struct Measurement {
     variant: Variant,
     preset: String,
-    size: u32,
+    /// The image side, or the volume patch's sides (z x y x x).
+    size: String,
+    /// Pixels (voxels) of one input.
+    #[serde(default)]
+    pixels: u64,
     batch: u32,
     device: String,
     threads: i32,
@@ -79,14 +90,41 @@ fn measure(args: &BenchArgs, variant: Variant) -> Result<Measurement> {
         "cuda" => DeviceKind::Cuda,
         other => bail!("--device {other}: expected cpu or cuda"),
     };
+    let (dataset, model, seg_loss) = if args.dims == 3 {
+        let [z, y, x] = <[u32; 3]>::try_from(args.patch.as_slice())
+            .map_err(|_| anyhow::anyhow!("--patch {:?}: expected z,y,x", args.patch))?;
+        let model = ModelSpec {
+            patch: Some(vec![z, y, x]),
+            ..ModelSpec::new(args.preset, y, 3)
+        };
+        (
+            format!("synthetic://heart3d?n=12&sides={z}x{y}x{x}&seed=1&val=2"),
+            model,
+            SegLoss::DiceCe,
+        )
+    } else {
+        (
+            format!("synthetic://lesion?n=64&size={}&seed=1&val=8", args.size),
+            ModelSpec::new(args.preset, args.size, 2),
+            SegLoss::Mse,
+        )
+    };
+    let pixels: u64 = model.sides().iter().map(|&s| s as u64).product();
+    let size = model
+        .sides()
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join("x");
     let spec = TrialSpec {
         experiment: "bench".into(),
         trial: format!("bench-{}", variant.to_string().to_lowercase()),
         variant,
-        dataset: format!("synthetic://lesion?n=64&size={}&seed=1&val=8", args.size),
-        model: ModelSpec::new(args.preset, args.size, 2),
+        dataset,
+        model,
         hyper: orchestra_api::Hyper {
             batch_size: args.batch,
+            seg_loss,
             ..Default::default()
         },
         steps: args.steps + 3,
@@ -98,13 +136,14 @@ fn measure(args: &BenchArgs, variant: Variant) -> Result<Measurement> {
         eval_every: 0,
         device,
     };
+    spec.validate("bench arguments")?;
     let comm = dist::connect(&args.dist.options(), device_for_spec(&spec)?)?;
     let (backend, world) = (comm.backend(), comm.world_size());
     let spec = TrialSpec {
         world_size: world as u32,
         ..spec
     };
-    let data = Dataset::open(&spec.dataset, args.size)?;
+    let data = TrainingData::open(&spec.dataset, &spec.model)?;
     let mut trainer = Trainer::with_collective(spec, data, comm, args.dist.bucket_bytes())?;
     for _ in 0..3 {
         trainer.train_step()?;
@@ -122,7 +161,8 @@ fn measure(args: &BenchArgs, variant: Variant) -> Result<Measurement> {
     Ok(Measurement {
         variant,
         preset: format!("{:?}", args.preset).to_lowercase(),
-        size: args.size,
+        size,
+        pixels,
         batch: args.batch,
         device: args.device.clone(),
         threads: tch::get_num_threads(),
@@ -149,10 +189,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let mut rows = Vec::new();
     for v in Variant::ALL {
+        let input = if args.dims == 3 {
+            format!("{:?} patches", args.patch)
+        } else {
+            format!("{}px", args.size)
+        };
         eprintln!(
-            "bench: {v} ({} preset, {}px, batch {}, {} steps)",
+            "bench: {v} ({} preset, {input}, batch {}, {} steps)",
             format!("{:?}", args.preset).to_lowercase(),
-            args.size,
             args.batch,
             args.steps
         );
@@ -169,6 +213,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 &args.size.to_string(),
                 "--batch",
                 &args.batch.to_string(),
+                "--dims",
+                &args.dims.to_string(),
+                "--patch",
+                &args
+                    .patch
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
             ])
             .args(["--steps", &args.steps.to_string(), "--device", &args.device])
             .args([
@@ -184,7 +237,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let m: Measurement = serde_json::from_slice(out.stdout.trim_ascii()).context("bench child output")?;
         rows.push(m);
     }
-    let mut table = String::from("| variant | preset | size | batch | device | backend x ranks | threads | images/s | ms/step | comm share | peak RSS (MB) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let per_second = if args.dims == 3 { "patches/s" } else { "images/s" };
+    let mut table = format!("| variant | preset | size | batch | device | backend x ranks | threads | {per_second} | ms/step | comm share | peak RSS (MB) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for m in &rows {
         table += &format!(
             "| {} | {} | {} | {} | {} | {} x {} | {} | {:.1} | {:.1} | {:.1} % | {:.0} |\n",

@@ -53,7 +53,7 @@ pub struct LatencyArgs {
     out: Option<PathBuf>,
 }
 
-fn gpu_device(column: GpuColumn) -> Result<Option<Device>> {
+pub fn gpu_device(column: GpuColumn) -> Result<Option<Device>> {
     let found = orchestra_worker::cuda::device_for(DeviceKind::Cuda);
     match (column, found) {
         (GpuColumn::Off, _) => Ok(None),

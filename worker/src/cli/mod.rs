@@ -5,5 +5,6 @@
 pub mod bench;
 pub mod bench_allreduce;
 pub mod bench_latency;
+pub mod bench_latency_volume;
 pub mod codec;
 pub mod volume;

@@ -11,8 +11,10 @@ use orchestra_codec::volume_stream::{unwrap, wrap, VolumeGeometry, GEOMETRY_BYTE
 use orchestra_edge::nifti_write::write_labels;
 pub use orchestra_edge::scan::is_scan;
 use orchestra_edge::scan::read_scan;
+use orchestra_edge::tiling::Tiling;
 use orchestra_edge::volume::{spacing_of, Geometry, LabelVolume, DEFAULT_MAX_VOXELS};
 use orchestra_worker::codec::model_file::{code_rows, code_shape, CompressionModel};
+use orchestra_worker::tiled_volume::encode_volume;
 use orchestra_worker::train::volume_eval::scan_tensor;
 use tch::Device;
 
@@ -27,7 +29,7 @@ pub fn encode(m: &CompressionModel, scan_path: &Path, out: &Path) -> Result<()> 
     let started = Instant::now();
     let (sides, voxels) = prep.prepare(scan.voxels, source);
     let x = scan_tensor(&m.model, &voxels, sides, Device::Cpu);
-    let (_, bits) = tch::no_grad(|| m.model.encode(&x, false)).context("the model has no compressor")?;
+    let (_, bits) = encode_volume(&m.model, &x, Tiling::default()).context("the model has no compressor")?;
     let stream = m.codec.encode(&code_shape(&bits), &code_rows(&bits)[0])?;
     let geometry = VolumeGeometry {
         sides: source.map(|s| s as u32),

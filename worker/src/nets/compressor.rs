@@ -3,6 +3,8 @@
 
 use tch::{nn, Tensor};
 
+use orchestra_edge::tiling::AxisLayer;
+
 use super::config::NetConfig;
 use super::layers::{conv, conv_block, Activation, Conv, ConvBlock};
 
@@ -47,6 +49,30 @@ impl Compressor {
             .collect();
         let head = conv(&p / "head", width, c.code_channels, 1, 1, 0, true, sp);
         Compressor { stem, downs, head }
+    }
+
+    /// The stack along one axis (stem, halvings, head), for the halo of tiled coding.
+    pub fn axis_layers(c: &NetConfig) -> Vec<AxisLayer> {
+        let stages = c.downsample.trailing_zeros() as usize;
+        let mut layers = vec![AxisLayer::Conv {
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+        }];
+        layers.extend(std::iter::repeat_n(
+            AxisLayer::Conv {
+                kernel: 4,
+                stride: 2,
+                padding: 1,
+            },
+            stages,
+        ));
+        layers.push(AxisLayer::Conv {
+            kernel: 1,
+            stride: 1,
+            padding: 0,
+        });
+        layers
     }
 }
 

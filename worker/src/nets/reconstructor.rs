@@ -4,6 +4,8 @@
 
 use tch::{nn, Tensor};
 
+use orchestra_edge::tiling::AxisLayer;
+
 use super::config::NetConfig;
 use super::layers::{conv, conv_block, upsample2, Activation, Conv, ConvBlock, Spatial};
 
@@ -52,6 +54,22 @@ impl Reconstructor {
             out,
             spatial: sp,
         }
+    }
+
+    /// The stack along one axis (entry, upsample and conv per stage, output conv), for the
+    /// halo of tiled reconstruction.
+    pub fn axis_layers(c: &NetConfig) -> Vec<AxisLayer> {
+        let same = AxisLayer::Conv {
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+        };
+        let mut layers = vec![same];
+        for _ in 0..c.downsample.trailing_zeros() {
+            layers.extend([AxisLayer::Upsample(2), same]);
+        }
+        layers.push(same);
+        layers
     }
 }
 

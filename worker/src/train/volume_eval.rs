@@ -6,9 +6,9 @@
 //! to the scan's source resolution and scored there: Dice and IoU per structure over the whole
 //! volume. Rates are the real streams' bits over the source voxels.
 //!
-//! Coding a whole scan in one piece bounds it by memory: a cardiac MR volume (a few million
-//! voxels) fits easily; a 512 x 512 x 300 CT at the paper preset would need tiling, which this
-//! does not do yet.
+//! C and g run over a large scan tile by tile (`tiled_volume`), with the same code and features
+//! as one whole pass, so a 512 x 512 x 300 CT fits in memory as a cardiac MR volume does; the
+//! code is still one stream.
 
 use orchestra_api::RateScores;
 use tch::{nn::ModuleT, Device, Kind, Tensor};
@@ -20,7 +20,9 @@ use crate::data::VolumeSample;
 use crate::nets::Model;
 use crate::scores::{dice_iou, summarise};
 use crate::sliding_window::{argmax, SlidingWindow};
+use crate::tiled_volume::{encode_volume, reconstruct_volume};
 use orchestra_edge::preparation::{crop, expand_labels, pad, padded_side};
+use orchestra_edge::tiling::Tiling;
 
 /// Overlap of neighbouring windows (nnU-Net's).
 pub const WINDOW_OVERLAP: f64 = 0.5;
@@ -104,8 +106,7 @@ pub fn segment_features(model: &Model, s_input: &Tensor, sides: [usize; 3], wind
 
 /// Cloud side: class indices of a volume of `sides` from its decoded code (N = 1, K, ...).
 pub fn segment_code(model: &Model, bits: &Tensor, sides: [usize; 3], window_batch: usize) -> Vec<u8> {
-    let g = model.reconstructor.as_ref().expect("compressing variants have g");
-    let features = tch::no_grad(|| g.forward_t(bits, false));
+    let features = reconstruct_volume(model, bits, Tiling::default());
     segment_features(model, &features, sides, window_batch)
 }
 
@@ -127,7 +128,7 @@ pub fn predict_volume(
         estimate_bits: None,
         round_trip_failed: false,
     };
-    prediction.labels = match model.encode(&scan, false) {
+    prediction.labels = match encode_volume(model, &scan, Tiling::default()) {
         Some((_, bits)) => {
             prediction.code_bits = Some(bits.numel() as u64);
             if let Some(q) = &model.bit_model {

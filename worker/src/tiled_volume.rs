@@ -1,0 +1,107 @@
+//! C and g over whole scans in bounded memory: volumes above a `Tiling`'s limit run tile by
+//! tile on the code's grid, each tile computed on its region widened by the stack's disturbed
+//! border and cut back (see `orchestra_edge::tiling`), so the code and the features equal those
+//! of one whole pass while memory follows the tile. The edge tiles C the same way.
+
+use tch::{nn::ModuleT, Device, Kind, Tensor};
+
+use crate::nets::binarize::binarize;
+use crate::nets::compressor::Compressor;
+use crate::nets::reconstructor::Reconstructor;
+use crate::nets::Model;
+use orchestra_edge::tiling::{disturbed_border, TiledPass, Tiling};
+
+/// A (1, C, z, y, x) float tensor's values and sides.
+fn values_and_sides(t: &Tensor) -> (Vec<f32>, usize, [usize; 3]) {
+    let size = t.size();
+    let sides = std::array::from_fn(|a| size[2 + a] as usize);
+    let values = Vec::<f32>::try_from(t.flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Float))
+        .expect("a float volume");
+    (values, size[1] as usize, sides)
+}
+
+/// Runs `net` over one region (channel-major values) on `device`.
+fn region_pass(
+    net: &impl ModuleT,
+    region: &[f32],
+    channels: usize,
+    sides: [usize; 3],
+    device: Device,
+) -> Vec<f32> {
+    let mut shape = vec![1, channels as i64];
+    shape.extend(sides.map(|s| s as i64));
+    let x = Tensor::from_slice(region)
+        .view(shape.as_slice())
+        .to_device(device);
+    let y = net.forward_t(&x, false);
+    Vec::try_from(y.flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Float)).expect("float outputs")
+}
+
+fn tensor_of(values: &[f32], channels: usize, sides: [usize; 3], device: Device) -> Tensor {
+    let mut shape = vec![1, channels as i64];
+    shape.extend(sides.map(|s| s as i64));
+    Tensor::from_slice(values)
+        .view(shape.as_slice())
+        .to_device(device)
+}
+
+/// C's activations and code (inference: sign) of one padded scan (1, C, z, y, x), sides
+/// multiples of f; `None` for D1.
+pub fn encode_volume(model: &Model, scan: &Tensor, tiling: Tiling) -> Option<(Tensor, Tensor)> {
+    let c = model.compressor.as_ref()?;
+    let _guard = tch::no_grad_guard();
+    let f = model.config.downsample as usize;
+    let (values, channels, sides) = values_and_sides(scan);
+    let Some(tile) = tiling.tile_cells(sides, f) else {
+        return model.encode(scan, false);
+    };
+    let device = scan.device();
+    let cells = sides.map(|s| s / f);
+    let k = model.config.code_channels as usize;
+    let halo = disturbed_border(&Compressor::axis_layers(&model.config), 64 * f);
+    let activations = TiledPass {
+        input: &values,
+        in_channels: channels,
+        cells,
+        scale_in: [f; 3],
+        scale_out: [1; 3],
+        out_channels: k,
+        tile,
+        halo,
+    }
+    .run::<std::convert::Infallible>(|region, s| Ok(region_pass(c, region, channels, s, device)))
+    .unwrap_or_else(|never| match never {});
+    let a = tensor_of(&activations, k, cells, device);
+    let bits = binarize(&a, false);
+    Some((a, bits))
+}
+
+/// g's features (1, g_out, code sides x f) of a code (1, K, cells).
+pub fn reconstruct_volume(model: &Model, bits: &Tensor, tiling: Tiling) -> Tensor {
+    let g = model.reconstructor.as_ref().expect("compressing variants have g");
+    let _guard = tch::no_grad_guard();
+    let f = model.config.downsample as usize;
+    let size = bits.size();
+    let cells: [usize; 3] = std::array::from_fn(|a| size[2 + a] as usize);
+    let Some(tile) = tiling.tile_cells(cells.map(|c| c * f), f) else {
+        return g.forward_t(bits, false);
+    };
+    let device = bits.device();
+    let (values, k, _) = values_and_sides(bits);
+    let out = model.config.g_out as usize;
+    // The border is counted in voxels; the halo is whole cells.
+    let halo = disturbed_border(&Reconstructor::axis_layers(&model.config), 64).div_ceil(f);
+    let features = TiledPass {
+        input: &values,
+        in_channels: k,
+        cells,
+        scale_in: [1; 3],
+        scale_out: [f; 3],
+        out_channels: out,
+        tile,
+        halo,
+    }
+    .run::<std::convert::Infallible>(|region, s| Ok(region_pass(g, region, k, s, device)))
+    .unwrap_or_else(|never| match never {});
+    tensor_of(&features, out, cells.map(|c| c * f), device)
+}

@@ -1,0 +1,338 @@
+//! The paper's Table 2 at volume scale: one whole scan (a 512 x 512 x N CT) from the edge to
+//! its label volume in the cloud. Orchestra's row: the edge's pure-Rust C (tiled) and entropy
+//! coder on one core and on every core, the stream's transmission at a stated link speed,
+//! entropy decoding, then g (tiled) and s's sliding window over the whole scan, on the CPU and,
+//! with one, on a GPU. The raw row sends the scan as the scanner stores it (16 bits a voxel)
+//! and segments it with a D1 model over the same sliding window.
+//!
+//! A scan takes minutes, not milliseconds, so each stage is timed once on the whole scan (no
+//! warm-up round; the first tile or window pays for allocation). The edge's threads are
+//! checked, not assumed: each edge timing reports the CPU time the process used over it
+//! divided by the wall time, the cores it actually kept busy.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use tch::Device;
+
+use crate::codec::model_file::CompressionModel;
+use crate::data::volumes::SOURCE_BITS_PER_VOXEL;
+use crate::nets::Model;
+use crate::train::volume_eval::{scan_tensor, segment_features};
+use orchestra_codec::volume_stream::unwrap;
+use orchestra_edge::preparation::{expand_labels, VolumePreprocessing};
+use orchestra_edge::volume::{Volume, DEFAULT_MAX_VOXELS};
+use orchestra_edge::volume_encode::VolumeStream;
+use orchestra_edge::EdgeModel;
+
+/// Windows per call of s.
+const WINDOW_BATCH: usize = 4;
+
+/// One method's row for one scan; times in seconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct VolumeLatencyRow {
+    pub method: String,
+    /// z, y, x as acquired.
+    pub sides: [usize; 3],
+    pub voxels: usize,
+    /// Bytes sent (a volume stream: geometry, code header, check value and code).
+    pub bytes: usize,
+    pub bpp: f64,
+    pub link_mb_per_s: f64,
+    pub transmission_s: f64,
+    /// The edge on one core and on every core (`edge_cores`), with the cores each kept busy.
+    pub compress_one_core_s: Option<f64>,
+    pub compress_one_core_busy: Option<f64>,
+    pub compress_all_cores_s: Option<f64>,
+    pub compress_all_cores_busy: Option<f64>,
+    pub edge_cores: usize,
+    /// Cloud: entropy decoding (geometry and code checked), CPU.
+    pub decode_s: f64,
+    /// Cloud: g + s's sliding window to the label volume at the source sides, on
+    /// `cloud_threads` CPU threads, and on the GPU when there is one.
+    pub segment_cpu_s: f64,
+    pub cloud_threads: i32,
+    pub segment_gpu_s: Option<f64>,
+    /// Edge on one core, transmission, decoding and segmentation on the CPU (on the GPU).
+    pub total_cpu_s: f64,
+    pub total_gpu_s: Option<f64>,
+}
+
+impl VolumeLatencyRow {
+    fn totals(mut self) -> Self {
+        let edge = self.compress_one_core_s.unwrap_or(0.0) + self.transmission_s + self.decode_s;
+        self.total_cpu_s = edge + self.segment_cpu_s;
+        self.total_gpu_s = self.segment_gpu_s.map(|g| edge + g);
+        self
+    }
+}
+
+/// This process's CPU time (user + system) in seconds.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given and reads nothing else.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// Runs `f` once: its result, wall seconds and the cores it kept busy (CPU time over wall time).
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64, f64) {
+    let (cpu, wall) = (cpu_seconds(), Instant::now());
+    let out = f();
+    let secs = wall.elapsed().as_secs_f64();
+    (out, secs, (cpu_seconds() - cpu) / secs.max(1e-9))
+}
+
+/// The edge's encoding of `scan` on a pool of `threads` threads.
+pub fn edge_encode(
+    edge: &EdgeModel,
+    scan: &Volume,
+    threads: usize,
+) -> Result<(VolumeStream, f64, f64), String> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (stream, secs, busy) = timed(|| pool.install(|| edge.encode_volume(scan.clone())));
+    Ok((stream.map_err(|e| e.to_string())?, secs, busy))
+}
+
+/// Orchestra: the edge codes the scan, the cloud decodes and segments it. Returns the row and
+/// the label volume (source sides) from the CPU.
+pub fn orchestra_row(
+    edge: &EdgeModel,
+    cloud: &CompressionModel,
+    cloud_gpu: Option<&CompressionModel>,
+    scan: &Volume,
+    link_mb_per_s: f64,
+    report: impl Fn(&str),
+) -> Result<(VolumeLatencyRow, Vec<u8>), String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (stream, one_s, one_busy) = edge_encode(edge, scan, 1)?;
+    report(&format!(
+        "edge, 1 core: {one_s:.2} s ({one_busy:.2} cores busy), {} bytes",
+        stream.bytes.len()
+    ));
+    let (all_stream, all_s, all_busy) = edge_encode(edge, scan, cores)?;
+    report(&format!(
+        "edge, {cores} cores: {all_s:.2} s ({all_busy:.2} cores busy)"
+    ));
+    if all_stream.bytes != stream.bytes {
+        return Err("the edge's stream depends on its thread count".into());
+    }
+    let decode = |m: &CompressionModel| {
+        let (geometry, code) = unwrap(&stream.bytes, DEFAULT_MAX_VOXELS as u64).map_err(|e| e.to_string())?;
+        let (shape, bits) = m.codec.decode(code).map_err(|e| e.to_string())?;
+        Ok::<_, String>((geometry, shape, bits))
+    };
+    let (decoded, decode_s, _) = timed(|| decode(cloud));
+    let (geometry, shape, bits) = decoded?;
+    report(&format!("cloud, entropy decoding: {:.3} s", decode_s));
+    let (labels, segment_cpu_s, _) = timed(|| cloud.segment_volume(&geometry, &shape, &bits));
+    let labels = labels.map_err(|e| e.to_string())?;
+    report(&format!(
+        "cloud, g + sliding-window s on {} CPU threads: {segment_cpu_s:.1} s",
+        tch::get_num_threads()
+    ));
+    let segment_gpu_s = match cloud_gpu {
+        Some(gpu) => {
+            let (labels_gpu, secs, _) = timed(|| {
+                let l = gpu.segment_volume(&geometry, &shape, &bits);
+                sync(gpu.model.vs.device());
+                l
+            });
+            labels_gpu.map_err(|e| e.to_string())?;
+            report(&format!("cloud, g + sliding-window s on the GPU: {secs:.2} s"));
+            Some(secs)
+        }
+        None => None,
+    };
+    let voxels = stream.voxels;
+    let row = VolumeLatencyRow {
+        method: format!("Orchestra {}", cloud.model.variant),
+        sides: scan.geometry.sides,
+        voxels,
+        bytes: stream.bytes.len(),
+        bpp: 8.0 * stream.bytes.len() as f64 / voxels as f64,
+        link_mb_per_s,
+        transmission_s: stream.bytes.len() as f64 / (link_mb_per_s * 1e6),
+        compress_one_core_s: Some(one_s),
+        compress_one_core_busy: Some(one_busy),
+        compress_all_cores_s: Some(all_s),
+        compress_all_cores_busy: Some(all_busy),
+        edge_cores: cores,
+        decode_s,
+        segment_cpu_s,
+        cloud_threads: tch::get_num_threads(),
+        segment_gpu_s,
+        total_cpu_s: 0.0,
+        total_gpu_s: None,
+    };
+    Ok((row.totals(), labels))
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// The scan sent as stored (16 bits a voxel) and segmented by D1 (prepared as it was trained)
+/// over the same sliding window. Returns the row and the label volume (source sides).
+pub fn raw_row(
+    d1: &Model,
+    d1_gpu: Option<&Model>,
+    prep: &VolumePreprocessing,
+    scan: &Volume,
+    link_mb_per_s: f64,
+    report: impl Fn(&str),
+) -> Result<(VolumeLatencyRow, Vec<u8>), String> {
+    let source = scan.geometry.sides;
+    let voxels: usize = source.iter().product();
+    let bytes = (voxels as f64 * SOURCE_BITS_PER_VOXEL / 8.0) as usize;
+    let segment = |model: &Model| {
+        let (sides, prepared) = prep.prepare(scan.voxels.clone(), source);
+        let x = scan_tensor(model, &prepared, sides, model.vs.device());
+        let labels = segment_features(model, &x, sides, WINDOW_BATCH);
+        sync(model.vs.device());
+        expand_labels(&labels, sides, source, prep.factor)
+    };
+    let (labels, segment_cpu_s, _) = timed(|| segment(d1));
+    report(&format!(
+        "cloud, D1's sliding-window s on {} CPU threads: {segment_cpu_s:.1} s",
+        tch::get_num_threads()
+    ));
+    let segment_gpu_s = d1_gpu.map(|g| timed(|| segment(g)).1);
+    let row = VolumeLatencyRow {
+        method: "raw scan, D1".into(),
+        sides: source,
+        voxels,
+        bytes,
+        bpp: SOURCE_BITS_PER_VOXEL,
+        link_mb_per_s,
+        transmission_s: bytes as f64 / (link_mb_per_s * 1e6),
+        compress_one_core_s: None,
+        compress_one_core_busy: None,
+        compress_all_cores_s: None,
+        compress_all_cores_busy: None,
+        edge_cores: 0,
+        decode_s: 0.0,
+        segment_cpu_s,
+        cloud_threads: tch::get_num_threads(),
+        segment_gpu_s,
+        total_cpu_s: 0.0,
+        total_gpu_s: None,
+    };
+    Ok((row.totals(), labels))
+}
+
+/// The rows as a Markdown table (seconds).
+pub fn table(rows: &[VolumeLatencyRow]) -> String {
+    let gpu = rows.iter().any(|r| r.segment_gpu_s.is_some());
+    let link = rows.first().map_or(0.0, |r| r.link_mb_per_s);
+    let cores = rows.iter().map(|r| r.edge_cores).max().unwrap_or(0);
+    let threads = rows.first().map_or(0, |r| r.cloud_threads);
+    let mut s = format!(
+        "| method | scan (z x y x x) | bytes sent | bpp | transmission @ {link} MB/s | edge compression, 1 core | \
+         edge compression, {cores} cores | entropy decoding | g + s, CPU ({threads} threads) |"
+    );
+    if gpu {
+        s += " g + s, GPU |";
+    }
+    s += " total, CPU |";
+    if gpu {
+        s += " total, GPU |";
+    }
+    s += "\n|---|---|---|---|---|---|---|---|---|---|";
+    if gpu {
+        s += "---|---|";
+    }
+    s += "\n";
+    let secs = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} s"));
+    for r in rows {
+        let [z, y, x] = r.sides;
+        s += &format!(
+            "| {} | {z} x {y} x {x} | {} | {:.5} | {} | {} | {} | {} | {} |",
+            r.method,
+            r.bytes,
+            r.bpp,
+            secs(Some(r.transmission_s)),
+            secs(r.compress_one_core_s),
+            secs(r.compress_all_cores_s),
+            if r.compress_one_core_s.is_some() {
+                format!("{:.3} s", r.decode_s)
+            } else {
+                "-".into()
+            },
+            secs(Some(r.segment_cpu_s)),
+        );
+        if gpu {
+            s += &format!(" {} |", secs(r.segment_gpu_s));
+        }
+        s += &format!(" {} |", secs(Some(r.total_cpu_s)));
+        if gpu {
+            s += &format!(" {} |", secs(r.total_gpu_s));
+        }
+        s += "\n";
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(gpu: Option<f64>) -> VolumeLatencyRow {
+        VolumeLatencyRow {
+            method: "Orchestra D4".into(),
+            sides: [274, 512, 512],
+            voxels: 274 * 512 * 512,
+            bytes: 23_000,
+            bpp: 0.0026,
+            link_mb_per_s: 23.0,
+            transmission_s: 0.001,
+            compress_one_core_s: Some(10.0),
+            compress_one_core_busy: Some(1.0),
+            compress_all_cores_s: Some(6.0),
+            compress_all_cores_busy: Some(1.9),
+            edge_cores: 2,
+            decode_s: 0.5,
+            segment_cpu_s: 100.0,
+            cloud_threads: 2,
+            segment_gpu_s: gpu,
+            total_cpu_s: 0.0,
+            total_gpu_s: None,
+        }
+        .totals()
+    }
+
+    #[test]
+    fn totals_take_the_one_core_edge_and_each_cloud_device() {
+        let r = row(Some(2.0));
+        assert!((r.total_cpu_s - 110.501).abs() < 1e-9);
+        assert!((r.total_gpu_s.unwrap() - 12.501).abs() < 1e-9);
+        assert_eq!(row(None).total_gpu_s, None);
+    }
+
+    #[test]
+    fn the_table_has_a_gpu_column_only_with_a_gpu() {
+        let without = table(&[row(None)]);
+        assert!(!without.contains("GPU"), "{without}");
+        assert!(
+            without.contains("| Orchestra D4 | 274 x 512 x 512 | 23000 |"),
+            "{without}"
+        );
+        let with = table(&[row(Some(2.0))]);
+        assert!(
+            with.contains("g + s, GPU") && with.contains("| 12.50 s |"),
+            "{with}"
+        );
+        for line in with.lines() {
+            assert_eq!(line.matches('|').count(), 14, "{line}");
+        }
+    }
+}
