@@ -332,7 +332,7 @@ mod tests {
             "{with}"
         );
         for line in with.lines() {
-            assert_eq!(line.matches('|').count(), 14, "{line}");
+            assert_eq!(line.matches('|').count(), 13, "{line}");
         }
     }
 }

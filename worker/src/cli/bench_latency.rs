@@ -8,7 +8,6 @@ use orchestra_api::{DeviceKind, Variant};
 use orchestra_worker::baselines::rate_accuracy::CodecSetting;
 use orchestra_worker::codec::model_file::CompressionModel;
 use orchestra_worker::latency::{codec_row, orchestra_row, table};
-use orchestra_worker::nets::Model;
 use tch::Device;
 
 use super::codec::synthetic_sample;
@@ -106,17 +105,10 @@ pub fn run(args: LatencyArgs) -> Result<()> {
                 d1.config.in_channels
             );
         }
-        // The same weights on the GPU, copied from the loaded model (no second checkpoint read).
-        let d1_gpu = match gpu {
-            Some(device) => {
-                let on_gpu = Model::new(d1.config.clone(), Variant::D1, device);
-                on_gpu
-                    .load_weights(&d1.named_variables())
-                    .map_err(anyhow::Error::msg)?;
-                Some(on_gpu)
-            }
-            None => None,
-        };
+        let d1_gpu = gpu
+            .map(|device| d1.copy_to(device))
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
         let settings = [
             None,
             Some(CodecSetting::Jpeg(args.jpeg_quality)),

@@ -12,7 +12,6 @@ use orchestra_edge::volume::{LabelVolume, DEFAULT_MAX_VOXELS};
 use orchestra_edge::EdgeModel;
 use orchestra_worker::codec::model_file::CompressionModel;
 use orchestra_worker::data::TrainingData;
-use orchestra_worker::nets::Model;
 use orchestra_worker::volume_latency::{orchestra_row, raw_row, table};
 use tch::Device;
 
@@ -88,16 +87,10 @@ pub fn run(args: VolumeLatencyArgs) -> Result<()> {
         let TrainingData::Volumes(set) = data else {
             bail!("--d1 {}: not a volume model", path.display());
         };
-        let d1_gpu = match gpu {
-            Some(device) => {
-                let on_gpu = Model::new(d1.config.clone(), Variant::D1, device);
-                on_gpu
-                    .load_weights(&d1.named_variables())
-                    .map_err(anyhow::Error::msg)?;
-                Some(on_gpu)
-            }
-            None => None,
-        };
+        let d1_gpu = gpu
+            .map(|device| d1.copy_to(device))
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
         eprintln!("raw scan, D1:");
         let (row, _) = raw_row(
             &d1,

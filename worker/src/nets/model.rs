@@ -151,6 +151,14 @@ impl Model {
         v
     }
 
+    /// The same weights in a new model on `device` (a GPU column from a model loaded on the
+    /// CPU, without reading its checkpoint twice).
+    pub fn copy_to(&self, device: Device) -> Result<Model, String> {
+        let copy = Model::new(self.config.clone(), self.variant, device);
+        copy.load_weights(&self.named_variables())?;
+        Ok(copy)
+    }
+
     /// Copies saved tensors into the model's variables; every variable must be present with the
     /// same shape, and nothing else may be.
     pub fn load_weights(&self, saved: &[(String, Tensor)]) -> Result<(), String> {
