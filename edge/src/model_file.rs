@@ -13,7 +13,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::compressor::{binarize, Compressor, Conv, Planes};
 use crate::preparation::VolumePreprocessing;
-use crate::tiling::{disturbed_border, TiledPass};
+use crate::tiling::{halo_cells, TiledPass};
 use crate::volume::DEFAULT_MAX_VOXELS;
 
 /// The largest model file the edge reads (the paper preset's whole file is about 60 MB).
@@ -238,7 +238,7 @@ impl EdgeModel {
         }
         let f = self.downsample();
         let cells = x.sides.map(|s| s / f);
-        let halo = disturbed_border(&self.compressor.axis_layers(), 64 * f);
+        let halo = halo_cells(&self.compressor.axis_layers(), f, 1);
         let k = self.compressor.layers.last().map_or(0, |l| l.c_out);
         // Tiles run in parallel: the unfold of one tile is single-threaded, so one tile per
         // thread keeps the cores busy (each thread holds one tile's memory).

@@ -5,6 +5,7 @@
 //! preparation (`orchestra.volume` in the model file).
 
 use crate::intensity::Intensity;
+use crate::tiling::copy_box;
 
 /// A model's scan preparation: intensities normalised, then reduced by whole factors.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -140,25 +141,14 @@ pub fn pad(voxels: &[f32], sides: [usize; 3], to: [usize; 3]) -> Vec<f32> {
         return voxels.to_vec();
     }
     let mut out = vec![0f32; to.iter().product()];
-    for z in 0..sides[0] {
-        for y in 0..sides[1] {
-            let src = (z * sides[1] + y) * sides[2];
-            let dst = (z * to[1] + y) * to[2];
-            out[dst..dst + sides[2]].copy_from_slice(&voxels[src..src + sides[2]]);
-        }
-    }
+    copy_box(voxels, sides, [0; 3], &mut out, to, [0; 3], sides, 1);
     out
 }
 
 /// The part of a z-major volume (sides `from`) inside `sides`.
-pub fn crop<T: Copy>(values: &[T], from: [usize; 3], sides: [usize; 3]) -> Vec<T> {
-    let mut out = Vec::with_capacity(sides.iter().product());
-    for z in 0..sides[0] {
-        for y in 0..sides[1] {
-            let src = (z * from[1] + y) * from[2];
-            out.extend_from_slice(&values[src..src + sides[2]]);
-        }
-    }
+pub fn crop<T: Copy + Default>(values: &[T], from: [usize; 3], sides: [usize; 3]) -> Vec<T> {
+    let mut out = vec![T::default(); sides.iter().product()];
+    copy_box(values, from, [0; 3], &mut out, sides, [0; 3], sides, 1);
     out
 }
 

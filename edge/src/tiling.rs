@@ -65,6 +65,13 @@ pub fn disturbed_border(layers: &[AxisLayer], input_len: usize) -> usize {
     first.max(exact.len() - 1 - last)
 }
 
+/// The halo, in whole code cells, of a stack from a grid of `scale_in` positions per cell to
+/// one of `scale_out`: its disturbed border, measured on a line 64 cells long and rounded up
+/// to cells.
+pub fn halo_cells(layers: &[AxisLayer], scale_in: usize, scale_out: usize) -> usize {
+    disturbed_border(layers, 64 * scale_in).div_ceil(scale_out)
+}
+
 /// One tile: the code cells it produces (kept) and the cells of the region it is computed on
 /// (the kept cells widened by the halo, clipped to the volume), per axis (z, y, x).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,15 +9,13 @@ use crate::nets::binarize::binarize;
 use crate::nets::compressor::Compressor;
 use crate::nets::reconstructor::Reconstructor;
 use crate::nets::Model;
-use orchestra_edge::tiling::{disturbed_border, TiledPass, Tiling};
+use orchestra_edge::tiling::{halo_cells, TiledPass, Tiling};
 
-/// A (1, C, z, y, x) float tensor's values and sides.
-fn values_and_sides(t: &Tensor) -> (Vec<f32>, usize, [usize; 3]) {
-    let size = t.size();
-    let sides = std::array::from_fn(|a| size[2 + a] as usize);
+/// A (1, C, z, y, x) float tensor's values on the host and its channels.
+fn values_of(t: &Tensor) -> (Vec<f32>, usize) {
     let values = Vec::<f32>::try_from(t.flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Float))
         .expect("a float volume");
-    (values, size[1] as usize, sides)
+    (values, t.size()[1] as usize)
 }
 
 /// Runs `net` over one region (channel-major values) on `device`.
@@ -51,14 +49,17 @@ pub fn encode_volume(model: &Model, scan: &Tensor, tiling: Tiling) -> Option<(Te
     let c = model.compressor.as_ref()?;
     let _guard = tch::no_grad_guard();
     let f = model.config.downsample as usize;
-    let (values, channels, sides) = values_and_sides(scan);
+    let size = scan.size();
+    let sides: [usize; 3] = std::array::from_fn(|a| size[2 + a] as usize);
+    // Decided from the sides alone: a scan that runs whole is not copied out first.
     let Some(tile) = tiling.tile_cells(sides, f) else {
         return model.encode(scan, false);
     };
+    let (values, channels) = values_of(scan);
     let device = scan.device();
     let cells = sides.map(|s| s / f);
     let k = model.config.code_channels as usize;
-    let halo = disturbed_border(&Compressor::axis_layers(&model.config), 64 * f);
+    let halo = halo_cells(&Compressor::axis_layers(&model.config), f, 1);
     let activations = TiledPass {
         input: &values,
         in_channels: channels,
@@ -87,10 +88,9 @@ pub fn reconstruct_volume(model: &Model, bits: &Tensor, tiling: Tiling) -> Tenso
         return g.forward_t(bits, false);
     };
     let device = bits.device();
-    let (values, k, _) = values_and_sides(bits);
+    let (values, k) = values_of(bits);
     let out = model.config.g_out as usize;
-    // The border is counted in voxels; the halo is whole cells.
-    let halo = disturbed_border(&Reconstructor::axis_layers(&model.config), 64).div_ceil(f);
+    let halo = halo_cells(&Reconstructor::axis_layers(&model.config), 1, f);
     let features = TiledPass {
         input: &values,
         in_channels: k,

@@ -13,7 +13,6 @@
 use std::time::Instant;
 
 use serde::Serialize;
-use tch::Device;
 
 use crate::codec::model_file::CompressionModel;
 use crate::data::volumes::SOURCE_BITS_PER_VOXEL;
@@ -58,12 +57,51 @@ pub struct VolumeLatencyRow {
     pub total_gpu_s: Option<f64>,
 }
 
+/// The edge's two timings (seconds, and the cores each kept busy).
+#[derive(Clone, Copy, Debug)]
+pub struct EdgeTimings {
+    pub one_core: (f64, f64),
+    pub all_cores: (f64, f64),
+    pub cores: usize,
+}
+
+/// A row's measurements; the row derives its rate, transmission and totals from them.
+#[derive(Clone, Debug)]
+pub struct Measured {
+    pub method: String,
+    pub sides: [usize; 3],
+    pub bytes: usize,
+    pub edge: Option<EdgeTimings>,
+    pub decode_s: f64,
+    pub segment_cpu_s: f64,
+    pub segment_gpu_s: Option<f64>,
+}
+
 impl VolumeLatencyRow {
-    fn totals(mut self) -> Self {
-        let edge = self.compress_one_core_s.unwrap_or(0.0) + self.transmission_s + self.decode_s;
-        self.total_cpu_s = edge + self.segment_cpu_s;
-        self.total_gpu_s = self.segment_gpu_s.map(|g| edge + g);
-        self
+    pub fn new(m: Measured, link_mb_per_s: f64) -> VolumeLatencyRow {
+        let voxels: usize = m.sides.iter().product();
+        let transmission_s = m.bytes as f64 / (link_mb_per_s * 1e6);
+        let edge_and_link = m.edge.map_or(0.0, |e| e.one_core.0) + transmission_s + m.decode_s;
+        VolumeLatencyRow {
+            method: m.method,
+            sides: m.sides,
+            voxels,
+            bytes: m.bytes,
+            bpp: 8.0 * m.bytes as f64 / voxels as f64,
+            link_mb_per_s,
+            transmission_s,
+            compress_one_core_s: m.edge.map(|e| e.one_core.0),
+            compress_one_core_busy: m.edge.map(|e| e.one_core.1),
+            compress_all_cores_s: m.edge.map(|e| e.all_cores.0),
+            compress_all_cores_busy: m.edge.map(|e| e.all_cores.1),
+            edge_cores: m.edge.map_or(0, |e| e.cores),
+            decode_s: m.decode_s,
+            segment_cpu_s: m.segment_cpu_s,
+            cloud_threads: tch::get_num_threads(),
+            segment_gpu_s: m.segment_gpu_s,
+            total_cpu_s: edge_and_link + m.segment_cpu_s,
+            total_gpu_s: m.segment_gpu_s.map(|g| edge_and_link + g),
+        }
     }
 }
 
@@ -97,7 +135,9 @@ pub fn edge_encode(
         .num_threads(threads)
         .build()
         .map_err(|e| e.to_string())?;
-    let (stream, secs, busy) = timed(|| pool.install(|| edge.encode_volume(scan.clone())));
+    // The copy the encoder consumes is made before the clock starts.
+    let scan = scan.clone();
+    let (stream, secs, busy) = timed(|| pool.install(|| edge.encode_volume(scan)));
     Ok((stream.map_err(|e| e.to_string())?, secs, busy))
 }
 
@@ -140,45 +180,28 @@ pub fn orchestra_row(
     ));
     let segment_gpu_s = match cloud_gpu {
         Some(gpu) => {
-            let (labels_gpu, secs, _) = timed(|| {
-                let l = gpu.segment_volume(&geometry, &shape, &bits);
-                sync(gpu.model.vs.device());
-                l
-            });
+            // The labels come back to the host, so the timing waits for the device.
+            let (labels_gpu, secs, _) = timed(|| gpu.segment_volume(&geometry, &shape, &bits));
             labels_gpu.map_err(|e| e.to_string())?;
             report(&format!("cloud, g + sliding-window s on the GPU: {secs:.2} s"));
             Some(secs)
         }
         None => None,
     };
-    let voxels = stream.voxels;
-    let row = VolumeLatencyRow {
+    let row = Measured {
         method: format!("Orchestra {}", cloud.model.variant),
         sides: scan.geometry.sides,
-        voxels,
         bytes: stream.bytes.len(),
-        bpp: 8.0 * stream.bytes.len() as f64 / voxels as f64,
-        link_mb_per_s,
-        transmission_s: stream.bytes.len() as f64 / (link_mb_per_s * 1e6),
-        compress_one_core_s: Some(one_s),
-        compress_one_core_busy: Some(one_busy),
-        compress_all_cores_s: Some(all_s),
-        compress_all_cores_busy: Some(all_busy),
-        edge_cores: cores,
+        edge: Some(EdgeTimings {
+            one_core: (one_s, one_busy),
+            all_cores: (all_s, all_busy),
+            cores,
+        }),
         decode_s,
         segment_cpu_s,
-        cloud_threads: tch::get_num_threads(),
         segment_gpu_s,
-        total_cpu_s: 0.0,
-        total_gpu_s: None,
     };
-    Ok((row.totals(), labels))
-}
-
-fn sync(device: Device) {
-    if let Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
-    }
+    Ok((VolumeLatencyRow::new(row, link_mb_per_s), labels))
 }
 
 /// The scan sent as stored (16 bits a voxel) and segmented by D1 (prepared as it was trained)
@@ -197,8 +220,8 @@ pub fn raw_row(
     let segment = |model: &Model| {
         let (sides, prepared) = prep.prepare(scan.voxels.clone(), source);
         let x = scan_tensor(model, &prepared, sides, model.vs.device());
+        // The labels come back to the host, so the timing waits for the device.
         let labels = segment_features(model, &x, sides, WINDOW_BATCH);
-        sync(model.vs.device());
         expand_labels(&labels, sides, source, prep.factor)
     };
     let (labels, segment_cpu_s, _) = timed(|| segment(d1));
@@ -207,27 +230,16 @@ pub fn raw_row(
         tch::get_num_threads()
     ));
     let segment_gpu_s = d1_gpu.map(|g| timed(|| segment(g)).1);
-    let row = VolumeLatencyRow {
+    let row = Measured {
         method: "raw scan, D1".into(),
         sides: source,
-        voxels,
         bytes,
-        bpp: SOURCE_BITS_PER_VOXEL,
-        link_mb_per_s,
-        transmission_s: bytes as f64 / (link_mb_per_s * 1e6),
-        compress_one_core_s: None,
-        compress_one_core_busy: None,
-        compress_all_cores_s: None,
-        compress_all_cores_busy: None,
-        edge_cores: 0,
+        edge: None,
         decode_s: 0.0,
         segment_cpu_s,
-        cloud_threads: tch::get_num_threads(),
         segment_gpu_s,
-        total_cpu_s: 0.0,
-        total_gpu_s: None,
     };
-    Ok((row.totals(), labels))
+    Ok((VolumeLatencyRow::new(row, link_mb_per_s), labels))
 }
 
 /// The rows as a Markdown table (seconds).
@@ -287,32 +299,28 @@ mod tests {
     use super::*;
 
     fn row(gpu: Option<f64>) -> VolumeLatencyRow {
-        VolumeLatencyRow {
+        let measured = Measured {
             method: "Orchestra D4".into(),
             sides: [274, 512, 512],
-            voxels: 274 * 512 * 512,
             bytes: 23_000,
-            bpp: 0.0026,
-            link_mb_per_s: 23.0,
-            transmission_s: 0.001,
-            compress_one_core_s: Some(10.0),
-            compress_one_core_busy: Some(1.0),
-            compress_all_cores_s: Some(6.0),
-            compress_all_cores_busy: Some(1.9),
-            edge_cores: 2,
+            edge: Some(EdgeTimings {
+                one_core: (10.0, 1.0),
+                all_cores: (6.0, 1.9),
+                cores: 2,
+            }),
             decode_s: 0.5,
             segment_cpu_s: 100.0,
-            cloud_threads: 2,
             segment_gpu_s: gpu,
-            total_cpu_s: 0.0,
-            total_gpu_s: None,
-        }
-        .totals()
+        };
+        VolumeLatencyRow::new(measured, 23.0)
     }
 
     #[test]
     fn totals_take_the_one_core_edge_and_each_cloud_device() {
         let r = row(Some(2.0));
+        // 23 kB at 23 MB/s: 1 ms on the link; the rate is the stream's bits over the voxels.
+        assert!((r.transmission_s - 0.001).abs() < 1e-12);
+        assert!((r.bpp - 8.0 * 23_000.0 / (274.0 * 512.0 * 512.0)).abs() < 1e-12);
         assert!((r.total_cpu_s - 110.501).abs() < 1e-9);
         assert!((r.total_gpu_s.unwrap() - 12.501).abs() < 1e-9);
         assert_eq!(row(None).total_gpu_s, None);

@@ -80,7 +80,7 @@ pub fn all_reduce_mean(
 /// same sums as `all_reduce_mean` over the group's separate tensors.
 pub fn all_reduce_mean_flat(
     comm: &mut dyn Collective,
-    buffers: &[&Tensor],
+    buffers: &[Tensor],
     bucket_bytes: usize,
 ) -> Result<ReduceStats, DistError> {
     let world = comm.world_size();
@@ -228,7 +228,7 @@ mod tests {
         let flat = Tensor::from_slice(&values);
         let before = flat.data_ptr();
         let mut comm = TwoRanks { other, calls: 0 };
-        let stats = all_reduce_mean_flat(&mut comm, &[&flat], 1024).unwrap();
+        let stats = all_reduce_mean_flat(&mut comm, &[flat.shallow_clone()], 1024).unwrap();
         assert_eq!(flat.data_ptr(), before, "in place");
         assert_eq!(
             (stats.buckets, comm.calls, stats.bytes),

@@ -29,15 +29,6 @@ pub struct Adam {
     eps: f64,
 }
 
-/// Strides of a contiguous tensor of `size`.
-fn contiguous_strides(size: &[i64]) -> Vec<i64> {
-    let mut strides = vec![1i64; size.len()];
-    for i in (0..size.len().saturating_sub(1)).rev() {
-        strides[i] = strides[i + 1] * size[i + 1].max(1);
-    }
-    strides
-}
-
 impl Adam {
     /// Moves `params` (float tensors on one device) into flat buffers: their values are copied
     /// in and each tensor becomes a view of its slice, so whoever holds them (the model's
@@ -86,13 +77,9 @@ impl Adam {
                     tracing::debug!(param = %name, "no gradient to bind");
                     continue;
                 }
-                let size = p.size();
-                let _ = g.set_source_tensor_storage_offset_(
-                    &grad,
-                    offset,
-                    size.as_slice(),
-                    contiguous_strides(&size),
-                );
+                // The parameter is already its slice of `data`: the gradient takes its shape
+                // and strides at the same offset of `grad`.
+                let _ = g.set_source_tensor_storage_offset_(&grad, offset, p.size(), p.stride());
             }
         });
         Adam {
@@ -107,10 +94,6 @@ impl Adam {
             beta2,
             eps: 1e-8,
         }
-    }
-
-    pub fn params(&self) -> &[(String, Tensor)] {
-        &self.params
     }
 
     /// Every parameter's gradient, end to end (for the all-reduce).
@@ -293,7 +276,7 @@ mod tests {
             flat.grad.data_ptr() as usize,
             flat.grad.data_ptr() as usize + 4 * flat.grad.numel(),
         );
-        for (name, p) in flat.params() {
+        for (name, p) in &flat.params {
             assert!(
                 (lo..hi).contains(&(p.data_ptr() as usize)),
                 "{name} is not in the buffer"
@@ -323,15 +306,15 @@ mod tests {
             (ref_net(&x) - &y).square().mean(Kind::Float).backward();
             flat.step(2e-3);
             reference.step(2e-3);
-            for ((name, a), b) in flat.params().iter().zip(&reference.params) {
+            for ((name, a), b) in flat.params.iter().zip(&reference.params) {
                 assert!(a.equal(b), "step {step}: {name} differs");
             }
         }
         // The moments come out per parameter, under the checkpoint's names, and load back.
         let state = flat.state("main");
-        assert_eq!(state.len(), 2 * flat.params().len());
+        assert_eq!(state.len(), 2 * flat.params.len());
         for ((name, t), i) in state.iter().step_by(2).zip(0..) {
-            assert_eq!(name, &format!("main.m.{}", flat.params()[i].0));
+            assert_eq!(name, &format!("main.m.{}", flat.params[i].0));
             assert!(t.equal(&reference.m[i]), "{name}");
         }
         let saved: Vec<(String, Tensor)> = state.iter().map(|(n, t)| (n.clone(), t.copy())).collect();

@@ -332,8 +332,7 @@ impl Trainer {
 
     /// Averages parameter groups' flat gradient buffers over ranks, in place.
     fn average_flat(&mut self, buffers: &[Tensor]) -> Result<(), TrainError> {
-        let refs: Vec<&Tensor> = buffers.iter().collect();
-        let stats = all_reduce_mean_flat(self.comm.as_mut(), &refs, self.bucket_bytes)
+        let stats = all_reduce_mean_flat(self.comm.as_mut(), buffers, self.bucket_bytes)
             .map_err(|e| self.dist_error(e))?;
         self.comm_seconds += stats.elapsed.as_secs_f64();
         Ok(())
