@@ -149,7 +149,7 @@ pub fn fuzz_volume_streams(
     seed: u64,
     max_voxels: u64,
 ) -> FuzzReport {
-    use crate::volume_stream::{unwrap, wrap, VolumeGeometry, MAGIC};
+    use crate::volume_stream::{unwrap, wrap, Reduction, VolumeGeometry, MAGIC};
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut report = FuzzReport::default();
     let codes: Vec<Vec<u8>> = valid
@@ -170,9 +170,19 @@ pub fn fuzz_volume_streams(
                     1 => rng.random_range(0..=4096),
                     _ => rng.random(),
                 };
+                let reduction = if rng.random_bool(0.5) {
+                    Reduction::Factor([rng.random_range(0..3), rng.random_range(0..3), rng.random()])
+                } else {
+                    let spacing = |rng: &mut ChaCha8Rng| match rng.random_range(0..3) {
+                        0 => rng.random_range(0.0..12.0),
+                        1 => -rng.random::<f32>(),
+                        _ => f32::from_bits(rng.random()),
+                    };
+                    Reduction::Spacing([spacing(&mut rng), spacing(&mut rng), spacing(&mut rng)])
+                };
                 let geometry = VolumeGeometry {
                     sides: [side(&mut rng), side(&mut rng), side(&mut rng)],
-                    factor: [rng.random_range(0..3), rng.random_range(0..3), rng.random()],
+                    reduction,
                     affine: [[rng.random::<f32>() * 4.0 - 2.0; 4]; 3],
                 };
                 let (code, _) = input(&mut rng, codec, &codes);
@@ -197,7 +207,7 @@ pub fn fuzz_volume_streams(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume_stream::{wrap, VolumeGeometry};
+    use crate::volume_stream::{wrap, Reduction, VolumeGeometry};
     use crate::{quantize, CodeShape, CONTEXTS};
 
     #[test]
@@ -227,7 +237,11 @@ mod tests {
                     .collect();
                 let geometry = VolumeGeometry {
                     sides: [10 + k as u32, 64, 80],
-                    factor: [1, 2, 2],
+                    reduction: if k % 2 == 0 {
+                        Reduction::Factor([1, 2, 2])
+                    } else {
+                        Reduction::Spacing([10.0, 3.0, 2.5])
+                    },
                     affine: [
                         [1.5, 0.0, 0.0, -90.0],
                         [0.0, 1.5, 0.0, 20.0],

@@ -15,6 +15,7 @@ pub mod intensity;
 pub mod model_file;
 pub mod nifti_write;
 pub mod preparation;
+pub mod resample;
 pub mod scan;
 pub mod synthetic_volume;
 pub mod tiling;

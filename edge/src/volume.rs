@@ -54,6 +54,13 @@ impl Geometry {
     pub fn voxels(&self) -> usize {
         self.sides.iter().product()
     }
+
+    /// The spacing a scan is resampled from: the affine's, not `spacing`, because the affine is
+    /// what the cloud receives, and both ends must derive the same resampled grid to the bit
+    /// (a DICOM series' spacing and its affine's columns can differ in the last bit).
+    pub fn affine_spacing(&self) -> [f32; 3] {
+        spacing_of(&self.affine)
+    }
 }
 
 /// Voxel spacing (z, y, x) of an affine: the lengths of its columns (i = x, j = y, k = z).

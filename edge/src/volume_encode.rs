@@ -1,10 +1,10 @@
-//! The edge's side of a volume: a scan prepared as the model was trained (intensities, whole
-//! reduction factors), padded so that C halves it down to a code and the cloud can slide a whole
-//! patch over it, coded into one bitstream (C run whole, or in tiles for large scans: the same
+//! The edge's side of a volume: a scan prepared as the model was trained (intensities, then
+//! whole reduction factors or resampling to a spacing), padded so that C halves it down to a
+//! code and the cloud can slide a whole patch over it, coded into one bitstream (C run whole, or in tiles for large scans: the same
 //! code either way), and sent behind its geometry so that the cloud writes a label volume on
 //! the scan's own voxels.
 
-use orchestra_codec::volume_stream::{wrap, VolumeGeometry};
+use orchestra_codec::volume_stream::wrap;
 
 use crate::compressor::Planes;
 use crate::model_file::{EdgeError, EdgeModel};
@@ -41,8 +41,9 @@ impl EdgeModel {
                 })
             }
         };
+        let geometry = prep.stream_geometry(&scan.geometry);
         let source = scan.geometry.sides;
-        let (sides, voxels) = prep.prepare(scan.voxels, source);
+        let (sides, voxels) = prep.prepare(scan.voxels, source, scan.geometry.affine_spacing());
         let f = self.downsample;
         let padded: [usize; 3] = std::array::from_fn(|a| padded_side(sides[a], f, self.sides[a]));
         let planes = Planes {
@@ -56,11 +57,6 @@ impl EdgeModel {
                 let (shape, bits) = self.code_tiled(&planes, tile)?;
                 self.codec.encode(&shape, &bits)?
             }
-        };
-        let geometry = VolumeGeometry {
-            sides: source.map(|s| s as u32),
-            factor: prep.factor.map(|f| f as u8),
-            affine: scan.geometry.affine,
         };
         Ok(VolumeStream {
             bytes: wrap(&geometry, &code),

@@ -383,13 +383,9 @@ fn run(command: Command) -> Result<()> {
             let batch = spec.hyper.batch_size as usize;
             let e = match data {
                 TrainingData::Images(d) => train::evaluate(&model, &d.val, d.channels, d.size, device, batch),
-                TrainingData::Volumes(v) => train::volume_eval::evaluate_volumes(
-                    &model,
-                    &v.val,
-                    v.preprocessing.factor,
-                    device,
-                    batch,
-                ),
+                TrainingData::Volumes(v) => {
+                    train::volume_eval::evaluate_volumes(&model, &v.val, &v.preprocessing, device, batch)
+                }
             };
             println!(
                 "{}",

@@ -19,7 +19,7 @@ use crate::data::volumes::SOURCE_BITS_PER_VOXEL;
 use crate::nets::Model;
 use crate::train::volume_eval::{scan_tensor, segment_features};
 use orchestra_codec::volume_stream::unwrap;
-use orchestra_edge::preparation::{expand_labels, VolumePreprocessing};
+use orchestra_edge::preparation::VolumePreprocessing;
 use orchestra_edge::volume::{Volume, DEFAULT_MAX_VOXELS};
 use orchestra_edge::volume_encode::VolumeStream;
 use orchestra_edge::EdgeModel;
@@ -218,11 +218,11 @@ pub fn raw_row(
     let voxels: usize = source.iter().product();
     let bytes = (voxels as f64 * SOURCE_BITS_PER_VOXEL / 8.0) as usize;
     let segment = |model: &Model| {
-        let (sides, prepared) = prep.prepare(scan.voxels.clone(), source);
+        let (sides, prepared) = prep.prepare(scan.voxels.clone(), source, scan.geometry.affine_spacing());
         let x = scan_tensor(model, &prepared, sides, model.vs.device());
         // The labels come back to the host, so the timing waits for the device.
         let labels = segment_features(model, &x, sides, WINDOW_BATCH);
-        expand_labels(&labels, sides, source, prep.factor)
+        prep.restore_labels(&labels, sides, source)
     };
     let (labels, segment_cpu_s, _) = timed(|| segment(d1));
     report(&format!(

@@ -271,23 +271,18 @@ fn synthetic_volumes_make_a_readable_volume_folder() {
     assert!(!ok && stderr.contains("--sides"), "{stderr}");
 }
 
-/// Volumes on the command line: a 3D trial on a folder of NIfTI scans (reduced in-plane),
-/// exported with its scan preparation; `encode` turns a scan with an oblique affine into one
-/// volume stream, `segment` turns that into a NIfTI label volume with the scan's sides and affine
-/// whose labels are the in-process pipeline's; damaged geometry and a scan for an image model
-/// are refused by name.
-#[test]
-fn volumes_encode_to_one_stream_and_segment_to_nifti_on_the_scan() {
+/// A D4 volume trial (3 steps) on four synthetic hearts written as NIfTI, prepared as
+/// `preparation` says (`downsample=...` or `spacing=...`), exported: (spec, its file, the
+/// model file).
+fn train_volume_model(
+    dir: &std::path::Path,
+    preparation: &str,
+) -> (orchestra_api::TrialSpec, std::path::PathBuf, std::path::PathBuf) {
     use orchestra_api::{ModelSpec, Preset};
     use orchestra_edge::nifti_write::{write_labels, write_volume};
     use orchestra_edge::synthetic_volume::{heart3d, Heart3d};
-    use orchestra_edge::volume::{read_labels, DEFAULT_MAX_VOXELS};
-    use orchestra_worker::codec::model_file::CompressionModel;
-    use orchestra_worker::data::volumes::expand_labels;
-    use orchestra_worker::train::volume_eval::predict_volume;
 
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("hearts");
+    let data = dir.join("hearts");
     for sub in ["images", "labels"] {
         std::fs::create_dir_all(data.join(sub)).unwrap();
     }
@@ -296,9 +291,9 @@ fn volumes_encode_to_one_stream_and_segment_to_nifti_on_the_scan() {
         write_volume(&data.join(format!("images/heart{i}.nii.gz")), &scan).unwrap();
         write_labels(&data.join(format!("labels/heart{i}.nii.gz")), &labels).unwrap();
     }
-    let store = format!("file://{}/store", dir.path().display());
+    let store = format!("file://{}/store", dir.display());
     let mut spec = common::tiny_spec(Variant::D4, &store, "volume-cli");
-    spec.dataset = format!("file://{}?val=1&downsample=1x2x2", data.display());
+    spec.dataset = format!("file://{}?val=1&{preparation}", data.display());
     spec.model = ModelSpec {
         downsample: Some(8),
         patch: Some(vec![16, 16, 16]),
@@ -306,17 +301,145 @@ fn volumes_encode_to_one_stream_and_segment_to_nifti_on_the_scan() {
     };
     spec.hyper.batch_size = 2;
     spec.steps = 3;
-    let spec_path = dir.path().join("trial.yaml");
+    let spec_path = dir.join("trial.yaml");
     std::fs::write(&spec_path, serde_yaml::to_string(&spec).unwrap()).unwrap();
     let (ok, _, stderr) = run(worker().args(["train", "--spec"]).arg(&spec_path));
     assert!(ok, "{stderr}");
-    let model_path = dir.path().join("model.safetensors");
+    let model_path = dir.join("model.safetensors");
     let (ok, _, stderr) = run(worker()
         .args(["export", "--spec"])
         .arg(&spec_path)
         .arg("-o")
         .arg(&model_path));
     assert!(ok, "{stderr}");
+    (spec, spec_path, model_path)
+}
+
+/// Resampling to a target spacing end to end: the trial's scans are resampled to 2.5 x 1.6 x
+/// 1.6 mm (training and validation, with the validation labels kept at the source resolution
+/// for Dice); a scan at another spacing with a rotated affine is encoded into a version-2 volume
+/// stream (78 bytes of geometry), by the worker and by the edge into the same bytes, and
+/// segmented back onto its own voxels with the in-process pipeline's labels; a stream that says
+/// it was reduced otherwise is refused by name.
+#[test]
+fn volumes_resampled_to_a_target_spacing_code_and_come_back_on_the_scan() {
+    use orchestra_codec::volume_stream::{unwrap, wrap, Reduction};
+    use orchestra_edge::nifti_write::write_volume;
+    use orchestra_edge::synthetic_volume::{heart3d, Heart3d};
+    use orchestra_edge::volume::{read_labels, read_volume, DEFAULT_MAX_VOXELS};
+    use orchestra_worker::codec::model_file::CompressionModel;
+    use orchestra_worker::data::VolumeSet;
+    use orchestra_worker::train::volume_eval::predict_volume;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, _, model_path) = train_volume_model(dir.path(), "spacing=2.5x1.6x1.6");
+    // The hearts are 16 x 48 x 48 at 2.5 x 1 x 1 mm: 16 x 30 x 30 at the target.
+    let set = VolumeSet::open(&spec.dataset).unwrap();
+    assert_eq!(set.preprocessing.spacing, Some([2.5, 1.6, 1.6]));
+    assert_eq!(
+        (set.train[0].sides, set.val[0].sides),
+        ([16, 30, 30], [16, 30, 30])
+    );
+    assert_eq!(
+        set.val[0].truth().0,
+        [16, 48, 48],
+        "Dice is scored on the source voxels"
+    );
+
+    // A scan at 3 x 0.85 x 1.25 mm, turned 30 degrees about z.
+    let mut h = Heart3d::new([13, 41, 50], 99);
+    h.spacing = [3.0, 0.85, 1.25];
+    let (mut scan, _) = heart3d(&h);
+    let (c, s) = (30f32.to_radians().cos(), 30f32.to_radians().sin());
+    scan.geometry.affine = [
+        [1.25 * c, -0.85 * s, 0.0, 80.5],
+        [1.25 * s, 0.85 * c, 0.0, -40.0],
+        [0.0, 0.0, 3.0, 12.25],
+    ];
+    let scan_path = dir.path().join("scan.nii.gz");
+    write_volume(&scan_path, &scan).unwrap();
+    let stream_path = dir.path().join("scan.ovol");
+    let (ok, stdout, stderr) = run(worker()
+        .arg("encode")
+        .arg("--model")
+        .arg(&model_path)
+        .arg(&scan_path)
+        .arg("-o")
+        .arg(&stream_path));
+    assert!(ok && stdout.contains("78 geometry"), "{stdout}{stderr}");
+    let labels_path = dir.path().join("labels.nii.gz");
+    let (ok, stdout, stderr) = run(worker()
+        .arg("segment")
+        .arg("--model")
+        .arg(&model_path)
+        .arg(&stream_path)
+        .arg("-o")
+        .arg(&labels_path));
+    assert!(ok, "{stdout}{stderr}");
+    let written = read_labels(&labels_path, DEFAULT_MAX_VOXELS).unwrap();
+    assert_eq!(written.geometry.sides, [13, 41, 50]);
+    assert_eq!(written.geometry.affine, scan.geometry.affine);
+
+    // The pipeline in one process: resampled to 16 x 22 x 39, segmented, brought back.
+    let read = read_volume(&scan_path, DEFAULT_MAX_VOXELS).unwrap();
+    let m = CompressionModel::load(&model_path, tch::Device::Cpu).unwrap();
+    let prep = m.volume.clone().expect("the export carries the scan preparation");
+    assert_eq!((prep.factor, prep.spacing), ([1, 1, 1], Some([2.5, 1.6, 1.6])));
+    let (sides, voxels) = prep.prepare(
+        read.voxels.clone(),
+        read.geometry.sides,
+        read.geometry.affine_spacing(),
+    );
+    assert_eq!(sides, [16, 22, 39]);
+    let p = predict_volume(&m.model, Some(&m.codec), &voxels, sides, tch::Device::Cpu, 4);
+    assert_eq!(
+        written.labels,
+        prep.restore_labels(&p.labels, sides, [13, 41, 50])
+    );
+    let stream = std::fs::read(&stream_path).unwrap();
+    assert_eq!(stream.len(), 78 + p.stream.as_ref().unwrap().len());
+    let edge = orchestra_edge::EdgeModel::load(&model_path).unwrap();
+    assert_eq!(
+        edge.encode_volume(read).unwrap().bytes,
+        stream,
+        "edge and worker agree"
+    );
+
+    // The same code behind a geometry that says whole factors: refused, naming both.
+    let (mut geometry, code) = unwrap(&stream, u64::MAX).unwrap();
+    geometry.reduction = Reduction::Factor([1, 1, 1]);
+    let relabelled = dir.path().join("factor.ovol");
+    std::fs::write(&relabelled, wrap(&geometry, code)).unwrap();
+    let (ok, stdout, stderr) = run(worker()
+        .arg("segment")
+        .arg("--model")
+        .arg(&model_path)
+        .arg(&relabelled)
+        .arg("-o")
+        .arg(dir.path().join("never.nii.gz")));
+    assert!(
+        !ok && stderr.contains("reduced by whole factors [1, 1, 1]")
+            && stderr.contains("takes scans resampled to [2.5, 1.6, 1.6] mm"),
+        "{stdout}{stderr}"
+    );
+}
+
+/// Volumes on the command line: a 3D trial on a folder of NIfTI scans (reduced in-plane),
+/// exported with its scan preparation; `encode` turns a scan with an oblique affine into one
+/// volume stream, `segment` turns that into a NIfTI label volume with the scan's sides and affine
+/// whose labels are the in-process pipeline's; damaged geometry and a scan for an image model
+/// are refused by name.
+#[test]
+fn volumes_encode_to_one_stream_and_segment_to_nifti_on_the_scan() {
+    use orchestra_edge::nifti_write::write_volume;
+    use orchestra_edge::synthetic_volume::{heart3d, Heart3d};
+    use orchestra_edge::volume::{read_labels, DEFAULT_MAX_VOXELS};
+    use orchestra_worker::codec::model_file::CompressionModel;
+    use orchestra_worker::data::volumes::expand_labels;
+    use orchestra_worker::train::volume_eval::predict_volume;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, spec_path, model_path) = train_volume_model(dir.path(), "downsample=1x2x2");
 
     // A scan of other sides (not multiples of f) with an oblique, shifted affine.
     let (mut scan, _) = heart3d(&Heart3d::new([13, 41, 50], 99));
@@ -359,7 +482,11 @@ fn volumes_encode_to_one_stream_and_segment_to_nifti_on_the_scan() {
     let m = CompressionModel::load(&model_path, tch::Device::Cpu).unwrap();
     let prep = m.volume.clone().expect("the export carries the scan preparation");
     assert_eq!(prep.factor, [1, 2, 2]);
-    let (sides, voxels) = prep.prepare(scan.voxels.clone(), scan.geometry.sides);
+    let (sides, voxels) = prep.prepare(
+        scan.voxels.clone(),
+        scan.geometry.sides,
+        scan.geometry.affine_spacing(),
+    );
     let p = predict_volume(&m.model, Some(&m.codec), &voxels, sides, tch::Device::Cpu, 4);
     assert_eq!(
         written.labels,

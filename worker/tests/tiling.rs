@@ -146,6 +146,7 @@ fn a_full_ct_scan_codes_in_tiles_and_comes_back_as_a_label_volume() {
     let prep = VolumePreprocessing {
         intensity: Normalisation::Ct { low, high },
         factor: [2, 4, 4],
+        spacing: None,
     };
     orchestra_worker::nets::rng::reseed(5);
     let spec = ModelSpec {

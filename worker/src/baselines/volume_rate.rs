@@ -12,6 +12,7 @@
 
 use super::rate_accuracy::RatePoint;
 use super::{h264, jpeg2000};
+use crate::data::volumes::VolumePreprocessing;
 use crate::data::VolumeSample;
 use crate::nets::Model;
 use crate::scores::summarise;
@@ -113,7 +114,7 @@ fn pad_even(slice: &[u8], w: usize, h: usize) -> Vec<u8> {
 pub fn volume_codec_curve(
     d1: &Model,
     volumes: &[VolumeSample],
-    factor: [usize; 3],
+    prep: &VolumePreprocessing,
     settings: &[VolumeCodec],
     window_batch: usize,
 ) -> Result<Vec<RatePoint>, String> {
@@ -126,7 +127,7 @@ pub fn volume_codec_curve(
         for vol in volumes {
             let (bytes, decoded) = setting.round_trip(&vol.voxels, vol.sides)?;
             let p = predict_volume(d1, None, &decoded, vol.sides, device, window_batch);
-            let (d, i) = score_volume(p.labels, vol, factor, classes);
+            let (d, i) = score_volume(p.labels, vol, prep, classes);
             dice_rows.push(d);
             iou_rows.push(i);
             bits += 8.0 * bytes as f64;
@@ -150,9 +151,9 @@ pub fn volume_learned_point(
     name: &str,
     model: &Model,
     volumes: &[VolumeSample],
-    factor: [usize; 3],
+    prep: &VolumePreprocessing,
 ) -> Result<RatePoint, String> {
-    let e = evaluate_volumes(model, volumes, factor, Device::Cpu, 4);
+    let e = evaluate_volumes(model, volumes, prep, Device::Cpu, 4);
     let rate = e.rate.ok_or_else(|| {
         format!(
             "{name}: {} sends raw volumes; give a compressing model",

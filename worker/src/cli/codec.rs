@@ -57,7 +57,7 @@ impl LimitFlags {
 fn read_stream(m: &CompressionModel, path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     // A volume stream carries the scan's geometry in front of its code.
-    let max = m.codec.max_stream_bytes() + orchestra_codec::volume_stream::GEOMETRY_BYTES;
+    let max = m.codec.max_stream_bytes() + orchestra_codec::volume_stream::MAX_GEOMETRY_BYTES;
     let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut bytes = Vec::new();
     file.take(max as u64 + 1)

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use orchestra_codec::volume_stream::{unwrap, wrap, VolumeGeometry, GEOMETRY_BYTES};
+use orchestra_codec::volume_stream::{unwrap, wrap};
 use orchestra_edge::nifti_write::write_labels;
 pub use orchestra_edge::scan::is_scan;
 use orchestra_edge::scan::read_scan;
@@ -26,24 +26,21 @@ pub fn encode(m: &CompressionModel, scan_path: &Path, out: &Path) -> Result<()> 
     let prep = m.preparation()?;
     let scan = read_scan(scan_path, DEFAULT_MAX_VOXELS)?;
     let source = scan.geometry.sides;
+    let geometry = prep.stream_geometry(&scan.geometry);
     let started = Instant::now();
-    let (sides, voxels) = prep.prepare(scan.voxels, source);
+    let (sides, voxels) = prep.prepare(scan.voxels, source, scan.geometry.affine_spacing());
     let x = scan_tensor(&m.model, &voxels, sides, Device::Cpu);
     let (_, bits) = encode_volume(&m.model, &x, Tiling::default()).context("the model has no compressor")?;
     let stream = m.codec.encode(&code_shape(&bits), &code_rows(&bits)[0])?;
-    let geometry = VolumeGeometry {
-        sides: source.map(|s| s as u32),
-        factor: prep.factor.map(|f| f as u8),
-        affine: scan.geometry.affine,
-    };
     let bytes = wrap(&geometry, &stream);
     let elapsed = started.elapsed();
     write_atomically(out, &bytes)?;
     let voxels = source.iter().product::<usize>() as f64;
     println!(
-        "{}: {} bytes ({GEOMETRY_BYTES} geometry + {} code, header and check value included) for {source:?} voxels = {:.5} bpp ({:.5} without the geometry) in {:.0} ms",
+        "{}: {} bytes ({} geometry + {} code, header and check value included) for {source:?} voxels = {:.5} bpp ({:.5} without the geometry) in {:.0} ms",
         out.display(),
         bytes.len(),
+        geometry.encoded_len(),
         stream.len(),
         8.0 * bytes.len() as f64 / voxels,
         8.0 * stream.len() as f64 / voxels,
@@ -122,7 +119,7 @@ pub fn rate_accuracy(
             volume_codec_curve(
                 &d1,
                 &set.val,
-                set.preprocessing.factor,
+                &set.preprocessing,
                 std::slice::from_ref(s),
                 WINDOW_BATCH,
             )
@@ -136,7 +133,7 @@ pub fn rate_accuracy(
             bail!("{}: its dataset differs from the D1 model's", spec.trial);
         }
         let (model, _, _) = crate::load_checkpoint(spec, None)?;
-        let point = volume_learned_point(&spec.trial, &model, &set.val, set.preprocessing.factor)
+        let point = volume_learned_point(&spec.trial, &model, &set.val, &set.preprocessing)
             .map_err(anyhow::Error::msg)?;
         learned.push((point, spec.variant));
         bar.inc(1);

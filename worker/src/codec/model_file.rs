@@ -10,11 +10,12 @@ use tch::{Device, Kind, Tensor};
 
 use super::deploy::{codec_for_model, META_CONFIG, META_VARIANT, META_VOLUME};
 use super::{CodeShape, Codec, CodecError};
-use crate::data::volumes::{expand_labels, reduced_sides, VolumePreprocessing};
+use crate::data::volumes::VolumePreprocessing;
 use crate::nets::{Group, Model, NetConfig, Spatial};
 use crate::store::{from_safetensors_with_metadata, to_safetensors_with_metadata};
 use crate::train::volume_eval::{padded_sides, segment_code};
 use orchestra_codec::volume_stream::VolumeGeometry;
+use orchestra_edge::volume::spacing_of;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelFileError {
@@ -231,15 +232,11 @@ impl CompressionModel {
     ) -> Result<Vec<u8>, ModelFileError> {
         let refuse = |reason: String| ModelFileError::Volume(reason);
         let prep = self.preparation()?;
-        let factor = geometry.factor.map(usize::from);
-        if factor != prep.factor {
-            return Err(refuse(format!(
-                "the scan was reduced by {factor:?} but this model takes scans reduced by {:?}",
-                prep.factor
-            )));
-        }
+        prep.check_reduction(&geometry.reduction).map_err(refuse)?;
         let source = geometry.sides.map(|s| s as usize);
-        let sides = reduced_sides(source, factor);
+        // The edge resampled from the affine's spacing too (`Geometry::affine_spacing`), so
+        // both ends derive the same grid.
+        let sides = prep.prepared_sides(source, spacing_of(&geometry.affine));
         let f = self.model.config.downsample as usize;
         let expected: Vec<usize> = padded_sides(&self.model, sides).iter().map(|s| s / f).collect();
         if shape.sides != expected {
@@ -255,7 +252,7 @@ impl CompressionModel {
             .view(dims.as_slice())
             .to_device(self.model.vs.device());
         let labels = segment_code(&self.model, &code, sides, VOLUME_WINDOW_BATCH);
-        Ok(expand_labels(&labels, sides, source, factor))
+        Ok(prep.restore_labels(&labels, sides, source))
     }
 
     /// g + s on decoded codes of one shape, in one batch: class indices (N, spatial...).

@@ -5,7 +5,9 @@
 //! Each scan is normalised per modality (`intensity=mr`, the default: z-scored per volume;
 //! `intensity=ct`: clipped to the 0.5-99.5 percentiles of the training foreground, then scaled;
 //! `intensity=none`), optionally reduced by whole factors (`downsample=1x2x2`: block means for
-//! scans, the block's centre voxel for labels), and relabelled (`labelMap=0,1,1,2`: dataset class
+//! scans, the block's centre voxel for labels) or resampled to a voxel spacing in mm
+//! (`spacing=10x3x3`, z x y x x, as nnU-Net does: scans from different scanners then show a
+//! structure at one size in voxels; see `orchestra_edge::resample`), and relabelled (`labelMap=0,1,1,2`: dataset class
 //! c becomes the c-th entry). The validation split holds out whole patients (`val` counts
 //! patients: ACDC's two frames of one patient are never split). Validation volumes keep their
 //! labels at the source resolution, so that Dice is scored on the scan as it was acquired.
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 use orchestra_edge::intensity::{foreground_window, Intensity};
 pub use orchestra_edge::preparation::{
     block_centre, block_mean, expand_labels, reduced_sides, Normalisation, VolumePreprocessing,
+    TARGET_SPACING_MM,
 };
 use orchestra_edge::synthetic_volume::{heart3d, Heart3d};
 use orchestra_edge::volume::{LabelVolume, Volume, DEFAULT_MAX_VOXELS};
@@ -89,6 +92,8 @@ pub enum VolumeUri {
         classes: Option<usize>,
         limit: Option<usize>,
         factor: [usize; 3],
+        /// Target voxel spacing (z, y, x, mm); exclusive with `factor`.
+        spacing: Option<[f32; 3]>,
         intensity: IntensityChoice,
         label_map: Option<Vec<u8>>,
     },
@@ -147,6 +152,26 @@ impl VolumeUri {
                 if factor.iter().any(|&f| f > 8) {
                     return Err(q.bad(format!("downsample={factor:?}: factors must be 1..=8")));
                 }
+                let spacing = match q.text("spacing") {
+                    None => None,
+                    Some(t) => {
+                        let (lo, hi) = TARGET_SPACING_MM;
+                        let v: Option<Vec<f32>> = t.split('x').map(|s| s.parse().ok()).collect();
+                        match v.and_then(|v| <[f32; 3]>::try_from(v).ok()) {
+                            Some(s) if s.iter().all(|v| (lo..=hi).contains(v)) => Some(s),
+                            _ => {
+                                return Err(q.bad(format!(
+                                    "spacing={t:?} must be three voxel spacings in mm like 10x1.5x1.5 (z x y x x), each in {lo}..={hi}"
+                                )))
+                            }
+                        }
+                    }
+                };
+                if spacing.is_some() && factor != [1, 1, 1] {
+                    return Err(q.bad(
+                        "downsample and spacing both given: reduce by whole factors or resample to a spacing, not both".into(),
+                    ));
+                }
                 let intensity = match q.text("intensity").as_deref() {
                     None | Some("mr") => IntensityChoice::Mr,
                     Some("ct") => IntensityChoice::Ct,
@@ -176,6 +201,7 @@ impl VolumeUri {
                     classes,
                     limit,
                     factor,
+                    spacing,
                     intensity,
                     label_map,
                 }
@@ -198,6 +224,7 @@ impl VolumeSet {
                 let preprocessing = VolumePreprocessing {
                     intensity: Normalisation::Mr,
                     factor: [1, 1, 1],
+                    spacing: None,
                 };
                 let mut all: Vec<VolumeSample> = (0..n as u64)
                     .map(|i| {
@@ -205,6 +232,7 @@ impl VolumeSet {
                         sample(
                             format!("heart{i:04}"),
                             sides,
+                            scan.geometry.affine_spacing(),
                             scan.voxels,
                             labels.labels,
                             &preprocessing,
@@ -227,6 +255,7 @@ impl VolumeSet {
                 classes,
                 limit,
                 factor,
+                spacing,
                 intensity,
                 label_map,
             } => {
@@ -241,7 +270,7 @@ impl VolumeSet {
                     val,
                     classes,
                     limit,
-                    factor,
+                    (factor, spacing),
                     intensity,
                     label_map.as_deref(),
                 )
@@ -258,7 +287,7 @@ fn load_folder(
     val: Option<usize>,
     classes: Option<usize>,
     limit: Option<usize>,
-    factor: [usize; 3],
+    (factor, spacing): ([usize; 3], Option<[f32; 3]>),
     intensity: IntensityChoice,
     label_map: Option<&[u8]>,
 ) -> Result<VolumeSet, DataError> {
@@ -340,13 +369,18 @@ fn load_folder(
             }
         }
     };
-    let preprocessing = VolumePreprocessing { intensity, factor };
+    let preprocessing = VolumePreprocessing {
+        intensity,
+        factor,
+        spacing,
+    };
     let finish = |raw: Vec<(String, (Volume, LabelVolume))>, keep_source: bool| {
         raw.into_iter()
             .map(|(id, (scan, labels))| {
                 sample(
                     id,
                     scan.geometry.sides,
+                    scan.geometry.affine_spacing(),
                     scan.voxels,
                     labels.labels,
                     &preprocessing,
@@ -369,17 +403,17 @@ fn load_folder(
 fn sample(
     id: String,
     sides: [usize; 3],
+    spacing: [f32; 3],
     voxels: Vec<f32>,
     labels: Vec<u8>,
     preprocessing: &VolumePreprocessing,
     keep_source: bool,
 ) -> VolumeSample {
-    let factor = preprocessing.factor;
-    let (small_sides, small_voxels) = preprocessing.prepare(voxels, sides);
-    let (small_labels, source_labels) = if factor == [1, 1, 1] {
+    let (small_sides, small_voxels) = preprocessing.prepare(voxels, sides, spacing);
+    let (small_labels, source_labels) = if small_sides == sides {
         (labels, None)
     } else {
-        let small = block_centre(&labels, sides, factor).1;
+        let small = preprocessing.prepare_labels(&labels, sides, spacing).1;
         (small, keep_source.then_some((sides, labels)))
     };
     // Seeded by the id so that a volume's patch centres do not depend on load order.
@@ -431,6 +465,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        match VolumeUri::parse("file:///data/acdc?spacing=10x1.5x1.25").unwrap() {
+            VolumeUri::Folder { factor, spacing, .. } => {
+                assert_eq!((factor, spacing), ([1, 1, 1], Some([10.0, 1.5, 1.25])))
+            }
+            other => panic!("{other:?}"),
+        }
         for (uri, needle) in [
             ("synthetic://lesion", "expected heart3d"),
             ("synthetic://heart3d?sides=16x64", "three sides"),
@@ -439,6 +479,10 @@ mod tests {
             ("file:///d?intensity=pet", "expected mr, ct or none"),
             ("file:///d?labelMap=0,x", "labelMap"),
             ("file:///d?slices=3", "unknown parameter \"slices\""),
+            ("file:///d?spacing=10x1.5", "three voxel spacings"),
+            ("file:///d?spacing=10x0x1", "three voxel spacings"),
+            ("file:///d?spacing=10000x1x1", "each in 0.05..=50"),
+            ("file:///d?spacing=10x2x2&downsample=1x2x2", "not both"),
         ] {
             let e = VolumeUri::parse(uri).unwrap_err().to_string();
             assert!(e.contains(needle), "{uri}: {e}");

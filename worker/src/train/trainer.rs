@@ -471,7 +471,7 @@ impl Trainer {
             TrainingData::Volumes(v) => super::volume_eval::evaluate_volumes(
                 &self.model,
                 &v.val,
-                v.preprocessing.factor,
+                &v.preprocessing,
                 self.device,
                 self.spec.hyper.batch_size as usize,
             ),

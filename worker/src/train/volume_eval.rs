@@ -21,7 +21,7 @@ use crate::nets::Model;
 use crate::scores::{dice_iou, summarise};
 use crate::sliding_window::{argmax, SlidingWindow};
 use crate::tiled_volume::{encode_volume, reconstruct_volume};
-use orchestra_edge::preparation::{crop, expand_labels, pad, padded_side};
+use orchestra_edge::preparation::{crop, pad, padded_side, VolumePreprocessing};
 use orchestra_edge::tiling::Tiling;
 
 /// Overlap of neighbouring windows (nnU-Net's).
@@ -167,14 +167,14 @@ pub fn predict_volume(
 pub fn score_volume(
     labels: Vec<u8>,
     vol: &VolumeSample,
-    factor: [usize; 3],
+    prep: &VolumePreprocessing,
     classes: i64,
 ) -> (Tensor, Tensor) {
     let (truth_sides, truth) = vol.truth();
     let labels = if truth_sides == vol.sides {
         labels
     } else {
-        expand_labels(&labels, vol.sides, truth_sides, factor)
+        prep.restore_labels(&labels, vol.sides, truth_sides)
     };
     let as_tensor = |l: &[u8]| Tensor::from_slice(l).to_kind(Kind::Int64).view([1, -1]);
     dice_iou(&as_tensor(&labels), &as_tensor(truth), classes)
@@ -185,7 +185,7 @@ pub fn score_volume(
 pub fn evaluate_volumes(
     model: &Model,
     volumes: &[VolumeSample],
-    factor: [usize; 3],
+    prep: &VolumePreprocessing,
     device: Device,
     window_batch: usize,
 ) -> Evaluation {
@@ -205,7 +205,7 @@ pub fn evaluate_volumes(
             device,
             window_batch,
         );
-        let (d, i) = score_volume(p.labels, vol, factor, classes);
+        let (d, i) = score_volume(p.labels, vol, prep, classes);
         dice_rows.push(d);
         iou_rows.push(i);
         voxels_total += vol.source_voxels() as f64;
