@@ -13,6 +13,10 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo
 echo "orchestra-worker (tch, libtorch 2.11):"
 "$bin/orchestra-worker" bench --preset small --size 128 --batch 8 --steps 30 --out bench-results/worker-train-small.json
+echo
+echo "orchestra-worker, bf16 autocast (hyper.precision: bf16):"
+"$bin/orchestra-worker" bench --preset small --size 128 --batch 8 --steps 30 --precision bf16 \
+    --out bench-results/worker-train-small-bf16.json
 
 if [ "${BENCH_PYTORCH:-1}" != 0 ]; then
     ref="$HOME/.cache/orchestra/venv-pyref"
@@ -29,6 +33,17 @@ if [ "${BENCH_PYTORCH:-1}" != 0 ]; then
     echo "|---|---|---|---|"
     for v in D1 D2 D3 D4; do
         "$ref/bin/python" scripts/pytorch_reference.py --variant "$v" --size 128 --batch 8 --steps 30 --jsonl "$out"
+    done
+    echo "written: $out"
+    echo
+    echo "PyTorch eager, bf16 autocast:"
+    out=bench-results/pytorch-train-small-bf16.jsonl
+    : > "$out"
+    echo "| variant | images/s | ms/step | peak RSS (MB) |"
+    echo "|---|---|---|---|"
+    for v in D1 D2 D3 D4; do
+        "$ref/bin/python" scripts/pytorch_reference.py --variant "$v" --size 128 --batch 8 --steps 30 \
+            --precision bf16 --jsonl "$out"
     done
     echo "written: $out"
 fi

@@ -4,7 +4,10 @@
 # there, and run `scripts/gpu_check.sh <binary> <out-dir>`. It measures
 #   1. NCCL all-reduce at world size 1 (the rendezvous, the unique id, the collective path);
 #   2. training throughput of D1-D4 with the paper preset on the GPU, every gradient averaged
-#      through NCCL (world size 1), and the same step in PyTorch eager on the same GPU;
+#      through NCCL (world size 1), and the same step in PyTorch eager on the same GPU, in two
+#      alternating rounds at fp32 and at bf16 autocast;
+#   2b. N = 1, 2, 4 D4 trials packed on the GPU as separate processes: summed images/s and
+#      peak GPU memory (what `trialsPerGpu` would deliver);
 #   3. the same D4 step on the machine's CPUs, for the GPU/CPU ratio;
 #   4. a whole short D4 trial on the GPU through `train` (checkpoints, evaluation, real bpp).
 # Every step has its own time limit, so one failure does not hide the others.
@@ -30,18 +33,50 @@ step() { echo; echo "== $1"; shift; timeout "$@"; echo "(exit $?)"; }
 
 step "NCCL all-reduce, world size 1" 45 "$bin" bench-allreduce --device cuda --dist nccl \
     --sizes-mib 1,4,16,64 --iters 20 --out "$out/allreduce-nccl.json"
-step "worker D1-D4, paper preset, 128 px, batch 16, GPU through NCCL" 150 "$bin" bench --preset paper \
-    --size 128 --batch 16 --steps 50 --device cuda --dist nccl --out "$out/worker-gpu.json"
-# One interpreter for the four variants (importing torch takes seconds).
-step "PyTorch eager D1-D4, paper preset, GPU" 150 "$py" -c '
+# Worker and PyTorch eager alternate (worker, PyTorch, worker, PyTorch) at fp32 and at bf16, so
+# that a drift of the machine shows as a difference between rounds, not between frameworks.
+for round in 1 2; do
+    for precision in fp32 bf16; do
+        step "round $round: worker D1-D4, paper preset, 128 px, batch 16, $precision, GPU through NCCL" 150 \
+            "$bin" bench --preset paper --size 128 --batch 16 --steps 50 --device cuda --dist nccl \
+            --precision "$precision" --out "$out/worker-gpu-$precision-$round.json"
+        # One interpreter for the four variants (importing torch takes seconds).
+        step "round $round: PyTorch eager D1-D4, paper preset, $precision, GPU" 150 "$py" -c '
 import importlib.util, json, sys
 spec = importlib.util.spec_from_file_location("reference", "scripts/pytorch_reference.py")
 ref = importlib.util.module_from_spec(spec); spec.loader.exec_module(ref)
 with open(sys.argv[1], "a") as f:
     for v in ["D1", "D2", "D3", "D4"]:
-        m = ref.measure(v, 128, 16, 50, "paper", "cuda")
+        m = ref.measure(v, 128, 16, 50, "paper", "cuda", precision=sys.argv[2])
+        m["round"] = int(sys.argv[3])
         print(json.dumps(m), flush=True); f.write(json.dumps(m) + "\n")
-' "$out/pytorch-gpu.jsonl"
+' "$out/pytorch-gpu.jsonl" "$precision" "$round"
+    done
+done
+# Packing: N D4 trials as separate processes on the one GPU, started together; the packed
+# images/s is the sum of theirs (each prints its own measurement). Peak GPU memory is sampled.
+for n in 1 2 4; do
+    echo; echo "== $n D4 processes packed on the GPU (paper preset, fp32)"
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$out/packed-$n-memory.txt" &
+    smi=$!
+    pids=()
+    for i in $(seq 1 "$n"); do
+        MASTER_PORT=$((29600 + i)) timeout 150 "$bin" bench --variant D4 --preset paper --size 128 \
+            --batch 16 --steps 100 --device cuda --dist single > "$out/packed-$n-$i.json" &
+        pids+=("$!")
+    done
+    wait "${pids[@]}"
+    kill "$smi" 2>/dev/null
+    "$py" - "$out" "$n" <<'PY'
+import glob, json, sys
+out, n = sys.argv[1], int(sys.argv[2])
+rows = [json.loads(open(f).read().strip() or "null") for f in sorted(glob.glob(f"{out}/packed-{n}-*.json"))]
+rows = [r for r in rows if r]
+mem = [int(x) for x in open(f"{out}/packed-{n}-memory.txt").read().split() if x.isdigit()]
+total = sum(r["images_per_second"] for r in rows)
+print(f"packed {n}: {len(rows)} finished, {total:.1f} images/s in all, peak GPU memory {max(mem or [0])} MiB")
+PY
+done
 step "worker D4, paper preset, CPU ($(nproc) threads)" 60 "$bin" bench --variant D4 --preset paper \
     --size 128 --batch 16 --steps 4 --device cpu --dist single
 step "PyTorch eager D4, paper preset, CPU" 60 "$py" scripts/pytorch_reference.py --variant D4 \

@@ -240,7 +240,7 @@ PRESETS = {
 }
 
 
-def measure(variant, size, batch, steps, preset="small", device="cpu", patch=None):
+def measure(variant, size, batch, steps, preset="small", device="cpu", patch=None, precision="fp32"):
     torch.manual_seed(1)
     p = PRESETS[preset]
     has_c, has_d, has_rate = variant != "D1", variant != "D2", variant == "D4"
@@ -273,6 +273,12 @@ def measure(variant, size, batch, steps, preset="small", device="cpu", patch=Non
     pool = images.shape[0]
     seg_loss = dice_ce if patch else F.mse_loss
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    # bf16 as the worker does it: the networks' forward passes under autocast, the losses on
+    # fp32 copies of their outputs, q and the rate loss in fp32.
+    dev_type = "cuda" if device.startswith("cuda") else "cpu"
+
+    def cast():
+        return torch.autocast(dev_type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def step(i):
         j = (i * batch) % (pool - batch + 1)
@@ -283,16 +289,20 @@ def measure(variant, size, batch, steps, preset="small", device="cpu", patch=Non
         opt.zero_grad()
         if opt_q:
             opt_q.zero_grad()
-        if has_c:
-            a = c(x)
-            bits = binarize(a)
-            probs = s(g(bits))
-        else:
-            probs = s(x)
+        with cast():
+            if has_c:
+                a = c(x)
+                bits = binarize(a)
+                probs = s(g(bits))
+            else:
+                probs = s(x)
+        probs = probs.float()
         terms = [seg_loss(probs, y)]
         if d is not None:
-            terms.append(0.5 * d.l1(probs, y))
+            with cast():
+                terms.append(0.5 * d.l1(probs, y).float())
         if has_c:
+            a, bits = a.float(), bits.float()
             terms.append(q.expected_bits(a.detach(), bits.detach(), False).mean())
             if has_rate:
                 terms.append(0.05 * q.expected_bits(a, bits.detach(), True).mean())
@@ -304,7 +314,9 @@ def measure(variant, size, batch, steps, preset="small", device="cpu", patch=Non
             for p in d.parameters():
                 p.requires_grad_(True)
             opt_d.zero_grad()
-            (-d.l1(probs.detach(), y)).backward()
+            with cast():
+                critic = d.l1(probs.detach(), y).float()
+            (-critic).backward()
             opt_d.step()
             with torch.no_grad():
                 for p in d.parameters():
@@ -323,6 +335,7 @@ def measure(variant, size, batch, steps, preset="small", device="cpu", patch=Non
         "framework": f"pytorch {torch.__version__} eager",
         "preset": preset,
         "device": device,
+        "precision": precision,
         "size": "x".join(map(str, patch)) if patch else str(size),
         "batch": batch,
         "threads": torch.get_num_threads(),
@@ -342,10 +355,11 @@ if __name__ == "__main__":
     ap.add_argument("--preset", default="small", choices=sorted(PRESETS))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--patch", help="volumes: the training patch z,y,x (3D networks)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--jsonl", help="append the measurement as a JSON line to this file")
     args = ap.parse_args()
     patch = [int(v) for v in args.patch.split(",")] if args.patch else None
-    m = measure(args.variant, args.size, args.batch, args.steps, args.preset, args.device, patch)
+    m = measure(args.variant, args.size, args.batch, args.steps, args.preset, args.device, patch, args.precision)
     if args.jsonl:
         with open(args.jsonl, "a") as f:
             f.write(json.dumps(m) + "\n")

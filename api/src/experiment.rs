@@ -212,6 +212,36 @@ pub struct Resources {
     /// NVIDIA GPUs per worker.
     #[serde(default)]
     pub gpus: u32,
+    /// Trials packed onto one GPU as separate processes (small trials use a fraction of a large
+    /// GPU). The local runner pins up to this many single-worker trials to each GPU it sees; on
+    /// Kubernetes each trial pod requests one unit of `gpuResource`, which a cluster shares by
+    /// exposing each GPU as this many units (the NVIDIA device plugin's time-slicing or MPS
+    /// sharing). Default 1: a GPU per worker.
+    #[serde(default = "one_trial", skip_serializing_if = "is_one_trial")]
+    pub trials_per_gpu: u32,
+    /// The extended resource a worker's GPUs are requested as. Default `nvidia.com/gpu`; with
+    /// `trialsPerGpu` above 1, the shared resource the cluster's device plugin advertises (e.g.
+    /// `nvidia.com/gpu.shared`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_resource: Option<String>,
+}
+
+/// Most trials one GPU is shared by.
+pub const MAX_TRIALS_PER_GPU: u32 = 16;
+
+fn one_trial() -> u32 {
+    1
+}
+
+fn is_one_trial(n: &u32) -> bool {
+    *n == 1
+}
+
+impl Resources {
+    /// The extended resource name GPUs are requested as.
+    pub fn gpu_resource_name(&self) -> &str {
+        self.gpu_resource.as_deref().unwrap_or("nvidia.com/gpu")
+    }
 }
 
 impl Default for Resources {
@@ -220,6 +250,8 @@ impl Default for Resources {
             cpu: "2".into(),
             memory: "4Gi".into(),
             gpus: 0,
+            trials_per_gpu: 1,
+            gpu_resource: None,
         }
     }
 }
@@ -439,6 +471,47 @@ impl ExperimentSpec {
         }
         if self.resources.gpus > 0 && self.device != DeviceKind::Cuda {
             p.push("spec.device", "cpu", "resources.gpus > 0 needs device: cuda");
+        }
+        let packed = self.resources.trials_per_gpu;
+        if !(1..=MAX_TRIALS_PER_GPU).contains(&packed) {
+            p.push(
+                "spec.resources.trialsPerGpu",
+                packed,
+                format!("must be 1..={MAX_TRIALS_PER_GPU}"),
+            );
+        } else if packed > 1 {
+            if self.device != DeviceKind::Cuda || self.resources.gpus != 1 {
+                p.push(
+                    "spec.resources.trialsPerGpu",
+                    packed,
+                    "packing trials onto a GPU needs device: cuda and resources.gpus: 1",
+                );
+            }
+            if self.workers_per_trial != 1 {
+                p.push(
+                    "spec.resources.trialsPerGpu",
+                    packed,
+                    "packs single-worker trials: NCCL ranks of one trial need a GPU each (workersPerTrial: 1)",
+                );
+            }
+        }
+        if let Some(name) = &self.resources.gpu_resource {
+            // An extended resource name: a domain-prefixed name (vendor.example/name).
+            let ok = name.split_once('/').is_some_and(|(domain, n)| {
+                domain.contains('.')
+                    && !n.is_empty()
+                    && n.len() <= 63
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'))
+            });
+            if !ok {
+                p.push(
+                    "spec.resources.gpuResource",
+                    name,
+                    "must be an extended resource name like nvidia.com/gpu.shared",
+                );
+            }
         }
         self.algorithm.check(&mut p, self.steps);
         if self.objective.mode == Some(ObjectiveMode::Budget) && self.objective.bpp_budget.is_none() {

@@ -24,7 +24,7 @@ pub use trial_result::{
     ParamCounts, RateScores, RungRecord, RungScore, SegmentationScores, StoppedTrial, Timings, TrialResult,
 };
 pub use trial_spec::{
-    DeviceKind, DisReduction, Hyper, LrSchedule, ModelSpec, Preset, SegLoss, Trial, TrialPhase, TrialSpec,
-    TrialStatus, Variant, DEFAULT_DOWNSAMPLE,
+    DeviceKind, DisReduction, Hyper, LrSchedule, ModelSpec, Precision, Preset, SegLoss, Trial, TrialPhase,
+    TrialSpec, TrialStatus, Variant, DEFAULT_DOWNSAMPLE,
 };
 pub use validation::{parse_yaml, Problem, Problems, ValidationError};

@@ -101,6 +101,26 @@ pub enum SegLoss {
     DiceCe,
 }
 
+/// Arithmetic of the training step's forward passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in fp32 (default).
+    #[default]
+    Fp32,
+    /// The forward passes of C, g, s and D under bf16 autocast (convolutions and matrix
+    /// products in bf16; reductions, normalisation statistics and the losses in fp32); master
+    /// weights, gradients and optimizer state stay fp32, and the bit model q and the rate loss
+    /// run in fp32. Evaluation and export stay fp32: that is what the edge runs.
+    Bf16,
+}
+
+impl Precision {
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+}
+
 /// Learning-rate schedule over the training steps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -194,6 +214,9 @@ pub struct Hyper {
     pub lr_bit_model: f64,
     /// Random flips and crops of the training images.
     pub augment: bool,
+    /// Arithmetic of the forward passes: `fp32` (default) or `bf16` autocast.
+    #[serde(skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 impl Default for Hyper {
@@ -215,6 +238,7 @@ impl Default for Hyper {
             d_clip: 0.05,
             lr_bit_model: 5e-2,
             augment: true,
+            precision: Precision::Fp32,
         }
     }
 }

@@ -96,6 +96,22 @@ fn each_rule_names_field_value_and_reason() {
             vec!["spec.device = cpu: resources.gpus > 0 needs device: cuda"],
         ),
         (
+            "  resources: { cpu: '1', memory: 1Gi, trialsPerGpu: 0 }\n",
+            vec!["spec.resources.trialsPerGpu = 0: must be 1..=16"],
+        ),
+        (
+            "  resources: { cpu: '1', memory: 1Gi, trialsPerGpu: 2 }\n",
+            vec!["spec.resources.trialsPerGpu = 2: packing trials onto a GPU needs device: cuda"],
+        ),
+        (
+            "  device: cuda\n  workersPerTrial: 2\n  resources: { cpu: '1', memory: 1Gi, gpus: 1, trialsPerGpu: 4 }\n",
+            vec!["spec.resources.trialsPerGpu = 4: packs single-worker trials"],
+        ),
+        (
+            "  device: cuda\n  resources: { cpu: '1', memory: 1Gi, gpus: 1, gpuResource: gpu.shared }\n",
+            vec!["spec.resources.gpuResource = gpu.shared: must be an extended resource name"],
+        ),
+        (
             "  algorithm: { type: random, seed: 1, samples: 0 }\n",
             vec!["spec.algorithm.samples = 0"],
         ),

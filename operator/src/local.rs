@@ -12,12 +12,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use orchestra_api::{
-    Experiment, ExperimentPhase, RungRecord, RungScore, StoppedTrial, TrialPhase, TrialResult, Variant,
+    DeviceKind, Experiment, ExperimentPhase, ExperimentSpec, RungRecord, RungScore, StoppedTrial, TrialPhase,
+    TrialResult, Variant,
 };
 use orchestra_store::layout::{self, ExperimentKeys, TrialKeys, EXPERIMENT_FILE};
 use orchestra_store::Store;
 use serde::{Deserialize, Serialize};
 
+use crate::gpu_slots::{visible_gpus, GpuSlots};
 use crate::leaderboard::Leaderboard;
 use crate::planner::{plan, Action, ObservedTrial, PlannerConfig};
 use crate::results::{self, ResultsError};
@@ -33,6 +35,8 @@ pub enum LocalError {
     Io { path: PathBuf, reason: String },
     #[error("cannot start {worker}: {reason} (build it with `make build`, or pass --worker)")]
     Worker { worker: PathBuf, reason: String },
+    #[error("device: cuda, but {0}")]
+    NoGpu(String),
     #[error("{path} belongs to experiment {found:?}, not {expected:?}")]
     WrongFolder {
         path: PathBuf,
@@ -80,8 +84,12 @@ struct State {
 pub struct LocalOptions {
     /// The `orchestra-worker` binary.
     pub worker: PathBuf,
-    /// Trials at once on this machine (further capped by the Experiment's parallelism).
+    /// Trials at once on this machine (further capped by the Experiment's parallelism and, on
+    /// GPUs, by the GPUs times `trialsPerGpu`).
     pub jobs: usize,
+    /// The GPUs trials may run on, as CUDA_VISIBLE_DEVICES names them; `None`: those this
+    /// machine shows (CUDA_VISIBLE_DEVICES, else nvidia-smi).
+    pub gpus: Option<Vec<String>>,
     pub progress: bool,
     /// Without progress bars (off a terminal: CI, nohup, a pod's log), a line per running
     /// trial and one for the Experiment are printed this often.
@@ -118,6 +126,8 @@ pub struct LocalRunner {
     opts: LocalOptions,
     state: State,
     children: BTreeMap<String, Child>,
+    /// Which GPU each running single-worker trial is pinned to (device: cuda).
+    gpus: Option<GpuSlots>,
     /// Lines for the user about rungs reached and trials stopped early, printed by `run`.
     notes: Vec<String>,
 }
@@ -160,6 +170,20 @@ impl LocalRunner {
                 rec.attempts = rec.attempts.saturating_sub(1);
             }
         }
+        let gpus = if exp.spec.device == DeviceKind::Cuda {
+            let list = opts.gpus.clone().unwrap_or_else(machine_gpus);
+            if list.is_empty() {
+                return Err(LocalError::NoGpu(
+                    "this machine shows no GPU (CUDA_VISIBLE_DEVICES is empty or nvidia-smi lists none)"
+                        .into(),
+                ));
+            }
+            // A multi-rank gang's ranks are placed by the worker (one GPU per local rank).
+            (exp.spec.workers_per_trial == 1)
+                .then(|| GpuSlots::new(list, exp.spec.resources.trials_per_gpu as usize))
+        } else {
+            None
+        };
         let exp_yaml = serde_yaml::to_string(&exp).expect("experiment serialises");
         std::fs::write(dir.join(EXPERIMENT_FILE), &exp_yaml)
             .map_err(|e| io(&dir.join(EXPERIMENT_FILE), e))?;
@@ -172,8 +196,28 @@ impl LocalRunner {
             opts,
             state,
             children: BTreeMap::new(),
+            gpus,
             notes: Vec::new(),
         })
+    }
+
+    /// Trials that run at once here: `--jobs`, the Experiment's parallelism and, with pinned
+    /// GPUs, their places (GPUs x trialsPerGpu).
+    pub fn capacity(&self) -> usize {
+        let gpu_places = self.gpus.as_ref().map_or(usize::MAX, GpuSlots::capacity);
+        self.opts
+            .jobs
+            .min(self.exp.spec.parallelism as usize)
+            .min(gpu_places)
+            .max(1)
+    }
+
+    /// Forgets a trial's worker process (it exited or was stopped) and frees its GPU place.
+    fn forget_child(&mut self, trial: &str) -> Option<Child> {
+        if let Some(g) = self.gpus.as_mut() {
+            g.release(trial);
+        }
+        self.children.remove(trial)
     }
 
     fn save_state(&self) -> Result<(), LocalError> {
@@ -215,7 +259,7 @@ impl LocalRunner {
                 Some(Ok(Some(status))) => status,
                 Some(Ok(None)) => continue,
                 Some(Err(e)) => {
-                    self.children.remove(&trial);
+                    self.forget_child(&trial);
                     self.set_phase(
                         &trial,
                         TrialPhase::AttemptFailed,
@@ -225,7 +269,7 @@ impl LocalRunner {
                 }
                 None => continue,
             };
-            self.children.remove(&trial);
+            self.forget_child(&trial);
             let reached = if status.success() {
                 self.reached(&trial)?
             } else {
@@ -348,7 +392,7 @@ impl LocalRunner {
             reason: e.to_string(),
         })?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let slots = self.opts.jobs.min(self.exp.spec.parallelism as usize).max(1);
+        let slots = self.capacity();
         // A data-parallel trial is a gang of ranks under mpirun (Open MPI), sharing the cores.
         let ranks = self.exp.spec.workers_per_trial.max(1) as usize;
         let threads = (cores / (slots * ranks)).max(1);
@@ -379,8 +423,22 @@ impl LocalRunner {
         if until < self.exp.spec.steps {
             cmd.args(["--until", &until.to_string()]);
         }
+        if let Some(g) = self.gpus.as_mut() {
+            let capacity = g.capacity();
+            let gpu = g.assign(trial).ok_or_else(|| {
+                LocalError::NoGpu(format!(
+                    "no free GPU place for trial {trial}: all {capacity} are taken"
+                ))
+            })?;
+            // The worker sees one GPU, its cuda:0; packed trials share it as processes.
+            cmd.env("CUDA_VISIBLE_DEVICES", gpu);
+        }
         kill_with_parent(&mut cmd);
-        let child = cmd.spawn().map_err(|e| LocalError::Worker {
+        let spawned = cmd.spawn();
+        if let (Err(_), Some(g)) = (&spawned, self.gpus.as_mut()) {
+            g.release(trial);
+        }
+        let child = spawned.map_err(|e| LocalError::Worker {
             worker: if ranks > 1 {
                 PathBuf::from("mpirun")
             } else {
@@ -413,7 +471,7 @@ impl LocalRunner {
     }
 
     fn stop(&mut self, trial: &str) {
-        if let Some(mut child) = self.children.remove(trial) {
+        if let Some(mut child) = self.forget_child(trial) {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -597,7 +655,12 @@ impl LocalRunner {
                     )
                 });
             }
-            let p = plan(&self.name, &self.exp.spec, &observed, now(), &self.opts.planner);
+            // The planner fills this machine's places, not the cluster's parallelism.
+            let here = ExperimentSpec {
+                parallelism: self.capacity() as u32,
+                ..self.exp.spec.clone()
+            };
+            let p = plan(&self.name, &here, &observed, now(), &self.opts.planner);
             self.apply(p.actions.clone())?;
             for note in std::mem::take(&mut self.notes) {
                 bars.suspend(|| println!("{note}"));
@@ -653,6 +716,20 @@ impl LocalRunner {
 }
 
 /// The early-stop record of a trial the search stops at a rung (one that reached a rung).
+/// The GPUs this machine shows: CUDA_VISIBLE_DEVICES, else nvidia-smi's list (none without it).
+fn machine_gpus() -> Vec<String> {
+    let var = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    visible_gpus(var.as_deref(), || {
+        let out = Command::new("nvidia-smi")
+            .args(["--query-gpu=index", "--format=csv,noheader"])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+}
+
 fn stopped_marker(trial: &str, rec: &TrialRecord, reason: &str) -> Option<StoppedTrial> {
     (rec.phase == TrialPhase::Paused)
         .then(|| StoppedTrial::at_last_rung(trial, rec.variant, &rec.rungs, reason))

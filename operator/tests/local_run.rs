@@ -424,3 +424,93 @@ spec:
     let names: Vec<&String> = state["trials"].as_object().unwrap().keys().collect();
     assert_eq!(names, trials.iter().collect::<Vec<_>>(), "every candidate once");
 }
+
+/// `trialsPerGpu: 2` on a machine showing two GPUs (CUDA_VISIBLE_DEVICES=7,9): each trial's
+/// worker sees exactly one of them, never more than two trials share one at a time, and both
+/// are used. This machine has no GPU, so the worker is a wrapper that records what it was given
+/// and trains the same trial on the CPU.
+#[test]
+fn packed_trials_are_pinned_two_to_a_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("gpus.log");
+    let wrapper = dir.path().join("worker.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh
+# Log the GPU this trial was given, then train it on the CPU (spec path follows --spec).
+spec=''; prev=''
+for a in \"$@\"; do [ \"$prev\" = --spec ] && spec=\"$a\"; prev=\"$a\"; done
+cpu=\"$spec.cpu.yaml\"
+sed 's/^device: cuda/device: cpu/' \"$spec\" > \"$cpu\"
+echo \"start $CUDA_VISIBLE_DEVICES $(date +%s%N) $(basename \"$spec\")\" >> {ledger}
+for a in \"$@\"; do [ \"$a\" = \"$spec\" ] && a=\"$cpu\"; set -- \"$@\" \"$a\"; shift; done
+\"{worker}\" \"$@\"; rc=$?
+echo \"end $CUDA_VISIBLE_DEVICES $(date +%s%N) $(basename \"$spec\")\" >> {ledger}
+exit $rc
+",
+            ledger = ledger.display(),
+            worker = worker().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let text = format!(
+        "apiVersion: orchestra.dev/v1alpha1
+kind: Experiment
+metadata: {{ name: packed }}
+spec:
+  dataset: synthetic://lesion?n=40&size=64&seed=3&val=8
+  model: {{ inputSize: 64, downsample: 8 }}
+  variants: [D4]
+  hyper: {{ batchSize: 4 }}
+  search: {{ lambdaRate: {{ type: list, values: [0.01, 0.03, 0.1, 0.3, 1.0, 3.0] }} }}
+  steps: 4
+  parallelism: 8
+  device: cuda
+  resources: {{ cpu: '1', memory: 1Gi, gpus: 1, trialsPerGpu: 2 }}
+  store: file://{}/store
+",
+        dir.path().display()
+    );
+    let file = dir.path().join("packed.yaml");
+    std::fs::write(&file, text).unwrap();
+    let workdir = dir.path().join("work");
+    let out = orchestra()
+        .args(["--progress-every", "0.5", "--jobs", "8"])
+        .arg(&file)
+        .arg("--workdir")
+        .arg(&workdir)
+        .arg("--worker")
+        .arg(&wrapper)
+        .env("CUDA_VISIBLE_DEVICES", "7,9")
+        .output()
+        .unwrap();
+    let stdout = succeeded(&out);
+    assert!(stdout.contains("6 of 6 trials succeeded"), "{stdout}");
+    let events: Vec<(bool, String, u128)> = std::fs::read_to_string(&ledger)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0] == "start", f[1].to_string(), f[2].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(events.len(), 12, "a start and an end per trial: {events:?}");
+    let mut ordered = events.clone();
+    ordered.sort_by_key(|e| (e.2, e.0));
+    for gpu in ["7", "9"] {
+        assert!(
+            events.iter().any(|e| e.1 == gpu),
+            "GPU {gpu} never used: {events:?}"
+        );
+        let mut running = 0i32;
+        for (start, g, _) in &ordered {
+            if g == gpu {
+                running += if *start { 1 } else { -1 };
+                assert!(running <= 2, "three trials on GPU {gpu} at once: {ordered:?}");
+            }
+        }
+    }
+    assert!(events.iter().all(|e| e.1 == "7" || e.1 == "9"), "{events:?}");
+}

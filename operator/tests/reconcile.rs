@@ -653,6 +653,35 @@ async fn gpu_experiments_ask_for_gpus_and_use_nccl_gangs() {
     assert_eq!(env_of(&job)["WORLD_SIZE"]["value"], "4");
 }
 
+/// `trialsPerGpu: 2` with the cluster's shared GPU resource: every trial pod asks for one unit
+/// of `nvidia.com/gpu.shared` (a device plugin that time-slices or MPS-shares each GPU as two
+/// units packs two trials per GPU), never for a whole `nvidia.com/gpu`.
+#[tokio::test]
+async fn packed_trials_ask_for_a_shared_gpu_unit() {
+    let s = Scenario::new();
+    let exp = s.experiment(json!({
+        "device": "cuda", "variants": ["D2", "D4"], "parallelism": 2,
+        "resources": {"cpu": "2", "memory": "8Gi", "gpus": 1, "trialsPerGpu": 2,
+                      "gpuResource": "nvidia.com/gpu.shared"}
+    }));
+    s.reconcile(exp).await.unwrap();
+    for trial in ["sweep-d2-000", "sweep-d4-000"] {
+        let job = s.fake.body_of(&format!("PATCH {JOBS}/{trial}-a1"));
+        let c = &job["spec"]["template"]["spec"]["containers"][0];
+        for side in ["limits", "requests"] {
+            assert_eq!(
+                c["resources"][side]["nvidia.com/gpu.shared"], "1",
+                "{trial} {side}"
+            );
+            assert!(
+                c["resources"][side].get("nvidia.com/gpu").is_none(),
+                "{trial} {side}"
+            );
+        }
+        assert_eq!(c["resources"]["requests"]["memory"], "8Gi");
+    }
+}
+
 #[tokio::test]
 async fn suspend_stops_the_gangs_and_resume_restarts_them_from_their_checkpoints() {
     let s = Scenario::new();

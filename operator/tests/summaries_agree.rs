@@ -123,6 +123,7 @@ spec:
     )
     .unwrap();
     let opts = LocalOptions {
+        gpus: None,
         worker: "/bin/false".into(),
         jobs: 1,
         progress: false,

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::tiny_spec;
-use orchestra_api::{TrialSpec, Variant};
+use orchestra_api::{Precision, TrialSpec, Variant};
 use orchestra_worker::data::Dataset;
 use orchestra_worker::nets::Group;
 use orchestra_worker::store::checkpoint::TrialStore;
@@ -81,9 +81,36 @@ fn the_critic_step_leaves_c_and_s_alone_and_clips_d() {
 /// the budget leaves room for kernel paths that learn more slowly.
 #[test]
 fn d4_learns_within_a_bounded_budget() {
+    d4_learns(Precision::Fp32);
+}
+
+/// bf16 autocast: the forward passes compute in bf16 (the first step's losses differ from
+/// fp32's), the weights and optimizer state stay fp32, and D4 learns within the same budget
+/// as in fp32.
+#[test]
+fn d4_learns_in_bf16_with_fp32_master_weights() {
+    let first = |precision| {
+        let mut spec = tiny_spec(Variant::D4, "memory://first", "first");
+        spec.hyper.precision = precision;
+        trainer(spec).train_step().unwrap()
+    };
+    let (fp32, bf16) = (first(Precision::Fp32), first(Precision::Bf16));
+    assert!(bf16.loss_seg.is_finite() && bf16.loss_rate.unwrap().is_finite());
+    assert_ne!(
+        fp32.loss_seg, bf16.loss_seg,
+        "bf16 arithmetic in the forward pass"
+    );
+    let t = d4_learns(Precision::Bf16);
+    for (name, v) in t.model.named_variables() {
+        assert_eq!(v.kind(), tch::Kind::Float, "{name} stays fp32");
+    }
+}
+
+fn d4_learns(precision: Precision) -> Trainer {
     let mut spec = tiny_spec(Variant::D4, "memory://learn", "learn");
     spec.steps = 300;
     spec.hyper.augment = false;
+    spec.hyper.precision = precision;
     let mut t = trainer(spec);
     let untrained = t.evaluate().scores.dice;
     let mean = |m: &[StepMetrics]| m.iter().map(|m| m.loss_seg).sum::<f64>() / m.len() as f64;
@@ -93,11 +120,12 @@ fn d4_learns_within_a_bounded_budget() {
         mean(&m[m.len() - 5..]) < 0.8 * mean(&m[..5]) && trained > untrained + 0.2
     });
     eprintln!(
-        "D4 in {} steps: Dice {untrained:.3} -> {trained:.3}, loss_seg {:.4} -> {:.4}",
+        "D4 ({precision:?}) in {} steps: Dice {untrained:.3} -> {trained:.3}, loss_seg {:.4} -> {:.4}",
         steps.len(),
         mean(&steps[..5]),
         mean(&steps[steps.len() - 5..])
     );
+    t
 }
 
 /// With a strong rate weight, D4's estimated rate falls at least 10 % below D3's (trained in

@@ -186,6 +186,7 @@ fn run_experiment(
     let opts = LocalOptions {
         worker: worker.unwrap_or_else(default_worker),
         jobs: jobs.unwrap_or(cores).max(1),
+        gpus: None,
         progress: std::io::stderr().is_terminal(),
         progress_every,
         planner: PlannerConfig {

@@ -254,7 +254,7 @@ fn worker_container(
         ("memory".to_string(), quantity(&res.memory)),
     ]);
     if res.gpus > 0 {
-        amounts.insert("nvidia.com/gpu".into(), quantity(&res.gpus.to_string()));
+        amounts.insert(res.gpu_resource_name().into(), quantity(&res.gpus.to_string()));
     }
     let mut args: Vec<String> = [
         "--log-json",

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
-use orchestra_api::{DeviceKind, ModelSpec, Preset, SegLoss, TrialSpec, Variant};
+use orchestra_api::{DeviceKind, ModelSpec, Precision, Preset, SegLoss, TrialSpec, Variant};
 use orchestra_worker::data::TrainingData;
 use orchestra_worker::dist::{self, DistArgs};
 use orchestra_worker::train::{device_for_spec, Trainer};
@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// A volume model's training patch, z,y,x.
     #[arg(long, value_delimiter = ',', default_value = "32,64,64")]
     patch: Vec<u32>,
+    /// Arithmetic of the forward passes: fp32, or bf16 autocast (`hyper.precision`).
+    #[arg(long, value_enum, default_value = "fp32")]
+    precision: PrecisionArg,
     /// Where the JSON results go (a Markdown table is written beside it).
     #[arg(long, default_value = "bench-results/worker-train.json")]
     out: PathBuf,
@@ -41,6 +44,21 @@ pub struct BenchArgs {
     variant: Option<Variant>,
     #[command(flatten)]
     dist: DistArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PrecisionArg {
+    Fp32,
+    Bf16,
+}
+
+impl PrecisionArg {
+    fn precision(self) -> Precision {
+        match self {
+            PrecisionArg::Fp32 => Precision::Fp32,
+            PrecisionArg::Bf16 => Precision::Bf16,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -54,6 +72,8 @@ struct Measurement {
     pixels: u64,
     batch: u32,
     device: String,
+    #[serde(default)]
+    precision: Precision,
     threads: i32,
     steps: u64,
     seconds: f64,
@@ -125,6 +145,7 @@ fn measure(args: &BenchArgs, variant: Variant) -> Result<Measurement> {
         hyper: orchestra_api::Hyper {
             batch_size: args.batch,
             seg_loss,
+            precision: args.precision.precision(),
             ..Default::default()
         },
         steps: args.steps + 3,
@@ -165,6 +186,7 @@ fn measure(args: &BenchArgs, variant: Variant) -> Result<Measurement> {
         pixels,
         batch: args.batch,
         device: args.device.clone(),
+        precision: args.precision.precision(),
         threads: tch::get_num_threads(),
         steps: args.steps,
         seconds,
@@ -225,6 +247,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             ])
             .args(["--steps", &args.steps.to_string(), "--device", &args.device])
             .args([
+                "--precision",
+                args.precision.to_possible_value().expect("named").get_name(),
+            ])
+            .args([
                 "--dist",
                 args.dist.backend.to_possible_value().expect("named").get_name(),
             ])
@@ -238,15 +264,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         rows.push(m);
     }
     let per_second = if args.dims == 3 { "patches/s" } else { "images/s" };
-    let mut table = format!("| variant | preset | size | batch | device | backend x ranks | threads | {per_second} | ms/step | comm share | peak RSS (MB) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut table = format!("| variant | preset | size | batch | device | precision | backend x ranks | threads | {per_second} | ms/step | comm share | peak RSS (MB) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for m in &rows {
         table += &format!(
-            "| {} | {} | {} | {} | {} | {} x {} | {} | {:.1} | {:.1} | {:.1} % | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} x {} | {} | {:.1} | {:.1} | {:.1} % | {:.0} |\n",
             m.variant,
             m.preset,
             m.size,
             m.batch,
             m.device,
+            if m.precision.is_fp32() { "fp32" } else { "bf16" },
             m.backend,
             m.world_size,
             m.threads,

@@ -145,16 +145,14 @@ pub fn conv_strided(
 impl nn::Module for Conv {
     fn forward(&self, xs: &Tensor) -> Tensor {
         let d = self.spatial;
-        let out = xs.convolution(
-            &self.weight,
-            self.bias.as_ref(),
-            self.strides.as_slice(),
-            d.repeat(self.padding),
-            d.repeat(1),
-            false,
-            d.repeat(0),
-            1,
-        );
+        let (padding, dilation) = (d.repeat(self.padding), d.repeat(1));
+        // conv2d / conv3d rather than the generic `convolution`: they are the ops autocast
+        // casts to bf16 (as PyTorch's nn.Conv2d calls them); the kernels are the same.
+        let strides = self.strides.as_slice();
+        let out = match d {
+            Spatial::Two => xs.conv2d(&self.weight, self.bias.as_ref(), strides, padding, dilation, 1),
+            Spatial::Three => xs.conv3d(&self.weight, self.bias.as_ref(), strides, padding, dilation, 1),
+        };
         record(|| {
             let params = self.weight.numel() as u64 + self.bias.as_ref().map_or(0, |b| b.numel() as u64);
             let per_output = 2 * (self.weight.numel() / self.weight.size()[0] as usize) as u64;

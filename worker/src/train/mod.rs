@@ -1,6 +1,7 @@
 //! Training: Adam, schedules, metrics, the alternating C+S / D updates and whole trial runs.
 
 pub mod adam;
+pub mod autocast;
 pub mod progress;
 pub mod run;
 pub mod schedule;

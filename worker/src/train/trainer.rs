@@ -13,6 +13,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use super::adam::Adam;
+use super::autocast::with_precision;
 use super::schedule::{critic_weight, learning_rate};
 use super::seg_loss::seg_loss;
 use crate::data::patches::{extract, PatchSampler};
@@ -365,30 +366,37 @@ impl Trainer {
             let (images, labels) = self.shard_batch(step, shard);
             rng::reseed(mix(self.spec.seed, step, shard_purpose(3, shard)));
             let target = self.model.target(&labels);
-            let fwd = self.model.forward(&images, true);
-            let loss_seg = seg_loss(h.seg_loss, &fwd.probs, &target);
+            // bf16: the networks' forward passes under autocast; the losses from fp32 copies of
+            // their outputs (`to_kind` is the identity in fp32: the fp32 step is unchanged).
+            let fwd = with_precision(h.precision, self.device, || self.model.forward(&images, true));
+            let probs = fwd.probs.to_kind(Kind::Float);
+            let loss_seg = seg_loss(h.seg_loss, &probs, &target);
             // The objective's terms, summed once at the end.
             let mut terms = vec![loss_seg.shallow_clone()];
             sums[0] += loss_seg.double_value(&[]);
             if let Some(d) = self.model.critic.as_ref() {
-                let l = d.multi_scale_l1(&fwd.probs, &target, h.dis_reduction, true);
+                let l = with_precision(h.precision, self.device, || {
+                    d.multi_scale_l1(&probs, &target, h.dis_reduction, true)
+                })
+                .to_kind(Kind::Float);
                 sums[1] += l.double_value(&[]);
                 terms.push(l * w_dis);
             }
             if let (Some(q), Some(x), Some(b)) = (&self.model.bit_model, &fwd.activations, &fwd.bits) {
-                let b = b.detach();
+                // q and the rate loss in fp32 (a bit's cost is a small difference of logs).
+                let (x, b) = (x.to_kind(Kind::Float), b.detach().to_kind(Kind::Float));
                 // q is fitted to the code in every compressing variant (so that every variant's
                 // code can be entropy coded); only D4 pushes the rate gradient into C.
                 let fit = q.expected_bits(&x.detach(), &b, false).mean(Kind::Float);
                 sums[2] += fit.double_value(&[]);
                 terms.push(fit);
                 if self.spec.variant.has_rate_loss() {
-                    terms.push(q.expected_bits(x, &b, true).mean(Kind::Float) * h.lambda_rate);
+                    terms.push(q.expected_bits(&x, &b, true).mean(Kind::Float) * h.lambda_rate);
                 }
             }
             (Tensor::stack(&terms, 0).sum(Kind::Float) / micro as f64).backward();
             per_micro_stats.collect();
-            kept.push((fwd.probs.detach(), target));
+            kept.push((probs.detach(), target));
         }
         per_micro_stats.finish();
         let mut grads = vec![self.main.flat_grad().shallow_clone()];
@@ -410,7 +418,10 @@ impl Trainer {
             let per_micro_stats = MicroBatchStatistics::begin(&self.model, micro);
             for (probs, target) in &kept {
                 per_micro_stats.restore();
-                let l = d.multi_scale_l1(probs, target, h.dis_reduction, true);
+                let l = with_precision(h.precision, self.device, || {
+                    d.multi_scale_l1(probs, target, h.dis_reduction, true)
+                })
+                .to_kind(Kind::Float);
                 sums[3] += l.double_value(&[]);
                 (-l / micro as f64).backward();
                 per_micro_stats.collect();
