@@ -315,6 +315,44 @@ fn train_volume_model(
     (spec, spec_path, model_path)
 }
 
+/// `encode` writes `scan` (as a NIfTI file) into a volume stream, `segment` turns that into a
+/// label volume; both must succeed: (scan file, stream file, encode's stdout, the labels).
+fn encode_and_segment(
+    dir: &std::path::Path,
+    model_path: &std::path::Path,
+    scan: &orchestra_edge::volume::Volume,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    String,
+    orchestra_edge::volume::LabelVolume,
+) {
+    use orchestra_edge::nifti_write::write_volume;
+    use orchestra_edge::volume::{read_labels, DEFAULT_MAX_VOXELS};
+    let scan_path = dir.join("scan.nii.gz");
+    write_volume(&scan_path, scan).unwrap();
+    let stream_path = dir.join("scan.ovol");
+    let (ok, encoded, stderr) = run(worker()
+        .arg("encode")
+        .arg("--model")
+        .arg(model_path)
+        .arg(&scan_path)
+        .arg("-o")
+        .arg(&stream_path));
+    assert!(ok, "{encoded}{stderr}");
+    let labels_path = dir.join("labels.nii.gz");
+    let (ok, stdout, stderr) = run(worker()
+        .arg("segment")
+        .arg("--model")
+        .arg(model_path)
+        .arg(&stream_path)
+        .arg("-o")
+        .arg(&labels_path));
+    assert!(ok, "{stdout}{stderr}");
+    let written = read_labels(&labels_path, DEFAULT_MAX_VOXELS).unwrap();
+    (scan_path, stream_path, encoded, written)
+}
+
 /// Resampling to a target spacing end to end: the trial's scans are resampled to 2.5 x 1.6 x
 /// 1.6 mm (training and validation, with the validation labels kept at the source resolution
 /// for Dice); a scan at another spacing with a rotated affine is encoded into a version-2 volume
@@ -324,9 +362,8 @@ fn train_volume_model(
 #[test]
 fn volumes_resampled_to_a_target_spacing_code_and_come_back_on_the_scan() {
     use orchestra_codec::volume_stream::{unwrap, wrap, Reduction};
-    use orchestra_edge::nifti_write::write_volume;
     use orchestra_edge::synthetic_volume::{heart3d, Heart3d};
-    use orchestra_edge::volume::{read_labels, read_volume, DEFAULT_MAX_VOXELS};
+    use orchestra_edge::volume::{read_volume, DEFAULT_MAX_VOXELS};
     use orchestra_worker::codec::model_file::CompressionModel;
     use orchestra_worker::data::VolumeSet;
     use orchestra_worker::train::volume_eval::predict_volume;
@@ -356,27 +393,8 @@ fn volumes_resampled_to_a_target_spacing_code_and_come_back_on_the_scan() {
         [1.25 * s, 0.85 * c, 0.0, -40.0],
         [0.0, 0.0, 3.0, 12.25],
     ];
-    let scan_path = dir.path().join("scan.nii.gz");
-    write_volume(&scan_path, &scan).unwrap();
-    let stream_path = dir.path().join("scan.ovol");
-    let (ok, stdout, stderr) = run(worker()
-        .arg("encode")
-        .arg("--model")
-        .arg(&model_path)
-        .arg(&scan_path)
-        .arg("-o")
-        .arg(&stream_path));
-    assert!(ok && stdout.contains("78 geometry"), "{stdout}{stderr}");
-    let labels_path = dir.path().join("labels.nii.gz");
-    let (ok, stdout, stderr) = run(worker()
-        .arg("segment")
-        .arg("--model")
-        .arg(&model_path)
-        .arg(&stream_path)
-        .arg("-o")
-        .arg(&labels_path));
-    assert!(ok, "{stdout}{stderr}");
-    let written = read_labels(&labels_path, DEFAULT_MAX_VOXELS).unwrap();
+    let (scan_path, stream_path, stdout, written) = encode_and_segment(dir.path(), &model_path, &scan);
+    assert!(stdout.contains("78 geometry"), "{stdout}");
     assert_eq!(written.geometry.sides, [13, 41, 50]);
     assert_eq!(written.geometry.affine, scan.geometry.affine);
 
@@ -431,7 +449,6 @@ fn volumes_resampled_to_a_target_spacing_code_and_come_back_on_the_scan() {
 /// are refused by name.
 #[test]
 fn volumes_encode_to_one_stream_and_segment_to_nifti_on_the_scan() {
-    use orchestra_edge::nifti_write::write_volume;
     use orchestra_edge::synthetic_volume::{heart3d, Heart3d};
     use orchestra_edge::volume::{read_labels, DEFAULT_MAX_VOXELS};
     use orchestra_worker::codec::model_file::CompressionModel;
@@ -448,30 +465,11 @@ fn volumes_encode_to_one_stream_and_segment_to_nifti_on_the_scan() {
         [1.1, 0.0, 0.0, -40.0],
         [0.0, 0.2, 3.0, 12.25],
     ];
-    let scan_path = dir.path().join("scan.nii.gz");
-    write_volume(&scan_path, &scan).unwrap();
-    let stream_path = dir.path().join("scan.ovol");
-    let (ok, stdout, stderr) = run(worker()
-        .arg("encode")
-        .arg("--model")
-        .arg(&model_path)
-        .arg(&scan_path)
-        .arg("-o")
-        .arg(&stream_path));
+    let (scan_path, stream_path, stdout, written) = encode_and_segment(dir.path(), &model_path, &scan);
     assert!(
-        ok && stdout.contains("bpp") && stdout.contains("69 geometry"),
-        "{stdout}{stderr}"
+        stdout.contains("bpp") && stdout.contains("69 geometry"),
+        "{stdout}"
     );
-    let labels_path = dir.path().join("labels.nii.gz");
-    let (ok, stdout, stderr) = run(worker()
-        .arg("segment")
-        .arg("--model")
-        .arg(&model_path)
-        .arg(&stream_path)
-        .arg("-o")
-        .arg(&labels_path));
-    assert!(ok, "{stdout}{stderr}");
-    let written = read_labels(&labels_path, DEFAULT_MAX_VOXELS).unwrap();
     assert_eq!(written.geometry.sides, [13, 41, 50]);
     assert_eq!(
         written.geometry.affine, scan.geometry.affine,
