@@ -33,15 +33,12 @@ impl GpuSlots {
         if let Some(&g) = self.assigned.get(trial) {
             return Some(&self.gpus[g]);
         }
-        let mut load = vec![0usize; self.gpus.len()];
-        for &g in self.assigned.values() {
-            load[g] += 1;
-        }
-        let (g, _) = load
-            .iter()
+        let (g, _) = self
+            .load()
+            .into_iter()
             .enumerate()
-            .filter(|(_, &l)| l < self.per_gpu)
-            .min_by_key(|&(i, &l)| (l, i))?;
+            .filter(|&(_, l)| l < self.per_gpu)
+            .min_by_key(|&(i, l)| (l, i))?;
         self.assigned.insert(trial.to_string(), g);
         Some(&self.gpus[g])
     }

@@ -33,8 +33,8 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "32,64,64")]
     patch: Vec<u32>,
     /// Arithmetic of the forward passes: fp32, or bf16 autocast (`hyper.precision`).
-    #[arg(long, value_enum, default_value = "fp32")]
-    precision: PrecisionArg,
+    #[arg(long, default_value = "fp32")]
+    precision: Precision,
     /// Where the JSON results go (a Markdown table is written beside it).
     #[arg(long, default_value = "bench-results/worker-train.json")]
     out: PathBuf,
@@ -44,21 +44,6 @@ pub struct BenchArgs {
     variant: Option<Variant>,
     #[command(flatten)]
     dist: DistArgs,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum PrecisionArg {
-    Fp32,
-    Bf16,
-}
-
-impl PrecisionArg {
-    fn precision(self) -> Precision {
-        match self {
-            PrecisionArg::Fp32 => Precision::Fp32,
-            PrecisionArg::Bf16 => Precision::Bf16,
-        }
-    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -145,7 +130,7 @@ fn measure(args: &BenchArgs, variant: Variant) -> Result<Measurement> {
         hyper: orchestra_api::Hyper {
             batch_size: args.batch,
             seg_loss,
-            precision: args.precision.precision(),
+            precision: args.precision,
             ..Default::default()
         },
         steps: args.steps + 3,
@@ -186,7 +171,7 @@ fn measure(args: &BenchArgs, variant: Variant) -> Result<Measurement> {
         pixels,
         batch: args.batch,
         device: args.device.clone(),
-        precision: args.precision.precision(),
+        precision: args.precision,
         threads: tch::get_num_threads(),
         steps: args.steps,
         seconds,
@@ -246,10 +231,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     .join(","),
             ])
             .args(["--steps", &args.steps.to_string(), "--device", &args.device])
-            .args([
-                "--precision",
-                args.precision.to_possible_value().expect("named").get_name(),
-            ])
+            .args(["--precision", args.precision.name()])
             .args([
                 "--dist",
                 args.dist.backend.to_possible_value().expect("named").get_name(),
@@ -273,7 +255,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             m.size,
             m.batch,
             m.device,
-            if m.precision.is_fp32() { "fp32" } else { "bf16" },
+            m.precision,
             m.backend,
             m.world_size,
             m.threads,

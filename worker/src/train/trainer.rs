@@ -6,7 +6,7 @@
 //! Every random draw of a step derives from (seed, step), so a run resumed from a checkpoint
 //! repeats the uninterrupted run exactly on the CPU.
 
-use orchestra_api::{ParamCounts, RateScores, SegmentationScores, TrialSpec};
+use orchestra_api::{Hyper, ParamCounts, RateScores, SegmentationScores, TrialSpec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -22,6 +22,7 @@ use crate::dist::buckets::mean_scalars;
 use crate::dist::{
     all_reduce_mean, all_reduce_mean_flat, Collective, DistError, SingleProcess, DEFAULT_BUCKET_BYTES,
 };
+use crate::nets::critic::Critic;
 use crate::nets::{rng, Group, Model, NetConfig};
 use crate::scores::{dice_iou, summarise};
 use crate::store::checkpoint::Checkpoint;
@@ -104,6 +105,15 @@ fn mix(seed: u64, step: u64, purpose: u64) -> u64 {
 
 /// The seed purpose of a random draw for one shard (rank x micro-batch) of a step: shard 0
 /// keeps the single-process purposes, so world size 1 trains exactly as before.
+/// The critic's multi-scale L1 between predictions and targets, in the step's arithmetic
+/// (bf16: D's forward under autocast), as an fp32 scalar. Both updates, C+S and D, call it.
+fn critic_loss(d: &Critic, probs: &Tensor, target: &Tensor, h: &Hyper, device: Device) -> Tensor {
+    with_precision(h.precision, device, || {
+        d.multi_scale_l1(probs, target, h.dis_reduction, true)
+    })
+    .to_kind(Kind::Float)
+}
+
 fn shard_purpose(purpose: u64, shard: usize) -> u64 {
     purpose + ((shard as u64) << 8)
 }
@@ -375,10 +385,7 @@ impl Trainer {
             let mut terms = vec![loss_seg.shallow_clone()];
             sums[0] += loss_seg.double_value(&[]);
             if let Some(d) = self.model.critic.as_ref() {
-                let l = with_precision(h.precision, self.device, || {
-                    d.multi_scale_l1(&probs, &target, h.dis_reduction, true)
-                })
-                .to_kind(Kind::Float);
+                let l = critic_loss(d, &probs, &target, &h, self.device);
                 sums[1] += l.double_value(&[]);
                 terms.push(l * w_dis);
             }
@@ -418,10 +425,7 @@ impl Trainer {
             let per_micro_stats = MicroBatchStatistics::begin(&self.model, micro);
             for (probs, target) in &kept {
                 per_micro_stats.restore();
-                let l = with_precision(h.precision, self.device, || {
-                    d.multi_scale_l1(probs, target, h.dis_reduction, true)
-                })
-                .to_kind(Kind::Float);
+                let l = critic_loss(d, probs, target, &h, self.device);
                 sums[3] += l.double_value(&[]);
                 (-l / micro as f64).backward();
                 per_micro_stats.collect();
