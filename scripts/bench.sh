@@ -88,8 +88,11 @@ echo "planner and leaderboard at 10,000 trials:"
 "$bin/orchestra" bench-planner --trials 10000 --out bench-results/planner.json
 
 echo
-echo "search algorithms replayed on the recorded curves of 32 real trials (docs/results/search-curves.json):"
-"$bin/orchestra" bench-search --curves docs/results/search-curves.json --seeds 20 --out bench-results/search
+# Each recording holds 32 real trials; docs/results/2026-11-30-search.md says how each was made.
+for name in search-curves search-curves-2 search-curves-3 search-curves-long; do
+    echo "search algorithms replayed on the recorded curves of docs/results/$name.json:"
+    "$bin/orchestra" bench-search --curves "docs/results/$name.json" --seeds 20 --out "bench-results/${name/curves/bench}"
+done
 
 echo
 spec=runs/quickstart/trials/quickstart-d4-000.yaml

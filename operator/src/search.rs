@@ -9,8 +9,9 @@
 //!   others' there (once `minTrials` others reached it) stops; the others go on.
 //!
 //! Ranking at a rung follows `objective.mode`: `pareto` sorts by non-dominated layer over (real
-//! bitstream bpp down, Dice up) and, within a layer, by exclusive hypervolume contribution, so
-//! that the whole front is kept alive; `budget` ranks by Dice at or below `bppBudget`.
+//! bitstream bpp down, Dice up) and, within a layer, by greedy hypervolume contribution (each
+//! trial by the area it adds to those ranked before it), so that the whole front is kept alive;
+//! `budget` ranks by Dice at or below `bppBudget`.
 
 use std::cmp::Ordering;
 

@@ -335,6 +335,25 @@ pub fn replay(rec: &Recording, spec: &ExperimentSpec, reference_bpp: f64) -> Res
     Err("the replay did not end".into())
 }
 
+/// Trial-steps that synchronous successive halving spends on `trials` trials over one ladder:
+/// every trial to the first rung, then the top floor(n / eta) of each rung to the next. The
+/// floor of any ASHA run on the ladder that ranks perfectly and never promotes early (the
+/// asynchronous one promotes more: a trial in the top third of the first few results may
+/// drop out of it later, after it went on).
+pub fn halving_budget(trials: u64, eta: u32, rungs: &[u64]) -> u64 {
+    let mut alive = trials;
+    let mut from = 0;
+    let mut spent = 0;
+    for (k, &rung) in rungs.iter().enumerate() {
+        if k > 0 {
+            alive /= u64::from(eta);
+        }
+        spent += alive * (rung - from);
+        from = rung;
+    }
+    spent
+}
+
 /// Results of every method over `seeds` seeds, as a Markdown report.
 pub struct SearchBench {
     pub markdown: String,
@@ -432,6 +451,19 @@ pub fn run(rec: &Recording, cfg: &BenchConfig) -> Result<SearchBench, String> {
                 .collect(),
         });
     }
+    let pareto_asha = methods.last().expect("Pareto ASHA is listed last");
+    if let orchestra_api::Schedule::Halving { eta, brackets } = spec_for(rec, pareto_asha, 0, parallelism)?
+        .algorithm
+        .schedule(rec.steps)
+    {
+        let floor = halving_budget(rec.trials.len() as u64, eta, &brackets[0]);
+        md += &format!(
+            "\nSuccessive halving's own budget on the ladder {:?} (every trial to the first rung, the top 1/{eta} of each rung to the next, promoted once the rung is full): \
+             {floor} trial-steps, {:.1} % of the grid's.\n",
+            brackets[0],
+            100.0 * floor as f64 / grid.spent
+        );
+    }
     md += "\nRandom search draws with replacement from the recorded values (a discrete space), so some of its draws repeat a trial: they cost steps and add nothing, as they would in a real sweep over these lists.\n";
     Ok(SearchBench {
         markdown: md,
@@ -472,6 +504,15 @@ mod tests {
             steps: 90,
             trials,
         }
+    }
+
+    #[test]
+    fn the_halving_budget_by_hand() {
+        // 32 trials: 32 x 80, then 10 x 160, then 3 x 240.
+        assert_eq!(halving_budget(32, 3, &[80, 240, 480]), 2560 + 1600 + 720);
+        // Too few trials for the top rung: nobody goes there.
+        assert_eq!(halving_budget(8, 3, &[10, 30, 90]), 80 + 2 * 20);
+        assert_eq!(halving_budget(5, 2, &[100]), 500);
     }
 
     #[test]
