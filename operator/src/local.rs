@@ -642,6 +642,11 @@ impl LocalRunner {
         };
         let started = std::time::Instant::now();
         let mut shown = started;
+        // The planner fills this machine's places, not the cluster's parallelism.
+        let here = ExperimentSpec {
+            parallelism: self.capacity() as u32,
+            ..self.exp.spec.clone()
+        };
         loop {
             let (finished, observed) = self.look()?;
             for r in finished {
@@ -655,11 +660,6 @@ impl LocalRunner {
                     )
                 });
             }
-            // The planner fills this machine's places, not the cluster's parallelism.
-            let here = ExperimentSpec {
-                parallelism: self.capacity() as u32,
-                ..self.exp.spec.clone()
-            };
             let p = plan(&self.name, &here, &observed, now(), &self.opts.planner);
             self.apply(p.actions.clone())?;
             for note in std::mem::take(&mut self.notes) {
@@ -715,7 +715,6 @@ impl LocalRunner {
     }
 }
 
-/// The early-stop record of a trial the search stops at a rung (one that reached a rung).
 /// The GPUs this machine shows: CUDA_VISIBLE_DEVICES, else nvidia-smi's list (none without it).
 fn machine_gpus() -> Vec<String> {
     let var = std::env::var("CUDA_VISIBLE_DEVICES").ok();
@@ -730,6 +729,7 @@ fn machine_gpus() -> Vec<String> {
     })
 }
 
+/// The early-stop record of a trial the search stops at a rung (one that reached a rung).
 fn stopped_marker(trial: &str, rec: &TrialRecord, reason: &str) -> Option<StoppedTrial> {
     (rec.phase == TrialPhase::Paused)
         .then(|| StoppedTrial::at_last_rung(trial, rec.variant, &rec.rungs, reason))

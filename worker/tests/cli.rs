@@ -331,24 +331,22 @@ fn encode_and_segment(
     use orchestra_edge::volume::{read_labels, DEFAULT_MAX_VOXELS};
     let scan_path = dir.join("scan.nii.gz");
     write_volume(&scan_path, scan).unwrap();
+    // `orchestra-worker <command> --model <model> <input> -o <output>`, which must succeed.
+    let with_model = |command: &str, input: &std::path::Path, output: &std::path::Path| {
+        let (ok, stdout, stderr) = run(worker()
+            .arg(command)
+            .arg("--model")
+            .arg(model_path)
+            .arg(input)
+            .arg("-o")
+            .arg(output));
+        assert!(ok, "{command}: {stdout}{stderr}");
+        stdout
+    };
     let stream_path = dir.join("scan.ovol");
-    let (ok, encoded, stderr) = run(worker()
-        .arg("encode")
-        .arg("--model")
-        .arg(model_path)
-        .arg(&scan_path)
-        .arg("-o")
-        .arg(&stream_path));
-    assert!(ok, "{encoded}{stderr}");
+    let encoded = with_model("encode", &scan_path, &stream_path);
     let labels_path = dir.join("labels.nii.gz");
-    let (ok, stdout, stderr) = run(worker()
-        .arg("segment")
-        .arg("--model")
-        .arg(model_path)
-        .arg(&stream_path)
-        .arg("-o")
-        .arg(&labels_path));
-    assert!(ok, "{stdout}{stderr}");
+    with_model("segment", &stream_path, &labels_path);
     let written = read_labels(&labels_path, DEFAULT_MAX_VOXELS).unwrap();
     (scan_path, stream_path, encoded, written)
 }

@@ -103,8 +103,6 @@ fn mix(seed: u64, step: u64, purpose: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The seed purpose of a random draw for one shard (rank x micro-batch) of a step: shard 0
-/// keeps the single-process purposes, so world size 1 trains exactly as before.
 /// The critic's multi-scale L1 between predictions and targets, in the step's arithmetic
 /// (bf16: D's forward under autocast), as an fp32 scalar. Both updates, C+S and D, call it.
 fn critic_loss(d: &Critic, probs: &Tensor, target: &Tensor, h: &Hyper, device: Device) -> Tensor {
@@ -114,6 +112,8 @@ fn critic_loss(d: &Critic, probs: &Tensor, target: &Tensor, h: &Hyper, device: D
     .to_kind(Kind::Float)
 }
 
+/// The seed purpose of a random draw for one shard (rank x micro-batch) of a step: shard 0
+/// keeps the single-process purposes, so world size 1 trains exactly as before.
 fn shard_purpose(purpose: u64, shard: usize) -> u64 {
     purpose + ((shard as u64) << 8)
 }
