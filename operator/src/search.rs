@@ -6,7 +6,10 @@
 //!   floor(n_k / eta) of the n_k trials that reached it so far may go on, as soon as they are
 //!   known (asynchronous: no rung waits to be full).
 //! - The median stopping rule: a trial whose objective at a step is below the median of the
-//!   others' there (once `minTrials` others reached it) stops; the others go on.
+//!   others' there (once `minTrials` others reached it) waits, and stops when the search ends;
+//!   the others go on. Waiting rather than stopping at once keeps the rule's answer open while
+//!   the trials above it can still fail: if none of them gets to `steps`, the best waiting
+//!   trial goes on instead, as in successive halving.
 //!
 //! Ranking at a rung follows `objective.mode`: `pareto` sorts by non-dominated layer over (real
 //! bitstream bpp down, Dice up) and, within a layer, by greedy hypervolume contribution (each
@@ -132,7 +135,9 @@ pub fn decide(
             d.promote.sort_by_key(|(_, next)| std::cmp::Reverse(*next));
             d
         }
-        Schedule::MedianStop { rungs, min_trials } => median_stop(spec, rungs, *min_trials, observed),
+        Schedule::MedianStop { rungs, min_trials } => {
+            median_stop(spec, rungs, *min_trials, observed, more_to_come)
+        }
     }
 }
 
@@ -162,15 +167,7 @@ fn halving(
     // Nothing else can arrive: the search of this bracket ends. If no trial went all the way
     // (one that failed there frees the place), the best trial of the highest rung still
     // occupied goes on, so that the bracket ends with a trial trained to `steps`.
-    let last = *rungs.last().expect("a ladder ends with steps");
-    let reached_top = members.iter().any(|t| {
-        t.target == last
-            && !matches!(
-                t.phase,
-                TrialPhase::Paused | TrialPhase::Failed | TrialPhase::Stopped
-            )
-    });
-    if !reached_top {
+    if !reached_top(members, rungs) {
         for (k, &step) in below_top.iter().enumerate().rev() {
             // Ranked among every trial of the rung, as promotions are; the best waiting goes.
             let at = at_rung(members, step);
@@ -190,13 +187,29 @@ fn halving(
     }
 }
 
+/// Whether one of `members` trains, or trained, to the last rung (a trial that failed or was
+/// stopped does not).
+fn reached_top(members: &[&ObservedTrial], rungs: &[u64]) -> bool {
+    let last = *rungs.last().expect("a ladder ends with steps");
+    members.iter().any(|t| {
+        t.target == last
+            && !matches!(
+                t.phase,
+                TrialPhase::Paused | TrialPhase::Failed | TrialPhase::Stopped
+            )
+    })
+}
+
 fn median_stop(
     spec: &ExperimentSpec,
     rungs: &[u64],
     min_trials: u32,
     observed: &[ObservedTrial],
+    more_to_come: bool,
 ) -> Decisions {
     let mut d = Decisions::default();
+    // Below the median: (rung index, objective, trial, others at the step); they wait.
+    let mut below: Vec<(usize, f64, &ObservedTrial, usize)> = Vec::new();
     for (k, &step) in rungs[..rungs.len() - 1].iter().enumerate() {
         for t in observed.iter().filter(|t| waiting_at(t, step)) {
             let own = scalar(spec, &score_at(t, step).expect("waiting trials have their score"));
@@ -218,15 +231,38 @@ fn median_stop(
                 (others[n / 2 - 1] + others[n / 2]) / 2.0
             };
             if own.total_cmp(&median) == Ordering::Less {
-                d.stop.push((
-                    t.name.clone(),
-                    format!("stopped early at step {step}: below the median of {n} other trials there"),
-                ));
+                below.push((k, own, t, n));
             } else {
                 d.promote.push((t.name.clone(), rungs[k + 1]));
             }
         }
     }
     d.promote.sort_by_key(|(_, next)| std::cmp::Reverse(*next));
+    if more_to_come || !d.promote.is_empty() {
+        return d;
+    }
+    // Nothing else can arrive. If no trial went all the way (those above the median failed),
+    // the best waiting trial of the highest rung goes on; every other waiting trial stops.
+    let members: Vec<&ObservedTrial> = observed.iter().collect();
+    if !reached_top(&members, rungs) {
+        let best = below.iter().max_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then(a.1.total_cmp(&b.1))
+                .then_with(|| b.2.name.cmp(&a.2.name))
+        });
+        if let Some(&(k, _, t, _)) = best {
+            d.promote.push((t.name.clone(), rungs[k + 1]));
+            return d;
+        }
+    }
+    for (k, _, t, n) in below {
+        d.stop.push((
+            t.name.clone(),
+            format!(
+                "stopped early at step {}: below the median of {n} other trials there",
+                rungs[k]
+            ),
+        ));
+    }
     d
 }
