@@ -23,6 +23,7 @@ use crate::validation::{Problem, Problems, ValidationError};
     shortname = "oexp",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Done","type":"string","jsonPath":".status.progress"}"#,
+    printcolumn = r#"{"name":"Winner","type":"string","jsonPath":".status.best.trial"}"#,
     printcolumn = r#"{"name":"Best Dice","type":"number","jsonPath":".status.best.dice"}"#,
     printcolumn = r#"{"name":"bpp","type":"number","jsonPath":".status.best.bpp"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#

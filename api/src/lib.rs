@@ -5,6 +5,7 @@
 
 pub mod algorithm;
 pub mod experiment;
+pub mod experiment_file;
 pub mod redact;
 pub mod sweepable;
 pub mod trial_progress;

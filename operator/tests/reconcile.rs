@@ -2,6 +2,10 @@
 //! a new Experiment, a trial finishing, a failed worker, the failure budget spent, deletion,
 //! an invalid Experiment, and the finalizer on a fresh Experiment; and a chaos scenario: a whole
 //! Experiment under injected conflicts, errors and slow answers, with an operator restart.
+//!
+//! These pin the exact requests and the faults a real API server cannot be made to produce on
+//! demand; the scenarios that have a counterpart on the real control plane
+//! (`cluster_e2e.rs`) name it.
 
 mod support;
 
@@ -224,6 +228,7 @@ fn env_of(job: &Value) -> std::collections::BTreeMap<String, Value> {
         .collect()
 }
 
+/// On the real control plane: `cluster_e2e.rs`, `a_sweep_trains_through_real_jobs_and_deletion_leaves_nothing_behind`.
 #[tokio::test]
 async fn a_new_experiment_creates_trials_and_their_gangs() {
     let s = Scenario::new();
@@ -324,6 +329,7 @@ async fn a_new_experiment_creates_trials_and_their_gangs() {
     assert!(s.store_dir.path().join("sweep/sweep-d4-000/params.json").exists());
 }
 
+/// On the real control plane: `cluster_e2e.rs`, `a_sweep_trains_through_real_jobs_and_deletion_leaves_nothing_behind`.
 #[tokio::test]
 async fn a_finished_trial_is_recorded_and_ranked() {
     let s = Scenario::new();
@@ -483,6 +489,7 @@ async fn a_spent_failure_budget_fails_the_experiment_and_stops_the_gangs() {
     assert_eq!(events, ["AttemptFailed", "TrialFailed", "TrialStopped", "Failed"]);
 }
 
+/// On the real control plane: `cluster_e2e.rs`, `a_sweep_trains_through_real_jobs_and_deletion_leaves_nothing_behind`.
 #[tokio::test]
 async fn deletion_removes_the_gangs_and_if_asked_the_stored_results() {
     let s = Scenario::new();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use orchestra_api::{Experiment, ExperimentPhase, ExperimentSpec};
+use orchestra_api::{Experiment, ExperimentPhase};
 use orchestra_operator::local::{LocalOptions, LocalOutcome, LocalRunner};
 use orchestra_operator::planner::PlannerConfig;
 use orchestra_operator::results;
@@ -107,11 +107,7 @@ fn main() {
 }
 
 fn load(file: &Path) -> Result<Experiment> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    Ok(ExperimentSpec::parse_resource(
-        &text,
-        &file.display().to_string(),
-    )?)
+    Ok(orchestra_api::experiment_file::load(file)?)
 }
 
 fn default_worker() -> PathBuf {

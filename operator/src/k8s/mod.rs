@@ -5,6 +5,7 @@
 mod actions;
 pub mod builders;
 pub mod controller;
+mod crd_schema;
 pub mod leader;
 pub mod metrics;
 pub mod names;
@@ -19,6 +20,8 @@ pub fn crds_yaml() -> String {
     use kube::CustomResourceExt;
     let mut out = String::new();
     for crd in [orchestra_api::Experiment::crd(), orchestra_api::Trial::crd()] {
+        let mut crd = serde_json::to_value(&crd).expect("CRDs serialise");
+        crd_schema::kubernetes_formats(&mut crd);
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(&crd).expect("CRDs serialise"));
     }

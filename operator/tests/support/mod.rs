@@ -1,2 +1,3 @@
-#![allow(dead_code)] // Each test binary uses its own part of the mock.
+#![allow(dead_code)] // Each test binary uses its own part of the support.
+pub mod cluster;
 pub mod fake_api;

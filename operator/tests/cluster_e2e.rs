@@ -1,0 +1,472 @@
+//! The operator on the real Kubernetes control plane (upstream kube-apiserver, etcd,
+//! kube-controller-manager and kube-scheduler, built from their Go modules by `make setup`), with
+//! one node whose pods are processes (orchestra-node-agent): the manifests, the examples and the
+//! Helm chart as a platform team installs them, and a sweep that trains for real through Jobs
+//! that kube-scheduler places and the Job controller completes, then is deleted without a trace.
+//!
+//! The mock API server of `reconcile.rs` keeps what a real server cannot be made to do on demand
+//! (injected 409s and 500s); each of its scenarios that has a counterpart here names it.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use orchestra_store::layout::TrialKeys;
+use orchestra_store::moto::{create_bucket, point_at, start_moto};
+use serde_json::Value;
+use support::cluster::{self, Cluster, Operator};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn helm(c: &Cluster, args: &[&str]) -> String {
+    let out = Command::new(cluster::k8s_bin().join("helm"))
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .env("HELM_CACHE_HOME", c.dir.join("helm/cache"))
+        .env("HELM_CONFIG_HOME", c.dir.join("helm/config"))
+        .env("HELM_DATA_HOME", c.dir.join("helm/data"))
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Names of the objects of `kinds` in `ns` (or cluster-wide with "") that carry `selector`.
+fn names(c: &Cluster, ns: &str, kinds: &str, selector: &str) -> Vec<String> {
+    let mut args = vec!["get", kinds, "-l", selector, "-o", "name"];
+    if ns.is_empty() {
+        args.push("--all-namespaces");
+    } else {
+        args.extend(["-n", ns]);
+    }
+    let mut v: Vec<String> = c.kubectl_ok(&args).lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn manifests_examples_and_the_helm_chart_install_on_a_real_api_server() {
+    let c = cluster::shared();
+    let chart = repo().join("charts/orchestra").display().to_string();
+
+    // The chart: lint, every rendered object accepted by the real server, installed, and gone
+    // again after uninstall (the CRDs stay, as Helm keeps a chart's crds/ by design).
+    helm(c, &["lint", &chart]);
+    let rendered = helm(c, &["template", "orchestra", &chart, "--namespace", "e2e-helm"]);
+    c.kubectl_ok(&["create", "namespace", "e2e-helm"]);
+    let dry = c.kubectl_stdin(
+        &["-n", "e2e-helm", "apply", "--dry-run=server", "-f", "-"],
+        Some(&rendered),
+    );
+    assert!(
+        dry.status.success(),
+        "the real API server refused the chart's objects: {}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    helm(c, &["install", "orchestra", &chart, "--namespace", "e2e-helm"]);
+    let installed = names(
+        c,
+        "",
+        "deployments,services,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings",
+        "app.kubernetes.io/managed-by=Helm",
+    );
+    for want in [
+        "deployment.apps/orchestra-operator",
+        "service/orchestra-operator",
+        "serviceaccount/orchestra-operator",
+    ] {
+        assert!(
+            installed.iter().any(|n| n == want),
+            "{want} not installed: {installed:?}"
+        );
+    }
+    assert!(
+        installed
+            .iter()
+            .any(|n| n.starts_with("clusterrole.rbac.authorization.k8s.io/")),
+        "{installed:?}"
+    );
+    helm(
+        c,
+        &["uninstall", "orchestra", "--namespace", "e2e-helm", "--wait"],
+    );
+    let left = names(
+        c,
+        "",
+        "deployments,services,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings,configmaps,secrets",
+        "app.kubernetes.io/managed-by=Helm",
+    );
+    assert!(left.is_empty(), "helm uninstall left {left:?}");
+    let helm_secrets = c.kubectl_ok(&[
+        "-n",
+        "e2e-helm",
+        "get",
+        "secrets",
+        "-l",
+        "owner=helm",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        helm_secrets.trim().is_empty(),
+        "release records left: {helm_secrets}"
+    );
+
+    // The plain manifests, then every example Experiment in a namespace nobody reconciles: each
+    // object valid for the real server (schemas, defaults, RBAC rules).
+    for file in ["manifests/rbac.yaml", "manifests/operator.yaml"] {
+        c.kubectl_ok(&["apply", "-f", &repo().join(file).display().to_string()]);
+    }
+    let deployment = c.get_json("orchestra-system", "deployment/orchestra-operator");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    c.kubectl_ok(&["create", "namespace", "e2e-examples"]);
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(repo().join("manifests/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 3, "{examples:?}");
+    for file in &examples {
+        c.kubectl_ok(&["-n", "e2e-examples", "apply", "-f", &file.display().to_string()]);
+    }
+    let applied = c.items("e2e-examples", "experiments");
+    assert_eq!(applied.len(), examples.len(), "{applied:?}");
+    // The operator's own manifests go again, so that the other tests' operators are the only ones.
+    for file in ["manifests/operator.yaml", "manifests/rbac.yaml"] {
+        c.kubectl_ok(&[
+            "delete",
+            "--wait=false",
+            "-f",
+            &repo().join(file).display().to_string(),
+        ]);
+    }
+}
+
+const SWEEP: &str = "apiVersion: orchestra.dev/v1alpha1
+kind: Experiment
+metadata: { name: quick }
+spec:
+  dataset: synthetic://lesion?n=40&size=64&seed=3&val=8
+  model: { inputSize: 64, downsample: 8 }
+  variants: [D1, D2, D3, D4]
+  hyper: { batchSize: 4 }
+  steps: 12
+  checkpointEvery: 6
+  workersPerTrial: 1
+  resources: { cpu: \"1\", memory: 1Gi }
+  parallelism: 2
+  maxAttempts: 2
+  store: s3://runs/quick
+  storeSecret: orchestra-store
+  cleanupStore: true
+  objective: { bppBudget: 0.5 }
+";
+
+/// Real-cluster counterpart of `reconcile.rs`'s `a_new_experiment_creates_trials_and_their_gangs`,
+/// `a_finished_trial_is_recorded_and_ranked` and `deletion_removes_the_gangs_and_if_asked_the_stored_results`.
+#[test]
+fn a_sweep_trains_through_real_jobs_and_deletion_leaves_nothing_behind() {
+    let c = cluster::shared();
+    let ns = c.namespace("e2e-sweep");
+    let moto = start_moto();
+    create_bucket(moto.port, "runs");
+    point_at(moto.port);
+    let creds: Vec<(&str, String)> = vec![
+        ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", moto.port)),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ];
+    let mut secret = vec!["-n", &ns, "create", "secret", "generic", "orchestra-store"];
+    let literals: Vec<String> = creds
+        .iter()
+        .map(|(k, v)| format!("--from-literal={k}={v}"))
+        .collect();
+    secret.extend(literals.iter().map(String::as_str));
+    c.kubectl_ok(&secret);
+    let operator = Operator::start(c, &ns, &creds);
+    let applied = c.apply(&ns, SWEEP);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+
+    let status = c.wait_for("the Experiment to finish", Duration::from_secs(900), || {
+        let exp = c.get_json(&ns, "experiment/quick");
+        let phase = exp["status"]["phase"].as_str().unwrap_or_default().to_string();
+        assert_ne!(
+            phase,
+            "Failed",
+            "the Experiment failed: {} (operator log {})",
+            exp["status"],
+            operator.log.display()
+        );
+        (phase == "Succeeded").then(|| exp["status"].clone())
+    });
+    assert_eq!(status["trialsSucceeded"], 4, "{status}");
+
+    // Every trial's gang was a Job that the Job controller completed, its pods placed by
+    // kube-scheduler on the node, run there and finished.
+    let trials = c.items(&ns, "trials");
+    assert_eq!(trials.len(), 4);
+    for t in &trials {
+        assert_eq!(t["status"]["phase"], "Succeeded", "{}", t["status"]);
+    }
+    let jobs = c.items(&ns, "jobs");
+    assert!(jobs.len() >= 4, "{} jobs", jobs.len());
+    let complete = |j: &Value| {
+        j["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Complete" && c["status"] == "True")
+        })
+    };
+    let trials_complete: std::collections::BTreeSet<String> = jobs
+        .iter()
+        .filter(|j| complete(j))
+        .map(|j| {
+            j["metadata"]["labels"]["orchestra.dev/trial"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        trials_complete.len(),
+        4,
+        "a completed Job per trial: {trials_complete:?}"
+    );
+    let pods = c.items(&ns, "pods");
+    assert!(!pods.is_empty());
+    for p in &pods {
+        assert_eq!(
+            p["spec"]["nodeName"], "orchestra-node-1",
+            "{}",
+            p["metadata"]["name"]
+        );
+    }
+    assert!(
+        pods.iter().any(|p| p["status"]["phase"] == "Succeeded"),
+        "finished pods: {:?}",
+        pods.iter().map(|p| &p["status"]["phase"]).collect::<Vec<_>>()
+    );
+
+    // The results in the store (checkpoints and results written by the workers through S3).
+    let store = orchestra_store::Store::open("s3://runs/quick").unwrap();
+    for t in &trials {
+        let keys = TrialKeys::new("quick", t["metadata"]["name"].as_str().unwrap());
+        for key in [keys.result(), keys.latest()] {
+            assert!(store.get(&key).unwrap().is_some(), "{key} is not in the store");
+        }
+    }
+
+    // What a user reads: the leaderboard ConfigMap, events, and kubectl's printer columns.
+    let board = c.get_json(&ns, "configmap/quick-leaderboard");
+    let md = board["data"]["leaderboard.md"].as_str().unwrap();
+    for t in &trials {
+        assert!(md.contains(t["metadata"]["name"].as_str().unwrap()), "{md}");
+    }
+    let events = c.kubectl_ok(&[
+        "-n",
+        &ns,
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=Experiment",
+        "-o",
+        "json",
+    ]);
+    let events: Value = serde_json::from_str(&events).unwrap();
+    assert!(
+        events["items"].as_array().is_some_and(|e| !e.is_empty()),
+        "no events on the Experiment"
+    );
+    let table = c.kubectl_ok(&["-n", &ns, "get", "experiments"]);
+    let winner = status["best"]["trial"]
+        .as_str()
+        .expect("a winner under the budget");
+    assert!(
+        table.contains("WINNER") && table.contains(winner) && table.contains("Succeeded"),
+        "{table}"
+    );
+    let trial_table = c.kubectl_ok(&["-n", &ns, "get", "trials"]);
+    for t in &trials {
+        assert!(
+            trial_table.contains(t["metadata"]["name"].as_str().unwrap()),
+            "{trial_table}"
+        );
+    }
+
+    // Deletion: the finalizer cleans the store, the garbage collector the owned objects.
+    c.kubectl_ok(&["-n", &ns, "delete", "experiment", "quick", "--wait=false"]);
+    c.wait_for(
+        "the Experiment and everything it owned to go",
+        Duration::from_secs(120),
+        || {
+            let left = names(
+                c,
+                &ns,
+                "experiments,trials,jobs,services,configmaps,pods",
+                "orchestra.dev/experiment=quick",
+            );
+            let exp_left = c
+                .kubectl(&["-n", &ns, "get", "experiment", "quick"])
+                .status
+                .success();
+            (left.is_empty() && !exp_left).then_some(())
+        },
+    );
+    let pods_left = c.items(&ns, "pods");
+    assert!(pods_left.is_empty(), "pods left: {pods_left:?}");
+    let stored = store.list("").unwrap();
+    assert!(stored.is_empty(), "cleanupStore left {stored:?}");
+    drop(operator);
+}
+
+/// The pod's folder on the node (volumes and logs).
+fn pod_dir(c: &Cluster, ns: &str, pod: &Value) -> PathBuf {
+    c.dir.join("nodes/orchestra-node-1").join(format!(
+        "{ns}_{}_{}",
+        pod["metadata"]["name"].as_str().unwrap(),
+        pod["metadata"]["uid"].as_str().unwrap()
+    ))
+}
+
+fn pod_yaml(name: &str, command: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{ name: {name} }}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  automountServiceAccountToken: false
+  containers:
+  - name: c
+    image: docker.io/library/busybox:e2e
+    command: {command}
+{extra}"
+    )
+}
+
+/// What the node agent does for the kubelet's part, seen through the real API server: volumes,
+/// variables, exit codes, unknown images, and deletion with a grace period.
+#[test]
+fn the_node_agent_runs_pods_as_a_kubelet_would() {
+    let c = cluster::shared();
+    let ns = c.namespace("e2e-agent");
+    c.kubectl_ok(&[
+        "-n",
+        &ns,
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=key=from-configmap",
+    ]);
+    c.kubectl_ok(&[
+        "-n",
+        &ns,
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "--from-literal=token=s3cret",
+    ]);
+    let volumes = "    volumeMounts:
+    - { name: cfg, mountPath: /etc/cfg }
+    - { name: info, mountPath: /etc/info }
+  volumes:
+  - { name: cfg, configMap: { name: cfg } }
+  - name: info
+    downwardAPI: { items: [{ path: name, fieldRef: { fieldPath: metadata.name } }] }
+";
+    let env = "    env:
+    - { name: SECRET, valueFrom: { secretKeyRef: { name: sec, key: token } } }
+    - { name: POD, valueFrom: { fieldRef: { fieldPath: metadata.name } } }
+    - { name: GREETING, value: \"hello $(POD)\" }
+";
+    for yaml in [
+        pod_yaml("files", "[cat, /etc/cfg/key, /etc/info/name]", volumes),
+        pod_yaml("vars", "[printenv, SECRET, GREETING]", env),
+        pod_yaml("fails", "[\"false\"]", ""),
+        pod_yaml("sleeps", "[sleep, \"600\"]", ""),
+        pod_yaml("unknown", "[nginx]", "").replace("docker.io/library/busybox:e2e", "nginx:1"),
+    ] {
+        let out = c.apply(&ns, &yaml);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let phase_of = |name: &str| {
+        c.get_json(&ns, &format!("pod/{name}"))["status"]["phase"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let finished = |name: &str| {
+        c.wait_for(&format!("pod {name} to finish"), Duration::from_secs(60), || {
+            let p = c.get_json(&ns, &format!("pod/{name}"));
+            matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")).then_some(p)
+        })
+    };
+    let files = finished("files");
+    assert_eq!(files["status"]["phase"], "Succeeded");
+    let log = std::fs::read_to_string(pod_dir(c, &ns, &files).join("logs/c.log")).unwrap();
+    assert_eq!(log, "from-configmapfiles");
+    let vars = finished("vars");
+    let log = std::fs::read_to_string(pod_dir(c, &ns, &vars).join("logs/c.log")).unwrap();
+    assert_eq!(log, "s3cret\nhello vars\n");
+    let fails = finished("fails");
+    assert_eq!(fails["status"]["phase"], "Failed");
+    let term = &fails["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(term["exitCode"], 1, "{term}");
+    assert_eq!(term["reason"], "Error");
+
+    let waiting = c.wait_for(
+        "pod unknown to wait for its image",
+        Duration::from_secs(30),
+        || {
+            let p = c.get_json(&ns, "pod/unknown");
+            let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+            (w["reason"] == "ErrImagePull").then_some(w)
+        },
+    );
+    assert!(
+        waiting["message"].as_str().unwrap().contains("nginx:1"),
+        "{waiting}"
+    );
+    assert_eq!(phase_of("unknown").as_deref(), Some("Pending"));
+
+    // Deleted while running: SIGTERM (sleep dies of it), the pod is gone for good, and so is its process.
+    let running = c.wait_for("pod sleeps to run", Duration::from_secs(30), || {
+        let p = c.get_json(&ns, "pod/sleeps");
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    let pid: i32 = running["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("process://")
+        .parse()
+        .unwrap();
+    // SAFETY: signal 0 only asks whether the process exists.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "the pod's process {pid} runs");
+    c.kubectl_ok(&["-n", &ns, "delete", "pod", "sleeps", "--wait=false"]);
+    c.wait_for("pod sleeps to go", Duration::from_secs(30), || {
+        (!c.kubectl(&["-n", &ns, "get", "pod", "sleeps"]).status.success()).then_some(())
+    });
+    // SAFETY: as above.
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "process {pid} outlived its pod");
+    c.kubectl_ok(&["delete", "namespace", &ns, "--wait=false"]);
+}

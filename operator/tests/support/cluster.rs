@@ -1,0 +1,252 @@
+//! The real control plane for end-to-end tests: `scripts/cluster.sh up` (upstream etcd,
+//! kube-apiserver, kube-controller-manager and kube-scheduler, built by `make setup`) with one
+//! orchestra-node-agent whose pods are processes of this build's binaries. One cluster per test
+//! binary, started by the first test that asks; its processes stop when the test binary exits
+//! (the script's watchdog), and its folder (logs, audit log, each pod's log) stays under
+//! `$CARGO_TARGET_DIR/e2e/` for the failing test to name.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    /// Folder of this build's binaries (operator, worker, node agent).
+    pub bin: PathBuf,
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The folder of the upstream binaries `make setup` built.
+pub fn k8s_bin() -> PathBuf {
+    let out = Command::new(repo().join("scripts/k8s_tools.sh"))
+        .arg("--print")
+        .output()
+        .expect("scripts/k8s_tools.sh runs");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A binary of this build, next to the operator's (cargo test --workspace builds them all).
+pub fn our_binary(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_orchestra-operator")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace (cargo test --workspace builds it)",
+        path.display()
+    );
+    path
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+/// Folders of earlier runs' clusters older than `age` (their logs were for those runs).
+fn prune_old(root: &Path, age: Duration) {
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|e| e > age);
+        if old {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The test binary's cluster, started on first use.
+pub fn shared() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        let bin = our_binary("orchestra-node-agent").parent().unwrap().to_path_buf();
+        our_binary("orchestra-worker");
+        let k8s = k8s_bin();
+        assert!(
+            k8s.join("kube-apiserver").exists(),
+            "{} is missing: run `make setup`, which builds the Kubernetes control plane from its Go modules",
+            k8s.join("kube-apiserver").display()
+        );
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join("target"));
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let test = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        prune_old(&target.join("e2e"), Duration::from_secs(2 * 86_400));
+        let dir = target
+            .join("e2e")
+            .join(format!("{test}-{stamp}-{}", std::process::id()));
+        let started = Instant::now();
+        let out = Command::new(repo().join("scripts/cluster.sh"))
+            .args(["up"])
+            .arg(&dir)
+            .env("CLUSTER_NODES", "1")
+            // What the scheduler counts (no isolation): room for the operator pods the chart and
+            // manifests tests create (they wait for an image) beside the sweep's workers.
+            .env("CLUSTER_NODE_CPU", "8")
+            .env("CLUSTER_NODE_MEMORY", "16Gi")
+            // Plain commands for the node agent's own checks.
+            .env("CLUSTER_IMAGES", "*busybox*=/usr/bin")
+            .env("CLUSTER_OWNER_PID", std::process::id().to_string())
+            .env("ORCHESTRA_BIN", &bin)
+            .output()
+            .expect("scripts/cluster.sh runs");
+        assert!(
+            out.status.success(),
+            "the control plane did not start (logs in {}):\n{}",
+            dir.join("logs").display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "e2e: real control plane up in {:.0?} at {} (logs in {})",
+            started.elapsed(),
+            dir.join("kubeconfig").display(),
+            dir.join("logs").display()
+        );
+        let cluster = Cluster {
+            kubeconfig: dir.join("kubeconfig"),
+            dir,
+            bin,
+        };
+        cluster.kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &repo().join("manifests/crds.yaml").display().to_string(),
+        ]);
+        cluster.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ]);
+        cluster
+    })
+}
+
+impl Cluster {
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, None)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(k8s_bin().join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    /// kubectl's stdout, after checking that it succeeded.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn apply(&self, ns: &str, yaml: &str) -> Output {
+        self.kubectl_stdin(&["-n", ns, "apply", "-f", "-"], Some(yaml))
+    }
+
+    pub fn get_json(&self, ns: &str, what: &str) -> Value {
+        serde_json::from_str(&self.kubectl_ok(&["-n", ns, "get", what, "-o", "json"])).unwrap()
+    }
+
+    /// The items of a list (`kubectl get KIND -o json`), or none.
+    pub fn items(&self, ns: &str, what: &str) -> Vec<Value> {
+        self.get_json(ns, what)["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A fresh namespace for one test.
+    pub fn namespace(&self, name: &str) -> String {
+        self.kubectl_ok(&["create", "namespace", name]);
+        name.to_string()
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    /// Polls `check` every half second until it returns Some, or fails naming `what` and the logs.
+    pub fn wait_for<T>(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = check() {
+                return v;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what} (cluster logs in {}, pods' logs under {})",
+                self.logs().display(),
+                self.dir.join("nodes").display()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// `orchestra-operator` as a process beside the cluster, watching one namespace; stopped when
+/// dropped. Its log is `<cluster>/logs/operator-<ns>.log`.
+pub struct Operator {
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    pub fn start(cluster: &Cluster, ns: &str, env: &[(&str, String)]) -> Operator {
+        let log = cluster.logs().join(format!("operator-{ns}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_orchestra-operator"))
+            .args(["--namespace", ns, "--restart-backoff", "1"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(["--worker-image", "ghcr.io/orchestra-dev/orchestra-worker:e2e"])
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .envs(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("orchestra-operator starts");
+        Operator { child, log }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

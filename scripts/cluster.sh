@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# A real Kubernetes control plane on this machine, the way envtest starts one, from the upstream
+# programs `make setup` builds (scripts/k8s_tools.sh): etcd, kube-apiserver (generated
+# certificates, RBAC and Node authorization, NodeRestriction, service-account keys and issuer, an
+# audit log), kube-controller-manager (Job, garbage collector, namespace, service-account token,
+# EndpointSlice, node lifecycle, ... controllers) and kube-scheduler, on loopback at free ports.
+# Optionally node agents (orchestra-node-agent: pods run as processes) and the operator.
+#
+#   scripts/cluster.sh up DIR     start everything; DIR gets kubeconfig, env, pids/, logs/
+#   scripts/cluster.sh down DIR   stop every process that `up` started in DIR
+#   scripts/cluster.sh env DIR    print the exports for a shell (eval "$(scripts/cluster.sh env DIR)")
+#
+# Settings (environment): CLUSTER_NODES (node agents, default 0), CLUSTER_NODE_CPU (default the
+# cores), CLUSTER_NODE_MEMORY (8Gi), CLUSTER_NODE_GPUS (0), CLUSTER_IMAGES (more
+# space-separated PATTERN=DIR image folders for the agents), CLUSTER_OPERATOR=1 (start
+# orchestra-operator with the CRDs applied), CLUSTER_OWNER_PID (stop everything when that process
+# exits, for tests that may die without cleaning up), ORCHESTRA_BIN (our release or debug
+# binaries; default $CARGO_TARGET_DIR/release).
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+
+usage() { echo "usage: scripts/cluster.sh up|down|env DIR" >&2; exit 2; }
+[ $# -eq 2 ] || usage
+cmd=$1
+dir=$(mkdir -p "$2" && cd "$2" && pwd)
+
+k8s_bin="$("$here/scripts/k8s_tools.sh" --print)"
+kubectl="$k8s_bin/kubectl"
+
+log() { echo "cluster: $*" >&2; }
+
+stop_all() {
+    [ -d "$dir/pids" ] || return 0
+    # The reverse of the start order: agents and operator, scheduler, controllers, API, etcd.
+    local f pid
+    for f in $(ls -t "$dir/pids"/*.pid 2>/dev/null); do
+        pid=$(cat "$f")
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for _ in $(seq 50); do
+        local alive=0
+        for f in "$dir/pids"/*.pid; do
+            [ -e "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && alive=1
+        done
+        [ $alive = 0 ] && break
+        sleep 0.1
+    done
+    for f in "$dir/pids"/*.pid; do
+        [ -e "$f" ] || continue
+        kill -KILL "$(cat "$f")" 2>/dev/null || true
+        rm -f "$f"
+    done
+}
+
+case "$cmd" in
+down)
+    # The watchdog (CLUSTER_OWNER_PID) goes first, unless it is the one asking.
+    if [ -f "$dir/watchdog.pid" ] && [ "$(cat "$dir/watchdog.pid")" != "$PPID" ]; then
+        kill "$(cat "$dir/watchdog.pid")" 2>/dev/null || true
+    fi
+    rm -f "$dir/watchdog.pid"
+    stop_all
+    log "stopped (logs kept in $dir/logs)"
+    exit 0
+    ;;
+env)
+    [ -f "$dir/env" ] || { echo "cluster: no cluster in $dir (scripts/cluster.sh up $dir)" >&2; exit 1; }
+    cat "$dir/env"
+    exit 0
+    ;;
+up) ;;
+*) usage ;;
+esac
+
+for p in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    [ -x "$k8s_bin/$p" ] || { echo "cluster: $k8s_bin/$p is missing: run make setup" >&2; exit 1; }
+done
+command -v openssl >/dev/null || { echo "cluster: openssl is missing (apt-get install openssl)" >&2; exit 1; }
+for f in "$dir"/pids/*.pid; do
+    if [ -e "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then
+        echo "cluster: $dir already has a running cluster (scripts/cluster.sh down $dir first)" >&2
+        exit 1
+    fi
+done
+# A folder left by a cluster that is no longer running starts afresh.
+rm -rf "$dir/pids" "$dir/etcd" "$dir/pki" "$dir/nodes" "$dir/env"
+mkdir -p "$dir/pki" "$dir/pids" "$dir/logs" "$dir/etcd"
+trap 'log "start failed: stopping what started (logs in $dir/logs)"; stop_all' ERR
+started_at=$(date +%s)
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# --- certificates: one CA, the API server's serving certificate, a client certificate per
+# identity (the admin in system:masters, the controller manager, the scheduler, each node), and
+# the service-account signing key.
+pki="$dir/pki"
+openssl_q() { openssl "$@" 2>>"$dir/logs/openssl.log"; }
+openssl_q req -x509 -newkey rsa:2048 -nodes -keyout "$pki/ca.key" -out "$pki/ca.crt" -days 30 \
+    -subj "/CN=orchestra-test-ca"
+client_cert() { # name CN O
+    local subj="/CN=$2"
+    [ -n "$3" ] && subj="/O=$3$subj"
+    openssl_q req -newkey rsa:2048 -nodes -keyout "$pki/$1.key" -out "$pki/$1.csr" -subj "$subj"
+    printf 'extendedKeyUsage=clientAuth\n' >"$pki/$1.ext"
+    openssl_q x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+        -out "$pki/$1.crt" -days 30 -extfile "$pki/$1.ext"
+}
+openssl_q req -newkey rsa:2048 -nodes -keyout "$pki/apiserver.key" -out "$pki/apiserver.csr" \
+    -subj "/CN=kube-apiserver"
+cat >"$pki/apiserver.ext" <<EOF
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+EOF
+openssl_q x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -out "$pki/apiserver.crt" -days 30 -extfile "$pki/apiserver.ext"
+client_cert admin orchestra-admin system:masters
+client_cert controller-manager system:kube-controller-manager ""
+client_cert scheduler system:kube-scheduler ""
+openssl_q genrsa -out "$pki/sa.key" 2048
+openssl_q rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
+
+etcd_port=$(free_port)
+etcd_peer=$(free_port)
+api_port=$(free_port)
+kcm_port=$(free_port)
+sched_port=$(free_port)
+server="https://127.0.0.1:$api_port"
+
+kubeconfig() { # file user
+    cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: orchestra-local
+  cluster: { server: "$server", certificate-authority: "$pki/ca.crt" }
+users:
+- name: $2
+  user: { client-certificate: "$pki/$2.crt", client-key: "$pki/$2.key" }
+contexts:
+- name: orchestra-local
+  context: { cluster: orchestra-local, user: $2, namespace: default }
+current-context: orchestra-local
+EOF
+}
+kubeconfig "$dir/kubeconfig" admin
+kubeconfig "$dir/controller-manager.kubeconfig" controller-manager
+kubeconfig "$dir/scheduler.kubeconfig" scheduler
+
+start() { # name command...
+    local name=$1
+    shift
+    setsid "$@" >"$dir/logs/$name.log" 2>&1 </dev/null &
+    echo $! >"$dir/pids/$name.pid"
+}
+
+alive() { kill -0 "$(cat "$dir/pids/$1.pid")" 2>/dev/null; }
+
+wait_for() { # what seconds command...
+    local what=$1 secs=$2
+    shift 2
+    local until=$(($(date +%s) + secs))
+    until "$@" >/dev/null 2>&1; do
+        if ! alive "$what"; then
+            log "$what exited; its log:"
+            tail -n 30 "$dir/logs/$what.log" >&2 || true
+            return 1
+        fi
+        if [ "$(date +%s)" -ge $until ]; then
+            log "$what did not come up within ${secs}s; its log:"
+            tail -n 30 "$dir/logs/$what.log" >&2 || true
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+
+log "etcd on 127.0.0.1:$etcd_port"
+start etcd "$k8s_bin/etcd" --name orchestra --data-dir "$dir/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-cluster "orchestra=http://127.0.0.1:$etcd_peer" \
+    --unsafe-no-fsync --quota-backend-bytes 4294967296 --log-level warn
+wait_for etcd 30 curl -sf "http://127.0.0.1:$etcd_port/health"
+
+# Everything the API server does is written to the audit log at the Metadata level (who did what
+# to which object), so that tests can say which replica wrote.
+cat >"$dir/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: None
+  verbs: [get, list, watch]
+- level: None
+  resources: [{ group: coordination.k8s.io, resources: [leases] }]
+  users: [system:kube-controller-manager, system:kube-scheduler]
+- level: Metadata
+EOF
+
+log "kube-apiserver on $server"
+start kube-apiserver "$k8s_bin/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --cert-dir "$pki" --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --client-ca-file "$pki/ca.crt" \
+    --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+    --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true \
+    --endpoint-reconciler-type none \
+    --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/logs/audit.log" \
+    --audit-log-format json
+wait_for kube-apiserver 90 "$kubectl" --kubeconfig "$dir/kubeconfig" get --raw /readyz
+
+log "kube-controller-manager and kube-scheduler"
+start kube-controller-manager "$k8s_bin/kube-controller-manager" \
+    --kubeconfig "$dir/controller-manager.kubeconfig" \
+    --authentication-kubeconfig "$dir/controller-manager.kubeconfig" \
+    --authorization-kubeconfig "$dir/controller-manager.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$kcm_port" --leader-elect=false \
+    --use-service-account-credentials=true \
+    --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
+    --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
+    --node-monitor-grace-period "${CLUSTER_NODE_GRACE:-40s}"
+start kube-scheduler "$k8s_bin/kube-scheduler" \
+    --kubeconfig "$dir/scheduler.kubeconfig" \
+    --authentication-kubeconfig "$dir/scheduler.kubeconfig" \
+    --authorization-kubeconfig "$dir/scheduler.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$sched_port" --leader-elect=false
+wait_for kube-controller-manager 60 curl -skf "https://127.0.0.1:$kcm_port/healthz"
+wait_for kube-scheduler 60 curl -skf "https://127.0.0.1:$sched_port/healthz"
+# The namespace controller and the service-account controllers are working once the default
+# namespace has its service account.
+wait_for kube-controller-manager 60 "$kubectl" --kubeconfig "$dir/kubeconfig" -n default get serviceaccount default
+
+ours="${ORCHESTRA_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/orchestra/target}/release}"
+nodes=${CLUSTER_NODES:-0}
+read -ra image_rules <<<"${CLUSTER_IMAGES:-}"
+extra_images=()
+for rule in "${image_rules[@]}"; do extra_images+=(--image "$rule"); done
+for i in $(seq 1 "$nodes"); do
+    node="orchestra-node-$i"
+    client_cert "$node" "system:node:$node" system:nodes
+    kubeconfig "$dir/$node.kubeconfig" "$node"
+    [ -x "$ours/orchestra-node-agent" ] || { echo "cluster: $ours/orchestra-node-agent is missing (cargo build --release -p orchestra-node-agent)" >&2; false; }
+    log "node $node (pods run as processes under $dir/nodes/$node)"
+    start "$node" "$ours/orchestra-node-agent" --kubeconfig "$dir/$node.kubeconfig" --node-name "$node" \
+        --cpu "${CLUSTER_NODE_CPU:-$(nproc)}" --memory "${CLUSTER_NODE_MEMORY:-8Gi}" \
+        --gpus "${CLUSTER_NODE_GPUS:-0}" --root "$dir/nodes/$node" \
+        --image "*orchestra-worker*=$ours" "${extra_images[@]}"
+done
+for i in $(seq 1 "$nodes"); do
+    wait_for "orchestra-node-$i" 60 "$kubectl" --kubeconfig "$dir/kubeconfig" wait --for=condition=Ready \
+        "node/orchestra-node-$i" --timeout=1s
+done
+
+if [ "${CLUSTER_OPERATOR:-0}" = 1 ]; then
+    "$kubectl" --kubeconfig "$dir/kubeconfig" apply -f "$here/manifests/crds.yaml" >/dev/null
+    "$kubectl" --kubeconfig "$dir/kubeconfig" wait --for=condition=Established crd --all --timeout=30s >/dev/null
+    log "orchestra-operator (log: $dir/logs/orchestra-operator.log)"
+    KUBECONFIG="$dir/kubeconfig" start orchestra-operator "$ours/orchestra-operator" \
+        --metrics-addr "127.0.0.1:$(free_port)" --lease-namespace default
+fi
+
+cat >"$dir/env" <<EOF
+export KUBECONFIG="$dir/kubeconfig"
+export PATH="$k8s_bin:\$PATH"
+EOF
+
+if [ -n "${CLUSTER_OWNER_PID:-}" ]; then
+    # Stops the cluster when its owner (a test process) ends, however it ends.
+    setsid bash -c "while kill -0 $CLUSTER_OWNER_PID 2>/dev/null; do sleep 1; done; '$here/scripts/cluster.sh' down '$dir'" \
+        >/dev/null 2>&1 </dev/null &
+    echo $! >"$dir/watchdog.pid"
+fi
+trap - ERR
+log "up in $(($(date +%s) - started_at)) s: $server (Kubernetes $("$kubectl" --kubeconfig "$dir/kubeconfig" version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])'))"
+log "use it: eval \"\$(scripts/cluster.sh env $dir)\"; kubectl get nodes; stop it: scripts/cluster.sh down $dir"
