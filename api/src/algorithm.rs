@@ -315,12 +315,26 @@ impl schemars::JsonSchema for Algorithm {
                 "type": { "type": "string", "enum": ["grid", "random", "sobol", "asha", "hyperband", "medianStop"] },
                 "sampler": { "type": "string", "enum": ["grid", "random", "sobol"] },
                 "seed": { "type": "integer", "minimum": 0 },
-                "samples": { "type": "integer", "minimum": 0 },
-                "eta": { "type": "integer", "minimum": 0 },
-                "minSteps": { "type": "integer", "minimum": 0 },
-                "brackets": { "type": "integer", "minimum": 0 },
-                "minTrials": { "type": "integer", "minimum": 0 }
-            }
+                "samples": { "type": "integer", "minimum": 1 },
+                "eta": { "type": "integer", "minimum": 2, "maximum": 16 },
+                "minSteps": { "type": "integer", "minimum": 1 },
+                "brackets": { "type": "integer", "minimum": 1 },
+                "minTrials": { "type": "integer", "minimum": 1 }
+            },
+            // What `check` says about which fields apply to which type, for the API server
+            // (the range of minSteps against spec.steps is the spec's own rule).
+            "x-kubernetes-validations": [
+                { "rule": "!has(self.sampler) || self.type in ['asha', 'hyperband', 'medianStop']", "fieldPath": ".sampler",
+                  "message": "applies to asha, hyperband and medianStop only (the type itself is the sampler)" },
+                { "rule": "!has(self.eta) || self.type in ['asha', 'hyperband']", "fieldPath": ".eta",
+                  "message": "applies to asha and hyperband only" },
+                { "rule": "!has(self.brackets) || self.type == 'hyperband'", "fieldPath": ".brackets",
+                  "message": "applies to hyperband only" },
+                { "rule": "!has(self.minTrials) || self.type == 'medianStop'", "fieldPath": ".minTrials",
+                  "message": "applies to medianStop only" },
+                { "rule": "has(self.minSteps) == (self.type in ['asha', 'hyperband', 'medianStop'])", "fieldPath": ".minSteps",
+                  "message": "asha, hyperband and medianStop need minSteps >= 1; the other types take none" }
+            ]
         })
     }
 }

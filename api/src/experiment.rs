@@ -29,11 +29,28 @@ use crate::validation::{Problem, Problems, ValidationError};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+// What the API server can check without the operator (kubectl apply refuses it, naming the
+// field); `validate` checks the same and what CEL cannot say. `admission_cases.yaml` in the tests
+// lists which is caught where.
+#[schemars(extend("x-kubernetes-validations" = [
+    { "rule": "self.store.matches('^(file:///|memory://|(s3|gs|az)://[^/])')", "fieldPath": ".store",
+      "message": "must be a URI: file:///path, s3://bucket/prefix, gs://bucket, az://container or memory://" },
+    { "rule": "self.dataset.contains('://')", "fieldPath": ".dataset",
+      "message": "must be a dataset URI (synthetic://, file://, s3://)" },
+    { "rule": "!has(self.resources) || !has(self.resources.gpus) || self.resources.gpus == 0 || (has(self.device) && self.device == 'cuda')",
+      "fieldPath": ".device", "message": "resources.gpus > 0 needs device: cuda" },
+    { "rule": "!has(self.resources) || !has(self.resources.trialsPerGpu) || self.resources.trialsPerGpu <= 1 || (has(self.device) && self.device == 'cuda' && has(self.resources.gpus) && self.resources.gpus == 1 && (!has(self.workersPerTrial) || self.workersPerTrial == 1))",
+      "fieldPath": ".resources.trialsPerGpu",
+      "message": "packing trials onto a GPU needs device: cuda, resources.gpus: 1 and workersPerTrial: 1" },
+    { "rule": "!has(self.algorithm) || !has(self.algorithm.minSteps) || self.algorithm.minSteps < self.steps",
+      "fieldPath": ".algorithm.minSteps", "message": "must be below spec.steps" }
+]))]
 pub struct ExperimentSpec {
     /// Dataset URI, split included (`?val=N`): see the worker's dataset URIs.
     pub dataset: String,
     pub model: ModelSpec,
-    /// Variants to train (D1-D4).
+    /// Variants to train (D1-D4), each once.
+    #[schemars(length(min = 1), extend("x-kubernetes-list-type" = "set"))]
     pub variants: Vec<Variant>,
     /// Hyperparameters shared by every trial; swept ones are overridden per trial.
     #[serde(default)]
@@ -48,26 +65,31 @@ pub struct ExperimentSpec {
     #[serde(default)]
     pub algorithm: Algorithm,
     /// Training steps per trial.
+    #[schemars(range(min = 1))]
     pub steps: u64,
     /// Base seed; every trial gets the same seed so that variants compare on equal terms.
     #[serde(default)]
     pub seed: u64,
     /// Data-parallel workers per trial.
     #[serde(default = "one")]
+    #[schemars(range(min = 1))]
     pub workers_per_trial: u32,
     #[serde(default)]
     pub resources: Resources,
     /// Trials running at once.
     #[serde(default = "one")]
+    #[schemars(range(min = 1))]
     pub parallelism: u32,
     /// Upper bound on the number of trials (default: every candidate of the search).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_trials: Option<u32>,
     /// Trials that may fail (after all their attempts) before the Experiment fails.
     #[serde(default)]
     pub max_failed_trials: u32,
     /// Attempts per trial, the first included; restarts resume from the latest checkpoint.
     #[serde(default = "three")]
+    #[schemars(range(min = 1))]
     pub max_attempts: u32,
     /// Store URI for checkpoints and results (`file:///runs`, `s3://bucket/prefix`).
     pub store: String,
@@ -109,6 +131,10 @@ pub struct ExperimentSpec {
     /// suspended with the `kueue.x-k8s.io/queue-name` label; Kueue admits it (unsuspends it)
     /// when the queue has quota. The operator never sets `suspend` on an existing Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub queue_name: Option<String>,
 }
 
@@ -219,12 +245,23 @@ pub struct Resources {
     /// exposing each GPU as this many units (the NVIDIA device plugin's time-slicing or MPS
     /// sharing). Default 1: a GPU per worker.
     #[serde(default = "one_trial", skip_serializing_if = "is_one_trial")]
+    #[schemars(range(min = 1, max = MAX_TRIALS_PER_GPU))]
     pub trials_per_gpu: u32,
     /// The extended resource a worker's GPUs are requested as. Default `nvidia.com/gpu`; with
     /// `trialsPerGpu` above 1, the shared resource the cluster's device plugin advertises (e.g.
     /// `nvidia.com/gpu.shared`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_resource: Option<String>,
+}
+
+/// The API server's check of an Experiment's name, a rule on the resource's root (the only place
+/// CEL sees `metadata.name`): trial names `<experiment>-<variant>-<nnn>` must fit in 63
+/// characters, as `validate` says.
+pub fn root_validations() -> serde_json::Value {
+    serde_json::json!([{
+        "rule": "self.metadata.name.size() <= 50",
+        "message": "metadata.name must be at most 50 characters (trial names <name>-<variant>-<nnn> fit in 63)"
+    }])
 }
 
 /// Most trials one GPU is shared by.
@@ -260,6 +297,11 @@ impl Default for Resources {
 /// What "better" means: the Pareto front of bpp (down) and Dice (up).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    { "rule": "!has(self.bppBudget) || self.bppBudget > 0.0", "fieldPath": ".bppBudget", "message": "must be a positive number" },
+    { "rule": "!has(self.referenceBpp) || self.referenceBpp > 0.0", "fieldPath": ".referenceBpp", "message": "must be a positive number" },
+    { "rule": "!has(self.mode) || self.mode != 'budget' || has(self.bppBudget)", "fieldPath": ".mode", "message": "budget needs spec.objective.bppBudget" }
+]))]
 pub struct Objective {
     /// The winner is the best Dice at or below this many bits per pixel.
     #[serde(default, skip_serializing_if = "Option::is_none")]

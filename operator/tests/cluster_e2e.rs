@@ -7,6 +7,8 @@
 //! The mock API server of `reconcile.rs` keeps what a real server cannot be made to do on demand
 //! (injected 409s and 500s); each of its scenarios that has a counterpart here names it.
 
+#[path = "../../api/tests/admission/mod.rs"]
+mod admission;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -469,4 +471,48 @@ fn the_node_agent_runs_pods_as_a_kubelet_would() {
     // SAFETY: as above.
     assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "process {pid} outlived its pod");
     c.kubectl_ok(&["delete", "namespace", &ns, "--wait=false"]);
+}
+
+/// The shared table of invalid Experiments (`api/tests/admission/cases.yaml`) against the real
+/// API server: what the CRD can say (schema bounds and CEL rules generated from the Rust types)
+/// is refused at apply with a message naming the field; what only the operator can say is
+/// stored (and then refused by the operator's validation, which `api/tests/admission_cases.rs`
+/// checks for every case).
+#[test]
+fn the_api_server_refuses_invalid_experiments_naming_the_field() {
+    let c = cluster::shared();
+    let ns = c.namespace("e2e-admission");
+    let base = admission::base().to_string();
+    let out = c.kubectl_stdin(&["-n", &ns, "apply", "--dry-run=server", "-f", "-"], Some(&base));
+    assert!(
+        out.status.success(),
+        "the base is refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut wrong = Vec::new();
+    for case in admission::cases() {
+        let out = c.kubectl_stdin(
+            &["-n", &ns, "apply", "--dry-run=server", "-f", "-"],
+            Some(&case.experiment.to_string()),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let as_expected = match case.caught.as_str() {
+            "server" => !out.status.success() && err.contains(&case.field),
+            _ => out.status.success(),
+        };
+        if !as_expected {
+            wrong.push(format!(
+                "{} (caught: {}, field {}): {}",
+                case.name,
+                case.caught,
+                case.field,
+                if out.status.success() {
+                    "accepted".into()
+                } else {
+                    err
+                }
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

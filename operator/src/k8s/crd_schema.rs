@@ -45,6 +45,20 @@ pub fn kubernetes_formats(v: &mut Value) {
     }
 }
 
+/// Adds CEL rules to the root schema of every version of `crd` (rules on `metadata.name` can
+/// only stand there).
+pub fn add_root_validations(crd: &mut Value, rules: Value) {
+    let Some(versions) = crd["spec"]["versions"].as_array_mut() else {
+        return;
+    };
+    for v in versions {
+        let root = &mut v["schema"]["openAPIV3Schema"];
+        if root.is_object() {
+            root["x-kubernetes-validations"] = rules.clone();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

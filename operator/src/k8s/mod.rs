@@ -22,6 +22,9 @@ pub fn crds_yaml() -> String {
     for crd in [orchestra_api::Experiment::crd(), orchestra_api::Trial::crd()] {
         let mut crd = serde_json::to_value(&crd).expect("CRDs serialise");
         crd_schema::kubernetes_formats(&mut crd);
+        if crd["spec"]["names"]["kind"] == "Experiment" {
+            crd_schema::add_root_validations(&mut crd, orchestra_api::experiment::root_validations());
+        }
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(&crd).expect("CRDs serialise"));
     }
