@@ -159,7 +159,7 @@ pub async fn heartbeat(
         if let Err(e) = applied {
             tracing::warn!(node = %name, error = %e, "lease renewal failed");
         }
-        if beat % 4 == 0 {
+        if beat.is_multiple_of(4) {
             if let Err(e) = report_ready(&client, &name, &cap, &ip, &version).await {
                 tracing::warn!(node = %name, error = %e, "node status update failed");
             }
