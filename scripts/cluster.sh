@@ -54,9 +54,13 @@ stop_all() {
 
 case "$cmd" in
 down)
-    # The watchdog (CLUSTER_OWNER_PID) goes first, unless it is the one asking.
-    if [ -f "$dir/watchdog.pid" ] && [ "$(cat "$dir/watchdog.pid")" != "$PPID" ]; then
-        kill "$(cat "$dir/watchdog.pid")" 2>/dev/null || true
+    # The watchdog (CLUSTER_OWNER_PID) goes first, unless it is the one asking: its `bash -c`
+    # execs this script as its last command, so then this process has the watchdog's pid.
+    if [ -f "$dir/watchdog.pid" ]; then
+        watchdog=$(cat "$dir/watchdog.pid")
+        if [ "$watchdog" != "$$" ] && [ "$watchdog" != "$PPID" ]; then
+            kill "$watchdog" 2>/dev/null || true
+        fi
     fi
     rm -f "$dir/watchdog.pid"
     stop_all
