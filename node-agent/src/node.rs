@@ -142,7 +142,8 @@ pub async fn heartbeat(
 ) {
     let name = node.metadata.name.clone().unwrap_or_default();
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
-    let mut beat = 0u64;
+    // `register` has just reported the node Ready: the status is next refreshed at beat 4.
+    let mut beat = 1u64;
     loop {
         let mut lease = lease_object(&node, &name);
         let renew = MicroTime(k8s_openapi::jiff::Timestamp::now());

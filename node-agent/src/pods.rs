@@ -4,7 +4,7 @@
 //! as it changes; a deleted pod's processes get SIGTERM, then SIGKILL after the grace period,
 //! and the pod is then removed for good (as the kubelet does, with grace 0).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -194,15 +194,16 @@ impl Agent {
     async fn sources(&self, pod: &Pod) -> Result<Sources, String> {
         let ns = pod.namespace().unwrap_or_default();
         let spec = pod.spec.as_ref().ok_or("the pod has no spec")?;
-        let mut cms = Vec::new();
-        let mut secrets = Vec::new();
+        // Each named once, however many volumes and variables refer to it.
+        let mut cms = BTreeSet::new();
+        let mut secrets = BTreeSet::new();
         let mut token = false;
         for v in spec.volumes.iter().flatten() {
             if let Some(c) = &v.config_map {
-                cms.push(c.name.clone());
+                cms.insert(c.name.clone());
             }
             if let Some(s) = &v.secret {
-                secrets.push(s.secret_name.clone().unwrap_or_default());
+                secrets.insert(s.secret_name.clone().unwrap_or_default());
             }
             for p in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
                 cms.extend(p.config_map.as_ref().map(|c| c.name.clone()));
@@ -222,49 +223,31 @@ impl Agent {
         }
         let mut src = Sources::default();
         let cm_api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
-        for name in cms {
-            match cm_api.get_opt(&name).await {
-                Ok(Some(cm)) => {
-                    let mut data: BTreeMap<String, Vec<u8>> = cm
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes()))
-                        .collect();
-                    data.extend(
-                        cm.binary_data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.0)),
-                    );
-                    src.config_maps.insert(name, data);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(format!("reading ConfigMap {name}: {e}")),
-            }
-        }
+        src.config_maps = fetch(&cm_api, "ConfigMap", cms, |cm| {
+            let text = cm
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()));
+            let binary = cm
+                .binary_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0));
+            text.chain(binary).collect()
+        })
+        .await?;
         let secret_api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
-        for name in secrets {
-            match secret_api.get_opt(&name).await {
-                Ok(Some(s)) => {
-                    let mut data: BTreeMap<String, Vec<u8>> = s
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect();
-                    data.extend(
-                        s.string_data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.into_bytes())),
-                    );
-                    src.secrets.insert(name, data);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(format!("reading Secret {name}: {e}")),
-            }
-        }
+        src.secrets = fetch(&secret_api, "Secret", secrets, |s| {
+            let data = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0));
+            let text = s
+                .string_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()));
+            data.chain(text).collect()
+        })
+        .await?;
         if token {
             src.service_account_token = Some(self.token(pod).await?);
         }
@@ -564,6 +547,30 @@ impl Agent {
         }
         Ok(cmd)
     }
+}
+
+/// The data of each named object that exists (an absent one is for the volume or variable that
+/// names it to judge: it may be optional).
+async fn fetch<K>(
+    api: &Api<K>,
+    kind: &str,
+    names: BTreeSet<String>,
+    data: impl Fn(K) -> BTreeMap<String, Vec<u8>>,
+) -> Result<BTreeMap<String, BTreeMap<String, Vec<u8>>>, String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut found = BTreeMap::new();
+    for name in names {
+        match api.get_opt(&name).await {
+            Ok(Some(obj)) => {
+                found.insert(name, data(obj));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("reading {kind} {name}: {e}")),
+        }
+    }
+    Ok(found)
 }
 
 /// An init container that succeeded is done; it never runs again.

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
+use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
 use crate::env::{field_value, lookup, EnvError, Sources};
 
@@ -88,19 +88,6 @@ fn write_keys(
     Ok(())
 }
 
-fn named<'a>(
-    volume: &str,
-    kind: &'static str,
-    all: &'a BTreeMap<String, BTreeMap<String, Vec<u8>>>,
-    name: &str,
-    optional: bool,
-) -> Result<Option<&'a BTreeMap<String, Vec<u8>>>, VolumeError> {
-    lookup(kind, all, name, optional).map_err(|source| VolumeError::Source {
-        volume: volume.to_string(),
-        source,
-    })
-}
-
 /// Creates every volume of the pod under `pod_dir/volumes/`.
 pub fn materialize(pod: &Pod, pod_dir: &Path, src: &Sources) -> Result<(), VolumeError> {
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
@@ -112,106 +99,33 @@ pub fn materialize(pod: &Pod, pod_dir: &Path, src: &Sources) -> Result<(), Volum
 fn materialize_one(pod: &Pod, v: &Volume, dir: &Path, src: &Sources) -> Result<(), VolumeError> {
     let name = v.name.as_str();
     std::fs::create_dir_all(dir).map_err(|e| VolumeError::Io(dir.to_path_buf(), e))?;
-    let key_missing = |kind: &'static str, of: String| {
-        move || EnvError::MissingKey {
-            kind,
-            name: of.clone(),
-            key: "(an item's key)".into(),
-        }
-    };
     if v.empty_dir.is_some() {
         Ok(())
     } else if let Some(cm) = &v.config_map {
-        let data = named(
-            name,
-            "ConfigMap",
-            &src.config_maps,
-            &cm.name,
-            cm.optional.unwrap_or(false),
-        )?;
-        write_keys(
-            name,
-            dir,
-            data,
-            cm.items.as_ref(),
-            cm.default_mode,
-            key_missing("ConfigMap", cm.name.clone()),
-        )
+        let source = Keys::config_map(&cm.name, cm.optional, cm.items.as_ref());
+        source.write(name, dir, src, cm.default_mode)
     } else if let Some(s) = &v.secret {
-        let sname = s.secret_name.clone().unwrap_or_default();
-        let data = named(name, "Secret", &src.secrets, &sname, s.optional.unwrap_or(false))?;
-        write_keys(
-            name,
-            dir,
-            data,
-            s.items.as_ref(),
-            s.default_mode,
-            key_missing("Secret", sname),
-        )
+        let secret = s.secret_name.clone().unwrap_or_default();
+        Keys::secret(&secret, s.optional, s.items.as_ref()).write(name, dir, src, s.default_mode)
     } else if let Some(d) = &v.downward_api {
-        for it in d.items.iter().flatten() {
-            let Some(f) = &it.field_ref else {
-                return Err(VolumeError::Unsupported(format!("{name} (resourceFieldRef)")));
-            };
-            let value = field_value(pod, &f.field_path).map_err(|source| VolumeError::Source {
-                volume: name.to_string(),
-                source,
-            })?;
-            write(
-                &item_path(name, dir, &it.path)?,
-                value.as_bytes(),
-                it.mode.or(d.default_mode),
-            )?;
-        }
-        Ok(())
+        write_fields(pod, name, dir, d.items.iter().flatten(), d.default_mode)
     } else if let Some(p) = &v.projected {
         for s in p.sources.iter().flatten() {
             if let Some(cm) = &s.config_map {
-                let data = named(
-                    name,
-                    "ConfigMap",
-                    &src.config_maps,
-                    &cm.name,
-                    cm.optional.unwrap_or(false),
-                )?;
-                write_keys(
-                    name,
-                    dir,
-                    data,
-                    cm.items.as_ref(),
-                    p.default_mode,
-                    key_missing("ConfigMap", cm.name.clone()),
-                )?;
+                let source = Keys::config_map(&cm.name, cm.optional, cm.items.as_ref());
+                source.write(name, dir, src, p.default_mode)?;
             } else if let Some(sec) = &s.secret {
-                let data = named(
-                    name,
-                    "Secret",
-                    &src.secrets,
-                    &sec.name,
-                    sec.optional.unwrap_or(false),
-                )?;
-                write_keys(
+                Keys::secret(&sec.name, sec.optional, sec.items.as_ref()).write(
                     name,
                     dir,
-                    data,
-                    sec.items.as_ref(),
+                    src,
                     p.default_mode,
-                    key_missing("Secret", sec.name.clone()),
                 )?;
             } else if let Some(t) = &s.service_account_token {
                 let token = src.service_account_token.as_deref().unwrap_or_default();
                 write(&item_path(name, dir, &t.path)?, token.as_bytes(), p.default_mode)?;
             } else if let Some(d) = &s.downward_api {
-                for it in d.items.iter().flatten() {
-                    if let Some(f) = &it.field_ref {
-                        let value =
-                            field_value(pod, &f.field_path).map_err(|source| VolumeError::Source {
-                                volume: name.to_string(),
-                                source,
-                            })?;
-                        write(&item_path(name, dir, &it.path)?, value.as_bytes(), p.default_mode)?;
-                    }
-                }
+                write_fields(pod, name, dir, d.items.iter().flatten(), p.default_mode)?;
             } else {
                 return Err(VolumeError::Unsupported(format!("{name} (a projected source)")));
             }
@@ -220,6 +134,78 @@ fn materialize_one(pod: &Pod, v: &Volume, dir: &Path, src: &Sources) -> Result<(
     } else {
         Err(VolumeError::Unsupported(name.to_string()))
     }
+}
+
+/// The keys of one ConfigMap or Secret as files: a volume's or a projected volume's source.
+struct Keys<'a> {
+    kind: &'static str,
+    name: &'a str,
+    optional: bool,
+    items: Option<&'a Vec<KeyToPath>>,
+}
+
+impl<'a> Keys<'a> {
+    fn config_map(name: &'a str, optional: Option<bool>, items: Option<&'a Vec<KeyToPath>>) -> Keys<'a> {
+        Keys {
+            kind: "ConfigMap",
+            name,
+            optional: optional.unwrap_or(false),
+            items,
+        }
+    }
+
+    fn secret(name: &'a str, optional: Option<bool>, items: Option<&'a Vec<KeyToPath>>) -> Keys<'a> {
+        Keys {
+            kind: "Secret",
+            name,
+            optional: optional.unwrap_or(false),
+            items,
+        }
+    }
+
+    fn write(&self, volume: &str, dir: &Path, src: &Sources, mode: Option<i32>) -> Result<(), VolumeError> {
+        let all = if self.kind == "Secret" {
+            &src.secrets
+        } else {
+            &src.config_maps
+        };
+        let data =
+            lookup(self.kind, all, self.name, self.optional).map_err(|source| VolumeError::Source {
+                volume: volume.to_string(),
+                source,
+            })?;
+        let missing = || EnvError::MissingKey {
+            kind: self.kind,
+            name: self.name.to_string(),
+            key: "(an item's key)".into(),
+        };
+        write_keys(volume, dir, data, self.items, mode, missing)
+    }
+}
+
+/// Downward-API items (a volume's or a projected volume's) as files.
+fn write_fields<'i>(
+    pod: &Pod,
+    volume: &str,
+    dir: &Path,
+    items: impl Iterator<Item = &'i DownwardAPIVolumeFile>,
+    default_mode: Option<i32>,
+) -> Result<(), VolumeError> {
+    for it in items {
+        let Some(f) = &it.field_ref else {
+            return Err(VolumeError::Unsupported(format!("{volume} (resourceFieldRef)")));
+        };
+        let value = field_value(pod, &f.field_path).map_err(|source| VolumeError::Source {
+            volume: volume.to_string(),
+            source,
+        })?;
+        write(
+            &item_path(volume, dir, &it.path)?,
+            value.as_bytes(),
+            it.mode.or(default_mode),
+        )?;
+    }
+    Ok(())
 }
 
 /// Where a container's mount paths are on the host, longest first.

@@ -28,8 +28,12 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+fn table() -> Value {
+    serde_yaml::from_str(include_str!("cases.yaml")).expect("cases.yaml parses")
+}
+
 pub fn cases() -> Vec<Case> {
-    let table: Value = serde_yaml::from_str(include_str!("cases.yaml")).expect("cases.yaml parses");
+    let table = table();
     table["cases"]
         .as_array()
         .expect("cases")
@@ -53,6 +57,5 @@ pub fn cases() -> Vec<Case> {
 }
 
 pub fn base() -> Value {
-    let table: Value = serde_yaml::from_str(include_str!("cases.yaml")).expect("cases.yaml parses");
-    table["base"].clone()
+    table()["base"].clone()
 }

@@ -26,13 +26,17 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// The folder of the upstream binaries `make setup` built.
+/// The folder of the upstream binaries `make k8s-tools` built (asked of the script once).
 pub fn k8s_bin() -> PathBuf {
-    let out = Command::new(repo().join("scripts/k8s_tools.sh"))
-        .arg("--print")
-        .output()
-        .expect("scripts/k8s_tools.sh runs");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = Command::new(repo().join("scripts/k8s_tools.sh"))
+            .arg("--print")
+            .output()
+            .expect("scripts/k8s_tools.sh runs");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
 }
 
 /// A binary of this build, next to the operator's (cargo test --workspace builds them all).
