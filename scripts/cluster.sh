@@ -4,7 +4,10 @@
 # certificates, RBAC and Node authorization, NodeRestriction, service-account keys and issuer, an
 # audit log), kube-controller-manager (Job, garbage collector, namespace, service-account token,
 # EndpointSlice, node lifecycle, ... controllers) and kube-scheduler, on loopback at free ports.
-# Optionally node agents (orchestra-node-agent: pods run as processes) and the operator.
+# Optionally node agents (orchestra-node-agent: pods run as processes) and the operator. With
+# node agents and root, a pod network: a Linux bridge per cluster (orcbrN, 10.200.N.0/24, the
+# host at 10.200.N.1), each pod in its own network namespace with an address on it, and CoreDNS
+# (kubernetes plugin) on 10.200.N.1 answering Services and the gangs' pod names.
 #
 #   scripts/cluster.sh up DIR     start everything; DIR gets kubeconfig, env, pids/, logs/
 #   scripts/cluster.sh down DIR   stop every process that `up` started in DIR
@@ -15,7 +18,8 @@
 # space-separated PATTERN=DIR image folders for the agents), CLUSTER_OPERATOR=1 (start
 # orchestra-operator with the CRDs applied), CLUSTER_OWNER_PID (stop everything when that process
 # exits, for tests that may die without cleaning up), ORCHESTRA_BIN (our release or debug
-# binaries; default $CARGO_TARGET_DIR/release).
+# binaries; default $CARGO_TARGET_DIR/release), CLUSTER_POD_NETWORK (auto: when it can be made;
+# 1: required; 0: pods share the host's loopback address).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -52,6 +56,18 @@ stop_all() {
     done
 }
 
+# The pod network's bridge and whatever namespaces the node agents left on it.
+remove_network() {
+    [ -f "$dir/pod-bridge" ] || return 0
+    local bridge ns
+    bridge=$(cat "$dir/pod-bridge")
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -F "$bridge." || true); do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    ip link del "$bridge" 2>/dev/null || true
+    rm -f "$dir/pod-bridge" "$dir/pod-gateway"
+}
+
 case "$cmd" in
 down)
     # The watchdog (CLUSTER_OWNER_PID) goes first, unless it is the one asking: its `bash -c`
@@ -64,6 +80,7 @@ down)
     fi
     rm -f "$dir/watchdog.pid"
     stop_all
+    remove_network
     log "stopped (logs kept in $dir/logs)"
     exit 0
     ;;
@@ -87,9 +104,10 @@ for f in "$dir"/pids/*.pid; do
     fi
 done
 # A folder left by a cluster that is no longer running starts afresh.
+remove_network
 rm -rf "$dir/pids" "$dir/etcd" "$dir/pki" "$dir/nodes" "$dir/env"
 mkdir -p "$dir/pki" "$dir/pids" "$dir/logs" "$dir/etcd"
-trap 'log "start failed: stopping what started (logs in $dir/logs)"; stop_all' ERR
+trap 'log "start failed: stopping what started (logs in $dir/logs)"; stop_all; remove_network' ERR
 started_at=$(date +%s)
 
 free_port() {
@@ -242,6 +260,81 @@ wait_for kube-controller-manager 60 "$kubectl" --kubeconfig "$dir/kubeconfig" -n
 
 ours="${ORCHESTRA_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/orchestra/target}/release}"
 nodes=${CLUSTER_NODES:-0}
+
+# --- the pod network: one bridge per cluster, the first free orcbrN whose 10.200.N.0/24 no
+# route on this machine uses (creating the bridge is the lock between clusters started at once).
+pod_network=${CLUSTER_POD_NETWORK:-auto}
+bridge=""
+if [ "$nodes" -gt 0 ] && [ "$pod_network" != 0 ]; then
+    why=""
+    if ! command -v ip >/dev/null; then
+        why="iproute2's ip is missing (apt-get install iproute2)"
+    elif [ "$(id -u)" != 0 ]; then
+        why="pod network namespaces need root"
+    elif [ ! -x "$k8s_bin/coredns" ]; then
+        why="$k8s_bin/coredns is missing (make k8s-tools)"
+    else
+        for n in $(seq 0 255); do
+            ip -4 route 2>/dev/null | grep -q "^10\.200\.$n\." && continue
+            if ip link add "orcbr$n" type bridge 2>/dev/null; then
+                bridge="orcbr$n"
+                break
+            fi
+        done
+        [ -n "$bridge" ] || why="no bridge could be created (ip link add type bridge refused, or orcbr0-255 all taken)"
+    fi
+    if [ -n "$why" ]; then
+        [ "$pod_network" = 1 ] && { echo "cluster: CLUSTER_POD_NETWORK=1 but $why" >&2; false; }
+        log "pod network off: $why; pods share 127.0.0.1 (gangs of 2+ ranks cannot rendezvous by name)"
+    fi
+fi
+if [ -n "$bridge" ]; then
+    echo "$bridge" >"$dir/pod-bridge"
+    n=${bridge#orcbr}
+    gateway="10.200.$n.1"
+    ip addr add "$gateway/24" dev "$bridge"
+    ip link set "$bridge" up
+    echo "$gateway" >"$dir/pod-gateway"
+    # CoreDNS reads Services, EndpointSlices, Pods and Namespaces as its own user (as kubeadm's).
+    client_cert coredns system:coredns ""
+    kubeconfig "$dir/coredns.kubeconfig" coredns
+    "$kubectl" --kubeconfig "$dir/kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: { name: "system:coredns" }
+rules:
+- { apiGroups: [""], resources: [endpoints, services, pods, namespaces], verbs: [list, watch] }
+- { apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch] }
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: { name: "system:coredns" }
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns" }
+subjects: [{ apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns" }]
+EOF
+    dns_ready=$(free_port)
+    cat >"$dir/Corefile" <<EOF
+cluster.local:53 {
+    bind $gateway
+    errors
+    log
+    ready 127.0.0.1:$dns_ready
+    kubernetes cluster.local {
+        kubeconfig $dir/coredns.kubeconfig orchestra-local
+        ttl 0
+    }
+}
+.:53 {
+    bind $gateway
+    errors
+    forward . /etc/resolv.conf
+}
+EOF
+    log "pod network: bridge $bridge, 10.200.$n.0/24, CoreDNS on $gateway:53"
+    start coredns "$k8s_bin/coredns" -conf "$dir/Corefile"
+    wait_for coredns 60 curl -sf "http://127.0.0.1:$dns_ready/ready"
+fi
+
 read -ra image_rules <<<"${CLUSTER_IMAGES:-}"
 extra_images=()
 for rule in "${image_rules[@]}"; do extra_images+=(--image "$rule"); done
@@ -250,11 +343,19 @@ for i in $(seq 1 "$nodes"); do
     client_cert "$node" "system:node:$node" system:nodes
     kubeconfig "$dir/$node.kubeconfig" "$node"
     [ -x "$ours/orchestra-node-agent" ] || { echo "cluster: $ours/orchestra-node-agent is missing (cargo build --release -p orchestra-node-agent)" >&2; false; }
+    node_network=()
+    if [ -n "$bridge" ]; then
+        # Each node its share of .10-.249.
+        share=$((240 / nodes))
+        first=$((10 + (i - 1) * share))
+        node_network=(--pod-bridge "$bridge" --pod-subnet "10.200.$n.0/24" --cluster-dns "$gateway"
+            --pod-ips "10.200.$n.$first-10.200.$n.$((first + share - 1))")
+    fi
     log "node $node (pods run as processes under $dir/nodes/$node)"
     start "$node" "$ours/orchestra-node-agent" --kubeconfig "$dir/$node.kubeconfig" --node-name "$node" \
         --cpu "${CLUSTER_NODE_CPU:-$(nproc)}" --memory "${CLUSTER_NODE_MEMORY:-8Gi}" \
         --gpus "${CLUSTER_NODE_GPUS:-0}" --root "$dir/nodes/$node" \
-        --image "*orchestra-worker*=$ours" "${extra_images[@]}"
+        --image "*orchestra-worker*=$ours" "${extra_images[@]}" "${node_network[@]}"
 done
 for i in $(seq 1 "$nodes"); do
     wait_for "orchestra-node-$i" 60 "$kubectl" --kubeconfig "$dir/kubeconfig" wait --for=condition=Ready \
@@ -273,6 +374,10 @@ cat >"$dir/env" <<EOF
 export KUBECONFIG="$dir/kubeconfig"
 export PATH="$k8s_bin:\$PATH"
 EOF
+if [ -n "$bridge" ]; then
+    # Where pods reach this machine (an S3 store for them listens there).
+    echo "export CLUSTER_POD_GATEWAY=$gateway" >>"$dir/env"
+fi
 
 if [ -n "${CLUSTER_OWNER_PID:-}" ]; then
     # Stops the cluster when its owner (a test process) ends, however it ends.

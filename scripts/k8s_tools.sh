@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the upstream Kubernetes control plane, etcd, kubectl and helm from their Go modules, as
+# Builds the upstream Kubernetes control plane, etcd, kubectl, helm and CoreDNS (the cluster DNS
+# of the pod network) from their Go modules, as
 # pinned in tools/*/go.mod and go.sum (no Go code of ours: each program is upstream's own main
 # package, named by module path). Run by `make k8s-tools` (and so by `make test` and `make cluster`); cached in
 # ~/.cache/orchestra/k8s/<release>/bin (ORCHESTRA_K8S_DIR), rebuilt only when a pin changes, and
@@ -40,6 +41,7 @@ programs=(
     "k8s|kubectl|k8s.io/kubernetes/cmd/kubectl|version --client|Client Version: $release"
     "k8s|etcd|go.etcd.io/etcd/server/v3|--version|etcd Version: 3.7.0"
     "helm|helm|helm.sh/helm/v4/cmd/helm|version --short|v4.3.2|-X helm.sh/helm/v4/internal/version.version=v4.3.2"
+    "coredns|coredns|github.com/coredns/coredns|-version|CoreDNS-1.15.0"
 )
 
 # One stamp per group: the hash of its go.mod and go.sum; a changed pin rebuilds the group.
@@ -76,5 +78,5 @@ for row in "${programs[@]}"; do
     echo >&2 "k8s-tools: built $name in $(($(date +%s) - start)) s"
     built=$((built + 1))
 done
-[ "$built" = 0 ] && echo >&2 "k8s-tools: Kubernetes $release control plane, etcd and helm ready in $bin"
+[ "$built" = 0 ] && echo >&2 "k8s-tools: Kubernetes $release control plane, etcd, helm and CoreDNS ready in $bin"
 echo "$bin"

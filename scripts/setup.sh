@@ -25,19 +25,28 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 
-# Open MPI for data-parallel training on CPUs (the worker's `mpi` feature; bindgen needs
-# libclang). Debian's packages, through apt as root or passwordless sudo.
+# Debian's packages, through apt as root or passwordless sudo: Open MPI for data-parallel
+# training on CPUs (the worker's `mpi` feature; bindgen needs libclang), and what
+# scripts/cluster.sh runs (openssl for the certificates, curl for health checks, iproute2 for
+# the pod network).
 mpi_pkgs=(libopenmpi-dev openmpi-bin libclang-dev)
-if ! dpkg -s "${mpi_pkgs[@]}" >/dev/null 2>&1; then
+cluster_pkgs=(openssl curl iproute2)
+missing=()
+dpkg -s "${mpi_pkgs[@]}" >/dev/null 2>&1 || missing+=("${mpi_pkgs[@]}")
+for pkg in "${cluster_pkgs[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
     apt=()
     if [ "$(id -u)" = 0 ]; then apt=(apt-get); elif sudo -n true 2>/dev/null; then apt=(sudo apt-get); fi
     if [ ${#apt[@]} -gt 0 ] && command -v apt-get >/dev/null; then
-        echo "setup: installing ${mpi_pkgs[*]} (data-parallel training on CPUs)"
+        echo "setup: installing ${missing[*]} (MPI training on CPUs; the local control plane)"
         "${apt[@]}" update -qq
-        DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq "${mpi_pkgs[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "setup: ${mpi_pkgs[*]} are missing and apt-get needs root: the worker is built" \
-             "without MPI and the data-parallel tests are skipped" >&2
+        echo "setup: ${missing[*]} are missing and apt-get needs root: without MPI the worker is" \
+             "built without it and the data-parallel tests are skipped; without openssl and curl" \
+             "scripts/cluster.sh cannot start; without iproute2 its pods have no network of their own" >&2
     fi
 fi
 

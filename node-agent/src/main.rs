@@ -4,13 +4,16 @@
 //! container engine. It registers a Node with the capacity it is told, heartbeats its Lease,
 //! runs every pod kube-scheduler binds to it (command, arguments, environment, volumes as
 //! folders, the worker binary in place of the image) and reports their status as the kubelet
-//! does. What it does not do, and says: images (a folder per image pattern), isolation (no
-//! namespaces or cgroups: resource limits are what the scheduler counts), `kubectl logs` (each
-//! container's log is `<root>/<ns>_<pod>_<uid>/logs/<container>.log`), probes, and pod networking
-//! (pods share the node's address).
+//! does. With `--pod-bridge` each pod has its own network namespace and address on the
+//! cluster's bridge, host name, and resolver pointed at the cluster DNS (`network.rs`);
+//! without, pods share the node's address. What it does not do, and says: images (a folder per
+//! image pattern), isolation beyond the network (no cgroups: resource limits are what the
+//! scheduler counts; no user switch: securityContext is not enforced), `kubectl logs` (each
+//! container's log is `<root>/<ns>_<pod>_<uid>/logs/<container>.log`), and probes.
 
 mod env;
 mod images;
+mod network;
 mod node;
 mod pod_status;
 mod pods;
@@ -75,6 +78,21 @@ struct Args {
     /// in); PATH always.
     #[arg(long = "pass-env", default_values = ["PATH", "LD_LIBRARY_PATH"])]
     pass_env: Vec<String>,
+    /// The cluster's pod bridge: each pod gets a network namespace, a veth on it and an
+    /// address of --pod-ips (needs root). Without it pods share the node's address.
+    #[arg(long, requires_all = ["pod_subnet", "pod_ips", "cluster_dns"])]
+    pod_bridge: Option<String>,
+    /// The bridge's subnet (its gateway, the bridge's own address, is the first host).
+    #[arg(long)]
+    pod_subnet: Option<String>,
+    /// This node's pod addresses, FIRST-LAST.
+    #[arg(long)]
+    pod_ips: Option<String>,
+    /// The cluster DNS server the pods' resolv.conf names.
+    #[arg(long)]
+    cluster_dns: Option<std::net::Ipv4Addr>,
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
     /// Seconds between Lease renewals.
     #[arg(long, default_value_t = 10)]
     heartbeat_s: u64,
@@ -97,6 +115,18 @@ async fn main() {
 
 async fn run(args: Args) -> Result<()> {
     let images = ImageMap::parse(&args.images).map_err(anyhow::Error::msg)?;
+    let network = match (
+        &args.pod_bridge,
+        &args.pod_subnet,
+        &args.pod_ips,
+        args.cluster_dns,
+    ) {
+        (Some(bridge), Some(subnet), Some(range), Some(dns)) => Some(network::PodNetwork::new(
+            network::NetworkConfig::parse(bridge, subnet, range, dns, &args.cluster_domain)?,
+            &args.node_name,
+        )),
+        _ => None,
+    };
     std::fs::create_dir_all(&args.root).with_context(|| format!("creating {}", args.root.display()))?;
     let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
         .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
@@ -119,6 +149,10 @@ async fn run(args: Args) -> Result<()> {
         .await
         .with_context(|| format!("registering node {}", args.node_name))?;
     tracing::info!(node = %args.node_name, %version, cpu = %cap.cpu, memory = %cap.memory, gpus = cap.gpus, "registered");
+    if let Some(net) = &network {
+        net.clean_stale().await;
+        tracing::info!(bridge = %net.config.bridge, first = %net.config.first, last = %net.config.last, dns = %net.config.dns, "pods get their own network namespace and address");
+    }
     let beat = tokio::spawn(node::heartbeat(
         client.clone(),
         node,
@@ -140,6 +174,7 @@ async fn run(args: Args) -> Result<()> {
         args.root.clone(),
         images,
         base_env,
+        network,
     ));
     let pods: Api<Pod> = Api::all(client);
     let mine = watcher::Config::default().fields(&format!("spec.nodeName={}", args.node_name));

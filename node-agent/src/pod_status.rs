@@ -41,8 +41,15 @@ pub struct ContainerReport {
     pub init: bool,
 }
 
-/// Status of a pod whose containers are as `containers` say.
-pub fn pod_status(ip: &str, started: &str, containers: &[ContainerReport], restart_never: bool) -> Value {
+/// Status of a pod on the node at `host_ip`, with its own address `pod_ip` (the node's when
+/// pods share it), whose containers are as `containers` say.
+pub fn pod_status(
+    host_ip: &str,
+    pod_ip: &str,
+    started: &str,
+    containers: &[ContainerReport],
+    restart_never: bool,
+) -> Value {
     let (init, main): (Vec<&ContainerReport>, Vec<&ContainerReport>) =
         containers.iter().partition(|c| c.init);
     let terminated = |c: &&ContainerReport| matches!(c.state, ContainerState::Terminated(_));
@@ -90,10 +97,10 @@ pub fn pod_status(ip: &str, started: &str, containers: &[ContainerReport], resta
         |list: &[&ContainerReport]| -> Vec<Value> { list.iter().map(|c| container_status(c)).collect() };
     let mut status = json!({
         "phase": phase,
-        "hostIP": ip,
-        "hostIPs": [{"ip": ip}],
-        "podIP": ip,
-        "podIPs": [{"ip": ip}],
+        "hostIP": host_ip,
+        "hostIPs": [{"ip": host_ip}],
+        "podIP": pod_ip,
+        "podIPs": [{"ip": pod_ip}],
         "startTime": started,
         "conditions": [
             cond("PodScheduled", true, None),
@@ -174,7 +181,7 @@ mod tests {
     #[test]
     fn phases_follow_the_containers() {
         let phase = |s: ContainerState, never: bool| {
-            pod_status("127.0.0.1", "t0", &[report(s)], never)["phase"].clone()
+            pod_status("127.0.0.1", "127.0.0.1", "t0", &[report(s)], never)["phase"].clone()
         };
         let waiting = ContainerState::Waiting {
             reason: "ErrImagePull".into(),
@@ -200,13 +207,19 @@ mod tests {
 
     #[test]
     fn a_terminated_container_reports_its_exit_code_and_reason() {
-        let s = pod_status("127.0.0.1", "t0", &[report(exit(3, None))], true);
+        let s = pod_status("127.0.0.1", "127.0.0.1", "t0", &[report(exit(3, None))], true);
         let t = &s["containerStatuses"][0]["state"]["terminated"];
         assert_eq!(t["exitCode"], 3);
         assert_eq!(t["reason"], "Error");
         assert_eq!(s["conditions"][3]["status"], "False");
         assert_eq!(s["conditions"][3]["reason"], "PodCompleted");
-        let killed = pod_status("127.0.0.1", "t0", &[report(exit(137, Some(9)))], true);
+        let killed = pod_status(
+            "127.0.0.1",
+            "127.0.0.1",
+            "t0",
+            &[report(exit(137, Some(9)))],
+            true,
+        );
         assert_eq!(
             killed["containerStatuses"][0]["state"]["terminated"]["reason"],
             "Killed"
@@ -221,7 +234,9 @@ mod tests {
             reason: "PodInitializing".into(),
             message: String::new(),
         });
-        let s = pod_status("127.0.0.1", "t0", &[init, main], true);
+        let s = pod_status("127.0.0.1", "10.200.3.10", "t0", &[init, main], true);
+        assert_eq!(s["podIP"], "10.200.3.10");
+        assert_eq!(s["hostIP"], "127.0.0.1");
         assert_eq!(s["phase"], "Failed");
         assert_eq!(
             s["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],

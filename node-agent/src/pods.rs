@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::env::{container_env, expand, Sources};
 use crate::images::ImageMap;
+use crate::network::{pod_hostname, PodNetwork, Sandbox};
 use crate::now_rfc3339;
 use crate::pod_status::{pod_status, ContainerReport, ContainerState, Exit};
 use crate::volumes::{materialize, Mounts};
@@ -34,6 +35,8 @@ pub struct Agent {
     pub images: ImageMap,
     /// Variables every container starts with (what an image would bake in, e.g. PATH).
     pub base_env: Vec<(String, String)>,
+    /// A network namespace and address per pod, or none (pods share the node's address).
+    pub network: Option<PodNetwork>,
     pods: Mutex<HashMap<String, Running>>,
     /// The agent is stopping: processes are killed, but the pods stay as they are in the API
     /// (a node going away does not finish its pods; the node lifecycle controller deals with them).
@@ -45,6 +48,15 @@ struct Running {
     stop: watch::Sender<Option<u64>>,
 }
 
+/// What every container of one pod shares: when the pod started, its address, its host name
+/// and its sandbox (when the node has a pod network).
+struct PodRun {
+    started: String,
+    ip: String,
+    hostname: String,
+    sandbox: Option<Sandbox>,
+}
+
 impl Agent {
     pub fn new(
         client: Client,
@@ -53,6 +65,7 @@ impl Agent {
         root: PathBuf,
         images: ImageMap,
         base_env: Vec<(String, String)>,
+        network: Option<PodNetwork>,
     ) -> Agent {
         Agent {
             client,
@@ -61,6 +74,7 @@ impl Agent {
             root,
             images,
             base_env,
+            network,
             pods: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
         }
@@ -162,12 +176,12 @@ impl Agent {
         ))
     }
 
-    async fn report(&self, pod: &Pod, started: &str, reports: &[ContainerReport]) {
+    async fn report(&self, pod: &Pod, run: &PodRun, reports: &[ContainerReport]) {
         if self.shutting_down.load(Ordering::SeqCst) {
             return;
         }
         let never = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("Never");
-        let status = pod_status(&self.ip, started, reports, never);
+        let status = pod_status(&self.ip, &run.ip, &run.started, reports, never);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         // A status that cannot be written now is written again with the next change; the last
         // one (terminated) is retried until it lands or the pod is gone.
@@ -269,17 +283,75 @@ impl Agent {
                      "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.name_any(), "uid": pod.uid()}}
         }))
         .map_err(|e| e.to_string())?;
-        let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+        // (The client serializes the body itself: bytes would go as a JSON array of numbers.)
         let answer: TokenRequest = api
-            .create_subresource("token", &sa, &PostParams::default(), &body)
+            .create_subresource("token", &sa, &PostParams::default(), &request)
             .await
             .map_err(|e| format!("requesting a token of service account {sa}: {e}"))?;
         Ok(answer.status.map(|s| s.token).unwrap_or_default())
     }
 
+    /// The pod's host name, and its sandbox when the node has a pod network: retried until it
+    /// can be made (or the pod is stopped), with the reason in the containers' waiting state.
+    async fn pod_run(
+        &self,
+        pod: &Pod,
+        dir: &Path,
+        reports: &Mutex<Vec<ContainerReport>>,
+        stop: &mut watch::Receiver<Option<u64>>,
+    ) -> Option<PodRun> {
+        let spec = pod.spec.as_ref();
+        let ns = pod.namespace().unwrap_or_default();
+        let domain = self
+            .network
+            .as_ref()
+            .map_or("cluster.local", |n| n.config.domain.as_str());
+        let (hostname, fqdn) = pod_hostname(
+            &pod.name_any(),
+            spec.and_then(|s| s.hostname.as_deref()),
+            spec.and_then(|s| s.subdomain.as_deref()),
+            &ns,
+            domain,
+        );
+        let mut run = PodRun {
+            started: now_rfc3339(),
+            ip: self.ip.clone(),
+            hostname,
+            sandbox: None,
+        };
+        let Some(net) = &self.network else {
+            return Some(run);
+        };
+        loop {
+            let uid = pod.uid().unwrap_or_default();
+            match net.create(&uid, &ns, &run.hostname, fqdn.as_deref(), dir).await {
+                Ok(sandbox) => {
+                    run.ip = sandbox.ip.to_string();
+                    run.sandbox = Some(sandbox);
+                    return Some(run);
+                }
+                Err(e) => {
+                    let message = format!("creating the pod sandbox: {e}");
+                    tracing::warn!(pod = %pod.name_any(), %message, "cannot start the pod");
+                    for r in reports.lock().expect("reports").iter_mut() {
+                        r.state = ContainerState::Waiting {
+                            reason: "ContainerCreating".into(),
+                            message: message.clone(),
+                        };
+                    }
+                    let now = reports.lock().expect("reports").clone();
+                    self.report(pod, &run, &now).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = stop.changed() => return None,
+                    }
+                }
+            }
+        }
+    }
+
     /// The whole life of one pod on this node.
     async fn run(self: Arc<Self>, pod: Pod, mut stop: watch::Receiver<Option<u64>>) {
-        let started = now_rfc3339();
         let spec = pod.spec.clone().unwrap_or_default();
         let inits = spec.init_containers.clone().unwrap_or_default();
         let mains = spec.containers.clone();
@@ -306,8 +378,14 @@ impl Agent {
                 .collect(),
         ));
         let snapshot = |r: &Arc<Mutex<Vec<ContainerReport>>>| r.lock().expect("reports").clone();
-        self.report(&pod, &started, &snapshot(&reports)).await;
         let dir = self.pod_dir(&pod);
+        let Some(mut run) = self.pod_run(&pod, &dir, &reports, &mut stop).await else {
+            if !self.shutting_down.load(Ordering::SeqCst) {
+                self.remove(&pod).await;
+            }
+            return;
+        };
+        self.report(&pod, &run, &snapshot(&reports)).await;
 
         // Volumes and variables: retried until their sources exist, as the kubelet does.
         let sources = loop {
@@ -327,7 +405,7 @@ impl Agent {
                             message: message.clone(),
                         };
                     }
-                    self.report(&pod, &started, &snapshot(&reports)).await;
+                    self.report(&pod, &run, &snapshot(&reports)).await;
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                         _ = stop.changed() => break None,
@@ -339,7 +417,7 @@ impl Agent {
         if let Some(src) = &sources {
             for (i, c) in inits.iter().enumerate() {
                 ok = self
-                    .container(&pod, &dir, c, i, src, &reports, &started, stop.clone())
+                    .container(&pod, &dir, c, i, src, &reports, &run, stop.clone())
                     .await;
                 if !ok {
                     break;
@@ -348,10 +426,13 @@ impl Agent {
             if ok {
                 let offset = inits.len();
                 let runs = mains.iter().enumerate().map(|(i, c)| {
-                    self.container(&pod, &dir, c, offset + i, src, &reports, &started, stop.clone())
+                    self.container(&pod, &dir, c, offset + i, src, &reports, &run, stop.clone())
                 });
                 join_all(runs).await;
             }
+        }
+        if let (Some(net), Some(sandbox)) = (&self.network, run.sandbox.take()) {
+            net.destroy(sandbox).await;
         }
         // The pod is finished here; if it is being deleted, it goes for good.
         let deleting = stop.borrow().is_some();
@@ -371,7 +452,7 @@ impl Agent {
         index: usize,
         src: &Sources,
         reports: &Arc<Mutex<Vec<ContainerReport>>>,
-        started: &str,
+        run: &PodRun,
         mut stop: watch::Receiver<Option<u64>>,
     ) -> bool {
         let policy = pod
@@ -387,12 +468,12 @@ impl Agent {
         };
         let mut backoff = Duration::from_secs(1);
         loop {
-            let prepared = self.command(pod, dir, c, src);
+            let prepared = self.command(pod, dir, c, src, run);
             let mut cmd = match prepared {
                 Ok(cmd) => cmd,
                 Err((reason, message)) => {
                     tracing::warn!(pod = %pod.name_any(), container = %c.name, %message, "cannot start");
-                    self.report(pod, started, &set(ContainerState::Waiting { reason, message }))
+                    self.report(pod, run, &set(ContainerState::Waiting { reason, message }))
                         .await;
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
@@ -406,7 +487,7 @@ impl Agent {
                     let message = format!("starting {}: {e}", c.name);
                     self.report(
                         pod,
-                        started,
+                        run,
                         &set(ContainerState::Waiting {
                             reason: "RunContainerError".into(),
                             message,
@@ -421,7 +502,7 @@ impl Agent {
             tracing::info!(pod = %pod.name_any(), container = %c.name, pid, "started");
             self.report(
                 pod,
-                started,
+                run,
                 &set(ContainerState::Running {
                     started_at: since.clone(),
                     pid,
@@ -464,7 +545,7 @@ impl Agent {
             };
             tracing::info!(pod = %pod.name_any(), container = %c.name, code, ?signal, "exited");
             let succeeded = code == 0 && signal.is_none();
-            self.report(pod, started, &set(ContainerState::Terminated(exit)))
+            self.report(pod, run, &set(ContainerState::Terminated(exit)))
                 .await;
             let stopping = stop.borrow().is_some();
             let again = !stopping
@@ -493,6 +574,7 @@ impl Agent {
         dir: &Path,
         c: &Container,
         src: &Sources,
+        run: &PodRun,
     ) -> Result<tokio::process::Command, (String, String)> {
         let image = c.image.clone().unwrap_or_default();
         let command = c.command.clone().unwrap_or_default();
@@ -504,7 +586,7 @@ impl Agent {
         let env = container_env(pod, c, src).map_err(|e| config(e.to_string()))?;
         let mounts = Mounts::of(pod, c, dir).map_err(|e| config(e.to_string()))?;
         let mut vars = self.base_env.clone();
-        vars.push(("HOSTNAME".into(), pod.name_any()));
+        vars.push(("HOSTNAME".into(), run.hostname.clone()));
         for (k, v) in env {
             vars.retain(|(name, _)| *name != k);
             vars.push((k, mounts.rewrite(&v)));
@@ -544,6 +626,11 @@ impl Agent {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
+        }
+        if let Some(sandbox) = &run.sandbox {
+            sandbox
+                .enter(&mut cmd)
+                .map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
         }
         Ok(cmd)
     }

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use orchestra_store::layout::TrialKeys;
-use orchestra_store::moto::{create_bucket, point_at, start_moto};
+use orchestra_store::moto::{create_bucket_at, point_at_endpoint, start_moto_on, Moto};
 use serde_json::Value;
 use support::cluster::{self, Cluster, Operator};
 
@@ -25,6 +25,49 @@ fn repo() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
+}
+
+/// An S3 server (moto) where both this process and the pods reach it, with a bucket, and its
+/// credentials as the namespace's `orchestra-store` Secret.
+struct S3 {
+    moto: Moto,
+}
+
+impl S3 {
+    fn start(c: &Cluster, ns: &str, bucket: &str) -> S3 {
+        let moto = start_moto_on(c.host_address());
+        create_bucket_at(&moto.host, moto.port, bucket);
+        let s3 = S3 { moto };
+        let mut secret = vec!["-n", ns, "create", "secret", "generic", "orchestra-store"];
+        let literals: Vec<String> = s3
+            .creds()
+            .iter()
+            .map(|(k, v)| format!("--from-literal={k}={v}"))
+            .collect();
+        secret.extend(literals.iter().map(String::as_str));
+        c.kubectl_ok(&secret);
+        s3
+    }
+
+    fn creds(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT", self.moto.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+
+    /// A store of this process on the server. S3 settings are process-wide variables: the
+    /// guard keeps the other tests' stores out while it lives.
+    fn store(&self, uri: &str) -> (std::sync::MutexGuard<'static, ()>, orchestra_store::Store) {
+        let guard = orchestra_store::moto::SERIAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        point_at_endpoint(&self.moto.endpoint());
+        (guard, orchestra_store::Store::open(uri).unwrap())
+    }
 }
 
 fn helm(c: &Cluster, args: &[&str]) -> String {
@@ -184,24 +227,8 @@ spec:
 fn a_sweep_trains_through_real_jobs_and_deletion_leaves_nothing_behind() {
     let c = cluster::shared();
     let ns = c.namespace("e2e-sweep");
-    let moto = start_moto();
-    create_bucket(moto.port, "runs");
-    point_at(moto.port);
-    let creds: Vec<(&str, String)> = vec![
-        ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", moto.port)),
-        ("AWS_ALLOW_HTTP", "true".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_REGION", "us-east-1".into()),
-    ];
-    let mut secret = vec!["-n", &ns, "create", "secret", "generic", "orchestra-store"];
-    let literals: Vec<String> = creds
-        .iter()
-        .map(|(k, v)| format!("--from-literal={k}={v}"))
-        .collect();
-    secret.extend(literals.iter().map(String::as_str));
-    c.kubectl_ok(&secret);
-    let operator = Operator::start(c, &ns, &creds);
+    let s3 = S3::start(c, &ns, "runs");
+    let operator = Operator::start(c, &ns, &s3.creds());
     let applied = c.apply(&ns, SWEEP);
     assert!(
         applied.status.success(),
@@ -269,11 +296,13 @@ fn a_sweep_trains_through_real_jobs_and_deletion_leaves_nothing_behind() {
     );
 
     // The results in the store (checkpoints and results written by the workers through S3).
-    let store = orchestra_store::Store::open("s3://runs/quick").unwrap();
-    for t in &trials {
-        let keys = TrialKeys::new("quick", t["metadata"]["name"].as_str().unwrap());
-        for key in [keys.result(), keys.latest()] {
-            assert!(store.get(&key).unwrap().is_some(), "{key} is not in the store");
+    {
+        let (_serial, store) = s3.store("s3://runs/quick");
+        for t in &trials {
+            let keys = TrialKeys::new("quick", t["metadata"]["name"].as_str().unwrap());
+            for key in [keys.result(), keys.latest()] {
+                assert!(store.get(&key).unwrap().is_some(), "{key} is not in the store");
+            }
         }
     }
 
@@ -335,9 +364,190 @@ fn a_sweep_trains_through_real_jobs_and_deletion_leaves_nothing_behind() {
     );
     let pods_left = c.items(&ns, "pods");
     assert!(pods_left.is_empty(), "pods left: {pods_left:?}");
-    let stored = store.list("").unwrap();
+    let stored = s3.store("s3://runs/quick").1.list("").unwrap();
     assert!(stored.is_empty(), "cleanupStore left {stored:?}");
     drop(operator);
+}
+
+const GANG: &str = "apiVersion: orchestra.dev/v1alpha1
+kind: Experiment
+metadata: { name: gang }
+spec:
+  dataset: synthetic://lesion?n=40&size=64&seed=3&val=8
+  model: { inputSize: 64, downsample: 8 }
+  variants: [D4]
+  hyper: { batchSize: 4 }
+  steps: 6
+  checkpointEvery: 3
+  workersPerTrial: 2
+  resources: { cpu: \"1\", memory: 1Gi }
+  parallelism: 1
+  maxAttempts: 1
+  store: s3://gang/gang
+  storeSecret: orchestra-store
+  objective: { bppBudget: 0.5 }
+";
+
+/// Real-cluster counterpart of `reconcile.rs`'s gang scenarios and of the worker's
+/// `two_tcp_ranks_without_mpirun_train_like_one_process_with_twice_the_batch`: a 2-rank gang,
+/// each rank a pod with its own network namespace and address, rank 1 finding rank 0 by the
+/// headless Service's name (`MASTER_ADDR`, resolved by CoreDNS from the EndpointSlice), trains
+/// through the TCP collective and logs the same metrics, step by step, and the same scores as
+/// the same trial run locally as two TCP ranks on loopback.
+#[test]
+fn a_two_rank_tcp_gang_rendezvous_by_name_and_trains_like_the_local_run() {
+    let c = cluster::shared();
+    if c.pod_gateway.is_none() {
+        eprintln!(
+            "SKIPPED: the cluster has no pod network (it needs root and iproute2: see the \
+             cluster's start line above), so the ranks of a gang cannot have addresses of their own"
+        );
+        return;
+    }
+    let ns = c.namespace("e2e-gang");
+    let s3 = S3::start(c, &ns, "gang");
+    let operator = Operator::start(c, &ns, &s3.creds());
+    let applied = c.apply(&ns, GANG);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    c.wait_for(
+        "the 2-rank gang's Experiment to finish",
+        Duration::from_secs(600),
+        || {
+            let exp = c.get_json(&ns, "experiment/gang");
+            let phase = exp["status"]["phase"].as_str().unwrap_or_default().to_string();
+            assert_ne!(
+                phase,
+                "Failed",
+                "the Experiment failed: {} (operator log {}, pods' logs under {})",
+                exp["status"],
+                operator.log.display(),
+                c.dir.join("nodes").display()
+            );
+            (phase == "Succeeded").then_some(())
+        },
+    );
+    let trials = c.items(&ns, "trials");
+    assert_eq!(trials.len(), 1);
+    let trial = trials[0]["metadata"]["name"].as_str().unwrap().to_string();
+
+    // Two pods, two addresses on the pod network, rank 0's the one its Service name resolves to.
+    let pods = c.items(&ns, "pods");
+    assert_eq!(pods.len(), 2, "one pod per rank");
+    let ips: std::collections::BTreeSet<&str> = pods
+        .iter()
+        .map(|p| p["status"]["podIP"].as_str().unwrap_or_default())
+        .collect();
+    let subnet = c.host_address().rsplit_once('.').unwrap().0.to_string();
+    assert_eq!(ips.len(), 2, "each rank its own address: {ips:?}");
+    assert!(
+        ips.iter().all(|ip| ip.starts_with(&subnet)),
+        "{ips:?} not on {subnet}.0/24"
+    );
+    for p in &pods {
+        assert_eq!(p["status"]["phase"], "Succeeded", "{}", p["metadata"]["name"]);
+    }
+    // Rank 1 asked the cluster DNS for rank 0 by name, from its own address, and got an answer.
+    let dns_log = std::fs::read_to_string(c.logs().join("coredns.log")).unwrap();
+    let answered = dns_log.lines().any(|l| {
+        l.contains(&format!("\"A IN {trial}-a"))
+            && l.contains(&format!("-0.{trial}.{ns}.svc.cluster.local."))
+            && l.contains("NOERROR")
+            && ips.iter().any(|ip| l.contains(&format!("{ip}:")))
+    });
+    assert!(
+        answered,
+        "no answered query for rank 0's name in the CoreDNS log:\n{dns_log}"
+    );
+
+    // The same trial (the spec the operator gave the pods) as two local TCP ranks on loopback.
+    let spec_yaml = c.get_json(&ns, &format!("configmap/{trial}-spec"))["data"]["trial.yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut spec: orchestra_api::TrialSpec = serde_yaml::from_str(&spec_yaml).unwrap();
+    assert_eq!(spec.world_size, 2);
+    let local = tempfile::tempdir().unwrap();
+    spec.store = format!("file://{}", local.path().display());
+    let spec_path = local.path().join("trial.yaml");
+    std::fs::write(&spec_path, serde_yaml::to_string(&spec).unwrap()).unwrap();
+    let port = free_port_pair();
+    let ranks: Vec<std::process::Child> = (0..2)
+        .map(|rank| {
+            Command::new(cluster::our_binary("orchestra-worker"))
+                .args(["train", "--no-progress", "--dist", "tcp", "--spec"])
+                .arg(&spec_path)
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("RANK", rank.to_string())
+                // As in the pods: one thread per rank for a 1-CPU request.
+                .env("ORCHESTRA_THREADS", "1")
+                .env("ORCHESTRA_DATA_CACHE", local.path().join("cache"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (rank, child) in ranks.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "local rank {rank}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let keys = TrialKeys::new(&spec.experiment, &trial);
+    let read = |store: &orchestra_store::Store, key: &str| {
+        let bytes = store
+            .get(key)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{key} is not in the store"));
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    let (in_cluster, cluster_result) = {
+        let (_serial, store) = s3.store("s3://gang/gang");
+        (read(&store, &keys.metrics()), read(&store, &keys.result()))
+    };
+    let local_store = orchestra_store::Store::open(&spec.store).unwrap();
+    let on_loopback = read(&local_store, &keys.metrics());
+    let lines =
+        |text: &str| -> Vec<Value> { text.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let (a, b) = (lines(&in_cluster), lines(&on_loopback));
+    let steps = a.iter().filter(|l| l.get("loss_seg").is_some()).count();
+    assert_eq!(steps, 6, "a metrics line per step: {in_cluster}");
+    assert_eq!(
+        a, b,
+        "the gang in the cluster and the local ranks logged different metrics"
+    );
+    let scores = |text: &str| -> (Value, Value) {
+        let r: Value = serde_json::from_str(text).unwrap();
+        (r["scores"].clone(), r["rate"].clone())
+    };
+    let local_result = read(&local_store, &keys.result());
+    assert_eq!(scores(&cluster_result), scores(&local_result));
+    eprintln!(
+        "2-rank gang on the pod network ({ips:?}) and on loopback: {} identical metrics lines, scores {}",
+        a.len(),
+        scores(&cluster_result).0
+    );
+    drop(operator);
+}
+
+/// A `MASTER_PORT` whose next port (the collective's) is free too, below Linux's ephemeral
+/// range so that no outgoing connection takes it before the ranks bind.
+fn free_port_pair() -> u16 {
+    let free = |p: u16| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok();
+    let start = 20_000 + (std::process::id() % 5_000) as u16 * 2;
+    (0..5_000u16)
+        .map(|i| 20_000 + (start - 20_000 + 2 * i) % 10_000)
+        .find(|&p| free(p) && free(p + 1))
+        .expect("a free pair of ports")
 }
 
 /// The pod's folder on the node (volumes and logs).
@@ -402,7 +612,24 @@ fn the_node_agent_runs_pods_as_a_kubelet_would() {
     - { name: POD, valueFrom: { fieldRef: { fieldPath: metadata.name } } }
     - { name: GREETING, value: \"hello $(POD)\" }
 ";
+    // The ServiceAccount admission plugin wants the namespace's default account to exist.
+    c.wait_for(
+        "the namespace's default service account",
+        Duration::from_secs(30),
+        || {
+            c.kubectl(&["-n", &ns, "get", "serviceaccount", "default"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    // The token volume the ServiceAccount admission plugin adds (automount on): a TokenRequest
+    // of the node's, bound to the pod.
+    let sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let token_pod = pod_yaml("token", &format!("[cat, {sa_dir}/namespace, {sa_dir}/token]"), "")
+        .replace("  automountServiceAccountToken: false\n", "");
     for yaml in [
+        token_pod,
         pod_yaml("files", "[cat, /etc/cfg/key, /etc/info/name]", volumes),
         pod_yaml("vars", "[printenv, SECRET, GREETING]", env),
         pod_yaml("fails", "[\"false\"]", ""),
@@ -427,6 +654,12 @@ fn the_node_agent_runs_pods_as_a_kubelet_would() {
     assert_eq!(files["status"]["phase"], "Succeeded");
     let log = std::fs::read_to_string(pod_dir(c, &ns, &files).join("logs/c.log")).unwrap();
     assert_eq!(log, "from-configmapfiles");
+    let token = finished("token");
+    let log = std::fs::read_to_string(pod_dir(c, &ns, &token).join("logs/c.log")).unwrap();
+    assert!(
+        log.starts_with(&format!("{ns}eyJ")),
+        "namespace, then a JWT: {log}"
+    );
     let vars = finished("vars");
     let log = std::fs::read_to_string(pod_dir(c, &ns, &vars).join("logs/c.log")).unwrap();
     assert_eq!(log, "s3cret\nhello vars\n");

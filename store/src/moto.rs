@@ -9,10 +9,18 @@ use std::time::{Duration, Instant};
 /// The endpoint is process-wide (environment variables): one test at a time.
 pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// A moto server on a free loopback port, stopped when dropped.
+/// A moto server on a free port, stopped when dropped.
 pub struct Moto {
     child: Child,
+    /// The address it listens on (loopback, or an address pods of a test cluster reach).
+    pub host: String,
     pub port: u16,
+}
+
+impl Moto {
+    pub fn endpoint(&self) -> String {
+        format!("http://{}:{}", self.host, self.port)
+    }
 }
 
 impl Drop for Moto {
@@ -38,34 +46,43 @@ pub fn moto_server() -> std::path::PathBuf {
 }
 
 pub fn start_moto() -> Moto {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    start_moto_on("127.0.0.1")
+}
+
+/// A moto server listening on `host` (an address of this machine).
+pub fn start_moto_on(host: &str) -> Moto {
+    let port = TcpListener::bind((host, 0)).unwrap().local_addr().unwrap().port();
     let child = Command::new(moto_server())
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-H", host, "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("moto_server starts");
     let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect((host, port)).is_err() {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "moto_server did not listen on {port}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    Moto { child, port }
+    Moto {
+        child,
+        host: host.to_string(),
+        port,
+    }
 }
 
 /// Creates a bucket with a plain HTTP PUT (moto accepts unsigned requests).
 pub fn create_bucket(port: u16, bucket: &str) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    create_bucket_at("127.0.0.1", port, bucket)
+}
+
+pub fn create_bucket_at(host: &str, port: u16, bucket: &str) {
+    let mut s = TcpStream::connect((host, port)).unwrap();
     write!(
         s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut answer = String::new();
@@ -75,9 +92,14 @@ pub fn create_bucket(port: u16, bucket: &str) {
 
 /// Points s3:// stores of this process at the server on `port` (credentials are moto's dummies).
 pub fn point_at(port: u16) {
+    point_at_endpoint(&format!("http://127.0.0.1:{port}"))
+}
+
+/// Points s3:// stores of this process at the server at `endpoint` (`http://HOST:PORT`).
+pub fn point_at_endpoint(endpoint: &str) {
     // Every test here points the process at its own server before opening a store.
     for (k, v) in [
-        ("AWS_ENDPOINT", format!("http://127.0.0.1:{port}")),
+        ("AWS_ENDPOINT", endpoint.to_string()),
         ("AWS_ALLOW_HTTP", "true".into()),
         ("AWS_ACCESS_KEY_ID", "test".into()),
         ("AWS_SECRET_ACCESS_KEY", "test".into()),

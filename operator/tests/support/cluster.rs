@@ -17,6 +17,9 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     /// Folder of this build's binaries (operator, worker, node agent).
     pub bin: PathBuf,
+    /// The host's address on the pod network, when pods have their own network namespaces
+    /// (else they share the host's loopback and this is None).
+    pub pod_gateway: Option<String>,
 }
 
 fn repo() -> PathBuf {
@@ -114,16 +117,30 @@ pub fn shared() -> &'static Cluster {
             dir.join("logs").display(),
             String::from_utf8_lossy(&out.stderr)
         );
+        let pod_gateway = std::fs::read_to_string(dir.join("pod-gateway"))
+            .ok()
+            .map(|g| g.trim().to_string());
         eprintln!(
-            "e2e: real control plane up in {:.0?} at {} (logs in {})",
+            "e2e: real control plane up in {:.0?} at {} (logs in {}); {}",
             started.elapsed(),
             dir.join("kubeconfig").display(),
-            dir.join("logs").display()
+            dir.join("logs").display(),
+            match &pod_gateway {
+                Some(g) => format!("pods on their own network, host at {g}"),
+                None => format!(
+                    "pod network off, pods share 127.0.0.1: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .find(|l| l.contains("pod network off"))
+                        .unwrap_or("see the cluster's start log")
+                ),
+            }
         );
         let cluster = Cluster {
             kubeconfig: dir.join("kubeconfig"),
             dir,
             bin,
+            pod_gateway,
         };
         cluster.kubectl_ok(&[
             "apply",
@@ -143,6 +160,12 @@ pub fn shared() -> &'static Cluster {
 }
 
 impl Cluster {
+    /// The address of this machine that both its own processes and the pods reach (where a
+    /// test's S3 server listens).
+    pub fn host_address(&self) -> &str {
+        self.pod_gateway.as_deref().unwrap_or("127.0.0.1")
+    }
+
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_stdin(args, None)
     }
