@@ -25,6 +25,12 @@ pub struct FuzzReport {
     pub mutated: u64,
     pub accepted_damaged: u64,
     pub first_accepted_damaged: Option<Vec<u8>>,
+    /// Volume streams with a valid check value whose geometry is impossible by construction (a
+    /// zero side or factor, a spacing that is not a positive number, a singular affine), and
+    /// how many of them the reader accepted (must stay 0: no chance involved).
+    pub impossible: u64,
+    pub accepted_impossible: u64,
+    pub first_accepted_impossible: Option<Vec<u8>>,
 }
 
 /// One generated input, and whether it is a damaged copy of a valid stream.
@@ -180,13 +186,29 @@ pub fn fuzz_volume_streams(
                     };
                     Reduction::Spacing([spacing(&mut rng), spacing(&mut rng), spacing(&mut rng)])
                 };
+                let (affine, singular) = random_affine(&mut rng);
                 let geometry = VolumeGeometry {
                     sides: [side(&mut rng), side(&mut rng), side(&mut rng)],
                     reduction,
-                    affine: [[rng.random::<f32>() * 4.0 - 2.0; 4]; 3],
+                    affine,
                 };
+                let impossible = singular
+                    || geometry.sides.contains(&0)
+                    || match geometry.reduction {
+                        Reduction::Factor(f) => f.contains(&0),
+                        Reduction::Spacing(s) => s.iter().any(|v| !(v.is_finite() && *v > 0.0)),
+                    };
                 let (code, _) = input(&mut rng, codec, &codes);
-                (wrap(&geometry, &code), false)
+                let bytes = wrap(&geometry, &code);
+                if impossible {
+                    report.impossible += 1;
+                    if catch_unwind(AssertUnwindSafe(|| unwrap(&bytes, max_voxels).is_ok())).unwrap_or(false)
+                    {
+                        report.accepted_impossible += 1;
+                        report.first_accepted_impossible.get_or_insert(bytes.clone());
+                    }
+                }
+                (bytes, false)
             }
             _ => {
                 let k = rng.random_range(0..valid.len());
@@ -202,6 +224,57 @@ pub fn fuzz_volume_streams(
         report.count(bytes, damaged, outcome_of(result));
     }
     report
+}
+
+/// A voxel-to-world affine, and whether it is singular by construction: a scaled rotation
+/// (what scanners write) or one of the impossible kinds files have been seen to carry (all
+/// zeros, a zero axis, two parallel axes).
+fn random_affine(rng: &mut ChaCha8Rng) -> ([[f32; 4]; 3], bool) {
+    let offset = |rng: &mut ChaCha8Rng| rng.random_range(-300.0..300.0f32);
+    let kind = rng.random_range(0..5);
+    if kind == 0 {
+        return ([[0.0; 4]; 3], true);
+    }
+    // A rotation from a random unit quaternion, times spacings of 0.2..12 mm.
+    let q = [0; 4].map(|_| rng.random_range(-1.0..1.0f64));
+    let n = q.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-3);
+    let [a, b, c, d] = q.map(|v| v / n);
+    let r = [
+        [
+            a * a + b * b - c * c - d * d,
+            2.0 * (b * c - a * d),
+            2.0 * (b * d + a * c),
+        ],
+        [
+            2.0 * (b * c + a * d),
+            a * a + c * c - b * b - d * d,
+            2.0 * (c * d - a * b),
+        ],
+        [
+            2.0 * (b * d - a * c),
+            2.0 * (c * d + a * b),
+            a * a + d * d - c * c - b * b,
+        ],
+    ];
+    let s = [0; 3].map(|_| rng.random_range(0.2..12.0f64));
+    let mut m = [0; 3].map(|i| [r[i][0] * s[0], r[i][1] * s[1], r[i][2] * s[2], offset(rng) as f64]);
+    let singular = match kind {
+        1 => {
+            let axis = rng.random_range(0..3);
+            m.iter_mut().for_each(|row| row[axis] = 0.0);
+            true
+        }
+        2 => {
+            let (from, to) = (rng.random_range(0..3), rng.random_range(0..3));
+            if from != to {
+                let scale = rng.random_range(0.5..2.0);
+                m.iter_mut().for_each(|row| row[to] = row[from] * scale);
+            }
+            from != to
+        }
+        _ => false,
+    };
+    (m.map(|row| row.map(|v| v as f32)), singular)
 }
 
 #[cfg(test)]
@@ -256,6 +329,12 @@ mod tests {
         assert!(report.decoded > 0, "some generated inputs are valid: {report:?}");
         assert_eq!(report.panics, 0, "first: {:02x?}", report.first_panic);
         assert!(report.rejected > 5_000 && report.mutated > 5_000, "{report:?}");
+        assert!(report.impossible > 1_000, "{report:?}");
+        assert_eq!(
+            report.accepted_impossible, 0,
+            "impossible geometries accepted; first: {:02x?}",
+            report.first_accepted_impossible
+        );
         // Damage passes both check values (the geometry's and the code's) at most by chance.
         assert!(
             report.accepted_damaged * 128 <= report.mutated,

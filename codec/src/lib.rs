@@ -15,6 +15,7 @@
 //! Work is bounded before anything is allocated: a header may announce another code shape, but
 //! never one above the decoder's `Limits` (by default four times the model's own sides).
 
+pub mod affine;
 mod check;
 mod context;
 pub mod deploy;

@@ -217,6 +217,15 @@ pub fn unwrap(bytes: &[u8], max_voxels: u64) -> Result<(VolumeGeometry, &[u8]), 
             });
         }
     }
+    // The same rule the edge's readers apply: a singular or zero-spacing affine places no voxel.
+    if let Some(p) = crate::affine::affine_problem(&affine) {
+        return Err(VolumeStreamError::Field {
+            field: "affine",
+            offset: affine_at,
+            value: p.found,
+            reason: p.reason,
+        });
+    }
     Ok((
         VolumeGeometry {
             sides,
@@ -312,6 +321,18 @@ mod tests {
         };
         let e = unwrap(&wrap(&nan, &[]), u64::MAX).unwrap_err().to_string();
         assert!(e.contains("affine at byte 49"), "{e}");
+        // Finite but impossible: all zeros (a file with no geometry), and two parallel axes.
+        for (affine, needle) in [
+            ([[0.0; 4]; 3], "zero spacing"),
+            (
+                [[1.0, 2.0, 0.0, 5.0], [0.0, 0.0, 0.0, 5.0], [0.0, 0.0, 2.0, 5.0]],
+                "do not span 3D",
+            ),
+        ] {
+            let bad = VolumeGeometry { affine, ..geometry() };
+            let e = unwrap(&wrap(&bad, &[]), u64::MAX).unwrap_err().to_string();
+            assert!(e.contains("affine at byte 20") && e.contains(needle), "{e}");
+        }
         let e = unwrap(b"\x89PNG....", u64::MAX).unwrap_err().to_string();
         assert!(e.contains("not a volume stream"), "{e}");
     }

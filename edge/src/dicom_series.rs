@@ -8,6 +8,13 @@
 //! orientation or slice size, a compressed transfer syntax (only native pixel data is read: no
 //! image codecs are linked), missing or short pixel data, two slices at one position: each an
 //! error naming the file. The voxel count is bounded before any pixel data is read.
+//!
+//! Geometry a careful reader refuses: a PixelSpacing that is not a positive number, orientation
+//! directions that are zero or parallel, and slices that are not evenly spaced. Scanners round
+//! positions, so each gap between neighbouring slices may differ from the series' median gap
+//! by up to 5% (a missing slice is a gap of 100% more); beyond that the series is refused
+//! naming the two slices, since stacking it as if uniform would displace everything past the
+//! gap (no resampling onto a uniform grid is done for the user). Voxels must be finite numbers.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +22,7 @@ use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 
-use crate::volume::{Geometry, Volume};
+use crate::volume::{check_finite, Geometry, NonFinite, Volume};
 
 /// Transfer syntaxes whose pixel data is stored as plain little-endian numbers.
 const NATIVE: &[&str] = &["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"];
@@ -61,7 +68,34 @@ pub enum DicomError {
     SamePosition { path: PathBuf, other: PathBuf },
     #[error("{path}: the series has {voxels} voxels, above the limit of {max}")]
     TooLarge { path: PathBuf, voxels: u128, max: usize },
+    #[error("{path}: {attribute} {found}: {reason}")]
+    Geometry {
+        path: PathBuf,
+        attribute: &'static str,
+        found: String,
+        reason: String,
+    },
+    #[error(
+        "{path}: slices are not evenly spaced: {first} and {second} are {gap:.3} mm apart, the \
+         series' spacing is {median:.3} mm ({uneven} of {gaps} gaps differ by more than {tolerance}%; \
+         a missing slice?)"
+    )]
+    UnevenSpacing {
+        path: PathBuf,
+        first: PathBuf,
+        second: PathBuf,
+        gap: f64,
+        median: f64,
+        uneven: usize,
+        gaps: usize,
+        tolerance: f64,
+    },
+    #[error("{path}: {problem}")]
+    NonFinite { path: PathBuf, problem: NonFinite },
 }
+
+/// How far a gap between neighbouring slices may differ from the median gap, in percent.
+pub const SPACING_TOLERANCE_PERCENT: f64 = 5.0;
 
 /// One slice's header.
 struct Slice {
@@ -266,6 +300,20 @@ pub fn read_series(dir: &Path, max_voxels: usize) -> Result<Volume, DicomError> 
     }
     let (rows, columns) = (first.rows, first.columns);
     let (orientation, spacing) = (first.orientation, first.spacing);
+    let first_path = first.path.clone();
+    let geometry_error = |attribute, found: String, reason: &str| DicomError::Geometry {
+        path: first_path.clone(),
+        attribute,
+        found,
+        reason: reason.into(),
+    };
+    if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(geometry_error(
+            "PixelSpacing",
+            format!("{spacing:?}"),
+            "the row and column spacings must be positive numbers of mm",
+        ));
+    }
     let voxels = rows as u128 * columns as u128 * slices.len() as u128;
     if voxels > max_voxels as u128 {
         return Err(DicomError::TooLarge {
@@ -277,6 +325,20 @@ pub fn read_series(dir: &Path, max_voxels: usize) -> Result<Volume, DicomError> 
     let o = orientation;
     let (row_dir, col_dir) = ([o[0], o[1], o[2]], [o[3], o[4], o[5]]);
     let normal = cross(row_dir, col_dir);
+    let norm = dot(normal, normal).sqrt();
+    if norm.is_nan()
+        || norm <= 1e-3
+        || [row_dir, col_dir]
+            .iter()
+            .any(|d| (dot(*d, *d).sqrt() - 1.0).abs() > 1e-2)
+    {
+        return Err(geometry_error(
+            "ImageOrientationPatient",
+            format!("{orientation:?}"),
+            "the row and column directions must be unit vectors at a right angle",
+        ));
+    }
+    let normal = normal.map(|v| v / norm);
     slices.sort_by(|a, b| dot(a.position, normal).total_cmp(&dot(b.position, normal)));
     for pair in slices.windows(2) {
         if (dot(pair[1].position, normal) - dot(pair[0].position, normal)).abs() < 1e-4 {
@@ -286,10 +348,15 @@ pub fn read_series(dir: &Path, max_voxels: usize) -> Result<Volume, DicomError> 
             });
         }
     }
+    check_even_spacing(dir, &slices, normal)?;
     let mut values = Vec::with_capacity(voxels as usize);
     for s in &slices {
         read_pixels(s, &mut values)?;
     }
+    check_finite(&values, [slices.len(), rows, columns]).map_err(|problem| DicomError::NonFinite {
+        path: dir.to_path_buf(),
+        problem,
+    })?;
     // Voxel (i = column, j = row, k = slice) to patient (LPS) millimetres, then to NIfTI's RAS.
     let n = slices.len();
     let p0 = slices[0].position;
@@ -305,6 +372,10 @@ pub fn read_series(dir: &Path, max_voxels: usize) -> Result<Volume, DicomError> 
         let sign = if a < 2 { -1.0 } else { 1.0 };
         lps[a].map(|v| (sign * v) as f32)
     });
+    // What the cloud will be sent must place voxels (the same rule its reader applies).
+    if let Some(p) = orchestra_codec::affine::affine_problem(&affine) {
+        return Err(geometry_error("the series' affine", p.found, p.reason));
+    }
     Ok(Volume {
         geometry: Geometry {
             sides: [n, rows, columns],
@@ -312,6 +383,45 @@ pub fn read_series(dir: &Path, max_voxels: usize) -> Result<Volume, DicomError> 
             affine,
         },
         voxels: values,
+    })
+}
+
+/// Refuses a series whose neighbouring slices (sorted along `normal`, a unit vector) are not
+/// evenly spaced within the tolerance, naming the worst gap's two files.
+fn check_even_spacing(dir: &Path, slices: &[Slice], normal: [f64; 3]) -> Result<(), DicomError> {
+    if slices.len() < 3 {
+        return Ok(());
+    }
+    let gaps: Vec<f64> = slices
+        .windows(2)
+        .map(|p| dot(p[1].position, normal) - dot(p[0].position, normal))
+        .collect();
+    let mut sorted = gaps.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let off = |g: f64| (g - median).abs() / median * 100.0;
+    let uneven = gaps
+        .iter()
+        .filter(|g| off(**g) > SPACING_TOLERANCE_PERCENT)
+        .count();
+    if uneven == 0 {
+        return Ok(());
+    }
+    let (worst, gap) = gaps
+        .iter()
+        .copied()
+        .enumerate()
+        .max_by(|a, b| off(a.1).total_cmp(&off(b.1)))
+        .expect("gaps");
+    Err(DicomError::UnevenSpacing {
+        path: dir.to_path_buf(),
+        first: slices[worst].path.clone(),
+        second: slices[worst + 1].path.clone(),
+        gap,
+        median,
+        uneven,
+        gaps: gaps.len(),
+        tolerance: SPACING_TOLERANCE_PERCENT,
     })
 }
 
@@ -369,6 +479,18 @@ mod tests {
 
     /// Slice k of a series: pixel (y, x) holds 100 k + 10 y + x before rescaling.
     fn write_slice(path: &Path, series: &str, k: usize, z: f64, pixel_data: bool) {
+        write_slice_with(path, series, k, z, pixel_data, &[]);
+    }
+
+    /// The same with some attributes replaced (tag, value as DICOM text).
+    fn write_slice_with(
+        path: &Path,
+        series: &str,
+        k: usize,
+        z: f64,
+        pixel_data: bool,
+        replaced: &[(Tag, &str)],
+    ) {
         let values: Vec<u16> = (0..ROWS * COLUMNS)
             .map(|i| (100 * k + 10 * (i / COLUMNS) + i % COLUMNS) as u16)
             .collect();
@@ -395,6 +517,9 @@ mod tests {
             ),
             DataElement::new(tags::PIXEL_SPACING, VR::DS, "0.8\\0.7"),
         ]);
+        for (tag, value) in replaced {
+            obj.put(DataElement::new(*tag, VR::DS, *value));
+        }
         if pixel_data {
             obj.put(DataElement::new(
                 tags::PIXEL_DATA,
@@ -484,5 +609,80 @@ mod tests {
             read_series(empty.path(), 10),
             Err(DicomError::Empty { .. })
         ));
+    }
+
+    /// A series of slices at positions `zs` along z, with attributes replaced in every slice.
+    fn series_at(zs: &[f64], replaced: &[(Tag, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (k, z) in zs.iter().enumerate() {
+            write_slice_with(&dir.path().join(format!("IM{k}")), "1.2.3", k, *z, true, replaced);
+        }
+        dir
+    }
+
+    #[test]
+    fn slices_must_be_evenly_spaced_within_the_tolerance() {
+        // Positions rounded by the scanner: gaps of 2.5, 2.54 and 2.46 mm (1.6% off) pass, and
+        // the spacing is the mean.
+        let jitter = series_at(&[0.0, 2.5, 5.04, 7.5], &[]);
+        let v = read_series(jitter.path(), 1 << 20).unwrap();
+        assert_eq!(v.geometry.spacing[0], 2.5);
+        // A missing slice: one gap of 5 mm among 2.5 mm ones. Stacked as uniform, everything past
+        // it would be displaced; refused naming the two slices around the gap.
+        let missing = series_at(&[0.0, 2.5, 5.0, 10.0, 12.5], &[]);
+        let e = read_series(missing.path(), 1 << 20).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DicomError::UnevenSpacing {
+                    uneven: 1,
+                    gaps: 4,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("IM2")
+                && text.contains("IM3")
+                && text.contains("5.000 mm apart")
+                && text.contains("2.500 mm"),
+            "{text}"
+        );
+        // 8% off is beyond the tolerance.
+        let drift = series_at(&[0.0, 2.5, 5.0, 7.7], &[]);
+        assert!(matches!(
+            read_series(drift.path(), 1 << 20),
+            Err(DicomError::UnevenSpacing { .. })
+        ));
+    }
+
+    #[test]
+    fn impossible_geometry_and_non_finite_voxels_are_refused() {
+        let zero = series_at(&[0.0, 2.5], &[(tags::PIXEL_SPACING, "0\\0.7")]);
+        let e = read_series(zero.path(), 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("IM0: PixelSpacing [0.0, 0.7]"), "{e}");
+        let parallel = series_at(
+            &[0.0, 2.5],
+            &[(tags::IMAGE_ORIENTATION_PATIENT, "1\\0\\0\\1\\0\\0")],
+        );
+        let e = read_series(parallel.path(), 1 << 20).unwrap_err().to_string();
+        assert!(
+            e.contains("ImageOrientationPatient") && e.contains("right angle"),
+            "{e}"
+        );
+        // A rescale slope that overflows f32: voxels of infinity, counted and the first located.
+        let huge = series_at(&[0.0, 2.5], &[(tags::RESCALE_SLOPE, "1e39")]);
+        let e = read_series(huge.path(), 1 << 20).unwrap_err();
+        match &e {
+            DicomError::NonFinite { problem, .. } => {
+                // Slice 0's pixel (0, 0) is 0 and its value -1024; the first infinite one is (0, 0, 1).
+                assert_eq!(problem.first, [0, 0, 1], "{e}");
+                assert_eq!(problem.count, 2 * ROWS * COLUMNS - 1, "{e}");
+            }
+            other => panic!("{other}"),
+        }
+        assert!(e.to_string().contains("not finite numbers"), "{e}");
     }
 }

@@ -94,7 +94,16 @@ struct RemoteArgs {
     timeout_s: u64,
 }
 
-fn main() -> Result<()> {
+/// A user's error is one line (the chain of causes with `: `), whatever RUST_BACKTRACE says;
+/// a backtrace is for bugs (panics), which still get theirs.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

@@ -6,6 +6,15 @@
 //! a plain number, or no NIfTI magic is refused with a typed error naming the file. A truncated
 //! or corrupt gzip stream is an error too, never a volume with zeros at the end.
 //!
+//! What is tolerated and what is refused, as nibabel and ITK choose: the affine is the sform's
+//! when the file marks one (sform_code > 0) and it can place voxels, else the qform's (the
+//! quaternion, pixdim and qoffset) when marked and usable, else the pixdim diagonal when neither
+//! is marked; a marked sform that cannot place voxels (all zeros, singular, not finite) with no
+//! usable qform, a marked qform that cannot, or a pixdim that is not a positive number where
+//! it is the geometry, is refused naming the field. Voxels must be finite numbers: a scan with
+//! NaN or infinite voxels is refused with their count and the first one's position (the code
+//! of such a scan collapses and the cloud would segment garbage).
+//!
 //! Voxels are in the file's own order, x fastest, then y, then z: `sides` is (z, y, x), the
 //! (depth, height, width) order C and the codec use for volumes.
 
@@ -39,6 +48,41 @@ pub enum VolumeError {
     DataType { path: PathBuf, datatype: i16 },
     #[error("{path}: not a label map: voxel {index} is {value}, not a class index in 0..=255")]
     NotLabels { path: PathBuf, index: usize, value: f64 },
+    #[error("{path}: {field} {found}: {reason}")]
+    Geometry {
+        path: PathBuf,
+        field: &'static str,
+        found: String,
+        reason: String,
+    },
+    #[error("{path}: {0}", .problem)]
+    NonFinite { path: PathBuf, problem: NonFinite },
+}
+
+/// Voxels that are not finite numbers: how many, and the first in (z, y, x) order.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error(
+    "{count} voxels are not finite numbers (NaN or infinite); the first is {value} at (z, y, x) = {first:?}"
+)]
+pub struct NonFinite {
+    pub count: usize,
+    pub first: [usize; 3],
+    pub value: f32,
+}
+
+/// Every voxel must be a finite number: a scan is refused, never coded, with a NaN or an
+/// infinity in it.
+pub fn check_finite(voxels: &[f32], sides: [usize; 3]) -> Result<(), NonFinite> {
+    let mut bad = voxels.iter().enumerate().filter(|(_, v)| !v.is_finite());
+    let Some((i, &value)) = bad.next() else {
+        return Ok(());
+    };
+    let (plane, row) = ((sides[1] * sides[2]).max(1), sides[2].max(1));
+    Err(NonFinite {
+        count: 1 + bad.count(),
+        first: [i / plane, (i % plane) / row, i % row],
+        value,
+    })
 }
 
 /// A 3D volume's geometry: sides (z, y, x), voxel spacing (z, y, x) and the voxel-to-world
@@ -92,7 +136,11 @@ pub fn is_nifti(path: &Path) -> bool {
 /// Reads a scan.
 pub fn read_volume(path: &Path, max_voxels: usize) -> Result<Volume, VolumeError> {
     let raw = read_raw(path, max_voxels)?;
-    let voxels = raw.values().map(|v| v as f32).collect();
+    let voxels: Vec<f32> = raw.values().map(|v| v as f32).collect();
+    check_finite(&voxels, raw.geometry.sides).map_err(|problem| VolumeError::NonFinite {
+        path: path.to_path_buf(),
+        problem,
+    })?;
     Ok(Volume {
         geometry: raw.geometry,
         voxels,
@@ -170,27 +218,113 @@ fn geometry(path: &Path, header: &NiftiHeader, max_voxels: usize) -> Result<Geom
             max: max_voxels,
         });
     }
+    let affine = affine_of(path, header)?;
+    // pixdim's voxel sizes, or the affine's where pixdim has none.
+    let from_affine = spacing_of(&affine);
     let spacing = |i: usize| {
         let s = header.pixdim[i + 1].abs();
         if s.is_finite() && s > 0.0 {
             s
         } else {
-            1.0
+            from_affine[2 - i]
         }
-    };
-    let affine = if header.sform_code > 0 {
-        [header.srow_x, header.srow_y, header.srow_z]
-    } else {
-        [
-            [spacing(0), 0.0, 0.0, 0.0],
-            [0.0, spacing(1), 0.0, 0.0],
-            [0.0, 0.0, spacing(2), 0.0],
-        ]
     };
     Ok(Geometry {
         sides: [side(2), side(1), side(0)],
         spacing: [spacing(2), spacing(1), spacing(0)],
         affine,
+    })
+}
+
+/// The voxel-to-world affine by the rules in the module's comment.
+fn affine_of(path: &Path, header: &NiftiHeader) -> Result<[[f32; 4]; 3], VolumeError> {
+    use orchestra_codec::affine::affine_problem;
+    let refused = |field, found: String, reason: String| VolumeError::Geometry {
+        path: path.to_path_buf(),
+        field,
+        found,
+        reason,
+    };
+    let sform = [header.srow_x, header.srow_y, header.srow_z];
+    let qform = qform_affine(header);
+    let sform_problem = (header.sform_code > 0).then(|| affine_problem(&sform));
+    let qform_problem = (header.qform_code > 0).then(|| affine_problem(&qform));
+    match (sform_problem, qform_problem) {
+        (Some(None), _) => Ok(sform),
+        (_, Some(None)) => {
+            if header.sform_code > 0 {
+                tracing::warn!(path = %path.display(), "the sform cannot place voxels; using the qform, as nibabel and ITK do");
+            }
+            Ok(qform)
+        }
+        (Some(Some(p)), _) => Err(refused(
+            "srow_x/y/z (the sform)",
+            p.found,
+            format!("{}, and there is no usable qform to fall back on", p.reason),
+        )),
+        (None, Some(Some(p))) => Err(refused(
+            "quatern_b/c/d, pixdim and qoffset (the qform)",
+            p.found,
+            p.reason.to_string(),
+        )),
+        (None, None) => {
+            let mut diagonal = [[0.0; 4]; 3];
+            for (i, row) in diagonal.iter_mut().enumerate() {
+                let s = header.pixdim[i + 1];
+                if !(s.is_finite() && s.abs() as f64 >= orchestra_codec::affine::MIN_SPACING_MM) {
+                    return Err(refused(
+                        ["pixdim[1]", "pixdim[2]", "pixdim[3]"][i],
+                        s.to_string(),
+                        "a voxel size must be a non-zero number of mm (the file has neither sform nor qform)"
+                            .into(),
+                    ));
+                }
+                row[i] = s.abs();
+            }
+            Ok(diagonal)
+        }
+    }
+}
+
+/// The qform's affine (NIfTI-1: rotation from the quaternion (b, c, d), voxel sizes from
+/// pixdim[1..=3], the third axis flipped when pixdim[0] (qfac) is negative, then the offset).
+fn qform_affine(h: &NiftiHeader) -> [[f32; 4]; 3] {
+    let (b, c, d) = (h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
+    let sum = b * b + c * c + d * d;
+    // As the standard's reference code: a = 0 when rounding pushes b, c, d just past unit length.
+    let (a, b, c, d) = if sum > 1.0 {
+        let n = sum.sqrt();
+        (0.0, b / n, c / n, d / n)
+    } else {
+        ((1.0 - sum).sqrt(), b, c, d)
+    };
+    let r = [
+        [
+            a * a + b * b - c * c - d * d,
+            2.0 * (b * c - a * d),
+            2.0 * (b * d + a * c),
+        ],
+        [
+            2.0 * (b * c + a * d),
+            a * a + c * c - b * b - d * d,
+            2.0 * (c * d - a * b),
+        ],
+        [
+            2.0 * (b * d - a * c),
+            2.0 * (c * d + a * b),
+            a * a + d * d - c * c - b * b,
+        ],
+    ];
+    let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+    let scale = [h.pixdim[1] as f64, h.pixdim[2] as f64, h.pixdim[3] as f64 * qfac];
+    let offset = [h.quatern_x, h.quatern_y, h.quatern_z];
+    [0, 1, 2].map(|i| {
+        [
+            (r[i][0] * scale[0]) as f32,
+            (r[i][1] * scale[1]) as f32,
+            (r[i][2] * scale[2]) as f32,
+            offset[i],
+        ]
     })
 }
 
@@ -472,13 +606,124 @@ mod tests {
             let outcome = std::panic::catch_unwind(|| read_volume(&path, 4096));
             match outcome.unwrap_or_else(|_| panic!("panicked on header {:?}", &bytes[..352])) {
                 Ok(v) => {
+                    // Whatever is accepted is a volume the cloud can place and code: a damaged
+                    // header that yields impossible geometry or non-finite voxels is a failure.
                     assert!(v.voxels.len() <= 4096);
+                    let g = &v.geometry;
+                    assert_eq!(
+                        orchestra_codec::affine::affine_problem(&g.affine),
+                        None,
+                        "accepted an impossible affine {:?} from header {:?}",
+                        g.affine,
+                        &bytes[..352]
+                    );
+                    assert!(g.spacing.iter().all(|s| s.is_finite() && *s > 0.0), "{g:?}");
+                    assert!(
+                        v.voxels.iter().all(|x| x.is_finite()),
+                        "non-finite voxels accepted"
+                    );
                     read += 1;
                 }
                 Err(_) => refused += 1,
             }
         }
         assert!(read > 0 && refused > 0, "{read} read, {refused} refused");
+    }
+
+    /// Sets a little-endian f32 at `at` and i16 codes in a header made by `nifti_file`.
+    fn put_f32(h: &mut [u8], at: usize, values: &[f32]) {
+        for (i, v) in values.iter().enumerate() {
+            h[at + 4 * i..at + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    const QFORM_CODE: usize = 252;
+    const SFORM_CODE: usize = 254;
+    const QUATERN_B: usize = 256;
+    const SROW_X: usize = 280;
+
+    #[test]
+    fn non_finite_voxels_are_counted_and_located() {
+        let dir = tempfile::tempdir().unwrap();
+        // x = 3, y = 2, z = 2; voxel (z, y, x) = (1, 0, 2) is the first NaN, then an infinity.
+        let mut values = [1.0f32; 12];
+        values[6 + 2] = f32::NAN;
+        values[11] = f32::NEG_INFINITY;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let path = write(
+            dir.path(),
+            "nan.nii",
+            &nifti_file(&[3, 2, 2], 16, 32, 0.0, &bytes),
+        );
+        match read_volume(&path, 100).unwrap_err() {
+            VolumeError::NonFinite { path: p, problem } => {
+                assert_eq!(p, path);
+                assert_eq!((problem.count, problem.first), (2, [1, 0, 2]));
+                assert!(problem.value.is_nan());
+            }
+            other => panic!("{other}"),
+        }
+        // A scale that overflows f32 makes infinities of finite stored numbers.
+        let mut h = nifti_file(&[2, 1, 1], 16, 32, 3e38, &[0, 0, 0, 0, 0, 0, 0, 64]);
+        put_f32(&mut h, 116, &[0.0]);
+        let path = write(dir.path(), "overflow.nii", &h);
+        let e = read_volume(&path, 100).unwrap_err().to_string();
+        assert!(
+            e.contains("overflow.nii: 1 voxels are not finite") && e.contains("(z, y, x) = [0, 0, 1]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_sform_then_the_qform_then_pixdim_decide_the_affine() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = nifti_file(&[2, 2, 2], 2, 8, 0.0, &[0; 8]);
+        let read = |name: &str, h: &[u8]| read_volume(&write(dir.path(), name, h), 100);
+        // Neither marked: the pixdim diagonal.
+        assert_eq!(
+            read("plain.nii", &base).unwrap().geometry.affine,
+            [[0.8, 0.0, 0.0, 0.0], [0.0, 0.9, 0.0, 0.0], [0.0, 0.0, 2.5, 0.0]]
+        );
+        // A marked sform of zeros (a converter that wrote none) and no qform: refused.
+        let mut zeros = base.clone();
+        zeros[SFORM_CODE..SFORM_CODE + 2].copy_from_slice(&1i16.to_le_bytes());
+        let e = read("zeros.nii", &zeros).unwrap_err().to_string();
+        assert!(
+            e.contains("zeros.nii: srow_x/y/z (the sform)") && e.contains("no usable qform"),
+            "{e}"
+        );
+        // The same with a qform: 180 degrees about z (b = c = 0, d = 1), offsets; the qform is used.
+        let mut with_q = zeros.clone();
+        with_q[QFORM_CODE..QFORM_CODE + 2].copy_from_slice(&1i16.to_le_bytes());
+        put_f32(&mut with_q, QUATERN_B, &[0.0, 0.0, 1.0, 10.0, 20.0, 30.0]);
+        assert_eq!(
+            read("qform.nii", &with_q).unwrap().geometry.affine,
+            [
+                [-0.8, 0.0, 0.0, 10.0],
+                [0.0, -0.9, 0.0, 20.0],
+                [0.0, 0.0, 2.5, 30.0]
+            ]
+        );
+        // qfac (pixdim[0]) = -1 flips the third axis.
+        let mut flipped = with_q.clone();
+        put_f32(&mut flipped, 76, &[-1.0]);
+        assert_eq!(read("qfac.nii", &flipped).unwrap().geometry.affine[2][2], -2.5);
+        // A usable sform wins over the qform.
+        let mut with_s = with_q.clone();
+        put_f32(
+            &mut with_s,
+            SROW_X,
+            &[1.0, 0.0, 0.0, 1.0, 0.0, 2.0, 0.0, 2.0, 0.0, 0.0, 3.0, 3.0],
+        );
+        let g = read("sform.nii", &with_s).unwrap().geometry;
+        assert_eq!(
+            g.affine,
+            [[1.0, 0.0, 0.0, 1.0], [0.0, 2.0, 0.0, 2.0], [0.0, 0.0, 3.0, 3.0]]
+        );
+        // Neither marked and a zero voxel size: refused naming pixdim.
+        let mut flat = base.clone();
+        put_f32(&mut flat, 84, &[0.0]);
+        let e = read("flat.nii", &flat).unwrap_err().to_string();
+        assert!(e.contains("flat.nii: pixdim[2] 0"), "{e}");
     }
 
     /// The real volumes of ../shared/data when it is there.

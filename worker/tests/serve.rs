@@ -139,6 +139,22 @@ fn the_service_authenticates_segments_and_reports() {
     assert!(err["error"].as_str().unwrap().contains("another model"), "{err}");
     let (status, _) = post(&agent, &url, Some(TOKEN), "image/png", &vec![0x10; 4096]);
     assert_eq!(status, 413, "bodies above the limit are refused");
+    // A volume stream whose geometry places no voxel (an all-zero affine, as a converter that
+    // wrote none leaves it): 400 naming the field, as the edge's readers refuse such a scan.
+    use orchestra_codec::volume_stream::{wrap, Reduction, VolumeGeometry};
+    let flat = VolumeGeometry {
+        sides: [8, 64, 64],
+        reduction: Reduction::Factor([1, 1, 1]),
+        affine: [[0.0; 4]; 3],
+    };
+    let (status, body) = post(&agent, &url, Some(TOKEN), "image/png", &wrap(&flat, &streams[0]));
+    assert_eq!(status, 400);
+    let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        err["error"].as_str().unwrap().contains("affine at byte 20")
+            && err["error"].as_str().unwrap().contains("zero spacing"),
+        "{err}"
+    );
 
     let report = client::load_test(&agent, &base, TOKEN, &streams, 60, 4);
     assert_eq!(report.failed, 0, "{report:?}");
