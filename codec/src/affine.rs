@@ -53,6 +53,36 @@ pub fn affine_problem(affine: &[[f32; 4]; 3]) -> Option<AffineProblem> {
     None
 }
 
+/// The rotation of NIfTI's qform quaternion (b, c, d; a = sqrt(1 - b^2 - c^2 - d^2), taken as 0
+/// with (b, c, d) normalised when rounding pushes them past unit length, as the standard's
+/// reference code does). Rows are world axes, columns voxel axes.
+pub fn quaternion_rotation(b: f64, c: f64, d: f64) -> [[f64; 3]; 3] {
+    let sum = b * b + c * c + d * d;
+    let (a, b, c, d) = if sum > 1.0 {
+        let n = sum.sqrt();
+        (0.0, b / n, c / n, d / n)
+    } else {
+        ((1.0 - sum).sqrt(), b, c, d)
+    };
+    [
+        [
+            a * a + b * b - c * c - d * d,
+            2.0 * (b * c - a * d),
+            2.0 * (b * d + a * c),
+        ],
+        [
+            2.0 * (b * c + a * d),
+            a * a + c * c - b * b - d * d,
+            2.0 * (c * d - a * b),
+        ],
+        [
+            2.0 * (b * d - a * c),
+            2.0 * (c * d + a * b),
+            a * a + d * d - c * c - b * b,
+        ],
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

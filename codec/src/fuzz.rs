@@ -235,27 +235,11 @@ fn random_affine(rng: &mut ChaCha8Rng) -> ([[f32; 4]; 3], bool) {
     if kind == 0 {
         return ([[0.0; 4]; 3], true);
     }
-    // A rotation from a random unit quaternion, times spacings of 0.2..12 mm.
+    // A rotation from a random unit quaternion (a >= 0, as a qform stores it), times spacings
+    // of 0.2..12 mm.
     let q = [0; 4].map(|_| rng.random_range(-1.0..1.0f64));
-    let n = q.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-3);
-    let [a, b, c, d] = q.map(|v| v / n);
-    let r = [
-        [
-            a * a + b * b - c * c - d * d,
-            2.0 * (b * c - a * d),
-            2.0 * (b * d + a * c),
-        ],
-        [
-            2.0 * (b * c + a * d),
-            a * a + c * c - b * b - d * d,
-            2.0 * (c * d - a * b),
-        ],
-        [
-            2.0 * (b * d - a * c),
-            2.0 * (c * d + a * b),
-            a * a + d * d - c * c - b * b,
-        ],
-    ];
+    let n = q.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-3) * q[0].signum();
+    let r = crate::affine::quaternion_rotation(q[1] / n, q[2] / n, q[3] / n);
     let s = [0; 3].map(|_| rng.random_range(0.2..12.0f64));
     let mut m = [0; 3].map(|i| [r[i][0] * s[0], r[i][1] * s[1], r[i][2] * s[2], offset(rng) as f64]);
     let singular = match kind {

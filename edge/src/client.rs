@@ -57,7 +57,9 @@ pub fn server_url(url: &str) -> Result<String, String> {
 
 /// What one remote segmentation returned.
 pub struct Remote {
-    pub png: Vec<u8>,
+    /// The answer: a PNG label map for an image's stream, a gzipped NIfTI label volume for a
+    /// volume stream.
+    pub body: Vec<u8>,
     pub round_trip: Duration,
     /// The service's own processing time (its `x-processing-ms` header).
     pub server_ms: Option<f64>,
@@ -70,13 +72,25 @@ pub fn segment_remote(
     token: &str,
     stream: &[u8],
 ) -> Result<Remote, ClientError> {
+    segment_remote_as(agent, server, token, stream, "image/png")
+}
+
+/// Sends one bitstream or volume stream, asking for the answer as `accept` (`image/png` for a
+/// label map, `application/gzip` for a label volume).
+pub fn segment_remote_as(
+    agent: &Agent,
+    server: &str,
+    token: &str,
+    stream: &[u8],
+    accept: &str,
+) -> Result<Remote, ClientError> {
     let url = format!("{}/v1/segment", server.trim_end_matches('/'));
     let started = Instant::now();
     let mut response = agent
         .post(&url)
         .header("authorization", &format!("Bearer {token}"))
         .header("content-type", "application/octet-stream")
-        .header("accept", "image/png")
+        .header("accept", accept)
         .send(stream)
         .map_err(|e| ClientError::Request {
             url: url.clone(),
@@ -102,7 +116,7 @@ pub fn segment_remote(
         });
     }
     Ok(Remote {
-        png: body,
+        body,
         round_trip: started.elapsed(),
         server_ms,
     })

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use orchestra_edge::input::{model_bytes, read_image, to_planes};
+use orchestra_edge::nifti_write::write_labels;
 use orchestra_edge::scan::{is_scan, read_scan};
-use orchestra_edge::volume::DEFAULT_MAX_VOXELS;
+use orchestra_edge::volume::{read_labels, LabelVolume, DEFAULT_MAX_VOXELS};
 use orchestra_edge::{client, EdgeModel};
 
 #[derive(Parser)]
@@ -53,10 +54,13 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         rounds: usize,
     },
-    /// Compress one image, send it to the service, write the label map it returns (PNG).
+    /// Compress one image or scan, send it to the service, write what it returns: a label map
+    /// (PNG) for an image, a label volume (NIfTI, `-o labels.nii.gz`) on the scan's own voxels
+    /// and affine for a scan.
     SegmentRemote {
         #[command(flatten)]
         remote: RemoteArgs,
+        /// An image (PNG, JPEG) or a scan (NIfTI `.nii`, `.nii.gz`, or a DICOM series folder).
         image: PathBuf,
         #[arg(short, long)]
         out: PathBuf,
@@ -312,28 +316,99 @@ fn read_token(path: &Path) -> Result<String> {
 fn segment_remote(remote: &RemoteArgs, image: &Path, out: &Path) -> Result<()> {
     let (m, token, agent) = remote.connect()?;
     let server = remote.server.as_str();
+    if is_scan(image) {
+        return segment_scan_remote(&m, &agent, server, &token, image, out);
+    }
     let (stream, encode_time) = encode_one(&m, image)?;
     let answer = client::segment_remote(&agent, server, &token, &stream)?;
-    std::fs::write(out, &answer.png).with_context(|| format!("cannot write {}", out.display()))?;
-    let round_trip = answer.round_trip.as_secs_f64() * 1e3;
+    write_atomically(out, &answer.body)?;
     println!("{}: label map from {server}", out.display());
     println!(
         "  sent {} bytes ({:.5} bpp)",
         stream.len(),
         8.0 * stream.len() as f64 / m.pixels() as f64
     );
+    print_timings(encode_time, &answer, "decode + g + s + PNG");
+    Ok(())
+}
+
+/// A scan (NIfTI file or DICOM series folder) to its label volume: coded here, segmented by the
+/// service, written as gzipped NIfTI on the scan's own voxels and affine. The answer is checked
+/// against the scan (sides and affine) before it is written.
+fn segment_scan_remote(
+    m: &EdgeModel,
+    agent: &ureq::Agent,
+    server: &str,
+    token: &str,
+    scan_path: &Path,
+    out: &Path,
+) -> Result<()> {
+    let name = out.to_string_lossy();
+    if !(name.ends_with(".nii.gz") || name.ends_with(".nii")) {
+        bail!(
+            "{}: a label volume is written as NIfTI: name the output .nii.gz",
+            out.display()
+        );
+    }
+    let scan = read_scan(scan_path, DEFAULT_MAX_VOXELS)?;
+    let geometry = scan.geometry.clone();
+    let started = Instant::now();
+    let sent = m.encode_volume(scan)?;
+    let encode_time = started.elapsed();
+    let answer = client::segment_remote_as(agent, server, token, &sent.bytes, "application/gzip")?;
+    // Read back through the same reader as any NIfTI file (bounded, checked), from a file
+    // beside the output that becomes the output only once it is known to fit the scan.
+    let partial = out.with_file_name(format!(
+        ".{}.partial.nii.gz",
+        out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    ));
+    std::fs::write(&partial, &answer.body).with_context(|| format!("cannot write {}", partial.display()))?;
+    let checked = read_labels(&partial, DEFAULT_MAX_VOXELS)
+        .with_context(|| format!("the service's answer for {}", scan_path.display()))
+        .and_then(|labels| {
+            if labels.geometry.sides != geometry.sides {
+                bail!(
+                    "the service answered a label volume of sides {:?} for a scan of sides {:?}",
+                    labels.geometry.sides,
+                    geometry.sides
+                );
+            }
+            Ok(labels)
+        });
+    let _ = std::fs::remove_file(&partial);
+    let labels = checked?;
+    // On the scan's own affine (a DICOM series' included), whatever the answer's header says.
+    let volume = LabelVolume {
+        geometry: geometry.clone(),
+        labels: labels.labels,
+    };
+    write_labels(out, &volume).with_context(|| format!("cannot write {}", out.display()))?;
+    let [d, h, w] = geometry.sides;
+    println!("{}: label volume {d} x {h} x {w} from {server}", out.display());
+    println!(
+        "  sent {} bytes ({} geometry + {} code, {:.5} bpp)",
+        sent.bytes.len(),
+        sent.bytes.len() - sent.code_bytes,
+        sent.code_bytes,
+        8.0 * sent.bytes.len() as f64 / sent.voxels as f64
+    );
+    print_timings(encode_time, &answer, "decode + g + s + NIfTI");
+    Ok(())
+}
+
+fn print_timings(encode_time: Duration, answer: &client::Remote, service: &str) {
+    let round_trip = answer.round_trip.as_secs_f64() * 1e3;
     println!(
         "  encode (C + entropy coding) {:.2} ms",
         encode_time.as_secs_f64() * 1e3
     );
     match answer.server_ms {
         Some(s) => println!(
-            "  service (decode + g + s + PNG) {s:.2} ms, network and TLS {:.2} ms, round trip {round_trip:.2} ms",
+            "  service ({service}) {s:.2} ms, network and TLS {:.2} ms, round trip {round_trip:.2} ms",
             round_trip - s
         ),
         None => println!("  round trip {round_trip:.2} ms"),
     }
-    Ok(())
 }
 
 /// Image files given directly, and the PNG and JPEG files of folders given, sorted.

@@ -289,32 +289,11 @@ fn affine_of(path: &Path, header: &NiftiHeader) -> Result<[[f32; 4]; 3], VolumeE
 /// The qform's affine (NIfTI-1: rotation from the quaternion (b, c, d), voxel sizes from
 /// pixdim[1..=3], the third axis flipped when pixdim[0] (qfac) is negative, then the offset).
 fn qform_affine(h: &NiftiHeader) -> [[f32; 4]; 3] {
-    let (b, c, d) = (h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
-    let sum = b * b + c * c + d * d;
-    // As the standard's reference code: a = 0 when rounding pushes b, c, d just past unit length.
-    let (a, b, c, d) = if sum > 1.0 {
-        let n = sum.sqrt();
-        (0.0, b / n, c / n, d / n)
-    } else {
-        ((1.0 - sum).sqrt(), b, c, d)
-    };
-    let r = [
-        [
-            a * a + b * b - c * c - d * d,
-            2.0 * (b * c - a * d),
-            2.0 * (b * d + a * c),
-        ],
-        [
-            2.0 * (b * c + a * d),
-            a * a + c * c - b * b - d * d,
-            2.0 * (c * d - a * b),
-        ],
-        [
-            2.0 * (b * d - a * c),
-            2.0 * (c * d + a * b),
-            a * a + d * d - c * c - b * b,
-        ],
-    ];
+    let r = orchestra_codec::affine::quaternion_rotation(
+        h.quatern_b as f64,
+        h.quatern_c as f64,
+        h.quatern_d as f64,
+    );
     let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
     let scale = [h.pixdim[1] as f64, h.pixdim[2] as f64, h.pixdim[3] as f64 * qfac];
     let offset = [h.quatern_x, h.quatern_y, h.quatern_z];

@@ -155,3 +155,119 @@ fn damaged_model_files_are_refused_naming_what_is_wrong() {
     let e = rewrite("no-config.safetensors", &|_| {}, no_config);
     assert!(e.contains("orchestra.config"), "{e}");
 }
+
+/// `orchestra-edge segment-remote` given a scan: the edge codes it, the service segments the
+/// volume stream, and the label volume lands on the scan's own sides and affine, equal to what
+/// the cloud's model segments from the same stream locally.
+#[test]
+fn the_edge_sends_a_scan_and_writes_its_label_volume() {
+    use orchestra_edge::nifti_write::write_volume;
+    use orchestra_edge::preparation::{Normalisation, VolumePreprocessing};
+    use orchestra_edge::volume::{read_labels, Geometry, Volume, DEFAULT_MAX_VOXELS};
+    use orchestra_worker::serve::{start, BatchOptions, ServeConfig};
+    use std::time::Duration;
+
+    orchestra_worker::nets::rng::reseed(4);
+    let spec = ModelSpec {
+        downsample: Some(8),
+        patch: Some(vec![16, 32, 32]),
+        ..ModelSpec::new(Preset::Small, 32, 3)
+    };
+    let model = Model::new(NetConfig::resolve(&spec, 1, 3), Variant::D4, Device::Cpu);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("volume.safetensors");
+    let prep = VolumePreprocessing {
+        intensity: Normalisation::Mr,
+        factor: [1, 1, 1],
+        spacing: None,
+    };
+    CompressionModel::save_with(&model, Some(&prep), &path).unwrap();
+    // An oblique scan, as an MR's affine is.
+    let sides = [12, 40, 36];
+    let scan = Volume {
+        geometry: Geometry {
+            sides,
+            spacing: [2.0, 1.0, 1.0],
+            affine: [
+                [-1.0, 0.0, 0.3, 20.0],
+                [0.0, -1.0, 0.1, 30.0],
+                [0.0, 0.0, 1.97, -40.0],
+            ],
+        },
+        voxels: (0..sides.iter().product::<usize>())
+            .map(|i| ((i * 7919) % 251) as f32)
+            .collect(),
+    };
+    let scan_path = dir.path().join("scan.nii.gz");
+    write_volume(&scan_path, &scan).unwrap();
+    let scan = orchestra_edge::volume::read_volume(&scan_path, DEFAULT_MAX_VOXELS).unwrap();
+
+    let cloud = CompressionModel::load(&path, Device::Cpu).unwrap();
+    let edge = EdgeModel::load(&path).unwrap();
+    let sent = edge.encode_volume(scan.clone()).unwrap();
+    let (geometry, code) =
+        orchestra_codec::volume_stream::unwrap(&sent.bytes, DEFAULT_MAX_VOXELS as u64).unwrap();
+    let (shape, bits) = cloud.codec.decode(code).unwrap();
+    let expected = cloud.segment_volume(&geometry, &shape, &bits).unwrap();
+
+    let token = "test-token-0123456789abcdef";
+    let config = ServeConfig {
+        tls: None,
+        tokens: vec![token.into()],
+        max_body_bytes: 1 << 20,
+        concurrency: 2,
+        timeout: Duration::from_secs(60),
+        header_timeout: Duration::from_secs(10),
+        batch: BatchOptions::default(),
+    };
+    let server = start(cloud, "127.0.0.1:0".parse().unwrap(), config).unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token).unwrap();
+    // Beside the worker's: `cargo test --workspace` builds every binary of the workspace.
+    let edge_bin =
+        std::path::Path::new(env!("CARGO_BIN_EXE_orchestra-worker")).with_file_name("orchestra-edge");
+    assert!(
+        edge_bin.exists(),
+        "{} is missing: build the workspace",
+        edge_bin.display()
+    );
+    let segment = |out: &std::path::Path| {
+        std::process::Command::new(&edge_bin)
+            .arg("segment-remote")
+            .args(["--server", &format!("http://{}", server.addr)])
+            .arg("--model")
+            .arg(&path)
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg(&scan_path)
+            .arg("-o")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = dir.path().join("labels.nii.gz");
+    let run = segment(&out);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}{}",
+        stdout,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("label volume 12 x 40 x 36"), "{stdout}");
+    let labels = read_labels(&out, DEFAULT_MAX_VOXELS).unwrap();
+    assert_eq!(labels.geometry.sides, sides);
+    assert_eq!(
+        labels.geometry.affine, scan.geometry.affine,
+        "on the scan's own affine"
+    );
+    assert!(
+        labels.labels == expected,
+        "the label volume is the cloud model's segmentation"
+    );
+    // A PNG name for a label volume is refused before anything is sent.
+    let png = segment(&dir.path().join("labels.png"));
+    assert!(!png.status.success());
+    assert!(String::from_utf8_lossy(&png.stderr).contains("name the output .nii.gz"));
+    server.shutdown();
+}

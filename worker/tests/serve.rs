@@ -196,7 +196,7 @@ fn tls_is_served_and_only_trusted_certificates_connect() {
 
     let trusted = client::agent(Some(&cert), Duration::from_secs(10)).unwrap();
     let remote = client::segment_remote(&trusted, &base, TOKEN, &streams[0]).unwrap();
-    let img = image::load_from_memory(&remote.png).unwrap().to_luma8();
+    let img = image::load_from_memory(&remote.body).unwrap().to_luma8();
     assert_eq!(img.into_raw(), expected[0]);
     assert!(remote.server_ms.is_some());
 
