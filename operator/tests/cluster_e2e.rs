@@ -221,6 +221,37 @@ spec:
   objective: { bppBudget: 0.5 }
 ";
 
+/// Applies the Experiment `yaml` (named `name`) and waits for it to succeed; its status. A
+/// failed Experiment fails the test at once, naming the operator's and the pods' logs.
+fn run_experiment(
+    c: &Cluster,
+    ns: &str,
+    yaml: &str,
+    name: &str,
+    operator: &Operator,
+    timeout: Duration,
+) -> Value {
+    let applied = c.apply(ns, yaml);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    c.wait_for(&format!("Experiment {name} to finish"), timeout, || {
+        let exp = c.get_json(ns, &format!("experiment/{name}"));
+        let phase = exp["status"]["phase"].as_str().unwrap_or_default().to_string();
+        assert_ne!(
+            phase,
+            "Failed",
+            "the Experiment failed: {} (operator log {}, pods' logs under {})",
+            exp["status"],
+            operator.log.display(),
+            c.dir.join("nodes").display()
+        );
+        (phase == "Succeeded").then(|| exp["status"].clone())
+    })
+}
+
 /// Real-cluster counterpart of `reconcile.rs`'s `a_new_experiment_creates_trials_and_their_gangs`,
 /// `a_finished_trial_is_recorded_and_ranked` and `deletion_removes_the_gangs_and_if_asked_the_stored_results`.
 #[test]
@@ -229,25 +260,7 @@ fn a_sweep_trains_through_real_jobs_and_deletion_leaves_nothing_behind() {
     let ns = c.namespace("e2e-sweep");
     let s3 = S3::start(c, &ns, "runs");
     let operator = Operator::start(c, &ns, &s3.creds());
-    let applied = c.apply(&ns, SWEEP);
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-
-    let status = c.wait_for("the Experiment to finish", Duration::from_secs(900), || {
-        let exp = c.get_json(&ns, "experiment/quick");
-        let phase = exp["status"]["phase"].as_str().unwrap_or_default().to_string();
-        assert_ne!(
-            phase,
-            "Failed",
-            "the Experiment failed: {} (operator log {})",
-            exp["status"],
-            operator.log.display()
-        );
-        (phase == "Succeeded").then(|| exp["status"].clone())
-    });
+    let status = run_experiment(c, &ns, SWEEP, "quick", &operator, Duration::from_secs(900));
     assert_eq!(status["trialsSucceeded"], 4, "{status}");
 
     // Every trial's gang was a Job that the Job controller completed, its pods placed by
@@ -407,29 +420,7 @@ fn a_two_rank_tcp_gang_rendezvous_by_name_and_trains_like_the_local_run() {
     let ns = c.namespace("e2e-gang");
     let s3 = S3::start(c, &ns, "gang");
     let operator = Operator::start(c, &ns, &s3.creds());
-    let applied = c.apply(&ns, GANG);
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-    c.wait_for(
-        "the 2-rank gang's Experiment to finish",
-        Duration::from_secs(600),
-        || {
-            let exp = c.get_json(&ns, "experiment/gang");
-            let phase = exp["status"]["phase"].as_str().unwrap_or_default().to_string();
-            assert_ne!(
-                phase,
-                "Failed",
-                "the Experiment failed: {} (operator log {}, pods' logs under {})",
-                exp["status"],
-                operator.log.display(),
-                c.dir.join("nodes").display()
-            );
-            (phase == "Succeeded").then_some(())
-        },
-    );
+    run_experiment(c, &ns, GANG, "gang", &operator, Duration::from_secs(600));
     let trials = c.items(&ns, "trials");
     assert_eq!(trials.len(), 1);
     let trial = trials[0]["metadata"]["name"].as_str().unwrap().to_string();
