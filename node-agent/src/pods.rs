@@ -291,6 +291,36 @@ impl Agent {
         Ok(answer.status.map(|s| s.token).unwrap_or_default())
     }
 
+    /// What the kubelet does when a pod cannot start yet: every container waits with `reason`
+    /// and `message`, reported, and the caller tries again in 2 s; false if the pod is stopped
+    /// meanwhile.
+    async fn wait_to_retry(
+        &self,
+        pod: &Pod,
+        run: &PodRun,
+        reports: &Mutex<Vec<ContainerReport>>,
+        reason: &str,
+        message: String,
+        stop: &mut watch::Receiver<Option<u64>>,
+    ) -> bool {
+        tracing::warn!(pod = %pod.name_any(), %message, reason, "the pod cannot start yet");
+        let now = {
+            let mut r = reports.lock().expect("reports");
+            for c in r.iter_mut() {
+                c.state = ContainerState::Waiting {
+                    reason: reason.into(),
+                    message: message.clone(),
+                };
+            }
+            r.clone()
+        };
+        self.report(pod, run, &now).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => true,
+            _ = stop.changed() => false,
+        }
+    }
+
     /// The pod's host name, and its sandbox when the node has a pod network: retried until it
     /// can be made (or the pod is stopped), with the reason in the containers' waiting state.
     async fn pod_run(
@@ -332,18 +362,11 @@ impl Agent {
                 }
                 Err(e) => {
                     let message = format!("creating the pod sandbox: {e}");
-                    tracing::warn!(pod = %pod.name_any(), %message, "cannot start the pod");
-                    for r in reports.lock().expect("reports").iter_mut() {
-                        r.state = ContainerState::Waiting {
-                            reason: "ContainerCreating".into(),
-                            message: message.clone(),
-                        };
-                    }
-                    let now = reports.lock().expect("reports").clone();
-                    self.report(pod, &run, &now).await;
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        _ = stop.changed() => return None,
+                    if !self
+                        .wait_to_retry(pod, &run, reports, "ContainerCreating", message, stop)
+                        .await
+                    {
+                        return None;
                     }
                 }
             }
@@ -398,17 +421,12 @@ impl Agent {
             match prepared {
                 Ok(src) => break Some(src),
                 Err(message) => {
-                    tracing::warn!(pod = %pod.name_any(), %message, "cannot prepare the pod");
-                    for r in reports.lock().expect("reports").iter_mut() {
-                        r.state = ContainerState::Waiting {
-                            reason: "CreateContainerConfigError".into(),
-                            message: message.clone(),
-                        };
-                    }
-                    self.report(&pod, &run, &snapshot(&reports)).await;
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        _ = stop.changed() => break None,
+                    let reason = "CreateContainerConfigError";
+                    if !self
+                        .wait_to_retry(&pod, &run, &reports, reason, message, &mut stop)
+                        .await
+                    {
+                        break None;
                     }
                 }
             }
