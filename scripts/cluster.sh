@@ -12,9 +12,16 @@
 #   scripts/cluster.sh up DIR     start everything; DIR gets kubeconfig, env, pids/, logs/
 #   scripts/cluster.sh down DIR   stop every process that `up` started in DIR
 #   scripts/cluster.sh env DIR    print the exports for a shell (eval "$(scripts/cluster.sh env DIR)")
+#   scripts/cluster.sh restart DIR NAME   stop one process (etcd, kube-apiserver, ...,
+#                                 orchestra-node-1) and start it again with the same command
+#                                 line, waiting until it is ready again (faults on demand)
+#   scripts/cluster.sh stop DIR NAME      stop one process, SIGKILL to it and to its pods' processes
+#                                 for a node agent (a node that dies: no heartbeat, nothing runs)
 #
 # Settings (environment): CLUSTER_NODES (node agents, default 0), CLUSTER_NODE_CPU (default the
-# cores), CLUSTER_NODE_MEMORY (8Gi), CLUSTER_NODE_GPUS (0), CLUSTER_IMAGES (more
+# cores), CLUSTER_NODE_MEMORY (8Gi), CLUSTER_NODE_GPUS (0), CLUSTER_NODE_GRACE (how long a node
+# may miss heartbeats before it is NotReady, 40s), CLUSTER_NODE_HEARTBEAT_S (10), CLUSTER_POD_EVICTION_S (how long pods stay on
+# a NotReady or unreachable node before they are evicted, 300), CLUSTER_IMAGES (more
 # space-separated PATTERN=DIR image folders for the agents), CLUSTER_OPERATOR=1 (start
 # orchestra-operator with the CRDs applied), CLUSTER_OWNER_PID (stop everything when that process
 # exits, for tests that may die without cleaning up), ORCHESTRA_BIN (our release or debug
@@ -23,10 +30,14 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
-usage() { echo "usage: scripts/cluster.sh up|down|env DIR" >&2; exit 2; }
-[ $# -eq 2 ] || usage
+usage() { echo "usage: scripts/cluster.sh up|down|env DIR, or restart|stop DIR NAME" >&2; exit 2; }
+[ $# -ge 2 ] || usage
 cmd=$1
 dir=$(mkdir -p "$2" && cd "$2" && pwd)
+case "$cmd" in
+restart | stop) [ $# -eq 3 ] || usage ;;
+*) [ $# -eq 2 ] || usage ;;
+esac
 
 k8s_bin="$("$here/scripts/k8s_tools.sh" --print)"
 kubectl="$k8s_bin/kubectl"
@@ -68,7 +79,92 @@ remove_network() {
     rm -f "$dir/pod-bridge" "$dir/pod-gateway"
 }
 
+# Each process of the cluster: started in its own session, its pid in pids/, its command line in
+# cmd/ (for `restart`), its log in logs/ (appended to across restarts).
+start() { # name command...
+    local name=$1
+    shift
+    mkdir -p "$dir/cmd"
+    printf '%q ' "$@" >"$dir/cmd/$name"
+    echo "--- started $(date -u +%FT%TZ)" >>"$dir/logs/$name.log"
+    setsid "$@" >>"$dir/logs/$name.log" 2>&1 </dev/null &
+    echo $! >"$dir/pids/$name.pid"
+}
+
+alive() { kill -0 "$(cat "$dir/pids/$1.pid")" 2>/dev/null; }
+
+# Waits until the command succeeds; the last such check of each process is kept in ready/, so
+# that `restart` waits for the same thing.
+wait_for() { # what seconds command...
+    local what=$1 secs=$2
+    shift 2
+    mkdir -p "$dir/ready"
+    printf '%q ' "$@" >"$dir/ready/$what"
+    local until=$(($(date +%s) + secs))
+    until "$@" >/dev/null 2>&1; do
+        if ! alive "$what"; then
+            log "$what exited; its log:"
+            tail -n 30 "$dir/logs/$what.log" >&2 || true
+            return 1
+        fi
+        if [ "$(date +%s)" -ge $until ]; then
+            log "$what did not come up within ${secs}s; its log:"
+            tail -n 30 "$dir/logs/$what.log" >&2 || true
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+
+# Stops one process (SIGTERM, SIGKILL after 10 s, or at once with `kill`), and forgets its pid.
+stop_one() { # name [kill]
+    local f="$dir/pids/$1.pid" pid
+    [ -f "$f" ] || { echo "cluster: no process $1 in $dir (see $dir/pids)" >&2; exit 1; }
+    pid=$(cat "$f")
+    if [ "${2:-}" = kill ]; then
+        kill -KILL "$pid" 2>/dev/null || true
+    else
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$f"
+}
+
 case "$cmd" in
+restart)
+    name=$3
+    [ -f "$dir/cmd/$name" ] || { echo "cluster: no process $name in $dir (see $dir/cmd)" >&2; exit 1; }
+    # One that `stop` stopped is only started.
+    [ -f "$dir/pids/$name.pid" ] && stop_one "$name"
+    log "$name stopped; starting it again"
+    eval "start $name $(cat "$dir/cmd/$name")"
+    if [ -f "$dir/ready/$name" ]; then
+        eval "wait_for $name 90 $(cat "$dir/ready/$name")"
+    fi
+    log "$name is back"
+    exit 0
+    ;;
+stop)
+    name=$3
+    case "$name" in
+    orchestra-node-*)
+        # A node that dies: the agent and every process of its pods go at once (each pod runs
+        # in its own session under the agent).
+        pids=$(pgrep -s "$(cat "$dir/pids/$name.pid")" 2>/dev/null || true)
+        for p in $(pgrep -P "$(cat "$dir/pids/$name.pid")" 2>/dev/null || true); do
+            pids="$pids $(pgrep -s "$p" 2>/dev/null || true) $p"
+        done
+        stop_one "$name" kill
+        for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
+        ;;
+    *) stop_one "$name" ;;
+    esac
+    log "$name stopped"
+    exit 0
+    ;;
 down)
     # The watchdog (CLUSTER_OWNER_PID) goes first, unless it is the one asking: its `bash -c`
     # execs this script as its last command, so then this process has the watchdog's pid.
@@ -170,34 +266,6 @@ kubeconfig "$dir/kubeconfig" admin
 kubeconfig "$dir/controller-manager.kubeconfig" controller-manager
 kubeconfig "$dir/scheduler.kubeconfig" scheduler
 
-start() { # name command...
-    local name=$1
-    shift
-    setsid "$@" >"$dir/logs/$name.log" 2>&1 </dev/null &
-    echo $! >"$dir/pids/$name.pid"
-}
-
-alive() { kill -0 "$(cat "$dir/pids/$1.pid")" 2>/dev/null; }
-
-wait_for() { # what seconds command...
-    local what=$1 secs=$2
-    shift 2
-    local until=$(($(date +%s) + secs))
-    until "$@" >/dev/null 2>&1; do
-        if ! alive "$what"; then
-            log "$what exited; its log:"
-            tail -n 30 "$dir/logs/$what.log" >&2 || true
-            return 1
-        fi
-        if [ "$(date +%s)" -ge $until ]; then
-            log "$what did not come up within ${secs}s; its log:"
-            tail -n 30 "$dir/logs/$what.log" >&2 || true
-            return 1
-        fi
-        sleep 0.2
-    done
-}
-
 
 log "etcd on 127.0.0.1:$etcd_port"
 start etcd "$k8s_bin/etcd" --name orchestra --data-dir "$dir/etcd" \
@@ -234,7 +302,9 @@ start kube-apiserver "$k8s_bin/kube-apiserver" \
     --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true \
     --endpoint-reconciler-type none \
     --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/logs/audit.log" \
-    --audit-log-format json
+    --audit-log-format json \
+    --default-not-ready-toleration-seconds "${CLUSTER_POD_EVICTION_S:-300}" \
+    --default-unreachable-toleration-seconds "${CLUSTER_POD_EVICTION_S:-300}"
 wait_for kube-apiserver 90 "$kubectl" --kubeconfig "$dir/kubeconfig" get --raw /readyz
 
 log "kube-controller-manager and kube-scheduler"
@@ -354,7 +424,7 @@ for i in $(seq 1 "$nodes"); do
     log "node $node (pods run as processes under $dir/nodes/$node)"
     start "$node" "$ours/orchestra-node-agent" --kubeconfig "$dir/$node.kubeconfig" --node-name "$node" \
         --cpu "${CLUSTER_NODE_CPU:-$(nproc)}" --memory "${CLUSTER_NODE_MEMORY:-8Gi}" \
-        --gpus "${CLUSTER_NODE_GPUS:-0}" --root "$dir/nodes/$node" \
+        --gpus "${CLUSTER_NODE_GPUS:-0}" --root "$dir/nodes/$node" --heartbeat-s "${CLUSTER_NODE_HEARTBEAT_S:-10}" \
         --image "*orchestra-worker*=$ours" "${extra_images[@]}" "${node_network[@]}"
 done
 for i in $(seq 1 "$nodes"); do

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::algorithm::{Algorithm, Sampling};
 use crate::sweepable::{sweepable, Sweepable, SWEEPABLE};
-use crate::trial_spec::{DeviceKind, Hyper, ModelSpec, TrialSpec, Variant};
+use crate::training::{DeviceKind, Hyper, ModelSpec, Variant};
+use crate::trial_spec::TrialSpec;
 use crate::validation::{Problem, Problems, ValidationError};
 
 /// What to sweep and how to run it.
@@ -711,16 +712,6 @@ impl ExperimentSpec {
             device: self.device,
         }
     }
-}
-
-/// Why a URI with credentials is refused, and where the credentials go instead.
-pub fn credentials_refused(reason: &str) -> String {
-    format!(
-        "{reason}: URIs are logged, stored in Trial objects and shown in errors; give credentials \
-         through the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
-         GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_ACCOUNT_KEY) or, on Kubernetes, a Secret \
-         named by spec.storeSecret"
-    )
 }
 
 fn check_store(p: &mut Problems, store: &str) {

@@ -8,6 +8,7 @@ pub mod experiment;
 pub mod experiment_file;
 pub mod redact;
 pub mod sweepable;
+pub mod training;
 pub mod trial_progress;
 pub mod trial_result;
 pub mod trial_spec;
@@ -18,14 +19,15 @@ pub use experiment::{
     BestTrial, Experiment, ExperimentPhase, ExperimentSpec, ExperimentStatus, Objective, ObjectiveMode,
     Resources, RungOccupancy, SearchSpace,
 };
-pub use redact::{redact, uri_credentials, RedactingStderr};
+pub use redact::{credentials_refused, redact, uri_credentials, RedactingStderr};
 pub use sweepable::{affects, sweepable, Sweepable, SWEEPABLE};
+pub use training::{
+    DeviceKind, DisReduction, Hyper, LrSchedule, ModelSpec, Precision, Preset, SegLoss, Variant,
+    DEFAULT_DOWNSAMPLE,
+};
 pub use trial_progress::TrialProgress;
 pub use trial_result::{
     ParamCounts, RateScores, RungRecord, RungScore, SegmentationScores, StoppedTrial, Timings, TrialResult,
 };
-pub use trial_spec::{
-    DeviceKind, DisReduction, Hyper, LrSchedule, ModelSpec, Precision, Preset, SegLoss, Trial, TrialPhase,
-    TrialSpec, TrialStatus, Variant, DEFAULT_DOWNSAMPLE,
-};
+pub use trial_spec::{Trial, TrialPhase, TrialSpec, TrialStatus};
 pub use validation::{parse_yaml, Problem, Problems, ValidationError};

@@ -180,6 +180,16 @@ impl std::io::Write for RedactingStderr {
     }
 }
 
+/// Why a URI with credentials is refused, and where the credentials go instead.
+pub fn credentials_refused(reason: &str) -> String {
+    format!(
+        "{reason}: URIs are logged, stored in Trial objects and shown in errors; give credentials \
+         through the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
+         GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_ACCOUNT_KEY) or, on Kubernetes, a Secret \
+         named by spec.storeSecret"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

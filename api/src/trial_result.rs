@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::trial_spec::Variant;
+use crate::training::{Hyper, Variant};
 
 /// Segmentation quality on the held-out split. Per-class figures cover foreground classes only
 /// (class 1 onwards); an image where prediction and truth are both empty counts as 1.
@@ -102,7 +102,59 @@ pub struct TrialResult {
     pub params: ParamCounts,
     pub timings: Timings,
     /// The hyperparameters the trial ran with, for the leaderboard.
-    pub hyper: crate::trial_spec::Hyper,
+    pub hyper: Hyper,
+}
+
+/// Where an entry's bpp comes from. Real bitstreams win over estimates whenever present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BppSource {
+    /// Bits of the real entropy-coded bitstream, header included.
+    Bitstream,
+    /// The ideal code length under the learned bit model (training estimate).
+    Estimate,
+    /// Uncompressed 8-bit pixels (D1).
+    Uncompressed,
+}
+
+/// The rate a trial is ranked by: the real bitstream's when measured, else the training
+/// estimate, else (D1, which sends the raw image) the source's bits per pixel. One rule for the
+/// leaderboard, the search's rungs and the operator's status.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ranked {
+    pub bpp: f64,
+    pub source: BppSource,
+    /// The training estimate, shown beside a real-bitstream bpp.
+    pub estimate: Option<f64>,
+}
+
+impl Ranked {
+    pub fn of(rate: Option<&RateScores>, source_bits_per_pixel: f64) -> Ranked {
+        match rate {
+            Some(r) => match r.bpp {
+                Some(real) => Ranked {
+                    bpp: real,
+                    source: BppSource::Bitstream,
+                    estimate: Some(r.bpp_estimate),
+                },
+                None => Ranked {
+                    bpp: r.bpp_estimate,
+                    source: BppSource::Estimate,
+                    estimate: Some(r.bpp_estimate),
+                },
+            },
+            None => Ranked {
+                bpp: source_bits_per_pixel,
+                source: BppSource::Uncompressed,
+                estimate: None,
+            },
+        }
+    }
+
+    /// (bpp, source, estimate).
+    pub fn parts(self) -> (f64, BppSource, Option<f64>) {
+        (self.bpp, self.source, self.estimate)
+    }
 }
 
 /// A trial's scores at one evaluation on the validation split, written by rank 0 as
@@ -119,13 +171,9 @@ pub struct RungRecord {
 }
 
 impl RungRecord {
-    /// The rate the record is ranked by: the real bitstream's when measured, else the
-    /// estimate, else (D1) the source's bits per pixel. The same rule as the leaderboard's.
+    /// The rate the record is ranked by (`Ranked`'s rule, the leaderboard's too).
     pub fn bpp(&self) -> f64 {
-        match &self.rate {
-            Some(r) => r.bpp.unwrap_or(r.bpp_estimate),
-            None => self.source_bits_per_pixel,
-        }
+        Ranked::of(self.rate.as_ref(), self.source_bits_per_pixel).bpp
     }
 
     pub fn score(&self) -> RungScore {

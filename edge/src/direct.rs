@@ -18,7 +18,7 @@
 //! in the last bits (as between any two convolution libraries): the edge-versus-libtorch
 //! comparison counts the code bits this flips.
 
-use crate::compressor::{After, ChannelsLast, Conv, Planes};
+use crate::layers::{After, ChannelsLast, Conv, Planes};
 
 /// Zeroed buffers from a per-thread pool: a fresh allocation of megabytes is a fresh mapping
 /// whose pages the kernel faults in and clears on first touch, which cost C a third of its
@@ -201,7 +201,7 @@ macro_rules! kernels {
             use std::arch::x86_64::*;
 
             use super::{for_each_row, scale_shift, scratch, zero_padded, STEM_BLOCK};
-            use crate::compressor::{ChannelsLast, Conv, Planes, LEAKY_SLOPE};
+            use crate::layers::{ChannelsLast, Conv, Planes, LEAKY_SLOPE};
 
             /// f32s per register.
             const LANES: usize = $lanes;
@@ -467,7 +467,7 @@ kernels!(
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
-    use crate::compressor::Conv;
+    use crate::layers::Conv;
 
     fn planes(channels: usize, sides: [usize; 3], seed: usize) -> Planes {
         let n = channels * sides.iter().product::<usize>();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use image::{imageops::FilterType, DynamicImage};
 
-use crate::compressor::Planes;
+use crate::layers::Planes;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]

@@ -12,6 +12,7 @@ pub mod dicom_series;
 mod direct;
 pub mod input;
 pub mod intensity;
+pub mod layers;
 pub mod model_file;
 pub mod nifti_write;
 pub mod preparation;

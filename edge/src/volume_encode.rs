@@ -6,7 +6,7 @@
 
 use orchestra_codec::volume_stream::wrap;
 
-use crate::compressor::Planes;
+use crate::layers::Planes;
 use crate::model_file::{EdgeError, EdgeModel};
 use crate::preparation::{pad, padded_side};
 use crate::tiling::Tiling;

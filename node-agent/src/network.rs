@@ -127,6 +127,7 @@ pub struct PodNetwork {
     pub config: NetworkConfig,
     node: String,
     in_use: Mutex<BTreeSet<Ipv4Addr>>,
+    last_given: Mutex<Option<u32>>,
 }
 
 /// One pod's network namespace, address and resolver files; [`PodNetwork::destroy`] removes it.
@@ -172,6 +173,7 @@ impl PodNetwork {
             config,
             node: node.into(),
             in_use: Mutex::new(BTreeSet::new()),
+            last_given: Mutex::new(None),
         }
     }
 
@@ -202,9 +204,17 @@ impl PodNetwork {
         }
     }
 
+    /// The next free address after the last one handed out, wrapping around (as CNI's
+    /// host-local IPAM does): an address just freed is not given to the next pod, whose peers
+    /// or the host may still hold the old pod's neighbour entry or connections for it. A gang
+    /// restarted at once used to get its predecessor's addresses back, swapped between ranks.
     fn take_address(&self) -> Result<Ipv4Addr, NetworkError> {
         let mut used = self.in_use.lock().expect("addresses");
-        let free = (u32::from(self.config.first)..=u32::from(self.config.last))
+        let mut last = self.last_given.lock().expect("addresses");
+        let (first, end) = (u32::from(self.config.first), u32::from(self.config.last));
+        let start = last.map_or(first, |l| if l >= end { first } else { l + 1 });
+        let free = (start..=end)
+            .chain(first..start)
             .map(Ipv4Addr::from)
             .find(|a| !used.contains(a))
             .ok_or(NetworkError::Exhausted {
@@ -212,6 +222,7 @@ impl PodNetwork {
                 last: self.config.last,
             })?;
         used.insert(free);
+        *last = Some(u32::from(free));
         Ok(free)
     }
 
@@ -390,6 +401,21 @@ mod tests {
         assert!(err.contains("10.200.3.10-10.200.3.11"), "{err}");
         net.in_use.lock().unwrap().remove(&a);
         assert_eq!(net.take_address().unwrap(), a);
+    }
+
+    #[test]
+    fn an_address_just_freed_is_not_handed_out_next() {
+        let net = PodNetwork::new(cfg("10.200.3.0/24", "10.200.3.10-10.200.3.13").unwrap(), "n1");
+        let a = net.take_address().unwrap();
+        let b = net.take_address().unwrap();
+        net.in_use.lock().unwrap().remove(&a);
+        net.in_use.lock().unwrap().remove(&b);
+        let next: Vec<Ipv4Addr> = (0..2).map(|_| net.take_address().unwrap()).collect();
+        assert_eq!(
+            next,
+            [Ipv4Addr::new(10, 200, 3, 12), Ipv4Addr::new(10, 200, 3, 13)]
+        );
+        assert_eq!(net.take_address().unwrap(), a, "then around again");
     }
 
     #[test]

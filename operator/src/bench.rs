@@ -13,7 +13,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::leaderboard::{rank, Finished};
-use crate::planner::{plan, ObservedTrial, PlannerConfig};
+use crate::observed::ObservedTrial;
+use crate::planner::{plan, PlannerConfig};
 use orchestra_report::pareto::pareto_order;
 
 #[derive(Serialize)]

@@ -6,6 +6,7 @@ pub mod candidates;
 pub mod gpu_slots;
 pub mod k8s;
 pub mod local;
+pub mod observed;
 pub mod planner;
 pub mod results;
 pub mod search;

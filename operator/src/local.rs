@@ -15,13 +15,14 @@ use orchestra_api::{
     DeviceKind, Experiment, ExperimentPhase, ExperimentSpec, RungRecord, RungScore, StoppedTrial, TrialPhase,
     TrialResult, Variant,
 };
-use orchestra_store::layout::{self, ExperimentKeys, TrialKeys, EXPERIMENT_FILE};
+use orchestra_store::layout::{self, ExperimentKeys, Reached, TrialKeys, EXPERIMENT_FILE};
 use orchestra_store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::gpu_slots::{visible_gpus, GpuSlots};
 use crate::leaderboard::Leaderboard;
-use crate::planner::{plan, Action, ObservedTrial, PlannerConfig};
+use crate::observed::ObservedTrial;
+use crate::planner::{plan, Action, PlannerConfig};
 use crate::results::{self, ResultsError};
 use crate::summary::{shown_bpp, Summary};
 
@@ -322,15 +323,7 @@ impl LocalRunner {
         let keys = TrialKeys::new(&self.name, trial);
         let steps = self.exp.spec.steps;
         let target = self.state.trials.get(trial).map_or(steps, |r| r.target);
-        if let Some(r) = layout::finished_result(&self.store, &keys, steps)? {
-            return Ok(Some(Reached::Finished(Box::new(r))));
-        }
-        if target > 0 && target < steps {
-            if let Some(r) = layout::read_rung(&self.store, &keys, target)? {
-                return Ok(Some(Reached::Rung(Box::new(r))));
-            }
-        }
-        Ok(None)
+        Ok(layout::reached(&self.store, &keys, target, steps)?)
     }
 
     fn record_reached(&mut self, trial: &str, reached: Reached, finished: &mut Vec<TrialResult>) {
@@ -733,12 +726,6 @@ fn machine_gpus() -> Vec<String> {
 fn stopped_marker(trial: &str, rec: &TrialRecord, reason: &str) -> Option<StoppedTrial> {
     (rec.phase == TrialPhase::Paused)
         .then(|| StoppedTrial::at_last_rung(trial, rec.variant, &rec.rungs, reason))
-}
-
-/// What a trial's worker left in the store for its step target.
-enum Reached {
-    Finished(Box<TrialResult>),
-    Rung(Box<RungRecord>),
 }
 
 /// Workers die with the runner, even when it is killed outright, so that a second runner never

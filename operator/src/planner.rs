@@ -7,47 +7,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use orchestra_api::{ExperimentPhase, ExperimentSpec, RungScore, Schedule, TrialPhase, TrialSpec, Variant};
+use orchestra_api::{ExperimentPhase, ExperimentSpec, Schedule, TrialPhase, TrialSpec, Variant};
 
 use crate::candidates::{candidates, Candidate};
+pub use crate::observed::ObservedTrial;
 use crate::search::{decide, Decisions};
-
-/// What the runner knows about one trial.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ObservedTrial {
-    pub name: String,
-    pub phase: TrialPhase,
-    /// Attempts started so far.
-    pub attempts: u32,
-    /// When the phase last changed (seconds since the Unix epoch).
-    pub since: u64,
-    /// The step target of its latest gang (0 before the first): a rung, or `steps`.
-    pub target: u64,
-    /// Gangs started by a promotion; `attempts - promotions` counts against maxAttempts.
-    pub promotions: u32,
-    /// Its scores at the rungs it reached, lowest first.
-    pub rungs: Vec<RungScore>,
-}
-
-impl ObservedTrial {
-    /// A trial as first seen: no gang started, no rung reached.
-    pub fn new(name: &str, phase: TrialPhase, attempts: u32, since: u64) -> ObservedTrial {
-        ObservedTrial {
-            name: name.to_string(),
-            phase,
-            attempts,
-            since,
-            target: 0,
-            promotions: 0,
-            rungs: Vec::new(),
-        }
-    }
-
-    /// Attempts that count against maxAttempts: the first start and the restarts.
-    fn failures_allowed_used(&self) -> u32 {
-        self.attempts.saturating_sub(self.promotions)
-    }
-}
 
 /// Something the runner must do.
 #[derive(Clone, Debug, PartialEq)]
@@ -107,6 +71,9 @@ impl Default for PlannerConfig {
         }
     }
 }
+
+/// Seconds until a trial whose earlier gang is draining is looked at again.
+pub const DRAIN_RECHECK: u64 = 2;
 
 fn backoff(cfg: &PlannerConfig, attempts: u32) -> u64 {
     let doublings = attempts.saturating_sub(1).min(16);
@@ -312,8 +279,16 @@ impl Slots<'_> {
         actions: &mut Vec<Action>,
     ) -> Option<u64> {
         let spec = self.spec;
-        let mut free = (spec.parallelism as usize).saturating_sub(count(observed, TrialPhase::Running));
-        let mut requeue_after: Option<u64> = None;
+        // A draining trial keeps its place: its earlier gang's pods still hold their resources.
+        let draining: Vec<&str> = observed
+            .iter()
+            .filter(|t| t.draining && t.phase != TrialPhase::Running && !t.phase.is_terminal())
+            .map(|t| t.name.as_str())
+            .collect();
+        let busy = count(observed, TrialPhase::Running) + draining.len();
+        let mut free = (spec.parallelism as usize).saturating_sub(busy);
+        let mut requeue_after: Option<u64> = (!draining.is_empty()).then_some(DRAIN_RECHECK);
+        let drained = |trial: &str| !draining.contains(&trial);
         let start = |actions: &mut Vec<Action>, name: &str, attempt: u32, until: u64, promotion: bool| {
             actions.push(Action::StartTrial {
                 name: name.to_string(),
@@ -329,7 +304,7 @@ impl Slots<'_> {
                 self.first_target(&t.name)
             }
         };
-        for t in restartable {
+        for t in restartable.iter().filter(|t| drained(&t.name)) {
             let ready_at = t.since + backoff(cfg, t.attempts);
             if ready_at > now {
                 let wait = ready_at - now;
@@ -339,7 +314,7 @@ impl Slots<'_> {
                 free -= 1;
             }
         }
-        for (trial, until) in &decisions.promote {
+        for (trial, until) in decisions.promote.iter().filter(|(t, _)| drained(t)) {
             if free == 0 {
                 break;
             }
@@ -350,7 +325,10 @@ impl Slots<'_> {
             start(actions, trial, t.attempts + 1, *until, true);
             free -= 1;
         }
-        for t in observed.iter().filter(|t| t.phase == TrialPhase::Pending) {
+        for t in observed
+            .iter()
+            .filter(|t| t.phase == TrialPhase::Pending && drained(&t.name))
+        {
             if free == 0 {
                 break;
             }

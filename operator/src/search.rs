@@ -21,7 +21,7 @@ use std::cmp::Ordering;
 use orchestra_api::{ExperimentSpec, ObjectiveMode, RungScore, Schedule, TrialPhase};
 use orchestra_report::pareto::pareto_order;
 
-use crate::planner::ObservedTrial;
+use crate::observed::ObservedTrial;
 
 /// What the search decided for the paused trials.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -13,7 +13,8 @@ use orchestra_store::layout::{self, ExperimentKeys};
 use orchestra_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::planner::{plan, Action, ObservedTrial, PlannerConfig};
+use crate::observed::ObservedTrial;
+use crate::planner::{plan, Action, PlannerConfig};
 use crate::results::{self, ResultsError};
 
 /// The learning curves of one sweep.

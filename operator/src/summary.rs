@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use orchestra_api::{BestTrial, RungOccupancy, TrialPhase, TrialResult};
 
 use crate::leaderboard::{ranked_bpp, Leaderboard};
-use crate::planner::{Action, ObservedTrial};
+use crate::observed::ObservedTrial;
+use crate::planner::Action;
 
 /// Trial counts and the best trial of one Experiment at one moment.
 #[derive(Clone, Debug, PartialEq)]

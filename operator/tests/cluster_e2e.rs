@@ -16,58 +16,16 @@ use std::process::Command;
 use std::time::Duration;
 
 use orchestra_store::layout::TrialKeys;
-use orchestra_store::moto::{create_bucket_at, point_at_endpoint, start_moto_on, Moto};
 use serde_json::Value;
-use support::cluster::{self, Cluster, Operator};
+use support::cluster::{self, run_experiment, Cluster, Operator};
+use support::local_gang::{metrics_lines, read_text, run_local_ranks};
+use support::s3::S3;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-/// An S3 server (moto) where both this process and the pods reach it, with a bucket, and its
-/// credentials as the namespace's `orchestra-store` Secret.
-struct S3 {
-    moto: Moto,
-}
-
-impl S3 {
-    fn start(c: &Cluster, ns: &str, bucket: &str) -> S3 {
-        let moto = start_moto_on(c.host_address());
-        create_bucket_at(&moto.host, moto.port, bucket);
-        let s3 = S3 { moto };
-        let mut secret = vec!["-n", ns, "create", "secret", "generic", "orchestra-store"];
-        let literals: Vec<String> = s3
-            .creds()
-            .iter()
-            .map(|(k, v)| format!("--from-literal={k}={v}"))
-            .collect();
-        secret.extend(literals.iter().map(String::as_str));
-        c.kubectl_ok(&secret);
-        s3
-    }
-
-    fn creds(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT", self.moto.endpoint()),
-            ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_ACCESS_KEY_ID", "test".into()),
-            ("AWS_SECRET_ACCESS_KEY", "test".into()),
-            ("AWS_REGION", "us-east-1".into()),
-        ]
-    }
-
-    /// A store of this process on the server. S3 settings are process-wide variables: the
-    /// guard keeps the other tests' stores out while it lives.
-    fn store(&self, uri: &str) -> (std::sync::MutexGuard<'static, ()>, orchestra_store::Store) {
-        let guard = orchestra_store::moto::SERIAL
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        point_at_endpoint(&self.moto.endpoint());
-        (guard, orchestra_store::Store::open(uri).unwrap())
-    }
 }
 
 fn helm(c: &Cluster, args: &[&str]) -> String {
@@ -220,37 +178,6 @@ spec:
   cleanupStore: true
   objective: { bppBudget: 0.5 }
 ";
-
-/// Applies the Experiment `yaml` (named `name`) and waits for it to succeed; its status. A
-/// failed Experiment fails the test at once, naming the operator's and the pods' logs.
-fn run_experiment(
-    c: &Cluster,
-    ns: &str,
-    yaml: &str,
-    name: &str,
-    operator: &Operator,
-    timeout: Duration,
-) -> Value {
-    let applied = c.apply(ns, yaml);
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-    c.wait_for(&format!("Experiment {name} to finish"), timeout, || {
-        let exp = c.get_json(ns, &format!("experiment/{name}"));
-        let phase = exp["status"]["phase"].as_str().unwrap_or_default().to_string();
-        assert_ne!(
-            phase,
-            "Failed",
-            "the Experiment failed: {} (operator log {}, pods' logs under {})",
-            exp["status"],
-            operator.log.display(),
-            c.dir.join("nodes").display()
-        );
-        (phase == "Succeeded").then(|| exp["status"].clone())
-    })
-}
 
 /// Real-cluster counterpart of `reconcile.rs`'s `a_new_experiment_creates_trials_and_their_gangs`,
 /// `a_finished_trial_is_recorded_and_ranked` and `deletion_removes_the_gangs_and_if_asked_the_stored_results`.
@@ -459,57 +386,21 @@ fn a_two_rank_tcp_gang_rendezvous_by_name_and_trains_like_the_local_run() {
         .as_str()
         .unwrap()
         .to_string();
-    let mut spec: orchestra_api::TrialSpec = serde_yaml::from_str(&spec_yaml).unwrap();
+    let spec: orchestra_api::TrialSpec = serde_yaml::from_str(&spec_yaml).unwrap();
     assert_eq!(spec.world_size, 2);
     let local = tempfile::tempdir().unwrap();
-    spec.store = format!("file://{}", local.path().display());
-    let spec_path = local.path().join("trial.yaml");
-    std::fs::write(&spec_path, serde_yaml::to_string(&spec).unwrap()).unwrap();
-    let port = free_port_pair();
-    let ranks: Vec<std::process::Child> = (0..2)
-        .map(|rank| {
-            Command::new(cluster::our_binary("orchestra-worker"))
-                .args(["train", "--no-progress", "--dist", "tcp", "--spec"])
-                .arg(&spec_path)
-                .env("MASTER_ADDR", "127.0.0.1")
-                .env("MASTER_PORT", port.to_string())
-                .env("WORLD_SIZE", "2")
-                .env("RANK", rank.to_string())
-                // As in the pods: one thread per rank for a 1-CPU request.
-                .env("ORCHESTRA_THREADS", "1")
-                .env("ORCHESTRA_DATA_CACHE", local.path().join("cache"))
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for (rank, child) in ranks.into_iter().enumerate() {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "local rank {rank}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let local_store = run_local_ranks(&spec, 2, local.path());
 
     let keys = TrialKeys::new(&spec.experiment, &trial);
-    let read = |store: &orchestra_store::Store, key: &str| {
-        let bytes = store
-            .get(key)
-            .unwrap()
-            .unwrap_or_else(|| panic!("{key} is not in the store"));
-        String::from_utf8(bytes.to_vec()).unwrap()
-    };
     let (in_cluster, cluster_result) = {
         let (_serial, store) = s3.store("s3://gang/gang");
-        (read(&store, &keys.metrics()), read(&store, &keys.result()))
+        (
+            read_text(&store, &keys.metrics()),
+            read_text(&store, &keys.result()),
+        )
     };
-    let local_store = orchestra_store::Store::open(&spec.store).unwrap();
-    let on_loopback = read(&local_store, &keys.metrics());
-    let lines =
-        |text: &str| -> Vec<Value> { text.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
-    let (a, b) = (lines(&in_cluster), lines(&on_loopback));
+    let on_loopback = read_text(&local_store, &keys.metrics());
+    let (a, b) = (metrics_lines(&in_cluster), metrics_lines(&on_loopback));
     let steps = a.iter().filter(|l| l.get("loss_seg").is_some()).count();
     assert_eq!(steps, 6, "a metrics line per step: {in_cluster}");
     assert_eq!(
@@ -520,7 +411,7 @@ fn a_two_rank_tcp_gang_rendezvous_by_name_and_trains_like_the_local_run() {
         let r: Value = serde_json::from_str(text).unwrap();
         (r["scores"].clone(), r["rate"].clone())
     };
-    let local_result = read(&local_store, &keys.result());
+    let local_result = read_text(&local_store, &keys.result());
     assert_eq!(scores(&cluster_result), scores(&local_result));
     eprintln!(
         "2-rank gang on the pod network ({ips:?}) and on loopback: {} identical metrics lines, scores {}",
@@ -528,17 +419,6 @@ fn a_two_rank_tcp_gang_rendezvous_by_name_and_trains_like_the_local_run() {
         scores(&cluster_result).0
     );
     drop(operator);
-}
-
-/// A `MASTER_PORT` whose next port (the collective's) is free too, below Linux's ephemeral
-/// range so that no outgoing connection takes it before the ranks bind.
-fn free_port_pair() -> u16 {
-    let free = |p: u16| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok();
-    let start = 20_000 + (std::process::id() % 5_000) as u16 * 2;
-    (0..5_000u16)
-        .map(|i| 20_000 + (start - 20_000 + 2 * i) % 10_000)
-        .find(|&p| free(p) && free(p + 1))
-        .expect("a free pair of ports")
 }
 
 /// The pod's folder on the node (volumes and logs).

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use orchestra_api::{ExperimentPhase, ExperimentSpec, TrialPhase};
-use orchestra_operator::planner::{plan, Action, ObservedTrial, PlannerConfig};
+use orchestra_operator::planner::{plan, Action, ObservedTrial, PlannerConfig, DRAIN_RECHECK};
 use proptest::prelude::*;
 
 fn spec(parallelism: u32, max_failed: u32, max_attempts: u32) -> ExperimentSpec {
@@ -186,6 +186,57 @@ fn failed_attempts_restart_after_backoff_then_fail() {
     let obs = [observed("e-d1-000", TrialPhase::AttemptFailed, 2, 100)];
     let p = plan("e", &s, &obs, 1000, &CFG);
     assert!(matches!(&p.actions[0], Action::FailTrial { name, .. } if name == "e-d1-000"));
+}
+
+/// Counterpart on the real control plane: `cluster_faults.rs`, where a deleted rank's gang and
+/// a suspended gang leave pods terminating while the planner would start the next gang.
+#[test]
+fn a_trial_whose_earlier_gang_still_runs_waits_for_it_and_keeps_its_place() {
+    let s = spec(2, 5, 3);
+    let draining = |name: &str, phase: TrialPhase, attempts: u32| ObservedTrial {
+        draining: true,
+        ..observed(name, phase, attempts, 0)
+    };
+    let obs = [
+        draining("e-d1-000", TrialPhase::AttemptFailed, 1),
+        draining("e-d2-000", TrialPhase::Pending, 0),
+    ];
+    let p = plan("e", &s, &obs, 1000, &CFG);
+    assert!(
+        p.actions.is_empty(),
+        "nothing starts while the earlier gangs' pods run, and no new trial takes their places: {:?}",
+        p.actions
+    );
+    assert_eq!(p.requeue_after, Some(DRAIN_RECHECK), "looked at again soon");
+    assert_eq!(p.phase, ExperimentPhase::Running);
+
+    // One drained: it starts (the restart from its checkpoint), the other still waits.
+    let obs = [
+        observed("e-d1-000", TrialPhase::AttemptFailed, 1, 0),
+        draining("e-d2-000", TrialPhase::Pending, 0),
+    ];
+    let p = plan("e", &s, &obs, 1000, &CFG);
+    let started: Vec<&str> = p
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::StartTrial { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, ["e-d1-000"], "{:?}", p.actions);
+
+    // A running trial's own gang is not draining: a stale flag on it changes nothing.
+    let obs = [
+        draining("e-d1-000", TrialPhase::Running, 1),
+        observed("e-d2-000", TrialPhase::Pending, 0, 0),
+    ];
+    let p = plan("e", &s, &obs, 1000, &CFG);
+    assert!(
+        matches!(&p.actions[..], [Action::StartTrial { name, .. }] if name == "e-d2-000"),
+        "{:?}",
+        p.actions
+    );
 }
 
 #[test]

@@ -8,18 +8,7 @@ use orchestra_api::{BestTrial, Objective, TrialResult, Variant};
 use serde::{Deserialize, Serialize};
 
 pub use crate::pareto::{hypervolume, pareto_front};
-
-/// Where an entry's bpp comes from. Real bitstreams win over estimates whenever present.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum BppSource {
-    /// Bits of the real entropy-coded bitstream, header included.
-    Bitstream,
-    /// The ideal code length under the learned bit model (training estimate).
-    Estimate,
-    /// Uncompressed 8-bit pixels (D1).
-    Uncompressed,
-}
+pub use orchestra_api::trial_result::{BppSource, Ranked};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -85,16 +74,10 @@ pub struct Finished {
     pub params: BTreeMap<String, f64>,
 }
 
-/// The rate a result is ranked by, where it comes from, and the training estimate beside it:
-/// the real bitstream when measured, else the estimate, else (D1) the raw pixels.
+/// The rate a result is ranked by, where it comes from, and the training estimate beside it
+/// (the rule is the API's, shared with the search's rung records).
 pub fn ranked_bpp(r: &TrialResult) -> (f64, BppSource, Option<f64>) {
-    match &r.rate {
-        Some(rate) => match rate.bpp {
-            Some(real) => (real, BppSource::Bitstream, Some(rate.bpp_estimate)),
-            None => (rate.bpp_estimate, BppSource::Estimate, Some(rate.bpp_estimate)),
-        },
-        None => (r.source_bits_per_pixel, BppSource::Uncompressed, None),
-    }
+    Ranked::of(r.rate.as_ref(), r.source_bits_per_pixel).parts()
 }
 
 fn entry(f: &Finished) -> Entry {

@@ -263,6 +263,35 @@ pub fn finished_result(
     Ok(read_result(store, keys)?.filter(|r| is_finished(r, target_steps)))
 }
 
+/// What a trial's gang left in the store for its step target.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reached {
+    /// The result: the trial trained to `steps`.
+    Finished(Box<TrialResult>),
+    /// The rung record at its target, a rung of the search below `steps`.
+    Rung(Box<RungRecord>),
+}
+
+/// The one rule both runners read a gang's end by: a result that covers `steps` (whatever the
+/// gang's target: a finished trial is finished), else the rung record at `target` when that is a
+/// rung below `steps`.
+pub fn reached(
+    store: &Store,
+    keys: &TrialKeys,
+    target: u64,
+    steps: u64,
+) -> Result<Option<Reached>, StoreError> {
+    if let Some(r) = finished_result(store, keys, steps)? {
+        return Ok(Some(Reached::Finished(Box::new(r))));
+    }
+    if target > 0 && target < steps {
+        if let Some(r) = read_rung(store, keys, target)? {
+            return Ok(Some(Reached::Rung(Box::new(r))));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

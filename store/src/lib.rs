@@ -82,7 +82,7 @@ impl Store {
             reason: reason.to_string(),
         };
         if let Some(reason) = orchestra_api::uri_credentials(uri) {
-            return Err(bad(&orchestra_api::experiment::credentials_refused(reason)));
+            return Err(bad(&orchestra_api::credentials_refused(reason)));
         }
         let (scheme, rest) = uri
             .split_once("://")

@@ -14,7 +14,8 @@ use serde::Serialize;
 use tch::{Device, Tensor};
 
 use crate::baselines::rate_accuracy::CodecSetting;
-use crate::codec::model_file::{code_rows, code_shape, CompressionModel};
+use crate::codec::model_code::{code_rows, code_shape};
+use crate::codec::model_file::CompressionModel;
 use crate::data::{batch, Sample};
 use crate::nets::Model;
 

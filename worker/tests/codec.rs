@@ -5,7 +5,8 @@ mod common;
 
 use orchestra_api::Variant;
 use orchestra_worker::codec::fuzz::fuzz_decoder;
-use orchestra_worker::codec::model_file::{code_rows, code_shape, CompressionModel};
+use orchestra_worker::codec::model_code::{code_rows, code_shape};
+use orchestra_worker::codec::model_file::CompressionModel;
 use orchestra_worker::codec::{context, quantize, CodeShape, Codec, CodecError};
 use orchestra_worker::data::{batch, Dataset, Sample};
 use orchestra_worker::nets::bit_model::{BitModel, CONTEXTS};

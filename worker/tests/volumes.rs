@@ -6,7 +6,7 @@
 use orchestra_api::{ModelSpec, Preset, Variant};
 use orchestra_codec::{CodecError, Limits};
 use orchestra_edge::synthetic_volume::{heart3d, Heart3d};
-use orchestra_worker::codec::model_file::{code_rows, code_shape, codec_for};
+use orchestra_worker::codec::model_code::{code_rows, code_shape, codec_for};
 use orchestra_worker::nets::{Model, NetConfig};
 use tch::{Device, Kind, Tensor};
 

@@ -58,6 +58,16 @@ struct Args {
     log_json: bool,
 }
 
+/// `orchestra-operator/<version> (<identity>)`, the identity cut to what a header may hold.
+fn user_agent(identity: &str) -> String {
+    let printable: String = identity
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(128)
+        .collect();
+    format!("orchestra-operator/{} ({printable})", env!("CARGO_PKG_VERSION"))
+}
+
 #[tokio::main]
 async fn main() {
     if let Err(e) = run(Args::parse()).await {
@@ -78,18 +88,26 @@ async fn run(args: Args) -> Result<()> {
     } else {
         logs.init();
     }
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::env::var("HOSTNAME").unwrap_or_else(|_| format!("orchestra-operator-{}", std::process::id()))
+    });
     // The client's error quotes the kubeconfig's offending lines (tokens included): shown
     // once, redacted.
-    let client = kube::Client::try_default().await.map_err(|e| {
+    let unreachable = |e: &dyn std::fmt::Display| {
         anyhow::anyhow!(
             "no Kubernetes cluster reachable: no in-cluster service account and no usable kubeconfig (KUBECONFIG or ~/.kube/config): {}",
             orchestra_api::redact(&e.to_string())
         )
-    })?;
+    };
+    let mut config = kube::Config::infer().await.map_err(|e| unreachable(&e))?;
+    // Which replica sent a request, in the API server's audit log (as kube-controller-manager
+    // names itself there).
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&user_agent(&identity))?,
+    ));
+    let client = kube::Client::try_from(config).map_err(|e| unreachable(&e))?;
     preflight(&client, args.namespace.as_deref()).await?;
-    let identity = args.identity.clone().unwrap_or_else(|| {
-        std::env::var("HOSTNAME").unwrap_or_else(|_| format!("orchestra-operator-{}", std::process::id()))
-    });
     let metrics = Arc::new(Metrics::default());
     let server = tokio::spawn(server::serve(args.metrics_addr, metrics.clone()));
 

@@ -11,9 +11,10 @@ use orchestra_api::{StoppedTrial, Trial, TrialPhase};
 use orchestra_store::layout::{ExperimentKeys, TrialKeys};
 
 use super::builders;
+use super::context::Error;
 use super::names;
 use super::observe::format_time;
-use super::reconcile::{apply_params, delete_ignoring_absent, with_store, Error, Scope};
+use super::scope::{apply_params, delete_ignoring_absent, with_store, Scope};
 use super::status::{patch_status, publish_event};
 use crate::planner::Action;
 

@@ -15,9 +15,10 @@ use kube::{Client, ResourceExt};
 use orchestra_api::{Experiment, Trial};
 
 use super::builders::GangConfig;
+use super::context::Context;
 use super::metrics::Metrics;
 use super::names::{LABEL_EXPERIMENT, MANAGER};
-use super::reconcile::{error_policy, reconcile, Context};
+use super::reconcile::{error_policy, reconcile};
 use crate::planner::PlannerConfig;
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 
 mod actions;
 pub mod builders;
+pub mod context;
 pub mod controller;
 mod crd_schema;
 pub mod leader;
@@ -11,6 +12,7 @@ pub mod metrics;
 pub mod names;
 pub mod observe;
 pub mod reconcile;
+mod scope;
 pub mod server;
 pub mod status;
 mod transitions;

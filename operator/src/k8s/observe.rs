@@ -5,18 +5,10 @@
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use orchestra_api::{RungRecord, Trial, TrialPhase, TrialResult};
+pub use orchestra_store::layout::Reached;
 
 use super::names;
-use crate::planner::ObservedTrial;
-
-/// What a running trial's gang left in the store for its step target.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Reached {
-    /// The result: the trial trained to `steps`.
-    Finished(Box<TrialResult>),
-    /// The rung record at its target, a rung of the search below `steps`.
-    Rung(Box<RungRecord>),
-}
+use crate::observed::ObservedTrial;
 
 /// A change seen in this observation.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,6 +66,32 @@ fn unscheduled(pod: &Pod) -> bool {
         })
 }
 
+/// Seconds past a pod's deletion deadline after which it no longer holds its trial back: its
+/// node stopped answering (a dead node's pods stay Terminating until it comes back), so the
+/// trial restarts elsewhere rather than wait for ever.
+pub const LOST_POD_GRACE: u64 = 30;
+
+/// Whether `pod` is a live process of one of `trial`'s gangs other than `current` (the Job of
+/// its running gang, if it runs): a failed or suspended gang's rank still terminating.
+fn of_earlier_gang(pod: &Pod, trial: &str, current: Option<&str>, now: u64) -> bool {
+    let labels = pod.metadata.labels.as_ref();
+    let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+    if label(names::LABEL_TRIAL) != Some(trial) {
+        return false;
+    }
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if matches!(phase, Some("Succeeded" | "Failed")) {
+        return false;
+    }
+    if current.is_some() && label("job-name") == current {
+        return false;
+    }
+    match &pod.metadata.deletion_timestamp {
+        Some(deadline) => (deadline.0.as_second().max(0) as u64) + LOST_POD_GRACE > now,
+        None => true,
+    }
+}
+
 /// Observes every trial (in name order). `reached_of(trial)` is what the store holds for a
 /// running trial's step target (its result, or its rung record).
 pub fn observe(
@@ -126,10 +144,14 @@ pub fn observe(
             }
             transitions.extend(change);
         }
+        let current_gang = (phase == TrialPhase::Running).then(|| names::job(&name, status.attempts));
         observed.push(ObservedTrial {
             target: status.target_step.unwrap_or(0),
             promotions: status.promotions,
             rungs,
+            draining: pods
+                .iter()
+                .any(|p| of_earlier_gang(p, &name, current_gang.as_deref(), now)),
             ..ObservedTrial::new(&name, phase, status.attempts, since)
         });
     }
@@ -160,7 +182,12 @@ fn gang_change(
     match job {
         None => Some(failed(format!("the gang's Job {job_name} is gone"))),
         Some(j) => {
-            if let Some(reason) = condition_true(j, "Failed") {
+            // Since Kubernetes 1.31 a failing Job says FailureTarget at once and Failed only once
+            // its pods have stopped: a pod on a dead node never does (it stays Terminating), so
+            // the gang counts as failed from FailureTarget on (its pods hold the restart back
+            // until they are gone, or given up for lost).
+            let failure = condition_true(j, "Failed").or_else(|| condition_true(j, "FailureTarget"));
+            if let Some(reason) = failure {
                 Some(failed(format!("Job {job_name} failed ({reason})")))
             } else if condition_true(j, "Complete").is_some() {
                 Some(match reached_of(name) {
@@ -198,5 +225,95 @@ fn gang_change(
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn pod(trial: &str, job: &str, phase: &str, deadline: Option<i64>) -> Pod {
+        let mut p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": format!("{job}-0-x"),
+                "labels": { names::LABEL_TRIAL: trial, "job-name": job },
+            },
+            "status": { "phase": phase },
+        }))
+        .unwrap();
+        p.metadata.deletion_timestamp = deadline.map(|s| Time(Timestamp::from_second(s).unwrap()));
+        p
+    }
+
+    #[test]
+    fn a_live_pod_of_another_gang_of_the_trial_holds_it_back() {
+        let now = 1_000;
+        let current = Some("t-a2");
+        assert!(of_earlier_gang(
+            &pod("t", "t-a1", "Running", None),
+            "t",
+            current,
+            now
+        ));
+        assert!(
+            of_earlier_gang(&pod("t", "t-a1", "Running", Some(990)), "t", current, now),
+            "terminating, within the grace"
+        );
+        assert!(
+            !of_earlier_gang(&pod("t", "t-a1", "Running", Some(900)), "t", current, now),
+            "its node stopped answering long ago"
+        );
+        assert!(!of_earlier_gang(
+            &pod("t", "t-a1", "Failed", None),
+            "t",
+            current,
+            now
+        ));
+        assert!(!of_earlier_gang(
+            &pod("t", "t-a2", "Running", None),
+            "t",
+            current,
+            now
+        ));
+        assert!(!of_earlier_gang(
+            &pod("u", "u-a1", "Running", None),
+            "t",
+            current,
+            now
+        ));
+        assert!(
+            of_earlier_gang(&pod("t", "t-a2", "Running", None), "t", None, now),
+            "a trial that no longer runs has no current gang"
+        );
+    }
+
+    /// A real API server (1.31 and later) says FailureTarget while a failing Job's pods are
+    /// still stopping, and Failed only once they have; a dead node's pod never stops.
+    #[test]
+    fn a_job_marked_failure_target_is_a_failed_attempt() {
+        let trial: Trial = serde_json::from_value(serde_json::json!({
+            "apiVersion": "orchestra.dev/v1alpha1", "kind": "Trial",
+            "metadata": { "name": "t", "creationTimestamp": "2026-01-01T00:00:00Z" },
+            "spec": serde_yaml::from_str::<serde_json::Value>(
+                "variant: D4\nexperiment: e\ntrial: t\ndataset: synthetic://lesion\nmodel: { inputSize: 64 }\nsteps: 10\nstore: memory://x\n"
+            ).unwrap(),
+            "status": { "phase": "Running", "attempts": 1 },
+        }))
+        .unwrap();
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "t-a1" },
+            "status": { "conditions": [
+                { "type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded" }
+            ] },
+        }))
+        .unwrap();
+        let (observed, transitions) = observe(&[trial], &[job], &[], 1_000, 600, &mut |_| None);
+        assert_eq!(observed[0].phase, TrialPhase::AttemptFailed);
+        assert!(
+            matches!(&transitions[..], [Transition::AttemptFailed { reason, .. }] if reason.contains("BackoffLimitExceeded")),
+            "{transitions:?}"
+        );
     }
 }

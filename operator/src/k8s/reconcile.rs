@@ -9,68 +9,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use kube::api::{Api, DeleteParams, ListParams, PatchParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller;
-use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
-use kube::{Client, Resource, ResourceExt};
+use kube::ResourceExt;
 use orchestra_api::{DeviceKind, Experiment, ExperimentPhase, Trial, TrialPhase};
 use orchestra_store::layout::{self, TrialKeys};
-use orchestra_store::{Store, StoreError};
 
-use super::builders::GangConfig;
-use super::metrics::Metrics;
-use super::names::{self, FINALIZER, MANAGER};
+use super::context::{Context, Error};
+use super::names::{self, FINALIZER};
 use super::observe::{observe, Reached};
+use super::scope::{with_store, Scope};
 use super::{actions, status, transitions};
-use crate::planner::{plan, PlannerConfig};
-use crate::results::ResultsError;
+use crate::planner::plan;
 use crate::summary::Summary;
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Results(#[from] ResultsError),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-    #[error("{0} has no namespace")]
-    NoNamespace(String),
-}
-
-impl Error {
-    /// A short label for the failures metric.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "kube",
-            Error::Store(_) => "store",
-            Error::Results(_) => "results",
-            Error::Finalizer(_) => "finalizer",
-            Error::NoNamespace(_) => "namespace",
-        }
-    }
-}
-
-/// What every reconciliation shares.
-pub struct Context {
-    pub client: Client,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    pub gang: GangConfig,
-    pub planner: PlannerConfig,
-    /// Seconds since the Unix epoch (tests pin it).
-    pub clock: Box<dyn Fn() -> u64 + Send + Sync>,
-}
-
-impl Context {
-    fn now(&self) -> u64 {
-        (self.clock)()
-    }
-}
 
 pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Action, Error> {
     let _timer = ctx.metrics.start();
@@ -95,25 +48,6 @@ pub fn error_policy(exp: Arc<Experiment>, error: &Error, ctx: Arc<Context>) -> c
     controller::Action::requeue(Duration::from_secs(15))
 }
 
-pub(super) fn apply_params() -> PatchParams {
-    PatchParams::apply(MANAGER).force()
-}
-
-fn is_not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
-pub(super) async fn delete_ignoring_absent<K>(api: &Api<K>, name: &str) -> Result<(), Error>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Problems the operator has with a valid spec: what a cluster cannot run.
 pub fn cluster_problems(exp: &Experiment) -> Option<String> {
     let s = &exp.spec;
@@ -127,52 +61,6 @@ pub fn cluster_problems(exp: &Experiment) -> Option<String> {
         ));
     }
     None
-}
-
-/// Runs blocking store I/O off the async runtime (the store drives its own runtime).
-pub(super) async fn with_store<T: Send + 'static>(
-    uri: &str,
-    f: impl FnOnce(&Store) -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    let uri = uri.to_string();
-    tokio::task::spawn_blocking(move || {
-        let store = Store::open(&uri)?;
-        f(&store)
-    })
-    .await
-    .expect("the store task does not panic")
-}
-
-/// What one reconciliation of one Experiment works with.
-pub(super) struct Scope<'a> {
-    pub ctx: &'a Context,
-    pub exp: &'a Experiment,
-    pub name: String,
-    pub ns: String,
-    /// Seconds since the Unix epoch, read once per reconciliation.
-    pub now: u64,
-    pub exp_ref: ObjectReference,
-    pub experiments: Api<Experiment>,
-    pub trials: Api<Trial>,
-    pub jobs: Api<Job>,
-}
-
-impl<'a> Scope<'a> {
-    fn new(exp: &'a Experiment, ctx: &'a Context) -> Scope<'a> {
-        let ns = exp.namespace().unwrap_or_default();
-        let client = ctx.client.clone();
-        Scope {
-            ctx,
-            exp,
-            name: exp.name_any(),
-            now: ctx.now(),
-            exp_ref: exp.object_ref(&()),
-            experiments: Api::namespaced(client.clone(), &ns),
-            trials: Api::namespaced(client.clone(), &ns),
-            jobs: Api::namespaced(client, &ns),
-            ns,
-        }
-    }
 }
 
 async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Action, Error> {
@@ -252,12 +140,7 @@ async fn reached_targets(scope: &Scope<'_>, trials: &[Trial]) -> Result<BTreeMap
         let mut out = BTreeMap::new();
         for (t, target) in running {
             let keys = TrialKeys::new(&experiment, &t);
-            let reached = if target < steps {
-                layout::read_rung(store, &keys, target)?.map(|r| Reached::Rung(Box::new(r)))
-            } else {
-                layout::finished_result(store, &keys, steps)?.map(|r| Reached::Finished(Box::new(r)))
-            };
-            if let Some(r) = reached {
+            if let Some(r) = layout::reached(store, &keys, target, steps)? {
                 out.insert(t, r);
             }
         }

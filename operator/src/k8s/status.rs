@@ -10,8 +10,9 @@ use orchestra_api::{ExperimentPhase, ExperimentStatus};
 use serde_json::json;
 
 use super::builders;
+use super::context::{Context, Error};
 use super::names;
-use super::reconcile::{apply_params, with_store, Context, Error, Scope};
+use super::scope::{apply_params, with_store, Scope};
 use crate::leaderboard::Leaderboard;
 use crate::planner::Plan;
 use crate::results;

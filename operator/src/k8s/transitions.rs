@@ -7,9 +7,10 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use orchestra_api::{RungRecord, Trial, TrialPhase, TrialResult, TrialStatus};
 
+use super::context::Error;
 use super::names;
 use super::observe::{format_time, Transition};
-use super::reconcile::{delete_ignoring_absent, Error, Scope};
+use super::scope::{delete_ignoring_absent, Scope};
 use super::status::{patch_status, publish_event};
 use crate::summary::shown_bpp;
 

@@ -70,8 +70,36 @@ fn prune_old(root: &Path, age: Duration) {
     }
 }
 
-/// The test binary's cluster, started on first use.
+/// The test binary's cluster with one node, started on first use.
 pub fn shared() -> &'static Cluster {
+    shared_with(&Layout::default())
+}
+
+/// How a test binary's cluster is laid out.
+pub struct Layout {
+    pub nodes: usize,
+    /// How long a node may miss heartbeats before it is NotReady (kube-controller-manager's
+    /// --node-monitor-grace-period).
+    pub node_grace: &'static str,
+    /// Seconds pods stay on a NotReady or unreachable node before they are evicted.
+    pub eviction_s: u64,
+    /// Seconds between a node agent's Lease renewals.
+    pub heartbeat_s: u64,
+}
+
+impl Default for Layout {
+    fn default() -> Layout {
+        Layout {
+            nodes: 1,
+            node_grace: "40s",
+            eviction_s: 300,
+            heartbeat_s: 10,
+        }
+    }
+}
+
+/// The test binary's cluster laid out as `layout` says (the first call of the binary decides).
+pub fn shared_with(layout: &Layout) -> &'static Cluster {
     CLUSTER.get_or_init(|| {
         let bin = our_binary("orchestra-node-agent").parent().unwrap().to_path_buf();
         our_binary("orchestra-worker");
@@ -100,7 +128,10 @@ pub fn shared() -> &'static Cluster {
         let out = Command::new(repo().join("scripts/cluster.sh"))
             .args(["up"])
             .arg(&dir)
-            .env("CLUSTER_NODES", "1")
+            .env("CLUSTER_NODES", layout.nodes.to_string())
+            .env("CLUSTER_NODE_GRACE", layout.node_grace)
+            .env("CLUSTER_POD_EVICTION_S", layout.eviction_s.to_string())
+            .env("CLUSTER_NODE_HEARTBEAT_S", layout.heartbeat_s.to_string())
             // What the scheduler counts (no isolation): room for the operator pods the chart and
             // manifests tests create (they wait for an image) beside the sweep's workers.
             .env("CLUSTER_NODE_CPU", "8")
@@ -228,6 +259,40 @@ impl Cluster {
         self.dir.join("logs")
     }
 
+    /// `scripts/cluster.sh restart|stop DIR NAME`: one process of the cluster (etcd,
+    /// kube-apiserver, orchestra-node-1, ...) stopped, and for `restart` started again and
+    /// waited for.
+    pub fn fault(&self, what: &str, process: &str) {
+        let out = Command::new(repo().join("scripts/cluster.sh"))
+            .arg(what)
+            .arg(&self.dir)
+            .arg(process)
+            .output()
+            .expect("scripts/cluster.sh runs");
+        assert!(
+            out.status.success(),
+            "cluster.sh {what} {process}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The API server's audit records (ResponseComplete) of requests that changed something in
+    /// namespace `ns`: each with its verb, objectRef, user and userAgent.
+    pub fn audited_writes(&self, ns: &str) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.logs().join("audit.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| {
+                e["stage"] == "ResponseComplete"
+                    && e["objectRef"]["namespace"] == ns
+                    && matches!(
+                        e["verb"].as_str(),
+                        Some("create" | "update" | "patch" | "delete" | "deletecollection")
+                    )
+            })
+            .collect()
+    }
+
     /// Polls `check` every half second until it returns Some, or fails naming `what` and the logs.
     pub fn wait_for<T>(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
         let start = Instant::now();
@@ -255,12 +320,29 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(cluster: &Cluster, ns: &str, env: &[(&str, String)]) -> Operator {
-        let log = cluster.logs().join(format!("operator-{ns}.log"));
-        let file = std::fs::File::create(&log).unwrap();
+        Operator::start_named(cluster, ns, env, &format!("operator-{ns}"), &[])
+    }
+
+    /// A replica with more arguments (`--leader-election`, `--identity`), logging to
+    /// `<cluster>/logs/<name>.log` (appended to: a replica started again keeps one log).
+    pub fn start_named(
+        cluster: &Cluster,
+        ns: &str,
+        env: &[(&str, String)],
+        name: &str,
+        args: &[&str],
+    ) -> Operator {
+        let log = cluster.logs().join(format!("{name}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_orchestra-operator"))
             .args(["--namespace", ns, "--restart-backoff", "1"])
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(["--worker-image", "ghcr.io/orchestra-dev/orchestra-worker:e2e"])
+            .args(args)
             .env("KUBECONFIG", &cluster.kubeconfig)
             .envs(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
             .stdout(file.try_clone().unwrap())
@@ -269,6 +351,17 @@ impl Operator {
             .expect("orchestra-operator starts");
         Operator { child, log }
     }
+
+    /// SIGKILL, as the kernel's OOM killer or a lost node would: no cleanup of any kind.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process still runs (a replica that lost its lease exits).
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().map(|s| s.is_none()).unwrap_or(false)
+    }
 }
 
 impl Drop for Operator {
@@ -276,4 +369,48 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Applies the Experiment `yaml` (named `name`) and waits for it to succeed; its status. A
+/// failed Experiment fails the test at once, naming the operator's and the pods' logs.
+pub fn run_experiment(
+    c: &Cluster,
+    ns: &str,
+    yaml: &str,
+    name: &str,
+    operator: &Operator,
+    timeout: Duration,
+) -> Value {
+    let applied = c.apply(ns, yaml);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    wait_for_experiment(c, ns, name, operator, timeout)
+}
+
+/// Waits for the Experiment `name` to succeed; its status. A moment when the API server does not
+/// answer (a fault under test) is waited through.
+pub fn wait_for_experiment(
+    c: &Cluster,
+    ns: &str,
+    name: &str,
+    operator: &Operator,
+    timeout: Duration,
+) -> Value {
+    c.wait_for(&format!("Experiment {name} to finish"), timeout, || {
+        let out = c.kubectl(&["-n", ns, "get", &format!("experiment/{name}"), "-o", "json"]);
+        let exp: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let phase = exp["status"]["phase"].as_str().unwrap_or_default().to_string();
+        assert_ne!(
+            phase,
+            "Failed",
+            "the Experiment failed: {} (operator log {}, pods' logs under {})",
+            exp["status"],
+            operator.log.display(),
+            c.dir.join("nodes").display()
+        );
+        (phase == "Succeeded").then(|| exp["status"].clone())
+    })
 }

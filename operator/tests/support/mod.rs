@@ -1,3 +1,6 @@
 #![allow(dead_code)] // Each test binary uses its own part of the support.
 pub mod cluster;
 pub mod fake_api;
+pub mod gang_watch;
+pub mod local_gang;
+pub mod s3;

@@ -8,7 +8,8 @@ use orchestra_edge::input::to_planes;
 use orchestra_edge::EdgeModel;
 use tch::{Device, Kind, Tensor};
 
-use super::model_file::{code_rows, code_shape, CompressionModel};
+use super::model_code::{code_rows, code_shape};
+use super::model_file::CompressionModel;
 use crate::data::{batch, Sample};
 use crate::scores::dice_iou;
 

@@ -8,10 +8,11 @@ use std::path::Path;
 use orchestra_api::Variant;
 use tch::{Device, Kind, Tensor};
 
-use super::deploy::{codec_for_model, META_CONFIG, META_VARIANT, META_VOLUME};
+use super::deploy::{META_CONFIG, META_VARIANT, META_VOLUME};
+use super::model_code::{code_rows, code_shape, codec_for};
 use super::{CodeShape, Codec, CodecError};
 use crate::data::volumes::VolumePreprocessing;
-use crate::nets::{Group, Model, NetConfig, Spatial};
+use crate::nets::{Group, Model, NetConfig};
 use crate::store::{from_safetensors_with_metadata, to_safetensors_with_metadata};
 use crate::train::volume_eval::{padded_sides, segment_code};
 use orchestra_codec::volume_stream::VolumeGeometry;
@@ -35,62 +36,6 @@ pub enum ModelFileError {
 
 /// Windows per call of s when a volume is segmented.
 const VOLUME_WINDOW_BATCH: usize = 4;
-
-/// The code of each image of a batch (N, K, spatial...) as -1/+1 values in coding order
-/// (channel-major, then raster: the tensor's own layout).
-pub fn code_rows(bits: &Tensor) -> Vec<Vec<i8>> {
-    let n = bits.size()[0];
-    let flat = bits
-        .detach()
-        .to_device(Device::Cpu)
-        .to_kind(Kind::Int8)
-        .reshape([n, -1]);
-    (0..n)
-        .map(|i| Vec::<i8>::try_from(flat.get(i)).expect("int8 row"))
-        .collect()
-}
-
-/// The code shape of a batch of codes (N, K, spatial...).
-pub fn code_shape(bits: &Tensor) -> CodeShape {
-    let size = bits.size();
-    CodeShape {
-        channels: size[1] as usize,
-        sides: size[2..].iter().map(|&s| s as usize).collect(),
-    }
-}
-
-/// The entropy coder of a model's bit model, tagged by its C and q weights (built as the edge
-/// builds it from the model file).
-pub fn codec_for(model: &Model) -> Option<Codec> {
-    let q = model.bit_model.as_ref()?;
-    let weights: Vec<Vec<f32>> = model
-        .group_params(Group::Compressor)
-        .iter()
-        .map(|(_, t)| {
-            let t = t
-                .detach()
-                .to_device(Device::Cpu)
-                .to_kind(Kind::Float)
-                .flatten(0, -1);
-            Vec::<f32>::try_from(t).expect("float weights")
-        })
-        .collect();
-    let c = &model.config;
-    let shape = CodeShape {
-        channels: c.code_channels as usize,
-        sides: c.code_sides().iter().map(|&s| s as usize).collect(),
-    };
-    let codec = codec_for_model(&q.logit_values(), weights.iter().map(Vec::as_slice), shape).ok()?;
-    Some(match c.spatial {
-        // A whole volume is coded at once: its code may be as large as the largest scan the
-        // NIfTI reader accepts, far beyond four training patches.
-        Spatial::Three => codec.with_limits(crate::codec::Limits::volumes(
-            c.downsample as usize,
-            orchestra_edge::volume::DEFAULT_MAX_VOXELS,
-        )),
-        Spatial::Two => codec,
-    })
-}
 
 /// A model ready to compress (edge) and segment bitstreams (cloud).
 pub struct CompressionModel {

@@ -134,7 +134,7 @@ impl Query {
             reason,
         };
         if let Some(reason) = orchestra_api::uri_credentials(uri) {
-            return Err(bad(orchestra_api::experiment::credentials_refused(reason)));
+            return Err(bad(orchestra_api::credentials_refused(reason)));
         }
         let (scheme, rest) = uri
             .split_once("://")

@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::AppState;
+use super::state::AppState;
 
 /// The id of a request, given by `account` before anything else runs.
 #[derive(Clone, Copy, Debug)]

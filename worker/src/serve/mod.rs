@@ -15,6 +15,7 @@ mod answers;
 pub mod batcher;
 mod certificate;
 mod metrics;
+mod state;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,9 +36,9 @@ use orchestra_edge::volume::{spacing_of, Geometry, LabelVolume, DEFAULT_MAX_VOXE
 use serde_json::json;
 
 use answers::{error_response, BytesIn, RequestId};
+use state::AppState;
 
 use crate::codec::model_file::CompressionModel;
-use crate::codec::Codec;
 pub use batcher::{BatchError, BatchOptions, Batcher};
 pub use metrics::Metrics;
 
@@ -88,14 +89,6 @@ pub fn read_tokens(path: &std::path::Path) -> Result<Vec<String>, ServeError> {
         return Err(err(format!("token {} is shorter than 16 characters", i + 1)));
     }
     Ok(tokens)
-}
-
-struct AppState {
-    batcher: Batcher,
-    codec: Codec,
-    tokens: Vec<String>,
-    metrics: Arc<Metrics>,
-    next_id: AtomicU64,
 }
 
 /// Bearer-token check, before the body is read or any work is done.

@@ -7,8 +7,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use orchestra_api::{RungRecord, Timings, TrialResult, TrialSpec};
 use serde_json::json;
 
+use super::evaluation::Evaluation;
 use super::progress::ProgressReporter;
-use super::trainer::{device_for_spec, Evaluation, TrainError, Trainer};
+use super::trainer::{device_for_spec, TrainError, Trainer};
 use crate::data::{DataError, TrainingData};
 use crate::dist::{DistError, DistOptions, DEFAULT_BUCKET_BYTES};
 use crate::store::checkpoint::TrialStore;

@@ -6,7 +6,7 @@
 //! Every random draw of a step derives from (seed, step), so a run resumed from a checkpoint
 //! repeats the uninterrupted run exactly on the CPU.
 
-use orchestra_api::{Hyper, ParamCounts, RateScores, SegmentationScores, TrialSpec};
+use orchestra_api::{Hyper, ParamCounts, RateScores, TrialSpec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -14,6 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::adam::Adam;
 use super::autocast::with_precision;
+use super::evaluation::Evaluation;
 use super::schedule::{critic_weight, learning_rate};
 use super::seg_loss::seg_loss;
 use crate::data::patches::{extract, PatchSampler};
@@ -67,13 +68,6 @@ pub struct StepMetrics {
     pub loss_critic: Option<f64>,
     pub lr: f64,
     pub w_dis: f64,
-}
-
-/// Scores on the validation split.
-#[derive(Clone, Debug, Serialize)]
-pub struct Evaluation {
-    pub scores: SegmentationScores,
-    pub rate: Option<RateScores>,
 }
 
 pub struct Trainer {
@@ -553,7 +547,7 @@ pub fn evaluate(
     let mut dice_rows = Vec::new();
     let mut iou_rows = Vec::new();
     let mut code_bits = Vec::new();
-    let codec = crate::codec::model_file::codec_for(model);
+    let codec = crate::codec::model_code::codec_for(model);
     let (mut stream_bytes, mut header_bytes, mut failures) = (Vec::new(), 0usize, 0u32);
     tch::no_grad(|| {
         for chunk in samples.chunks(batch_size.max(1)) {
@@ -569,8 +563,8 @@ pub fn evaluate(
             }
             // Real bitstreams of every evaluation image, each decoded again to check the round trip.
             if let (Some(codec), Some(bits)) = (&codec, &fwd.bits) {
-                let shape = crate::codec::model_file::code_shape(bits);
-                for row in crate::codec::model_file::code_rows(bits) {
+                let shape = crate::codec::model_code::code_shape(bits);
+                for row in crate::codec::model_code::code_rows(bits) {
                     match codec.encode(&shape, &row) {
                         Ok(stream) => {
                             if codec.decode(&stream).map(|(_, back)| back != row).unwrap_or(true) {

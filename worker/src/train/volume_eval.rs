@@ -13,8 +13,8 @@
 use orchestra_api::RateScores;
 use tch::{nn::ModuleT, Device, Kind, Tensor};
 
-use super::trainer::Evaluation;
-use crate::codec::model_file::{code_rows, code_shape, codec_for};
+use super::evaluation::Evaluation;
+use crate::codec::model_code::{code_rows, code_shape, codec_for};
 use crate::codec::Codec;
 use crate::data::VolumeSample;
 use crate::nets::Model;
