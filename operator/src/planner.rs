@@ -280,7 +280,7 @@ impl Slots<'_> {
     ) -> Option<u64> {
         let spec = self.spec;
         // A draining trial keeps its place: its earlier gang's pods still hold their resources.
-        let draining: Vec<&str> = observed
+        let draining: HashSet<&str> = observed
             .iter()
             .filter(|t| t.draining && t.phase != TrialPhase::Running && !t.phase.is_terminal())
             .map(|t| t.name.as_str())

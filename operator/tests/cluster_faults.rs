@@ -35,9 +35,9 @@ fn turn() -> (&'static Cluster, MutexGuard<'static, ()>) {
     (cluster::shared_with(&layout), guard)
 }
 
-/// An Experiment of single-worker trials long enough to be interrupted: `steps` steps,
-/// checkpoints every 10.
-fn sweep(name: &str, variants: &str, steps: u64, parallelism: u32) -> String {
+/// An Experiment long enough to be interrupted: `steps` steps of `workers`-rank trials,
+/// checkpoints every 10, two attempts per trial, its store the bucket `name`.
+fn experiment(name: &str, variants: &str, steps: u64, workers: u32, parallelism: u32) -> String {
     format!(
         "apiVersion: orchestra.dev/v1alpha1
 kind: Experiment
@@ -49,7 +49,7 @@ spec:
   hyper: {{ batchSize: 4 }}
   steps: {steps}
   checkpointEvery: 10
-  workersPerTrial: 1
+  workersPerTrial: {workers}
   resources: {{ cpu: \"1\", memory: 1Gi }}
   parallelism: {parallelism}
   maxAttempts: 2
@@ -58,6 +58,36 @@ spec:
   objective: {{ bppBudget: 0.5 }}
 "
     )
+}
+
+/// One test's stage: namespace `faults-<name>` with the store's bucket `<name>`, an operator
+/// watching it, the observer on Experiment `<name>`, and that Experiment applied from `yaml`.
+struct Scene {
+    ns: String,
+    s3: S3,
+    operator: Operator,
+    watch: GangWatch,
+}
+
+impl Scene {
+    fn start(c: &'static Cluster, name: &str, yaml: &str) -> Scene {
+        let ns = c.namespace(&format!("faults-{name}"));
+        let s3 = S3::start(c, &ns, name);
+        let operator = Operator::start(c, &ns, &s3.creds());
+        let watch = GangWatch::start(c, &ns, name);
+        let applied = c.apply(&ns, yaml);
+        assert!(
+            applied.status.success(),
+            "{}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+        Scene {
+            ns,
+            s3,
+            operator,
+            watch,
+        }
+    }
 }
 
 /// The step of a trial's latest checkpoint in the store, if it has one.
@@ -173,25 +203,6 @@ fn assert_one_gang_each(c: &Cluster, s3: &S3, ns: &str, experiment: &str, watch:
     assert_eq!(made, expected, "{why}");
 }
 
-const DELETED_RANK: &str = "apiVersion: orchestra.dev/v1alpha1
-kind: Experiment
-metadata: { name: rank }
-spec:
-  dataset: synthetic://lesion?n=40&size=64&seed=3&val=8
-  model: { inputSize: 64, downsample: 8 }
-  variants: [D4]
-  hyper: { batchSize: 4 }
-  steps: 120
-  checkpointEvery: 10
-  workersPerTrial: 2
-  resources: { cpu: \"1\", memory: 1Gi }
-  parallelism: 1
-  maxAttempts: 2
-  store: s3://rank/rank
-  storeSecret: orchestra-store
-  objective: { bppBudget: 0.5 }
-";
-
 /// Real-cluster counterpart of `reconcile.rs`'s
 /// `a_failed_worker_restarts_the_whole_gang_from_its_checkpoint`: rank 1's
 /// pod is deleted mid-training; the Job fails (backoffLimit 0), the operator restarts the whole
@@ -208,11 +219,12 @@ fn a_deleted_rank_restarts_the_whole_gang_from_its_checkpoint() {
         );
         return;
     }
-    let ns = c.namespace("faults-rank");
-    let s3 = S3::start(c, &ns, "rank");
-    let operator = Operator::start(c, &ns, &s3.creds());
-    let watch = GangWatch::start(c, &ns, "rank");
-    assert!(c.apply(&ns, DELETED_RANK).status.success());
+    let Scene {
+        ns,
+        s3,
+        operator,
+        watch,
+    } = Scene::start(c, "rank", &experiment("rank", "D4", 120, 2, 1));
     let trial = wait_for_checkpoints(c, &s3, &ns, "rank", 1).remove(0);
     let at = latest_step(&s3, "s3://rank/rank", "rank", &trial).unwrap();
     let rank1 = c.kubectl_ok(&[
@@ -290,11 +302,12 @@ fn a_deleted_rank_restarts_the_whole_gang_from_its_checkpoint() {
 #[test]
 fn a_killed_operator_is_replaced_and_no_gang_is_made_twice() {
     let (c, _turn) = turn();
-    let ns = c.namespace("faults-kill");
-    let s3 = S3::start(c, &ns, "kill");
-    let mut first = Operator::start(c, &ns, &s3.creds());
-    let watch = GangWatch::start(c, &ns, "kill");
-    assert!(c.apply(&ns, &sweep("kill", "D1, D2, D4", 60, 2)).status.success());
+    let Scene {
+        ns,
+        s3,
+        operator: mut first,
+        watch,
+    } = Scene::start(c, "kill", &experiment("kill", "D1, D2, D4", 60, 1, 2));
     let running = wait_for_checkpoints(c, &s3, &ns, "kill", 2);
     first.kill();
     eprintln!("operator SIGKILLed while {running:?} train");
@@ -355,7 +368,10 @@ fn the_follower_writes_nothing_until_the_leader_dies_then_finishes_the_experimen
         (holder()? == "replica-a").then_some(())
     });
     let mut b = replica("replica-b");
-    assert!(c.apply(&ns, &sweep("leader", "D1, D4", 60, 1)).status.success());
+    assert!(c
+        .apply(&ns, &experiment("leader", "D1, D4", 60, 1, 1))
+        .status
+        .success());
     wait_for_checkpoints(c, &s3, &ns, "leader", 1);
     assert!(b.running(), "the follower exited: see {}", b.log.display());
     let written_by = |identity: &str| -> Vec<Value> {
@@ -408,14 +424,12 @@ fn the_follower_writes_nothing_until_the_leader_dies_then_finishes_the_experimen
 #[test]
 fn the_api_server_and_etcd_restart_under_a_running_experiment() {
     let (c, _turn) = turn();
-    let ns = c.namespace("faults-restart");
-    let s3 = S3::start(c, &ns, "restart");
-    let operator = Operator::start(c, &ns, &s3.creds());
-    let watch = GangWatch::start(c, &ns, "restart");
-    assert!(c
-        .apply(&ns, &sweep("restart", "D1, D2, D4", 60, 2))
-        .status
-        .success());
+    let Scene {
+        ns,
+        s3,
+        operator,
+        watch,
+    } = Scene::start(c, "restart", &experiment("restart", "D1, D2, D4", 60, 1, 2));
     wait_for_checkpoints(c, &s3, &ns, "restart", 2);
     c.fault("restart", "kube-apiserver");
     eprintln!("kube-apiserver restarted");
@@ -451,11 +465,12 @@ fn the_api_server_and_etcd_restart_under_a_running_experiment() {
 #[test]
 fn suspend_and_resume_on_the_real_api_continue_from_the_checkpoints() {
     let (c, _turn) = turn();
-    let ns = c.namespace("faults-suspend");
-    let s3 = S3::start(c, &ns, "suspend");
-    let operator = Operator::start(c, &ns, &s3.creds());
-    let watch = GangWatch::start(c, &ns, "suspend");
-    assert!(c.apply(&ns, &sweep("suspend", "D1, D4", 60, 2)).status.success());
+    let Scene {
+        ns,
+        s3,
+        operator,
+        watch,
+    } = Scene::start(c, "suspend", &experiment("suspend", "D1, D4", 60, 1, 2));
     let trials = wait_for_checkpoints(c, &s3, &ns, "suspend", 2);
     c.kubectl_ok(&[
         "-n",
@@ -534,11 +549,12 @@ fn suspend_and_resume_on_the_real_api_continue_from_the_checkpoints() {
 #[test]
 fn a_dead_nodes_gang_is_evicted_and_restarted_on_the_other_node() {
     let (c, _turn) = turn();
-    let ns = c.namespace("faults-node");
-    let s3 = S3::start(c, &ns, "node");
-    let operator = Operator::start(c, &ns, &s3.creds());
-    let watch = GangWatch::start(c, &ns, "node");
-    assert!(c.apply(&ns, &sweep("node", "D4", 60, 1)).status.success());
+    let Scene {
+        ns,
+        s3,
+        operator,
+        watch,
+    } = Scene::start(c, "node", &experiment("node", "D4", 60, 1, 1));
     let trial = wait_for_checkpoints(c, &s3, &ns, "node", 1).remove(0);
     let pods = c.items(&ns, "pods");
     let dead = pods

@@ -2,6 +2,8 @@
 //! (`result.json`), to what the planner needs: each trial's phase, attempts and the time of its
 //! last change, plus the transitions to record. Pure: the reconciler does the I/O.
 
+use std::collections::HashMap;
+
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use orchestra_api::{RungRecord, Trial, TrialPhase, TrialResult};
@@ -104,6 +106,13 @@ pub fn observe(
 ) -> (Vec<ObservedTrial>, Vec<Transition>) {
     let mut sorted: Vec<&Trial> = trials.iter().collect();
     sorted.sort_by_key(|t| t.metadata.name.clone());
+    // Each trial looks at its own pods only: indexed once, not searched once per trial.
+    let mut pods_of: HashMap<&str, Vec<&Pod>> = HashMap::new();
+    for p in pods {
+        if let Some(trial) = p.metadata.labels.as_ref().and_then(|l| l.get(names::LABEL_TRIAL)) {
+            pods_of.entry(trial.as_str()).or_default().push(p);
+        }
+    }
     let mut observed = Vec::new();
     let mut transitions = Vec::new();
     for t in sorted {
@@ -123,8 +132,17 @@ pub fn observe(
         let mut phase = status.phase;
         let mut since = since;
         let mut rungs = status.rungs.clone();
+        let own_pods = pods_of.get(name.as_str()).map_or(&[][..], Vec::as_slice);
         if phase == TrialPhase::Running {
-            let change = gang_change(&name, status.attempts, jobs, pods, now, gang_timeout, reached_of);
+            let change = gang_change(
+                &name,
+                status.attempts,
+                jobs,
+                own_pods,
+                now,
+                gang_timeout,
+                reached_of,
+            );
             match &change {
                 Some(Transition::Succeeded { result, .. }) => {
                     phase = TrialPhase::Succeeded;
@@ -149,7 +167,7 @@ pub fn observe(
             target: status.target_step.unwrap_or(0),
             promotions: status.promotions,
             rungs,
-            draining: pods
+            draining: own_pods
                 .iter()
                 .any(|p| of_earlier_gang(p, &name, current_gang.as_deref(), now)),
             ..ObservedTrial::new(&name, phase, status.attempts, since)
@@ -165,7 +183,7 @@ fn gang_change(
     name: &str,
     attempts: u32,
     jobs: &[Job],
-    pods: &[Pod],
+    pods: &[&Pod],
     now: u64,
     gang_timeout: u64,
     reached_of: &mut dyn FnMut(&str) -> Option<Reached>,
