@@ -22,7 +22,8 @@
 # cores), CLUSTER_NODE_MEMORY (8Gi), CLUSTER_NODE_GPUS (0), CLUSTER_NODE_GRACE (how long a node
 # may miss heartbeats before it is NotReady, 40s), CLUSTER_NODE_HEARTBEAT_S (10), CLUSTER_POD_EVICTION_S (how long pods stay on
 # a NotReady or unreachable node before they are evicted, 300), CLUSTER_IMAGES (more
-# space-separated PATTERN=DIR image folders for the agents), CLUSTER_OPERATOR=1 (start
+# space-separated PATTERN=DIR image folders for the agents), CLUSTER_KUEUE=1 (the Kueue manager
+# with its CRDs and webhooks: scripts/cluster_kueue.sh), CLUSTER_OPERATOR=1 (start
 # orchestra-operator with the CRDs applied), CLUSTER_OWNER_PID (stop everything when that process
 # exits, for tests that may die without cleaning up), ORCHESTRA_BIN (our release or debug
 # binaries; default $CARGO_TARGET_DIR/release), CLUSTER_POD_NETWORK (auto: when it can be made;
@@ -275,6 +276,8 @@ start etcd "$k8s_bin/etcd" --name orchestra --data-dir "$dir/etcd" \
     --unsafe-no-fsync --quota-backend-bytes 4294967296 --log-level warn
 wait_for etcd 30 curl -sf "http://127.0.0.1:$etcd_port/health"
 
+# Webhooks and aggregated APIs are called at their Services' endpoints
+# (--enable-aggregator-routing): no kube-proxy routes a cluster IP here.
 # Everything the API server does is written to the audit log at the Metadata level (who did what
 # to which object), so that tests can say which replica wrote.
 cat >"$dir/audit-policy.yaml" <<EOF
@@ -300,7 +303,7 @@ start kube-apiserver "$k8s_bin/kube-apiserver" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
     --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true \
-    --endpoint-reconciler-type none \
+    --endpoint-reconciler-type none --enable-aggregator-routing=true \
     --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/logs/audit.log" \
     --audit-log-format json \
     --default-not-ready-toleration-seconds "${CLUSTER_POD_EVICTION_S:-300}" \
@@ -431,6 +434,12 @@ for i in $(seq 1 "$nodes"); do
     wait_for "orchestra-node-$i" 60 "$kubectl" --kubeconfig "$dir/kubeconfig" wait --for=condition=Ready \
         "node/orchestra-node-$i" --timeout=1s
 done
+
+if [ "${CLUSTER_KUEUE:-0}" = 1 ]; then
+    # shellcheck source=scripts/cluster_kueue.sh
+    . "$here/scripts/cluster_kueue.sh"
+    kueue_up
+fi
 
 if [ "${CLUSTER_OPERATOR:-0}" = 1 ]; then
     "$kubectl" --kubeconfig "$dir/kubeconfig" apply -f "$here/manifests/crds.yaml" >/dev/null

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the upstream Kubernetes control plane, etcd, kubectl, helm and CoreDNS (the cluster DNS
-# of the pod network) from their Go modules, as
+# Builds the upstream Kubernetes control plane, etcd, kubectl, helm, CoreDNS (the cluster DNS
+# of the pod network) and the Kueue manager from their Go modules, as
 # pinned in tools/*/go.mod and go.sum (no Go code of ours: each program is upstream's own main
 # package, named by module path). Run by `make k8s-tools` (and so by `make test` and `make cluster`); cached in
 # ~/.cache/orchestra/k8s/<release>/bin (ORCHESTRA_K8S_DIR), rebuilt only when a pin changes, and
@@ -33,7 +33,8 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 
 # module folder (tools/<group>) | output name | package | version command | what it must print |
-# extra linker flags (the version variables upstream's own release build sets)
+# extra linker flags (the version variables upstream's own release build sets). A version command
+# of `@module` reads the build's module list (`go version -m`), for a program with no --version.
 programs=(
     "k8s|kube-apiserver|k8s.io/kubernetes/cmd/kube-apiserver|--version|Kubernetes $release"
     "k8s|kube-controller-manager|k8s.io/kubernetes/cmd/kube-controller-manager|--version|Kubernetes $release"
@@ -42,7 +43,17 @@ programs=(
     "k8s|etcd|go.etcd.io/etcd/server/v3|--version|etcd Version: 3.7.0"
     "helm|helm|helm.sh/helm/v4/cmd/helm|version --short|v4.3.2|-X helm.sh/helm/v4/internal/version.version=v4.3.2"
     "coredns|coredns|github.com/coredns/coredns|-version|CoreDNS-1.15.0"
+    "kueue|kueue|sigs.k8s.io/kueue/cmd/kueue|@module|sigs.k8s.io/kueue	v0.17.0|-X sigs.k8s.io/kueue/pkg/version.GitVersion=v0.17.0"
 )
+
+reports() { # binary check expected
+    if [ "$2" = @module ]; then
+        go version -m "$1" 2>&1 | grep -F "$3" >/dev/null
+    else
+        # shellcheck disable=SC2086
+        "$1" $2 2>&1 | grep -F "$3" >/dev/null
+    fi
+}
 
 # One stamp per group: the hash of its go.mod and go.sum; a changed pin rebuilds the group.
 stamp_of() { cat "tools/$1/go.mod" "tools/$1/go.sum" | sha256sum | cut -c1-16; }
@@ -50,8 +61,7 @@ stamp_of() { cat "tools/$1/go.mod" "tools/$1/go.sum" | sha256sum | cut -c1-16; }
 fresh() { # name check expected group
     [ -x "$bin/$1" ] || return 1
     [ "$(cat "$bin/.$1.stamp" 2>/dev/null)" = "$(stamp_of "$4")" ] || return 1
-    # shellcheck disable=SC2086
-    "$bin/$1" $2 2>&1 | grep -F "$3" >/dev/null
+    reports "$bin/$1" "$2" "$3"
 }
 
 built=0
@@ -67,16 +77,17 @@ for row in "${programs[@]}"; do
     start=$(date +%s)
     (cd "tools/$group" && go build -ldflags "$ldflags" -o "$bin/$name.tmp" "$pkg")
     mv "$bin/$name.tmp" "$bin/$name"
-    # shellcheck disable=SC2086
-    if ! "$bin/$name" $check 2>&1 | grep -F "$expected" >/dev/null; then
+    if ! reports "$bin/$name" "$check" "$expected"; then
         echo "k8s-tools: $bin/$name does not report '$expected':" >&2
-        # shellcheck disable=SC2086
-        "$bin/$name" $check 2>&1 | head -5 >&2 || true
+        if [ "$check" = @module ]; then go version -m "$bin/$name" | head -5 >&2 || true; else
+            # shellcheck disable=SC2086
+            "$bin/$name" $check 2>&1 | head -5 >&2 || true
+        fi
         exit 1
     fi
     stamp_of "$group" >"$bin/.$name.stamp"
     echo >&2 "k8s-tools: built $name in $(($(date +%s) - start)) s"
     built=$((built + 1))
 done
-[ "$built" = 0 ] && echo >&2 "k8s-tools: Kubernetes $release control plane, etcd, helm and CoreDNS ready in $bin"
+[ "$built" = 0 ] && echo >&2 "k8s-tools: Kubernetes $release control plane, etcd, helm, CoreDNS and Kueue ready in $bin"
 echo "$bin"

@@ -444,21 +444,47 @@ impl ExperimentSpec {
     /// Checks every rule, reporting all problems at once with `spec.`-rooted field paths.
     pub fn validate(&self, name: &str, origin: &str) -> Result<(), ValidationError> {
         let mut p = Problems::default();
-        // Trial names are `<experiment>-<variant>-<nnn>`: leave room within 63 characters.
-        let name_ok = !name.is_empty()
-            && name.len() <= 50
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !name.starts_with('-')
-            && !name.ends_with('-');
-        if !name_ok {
+        let name_ok = check_experiment_name(&mut p, name);
+        self.check_counts(&mut p);
+        check_store(&mut p, &self.store);
+        if let Some(queue) = &self.queue_name {
+            // A LocalQueue's name, which Kueue matches against the Job's label.
+            crate::trial_spec::check_name(&mut p, "spec.queueName", queue);
+        }
+        // Credentials in the store or dataset URI are refused by the trial's own rules (below).
+        if !self.dataset.contains("://") {
             p.push(
-                "metadata.name",
-                name,
-                "must be 1-50 lowercase letters, digits or '-'",
+                "spec.dataset",
+                &self.dataset,
+                "must be a dataset URI (synthetic://, file://, s3://)",
             );
         }
+        if let Some(b) = self.objective.bpp_budget {
+            if !(b.is_finite() && b > 0.0) {
+                p.push("spec.objective.bppBudget", b, "must be a positive number");
+            }
+        }
+        if !(self.objective.reference_bpp.is_finite() && self.objective.reference_bpp > 0.0) {
+            p.push(
+                "spec.objective.referenceBpp",
+                self.objective.reference_bpp,
+                "must be a positive number",
+            );
+        }
+        self.check_resources(&mut p);
+        self.algorithm.check(&mut p, self.steps);
+        if self.objective.mode == Some(ObjectiveMode::Budget) && self.objective.bpp_budget.is_none() {
+            p.push("spec.objective.mode", "budget", "needs spec.objective.bppBudget");
+        }
+        self.check_candidate_count(&mut p);
+        self.check_search(&mut p, origin);
+        self.check_base_trial(&mut p, if name_ok { name } else { "x" }, origin);
+        p.into_result(origin)
+    }
+
+    /// Counts: variants (at least one, none twice), steps, parallelism, workers, attempts,
+    /// the trial cap.
+    fn check_counts(&self, p: &mut Problems) {
         if self.variants.is_empty() {
             p.push("spec.variants", "[]", "must name at least one of D1, D2, D3, D4");
         }
@@ -488,31 +514,10 @@ impl ExperimentSpec {
         if self.max_trials == Some(0) {
             p.push("spec.maxTrials", 0, "must be at least 1 when given");
         }
-        check_store(&mut p, &self.store);
-        if let Some(queue) = &self.queue_name {
-            // A LocalQueue's name, which Kueue matches against the Job's label.
-            crate::trial_spec::check_name(&mut p, "spec.queueName", queue);
-        }
-        // Credentials in the store or dataset URI are refused by the trial's own rules (below).
-        if !self.dataset.contains("://") {
-            p.push(
-                "spec.dataset",
-                &self.dataset,
-                "must be a dataset URI (synthetic://, file://, s3://)",
-            );
-        }
-        if let Some(b) = self.objective.bpp_budget {
-            if !(b.is_finite() && b > 0.0) {
-                p.push("spec.objective.bppBudget", b, "must be a positive number");
-            }
-        }
-        if !(self.objective.reference_bpp.is_finite() && self.objective.reference_bpp > 0.0) {
-            p.push(
-                "spec.objective.referenceBpp",
-                self.objective.reference_bpp,
-                "must be a positive number",
-            );
-        }
+    }
+
+    /// Resources: GPUs need CUDA, packing rules, the extended resource's name.
+    fn check_resources(&self, p: &mut Problems) {
         if self.resources.gpus > 0 && self.device != DeviceKind::Cuda {
             p.push("spec.device", "cpu", "resources.gpus > 0 needs device: cuda");
         }
@@ -557,11 +562,11 @@ impl ExperimentSpec {
                 );
             }
         }
-        self.algorithm.check(&mut p, self.steps);
-        if self.objective.mode == Some(ObjectiveMode::Budget) && self.objective.bpp_budget.is_none() {
-            p.push("spec.objective.mode", "budget", "needs spec.objective.bppBudget");
-        }
-        self.check_candidate_count(&mut p);
+    }
+
+    /// Each searched parameter: known, affecting a listed variant, its space valid for the
+    /// algorithm, and its values valid as trials.
+    fn check_search(&self, p: &mut Problems, origin: &str) {
         for (param, space) in &self.search {
             let field = format!("spec.search.{param}");
             let Some(swept) = sweepable(param) else {
@@ -577,14 +582,18 @@ impl ExperimentSpec {
                 p.push(&field, param, "affects none of spec.variants");
                 continue;
             };
-            if check_space(&mut p, &field, swept, space, &self.algorithm) {
-                self.check_swept_values(&mut p, &field, swept, space, variant, origin);
+            if check_space(p, &field, swept, space, &self.algorithm) {
+                self.check_swept_values(p, &field, swept, space, variant, origin);
             }
         }
-        // The base trial must itself be valid: check one, named like the real ones.
+    }
+
+    /// The base trial must itself be valid: one is checked, named like the real ones, its
+    /// problems reported at the Experiment's fields.
+    fn check_base_trial(&self, p: &mut Problems, name: &str, origin: &str) {
         let probe = self.trial_spec(
-            &format!("{}-d1-000", if name_ok { name } else { "x" }),
-            if name_ok { name } else { "x" },
+            &format!("{name}-d1-000"),
+            name,
             self.variants.first().copied().unwrap_or(Variant::D4),
             &BTreeMap::new(),
         );
@@ -600,7 +609,6 @@ impl ExperimentSpec {
                 p.push(&field, prob.value, prob.reason);
             }
         }
-        p.into_result(origin)
     }
 
     /// Candidates per variant, counted from the space's sizes (never listed) and bounded.
@@ -802,4 +810,24 @@ fn check_space(
         }
     }
     p.len() == before
+}
+
+/// An Experiment's name: trial names are `<experiment>-<variant>-<nnn>`, so it must leave room
+/// within 63 characters. Whether it is valid.
+fn check_experiment_name(p: &mut Problems, name: &str) -> bool {
+    let name_ok = !name.is_empty()
+        && name.len() <= 50
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !name_ok {
+        p.push(
+            "metadata.name",
+            name,
+            "must be 1-50 lowercase letters, digits or '-'",
+        );
+    }
+    name_ok
 }

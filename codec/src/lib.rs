@@ -21,6 +21,7 @@ mod context;
 pub mod deploy;
 mod format;
 pub mod fuzz;
+pub mod net_config;
 pub mod volume_stream;
 
 pub use check::crc8;

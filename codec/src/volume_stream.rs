@@ -116,6 +116,31 @@ pub fn is_volume_stream(bytes: &[u8]) -> bool {
 /// The geometry and the code's bitstream of a volume stream, every field checked; `max_voxels`
 /// bounds the scan the cloud will allocate a label volume for.
 pub fn unwrap(bytes: &[u8], max_voxels: u64) -> Result<(VolumeGeometry, &[u8]), VolumeStreamError> {
+    let geometry_bytes = checked_geometry_len(bytes)?;
+    let sides = read_sides(bytes, max_voxels)?;
+    let (reduction, affine_at) = read_reduction(bytes, geometry_bytes)?;
+    let affine = read_affine(bytes, affine_at)?;
+    Ok((
+        VolumeGeometry {
+            sides,
+            reduction,
+            affine,
+        },
+        &bytes[geometry_bytes..],
+    ))
+}
+
+fn u32_at(bytes: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"))
+}
+
+fn f32_at(bytes: &[u8], o: usize) -> f32 {
+    f32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"))
+}
+
+/// The magic, the version, the length its version needs and the geometry's check value; the
+/// geometry's length (check value included).
+fn checked_geometry_len(bytes: &[u8]) -> Result<usize, VolumeStreamError> {
     if bytes.len() < 4 || !is_volume_stream(bytes) {
         let mut found = [0u8; 4];
         for (f, b) in found.iter_mut().zip(bytes) {
@@ -149,12 +174,15 @@ pub fn unwrap(bytes: &[u8], max_voxels: u64) -> Result<(VolumeGeometry, &[u8]), 
             computed,
         });
     }
-    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
-    let f32_at = |o: usize| f32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
+    Ok(geometry_bytes)
+}
+
+/// The scan's sides (z, y, x), each at least 1, their product at most `max_voxels`.
+fn read_sides(bytes: &[u8], max_voxels: u64) -> Result<[u32; 3], VolumeStreamError> {
     let mut sides = [0u32; 3];
     for (a, side) in sides.iter_mut().enumerate() {
         let offset = 5 + 4 * a;
-        *side = u32_at(offset);
+        *side = u32_at(bytes, offset);
         if *side == 0 {
             return Err(VolumeStreamError::Field {
                 field: ["side z", "side y", "side x"][a],
@@ -173,7 +201,13 @@ pub fn unwrap(bytes: &[u8], max_voxels: u64) -> Result<(VolumeGeometry, &[u8]), 
             max: max_voxels,
         });
     }
-    let (reduction, affine_at) = if geometry_bytes == GEOMETRY_BYTES {
+    Ok(sides)
+}
+
+/// How the scan was reduced before C: whole factors (version 1) or a target spacing (the
+/// resampled version); and where the affine starts.
+fn read_reduction(bytes: &[u8], geometry_bytes: usize) -> Result<(Reduction, usize), VolumeStreamError> {
+    if geometry_bytes == GEOMETRY_BYTES {
         let mut factor = [0u8; 3];
         for (a, f) in factor.iter_mut().enumerate() {
             let offset = 17 + a;
@@ -187,12 +221,12 @@ pub fn unwrap(bytes: &[u8], max_voxels: u64) -> Result<(VolumeGeometry, &[u8]), 
                 });
             }
         }
-        (Reduction::Factor(factor), 20)
+        Ok((Reduction::Factor(factor), 20))
     } else {
         let mut spacing = [0f32; 3];
         for (a, s) in spacing.iter_mut().enumerate() {
             let offset = 17 + 4 * a;
-            *s = f32_at(offset);
+            *s = f32_at(bytes, offset);
             if !(s.is_finite() && *s > 0.0) {
                 return Err(VolumeStreamError::Field {
                     field: ["spacing z", "spacing y", "spacing x"][a],
@@ -202,12 +236,16 @@ pub fn unwrap(bytes: &[u8], max_voxels: u64) -> Result<(VolumeGeometry, &[u8]), 
                 });
             }
         }
-        (Reduction::Spacing(spacing), 29)
-    };
+        Ok((Reduction::Spacing(spacing), 29))
+    }
+}
+
+/// The scan's affine (3 x 4, finite), which must place voxels (the edge readers' rule).
+fn read_affine(bytes: &[u8], affine_at: usize) -> Result<[[f32; 4]; 3], VolumeStreamError> {
     let mut affine = [[0f32; 4]; 3];
     for (k, v) in affine.iter_mut().flatten().enumerate() {
         let offset = affine_at + 4 * k;
-        *v = f32_at(offset);
+        *v = f32_at(bytes, offset);
         if !v.is_finite() {
             return Err(VolumeStreamError::Field {
                 field: "affine",
@@ -226,14 +264,7 @@ pub fn unwrap(bytes: &[u8], max_voxels: u64) -> Result<(VolumeGeometry, &[u8]), 
             reason: p.reason,
         });
     }
-    Ok((
-        VolumeGeometry {
-            sides,
-            reduction,
-            affine,
-        },
-        &bytes[geometry_bytes..],
-    ))
+    Ok(affine)
 }
 
 #[cfg(test)]

@@ -239,8 +239,8 @@ fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
     a.iter().zip(&b).map(|(x, y)| x * y).sum()
 }
 
-/// Reads the series in folder `dir` (every file in it must belong to the series).
-pub fn read_series(dir: &Path, max_voxels: usize) -> Result<Volume, DicomError> {
+/// The files of the series in `dir`, in name order (hidden files left out); at least one.
+fn series_files(dir: &Path) -> Result<Vec<PathBuf>, DicomError> {
     let io = |e: std::io::Error| DicomError::Io {
         path: dir.to_path_buf(),
         reason: e.to_string(),
@@ -261,7 +261,12 @@ pub fn read_series(dir: &Path, max_voxels: usize) -> Result<Volume, DicomError> 
             path: dir.to_path_buf(),
         });
     }
-    let mut slices = files.iter().map(|p| header(p)).collect::<Result<Vec<_>, _>>()?;
+    Ok(files)
+}
+
+/// Every slice of one series, with the first slice's rows, columns, pixel format, orientation
+/// and pixel spacing.
+fn check_consistent(slices: &[Slice]) -> Result<(), DicomError> {
     let first = &slices[0];
     for s in &slices[1..] {
         let differs = |what| DicomError::Inconsistent {
@@ -298,6 +303,40 @@ pub fn read_series(dir: &Path, max_voxels: usize) -> Result<Volume, DicomError> 
             return Err(differs("PixelSpacing"));
         }
     }
+    Ok(())
+}
+
+/// Voxel (i = column, j = row, k = slice) to patient (LPS) millimetres, then to NIfTI's RAS,
+/// from the sorted slices' positions; and the step between slices (the normal for one slice).
+fn series_affine(
+    slices: &[Slice],
+    [row_dir, col_dir]: [[f64; 3]; 2],
+    normal: [f64; 3],
+    spacing: [f64; 2],
+) -> ([[f32; 4]; 3], [f64; 3]) {
+    let n = slices.len();
+    let p0 = slices[0].position;
+    let step = if n > 1 {
+        let last = slices[n - 1].position;
+        [0, 1, 2].map(|a| (last[a] - p0[a]) / (n - 1) as f64)
+    } else {
+        normal
+    };
+    let (dr, dc) = (spacing[0], spacing[1]);
+    let lps = [0, 1, 2].map(|a| [row_dir[a] * dc, col_dir[a] * dr, step[a], p0[a]]);
+    let affine = [0, 1, 2].map(|a| {
+        let sign = if a < 2 { -1.0 } else { 1.0 };
+        lps[a].map(|v| (sign * v) as f32)
+    });
+    (affine, step)
+}
+
+/// Reads the series in folder `dir` (every file in it must belong to the series).
+pub fn read_series(dir: &Path, max_voxels: usize) -> Result<Volume, DicomError> {
+    let files = series_files(dir)?;
+    let mut slices = files.iter().map(|p| header(p)).collect::<Result<Vec<_>, _>>()?;
+    check_consistent(&slices)?;
+    let first = &slices[0];
     let (rows, columns) = (first.rows, first.columns);
     let (orientation, spacing) = (first.orientation, first.spacing);
     let first_path = first.path.clone();
@@ -357,21 +396,9 @@ pub fn read_series(dir: &Path, max_voxels: usize) -> Result<Volume, DicomError> 
         path: dir.to_path_buf(),
         problem,
     })?;
-    // Voxel (i = column, j = row, k = slice) to patient (LPS) millimetres, then to NIfTI's RAS.
     let n = slices.len();
-    let p0 = slices[0].position;
-    let step = if n > 1 {
-        let last = slices[n - 1].position;
-        [0, 1, 2].map(|a| (last[a] - p0[a]) / (n - 1) as f64)
-    } else {
-        normal
-    };
+    let (affine, step) = series_affine(&slices, [row_dir, col_dir], normal, spacing);
     let (dr, dc) = (spacing[0], spacing[1]);
-    let lps = [0, 1, 2].map(|a| [row_dir[a] * dc, col_dir[a] * dr, step[a], p0[a]]);
-    let affine = [0, 1, 2].map(|a| {
-        let sign = if a < 2 { -1.0 } else { 1.0 };
-        lps[a].map(|v| (sign * v) as f32)
-    });
     // What the cloud will be sent must place voxels (the same rule its reader applies).
     if let Some(p) = orchestra_codec::affine::affine_problem(&affine) {
         return Err(geometry_error("the series' affine", p.found, p.reason));

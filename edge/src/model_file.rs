@@ -8,6 +8,7 @@ use std::path::Path;
 use orchestra_codec::deploy::{
     codec_for_model, BIT_MODEL_LOGITS, COMPRESSOR_PREFIX, META_CONFIG, META_VARIANT, META_VOLUME,
 };
+use orchestra_codec::net_config::NetConfig;
 use orchestra_codec::{CodeShape, Codec, CodecError, Limits, CONTEXTS};
 use safetensors::{Dtype, SafeTensors};
 
@@ -39,24 +40,48 @@ pub enum EdgeError {
     Codec(#[from] CodecError),
 }
 
-/// The sizes the edge needs from the file's `orchestra.config` (the worker's network config;
-/// the widths come from the tensors themselves).
-#[derive(Clone, Debug, serde::Deserialize)]
+/// The sizes the edge needs from the file's `orchestra.config` (the worker's `NetConfig`, whose
+/// schema the codec crate owns; the widths come from the tensors themselves), each checked to be
+/// a positive size before anything is shaped by it.
+#[derive(Clone, Debug)]
 struct Sizes {
-    spatial: Spatial,
+    dims: usize,
     input_size: usize,
     /// Sides of one network input (a volume model's training patch); older files lack it.
-    #[serde(default)]
     sides: Vec<usize>,
     in_channels: usize,
     downsample: usize,
     code_channels: usize,
 }
 
-#[derive(Clone, Copy, Debug, serde::Deserialize)]
-enum Spatial {
-    Two,
-    Three,
+/// The largest side, channel count or factor a model file may announce (far above any network
+/// that trains, far below what could overflow a product of three).
+const MAX_SIZE: i64 = 1 << 20;
+
+impl Sizes {
+    fn of(config: &NetConfig) -> Result<Sizes, String> {
+        let size = |field: &str, v: i64| {
+            if (1..=MAX_SIZE).contains(&v) {
+                Ok(v as usize)
+            } else {
+                Err(format!(
+                    "{META_CONFIG}: {field} is {v}, not a size from 1 to {MAX_SIZE}"
+                ))
+            }
+        };
+        Ok(Sizes {
+            dims: config.spatial.n(),
+            input_size: size("input_size", config.input_size)?,
+            sides: config
+                .sides
+                .iter()
+                .map(|&s| size("sides", s))
+                .collect::<Result<_, _>>()?,
+            in_channels: size("in_channels", config.in_channels)?,
+            downsample: size("downsample", config.downsample)?,
+            code_channels: size("code_channels", config.code_channels)?,
+        })
+    }
 }
 
 /// C and the entropy coder of one trained model.
@@ -106,11 +131,12 @@ impl EdgeModel {
             .get(META_VARIANT)
             .ok_or_else(|| format(format!("metadata lacks {META_VARIANT}")))?
             .clone();
-        let sizes: Sizes = serde_json::from_str(
+        let config: NetConfig = serde_json::from_str(
             meta.get(META_CONFIG)
                 .ok_or_else(|| format(format!("metadata lacks {META_CONFIG}")))?,
         )
         .map_err(|e| format(format!("{META_CONFIG}: {e}")))?;
+        let sizes = Sizes::of(&config).map_err(format)?;
         let file = SafeTensors::deserialize(data).map_err(|e| format(format!("safetensors: {e}")))?;
         if !file.names().iter().any(|n| n.starts_with(COMPRESSOR_PREFIX)) {
             return Err(EdgeError::NoCompressor {
@@ -118,10 +144,7 @@ impl EdgeModel {
                 variant,
             });
         }
-        let dims = match sizes.spatial {
-            Spatial::Two => 2,
-            Spatial::Three => 3,
-        };
+        let dims = sizes.dims;
         let weights = Weights {
             file,
             dims,
@@ -129,7 +152,7 @@ impl EdgeModel {
         };
         let (compressor, c_values) = weights.compressor(&sizes)?;
         let logits = weights.floats(BIT_MODEL_LOGITS, &[sizes.code_channels, CONTEXTS as usize])?;
-        if sizes.downsample == 0 || !sizes.input_size.is_multiple_of(sizes.downsample) {
+        if !sizes.input_size.is_multiple_of(sizes.downsample) {
             return Err(format(format!(
                 "{META_CONFIG}: input size {} is not a multiple of the downsampling factor {}",
                 sizes.input_size, sizes.downsample
@@ -140,10 +163,7 @@ impl EdgeModel {
         } else {
             vec![sizes.input_size; dims]
         };
-        if sides
-            .iter()
-            .any(|s| *s == 0 || !s.is_multiple_of(sizes.downsample))
-        {
+        if sides.iter().any(|s| !s.is_multiple_of(sizes.downsample)) {
             return Err(format(format!(
                 "{META_CONFIG}: input sides {sides:?} are not multiples of the downsampling factor {}",
                 sizes.downsample

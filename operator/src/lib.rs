@@ -9,6 +9,7 @@ pub mod local;
 pub mod observed;
 pub mod planner;
 pub mod results;
+pub mod runner;
 pub mod search;
 pub mod search_bench;
 pub mod sobol;

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use orchestra_api::{
     DeviceKind, Experiment, ExperimentPhase, ExperimentSpec, RungRecord, RungScore, StoppedTrial, TrialPhase,
-    TrialResult, Variant,
+    TrialResult, TrialSpec, Variant,
 };
 use orchestra_store::layout::{self, ExperimentKeys, Reached, TrialKeys, EXPERIMENT_FILE};
 use orchestra_store::Store;
@@ -24,6 +24,7 @@ use crate::leaderboard::Leaderboard;
 use crate::observed::ObservedTrial;
 use crate::planner::{plan, Action, PlannerConfig};
 use crate::results::{self, ResultsError};
+use crate::runner::Runner;
 use crate::summary::{shown_bpp, Summary};
 
 #[derive(Debug, thiserror::Error)]
@@ -470,75 +471,9 @@ impl LocalRunner {
         }
     }
 
-    fn apply(&mut self, actions: Vec<Action>) -> Result<(), LocalError> {
+    fn apply(&mut self, actions: &[Action]) -> Result<(), LocalError> {
         for action in actions {
-            match action {
-                Action::CreateTrial {
-                    name,
-                    variant,
-                    params,
-                    spec,
-                } => {
-                    let path = self.dir.join("trials").join(format!("{name}.yaml"));
-                    let yaml = serde_yaml::to_string(&spec).expect("trial spec serialises");
-                    std::fs::write(&path, yaml).map_err(|e| LocalError::Io {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    self.store.put(
-                        &TrialKeys::new(&self.name, &name).params(),
-                        serde_json::to_vec(&params).expect("params serialise"),
-                    )?;
-                    self.state.trials.insert(
-                        name,
-                        TrialRecord {
-                            variant,
-                            params,
-                            phase: TrialPhase::Pending,
-                            attempts: 0,
-                            since: now(),
-                            message: None,
-                            target: 0,
-                            promotions: 0,
-                            rungs: Vec::new(),
-                        },
-                    );
-                }
-                Action::StartTrial {
-                    name,
-                    attempt,
-                    until,
-                    promotion,
-                } => self.start(&name, attempt, until, promotion)?,
-                Action::FailTrial { name, reason } => {
-                    tracing::error!(trial = %name, %reason, "trial failed");
-                    let detail = self.state.trials.get(&name).and_then(|r| r.message.clone());
-                    self.set_phase(&name, TrialPhase::Failed, Some(detail.unwrap_or(reason)));
-                }
-                Action::StopTrial { name, reason } => {
-                    self.stop(&name);
-                    if let Some(marker) = self
-                        .state
-                        .trials
-                        .get(&name)
-                        .and_then(|r| stopped_marker(&name, r, &reason))
-                    {
-                        self.store.put(
-                            &TrialKeys::new(&self.name, &name).stopped(),
-                            serde_json::to_vec_pretty(&marker).expect("stop record serialises"),
-                        )?;
-                        self.notes.push(format!("{name} {}: {reason}", marker.variant));
-                    }
-                    self.set_phase(&name, TrialPhase::Stopped, Some(reason));
-                }
-                Action::SuspendTrial { name } => {
-                    self.stop(&name);
-                    self.set_phase(&name, TrialPhase::Pending, Some("suspended".into()));
-                    if let Some(rec) = self.state.trials.get_mut(&name) {
-                        rec.attempts = rec.attempts.saturating_sub(1);
-                    }
-                }
-            }
+            action.carry_out(self)?;
         }
         self.save_state()
     }
@@ -654,7 +589,7 @@ impl LocalRunner {
                 });
             }
             let p = plan(&self.name, &here, &observed, now(), &self.opts.planner);
-            self.apply(p.actions.clone())?;
+            self.apply(&p.actions)?;
             for note in std::mem::take(&mut self.notes) {
                 bars.suspend(|| println!("{note}"));
             }
@@ -741,5 +676,93 @@ fn kill_with_parent(cmd: &mut Command) {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });
+    }
+}
+
+/// The local runner's meaning of each planner action: a trial's spec file, a worker process (or
+/// an mpirun of ranks), and the trial's record in the run's state file.
+impl Runner for LocalRunner {
+    type Done<'a> = Result<(), LocalError>;
+
+    fn create_trial<'a>(
+        &'a mut self,
+        name: &'a str,
+        variant: Variant,
+        params: &'a BTreeMap<String, f64>,
+        spec: &'a TrialSpec,
+    ) -> Result<(), LocalError> {
+        let path = self.dir.join("trials").join(format!("{name}.yaml"));
+        let yaml = serde_yaml::to_string(spec).expect("trial spec serialises");
+        std::fs::write(&path, yaml).map_err(|e| LocalError::Io {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        self.store.put(
+            &TrialKeys::new(&self.name, name).params(),
+            serde_json::to_vec(params).expect("params serialise"),
+        )?;
+        self.state.trials.insert(
+            name.to_string(),
+            TrialRecord {
+                variant,
+                params: params.clone(),
+                phase: TrialPhase::Pending,
+                attempts: 0,
+                since: now(),
+                message: None,
+                target: 0,
+                promotions: 0,
+                rungs: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn start_trial<'a>(
+        &'a mut self,
+        name: &'a str,
+        attempt: u32,
+        until: u64,
+        promotion: bool,
+    ) -> Result<(), LocalError> {
+        self.start(name, attempt, until, promotion)
+    }
+
+    fn fail_trial<'a>(&'a mut self, name: &'a str, reason: &'a str) -> Result<(), LocalError> {
+        tracing::error!(trial = %name, %reason, "trial failed");
+        let detail = self.state.trials.get(name).and_then(|r| r.message.clone());
+        self.set_phase(
+            name,
+            TrialPhase::Failed,
+            Some(detail.unwrap_or_else(|| reason.to_string())),
+        );
+        Ok(())
+    }
+
+    fn stop_trial<'a>(&'a mut self, name: &'a str, reason: &'a str) -> Result<(), LocalError> {
+        self.stop(name);
+        if let Some(marker) = self
+            .state
+            .trials
+            .get(name)
+            .and_then(|r| stopped_marker(name, r, reason))
+        {
+            self.store.put(
+                &TrialKeys::new(&self.name, name).stopped(),
+                serde_json::to_vec_pretty(&marker).expect("stop record serialises"),
+            )?;
+            self.notes.push(format!("{name} {}: {reason}", marker.variant));
+        }
+        self.set_phase(name, TrialPhase::Stopped, Some(reason.to_string()));
+        Ok(())
+    }
+
+    fn suspend_trial<'a>(&'a mut self, name: &'a str) -> Result<(), LocalError> {
+        self.stop(name);
+        self.set_phase(name, TrialPhase::Pending, Some("suspended".into()));
+        if let Some(rec) = self.state.trials.get_mut(name) {
+            rec.attempts = rec.attempts.saturating_sub(1);
+        }
+        Ok(())
     }
 }

@@ -108,16 +108,7 @@ pub fn plan(
     let failed = count(observed, TrialPhase::Failed) + actions.len();
     // 2. The failure budget: once spent, stop everything that still runs.
     if failed > spec.max_failed_trials as usize {
-        stop_everything(observed, &mut actions, "stopped: the Experiment failed");
-        return Plan {
-            actions,
-            phase: ExperimentPhase::Failed,
-            message: format!(
-                "{failed} trials failed, more than maxFailedTrials = {}",
-                spec.max_failed_trials
-            ),
-            requeue_after: None,
-        };
+        return failed_plan(spec, observed, actions, failed);
     }
     // 3. Suspended: the running gangs stop, nothing starts (failed attempts wait too).
     let over = |actions: &[Action]| {
@@ -125,18 +116,7 @@ pub fn plan(
         matches!(phase, ExperimentPhase::Succeeded | ExperimentPhase::Failed)
     };
     if spec.suspend && !over(&actions) {
-        for t in observed.iter().filter(|t| t.phase == TrialPhase::Running) {
-            actions.push(Action::SuspendTrial { name: t.name.clone() });
-        }
-        let waiting = observed.iter().filter(|t| !t.phase.is_terminal()).count();
-        return Plan {
-            actions,
-            phase: ExperimentPhase::Suspended,
-            message: format!(
-                "suspended: {waiting} trials wait to resume from their checkpoints (spec.suspend: false resumes)"
-            ),
-            requeue_after: None,
-        };
+        return suspended_plan(observed, actions);
     }
     // 4. The search: which paused trials go on to their next rung and which stop here.
     let more_to_come = all.iter().any(|c| !known.contains(c.name.as_str()))
@@ -147,24 +127,7 @@ pub fn plan(
     let decisions = if schedule == Schedule::Full {
         Decisions::default()
     } else {
-        // The search sees the trials failing in this plan as failed (they free their places).
-        let failing: HashSet<&str> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::FailTrial { name, .. } => Some(name.as_str()),
-                _ => None,
-            })
-            .collect();
-        let view: Vec<ObservedTrial> = observed
-            .iter()
-            .map(|t| {
-                let mut t = t.clone();
-                if failing.contains(t.name.as_str()) {
-                    t.phase = TrialPhase::Failed;
-                }
-                t
-            })
-            .collect();
+        let view = failing_as_failed(observed, &actions);
         decide(spec, &schedule, &view, &bracket_of, more_to_come)
     };
     for (trial, reason) in &decisions.stop {
@@ -198,6 +161,64 @@ pub fn plan(
         message,
         requeue_after,
     }
+}
+
+/// The failure budget is spent: everything that still runs stops, and the Experiment failed.
+fn failed_plan(
+    spec: &ExperimentSpec,
+    observed: &[ObservedTrial],
+    mut actions: Vec<Action>,
+    failed: usize,
+) -> Plan {
+    stop_everything(observed, &mut actions, "stopped: the Experiment failed");
+    Plan {
+        actions,
+        phase: ExperimentPhase::Failed,
+        message: format!(
+            "{failed} trials failed, more than maxFailedTrials = {}",
+            spec.max_failed_trials
+        ),
+        requeue_after: None,
+    }
+}
+
+/// The Experiment is suspended: the running gangs stop (their attempts given back), nothing
+/// starts.
+fn suspended_plan(observed: &[ObservedTrial], mut actions: Vec<Action>) -> Plan {
+    for t in observed.iter().filter(|t| t.phase == TrialPhase::Running) {
+        actions.push(Action::SuspendTrial { name: t.name.clone() });
+    }
+    let waiting = observed.iter().filter(|t| !t.phase.is_terminal()).count();
+    Plan {
+        actions,
+        phase: ExperimentPhase::Suspended,
+        message: format!(
+            "suspended: {waiting} trials wait to resume from their checkpoints (spec.suspend: false resumes)"
+        ),
+        requeue_after: None,
+    }
+}
+
+/// What the search sees: the observed trials, with those failing in this plan as failed (they
+/// free their places).
+fn failing_as_failed(observed: &[ObservedTrial], actions: &[Action]) -> Vec<ObservedTrial> {
+    let failing: HashSet<&str> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::FailTrial { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    observed
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            if failing.contains(t.name.as_str()) {
+                t.phase = TrialPhase::Failed;
+            }
+            t
+        })
+        .collect()
 }
 
 fn count(observed: &[ObservedTrial], phase: TrialPhase) -> usize {
@@ -256,6 +277,16 @@ struct Slots<'a> {
     bracket_of: &'a dyn Fn(&str) -> usize,
 }
 
+/// Trials waiting for an earlier gang's pods to stop: each keeps its place, since those pods
+/// still hold their resources.
+fn draining(observed: &[ObservedTrial]) -> HashSet<&str> {
+    observed
+        .iter()
+        .filter(|t| t.draining && t.phase != TrialPhase::Running && !t.phase.is_terminal())
+        .map(|t| t.name.as_str())
+        .collect()
+}
+
 impl Slots<'_> {
     /// The first step target of a trial: the lowest rung of its bracket.
     fn first_target(&self, trial: &str) -> u64 {
@@ -279,12 +310,7 @@ impl Slots<'_> {
         actions: &mut Vec<Action>,
     ) -> Option<u64> {
         let spec = self.spec;
-        // A draining trial keeps its place: its earlier gang's pods still hold their resources.
-        let draining: HashSet<&str> = observed
-            .iter()
-            .filter(|t| t.draining && t.phase != TrialPhase::Running && !t.phase.is_terminal())
-            .map(|t| t.name.as_str())
-            .collect();
+        let draining = draining(observed);
         let busy = count(observed, TrialPhase::Running) + draining.len();
         let mut free = (spec.parallelism as usize).saturating_sub(busy);
         let mut requeue_after: Option<u64> = (!draining.is_empty()).then_some(DRAIN_RECHECK);

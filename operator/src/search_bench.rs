@@ -7,15 +7,16 @@
 
 use std::collections::BTreeMap;
 
-use orchestra_api::{ExperimentPhase, ExperimentSpec, RungScore, TrialPhase, Variant};
+use orchestra_api::{ExperimentPhase, ExperimentSpec, RungScore, TrialPhase, TrialSpec, Variant};
 use orchestra_report::pareto::{hypervolume, pareto_front};
 use orchestra_store::layout::{self, ExperimentKeys};
 use orchestra_store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::observed::ObservedTrial;
-use crate::planner::{plan, Action, PlannerConfig};
+use crate::planner::{plan, PlannerConfig};
 use crate::results::{self, ResultsError};
+use crate::runner::Runner;
 
 /// The learning curves of one sweep.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -236,69 +237,110 @@ struct Gang {
     until: u64,
 }
 
+/// The simulation's state: the recorded trials the planner's candidates stand for, what the
+/// planner observes of them, and the gangs that run.
+struct Replay<'r> {
+    rec: &'r Recording,
+    now: u64,
+    observed: BTreeMap<String, ObservedTrial>,
+    recorded: BTreeMap<String, &'r RecordedTrial>,
+    gangs: BTreeMap<String, Gang>,
+}
+
+/// The replay's meaning of each planner action: a trial is its recording, a gang is a span of
+/// the recorded curve; failures and suspensions do not happen in a replay.
+impl Runner for Replay<'_> {
+    type Done<'a>
+        = Result<(), String>
+    where
+        Self: 'a;
+
+    fn create_trial<'a>(
+        &'a mut self,
+        name: &'a str,
+        variant: Variant,
+        params: &'a BTreeMap<String, f64>,
+        _spec: &'a TrialSpec,
+    ) -> Result<(), String> {
+        let r = self
+            .rec
+            .trials
+            .iter()
+            .find(|t| t.variant == variant && &t.params == params)
+            .ok_or_else(|| format!("no recorded trial of {variant} with {params:?}"))?;
+        self.recorded.insert(name.to_string(), r);
+        self.observed.insert(
+            name.to_string(),
+            ObservedTrial::new(name, TrialPhase::Pending, 0, self.now),
+        );
+        Ok(())
+    }
+
+    fn start_trial<'a>(
+        &'a mut self,
+        name: &'a str,
+        attempt: u32,
+        until: u64,
+        promotion: bool,
+    ) -> Result<(), String> {
+        let t = self.observed.get_mut(name).ok_or("start of an unknown trial")?;
+        let from = t.rungs.last().map_or(0, |r| r.step);
+        self.gangs.insert(
+            name.to_string(),
+            Gang {
+                started: self.now,
+                from,
+                until,
+            },
+        );
+        t.phase = TrialPhase::Running;
+        t.attempts = attempt;
+        t.promotions += u32::from(promotion);
+        t.target = until;
+        Ok(())
+    }
+
+    fn fail_trial<'a>(&'a mut self, name: &'a str, reason: &'a str) -> Result<(), String> {
+        Err(format!("{name} failed ({reason}) in a replay without failures"))
+    }
+
+    fn stop_trial<'a>(&'a mut self, name: &'a str, _reason: &'a str) -> Result<(), String> {
+        self.observed
+            .get_mut(name)
+            .ok_or("stop of an unknown trial")?
+            .phase = TrialPhase::Stopped;
+        Ok(())
+    }
+
+    fn suspend_trial<'a>(&'a mut self, name: &'a str) -> Result<(), String> {
+        Err(format!(
+            "{name} suspended in a replay of an Experiment that never is"
+        ))
+    }
+}
+
 /// Replays one method with one seed.
 pub fn replay(rec: &Recording, spec: &ExperimentSpec, reference_bpp: f64) -> Result<Trace, String> {
     let cfg = PlannerConfig::default();
-    let mut observed: BTreeMap<String, ObservedTrial> = BTreeMap::new();
-    let mut recorded: BTreeMap<String, &RecordedTrial> = BTreeMap::new();
-    let mut gangs: BTreeMap<String, Gang> = BTreeMap::new();
+    let mut sim = Replay {
+        rec,
+        now: 0,
+        observed: BTreeMap::new(),
+        recorded: BTreeMap::new(),
+        gangs: BTreeMap::new(),
+    };
     let mut finals: Vec<(f64, f64)> = Vec::new();
-    let (mut now, mut spent_done) = (0u64, 0u64);
+    let mut spent_done = 0u64;
     let mut curve = vec![(0.0, 0.0)];
     for _ in 0..1_000_000 {
-        let obs: Vec<ObservedTrial> = observed.values().cloned().collect();
-        let p = plan("bench", spec, &obs, now, &cfg);
+        let obs: Vec<ObservedTrial> = sim.observed.values().cloned().collect();
+        let p = plan("bench", spec, &obs, sim.now, &cfg);
         for a in &p.actions {
-            match a {
-                Action::CreateTrial {
-                    name,
-                    variant,
-                    params,
-                    ..
-                } => {
-                    let r = rec
-                        .trials
-                        .iter()
-                        .find(|t| t.variant == *variant && &t.params == params)
-                        .ok_or_else(|| format!("no recorded trial of {variant} with {params:?}"))?;
-                    recorded.insert(name.clone(), r);
-                    observed.insert(
-                        name.clone(),
-                        ObservedTrial::new(name, TrialPhase::Pending, 0, now),
-                    );
-                }
-                Action::StartTrial {
-                    name,
-                    attempt,
-                    until,
-                    promotion,
-                } => {
-                    let t = observed.get_mut(name).ok_or("start of an unknown trial")?;
-                    let from = t.rungs.last().map_or(0, |r| r.step);
-                    gangs.insert(
-                        name.clone(),
-                        Gang {
-                            started: now,
-                            from,
-                            until: *until,
-                        },
-                    );
-                    t.phase = TrialPhase::Running;
-                    t.attempts = *attempt;
-                    t.promotions += u32::from(*promotion);
-                    t.target = *until;
-                }
-                Action::StopTrial { name, .. } => {
-                    observed.get_mut(name).ok_or("stop of an unknown trial")?.phase = TrialPhase::Stopped;
-                }
-                Action::FailTrial { .. } | Action::SuspendTrial { .. } => {
-                    return Err(format!("unexpected {a:?} in a replay without failures"));
-                }
-            }
+            a.carry_out(&mut sim)?;
         }
         if matches!(p.phase, ExperimentPhase::Succeeded | ExperimentPhase::Failed) {
             let hv = curve.last().map_or(0.0, |c| c.1);
-            let count = |ph| observed.values().filter(|t| t.phase == ph).count();
+            let count = |ph| sim.observed.values().filter(|t| t.phase == ph).count();
             return Ok(Trace {
                 spent: spent_done as f64,
                 hypervolume: hv,
@@ -308,25 +350,26 @@ pub fn replay(rec: &Recording, spec: &ExperimentSpec, reference_bpp: f64) -> Res
             });
         }
         // The next gang to reach its target (ties by name: deterministic).
-        let (name, end) = gangs
+        let (name, end) = sim
+            .gangs
             .iter()
             .map(|(n, g)| (n.clone(), g.started + (g.until - g.from)))
             .min_by_key(|(n, end)| (*end, n.clone()))
             .ok_or("the planner waits with nothing running")?;
-        let g = gangs.remove(&name).expect("chosen above");
-        now = end;
+        let g = sim.gangs.remove(&name).expect("chosen above");
+        sim.now = end;
         spent_done += g.until - g.from;
-        let r = recorded[&name];
+        let r = sim.recorded[&name];
         let score = r
             .at(g.until)
             .ok_or_else(|| format!("{}: no recorded evaluation at step {}", r.trial, g.until))?;
-        let t = observed.get_mut(&name).expect("observed");
+        let t = sim.observed.get_mut(&name).expect("observed");
         t.rungs.push(score);
-        t.since = now;
+        t.since = sim.now;
         if g.until >= spec.steps {
             t.phase = TrialPhase::Succeeded;
             finals.push((score.bpp, score.dice));
-            let spent_now = spent_done + gangs.values().map(|g| now - g.started).sum::<u64>();
+            let spent_now = spent_done + sim.gangs.values().map(|g| sim.now - g.started).sum::<u64>();
             let hv = hypervolume(&finals, &pareto_front(&finals), reference_bpp);
             curve.push((spent_now as f64, hv));
         } else {

@@ -12,7 +12,6 @@ mod admission;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use orchestra_store::layout::TrialKeys;
@@ -26,26 +25,6 @@ fn repo() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-fn helm(c: &Cluster, args: &[&str]) -> String {
-    let out = Command::new(cluster::k8s_bin().join("helm"))
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(&c.kubeconfig)
-        .env("HELM_CACHE_HOME", c.dir.join("helm/cache"))
-        .env("HELM_CONFIG_HOME", c.dir.join("helm/config"))
-        .env("HELM_DATA_HOME", c.dir.join("helm/data"))
-        .output()
-        .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Names of the objects of `kinds` in `ns` (or cluster-wide with "") that carry `selector`.
@@ -68,8 +47,8 @@ fn manifests_examples_and_the_helm_chart_install_on_a_real_api_server() {
 
     // The chart: lint, every rendered object accepted by the real server, installed, and gone
     // again after uninstall (the CRDs stay, as Helm keeps a chart's crds/ by design).
-    helm(c, &["lint", &chart]);
-    let rendered = helm(c, &["template", "orchestra", &chart, "--namespace", "e2e-helm"]);
+    c.helm(&["lint", &chart]);
+    let rendered = c.helm(&["template", "orchestra", &chart, "--namespace", "e2e-helm"]);
     c.kubectl_ok(&["create", "namespace", "e2e-helm"]);
     let dry = c.kubectl_stdin(
         &["-n", "e2e-helm", "apply", "--dry-run=server", "-f", "-"],
@@ -80,7 +59,7 @@ fn manifests_examples_and_the_helm_chart_install_on_a_real_api_server() {
         "the real API server refused the chart's objects: {}",
         String::from_utf8_lossy(&dry.stderr)
     );
-    helm(c, &["install", "orchestra", &chart, "--namespace", "e2e-helm"]);
+    c.helm(&["install", "orchestra", &chart, "--namespace", "e2e-helm"]);
     let installed = names(
         c,
         "",
@@ -103,10 +82,7 @@ fn manifests_examples_and_the_helm_chart_install_on_a_real_api_server() {
             .any(|n| n.starts_with("clusterrole.rbac.authorization.k8s.io/")),
         "{installed:?}"
     );
-    helm(
-        c,
-        &["uninstall", "orchestra", "--namespace", "e2e-helm", "--wait"],
-    );
+    c.helm(&["uninstall", "orchestra", "--namespace", "e2e-helm", "--wait"]);
     let left = names(
         c,
         "",

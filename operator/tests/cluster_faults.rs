@@ -31,6 +31,7 @@ fn turn() -> (&'static Cluster, MutexGuard<'static, ()>) {
         node_grace: "20s",
         eviction_s: 10,
         heartbeat_s: 2,
+        kueue: false,
     };
     (cluster::shared_with(&layout), guard)
 }

@@ -102,14 +102,13 @@ fn rate_accuracy_compares_jpeg_with_a_learned_model() {
 #[test]
 fn auto_seg_learns_to_reconstruct_through_cs_code() {
     use orchestra_worker::baselines::autoseg::{autoseg_point, AutoEncoder};
-    use orchestra_worker::nets::NetConfig;
     let spec = common::tiny_spec(Variant::D1, "memory://autoseg", "autoseg");
     let data = Dataset::open(&spec.dataset, spec.model.input_size).unwrap();
     let mut d1 = Trainer::new(spec.clone(), data).unwrap();
     for _ in 0..4 {
         d1.train_step().unwrap();
     }
-    let config = NetConfig::resolve(&spec.model, 3, 2);
+    let config = orchestra_worker::nets::config::resolve(&spec.model, 3, 2);
     let ae = AutoEncoder::new(&config, tch::Device::Cpu, 3);
     let (first, last) = ae.train(&d1.data.images().unwrap().train, 60, 8, 2e-3, 3);
     assert!(last < 0.7 * first, "pixel MSE {first} -> {last}");

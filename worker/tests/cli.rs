@@ -364,7 +364,7 @@ fn volumes_resampled_to_a_target_spacing_code_and_come_back_on_the_scan() {
     use orchestra_edge::volume::{read_volume, DEFAULT_MAX_VOXELS};
     use orchestra_worker::codec::model_file::CompressionModel;
     use orchestra_worker::data::VolumeSet;
-    use orchestra_worker::train::volume_eval::predict_volume;
+    use orchestra_worker::eval::volumes::predict_volume;
 
     let dir = tempfile::tempdir().unwrap();
     let (spec, _, model_path) = train_volume_model(dir.path(), "spacing=2.5x1.6x1.6");
@@ -451,7 +451,7 @@ fn volumes_encode_to_one_stream_and_segment_to_nifti_on_the_scan() {
     use orchestra_edge::volume::{read_labels, DEFAULT_MAX_VOXELS};
     use orchestra_worker::codec::model_file::CompressionModel;
     use orchestra_worker::data::volumes::expand_labels;
-    use orchestra_worker::train::volume_eval::predict_volume;
+    use orchestra_worker::eval::volumes::predict_volume;
 
     let dir = tempfile::tempdir().unwrap();
     let (spec, spec_path, model_path) = train_volume_model(dir.path(), "downsample=1x2x2");

@@ -13,7 +13,7 @@ use orchestra_worker::codec::edge_compare::compare;
 use orchestra_worker::codec::model_code::code_rows;
 use orchestra_worker::codec::model_file::CompressionModel;
 use orchestra_worker::data::{Dataset, Sample};
-use orchestra_worker::nets::{Model, NetConfig};
+use orchestra_worker::nets::Model;
 use orchestra_worker::store::{from_safetensors_with_metadata, to_safetensors_with_metadata};
 use orchestra_worker::train::Trainer;
 use tch::{Device, Kind, Tensor};
@@ -71,7 +71,11 @@ fn edge_codes_of_volumes_are_libtorch_codes() {
         downsample: Some(8),
         ..ModelSpec::new(Preset::Small, 32, 3)
     };
-    let model = Model::new(NetConfig::resolve(&spec, 1, 3), Variant::D4, Device::Cpu);
+    let model = Model::new(
+        orchestra_worker::nets::config::resolve(&spec, 1, 3),
+        Variant::D4,
+        Device::Cpu,
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("volume.safetensors");
     CompressionModel::save(&model, &path).unwrap();
@@ -174,7 +178,11 @@ fn the_edge_sends_a_scan_and_writes_its_label_volume() {
         patch: Some(vec![16, 32, 32]),
         ..ModelSpec::new(Preset::Small, 32, 3)
     };
-    let model = Model::new(NetConfig::resolve(&spec, 1, 3), Variant::D4, Device::Cpu);
+    let model = Model::new(
+        orchestra_worker::nets::config::resolve(&spec, 1, 3),
+        Variant::D4,
+        Device::Cpu,
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("volume.safetensors");
     let prep = VolumePreprocessing {

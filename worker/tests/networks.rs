@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 
 fn config(preset: Preset, size: u32, dims: u32, channels: usize, classes: usize) -> NetConfig {
     let spec = ModelSpec::new(preset, size, dims);
-    NetConfig::resolve(&spec, channels, classes)
+    orchestra_worker::nets::config::resolve(&spec, channels, classes)
 }
 
 fn check_shapes(c: &NetConfig, batch: i64) {

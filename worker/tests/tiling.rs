@@ -9,8 +9,8 @@ use orchestra_edge::compressor::{binarize, Planes};
 use orchestra_edge::tiling::Tiling;
 use orchestra_edge::EdgeModel;
 use orchestra_worker::codec::model_file::CompressionModel;
-use orchestra_worker::nets::{Model, NetConfig};
-use orchestra_worker::tiled_volume::{encode_volume, reconstruct_volume};
+use orchestra_worker::eval::tiled_volume::{encode_volume, reconstruct_volume};
+use orchestra_worker::nets::Model;
 use tch::{nn::ModuleT, Device, Kind, Tensor};
 
 /// Tiles of 2 cells (16 voxels at f 8) for any volume.
@@ -25,7 +25,11 @@ fn model() -> Model {
         downsample: Some(8),
         ..ModelSpec::new(Preset::Small, 32, 3)
     };
-    let model = Model::new(NetConfig::resolve(&spec, 1, 3), Variant::D4, Device::Cpu);
+    let model = Model::new(
+        orchestra_worker::nets::config::resolve(&spec, 1, 3),
+        Variant::D4,
+        Device::Cpu,
+    );
     // Running statistics away from (0, 1), so that BatchNorm is not the identity.
     tch::no_grad(|| {
         for (name, mut t) in model.vs.variables() {
@@ -154,7 +158,11 @@ fn a_full_ct_scan_codes_in_tiles_and_comes_back_as_a_label_volume() {
         patch: Some(vec![32, 64, 64]),
         ..ModelSpec::new(Preset::Small, 64, 3)
     };
-    let model = Model::new(NetConfig::resolve(&spec, 1, 8), Variant::D4, Device::Cpu);
+    let model = Model::new(
+        orchestra_worker::nets::config::resolve(&spec, 1, 8),
+        Variant::D4,
+        Device::Cpu,
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ct.safetensors");
     CompressionModel::save_with(&model, Some(&prep), &path).unwrap();

@@ -7,8 +7,8 @@ mod common;
 
 use orchestra_api::{Hyper, ModelSpec, Preset, TrialSpec, Variant};
 use orchestra_worker::data::{TrainingData, VolumeSet};
-use orchestra_worker::nets::{Model, NetConfig};
-use orchestra_worker::train::volume_eval::predict_volume;
+use orchestra_worker::eval::volumes::predict_volume;
+use orchestra_worker::nets::Model;
 use orchestra_worker::train::{run_trial, Outcome, RunOptions, Trainer};
 use tch::{Device, Tensor};
 
@@ -100,7 +100,11 @@ fn one_window_prediction_is_one_forward_pass() {
         ..ModelSpec::new(Preset::Small, 32, 3)
     };
     orchestra_worker::nets::rng::reseed(1);
-    let model = Model::new(NetConfig::resolve(&spec, 1, 3), Variant::D2, Device::Cpu);
+    let model = Model::new(
+        orchestra_worker::nets::config::resolve(&spec, 1, 3),
+        Variant::D2,
+        Device::Cpu,
+    );
     let vol = &set.val[0];
     let p = predict_volume(&model, None, &vol.voxels, vol.sides, Device::Cpu, 4);
     let direct = tch::no_grad(|| {

@@ -7,14 +7,14 @@ use orchestra_api::{ModelSpec, Preset, Variant};
 use orchestra_codec::{CodecError, Limits};
 use orchestra_edge::synthetic_volume::{heart3d, Heart3d};
 use orchestra_worker::codec::model_code::{code_rows, code_shape, codec_for};
-use orchestra_worker::nets::{Model, NetConfig};
+use orchestra_worker::nets::Model;
 use tch::{Device, Kind, Tensor};
 
 #[test]
 fn a_whole_volume_codes_into_one_stream_and_back_bit_exactly() {
     let _guard = tch::no_grad_guard();
     tch::manual_seed(3);
-    let config = NetConfig::resolve(&ModelSpec::new(Preset::Small, 32, 3), 1, 3);
+    let config = orchestra_worker::nets::config::resolve(&ModelSpec::new(Preset::Small, 32, 3), 1, 3);
     let model = Model::new(config.clone(), Variant::D4, Device::Cpu);
     let codec = codec_for(&model).expect("D4 has a code");
 

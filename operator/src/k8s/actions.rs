@@ -3,11 +3,13 @@
 //! takes it; deletions ignore what is already gone).
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, Patch, PostParams};
 use kube::runtime::events::EventType;
-use orchestra_api::{StoppedTrial, Trial, TrialPhase};
+use orchestra_api::{StoppedTrial, Trial, TrialPhase, TrialSpec, Variant};
 use orchestra_store::layout::{ExperimentKeys, TrialKeys};
 
 use super::builders;
@@ -17,6 +19,7 @@ use super::observe::format_time;
 use super::scope::{apply_params, delete_ignoring_absent, with_store, Scope};
 use super::status::{patch_status, publish_event};
 use crate::planner::Action;
+use crate::runner::Runner;
 
 /// Into the store before any object exists: each new trial's swept parameters (the leaderboard
 /// reads them beside the results) and, on the first look, the submitted Experiment.
@@ -69,37 +72,62 @@ pub(super) async fn write_to_store(
     .await
 }
 
-/// Carries out one action; `trials` learns of the trials it creates.
-pub(super) async fn carry_out(
-    scope: &Scope<'_>,
-    trials: &mut BTreeMap<String, Trial>,
-    action: &Action,
-) -> Result<(), Error> {
-    match action {
-        Action::CreateTrial {
-            name, params, spec, ..
-        } => {
-            let object = builders::trial(scope.exp, spec, params);
-            let created = match scope.trials.create(&PostParams::default(), &object).await {
+/// The reconciler's meaning of each planner action: Kubernetes objects. `trials` learns of the
+/// trials it creates.
+pub(super) struct Objects<'s, 'x> {
+    pub scope: &'s Scope<'x>,
+    pub trials: &'s mut BTreeMap<String, Trial>,
+}
+
+/// One action's API requests.
+pub(super) type Requests<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>;
+
+impl Runner for Objects<'_, '_> {
+    type Done<'a>
+        = Requests<'a>
+    where
+        Self: 'a;
+
+    fn create_trial<'a>(
+        &'a mut self,
+        name: &'a str,
+        _variant: Variant,
+        params: &'a BTreeMap<String, f64>,
+        spec: &'a TrialSpec,
+    ) -> Requests<'a> {
+        Box::pin(async move {
+            let object = builders::trial(self.scope.exp, spec, params);
+            let created = match self.scope.trials.create(&PostParams::default(), &object).await {
                 Ok(t) => t,
-                Err(kube::Error::Api(s)) if s.code == 409 => scope.trials.get(name).await?,
+                Err(kube::Error::Api(s)) if s.code == 409 => self.scope.trials.get(name).await?,
                 Err(e) => return Err(e.into()),
             };
-            trials.insert(name.clone(), created);
+            self.trials.insert(name.to_string(), created);
             Ok(())
-        }
-        Action::StartTrial {
-            name,
-            attempt,
-            until,
-            promotion,
-        } => {
-            let t = trials.get(name).expect("the planner starts known trials");
-            start_trial(scope, t, *attempt, *until, *promotion).await
-        }
-        Action::FailTrial { name, reason } => fail_trial(scope, &trials[name], reason).await,
-        Action::StopTrial { name, reason } => stop_trial(scope, &trials[name], reason).await,
-        Action::SuspendTrial { name } => suspend_trial(scope, &trials[name]).await,
+        })
+    }
+
+    fn start_trial<'a>(
+        &'a mut self,
+        name: &'a str,
+        attempt: u32,
+        until: u64,
+        promotion: bool,
+    ) -> Requests<'a> {
+        let t = self.trials.get(name).expect("the planner starts known trials");
+        Box::pin(start_trial(self.scope, t, attempt, until, promotion))
+    }
+
+    fn fail_trial<'a>(&'a mut self, name: &'a str, reason: &'a str) -> Requests<'a> {
+        Box::pin(fail_trial(self.scope, &self.trials[name], reason))
+    }
+
+    fn stop_trial<'a>(&'a mut self, name: &'a str, reason: &'a str) -> Requests<'a> {
+        Box::pin(stop_trial(self.scope, &self.trials[name], reason))
+    }
+
+    fn suspend_trial<'a>(&'a mut self, name: &'a str) -> Requests<'a> {
+        Box::pin(suspend_trial(self.scope, &self.trials[name]))
     }
 }
 

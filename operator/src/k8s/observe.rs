@@ -221,11 +221,18 @@ fn gang_change(
                         "Job {job_name} completed but the trial's result is not in the store (nor a rung record at its target)"
                     )),
                 })
+            } else if j.spec.as_ref().and_then(|s| s.suspend) == Some(true) {
+                // Waiting in its Kueue queue: no pods yet, nothing is unschedulable.
+                None
             } else {
+                // The gang's clock starts when its pods may: the Job's start time, which the Job
+                // controller sets when the Job runs unsuspended (under Kueue, at admission,
+                // however long it queued); its creation until then.
                 let started = j
-                    .metadata
-                    .creation_timestamp
+                    .status
                     .as_ref()
+                    .and_then(|s| s.start_time.as_ref())
+                    .or(j.metadata.creation_timestamp.as_ref())
                     .map_or(now, |ts| ts.0.as_second().max(0) as u64);
                 let pending: Vec<String> = pods
                     .iter()
@@ -263,6 +270,19 @@ mod tests {
         .unwrap();
         p.metadata.deletion_timestamp = deadline.map(|s| Time(Timestamp::from_second(s).unwrap()));
         p
+    }
+
+    /// Trial `t`, running its first attempt since 2026-01-01.
+    fn running_trial() -> Trial {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "orchestra.dev/v1alpha1", "kind": "Trial",
+            "metadata": { "name": "t", "creationTimestamp": "2026-01-01T00:00:00Z" },
+            "spec": serde_yaml::from_str::<serde_json::Value>(
+                "variant: D4\nexperiment: e\ntrial: t\ndataset: synthetic://lesion\nmodel: { inputSize: 64 }\nsteps: 10\nstore: memory://x\n"
+            ).unwrap(),
+            "status": { "phase": "Running", "attempts": 1 },
+        }))
+        .unwrap()
     }
 
     #[test]
@@ -311,15 +331,7 @@ mod tests {
     /// still stopping, and Failed only once they have; a dead node's pod never stops.
     #[test]
     fn a_job_marked_failure_target_is_a_failed_attempt() {
-        let trial: Trial = serde_json::from_value(serde_json::json!({
-            "apiVersion": "orchestra.dev/v1alpha1", "kind": "Trial",
-            "metadata": { "name": "t", "creationTimestamp": "2026-01-01T00:00:00Z" },
-            "spec": serde_yaml::from_str::<serde_json::Value>(
-                "variant: D4\nexperiment: e\ntrial: t\ndataset: synthetic://lesion\nmodel: { inputSize: 64 }\nsteps: 10\nstore: memory://x\n"
-            ).unwrap(),
-            "status": { "phase": "Running", "attempts": 1 },
-        }))
-        .unwrap();
+        let trial = running_trial();
         let job: Job = serde_json::from_value(serde_json::json!({
             "metadata": { "name": "t-a1" },
             "status": { "conditions": [
@@ -332,6 +344,58 @@ mod tests {
         assert!(
             matches!(&transitions[..], [Transition::AttemptFailed { reason, .. }] if reason.contains("BackoffLimitExceeded")),
             "{transitions:?}"
+        );
+    }
+
+    /// Under Kueue a Job may wait in its queue far longer than the gang timeout; the timeout
+    /// counts from its admission (the Job's start time), not from its creation.
+    #[test]
+    fn a_gang_admitted_late_by_kueue_is_not_unschedulable_at_once() {
+        let trial = running_trial();
+        let created = parse_time("2026-01-01T00:00:00Z").unwrap();
+        let job = |suspend: bool, started: Option<&str>| -> Job {
+            serde_json::from_value(serde_json::json!({
+                "metadata": { "name": "t-a1", "creationTimestamp": "2026-01-01T00:00:00Z" },
+                "spec": { "suspend": suspend, "template": {} },
+                "status": { "startTime": started },
+            }))
+            .unwrap()
+        };
+        let mut pending = pod("t", "t-a1", "Pending", None);
+        pending.status.as_mut().unwrap().conditions = Some(vec![serde_json::from_value(
+            serde_json::json!({ "type": "PodScheduled", "status": "False", "reason": "Unschedulable" }),
+        )
+        .unwrap()]);
+        let unschedulable = |j: Job, pods: &[Pod], now: u64| {
+            let (_, transitions) = observe(std::slice::from_ref(&trial), &[j], pods, now, 600, &mut |_| None);
+            transitions
+                .iter()
+                .any(|t| matches!(t, Transition::Unschedulable { .. }))
+        };
+        let hour_later = created + 3_600;
+        assert!(
+            !unschedulable(job(true, None), &[], hour_later),
+            "queued for an hour"
+        );
+        assert!(
+            !unschedulable(
+                job(false, Some("2026-01-01T00:59:50Z")),
+                &[pending.clone()],
+                hour_later
+            ),
+            "admitted 10 s ago"
+        );
+        assert!(
+            unschedulable(
+                job(false, Some("2026-01-01T00:10:00Z")),
+                &[pending.clone()],
+                hour_later
+            ),
+            "admitted 50 minutes ago and still not placed"
+        );
+        assert!(
+            unschedulable(job(false, None), &[pending], hour_later),
+            "no start time: counted from the Job's creation"
         );
     }
 }

@@ -101,8 +101,12 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Ac
 
     let decision = plan(&scope.name, &exp.spec, &observed, scope.now, &ctx.planner);
     actions::write_to_store(&scope, &decision.actions, &by_name, observed.is_empty()).await?;
+    let mut objects = actions::Objects {
+        scope: &scope,
+        trials: &mut by_name,
+    };
     for action in &decision.actions {
-        actions::carry_out(&scope, &mut by_name, action).await?;
+        action.carry_out(&mut objects).await?;
     }
 
     // The leaderboard's plot is redrawn when a trial finished or the Experiment did.

@@ -85,6 +85,8 @@ pub struct Layout {
     pub eviction_s: u64,
     /// Seconds between a node agent's Lease renewals.
     pub heartbeat_s: u64,
+    /// The Kueue manager with its CRDs and webhooks (scripts/cluster_kueue.sh).
+    pub kueue: bool,
 }
 
 impl Default for Layout {
@@ -94,6 +96,7 @@ impl Default for Layout {
             node_grace: "40s",
             eviction_s: 300,
             heartbeat_s: 10,
+            kueue: false,
         }
     }
 }
@@ -132,6 +135,7 @@ pub fn shared_with(layout: &Layout) -> &'static Cluster {
             .env("CLUSTER_NODE_GRACE", layout.node_grace)
             .env("CLUSTER_POD_EVICTION_S", layout.eviction_s.to_string())
             .env("CLUSTER_NODE_HEARTBEAT_S", layout.heartbeat_s.to_string())
+            .env("CLUSTER_KUEUE", if layout.kueue { "1" } else { "0" })
             // What the scheduler counts (no isolation): room for the operator pods the chart and
             // manifests tests create (they wait for an image) beside the sweep's workers.
             .env("CLUSTER_NODE_CPU", "8")
@@ -195,6 +199,28 @@ impl Cluster {
     /// test's S3 server listens).
     pub fn host_address(&self) -> &str {
         self.pod_gateway.as_deref().unwrap_or("127.0.0.1")
+    }
+
+    /// Runs helm (built with the control plane) against this cluster, with its caches in the
+    /// cluster's folder; its stdout, or the test fails with what helm said.
+    pub fn helm(&self, args: &[&str]) -> String {
+        let out = Command::new(k8s_bin().join("helm"))
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .env("HELM_CACHE_HOME", self.dir.join("helm/cache"))
+            .env("HELM_CONFIG_HOME", self.dir.join("helm/config"))
+            .env("HELM_DATA_HOME", self.dir.join("helm/data"))
+            .output()
+            .expect("helm runs");
+        assert!(
+            out.status.success(),
+            "helm {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {

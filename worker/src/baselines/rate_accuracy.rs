@@ -7,9 +7,9 @@ use tch::{Device, Kind, Tensor};
 
 use super::{h264, jpeg, jpeg2000};
 use crate::data::{batch, Sample};
+use crate::eval::evaluate_images;
+use crate::eval::scores::dice_iou;
 use crate::nets::Model;
-use crate::scores::dice_iou;
-use crate::train::evaluate;
 
 /// One measured setting of one method.
 #[derive(Clone, Debug, Serialize)]
@@ -147,7 +147,7 @@ pub fn learned_point(
     channels: usize,
     side: u32,
 ) -> Result<RatePoint, String> {
-    let e = evaluate(model, samples, channels, side, model.vs.device(), 16);
+    let e = evaluate_images(model, samples, channels, side, model.vs.device(), 16);
     let rate = e.rate.ok_or_else(|| {
         format!(
             "{name}: {} sends raw images; give a compressing model",

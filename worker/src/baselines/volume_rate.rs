@@ -14,9 +14,9 @@ use super::rate_accuracy::RatePoint;
 use super::{h264, jpeg2000};
 use crate::data::volumes::VolumePreprocessing;
 use crate::data::VolumeSample;
+use crate::eval::scores::summarise;
+use crate::eval::volumes::{evaluate_volumes, predict_volume, score_volume};
 use crate::nets::Model;
-use crate::scores::summarise;
-use crate::train::volume_eval::{evaluate_volumes, predict_volume, score_volume};
 use tch::Device;
 
 /// Bytes of the quantisation range sent with every volume (two f32).

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use orchestra_api::{DeviceKind, Variant};
 use orchestra_worker::baselines::rate_accuracy::CodecSetting;
 use orchestra_worker::codec::model_file::CompressionModel;
-use orchestra_worker::latency::{codec_row, orchestra_row, table};
+use orchestra_worker::latency::images::{codec_row, orchestra_row, table};
 use tch::Device;
 
 use super::codec::synthetic_sample;
@@ -93,11 +93,11 @@ pub fn run(args: LatencyArgs) -> Result<()> {
     );
     let mut rows = Vec::new();
     if let Some(path) = &args.d1 {
-        let spec = crate::read_spec(path)?;
+        let spec = super::trial::read_spec(path)?;
         if spec.variant != Variant::D1 {
             bail!("--d1 {}: variant {}, expected D1", path.display(), spec.variant);
         }
-        let (d1, _, _) = crate::load_checkpoint(&spec, None)?;
+        let (d1, _, _) = super::trial::load_checkpoint(&spec, None)?;
         if d1.config.in_channels as usize != channels {
             bail!(
                 "--d1 {}: takes {} channels, the model {channels}",
@@ -130,7 +130,7 @@ pub fn run(args: LatencyArgs) -> Result<()> {
     println!(
         "(mean per image over {} synthetic images after {} warm-up images; compression and decoding on one CPU core)",
         samples.len(),
-        orchestra_worker::latency::WARM_UP
+        orchestra_worker::latency::images::WARM_UP
     );
     if let Some(path) = &args.out {
         super::bench::write_results(path, &rows, &text)?;

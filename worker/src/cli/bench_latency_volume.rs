@@ -12,7 +12,7 @@ use orchestra_edge::volume::{LabelVolume, DEFAULT_MAX_VOXELS};
 use orchestra_edge::EdgeModel;
 use orchestra_worker::codec::model_file::CompressionModel;
 use orchestra_worker::data::TrainingData;
-use orchestra_worker::volume_latency::{orchestra_row, raw_row, table};
+use orchestra_worker::latency::volumes::{orchestra_row, raw_row, table};
 use tch::Device;
 
 use super::bench_latency::{gpu_device, GpuColumn};
@@ -79,11 +79,11 @@ pub fn run(args: VolumeLatencyArgs) -> Result<()> {
         eprintln!("  label volume written to {}", path.display());
     }
     if let Some(path) = &args.d1 {
-        let spec = crate::read_spec(path)?;
+        let spec = super::trial::read_spec(path)?;
         if spec.variant != Variant::D1 {
             bail!("--d1 {}: variant {}, expected D1", path.display(), spec.variant);
         }
-        let (d1, _, data) = crate::load_checkpoint(&spec, None)?;
+        let (d1, _, data) = super::trial::load_checkpoint(&spec, None)?;
         let TrainingData::Volumes(set) = data else {
             bail!("--d1 {}: not a volume model", path.display());
         };

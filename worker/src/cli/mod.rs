@@ -1,5 +1,6 @@
-//! The `orchestra-worker` binary's commands beyond training, each in its own module: the codec
-//! commands (export is in main), and the benchmarks. They use the library; nothing in the
+//! The `orchestra-worker` binary's commands, each in its own module (main.rs only routes): a
+//! trial's commands (train, eval, export, info), the codec commands, the service, the
+//! rate-accuracy comparison, volumes, and the benchmarks. They use the library; nothing in the
 //! library uses them.
 
 pub mod bench;
@@ -7,4 +8,7 @@ pub mod bench_allreduce;
 pub mod bench_latency;
 pub mod bench_latency_volume;
 pub mod codec;
+pub mod rate_accuracy;
+pub mod serve;
+pub mod trial;
 pub mod volume;

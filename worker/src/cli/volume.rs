@@ -15,8 +15,8 @@ use orchestra_edge::tiling::Tiling;
 use orchestra_edge::volume::{spacing_of, Geometry, LabelVolume, DEFAULT_MAX_VOXELS};
 use orchestra_worker::codec::model_code::{code_rows, code_shape};
 use orchestra_worker::codec::model_file::CompressionModel;
-use orchestra_worker::tiled_volume::encode_volume;
-use orchestra_worker::train::volume_eval::scan_tensor;
+use orchestra_worker::eval::tiled_volume::encode_volume;
+use orchestra_worker::eval::volumes::scan_tensor;
 use tch::Device;
 
 /// Windows per call of s.
@@ -103,7 +103,7 @@ pub fn rate_accuracy(
     use orchestra_worker::baselines::volume_rate::{volume_codec_curve, volume_learned_point, VolumeCodec};
     use orchestra_worker::data::TrainingData;
 
-    let (d1, _, data) = crate::load_checkpoint(d1_spec, None)?;
+    let (d1, _, data) = super::trial::load_checkpoint(d1_spec, None)?;
     let TrainingData::Volumes(set) = data else {
         bail!("{}: not a volume dataset", d1_spec.dataset);
     };
@@ -133,7 +133,7 @@ pub fn rate_accuracy(
         if spec.dataset != d1_spec.dataset {
             bail!("{}: its dataset differs from the D1 model's", spec.trial);
         }
-        let (model, _, _) = crate::load_checkpoint(spec, None)?;
+        let (model, _, _) = super::trial::load_checkpoint(spec, None)?;
         let point = volume_learned_point(&spec.trial, &model, &set.val, &set.preprocessing)
             .map_err(anyhow::Error::msg)?;
         learned.push((point, spec.variant));
@@ -151,5 +151,43 @@ pub fn rate_accuracy(
     let (svg, png) =
         orchestra_report::plot::write_plots(&plot, &out.join("rate-accuracy")).map_err(anyhow::Error::msg)?;
     println!("plot: {} and {}", png.display(), svg.display());
+    Ok(())
+}
+
+/// Writes seeded synthetic cardiac volumes and their labels (`orchestra-worker synth-volumes`).
+pub fn synth_volumes(out: &Path, count: usize, sides: &[usize], spacing: &[f32], seed: u64) -> Result<()> {
+    use orchestra_edge::nifti_write::{write_labels, write_volume};
+    use orchestra_edge::synthetic_volume::{heart3d, Heart3d};
+    let ([z, y, x], [sz, sy, sx]) = match (sides, spacing) {
+        (&[z, y, x], &[sz, sy, sx]) => ([z, y, x], [sz, sy, sx]),
+        _ => bail!("--sides and --spacing take three values each, z,y,x"),
+    };
+    let (sides, spacing) = ([z, y, x], [sz, sy, sx]);
+    let voxels = sides.iter().try_fold(1usize, |a, &s| a.checked_mul(s));
+    match voxels {
+        Some(v) if v > 0 && v <= orchestra_edge::volume::DEFAULT_MAX_VOXELS => {}
+        _ => bail!(
+            "--sides {sides:?}: between 1 and {} voxels",
+            orchestra_edge::volume::DEFAULT_MAX_VOXELS
+        ),
+    }
+    if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        bail!("--spacing {spacing:?}: positive millimetres");
+    }
+    for sub in ["images", "labels"] {
+        std::fs::create_dir_all(out.join(sub))
+            .with_context(|| format!("cannot create {}", out.join(sub).display()))?;
+    }
+    for i in 0..count {
+        let h = Heart3d {
+            spacing,
+            ..Heart3d::new(sides, seed.wrapping_add(i as u64))
+        };
+        let (scan, labels) = heart3d(&h);
+        let name = format!("heart{i:03}.nii.gz");
+        write_volume(&out.join("images").join(&name), &scan)?;
+        write_labels(&out.join("labels").join(&name), &labels)?;
+    }
+    println!("{count} volumes of {sides:?} voxels in {}", out.display());
     Ok(())
 }

@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 use super::model_code::{code_rows, code_shape};
 use super::model_file::CompressionModel;
 use crate::data::{batch, Sample};
-use crate::scores::dice_iou;
+use crate::eval::scores::dice_iou;
 
 /// What `compare` measured, summed over the images.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]

@@ -12,9 +12,9 @@ use super::deploy::{META_CONFIG, META_VARIANT, META_VOLUME};
 use super::model_code::{code_rows, code_shape, codec_for};
 use super::{CodeShape, Codec, CodecError};
 use crate::data::volumes::VolumePreprocessing;
+use crate::eval::volumes::{padded_sides, segment_code};
 use crate::nets::{Group, Model, NetConfig};
 use crate::store::{from_safetensors_with_metadata, to_safetensors_with_metadata};
-use crate::train::volume_eval::{padded_sides, segment_code};
 use orchestra_codec::volume_stream::VolumeGeometry;
 use orchestra_edge::volume::spacing_of;
 

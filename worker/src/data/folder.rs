@@ -36,20 +36,7 @@ pub fn load(
             return Err(DataError::MissingFolder(dir.to_path_buf()));
         }
     }
-    let mut ids: Vec<(String, PathBuf)> = std::fs::read_dir(&images_dir)
-        .map_err(|e| DataError::Unreadable {
-            path: images_dir.clone(),
-            reason: e.to_string(),
-        })?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        })
-        .filter_map(|p| Some((p.file_stem()?.to_str()?.to_string(), p.clone())))
-        .collect();
-    ids.sort();
+    let mut ids = image_files(&images_dir)?;
     if let Some(limit) = limit {
         ids.truncate(limit);
     }
@@ -67,29 +54,14 @@ pub fn load(
     let mut channels = None;
     let mut max_label = 0u8;
     for (id, image_path) in &ids {
-        let mask_path = match layout {
-            Layout::Isic => masks_dir.join(format!("{id}_segmentation.png")),
-            Layout::ClassIndex => masks_dir.join(format!("{id}.png")),
-        };
+        let mask_path = mask_file(layout, &masks_dir, id);
         if !mask_path.exists() {
             return Err(DataError::MissingMask {
                 image: image_path.clone(),
                 mask: mask_path,
             });
         }
-        let image = read_image(image_path)?;
-        let mask = read_image(&mask_path)?;
-        if image.dimensions() != mask.dimensions() {
-            let ((iw, ih), (mw, mh)) = (image.dimensions(), mask.dimensions());
-            return Err(DataError::SizeMismatch {
-                image: image_path.clone(),
-                mask: mask_path,
-                image_w: iw,
-                image_h: ih,
-                mask_w: mw,
-                mask_h: mh,
-            });
-        }
+        let (image, mask) = read_pair(image_path, &mask_path)?;
         let this_channels = if image.color().has_color() { 3 } else { 1 };
         let expected = *channels.get_or_insert(this_channels);
         if expected != this_channels {
@@ -126,6 +98,51 @@ pub fn load(
         train: samples,
         val: val_samples,
     })
+}
+
+/// The images of `images_dir` (JPEG or PNG) by id (the file's stem), in id order.
+fn image_files(images_dir: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
+    let mut ids: Vec<(String, PathBuf)> = std::fs::read_dir(images_dir)
+        .map_err(|e| DataError::Unreadable {
+            path: images_dir.to_path_buf(),
+            reason: e.to_string(),
+        })?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .filter_map(|p| Some((p.file_stem()?.to_str()?.to_string(), p.clone())))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// Where the mask of image `id` is: ISIC's `<id>_segmentation.png`, else `<id>.png`.
+fn mask_file(layout: Layout, masks_dir: &Path, id: &str) -> PathBuf {
+    match layout {
+        Layout::Isic => masks_dir.join(format!("{id}_segmentation.png")),
+        Layout::ClassIndex => masks_dir.join(format!("{id}.png")),
+    }
+}
+
+/// An image and its mask, which must have the same size.
+fn read_pair(image_path: &Path, mask_path: &Path) -> Result<(DynamicImage, DynamicImage), DataError> {
+    let image = read_image(image_path)?;
+    let mask = read_image(mask_path)?;
+    if image.dimensions() != mask.dimensions() {
+        let ((iw, ih), (mw, mh)) = (image.dimensions(), mask.dimensions());
+        return Err(DataError::SizeMismatch {
+            image: image_path.to_path_buf(),
+            mask: mask_path.to_path_buf(),
+            image_w: iw,
+            image_h: ih,
+            mask_w: mw,
+            mask_h: mh,
+        });
+    }
+    Ok((image, mask))
 }
 
 /// Decodes with the edge's reader: bounded, and a truncated JPEG is an error, not a grey patch.

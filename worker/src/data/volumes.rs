@@ -115,97 +115,9 @@ fn three(text: &str) -> Option<[usize; 3]> {
 impl VolumeUri {
     pub fn parse(uri: &str) -> Result<VolumeUri, DataError> {
         let mut q = Query::parse(uri)?;
-        let sides_of =
-            |q: &mut Query, name: &str, default: [usize; 3], min: usize| -> Result<[usize; 3], DataError> {
-                match q.text(name) {
-                    None => Ok(default),
-                    Some(t) => match three(&t) {
-                        Some(s) if s.iter().all(|&v| (min..=1024).contains(&v)) => Ok(s),
-                        _ => Err(q.bad(format!(
-                            "{name}={t:?} must be three sides like 16x64x64, each in {min}..=1024"
-                        ))),
-                    },
-                }
-            };
         let parsed = match q.scheme.as_str() {
-            "synthetic" => {
-                if q.body != "heart3d" {
-                    return Err(q.bad(format!("unknown synthetic volume dataset {:?}: expected heart3d", q.body)));
-                }
-                let n = q.number("n")?.unwrap_or(12) as usize;
-                let seed = q.number("seed")?.unwrap_or(7);
-                let val = q.number("val")?.unwrap_or((n / 6).max(1) as u64) as usize;
-                let sides = sides_of(&mut q, "sides", [16, 64, 64], 8)?;
-                if !(2..=4096).contains(&n) || val == 0 || val >= n {
-                    return Err(q.bad(format!("n={n} and val={val}: need 2..=4096 volumes and 1..n validation ones")));
-                }
-                VolumeUri::Synthetic { n, sides, seed, val }
-            }
-            "file" | "s3" | "gs" | "az" => {
-                if q.scheme == "file" && !q.body.starts_with('/') {
-                    return Err(q.bad("file URIs need an absolute path: file:///data/...".into()));
-                }
-                let val = q.number("val")?.map(|v| v as usize);
-                let classes = q.number("classes")?.map(|v| v as usize);
-                let limit = q.number("limit")?.map(|v| v as usize);
-                let factor = sides_of(&mut q, "downsample", [1, 1, 1], 1)?;
-                if factor.iter().any(|&f| f > 8) {
-                    return Err(q.bad(format!("downsample={factor:?}: factors must be 1..=8")));
-                }
-                let spacing = match q.text("spacing") {
-                    None => None,
-                    Some(t) => {
-                        let (lo, hi) = TARGET_SPACING_MM;
-                        let v: Option<Vec<f32>> = t.split('x').map(|s| s.parse().ok()).collect();
-                        match v.and_then(|v| <[f32; 3]>::try_from(v).ok()) {
-                            Some(s) if s.iter().all(|v| (lo..=hi).contains(v)) => Some(s),
-                            _ => {
-                                return Err(q.bad(format!(
-                                    "spacing={t:?} must be three voxel spacings in mm like 10x1.5x1.5 (z x y x x), each in {lo}..={hi}"
-                                )))
-                            }
-                        }
-                    }
-                };
-                if spacing.is_some() && factor != [1, 1, 1] {
-                    return Err(q.bad(
-                        "downsample and spacing both given: reduce by whole factors or resample to a spacing, not both".into(),
-                    ));
-                }
-                let intensity = match q.text("intensity").as_deref() {
-                    None | Some("mr") => IntensityChoice::Mr,
-                    Some("ct") => IntensityChoice::Ct,
-                    Some("none") => IntensityChoice::None,
-                    Some(other) => return Err(q.bad(format!("intensity={other:?}: expected mr, ct or none"))),
-                };
-                let label_map = match q.text("labelMap") {
-                    None => None,
-                    Some(t) => Some(
-                        t.split(',')
-                            .map(|c| c.parse::<u8>().ok())
-                            .collect::<Option<Vec<u8>>>()
-                            .ok_or_else(|| q.bad(format!("labelMap={t:?} must be class numbers 0-255 separated by commas")))?,
-                    ),
-                };
-                if classes.is_some_and(|c| !(2..=256).contains(&c)) {
-                    return Err(q.bad("classes must be in 2..=256 (background included)".into()));
-                }
-                let location = if q.scheme == "file" {
-                    q.body.clone()
-                } else {
-                    format!("{}://{}", q.scheme, q.body.trim_end_matches('/'))
-                };
-                VolumeUri::Folder {
-                    location,
-                    val,
-                    classes,
-                    limit,
-                    factor,
-                    spacing,
-                    intensity,
-                    label_map,
-                }
-            }
+            "synthetic" => VolumeUri::synthetic(&mut q)?,
+            "file" | "s3" | "gs" | "az" => VolumeUri::folder(&mut q)?,
             other => {
                 return Err(q.bad(format!(
                     "unsupported scheme {other:?} for volumes: expected synthetic://heart3d, file://, s3://, gs:// or az://"
@@ -214,6 +126,110 @@ impl VolumeUri {
         };
         q.finish()?;
         Ok(parsed)
+    }
+
+    /// `synthetic://heart3d?n=&seed=&val=&sides=`.
+    fn synthetic(q: &mut Query) -> Result<VolumeUri, DataError> {
+        if q.body != "heart3d" {
+            return Err(q.bad(format!(
+                "unknown synthetic volume dataset {:?}: expected heart3d",
+                q.body
+            )));
+        }
+        let n = q.number("n")?.unwrap_or(12) as usize;
+        let seed = q.number("seed")?.unwrap_or(7);
+        let val = q.number("val")?.unwrap_or((n / 6).max(1) as u64) as usize;
+        let sides = sides_of(q, "sides", [16, 64, 64], 8)?;
+        if !(2..=4096).contains(&n) || val == 0 || val >= n {
+            return Err(q.bad(format!(
+                "n={n} and val={val}: need 2..=4096 volumes and 1..n validation ones"
+            )));
+        }
+        Ok(VolumeUri::Synthetic { n, sides, seed, val })
+    }
+
+    /// A folder of volumes (`file://`, `s3://`, `gs://`, `az://`) and how to prepare them.
+    fn folder(q: &mut Query) -> Result<VolumeUri, DataError> {
+        if q.scheme == "file" && !q.body.starts_with('/') {
+            return Err(q.bad("file URIs need an absolute path: file:///data/...".into()));
+        }
+        let val = q.number("val")?.map(|v| v as usize);
+        let classes = q.number("classes")?.map(|v| v as usize);
+        let limit = q.number("limit")?.map(|v| v as usize);
+        let factor = sides_of(q, "downsample", [1, 1, 1], 1)?;
+        if factor.iter().any(|&f| f > 8) {
+            return Err(q.bad(format!("downsample={factor:?}: factors must be 1..=8")));
+        }
+        let spacing = match q.text("spacing") {
+            None => None,
+            Some(t) => {
+                let (lo, hi) = TARGET_SPACING_MM;
+                let v: Option<Vec<f32>> = t.split('x').map(|s| s.parse().ok()).collect();
+                match v.and_then(|v| <[f32; 3]>::try_from(v).ok()) {
+                    Some(s) if s.iter().all(|v| (lo..=hi).contains(v)) => Some(s),
+                    _ => {
+                        return Err(q.bad(format!(
+                            "spacing={t:?} must be three voxel spacings in mm like 10x1.5x1.5 (z x y x x), each in {lo}..={hi}"
+                        )))
+                    }
+                }
+            }
+        };
+        if spacing.is_some() && factor != [1, 1, 1] {
+            return Err(q.bad(
+                "downsample and spacing both given: reduce by whole factors or resample to a spacing, not both".into(),
+            ));
+        }
+        let intensity = match q.text("intensity").as_deref() {
+            None | Some("mr") => IntensityChoice::Mr,
+            Some("ct") => IntensityChoice::Ct,
+            Some("none") => IntensityChoice::None,
+            Some(other) => return Err(q.bad(format!("intensity={other:?}: expected mr, ct or none"))),
+        };
+        let label_map = match q.text("labelMap") {
+            None => None,
+            Some(t) => Some(
+                t.split(',')
+                    .map(|c| c.parse::<u8>().ok())
+                    .collect::<Option<Vec<u8>>>()
+                    .ok_or_else(|| {
+                        q.bad(format!(
+                            "labelMap={t:?} must be class numbers 0-255 separated by commas"
+                        ))
+                    })?,
+            ),
+        };
+        if classes.is_some_and(|c| !(2..=256).contains(&c)) {
+            return Err(q.bad("classes must be in 2..=256 (background included)".into()));
+        }
+        let location = if q.scheme == "file" {
+            q.body.clone()
+        } else {
+            format!("{}://{}", q.scheme, q.body.trim_end_matches('/'))
+        };
+        Ok(VolumeUri::Folder {
+            location,
+            val,
+            classes,
+            limit,
+            factor,
+            spacing,
+            intensity,
+            label_map,
+        })
+    }
+}
+
+/// Query parameter `name`: three sides like 16x64x64, each in `min..=1024`.
+fn sides_of(q: &mut Query, name: &str, default: [usize; 3], min: usize) -> Result<[usize; 3], DataError> {
+    match q.text(name) {
+        None => Ok(default),
+        Some(t) => match three(&t) {
+            Some(s) if s.iter().all(|&v| (min..=1024).contains(&v)) => Ok(s),
+            _ => Err(q.bad(format!(
+                "{name}={t:?} must be three sides like 16x64x64, each in {min}..=1024"
+            ))),
+        },
     }
 }
 
@@ -305,15 +321,7 @@ fn load_folder(
     if pairs.is_empty() {
         return Err(DataError::Empty(root.to_path_buf()));
     }
-    let patients = {
-        let mut p: Vec<&str> = pairs
-            .iter()
-            .map(|p| orchestra_edge::volume_dataset::patient_of(&p.id))
-            .collect();
-        p.sort();
-        p.dedup();
-        p.len()
-    };
+    let patients = patient_count(&pairs);
     let val_patients = val.unwrap_or((patients / 5).max(1));
     if val_patients == 0 || val_patients >= patients {
         return Err(DataError::Split {
@@ -331,44 +339,14 @@ fn load_folder(
     for p in &val_pairs {
         val_raw.push((p.id.clone(), read(p)?));
     }
-    // The highest class in any label map; a stated class count must cover it.
-    let highest = train_raw
-        .iter()
-        .chain(&val_raw)
-        .map(|(id, (_, l))| (id, l.labels.iter().copied().max().unwrap_or(0)))
-        .max_by_key(|(_, m)| *m)
-        .map(|(id, m)| (id.clone(), m))
-        .unwrap_or_default();
-    let classes = classes.unwrap_or(highest.1 as usize + 1).max(2);
-    if highest.1 as usize >= classes {
-        return Err(DataError::Split {
-            uri: orchestra_api::redact(uri),
-            reason: format!(
-                "volume {} has class {} but classes={classes}",
-                highest.0, highest.1
-            ),
-        });
-    }
-    let intensity = match intensity {
-        IntensityChoice::Mr => Normalisation::Mr,
-        IntensityChoice::None => Normalisation::None,
-        IntensityChoice::Ct => {
-            let views: Vec<(&[f32], &[u8])> = train_raw
-                .iter()
-                .map(|(_, (v, l))| (v.voxels.as_slice(), l.labels.as_slice()))
-                .collect();
-            match foreground_window(&views, 0.5, 99.5) {
-                Ok(Intensity::Ct { low, high }) => Normalisation::Ct { low, high },
-                Ok(Intensity::Mr) => Normalisation::Mr,
-                Err(e) => {
-                    return Err(DataError::Split {
-                        uri: orchestra_api::redact(uri),
-                        reason: format!("CT window from the training volumes: {e}"),
-                    })
-                }
-            }
-        }
-    };
+    let classes = class_count(&train_raw, &val_raw, classes).map_err(|reason| DataError::Split {
+        uri: orchestra_api::redact(uri),
+        reason,
+    })?;
+    let intensity = normalisation(intensity, &train_raw).map_err(|reason| DataError::Split {
+        uri: orchestra_api::redact(uri),
+        reason,
+    })?;
     let preprocessing = VolumePreprocessing {
         intensity,
         factor,
@@ -396,6 +374,59 @@ fn load_folder(
         preprocessing,
         train,
         val,
+    })
+}
+
+/// How many patients the pairs come from (a patient's frames share an id prefix).
+fn patient_count(pairs: &[VolumePair]) -> usize {
+    let mut p: Vec<&str> = pairs
+        .iter()
+        .map(|p| orchestra_edge::volume_dataset::patient_of(&p.id))
+        .collect();
+    p.sort();
+    p.dedup();
+    p.len()
+}
+
+type RawVolumes = [(String, (Volume, LabelVolume))];
+
+/// The class count: the one stated, which must cover the highest class in any label map, or
+/// that class plus one (at least two, background included).
+fn class_count(train: &RawVolumes, val: &RawVolumes, stated: Option<usize>) -> Result<usize, String> {
+    let highest = train
+        .iter()
+        .chain(val)
+        .map(|(id, (_, l))| (id, l.labels.iter().copied().max().unwrap_or(0)))
+        .max_by_key(|(_, m)| *m)
+        .map(|(id, m)| (id.clone(), m))
+        .unwrap_or_default();
+    let classes = stated.unwrap_or(highest.1 as usize + 1).max(2);
+    if highest.1 as usize >= classes {
+        return Err(format!(
+            "volume {} has class {} but classes={classes}",
+            highest.0, highest.1
+        ));
+    }
+    Ok(classes)
+}
+
+/// The intensity normalisation asked for; CT's window from the training volumes' foreground
+/// (0.5 to 99.5 percentiles).
+fn normalisation(choice: IntensityChoice, train: &RawVolumes) -> Result<Normalisation, String> {
+    Ok(match choice {
+        IntensityChoice::Mr => Normalisation::Mr,
+        IntensityChoice::None => Normalisation::None,
+        IntensityChoice::Ct => {
+            let views: Vec<(&[f32], &[u8])> = train
+                .iter()
+                .map(|(_, (v, l))| (v.voxels.as_slice(), l.labels.as_slice()))
+                .collect();
+            match foreground_window(&views, 0.5, 99.5) {
+                Ok(Intensity::Ct { low, high }) => Normalisation::Ct { low, high },
+                Ok(Intensity::Mr) => Normalisation::Mr,
+                Err(e) => return Err(format!("CT window from the training volumes: {e}")),
+            }
+        }
     })
 }
 

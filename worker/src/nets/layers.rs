@@ -10,32 +10,12 @@ use tch::{nn, Tensor};
 
 use super::rng;
 
-/// Number of spatial dimensions: 2 for images, 3 for volumes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Spatial {
-    Two,
-    Three,
-}
+/// Number of spatial dimensions (the model file's, so that the edge reads the same value).
+pub use orchestra_codec::net_config::Spatial;
 
-impl Spatial {
-    pub fn from_dims(dims: u32) -> Option<Spatial> {
-        match dims {
-            2 => Some(Spatial::Two),
-            3 => Some(Spatial::Three),
-            _ => None,
-        }
-    }
-
-    pub fn n(self) -> usize {
-        match self {
-            Spatial::Two => 2,
-            Spatial::Three => 3,
-        }
-    }
-
-    fn repeat(self, v: i64) -> Vec<i64> {
-        vec![v; self.n()]
-    }
+/// `v` along each spatial axis (a kernel size, stride or padding).
+fn repeat(spatial: Spatial, v: i64) -> Vec<i64> {
+    vec![v; spatial.n()]
 }
 
 /// One line of a network trace.
@@ -106,7 +86,7 @@ pub fn conv(
         c_in,
         c_out,
         kernel,
-        &spatial.repeat(stride),
+        &repeat(spatial, stride),
         padding,
         bias,
         spatial,
@@ -126,7 +106,7 @@ pub fn conv_strided(
     spatial: Spatial,
 ) -> Conv {
     let mut shape = vec![c_out, c_in];
-    shape.extend(spatial.repeat(kernel));
+    shape.extend(repeat(spatial, kernel));
     let fan_in = (c_in * kernel.pow(spatial.n() as u32)) as f64;
     // PyTorch's default: kaiming_uniform(a = sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     let bound = 1.0 / fan_in.sqrt();
@@ -145,7 +125,7 @@ pub fn conv_strided(
 impl nn::Module for Conv {
     fn forward(&self, xs: &Tensor) -> Tensor {
         let d = self.spatial;
-        let (padding, dilation) = (d.repeat(self.padding), d.repeat(1));
+        let (padding, dilation) = (repeat(d, self.padding), repeat(d, 1));
         // conv2d / conv3d rather than the generic `convolution`: they are the ops autocast
         // casts to bf16 (as PyTorch's nn.Conv2d calls them); the kernels are the same.
         let strides = self.strides.as_slice();

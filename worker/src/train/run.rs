@@ -7,11 +7,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use orchestra_api::{RungRecord, Timings, TrialResult, TrialSpec};
 use serde_json::json;
 
-use super::evaluation::Evaluation;
 use super::progress::ProgressReporter;
 use super::trainer::{device_for_spec, TrainError, Trainer};
 use crate::data::{DataError, TrainingData};
 use crate::dist::{DistError, DistOptions, DEFAULT_BUCKET_BYTES};
+use crate::eval::Evaluation;
 use crate::store::checkpoint::TrialStore;
 use crate::store::{Store, StoreError};
 use orchestra_store::layout;
@@ -91,165 +91,243 @@ pub fn run_trial(spec: &TrialSpec, opts: &RunOptions) -> Result<Outcome, RunErro
             return Ok(Outcome::Finished(Box::new(result)));
         }
     }
-
-    let device = device_for_spec(spec)?;
-    let dist_err = |source| RunError::Dist {
-        trial: spec.trial.clone(),
-        source,
-    };
-    let comm = crate::dist::connect(&opts.dist, device).map_err(dist_err)?;
-    let (rank, world) = (comm.rank(), comm.world_size());
-    // Rank 0 alone writes; the others wait for it at a barrier with the longer timeout.
-    let leader = rank == 0;
-    let data = TrainingData::open(&spec.dataset, &spec.model)?;
-    let (n_train, n_val) = data.counts();
-    tracing::info!(
-        trial = %spec.trial, variant = %spec.variant, train = n_train, val = n_val,
-        classes = data.classes(), rank, world, backend = comm.backend(), "dataset ready"
-    );
-    let mut trainer = Trainer::with_collective(spec.clone(), data, comm, opts.bucket_bytes)?;
-    let slow = Some(opts.dist.io_timeout);
-    let mut metrics: Vec<String> = Vec::new();
-    let mut elapsed_before = 0.0;
-    let mut last_eval: Option<(u64, Evaluation)> = None;
-    if let Some(ckpt) = ts.load_latest()? {
-        trainer.restore(&ckpt)?;
-        elapsed_before = ckpt.elapsed_seconds;
-        metrics = read_metrics(&ts)?
-            .into_iter()
-            .filter(|line| line_step(line).is_some_and(|s| s <= ckpt.step))
-            .collect();
-        tracing::info!(trial = %spec.trial, step = ckpt.step, rank, "resumed from checkpoint");
+    let mut run = TrialRun::start(spec, opts, ts)?;
+    run.train()?;
+    if run.trainer.step < spec.steps {
+        return run.pause();
     }
-    trainer.agree_on_step()?;
+    run.finish()
+}
 
-    let bar = progress_bar(spec, trainer.step, opts.progress && leader);
-    let mut reporter = ProgressReporter::new(opts.progress_every, opts.progress, leader, trainer.step);
-    let comm_before = trainer.comm_seconds;
-    let started = Instant::now();
-    let first_step = trainer.step;
-    let target = opts.until.map_or(spec.steps, |u| u.min(spec.steps));
-    let stop_at = opts.stop_after.map_or(target, |n| (first_step + n).min(target));
-    let source_bpp = trainer.data.source_bits_per_pixel();
-    let rung_of = |step: u64, e: &Evaluation| RungRecord {
-        step,
-        scores: e.scores.clone(),
-        rate: e.rate.clone(),
-        source_bits_per_pixel: source_bpp,
-    };
-    while trainer.step < stop_at {
-        let m = trainer.train_step()?;
-        metrics.push(serde_json::to_string(&m).expect("metrics serialise"));
-        bar.set_position(trainer.step);
-        bar.set_message(orchestra_api::trial_progress::losses(
-            m.loss_seg,
-            m.loss_dis,
-            m.loss_rate,
-        ));
-        reporter.after_step(spec, world, &m, &ts.store, &ts.keys);
-        let step = trainer.step;
-        let eval_due = spec.eval_every > 0 && step % spec.eval_every == 0 && step < spec.steps;
-        if eval_due && leader {
-            let e = trainer.evaluate();
-            metrics.push(eval_line(step, &e));
-            // The learning curve, one record per evaluation; the one at the step target is
-            // written after the checkpoint below.
-            if step != target {
-                put_rung(&ts, &rung_of(step, &e))?;
-            }
-            last_eval = Some((step, e));
+/// One process's part of a trial run, from its (resumed) start to its end.
+struct TrialRun<'a> {
+    spec: &'a TrialSpec,
+    ts: TrialStore,
+    trainer: Trainer,
+    /// Rank 0 alone writes; the others wait for it at a barrier with the longer timeout.
+    leader: bool,
+    world: usize,
+    slow: Option<Duration>,
+    /// metrics.jsonl's lines so far (those of earlier runs up to the checkpoint included).
+    metrics: Vec<String>,
+    /// Training seconds of earlier runs.
+    elapsed_before: f64,
+    last_eval: Option<(u64, Evaluation)>,
+    bar: ProgressBar,
+    reporter: ProgressReporter,
+    comm_before: f64,
+    started: Instant,
+    first_step: u64,
+    /// The step this run trains to (a rung, or the spec's steps) and where it stops (earlier
+    /// with `stop_after`).
+    target: u64,
+    stop_at: u64,
+}
+
+impl<'a> TrialRun<'a> {
+    /// Connects the ranks, opens the data, builds the trainer and resumes it from the latest
+    /// checkpoint, if any.
+    fn start(spec: &'a TrialSpec, opts: &RunOptions, ts: TrialStore) -> Result<TrialRun<'a>, RunError> {
+        let device = device_for_spec(spec)?;
+        let comm = crate::dist::connect(&opts.dist, device).map_err(|source| RunError::Dist {
+            trial: spec.trial.clone(),
+            source,
+        })?;
+        let (rank, world) = (comm.rank(), comm.world_size());
+        let leader = rank == 0;
+        let data = TrainingData::open(&spec.dataset, &spec.model)?;
+        let (n_train, n_val) = data.counts();
+        tracing::info!(
+            trial = %spec.trial, variant = %spec.variant, train = n_train, val = n_val,
+            classes = data.classes(), rank, world, backend = comm.backend(), "dataset ready"
+        );
+        let mut trainer = Trainer::with_collective(spec.clone(), data, comm, opts.bucket_bytes)?;
+        let mut metrics: Vec<String> = Vec::new();
+        let mut elapsed_before = 0.0;
+        if let Some(ckpt) = ts.load_latest()? {
+            trainer.restore(&ckpt)?;
+            elapsed_before = ckpt.elapsed_seconds;
+            metrics = read_metrics(&ts)?
+                .into_iter()
+                .filter(|line| line_step(line).is_some_and(|s| s <= ckpt.step))
+                .collect();
+            tracing::info!(trial = %spec.trial, step = ckpt.step, rank, "resumed from checkpoint");
         }
-        let due = spec.checkpoint_every > 0 && step % spec.checkpoint_every == 0;
-        let save_due = (due || step == stop_at) && step < spec.steps;
-        if save_due && leader {
-            save(
-                &ts,
-                &trainer,
-                &metrics,
-                elapsed_before + started.elapsed().as_secs_f64(),
-                spec,
-            )?;
-        }
-        if (eval_due || save_due) && world > 1 {
-            trainer.collectives().barrier(slow).map_err(dist_err)?;
+        trainer.agree_on_step()?;
+        let first_step = trainer.step;
+        let target = opts.until.map_or(spec.steps, |u| u.min(spec.steps));
+        Ok(TrialRun {
+            spec,
+            ts,
+            bar: progress_bar(spec, first_step, opts.progress && leader),
+            reporter: ProgressReporter::new(opts.progress_every, opts.progress, leader, first_step),
+            comm_before: trainer.comm_seconds,
+            trainer,
+            leader,
+            world,
+            slow: Some(opts.dist.io_timeout),
+            metrics,
+            elapsed_before,
+            last_eval: None,
+            started: Instant::now(),
+            first_step,
+            target,
+            stop_at: opts.stop_after.map_or(target, |n| (first_step + n).min(target)),
+        })
+    }
+
+    fn dist_err(&self, source: DistError) -> RunError {
+        RunError::Dist {
+            trial: self.spec.trial.clone(),
+            source,
         }
     }
-    if trainer.step < spec.steps {
-        let step = trainer.step;
-        let mut rung = None;
-        if step == target {
-            // The rung is reached: its record goes last, after the checkpoint at this step,
-            // so that a runner that sees it can always continue the trial from there. A run
-            // resumed at its target (killed between the two writes) writes it now.
-            if leader {
-                let e = match last_eval.take() {
-                    Some((s, e)) if s == step => e,
-                    _ => trainer.evaluate(),
-                };
-                if last_eval_needed(&metrics, step) {
-                    metrics.push(eval_line(step, &e));
-                    write_metrics(&ts, &metrics)?;
+
+    /// All ranks wait for rank 0's writes.
+    fn barrier(&mut self) -> Result<(), RunError> {
+        let slow = self.slow;
+        self.trainer
+            .collectives()
+            .barrier(slow)
+            .map_err(|e| self.dist_err(e))
+    }
+
+    fn rung_of(&self, step: u64, e: &Evaluation) -> RungRecord {
+        RungRecord {
+            step,
+            scores: e.scores.clone(),
+            rate: e.rate.clone(),
+            source_bits_per_pixel: self.trainer.data.source_bits_per_pixel(),
+        }
+    }
+
+    fn train_seconds(&self) -> f64 {
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// Trains to `stop_at`: metrics streamed, evaluations (rung records of the learning curve)
+    /// and checkpoints when due.
+    fn train(&mut self) -> Result<(), RunError> {
+        let spec = self.spec;
+        while self.trainer.step < self.stop_at {
+            let m = self.trainer.train_step()?;
+            self.metrics
+                .push(serde_json::to_string(&m).expect("metrics serialise"));
+            self.bar.set_position(self.trainer.step);
+            self.bar.set_message(orchestra_api::trial_progress::losses(
+                m.loss_seg,
+                m.loss_dis,
+                m.loss_rate,
+            ));
+            self.reporter
+                .after_step(spec, self.world, &m, &self.ts.store, &self.ts.keys);
+            let step = self.trainer.step;
+            let eval_due = spec.eval_every > 0 && step.is_multiple_of(spec.eval_every) && step < spec.steps;
+            if eval_due && self.leader {
+                let e = self.trainer.evaluate();
+                self.metrics.push(eval_line(step, &e));
+                // The learning curve, one record per evaluation; the one at the step target is
+                // written after the checkpoint below.
+                if step != self.target {
+                    put_rung(&self.ts, &self.rung_of(step, &e))?;
                 }
-                let record = rung_of(step, &e);
-                put_rung(&ts, &record)?;
+                self.last_eval = Some((step, e));
+            }
+            let due = spec.checkpoint_every > 0 && step.is_multiple_of(spec.checkpoint_every);
+            let save_due = (due || step == self.stop_at) && step < spec.steps;
+            if save_due && self.leader {
+                save(&self.ts, &self.trainer, &self.metrics, self.train_seconds(), spec)?;
+            }
+            if (eval_due || save_due) && self.world > 1 {
+                self.barrier()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stopped before the spec's steps: at the rung `target` (its record written last, after
+    /// the checkpoint at this step, so that a runner that sees it can always continue the trial
+    /// from there; a run resumed at its target, killed between the two writes, writes it now),
+    /// or on request.
+    fn pause(mut self) -> Result<Outcome, RunError> {
+        let step = self.trainer.step;
+        let mut rung = None;
+        if step == self.target {
+            if self.leader {
+                let e = match self.last_eval.take() {
+                    Some((s, e)) if s == step => e,
+                    _ => self.trainer.evaluate(),
+                };
+                if last_eval_needed(&self.metrics, step) {
+                    self.metrics.push(eval_line(step, &e));
+                    write_metrics(&self.ts, &self.metrics)?;
+                }
+                let record = self.rung_of(step, &e);
+                put_rung(&self.ts, &record)?;
                 rung = Some(Box::new(record));
             }
-            if world > 1 {
-                trainer.collectives().barrier(slow).map_err(dist_err)?;
+            if self.world > 1 {
+                self.barrier()?;
             }
         }
-        bar.abandon_with_message(format!("paused at step {step}"));
-        return Ok(Outcome::Paused { step, rung });
+        self.bar.abandon_with_message(format!("paused at step {step}"));
+        Ok(Outcome::Paused { step, rung })
     }
-    let train_seconds = elapsed_before + started.elapsed().as_secs_f64();
-    let run_seconds = started.elapsed().as_secs_f64().max(1e-9);
-    if !leader {
-        // Rank 0 evaluates and writes the result; the others wait for it and read it back.
-        trainer.collectives().barrier(slow).map_err(dist_err)?;
-        let result = finished_result(&ts, spec)?.ok_or_else(|| StoreError::Corrupt {
-            uri: ts.store.uri().to_string(),
-            key: ts.keys.result(),
-            reason: "rank 0 passed the final barrier without writing the result".into(),
-        })?;
-        return Ok(Outcome::Finished(Box::new(result)));
-    }
-    bar.finish_with_message("evaluating");
-    let eval_started = Instant::now();
-    let evaluation = trainer.evaluate();
-    let eval_seconds = eval_started.elapsed().as_secs_f64();
-    metrics.push(eval_line(trainer.step, &evaluation));
-    save(&ts, &trainer, &metrics, train_seconds, spec)?;
-    put_rung(&ts, &rung_of(trainer.step, &evaluation))?;
 
-    let steps_this_run = (trainer.step - first_step) as f64;
-    let result = TrialResult {
-        experiment: spec.experiment.clone(),
-        trial: spec.trial.clone(),
-        variant: spec.variant,
-        steps: trainer.step,
-        scores: evaluation.scores,
-        rate: evaluation.rate,
-        source_bits_per_pixel: trainer.data.source_bits_per_pixel(),
-        params: trainer.param_counts(),
-        timings: Timings {
-            train_seconds,
-            train_images_per_second: steps_this_run * (spec.hyper.batch_size as usize * world) as f64
-                / run_seconds,
-            eval_seconds,
-            world_size: world as u32,
-            communication_seconds: trainer.comm_seconds - comm_before,
-        },
-        hyper: spec.hyper.clone(),
-    };
-    // Written last: its presence means the trial is finished.
-    ts.store.put(
-        &ts.keys.result(),
-        serde_json::to_vec_pretty(&result).expect("result serialises"),
-    )?;
-    if world > 1 {
-        trainer.collectives().barrier(slow).map_err(dist_err)?;
+    /// At the spec's steps: rank 0 evaluates, checkpoints, and writes the result last (its
+    /// presence means the trial is finished); the other ranks wait for it and read it back.
+    fn finish(mut self) -> Result<Outcome, RunError> {
+        let spec = self.spec;
+        let train_seconds = self.train_seconds();
+        let run_seconds = self.started.elapsed().as_secs_f64().max(1e-9);
+        if !self.leader {
+            self.barrier()?;
+            let result = finished_result(&self.ts, spec)?.ok_or_else(|| StoreError::Corrupt {
+                uri: self.ts.store.uri().to_string(),
+                key: self.ts.keys.result(),
+                reason: "rank 0 passed the final barrier without writing the result".into(),
+            })?;
+            return Ok(Outcome::Finished(Box::new(result)));
+        }
+        self.bar.finish_with_message("evaluating");
+        let eval_started = Instant::now();
+        let evaluation = self.trainer.evaluate();
+        let eval_seconds = eval_started.elapsed().as_secs_f64();
+        self.metrics.push(eval_line(self.trainer.step, &evaluation));
+        save(&self.ts, &self.trainer, &self.metrics, train_seconds, spec)?;
+        put_rung(&self.ts, &self.rung_of(self.trainer.step, &evaluation))?;
+
+        let steps_this_run = (self.trainer.step - self.first_step) as f64;
+        let world = self.world;
+        let result = TrialResult {
+            experiment: spec.experiment.clone(),
+            trial: spec.trial.clone(),
+            variant: spec.variant,
+            steps: self.trainer.step,
+            scores: evaluation.scores,
+            rate: evaluation.rate,
+            source_bits_per_pixel: self.trainer.data.source_bits_per_pixel(),
+            params: self.trainer.param_counts(),
+            timings: Timings {
+                train_seconds,
+                train_images_per_second: steps_this_run * (spec.hyper.batch_size as usize * world) as f64
+                    / run_seconds,
+                eval_seconds,
+                world_size: world as u32,
+                communication_seconds: self.trainer.comm_seconds - self.comm_before,
+            },
+            hyper: spec.hyper.clone(),
+        };
+        // Written last: its presence means the trial is finished.
+        self.ts.store.put(
+            &self.ts.keys.result(),
+            serde_json::to_vec_pretty(&result).expect("result serialises"),
+        )?;
+        if world > 1 {
+            self.barrier()?;
+        }
+        Ok(Outcome::Finished(Box::new(result)))
     }
-    Ok(Outcome::Finished(Box::new(result)))
 }
 
 /// The stored result, if this trial already ran to its full step count.

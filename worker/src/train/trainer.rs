@@ -6,7 +6,7 @@
 //! Every random draw of a step derives from (seed, step), so a run resumed from a checkpoint
 //! repeats the uninterrupted run exactly on the CPU.
 
-use orchestra_api::{Hyper, ParamCounts, RateScores, TrialSpec};
+use orchestra_api::{Hyper, ParamCounts, TrialSpec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -14,7 +14,6 @@ use tch::{Device, Kind, Tensor};
 
 use super::adam::Adam;
 use super::autocast::with_precision;
-use super::evaluation::Evaluation;
 use super::schedule::{critic_weight, learning_rate};
 use super::seg_loss::seg_loss;
 use crate::data::patches::{extract, PatchSampler};
@@ -23,9 +22,9 @@ use crate::dist::buckets::mean_scalars;
 use crate::dist::{
     all_reduce_mean, all_reduce_mean_flat, Collective, DistError, SingleProcess, DEFAULT_BUCKET_BYTES,
 };
+use crate::eval::Evaluation;
 use crate::nets::critic::Critic;
-use crate::nets::{rng, Group, Model, NetConfig};
-use crate::scores::{dice_iou, summarise};
+use crate::nets::{rng, Group, Model};
 use crate::store::checkpoint::Checkpoint;
 
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +163,7 @@ impl Trainer {
                 comm.world_size()
             )));
         }
-        let config = NetConfig::resolve(&spec.model, data.channels(), data.classes());
+        let config = crate::nets::config::resolve(&spec.model, data.channels(), data.classes());
         if let Some(side) = config.sides.iter().find(|&&s| s < 1 << config.d_depth) {
             return Err(setup(format!(
                 "an input side of {side} is too short for the critic's {} halvings (model.patch or model.depth)",
@@ -346,17 +345,36 @@ impl Trainer {
     /// One C+S update followed by one D update, each over this rank's micro-batches and then
     /// averaged over ranks.
     pub fn train_step(&mut self) -> Result<StepMetrics, TrainError> {
-        let step = self.step;
-        let h = self.spec.hyper.clone();
-        let micro = h.micro_batches.max(1) as usize;
-        let first_shard = self.comm.rank() * micro;
-        let lr = learning_rate(h.lr, h.lr_schedule, h.lr_min_ratio, step, self.spec.steps);
-        let lr_factor = lr / h.lr;
-        let w_dis = critic_weight(h.w_dis, h.dis_warmup_steps, step);
-        // Sums over micro-batches of loss_seg, loss_dis, loss_rate, loss_critic.
-        let mut sums = [0.0f64; 4];
+        let at = self.step_settings();
+        let (main_sums, kept) = self.update_compressor_and_segmentor(&at)?;
+        let critic_sum = self.update_critic(&at, &kept)?;
+        self.finish_step(&at, [main_sums[0], main_sums[1], main_sums[2], critic_sum])
+    }
 
-        // C+S update with D frozen: gradients flow through D into S, but D is not updated.
+    /// This step's learning rate, critic weight and micro-batch count.
+    fn step_settings(&self) -> StepSettings {
+        let h = &self.spec.hyper;
+        let lr = learning_rate(h.lr, h.lr_schedule, h.lr_min_ratio, self.step, self.spec.steps);
+        StepSettings {
+            step: self.step,
+            micro: h.micro_batches.max(1) as usize,
+            lr,
+            lr_factor: lr / h.lr,
+            w_dis: critic_weight(h.w_dis, h.dis_warmup_steps, self.step),
+        }
+    }
+
+    /// The C+S update with D frozen: gradients flow through D into S, but D is not updated.
+    /// The sums over micro-batches of loss_seg, loss_dis and loss_rate, and each micro-batch's
+    /// detached predictions with their targets for the critic's update.
+    fn update_compressor_and_segmentor(
+        &mut self,
+        at: &StepSettings,
+    ) -> Result<([f64; 3], Predictions), TrainError> {
+        let h = self.spec.hyper.clone();
+        let (step, micro) = (at.step, at.micro);
+        let first_shard = self.comm.rank() * micro;
+        let mut sums = [0.0f64; 3];
         self.model.set_trainable(Group::Critic, false);
         self.main.zero_grad();
         if let Some(b) = self.bits.as_mut() {
@@ -381,7 +399,7 @@ impl Trainer {
             if let Some(d) = self.model.critic.as_ref() {
                 let l = critic_loss(d, &probs, &target, &h, self.device);
                 sums[1] += l.double_value(&[]);
-                terms.push(l * w_dis);
+                terms.push(l * at.w_dis);
             }
             if let (Some(q), Some(x), Some(b)) = (&self.model.bit_model, &fwd.activations, &fwd.bits) {
                 // q and the rate loss in fp32 (a bit's cost is a small difference of logs).
@@ -405,23 +423,29 @@ impl Trainer {
             grads.push(b.flat_grad().shallow_clone());
         }
         self.average_flat(&grads)?;
-        self.main.step(lr);
+        self.main.step(at.lr);
         if let Some(b) = self.bits.as_mut() {
-            b.step(h.lr_bit_model * lr_factor);
+            b.step(h.lr_bit_model * at.lr_factor);
         }
         self.model.set_trainable(Group::Critic, true);
+        Ok((sums, kept))
+    }
 
-        // D update with C and S frozen: the predictions are detached.
+    /// The D update with C and S frozen (the predictions `kept` are detached); the sum of the
+    /// critic's loss over micro-batches (0 without a critic).
+    fn update_critic(&mut self, at: &StepSettings, kept: &Predictions) -> Result<f64, TrainError> {
+        let h = &self.spec.hyper;
+        let mut sum = 0.0;
         if let Some(opt) = self.critic.as_mut() {
             opt.zero_grad();
         }
         if let (Some(d), true) = (&self.model.critic, self.critic.is_some()) {
-            let per_micro_stats = MicroBatchStatistics::begin(&self.model, micro);
-            for (probs, target) in &kept {
+            let per_micro_stats = MicroBatchStatistics::begin(&self.model, at.micro);
+            for (probs, target) in kept {
                 per_micro_stats.restore();
-                let l = critic_loss(d, probs, target, &h, self.device);
-                sums[3] += l.double_value(&[]);
-                (-l / micro as f64).backward();
+                let l = critic_loss(d, probs, target, h, self.device);
+                sum += l.double_value(&[]);
+                (-l / at.micro as f64).backward();
                 per_micro_stats.collect();
             }
             per_micro_stats.finish();
@@ -429,25 +453,32 @@ impl Trainer {
         if let Some(grad) = self.critic.as_ref().map(|c| c.flat_grad().shallow_clone()) {
             self.average_flat(&[grad])?;
         }
+        let (lr_critic, d_clip) = (self.spec.hyper.lr_critic, self.spec.hyper.d_clip);
         if let Some(opt) = self.critic.as_mut() {
-            opt.step(h.lr_critic * lr_factor);
+            opt.step(lr_critic * at.lr_factor);
             // SegAN's clipping keeps the critic Lipschitz-bounded and training stable.
-            opt.clamp(h.d_clip);
+            opt.clamp(d_clip);
         }
+        Ok(sum)
+    }
 
+    /// After both updates: the ranks' running statistics and losses averaged, the divergence
+    /// check, the step counted. `sums` are loss_seg, loss_dis, loss_rate and loss_critic summed
+    /// over this rank's micro-batches.
+    fn finish_step(&mut self, at: &StepSettings, sums: [f64; 4]) -> Result<StepMetrics, TrainError> {
         // Each rank normalised by its own batch statistics; the running statistics used at
         // evaluation are averaged so that every rank holds the same model.
         let buffers: Vec<Tensor> = self.model.buffers().into_iter().map(|(_, t)| t).collect();
         self.average(&buffers)?;
         let started = std::time::Instant::now();
-        let local: Vec<f64> = sums.iter().map(|s| s / micro as f64).collect();
+        let local: Vec<f64> = sums.iter().map(|s| s / at.micro as f64).collect();
         let mean = mean_scalars(self.comm.as_mut(), &local).map_err(|e| self.dist_error(e))?;
         self.comm_seconds += started.elapsed().as_secs_f64();
         // Every rank sees the same mean, so all of them stop together on divergence.
         if !mean[0].is_finite() {
             return Err(TrainError::Diverged {
                 trial: self.spec.trial.clone(),
-                step,
+                step: at.step,
                 what: "loss_seg",
                 value: mean[0],
             });
@@ -460,8 +491,8 @@ impl Trainer {
             loss_dis: self.model.critic.is_some().then_some(mean[1]),
             loss_rate: has_code.then_some(mean[2]),
             loss_critic: self.critic.is_some().then_some(mean[3]),
-            lr,
-            w_dis,
+            lr: at.lr,
+            w_dis: at.w_dis,
         })
     }
 
@@ -469,7 +500,7 @@ impl Trainer {
     /// running statistics, deterministic binarization).
     pub fn evaluate(&self) -> Evaluation {
         match &self.data {
-            TrainingData::Images(d) => evaluate(
+            TrainingData::Images(d) => crate::eval::evaluate_images(
                 &self.model,
                 &d.val,
                 d.channels,
@@ -477,7 +508,7 @@ impl Trainer {
                 self.device,
                 self.spec.hyper.batch_size as usize,
             ),
-            TrainingData::Volumes(v) => super::volume_eval::evaluate_volumes(
+            TrainingData::Volumes(v) => crate::eval::evaluate_volumes(
                 &self.model,
                 &v.val,
                 &v.preprocessing,
@@ -534,70 +565,17 @@ impl Trainer {
     }
 }
 
-/// Evaluates `model` on `samples` in batches.
-pub fn evaluate(
-    model: &Model,
-    samples: &[Sample],
-    channels: usize,
-    size: u32,
-    device: Device,
-    batch_size: usize,
-) -> Evaluation {
-    let classes = model.config.classes;
-    let mut dice_rows = Vec::new();
-    let mut iou_rows = Vec::new();
-    let mut code_bits = Vec::new();
-    let codec = crate::codec::model_code::codec_for(model);
-    let (mut stream_bytes, mut header_bytes, mut failures) = (Vec::new(), 0usize, 0u32);
-    tch::no_grad(|| {
-        for chunk in samples.chunks(batch_size.max(1)) {
-            let refs: Vec<&Sample> = chunk.iter().collect();
-            let (images, labels) = batch(&refs, channels, size, device);
-            let fwd = model.forward(&images, false);
-            let pred = model.labels(&fwd.probs);
-            let (d, i) = dice_iou(&pred, &labels, classes);
-            dice_rows.push(d);
-            iou_rows.push(i);
-            if let (Some(q), Some(bits)) = (&model.bit_model, &fwd.bits) {
-                code_bits.push(q.code_length(bits));
-            }
-            // Real bitstreams of every evaluation image, each decoded again to check the round trip.
-            if let (Some(codec), Some(bits)) = (&codec, &fwd.bits) {
-                let shape = crate::codec::model_code::code_shape(bits);
-                for row in crate::codec::model_code::code_rows(bits) {
-                    match codec.encode(&shape, &row) {
-                        Ok(stream) => {
-                            if codec.decode(&stream).map(|(_, back)| back != row).unwrap_or(true) {
-                                failures += 1;
-                            }
-                            header_bytes += codec.header_len(&stream).unwrap_or(0);
-                            stream_bytes.push(stream.len());
-                        }
-                        Err(_) => failures += 1,
-                    }
-                }
-            }
-        }
-    });
-    let scores = summarise(&dice_rows, &iou_rows, samples.len());
-    let rate = (!code_bits.is_empty()).then(|| {
-        let c = &model.config;
-        let estimate = Tensor::cat(&code_bits, 0).mean(Kind::Double).double_value(&[]);
-        let pixels = c.pixels() as f64;
-        let streams = stream_bytes.len().max(1) as f64;
-        let total: usize = stream_bytes.iter().sum();
-        let measured = !stream_bytes.is_empty();
-        RateScores {
-            code_bits: c.code_bits() as u64,
-            bits_per_pixel_raw: c.code_bits() as f64 / pixels,
-            bpp_estimate: estimate / pixels,
-            bpp: measured.then(|| 8.0 * total as f64 / streams / pixels),
-            bpp_no_header: measured.then(|| 8.0 * (total - header_bytes) as f64 / streams / pixels),
-            mean_stream_bytes: measured.then(|| total as f64 / streams),
-            round_trip_failures: failures,
-        }
-    });
-    Evaluation { scores, rate }
+/// Each micro-batch's detached predictions with their targets: what the critic's update sees.
+type Predictions = Vec<(Tensor, Tensor)>;
+
+/// What one training step runs with, from the schedules at its step.
+struct StepSettings {
+    step: u64,
+    micro: usize,
+    lr: f64,
+    /// lr over the base learning rate: the bit model's and the critic's rates follow it.
+    lr_factor: f64,
+    w_dis: f64,
 }
 
 /// BatchNorm running statistics under micro-batches: each micro-batch starts from the same

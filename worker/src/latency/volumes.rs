@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use crate::codec::model_file::CompressionModel;
 use crate::data::volumes::SOURCE_BITS_PER_VOXEL;
+use crate::eval::volumes::{scan_tensor, segment_features};
 use crate::nets::Model;
-use crate::train::volume_eval::{scan_tensor, segment_features};
 use orchestra_codec::volume_stream::unwrap;
 use orchestra_edge::preparation::VolumePreprocessing;
 use orchestra_edge::volume::{Volume, DEFAULT_MAX_VOXELS};
@@ -248,50 +248,51 @@ pub fn table(rows: &[VolumeLatencyRow]) -> String {
     let link = rows.first().map_or(0.0, |r| r.link_mb_per_s);
     let cores = rows.iter().map(|r| r.edge_cores).max().unwrap_or(0);
     let threads = rows.first().map_or(0, |r| r.cloud_threads);
-    let mut s = format!(
-        "| method | scan (z x y x x) | bytes sent | bpp | transmission @ {link} MB/s | edge compression, 1 core | \
-         edge compression, {cores} cores | entropy decoding | g + s, CPU ({threads} threads) |"
-    );
-    if gpu {
-        s += " g + s, GPU |";
-    }
-    s += " total, CPU |";
-    if gpu {
-        s += " total, GPU |";
-    }
-    s += "\n|---|---|---|---|---|---|---|---|---|---|";
-    if gpu {
-        s += "---|---|";
-    }
-    s += "\n";
+    let header = vec![
+        "method".to_string(),
+        "scan (z x y x x)".into(),
+        "bytes sent".into(),
+        "bpp".into(),
+        format!("transmission @ {link} MB/s"),
+        "edge compression, 1 core".into(),
+        format!("edge compression, {cores} cores"),
+        "entropy decoding".into(),
+        format!("g + s, CPU ({threads} threads)"),
+        "total, CPU".into(),
+    ];
+    let gpu_columns = |segment: String, total: String| {
+        if gpu {
+            [Some(segment), Some(total)]
+        } else {
+            [None, None]
+        }
+    };
+    let header = super::markdown::with_gpu(header, gpu_columns("g + s, GPU".into(), "total, GPU".into()));
     let secs = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} s"));
-    for r in rows {
-        let [z, y, x] = r.sides;
-        s += &format!(
-            "| {} | {z} x {y} x {x} | {} | {:.5} | {} | {} | {} | {} | {} |",
-            r.method,
-            r.bytes,
-            r.bpp,
-            secs(Some(r.transmission_s)),
-            secs(r.compress_one_core_s),
-            secs(r.compress_all_cores_s),
-            if r.compress_one_core_s.is_some() {
-                format!("{:.3} s", r.decode_s)
-            } else {
-                "-".into()
-            },
-            secs(Some(r.segment_cpu_s)),
-        );
-        if gpu {
-            s += &format!(" {} |", secs(r.segment_gpu_s));
-        }
-        s += &format!(" {} |", secs(Some(r.total_cpu_s)));
-        if gpu {
-            s += &format!(" {} |", secs(r.total_gpu_s));
-        }
-        s += "\n";
-    }
-    s
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let [z, y, x] = r.sides;
+            let cells = vec![
+                r.method.clone(),
+                format!("{z} x {y} x {x}"),
+                r.bytes.to_string(),
+                format!("{:.5}", r.bpp),
+                secs(Some(r.transmission_s)),
+                secs(r.compress_one_core_s),
+                secs(r.compress_all_cores_s),
+                if r.compress_one_core_s.is_some() {
+                    format!("{:.3} s", r.decode_s)
+                } else {
+                    "-".into()
+                },
+                secs(Some(r.segment_cpu_s)),
+                secs(Some(r.total_cpu_s)),
+            ];
+            super::markdown::with_gpu(cells, gpu_columns(secs(r.segment_gpu_s), secs(r.total_gpu_s)))
+        })
+        .collect();
+    super::markdown::table(&header, &rows)
 }
 
 #[cfg(test)]

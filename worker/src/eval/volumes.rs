@@ -14,13 +14,13 @@ use orchestra_api::RateScores;
 use tch::{nn::ModuleT, Device, Kind, Tensor};
 
 use super::evaluation::Evaluation;
+use super::scores::{dice_iou, summarise};
+use super::sliding_window::{argmax, SlidingWindow};
+use super::tiled_volume::{encode_volume, reconstruct_volume};
 use crate::codec::model_code::{code_rows, code_shape, codec_for};
 use crate::codec::Codec;
 use crate::data::VolumeSample;
 use crate::nets::Model;
-use crate::scores::{dice_iou, summarise};
-use crate::sliding_window::{argmax, SlidingWindow};
-use crate::tiled_volume::{encode_volume, reconstruct_volume};
 use orchestra_edge::preparation::{crop, pad, padded_side, VolumePreprocessing};
 use orchestra_edge::tiling::Tiling;
 

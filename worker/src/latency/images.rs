@@ -214,47 +214,51 @@ pub fn codec_row(
 pub fn table(rows: &[LatencyRow]) -> String {
     let gpu = rows.iter().any(|r| r.segment_gpu_ms.is_some());
     let link = rows.first().map_or(0.0, |r| r.link_mb_per_s);
-    let mut s = format!(
-        "| method | setting | size | bytes sent | bpp | transmission @ {link} MB/s | compression (1 core) \
-         | decoding (1 core) | reconstruction + segmentation (1 core) |"
+    let header = [
+        "method",
+        "setting",
+        "size",
+        "bytes sent",
+        "bpp",
+        &format!("transmission @ {link} MB/s"),
+        "compression (1 core)",
+        "decoding (1 core)",
+        "reconstruction + segmentation (1 core)",
+        "total (CPU)",
+    ]
+    .map(String::from)
+    .to_vec();
+    let gpu_columns = |segment: String, total: String| {
+        if gpu {
+            [Some(segment), Some(total)]
+        } else {
+            [None, None]
+        }
+    };
+    let header = super::markdown::with_gpu(
+        header,
+        gpu_columns("reconstruction + segmentation (GPU)".into(), "total (GPU)".into()),
     );
-    if gpu {
-        s += " reconstruction + segmentation (GPU) |";
-    }
-    s += " total (CPU) |";
-    if gpu {
-        s += " total (GPU) |";
-    }
-    s += "\n|---|---|---|---|---|---|---|---|---|---|";
-    if gpu {
-        s += "---|---|";
-    }
-    s += "\n";
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
-    for r in rows {
-        s += &format!(
-            "| {} | {} | {}x{} | {:.1} | {:.5} | {:.4} | {:.3} | {:.3} | {:.3} |",
-            r.method,
-            r.setting,
-            r.size,
-            r.size,
-            r.bytes,
-            r.bpp,
-            r.transmission_ms,
-            r.compress_ms,
-            r.decode_ms,
-            r.segment_cpu_ms
-        );
-        if gpu {
-            s += &format!(" {} |", opt(r.segment_gpu_ms));
-        }
-        s += &format!(" {:.3} |", r.total_cpu_ms);
-        if gpu {
-            s += &format!(" {} |", opt(r.total_gpu_ms));
-        }
-        s += "\n";
-    }
-    s
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let cells = vec![
+                r.method.clone(),
+                r.setting.clone(),
+                format!("{}x{}", r.size, r.size),
+                format!("{:.1}", r.bytes),
+                format!("{:.5}", r.bpp),
+                format!("{:.4}", r.transmission_ms),
+                format!("{:.3}", r.compress_ms),
+                format!("{:.3}", r.decode_ms),
+                format!("{:.3}", r.segment_cpu_ms),
+                format!("{:.3}", r.total_cpu_ms),
+            ];
+            super::markdown::with_gpu(cells, gpu_columns(opt(r.segment_gpu_ms), opt(r.total_gpu_ms)))
+        })
+        .collect();
+    super::markdown::table(&header, &rows)
 }
 
 #[cfg(test)]
