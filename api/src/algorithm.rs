@@ -215,12 +215,18 @@ impl Algorithm {
 
     /// Checks which fields apply to the type, and their values.
     pub(crate) fn check(&self, p: &mut Problems, steps: u64) {
-        let kind = self.kind;
-        let multi = self.is_multi_fidelity();
-        let name = serde_json::to_value(kind)
+        let name = serde_json::to_value(self.kind)
             .ok()
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default();
+        self.check_applicable(p);
+        self.check_values(p, steps, &name);
+    }
+
+    /// Each type-specific field given only to the types it applies to.
+    fn check_applicable(&self, p: &mut Problems) {
+        let kind = self.kind;
+        let multi = self.is_multi_fidelity();
         let mut refuse = |field: &str, value: String, why: &str| {
             p.push(&format!("spec.algorithm.{field}"), value, why.to_string());
         };
@@ -259,6 +265,16 @@ impl Algorithm {
                 "applies to asha, hyperband and medianStop only",
             );
         }
+    }
+
+    /// The fields' values: samples for the drawing samplers, eta's range, the multi-fidelity
+    /// types' minSteps against `steps`, positive counts.
+    fn check_values(&self, p: &mut Problems, steps: u64, name: &str) {
+        let kind = self.kind;
+        let multi = self.is_multi_fidelity();
+        let mut refuse = |field: &str, value: String, why: &str| {
+            p.push(&format!("spec.algorithm.{field}"), value, why.to_string());
+        };
         let draws = matches!(self.sampling(), Sampling::Random { .. } | Sampling::Sobol { .. });
         match self.samples {
             None if draws => refuse("samples", "unset".into(), &format!("{name} needs samples >= 1")),

@@ -113,27 +113,39 @@ async fn main() {
     }
 }
 
-async fn run(args: Args) -> Result<()> {
-    let images = ImageMap::parse(&args.images).map_err(anyhow::Error::msg)?;
-    let network = match (
-        &args.pod_bridge,
-        &args.pod_subnet,
-        &args.pod_ips,
-        args.cluster_dns,
-    ) {
-        (Some(bridge), Some(subnet), Some(range), Some(dns)) => Some(network::PodNetwork::new(
-            network::NetworkConfig::parse(bridge, subnet, range, dns, &args.cluster_domain)?,
-            &args.node_name,
-        )),
-        _ => None,
-    };
-    std::fs::create_dir_all(&args.root).with_context(|| format!("creating {}", args.root.display()))?;
-    let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
-        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+/// The pod network when the agent was given one (bridge, subnet, address range and DNS).
+fn pod_network(args: &Args) -> Result<Option<network::PodNetwork>> {
+    Ok(
+        match (
+            &args.pod_bridge,
+            &args.pod_subnet,
+            &args.pod_ips,
+            args.cluster_dns,
+        ) {
+            (Some(bridge), Some(subnet), Some(range), Some(dns)) => Some(network::PodNetwork::new(
+                network::NetworkConfig::parse(bridge, subnet, range, dns, &args.cluster_domain)?,
+                &args.node_name,
+            )),
+            _ => None,
+        },
+    )
+}
+
+/// A client with the node's own identity, from its kubeconfig.
+async fn client_of(path: &std::path::Path) -> Result<Client> {
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
-        .with_context(|| format!("using {}", args.kubeconfig.display()))?;
-    let client = Client::try_from(config)?;
+        .with_context(|| format!("using {}", path.display()))?;
+    Ok(Client::try_from(config)?)
+}
+
+async fn run(args: Args) -> Result<()> {
+    let images = ImageMap::parse(&args.images).map_err(anyhow::Error::msg)?;
+    let network = pod_network(&args)?;
+    std::fs::create_dir_all(&args.root).with_context(|| format!("creating {}", args.root.display()))?;
+    let client = client_of(&args.kubeconfig).await?;
     let version = client
         .apiserver_version()
         .await

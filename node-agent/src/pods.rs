@@ -378,28 +378,7 @@ impl Agent {
         let spec = pod.spec.clone().unwrap_or_default();
         let inits = spec.init_containers.clone().unwrap_or_default();
         let mains = spec.containers.clone();
-        let reports: Arc<Mutex<Vec<ContainerReport>>> = Arc::new(Mutex::new(
-            inits
-                .iter()
-                .map(|c| (c, true))
-                .chain(mains.iter().map(|c| (c, false)))
-                .map(|(c, init)| ContainerReport {
-                    name: c.name.clone(),
-                    image: c.image.clone().unwrap_or_default(),
-                    state: ContainerState::Waiting {
-                        reason: if init {
-                            "PodInitializing"
-                        } else {
-                            "ContainerCreating"
-                        }
-                        .into(),
-                        message: String::new(),
-                    },
-                    restarts: 0,
-                    init,
-                })
-                .collect(),
-        ));
+        let reports = Arc::new(Mutex::new(waiting_reports(&inits, &mains)));
         let snapshot = |r: &Arc<Mutex<Vec<ContainerReport>>>| r.lock().expect("reports").clone();
         let dir = self.pod_dir(&pod);
         let Some(mut run) = self.pod_run(&pod, &dir, &reports, &mut stop).await else {
@@ -473,11 +452,7 @@ impl Agent {
         run: &PodRun,
         mut stop: watch::Receiver<Option<u64>>,
     ) -> bool {
-        let policy = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.restart_policy.clone())
-            .unwrap_or_else(|| "Always".into());
+        let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone());
         let is_init = reports.lock().expect("reports")[index].init;
         let set = |state: ContainerState| {
             let mut r = reports.lock().expect("reports");
@@ -502,16 +477,9 @@ impl Agent {
             let mut child = match cmd.spawn() {
                 Ok(child) => child,
                 Err(e) => {
-                    let message = format!("starting {}: {e}", c.name);
-                    self.report(
-                        pod,
-                        run,
-                        &set(ContainerState::Waiting {
-                            reason: "RunContainerError".into(),
-                            message,
-                        }),
-                    )
-                    .await;
+                    let (reason, message) = ("RunContainerError".into(), format!("starting {}: {e}", c.name));
+                    self.report(pod, run, &set(ContainerState::Waiting { reason, message }))
+                        .await;
                     return false;
                 }
             };
@@ -527,53 +495,15 @@ impl Agent {
                 }),
             )
             .await;
-            // The grace period once the pod is stopped (the watch's guard is not held across awaits).
-            let stopped = async {
-                let requested = stop.wait_for(|g| g.is_some()).await.map(|g| g.unwrap_or(0));
-                requested.unwrap_or(0)
-            };
-            let status = tokio::select! {
-                s = child.wait() => s,
-                grace = stopped => {
-                    signal_group(pid, libc::SIGTERM);
-                    match tokio::time::timeout(Duration::from_secs(grace), child.wait()).await {
-                        Ok(s) => s,
-                        Err(_) => {
-                            signal_group(pid, libc::SIGKILL);
-                            child.wait().await
-                        }
-                    }
-                }
-            };
-            // Whatever the container left in its process group goes with it.
-            signal_group(pid, libc::SIGKILL);
-            let (code, signal) = match status {
-                Ok(s) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    (s.code().unwrap_or(128 + s.signal().unwrap_or(0)), s.signal())
-                }
-                Err(_) => (255, None),
-            };
-            let exit = Exit {
-                exit_code: code,
-                signal,
-                started_at: since,
-                finished_at: now_rfc3339(),
-                pid,
-            };
+            let status = wait_or_stop(&mut child, pid, &mut stop).await;
+            let exit = exit_of(status, since, pid);
+            let (code, signal) = (exit.exit_code, exit.signal);
             tracing::info!(pod = %pod.name_any(), container = %c.name, code, ?signal, "exited");
             let succeeded = code == 0 && signal.is_none();
             self.report(pod, run, &set(ContainerState::Terminated(exit)))
                 .await;
             let stopping = stop.borrow().is_some();
-            let again = !stopping
-                && !is_init_done(is_init, succeeded)
-                && match policy.as_str() {
-                    "Always" => true,
-                    "OnFailure" => !succeeded,
-                    _ => false,
-                };
-            if !again {
+            if stopping || !restarts(policy.as_deref(), is_init, succeeded) {
                 return succeeded;
             }
             reports.lock().expect("reports")[index].restarts += 1;
@@ -679,8 +609,93 @@ where
 }
 
 /// An init container that succeeded is done; it never runs again.
+/// Each container's report before anything started: init containers PodInitializing, the
+/// others ContainerCreating.
+fn waiting_reports(inits: &[Container], mains: &[Container]) -> Vec<ContainerReport> {
+    inits
+        .iter()
+        .map(|c| (c, true))
+        .chain(mains.iter().map(|c| (c, false)))
+        .map(|(c, init)| ContainerReport {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            state: ContainerState::Waiting {
+                reason: if init {
+                    "PodInitializing"
+                } else {
+                    "ContainerCreating"
+                }
+                .into(),
+                message: String::new(),
+            },
+            restarts: 0,
+            init,
+        })
+        .collect()
+}
+
 fn is_init_done(is_init: bool, succeeded: bool) -> bool {
     is_init && succeeded
+}
+
+/// Whether a container that ended starts again, by the pod's restart policy (Always when unset)
+/// and, for an init container, only until it has succeeded.
+fn restarts(policy: Option<&str>, is_init: bool, succeeded: bool) -> bool {
+    !is_init_done(is_init, succeeded)
+        && match policy.unwrap_or("Always") {
+            "Always" => true,
+            "OnFailure" => !succeeded,
+            _ => false,
+        }
+}
+
+/// Waits for a container's process; if the pod is stopped first, SIGTERM to its process group
+/// and SIGKILL after the pod's grace period. Whatever the container left in its process group
+/// goes with it.
+async fn wait_or_stop(
+    child: &mut tokio::process::Child,
+    pid: u32,
+    stop: &mut watch::Receiver<Option<u64>>,
+) -> std::io::Result<std::process::ExitStatus> {
+    // The grace period once the pod is stopped (the watch's guard is not held across awaits).
+    let stopped = async {
+        let requested = stop.wait_for(|g| g.is_some()).await.map(|g| g.unwrap_or(0));
+        requested.unwrap_or(0)
+    };
+    let status = tokio::select! {
+        s = child.wait() => s,
+        grace = stopped => {
+            signal_group(pid, libc::SIGTERM);
+            match tokio::time::timeout(Duration::from_secs(grace), child.wait()).await {
+                Ok(s) => s,
+                Err(_) => {
+                    signal_group(pid, libc::SIGKILL);
+                    child.wait().await
+                }
+            }
+        }
+    };
+    signal_group(pid, libc::SIGKILL);
+    status
+}
+
+/// How a container's process ended, as the pod's status tells it (a signal as 128 + its number,
+/// as a shell would; 255 when it could not be waited for).
+fn exit_of(status: std::io::Result<std::process::ExitStatus>, started_at: String, pid: u32) -> Exit {
+    let (exit_code, signal) = match status {
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            (s.code().unwrap_or(128 + s.signal().unwrap_or(0)), s.signal())
+        }
+        Err(_) => (255, None),
+    };
+    Exit {
+        exit_code,
+        signal,
+        started_at,
+        finished_at: now_rfc3339(),
+        pid,
+    }
 }
 
 fn signal_group(pid: u32, signal: i32) {

@@ -61,31 +61,10 @@ fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, T) {
     (best, out.expect("at least one run"))
 }
 
-pub fn planner_and_leaderboard(trials: usize) -> PlannerBench {
-    let text = format!(
-        "dataset: synthetic://lesion\nmodel: {{ inputSize: 128 }}\nvariants: [D4]\nsteps: 100\nstore: memory://b\n\
-         parallelism: 64\nalgorithm: {{ type: random, seed: 1, samples: {trials} }}\n\
-         search: {{ lambdaRate: {{ type: logUniform, min: 0.001, max: 1.0 }}, lr: {{ type: logUniform, min: 0.0001, max: 0.01 }} }}\n"
-    );
-    let spec: ExperimentSpec = serde_yaml::from_str(&text).expect("bench spec parses");
-    let cfg = PlannerConfig::default();
-    let (plan_new_ms, _) = best_of(5, || plan("bench", &spec, &[], 0, &cfg));
-    let observed: Vec<ObservedTrial> = crate::candidates::candidates("bench", &spec)
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let phase = if i % 2 == 0 {
-                TrialPhase::Succeeded
-            } else {
-                TrialPhase::Pending
-            };
-            ObservedTrial::new(&c.name, phase, 1, 0)
-        })
-        .collect();
-    let (plan_observed_ms, _) = best_of(5, || plan("bench", &spec, &observed, 0, &cfg));
-
+/// `trials` finished D4 trials whose Dice rises with their rate, with noise (seed 7).
+fn synthetic_results(trials: usize) -> Vec<Finished> {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let finished: Vec<Finished> = (0..trials)
+    (0..trials)
         .map(|i| {
             let bpp: f64 = rng.random_range(0.001..0.05);
             let dice = (0.6 + 0.3 * (bpp / 0.05).sqrt() + rng.random_range(-0.05..0.05)).min(1.0);
@@ -111,7 +90,33 @@ pub fn planner_and_leaderboard(trials: usize) -> PlannerBench {
                 params: BTreeMap::from([("lambdaRate".to_string(), bpp)]),
             }
         })
+        .collect()
+}
+
+pub fn planner_and_leaderboard(trials: usize) -> PlannerBench {
+    let text = format!(
+        "dataset: synthetic://lesion\nmodel: {{ inputSize: 128 }}\nvariants: [D4]\nsteps: 100\nstore: memory://b\n\
+         parallelism: 64\nalgorithm: {{ type: random, seed: 1, samples: {trials} }}\n\
+         search: {{ lambdaRate: {{ type: logUniform, min: 0.001, max: 1.0 }}, lr: {{ type: logUniform, min: 0.0001, max: 0.01 }} }}\n"
+    );
+    let spec: ExperimentSpec = serde_yaml::from_str(&text).expect("bench spec parses");
+    let cfg = PlannerConfig::default();
+    let (plan_new_ms, _) = best_of(5, || plan("bench", &spec, &[], 0, &cfg));
+    let observed: Vec<ObservedTrial> = crate::candidates::candidates("bench", &spec)
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let phase = if i % 2 == 0 {
+                TrialPhase::Succeeded
+            } else {
+                TrialPhase::Pending
+            };
+            ObservedTrial::new(&c.name, phase, 1, 0)
+        })
         .collect();
+    let (plan_observed_ms, _) = best_of(5, || plan("bench", &spec, &observed, 0, &cfg));
+
+    let finished = synthetic_results(trials);
     let objective = Objective {
         bpp_budget: Some(0.01),
         reference_bpp: 0.05,

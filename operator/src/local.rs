@@ -372,35 +372,13 @@ impl LocalRunner {
 
     fn start(&mut self, trial: &str, attempt: u32, until: u64, promotion: bool) -> Result<(), LocalError> {
         let spec_path = self.dir.join("trials").join(format!("{trial}.yaml"));
-        let log_path = self.dir.join("logs").join(format!("{trial}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| LocalError::Io {
-                path: log_path.clone(),
-                reason: e.to_string(),
-            })?;
-        let log_err = log.try_clone().map_err(|e| LocalError::Io {
-            path: log_path.clone(),
-            reason: e.to_string(),
-        })?;
+        let (log, log_err) = trial_log(&self.dir.join("logs").join(format!("{trial}.log")))?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let slots = self.capacity();
         // A data-parallel trial is a gang of ranks under mpirun (Open MPI), sharing the cores.
         let ranks = self.exp.spec.workers_per_trial.max(1) as usize;
         let threads = (cores / (slots * ranks)).max(1);
-        let mut cmd = if ranks > 1 {
-            let mut c = Command::new("mpirun");
-            c.args(["-n", &ranks.to_string(), "--oversubscribe"])
-                // Open MPI refuses root (containers) unless told.
-                .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-                .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-                .arg(&self.opts.worker);
-            c
-        } else {
-            Command::new(&self.opts.worker)
-        };
+        let mut cmd = worker_command(&self.opts.worker, ranks);
         // The worker reports at least twice per interval of ours, so that each line is fresh.
         let report_every = (self.opts.progress_every.as_secs_f64() / 2.0).clamp(0.1, 15.0);
         cmd.args(["train", "--resume", "--no-progress", "--progress-every-s"])
@@ -556,12 +534,27 @@ impl LocalRunner {
     }
 
     /// Runs until the Experiment ends or `interrupted` is set.
+    /// The leaderboard, published again (table, JSON and plot in the store and the run folder)
+    /// when the number of succeeded or stopped trials (both listed on it) changed.
+    fn publish_if_changed<'p>(
+        &self,
+        published: &'p mut Option<Published>,
+    ) -> Result<&'p Leaderboard, LocalError> {
+        let count = |phase| self.state.trials.values().filter(|r| r.phase == phase).count();
+        let finished = (count(TrialPhase::Succeeded), count(TrialPhase::Stopped));
+        if published.as_ref().is_none_or(|(n, _, _)| *n != finished) {
+            let (lb, plot) = results::publish(&self.store, &self.exp, &self.dir)?;
+            *published = Some((finished, lb, plot));
+        }
+        Ok(&published.as_ref().expect("published above").1)
+    }
+
     pub fn run(&mut self, interrupted: Arc<AtomicBool>) -> Result<LocalOutcome, LocalError> {
         let total = crate::candidates::candidates(&self.name, &self.exp.spec).len() as u64;
         let (bars, overall) = self.progress_bars(total);
         let mut trial_bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
         // The leaderboard as last published, and for how many succeeded and stopped trials.
-        let mut published: Option<((usize, usize), Leaderboard, PathBuf)> = None;
+        let mut published: Option<Published> = None;
         // Spinners are refreshed often; printed lines at the configured interval.
         let show_every = if self.opts.progress {
             Duration::from_secs(2)
@@ -594,14 +587,7 @@ impl LocalRunner {
                 bars.suspend(|| println!("{note}"));
             }
 
-            let count = |phase| self.state.trials.values().filter(|r| r.phase == phase).count();
-            // Trials stopped early are listed on the leaderboard too.
-            let finished = (count(TrialPhase::Succeeded), count(TrialPhase::Stopped));
-            if published.as_ref().is_none_or(|(n, _, _)| *n != finished) {
-                let (lb, plot) = results::publish(&self.store, &self.exp, &self.dir)?;
-                published = Some((finished, lb, plot));
-            }
-            let leaderboard = &published.as_ref().expect("published above").1;
+            let leaderboard = self.publish_if_changed(&mut published)?;
             let summary = Summary::after(&observed, &p.actions, total as usize, leaderboard);
             overall.set_position(summary.done() as u64);
             overall.set_message(summary.line());
@@ -643,6 +629,9 @@ impl LocalRunner {
     }
 }
 
+/// The leaderboard as last published, its plot, and for how many (succeeded, stopped) trials.
+type Published = ((usize, usize), Leaderboard, PathBuf);
+
 /// The GPUs this machine shows: CUDA_VISIBLE_DEVICES, else nvidia-smi's list (none without it).
 fn machine_gpus() -> Vec<String> {
     let var = std::env::var("CUDA_VISIBLE_DEVICES").ok();
@@ -655,6 +644,36 @@ fn machine_gpus() -> Vec<String> {
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     })
+}
+
+/// The worker, or `ranks` of it under mpirun (Open MPI) for a data-parallel trial.
+fn worker_command(worker: &Path, ranks: usize) -> Command {
+    if ranks > 1 {
+        let mut c = Command::new("mpirun");
+        c.args(["-n", &ranks.to_string(), "--oversubscribe"])
+            // Open MPI refuses root (containers) unless told.
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .arg(worker);
+        c
+    } else {
+        Command::new(worker)
+    }
+}
+
+/// A trial's log, appended to by its worker's stdout and stderr.
+fn trial_log(path: &Path) -> Result<(std::fs::File, std::fs::File), LocalError> {
+    let io = |e: std::io::Error| LocalError::Io {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io)?;
+    let log_err = log.try_clone().map_err(io)?;
+    Ok((log, log_err))
 }
 
 /// The early-stop record of a trial the search stops at a rung (one that reached a rung).

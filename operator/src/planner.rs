@@ -90,17 +90,8 @@ pub fn plan(
 ) -> Plan {
     let all = candidates(name, spec);
     let schedule = spec.algorithm.schedule(spec.steps);
-    // Trial i is in bracket i mod brackets; with one bracket (every algorithm but Hyperband)
-    // there is nothing to look up.
     let brackets = schedule.brackets();
-    let index: HashMap<&str, usize> = if brackets > 1 {
-        all.iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.as_str(), i))
-            .collect()
-    } else {
-        HashMap::new()
-    };
+    let index = candidate_index(&all, brackets);
     let bracket_of = |trial: &str| index.get(trial).copied().unwrap_or(0) % brackets;
     let known: HashSet<&str> = observed.iter().map(|t| t.name.as_str()).collect();
     // 1. Attempts that failed: out of attempts means the trial failed.
@@ -160,6 +151,19 @@ pub fn plan(
         phase,
         message,
         requeue_after,
+    }
+}
+
+/// Each candidate's position, which puts trial i in bracket i mod brackets; with one bracket
+/// (every algorithm but Hyperband) there is nothing to look up.
+fn candidate_index(all: &[Candidate], brackets: usize) -> HashMap<&str, usize> {
+    if brackets > 1 {
+        all.iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect()
+    } else {
+        HashMap::new()
     }
 }
 

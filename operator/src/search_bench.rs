@@ -428,6 +428,47 @@ pub struct BenchConfig {
     pub eta: u32,
 }
 
+/// One method's row of the table (over its seeds' replays) and its mean hypervolume curve
+/// against the share of the grid's trial-steps.
+fn method_row(
+    name: &str,
+    runs: &[Trace],
+    grid_spent: f64,
+    target: f64,
+) -> (String, orchestra_report::lines::Series) {
+    let n = runs.len() as f64;
+    let mean = |f: &dyn Fn(&Trace) -> f64| runs.iter().map(f).sum::<f64>() / n;
+    let reach: Vec<f64> = runs.iter().filter_map(|r| r.spent_to_reach(target)).collect();
+    let reach_text = if reach.is_empty() {
+        "never".to_string()
+    } else {
+        format!(
+            "{:.1} % ({}/{})",
+            100.0 * reach.iter().sum::<f64>() / reach.len() as f64 / grid_spent,
+            reach.len(),
+            runs.len()
+        )
+    };
+    let row = format!(
+        "| {} | {:.6} | {:.1} % | {} | {:.1} | {:.1} |\n",
+        name,
+        mean(&|r| r.hypervolume),
+        100.0 * mean(&|r| r.spent) / grid_spent,
+        reach_text,
+        mean(&|r| r.trained_to_end as f64),
+        mean(&|r| r.stopped_early as f64),
+    );
+    let xs: Vec<f64> = (0..=200).map(|i| grid_spent * i as f64 / 200.0).collect();
+    let curve = orchestra_report::lines::Series {
+        name: name.to_string(),
+        points: xs
+            .iter()
+            .map(|&x| (x / grid_spent, runs.iter().map(|r| r.at(x)).sum::<f64>() / n))
+            .collect(),
+    };
+    (row, curve)
+}
+
 pub fn run(rec: &Recording, cfg: &BenchConfig) -> Result<SearchBench, String> {
     let BenchConfig {
         seeds,
@@ -464,36 +505,9 @@ pub fn run(rec: &Recording, cfg: &BenchConfig) -> Result<SearchBench, String> {
         let runs: Vec<Trace> = (0..if m.seeded { seeds } else { 1 })
             .map(|seed| replay(rec, &spec_for(rec, m, seed, parallelism)?, reference_bpp))
             .collect::<Result<_, _>>()?;
-        let n = runs.len() as f64;
-        let mean = |f: &dyn Fn(&Trace) -> f64| runs.iter().map(f).sum::<f64>() / n;
-        let reach: Vec<f64> = runs.iter().filter_map(|r| r.spent_to_reach(target)).collect();
-        let reach_text = if reach.is_empty() {
-            "never".to_string()
-        } else {
-            format!(
-                "{:.1} % ({}/{})",
-                100.0 * reach.iter().sum::<f64>() / reach.len() as f64 / grid.spent,
-                reach.len(),
-                runs.len()
-            )
-        };
-        md += &format!(
-            "| {} | {:.6} | {:.1} % | {} | {:.1} | {:.1} |\n",
-            m.name,
-            mean(&|r| r.hypervolume),
-            100.0 * mean(&|r| r.spent) / grid.spent,
-            reach_text,
-            mean(&|r| r.trained_to_end as f64),
-            mean(&|r| r.stopped_early as f64),
-        );
-        let xs: Vec<f64> = (0..=200).map(|i| grid.spent * i as f64 / 200.0).collect();
-        series.push(orchestra_report::lines::Series {
-            name: m.name.to_string(),
-            points: xs
-                .iter()
-                .map(|&x| (x / grid.spent, runs.iter().map(|r| r.at(x)).sum::<f64>() / n))
-                .collect(),
-        });
+        let (row, curve) = method_row(m.name, &runs, grid.spent, target);
+        md += &row;
+        series.push(curve);
     }
     let pareto_asha = methods.last().expect("Pareto ASHA is listed last");
     if let orchestra_api::Schedule::Halving { eta, brackets } = spec_for(rec, pareto_asha, 0, parallelism)?

@@ -185,13 +185,7 @@ mod tests {
             0.006,
             "the estimate when no bitstream was measured"
         );
-        let finished: Vec<Finished> = [&d1, &d4, &d2]
-            .into_iter()
-            .map(|r| Finished {
-                result: r.clone(),
-                params: BTreeMap::new(),
-            })
-            .collect();
+        let finished = finished_of(&[&d1, &d4, &d2]);
         let lb = rank(
             "e",
             &finished,
@@ -244,6 +238,16 @@ mod tests {
             s.line(),
             "running 0, failed 1, best Dice 0.8000 at 0.00400 bpp (d4)"
         );
+    }
+
+    fn finished_of(results: &[&TrialResult]) -> Vec<Finished> {
+        results
+            .iter()
+            .map(|r| Finished {
+                result: (*r).clone(),
+                params: BTreeMap::new(),
+            })
+            .collect()
     }
 
     fn seen(name: &str, phase: TrialPhase) -> ObservedTrial {

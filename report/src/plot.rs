@@ -36,6 +36,33 @@ pub(crate) fn register_font() {
     });
 }
 
+/// The x axis: every positive rate of the trials and the baselines with room on both sides (a
+/// decade at least), or 0.001-1 bpp when there is none.
+fn bpp_range(lb: &Leaderboard) -> (f64, f64) {
+    let bpps: Vec<f64> = lb
+        .entries
+        .iter()
+        .map(|e| e.bpp)
+        .chain(lb.baselines.iter().flat_map(|c| c.points.iter().map(|p| p.0)))
+        .filter(|b| *b > 0.0 && b.is_finite())
+        .collect();
+    if bpps.is_empty() {
+        return (1e-3, 1.0);
+    }
+    let lo = bpps.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = bpps.iter().cloned().fold(0.0, f64::max);
+    (lo / 2.0, (hi * 2.0).max(lo * 10.0))
+}
+
+/// The Pareto front's trials as (bpp, Dice), in the front's order.
+fn front_points(lb: &Leaderboard) -> Vec<(f64, f64)> {
+    lb.front
+        .iter()
+        .filter_map(|t| lb.entries.iter().find(|e| &e.trial == t))
+        .map(|e| (e.bpp, e.dice))
+        .collect()
+}
+
 fn draw<DB: DrawingBackend>(
     lb: &Leaderboard,
     root: DrawingArea<DB, plotters::coord::Shift>,
@@ -45,20 +72,7 @@ where
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(err)?;
-    let bpps: Vec<f64> = lb
-        .entries
-        .iter()
-        .map(|e| e.bpp)
-        .chain(lb.baselines.iter().flat_map(|c| c.points.iter().map(|p| p.0)))
-        .filter(|b| *b > 0.0 && b.is_finite())
-        .collect();
-    let (lo, hi) = if bpps.is_empty() {
-        (1e-3, 1.0)
-    } else {
-        let lo = bpps.iter().cloned().fold(f64::INFINITY, f64::min);
-        let hi = bpps.iter().cloned().fold(0.0, f64::max);
-        (lo / 2.0, (hi * 2.0).max(lo * 10.0))
-    };
+    let (lo, hi) = bpp_range(lb);
     let mut chart = ChartBuilder::on(&root)
         .caption(format!("{}: rate vs accuracy", lb.experiment), ("sans-serif", 22))
         .margin(16)
@@ -96,12 +110,7 @@ where
             .draw_series(curve.points.iter().map(|p| Cross::new(*p, 4, c)))
             .map_err(err)?;
     }
-    let front: Vec<(f64, f64)> = lb
-        .front
-        .iter()
-        .filter_map(|t| lb.entries.iter().find(|e| &e.trial == t))
-        .map(|e| (e.bpp, e.dice))
-        .collect();
+    let front = front_points(lb);
     if front.len() > 1 {
         chart
             .draw_series(LineSeries::new(front, BLACK.stroke_width(2)))

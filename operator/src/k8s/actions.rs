@@ -9,7 +9,7 @@ use std::pin::Pin;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, Patch, PostParams};
 use kube::runtime::events::EventType;
-use orchestra_api::{StoppedTrial, Trial, TrialPhase, TrialSpec, Variant};
+use orchestra_api::{StoppedTrial, Trial, TrialPhase, TrialSpec, TrialStatus, Variant};
 use orchestra_store::layout::{ExperimentKeys, TrialKeys};
 
 use super::builders;
@@ -131,6 +131,35 @@ impl Runner for Objects<'_, '_> {
     }
 }
 
+/// A started trial's status: Running, its attempt, promotions and step target, and a message
+/// that says which kind of start it was.
+fn started_status(scope: &Scope<'_>, t: &Trial, attempt: u32, until: u64, promotion: bool) -> TrialStatus {
+    let mut status = t.status.clone().unwrap_or_default();
+    status.phase = TrialPhase::Running;
+    status.attempts = attempt;
+    status.promotions += u32::from(promotion);
+    status.target_step = Some(until);
+    status.started_at = Some(format_time(scope.now));
+    status.finished_at = None;
+    let counted = attempt - status.promotions;
+    let to = if until < t.spec.steps {
+        format!(" to step {until} (a rung)")
+    } else {
+        String::new()
+    };
+    status.message = Some(if promotion {
+        format!("promoted: continues from its checkpoint{to}")
+    } else if counted <= 1 && attempt == 1 {
+        format!("gang of {} started{to}", t.spec.world_size)
+    } else {
+        format!(
+            "attempt {counted} of {}: gang restarted from the latest checkpoint{to}",
+            scope.exp.spec.max_attempts
+        )
+    });
+    status
+}
+
 /// A trial's gang: its spec ConfigMap and headless Service, the previous gang's Job gone, this
 /// gang's Job (training to `until`); then the Trial's status and an event.
 async fn start_trial(
@@ -175,29 +204,8 @@ async fn start_trial(
             .patch(&names::job(&trial, attempt), &apply_params(), &Patch::Apply(&job))
             .await?;
     }
-    let mut status = t.status.clone().unwrap_or_default();
-    status.phase = TrialPhase::Running;
-    status.attempts = attempt;
-    status.promotions += u32::from(promotion);
-    status.target_step = Some(until);
-    status.started_at = Some(format_time(scope.now));
-    status.finished_at = None;
+    let status = started_status(scope, t, attempt, until, promotion);
     let counted = attempt - status.promotions;
-    let to = if until < t.spec.steps {
-        format!(" to step {until} (a rung)")
-    } else {
-        String::new()
-    };
-    status.message = Some(if promotion {
-        format!("promoted: continues from its checkpoint{to}")
-    } else if counted <= 1 && attempt == 1 {
-        format!("gang of {} started{to}", t.spec.world_size)
-    } else {
-        format!(
-            "attempt {counted} of {}: gang restarted from the latest checkpoint{to}",
-            scope.exp.spec.max_attempts
-        )
-    });
     patch_status(&scope.trials, &trial, &status).await?;
     let (reason, note) = if promotion {
         ("TrialPromoted", format!("{trial}: continues to step {until}"))

@@ -89,12 +89,9 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn measure(args: &BenchArgs, variant: Variant) -> Result<Measurement> {
-    let device = match args.device.as_str() {
-        "cpu" => DeviceKind::Cpu,
-        "cuda" => DeviceKind::Cuda,
-        other => bail!("--device {other}: expected cpu or cuda"),
-    };
+/// The trial one bench measurement trains: synthetic lesions (2D) or hearts (3D patches) at the
+/// arguments' sizes, `steps` plus three warm-up steps.
+fn bench_spec(args: &BenchArgs, variant: Variant, device: DeviceKind) -> Result<TrialSpec> {
     let (dataset, model, seg_loss) = if args.dims == 3 {
         let [z, y, x] = <[u32; 3]>::try_from(args.patch.as_slice())
             .map_err(|_| anyhow::anyhow!("--patch {:?}: expected z,y,x", args.patch))?;
@@ -114,14 +111,7 @@ fn measure(args: &BenchArgs, variant: Variant) -> Result<Measurement> {
             SegLoss::Mse,
         )
     };
-    let pixels: u64 = model.sides().iter().map(|&s| s as u64).product();
-    let size = model
-        .sides()
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join("x");
-    let spec = TrialSpec {
+    Ok(TrialSpec {
         experiment: "bench".into(),
         trial: format!("bench-{}", variant.to_string().to_lowercase()),
         variant,
@@ -141,7 +131,24 @@ fn measure(args: &BenchArgs, variant: Variant) -> Result<Measurement> {
         keep_checkpoints: 1,
         eval_every: 0,
         device,
+    })
+}
+
+fn measure(args: &BenchArgs, variant: Variant) -> Result<Measurement> {
+    let device = match args.device.as_str() {
+        "cpu" => DeviceKind::Cpu,
+        "cuda" => DeviceKind::Cuda,
+        other => bail!("--device {other}: expected cpu or cuda"),
     };
+    let spec = bench_spec(args, variant, device)?;
+    let pixels: u64 = spec.model.sides().iter().map(|&s| s as u64).product();
+    let size = spec
+        .model
+        .sides()
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join("x");
     spec.validate("bench arguments")?;
     let comm = dist::connect(&args.dist.options(), device_for_spec(&spec)?)?;
     let (backend, world) = (comm.backend(), comm.world_size());
@@ -184,6 +191,41 @@ fn measure(args: &BenchArgs, variant: Variant) -> Result<Measurement> {
     })
 }
 
+/// The child process that measures variant `v` alone (a fresh process: its peak RSS is its own).
+fn child_command(exe: &std::path::Path, args: &BenchArgs, v: Variant) -> std::process::Command {
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        "bench",
+        "--variant",
+        &v.to_string(),
+        "--preset",
+        &format!("{:?}", args.preset).to_lowercase(),
+    ])
+    .args([
+        "--size",
+        &args.size.to_string(),
+        "--batch",
+        &args.batch.to_string(),
+        "--dims",
+        &args.dims.to_string(),
+        "--patch",
+        &args
+            .patch
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    ])
+    .args(["--steps", &args.steps.to_string(), "--device", &args.device])
+    .args(["--precision", args.precision.name()])
+    .args([
+        "--dist",
+        args.dist.backend.to_possible_value().expect("named").get_name(),
+    ])
+    .args(["--bucket-mib", &args.dist.bucket_mib.to_string()]);
+    cmd
+}
+
 pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(v) = args.variant {
         let m = measure(&args, v)?;
@@ -207,36 +249,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             args.batch,
             args.steps
         );
-        let out = std::process::Command::new(&exe)
-            .args([
-                "bench",
-                "--variant",
-                &v.to_string(),
-                "--preset",
-                &format!("{:?}", args.preset).to_lowercase(),
-            ])
-            .args([
-                "--size",
-                &args.size.to_string(),
-                "--batch",
-                &args.batch.to_string(),
-                "--dims",
-                &args.dims.to_string(),
-                "--patch",
-                &args
-                    .patch
-                    .iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ])
-            .args(["--steps", &args.steps.to_string(), "--device", &args.device])
-            .args(["--precision", args.precision.name()])
-            .args([
-                "--dist",
-                args.dist.backend.to_possible_value().expect("named").get_name(),
-            ])
-            .args(["--bucket-mib", &args.dist.bucket_mib.to_string()])
+        let out = child_command(&exe, &args, v)
             .output()
             .with_context(|| format!("cannot run {}", exe.display()))?;
         if !out.status.success() {

@@ -135,6 +135,46 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// Hairs over a skin image: dark quadratic Bezier strokes, anti-aliased by distance to sampled
+/// points.
+fn paint_hairs(rng: &mut ChaCha8Rng, img: &mut [[f32; 3]], size: usize) {
+    let s = size as f32;
+    let hairs = rng.random_range(0..=5);
+    for _ in 0..hairs {
+        let p: Vec<(f32, f32)> = (0..3)
+            .map(|_| {
+                (
+                    rng.random_range(-0.1 * s..1.1 * s),
+                    rng.random_range(-0.1 * s..1.1 * s),
+                )
+            })
+            .collect();
+        let width = rng.random_range(0.4f32..1.2) * s / 128.0;
+        let tone = rng.random_range(30.0f32..80.0);
+        let samples = (4.0 * s) as usize;
+        for k in 0..=samples {
+            let t = k as f32 / samples as f32;
+            let (a, b, c) = ((1.0 - t) * (1.0 - t), 2.0 * t * (1.0 - t), t * t);
+            let hx = a * p[0].0 + b * p[1].0 + c * p[2].0;
+            let hy = a * p[0].1 + b * p[1].1 + c * p[2].1;
+            let reach = (width * 2.0).ceil() as i32 + 1;
+            for yy in (hy as i32 - reach)..=(hy as i32 + reach) {
+                for xx in (hx as i32 - reach)..=(hx as i32 + reach) {
+                    if yy < 0 || xx < 0 || yy >= size as i32 || xx >= size as i32 {
+                        continue;
+                    }
+                    let d = ((xx as f32 + 0.5 - hx).powi(2) + (yy as f32 + 0.5 - hy).powi(2)).sqrt();
+                    let alpha = (1.0 - d / (width + 0.5)).clamp(0.0, 1.0) * 0.8;
+                    let i = yy as usize * size + xx as usize;
+                    for v in img[i].iter_mut() {
+                        *v = v.min(*v * (1.0 - alpha) + tone * alpha);
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn lesion(rng: &mut ChaCha8Rng, size: usize) -> Sample {
     let s = size as f32;
     // Skin: a warm base colour, low-frequency shading and fine pore texture.
@@ -181,41 +221,7 @@ fn lesion(rng: &mut ChaCha8Rng, size: usize) -> Sample {
         }
     }
 
-    // Hairs: dark quadratic Bezier strokes, anti-aliased by distance to sampled points.
-    let hairs = rng.random_range(0..=5);
-    for _ in 0..hairs {
-        let p: Vec<(f32, f32)> = (0..3)
-            .map(|_| {
-                (
-                    rng.random_range(-0.1 * s..1.1 * s),
-                    rng.random_range(-0.1 * s..1.1 * s),
-                )
-            })
-            .collect();
-        let width = rng.random_range(0.4f32..1.2) * s / 128.0;
-        let tone = rng.random_range(30.0f32..80.0);
-        let samples = (4.0 * s) as usize;
-        for k in 0..=samples {
-            let t = k as f32 / samples as f32;
-            let (a, b, c) = ((1.0 - t) * (1.0 - t), 2.0 * t * (1.0 - t), t * t);
-            let hx = a * p[0].0 + b * p[1].0 + c * p[2].0;
-            let hy = a * p[0].1 + b * p[1].1 + c * p[2].1;
-            let reach = (width * 2.0).ceil() as i32 + 1;
-            for yy in (hy as i32 - reach)..=(hy as i32 + reach) {
-                for xx in (hx as i32 - reach)..=(hx as i32 + reach) {
-                    if yy < 0 || xx < 0 || yy >= size as i32 || xx >= size as i32 {
-                        continue;
-                    }
-                    let d = ((xx as f32 + 0.5 - hx).powi(2) + (yy as f32 + 0.5 - hy).powi(2)).sqrt();
-                    let alpha = (1.0 - d / (width + 0.5)).clamp(0.0, 1.0) * 0.8;
-                    let i = yy as usize * size + xx as usize;
-                    for v in img[i].iter_mut() {
-                        *v = v.min(*v * (1.0 - alpha) + tone * alpha);
-                    }
-                }
-            }
-        }
-    }
+    paint_hairs(rng, &mut img, size);
 
     let sigma = rng.random_range(2.0f32..6.0);
     let mut image = Vec::with_capacity(size * size * 3);

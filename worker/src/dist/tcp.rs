@@ -37,82 +37,102 @@ impl TcpCollective {
             .ok_or_else(|| err("MASTER_PORT + 1 is not a port".into()))?;
         let deadline = Instant::now() + timeout;
         if env.rank == 0 {
-            let listener = TcpListener::bind(("0.0.0.0", port))
-                .map_err(|e| err(format!("rank 0 cannot listen on port {port}: {e}")))?;
-            listener.set_nonblocking(true).map_err(|e| err(e.to_string()))?;
-            let mut peers: Vec<Option<TcpStream>> = (1..env.world_size).map(|_| None).collect();
-            while peers.iter().any(Option::is_none) {
-                match listener.accept() {
-                    Ok((mut s, _)) => {
-                        s.set_nonblocking(false).map_err(|e| err(e.to_string()))?;
-                        let _ = s.set_nodelay(true);
-                        let mut id = [0u8; 4];
-                        s.read_exact(&mut id)
-                            .map_err(|e| err(format!("a rank's greeting: {e}")))?;
-                        let r = u32::from_le_bytes(id) as usize;
-                        match peers.get_mut(r.wrapping_sub(1)) {
-                            Some(slot @ None) => *slot = Some(s),
-                            _ => {
-                                return Err(err(format!(
-                                    "a connection claims rank {r}, which is taken or out of range"
-                                )))
-                            }
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        if Instant::now() >= deadline {
-                            let missing: Vec<usize> = peers
-                                .iter()
-                                .enumerate()
-                                .filter(|(_, p)| p.is_none())
-                                .map(|(i, _)| i + 1)
-                                .collect();
-                            return Err(err(format!(
-                                "rank(s) {missing:?} did not connect within {timeout:?}"
-                            )));
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(e) => return Err(err(format!("accept: {e}"))),
-                }
-            }
-            Ok(TcpCollective {
-                rank: 0,
-                size: env.world_size,
-                peers: peers.into_iter().flatten().collect(),
-                hub: None,
-            })
+            Self::accept_ranks(env, port, deadline, timeout)
         } else {
-            let addr = format!("{}:{port}", env.master_addr);
-            let stream = loop {
-                let attempt = addr
-                    .to_socket_addrs()
-                    .map_err(|e| e.to_string())
-                    .and_then(|mut a| a.next().ok_or_else(|| "no address".to_string()))
-                    .and_then(|a| {
-                        TcpStream::connect_timeout(&a, Duration::from_secs(2)).map_err(|e| e.to_string())
-                    });
-                match attempt {
-                    Ok(s) => break s,
-                    Err(e) if Instant::now() >= deadline => {
-                        return Err(err(format!(
-                            "rank 0 at {addr} did not accept within {timeout:?}: {e}"
-                        )))
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let mut s = stream;
-            s.write_all(&(env.rank as u32).to_le_bytes())
-                .map_err(|e| err(format!("greeting rank 0: {e}")))?;
-            Ok(TcpCollective {
-                rank: env.rank,
-                size: env.world_size,
-                peers: Vec::new(),
-                hub: Some(s),
-            })
+            Self::connect_to_rank_zero(env, port, deadline, timeout)
         }
+    }
+
+    /// Rank 0: every other rank connects and says which it is.
+    fn accept_ranks(
+        env: &RendezvousEnv,
+        port: u16,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<TcpCollective, DistError> {
+        let listener = TcpListener::bind(("0.0.0.0", port))
+            .map_err(|e| err(format!("rank 0 cannot listen on port {port}: {e}")))?;
+        listener.set_nonblocking(true).map_err(|e| err(e.to_string()))?;
+        let mut peers: Vec<Option<TcpStream>> = (1..env.world_size).map(|_| None).collect();
+        while peers.iter().any(Option::is_none) {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).map_err(|e| err(e.to_string()))?;
+                    let _ = s.set_nodelay(true);
+                    let mut id = [0u8; 4];
+                    s.read_exact(&mut id)
+                        .map_err(|e| err(format!("a rank's greeting: {e}")))?;
+                    let r = u32::from_le_bytes(id) as usize;
+                    match peers.get_mut(r.wrapping_sub(1)) {
+                        Some(slot @ None) => *slot = Some(s),
+                        _ => {
+                            return Err(err(format!(
+                                "a connection claims rank {r}, which is taken or out of range"
+                            )))
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        let missing: Vec<usize> = peers
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, p)| p.is_none())
+                            .map(|(i, _)| i + 1)
+                            .collect();
+                        return Err(err(format!(
+                            "rank(s) {missing:?} did not connect within {timeout:?}"
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(err(format!("accept: {e}"))),
+            }
+        }
+        Ok(TcpCollective {
+            rank: 0,
+            size: env.world_size,
+            peers: peers.into_iter().flatten().collect(),
+            hub: None,
+        })
+    }
+
+    /// Rank r > 0: connects to rank 0 (retrying until the deadline) and says which rank it is.
+    fn connect_to_rank_zero(
+        env: &RendezvousEnv,
+        port: u16,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<TcpCollective, DistError> {
+        let addr = format!("{}:{port}", env.master_addr);
+        let stream = loop {
+            let attempt = addr
+                .to_socket_addrs()
+                .map_err(|e| e.to_string())
+                .and_then(|mut a| a.next().ok_or_else(|| "no address".to_string()))
+                .and_then(|a| {
+                    TcpStream::connect_timeout(&a, Duration::from_secs(2)).map_err(|e| e.to_string())
+                });
+            match attempt {
+                Ok(s) => break s,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(err(format!(
+                        "rank 0 at {addr} did not accept within {timeout:?}: {e}"
+                    )))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let mut s = stream;
+        s.write_all(&(env.rank as u32).to_le_bytes())
+            .map_err(|e| err(format!("greeting rank 0: {e}")))?;
+        Ok(TcpCollective {
+            rank: env.rank,
+            size: env.world_size,
+            peers: Vec::new(),
+            hub: Some(s),
+        })
     }
 }
 

@@ -39,7 +39,7 @@ use answers::{error_response, BytesIn, RequestId};
 use state::AppState;
 
 use crate::codec::model_file::CompressionModel;
-pub use batcher::{BatchError, BatchOptions, Batcher};
+pub use batcher::{BatchError, BatchOptions, Batcher, LabelMap};
 pub use metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +214,12 @@ async fn segment_stream(state: &AppState, id: u64, headers: &HeaderMap, body: By
         Err((status, reason)) => return error_response(status, id, &reason),
         Ok(map) => map,
     };
+    answer(map, id, json_wanted)
+}
+
+/// A label map in the form the client accepts: JSON (run lengths), a gzipped NIfTI label
+/// volume on the scan's voxels, or a PNG for an image.
+fn answer(map: LabelMap, id: u64, json_wanted: bool) -> Response {
     let (h, w) = (map.sides[0] as u32, *map.sides.last().unwrap_or(&0) as u32);
     if json_wanted {
         return axum::Json(json!({
@@ -322,6 +328,18 @@ impl RunningServer {
 }
 
 /// Starts the service on `listen` (port 0 picks a free port).
+/// A non-blocking listener on `listen`, and the address it got (the port, for port 0).
+fn bind(listen: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), ServeError> {
+    let failed = |e: std::io::Error| ServeError::Listen {
+        addr: listen.to_string(),
+        reason: e.to_string(),
+    };
+    let listener = std::net::TcpListener::bind(listen).map_err(failed)?;
+    listener.set_nonblocking(true).map_err(failed)?;
+    let addr = listener.local_addr().map_err(failed)?;
+    Ok((listener, addr))
+}
+
 pub fn start(
     model: CompressionModel,
     listen: SocketAddr,
@@ -333,18 +351,7 @@ pub fn start(
     if let Some((cert, _)) = &config.tls {
         certificate::check_server_certificate(cert)?;
     }
-    let listener = std::net::TcpListener::bind(listen).map_err(|e| ServeError::Listen {
-        addr: listen.to_string(),
-        reason: e.to_string(),
-    })?;
-    listener.set_nonblocking(true).map_err(|e| ServeError::Listen {
-        addr: listen.to_string(),
-        reason: e.to_string(),
-    })?;
-    let addr = listener.local_addr().map_err(|e| ServeError::Listen {
-        addr: listen.to_string(),
-        reason: e.to_string(),
-    })?;
+    let (listener, addr) = bind(listen)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -134,35 +134,12 @@ impl Trainer {
         bucket_bytes: usize,
     ) -> Result<Trainer, TrainError> {
         let data = data.into();
+        let device = device_for_spec(&spec)?;
+        let n_train = check_setup(&spec, &data, comm.as_ref())?;
         let setup = |reason: String| TrainError::Setup {
             trial: spec.trial.clone(),
             reason,
         };
-        let device = device_for_spec(&spec)?;
-        match &data {
-            TrainingData::Images(d) if d.size != spec.model.input_size || spec.model.dims != 2 => {
-                return Err(setup(format!(
-                    "dataset images are {}px (2D) but the model is {}D with inputSize {}",
-                    d.size, spec.model.dims, spec.model.input_size
-                )));
-            }
-            TrainingData::Volumes(_) if spec.model.dims != 3 => {
-                return Err(setup("the dataset holds volumes but model.dims is not 3".into()));
-            }
-            _ => {}
-        }
-        let (n_train, n_val) = data.counts();
-        if n_train == 0 || n_val == 0 {
-            return Err(setup("dataset needs both training and validation images".into()));
-        }
-        if comm.world_size() != spec.world_size as usize {
-            return Err(setup(format!(
-                "worldSize is {} but the {} backend has {} rank(s)",
-                spec.world_size,
-                comm.backend(),
-                comm.world_size()
-            )));
-        }
         let config = crate::nets::config::resolve(&spec.model, data.channels(), data.classes());
         if let Some(side) = config.sides.iter().find(|&&s| s < 1 << config.d_depth) {
             return Err(setup(format!(
@@ -563,6 +540,40 @@ impl Trainer {
         self.step = ckpt.step;
         Ok(())
     }
+}
+
+/// What a trainer cannot start without: data of the model's kind and size, both splits, as many
+/// ranks as the spec says. The training split's size.
+fn check_setup(spec: &TrialSpec, data: &TrainingData, comm: &dyn Collective) -> Result<usize, TrainError> {
+    let setup = |reason: String| TrainError::Setup {
+        trial: spec.trial.clone(),
+        reason,
+    };
+    match data {
+        TrainingData::Images(d) if d.size != spec.model.input_size || spec.model.dims != 2 => {
+            return Err(setup(format!(
+                "dataset images are {}px (2D) but the model is {}D with inputSize {}",
+                d.size, spec.model.dims, spec.model.input_size
+            )));
+        }
+        TrainingData::Volumes(_) if spec.model.dims != 3 => {
+            return Err(setup("the dataset holds volumes but model.dims is not 3".into()));
+        }
+        _ => {}
+    }
+    let (n_train, n_val) = data.counts();
+    if n_train == 0 || n_val == 0 {
+        return Err(setup("dataset needs both training and validation images".into()));
+    }
+    if comm.world_size() != spec.world_size as usize {
+        return Err(setup(format!(
+            "worldSize is {} but the {} backend has {} rank(s)",
+            spec.world_size,
+            comm.backend(),
+            comm.world_size()
+        )));
+    }
+    Ok(n_train)
 }
 
 /// Each micro-batch's detached predictions with their targets: what the critic's update sees.
