@@ -202,13 +202,23 @@ for f in "$dir"/pids/*.pid; do
 done
 # A folder left by a cluster that is no longer running starts afresh.
 remove_network
-rm -rf "$dir/pids" "$dir/etcd" "$dir/pki" "$dir/nodes" "$dir/env"
+rm -rf "$dir/pids" "$dir/etcd" "$dir/pki" "$dir/nodes" "$dir/env" "$dir/ports-given"
 mkdir -p "$dir/pki" "$dir/pids" "$dir/logs" "$dir/etcd"
 trap 'log "start failed: stopping what started (logs in $dir/logs)"; stop_all; remove_network' ERR
 started_at=$(date +%s)
 
+# A port free now and not handed out before by this start: the kernel may give a port it just
+# gave again (etcd and kube-apiserver once got the same one), so each is written down, in a file
+# since each caller runs this in a subshell.
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    local p
+    touch "$dir/ports-given"
+    while :; do
+        p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        grep -qx "$p" "$dir/ports-given" || break
+    done
+    echo "$p" >>"$dir/ports-given"
+    echo "$p"
 }
 
 # --- certificates: one CA, the API server's serving certificate, a client certificate per

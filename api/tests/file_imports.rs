@@ -5,25 +5,11 @@
 //! in two rooms; the fix is to move the shared thing to the module that owns it.
 
 use std::collections::{BTreeMap, BTreeSet};
+mod sources;
+
 use std::path::{Path, PathBuf};
 
-const CRATES: [&str; 8] = [
-    "api",
-    "store",
-    "codec",
-    "edge",
-    "report",
-    "worker",
-    "operator",
-    "node-agent",
-];
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use sources::{rust_files, workspace, CRATES};
 
 /// The module path of a file under `src/` ("" for the crate root), or None for binaries.
 fn module_of(rel: &Path) -> Option<String> {
@@ -38,17 +24,6 @@ fn module_of(rel: &Path) -> Option<String> {
         parts.push(stem.to_string());
     }
     Some(parts.join("::"))
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
 }
 
 /// One path a file names: whether it is a `pub use` (a re-export), and its text.
