@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: training throughput and peak memory per variant (small preset, 128px, batch 8,
 # CPU; and volumes: 32 x 64 x 64 patches, batch 2), the same step in PyTorch eager for comparison, all-reduce and data-parallel figures, the
-# planner at 10,000 trials, the search algorithms on recorded learning curves, the latency table (the paper's Table 2) and the service's load test.
+# planner at 10,000 trials, the operator with 10,000 trials on the real control plane
+# (scripts/bench_cluster.sh; BENCH_CLUSTER=0 skips it), the search algorithms on recorded learning curves, the latency table (the paper's Table 2) and the service's load test.
 # Results are printed and written under bench-results/. BENCH_PYTORCH=0 skips the PyTorch
 # reference (it needs the full torch wheel with its CUDA dependencies, about 4.6 GB, installed
 # once into ~/.cache/orchestra/venv-pyref).
@@ -86,6 +87,14 @@ fi
 echo
 echo "planner and leaderboard at 10,000 trials:"
 "$bin/orchestra" bench-planner --trials 10000 --out bench-results/planner.json
+
+echo
+if [ "${BENCH_CLUSTER:-1}" != 0 ]; then
+    echo "the operator at scale on the real control plane (10 Experiments x 1,000 trials on KWOK nodes; about 40 minutes; BENCH_CLUSTER=0 skips it):"
+    scripts/bench_cluster.sh
+else
+    echo "cluster benchmark: skipped (BENCH_CLUSTER=0)"
+fi
 
 echo
 # Each recording holds 32 real trials; docs/results/2026-11-30-search.md says how each was made.

@@ -22,7 +22,10 @@
 # cores), CLUSTER_NODE_MEMORY (8Gi), CLUSTER_NODE_GPUS (0), CLUSTER_NODE_GRACE (how long a node
 # may miss heartbeats before it is NotReady, 40s), CLUSTER_NODE_HEARTBEAT_S (10), CLUSTER_POD_EVICTION_S (how long pods stay on
 # a NotReady or unreachable node before they are evicted, 300), CLUSTER_IMAGES (more
-# space-separated PATTERN=DIR image folders for the agents), CLUSTER_KUEUE=1 (the Kueue manager
+# space-separated PATTERN=DIR image folders for the agents), CLUSTER_KWOK_NODES (fake nodes run by
+# KWOK, whose pods run for CLUSTER_KWOK_POD_S without a container: scripts/cluster_kwok.sh),
+# CLUSTER_AUDIT_READS=1 (the audit log records reads too), CLUSTER_CLIENT_QPS (the controller
+# manager's and the scheduler's client rate limit), CLUSTER_KUEUE=1 (the Kueue manager
 # with its CRDs and webhooks: scripts/cluster_kueue.sh), CLUSTER_OPERATOR=1 (start
 # orchestra-operator with the CRDs applied), CLUSTER_OWNER_PID (stop everything when that process
 # exits, for tests that may die without cleaning up), ORCHESTRA_BIN (our release or debug
@@ -202,7 +205,7 @@ for f in "$dir"/pids/*.pid; do
 done
 # A folder left by a cluster that is no longer running starts afresh.
 remove_network
-rm -rf "$dir/pids" "$dir/etcd" "$dir/pki" "$dir/nodes" "$dir/env" "$dir/ports-given"
+rm -rf "$dir/pids" "$dir/etcd" "$dir/pki" "$dir/nodes" "$dir/env" "$dir/ports-given" "$dir/kwok-nodes" "$dir/kwok-pod-seconds" "$dir/operator-metrics-addr"
 mkdir -p "$dir/pki" "$dir/pids" "$dir/logs" "$dir/etcd"
 trap 'log "start failed: stopping what started (logs in $dir/logs)"; stop_all; remove_network' ERR
 started_at=$(date +%s)
@@ -290,12 +293,15 @@ wait_for etcd 30 curl -sf "http://127.0.0.1:$etcd_port/health"
 # (--enable-aggregator-routing): no kube-proxy routes a cluster IP here.
 # Everything the API server does is written to the audit log at the Metadata level (who did what
 # to which object), so that tests can say which replica wrote.
+# CLUSTER_AUDIT_READS=1 logs the reads too (the cluster benchmark counts every request by whom).
+reads_level=None
+[ "${CLUSTER_AUDIT_READS:-0}" = 1 ] && reads_level=Metadata
 cat >"$dir/audit-policy.yaml" <<EOF
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
-- level: None
+- level: $reads_level
   verbs: [get, list, watch]
 - level: None
   resources: [{ group: coordination.k8s.io, resources: [leases] }]
@@ -321,6 +327,13 @@ start kube-apiserver "$k8s_bin/kube-apiserver" \
 wait_for kube-apiserver 90 "$kubectl" --kubeconfig "$dir/kubeconfig" get --raw /readyz
 
 log "kube-controller-manager and kube-scheduler"
+# CLUSTER_CLIENT_QPS lifts the two components' client-side rate limits (20 and 50 requests a
+# second by default), as kwokctl's disableQPSLimits does for scale tests: at the defaults the Job
+# controller alone bounds how fast trials start (docs/results/2026-12-03-cluster-scale.md).
+client_qps=()
+if [ -n "${CLUSTER_CLIENT_QPS:-}" ]; then
+    client_qps=(--kube-api-qps "$CLUSTER_CLIENT_QPS" --kube-api-burst "$((CLUSTER_CLIENT_QPS * 2))")
+fi
 start kube-controller-manager "$k8s_bin/kube-controller-manager" \
     --kubeconfig "$dir/controller-manager.kubeconfig" \
     --authentication-kubeconfig "$dir/controller-manager.kubeconfig" \
@@ -329,12 +342,12 @@ start kube-controller-manager "$k8s_bin/kube-controller-manager" \
     --use-service-account-credentials=true \
     --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
     --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
-    --node-monitor-grace-period "${CLUSTER_NODE_GRACE:-40s}"
+    --node-monitor-grace-period "${CLUSTER_NODE_GRACE:-40s}" "${client_qps[@]}"
 start kube-scheduler "$k8s_bin/kube-scheduler" \
     --kubeconfig "$dir/scheduler.kubeconfig" \
     --authentication-kubeconfig "$dir/scheduler.kubeconfig" \
     --authorization-kubeconfig "$dir/scheduler.kubeconfig" \
-    --bind-address 127.0.0.1 --secure-port "$sched_port" --leader-elect=false
+    --bind-address 127.0.0.1 --secure-port "$sched_port" --leader-elect=false "${client_qps[@]}"
 wait_for kube-controller-manager 60 curl -skf "https://127.0.0.1:$kcm_port/healthz"
 wait_for kube-scheduler 60 curl -skf "https://127.0.0.1:$sched_port/healthz"
 # The namespace controller and the service-account controllers are working once the default
@@ -445,6 +458,12 @@ for i in $(seq 1 "$nodes"); do
         "node/orchestra-node-$i" --timeout=1s
 done
 
+if [ "${CLUSTER_KWOK_NODES:-0}" -gt 0 ]; then
+    # shellcheck source=scripts/cluster_kwok.sh
+    . "$here/scripts/cluster_kwok.sh"
+    kwok_up "$CLUSTER_KWOK_NODES"
+fi
+
 if [ "${CLUSTER_KUEUE:-0}" = 1 ]; then
     # shellcheck source=scripts/cluster_kueue.sh
     . "$here/scripts/cluster_kueue.sh"
@@ -455,8 +474,11 @@ if [ "${CLUSTER_OPERATOR:-0}" = 1 ]; then
     "$kubectl" --kubeconfig "$dir/kubeconfig" apply -f "$here/manifests/crds.yaml" >/dev/null
     "$kubectl" --kubeconfig "$dir/kubeconfig" wait --for=condition=Established crd --all --timeout=30s >/dev/null
     log "orchestra-operator (log: $dir/logs/orchestra-operator.log)"
+    [ -x "$ours/orchestra-operator" ] || { echo "cluster: $ours/orchestra-operator is missing (cargo build --release -p orchestra-operator)" >&2; false; }
+    metrics_addr="127.0.0.1:$(free_port)"
+    echo "$metrics_addr" >"$dir/operator-metrics-addr"
     KUBECONFIG="$dir/kubeconfig" start orchestra-operator "$ours/orchestra-operator" \
-        --metrics-addr "127.0.0.1:$(free_port)" --lease-namespace default
+        --metrics-addr "$metrics_addr" --lease-namespace default
 fi
 
 cat >"$dir/env" <<EOF

@@ -8,6 +8,8 @@
 #
 #   scripts/k8s_tools.sh          build what is missing or stale, then print the bin folder
 #   scripts/k8s_tools.sh --print  only print the bin folder (no build)
+#   scripts/k8s_tools.sh --with kwok   also KWOK (the fake nodes of the cluster benchmark; not
+#                                      needed by the tests, so not built by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,10 @@ bin="$root/bin"
 if [ "${1:-}" = --print ]; then
     echo "$bin"
     exit 0
+fi
+optional=""
+if [ "${1:-}" = --with ]; then
+    optional=" ${2:?--with needs a program name} "
 fi
 
 command -v go >/dev/null || { echo "k8s-tools: the Go toolchain is missing (Go 1.26 builds the control plane)" >&2; exit 1; }
@@ -45,6 +51,14 @@ programs=(
     "coredns|coredns|github.com/coredns/coredns|-version|CoreDNS-1.15.0"
     "kueue|kueue|sigs.k8s.io/kueue/cmd/kueue|@module|sigs.k8s.io/kueue	v0.17.0|-X sigs.k8s.io/kueue/pkg/version.GitVersion=v0.17.0"
 )
+# Built only when asked for (--with NAME).
+optional_programs=(
+    "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|--version|kwok version v0.8.0"
+)
+for row in "${optional_programs[@]}"; do
+    IFS='|' read -r _ name _ <<<"$row"
+    [[ "$optional" == *" $name "* ]] && programs+=("$row")
+done
 
 reports() { # binary check expected
     if [ "$2" = @module ]; then

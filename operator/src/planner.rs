@@ -44,6 +44,19 @@ pub enum Action {
     SuspendTrial { name: String },
 }
 
+impl Action {
+    /// The trial the action is about.
+    pub fn trial(&self) -> &str {
+        match self {
+            Action::CreateTrial { name, .. }
+            | Action::StartTrial { name, .. }
+            | Action::FailTrial { name, .. }
+            | Action::StopTrial { name, .. }
+            | Action::SuspendTrial { name } => name,
+        }
+    }
+}
+
 /// The planner's decision for one observation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {

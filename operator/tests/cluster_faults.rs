@@ -75,7 +75,7 @@ impl Scene {
         let ns = c.namespace(&format!("faults-{name}"));
         let s3 = S3::start(c, &ns, name);
         let operator = Operator::start(c, &ns, &s3.creds());
-        let watch = GangWatch::start(c, &ns, name);
+        let watch = GangWatch::watch(c, &ns, name);
         let applied = c.apply(&ns, yaml);
         assert!(
             applied.status.success(),

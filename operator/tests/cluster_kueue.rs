@@ -13,13 +13,11 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::Value;
 use support::cluster::{self, run_experiment, Cluster, Layout, Operator};
+use support::poller::{Poller, Sampler};
 use support::s3::S3;
 
 fn cluster() -> &'static Cluster {
@@ -103,7 +101,7 @@ fn finished(job: &Value) -> bool {
     })
 }
 
-impl Queueing {
+impl Sampler for Queueing {
     fn sample(&mut self, jobs: &[Value], at: f64) {
         self.samples += 1;
         let (mut admitted, mut waiting) = (Vec::new(), 0);
@@ -133,48 +131,6 @@ impl Queueing {
         }
         self.most_admitted = self.most_admitted.max(admitted.len());
         self.most_waiting = self.most_waiting.max(waiting);
-    }
-}
-
-/// Lists the Experiment's Jobs every second until finished.
-struct QueueWatch {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Queueing>>,
-}
-
-impl QueueWatch {
-    fn start(c: &'static Cluster, ns: &str, experiment: &str) -> QueueWatch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let (ns, selector) = (ns.to_string(), format!("orchestra.dev/experiment={experiment}"));
-        let thread = std::thread::spawn(move || {
-            let mut seen = Queueing::default();
-            let start = std::time::Instant::now();
-            while !flag.load(Ordering::Relaxed) {
-                let out = c.kubectl(&["-n", &ns, "get", "jobs", "-l", &selector, "-o", "json"]);
-                if let Ok(list) = serde_json::from_slice::<Value>(&out.stdout) {
-                    let items = list["items"].as_array().map(Vec::as_slice).unwrap_or_default();
-                    seen.sample(items, start.elapsed().as_secs_f64());
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            }
-            seen
-        });
-        QueueWatch {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> Queueing {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for QueueWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -222,7 +178,8 @@ fn kueue_admits_two_gangs_at_a_time_and_every_trial_finishes() {
     );
     let s3 = S3::start(c, &ns, "queued");
     let operator = Operator::start(c, &ns, &s3.creds());
-    let watch = QueueWatch::start(c, &ns, "queued");
+    // Every second, the Experiment's Jobs.
+    let watch: Poller<Queueing> = Poller::start(c, &ns, "queued", "jobs", Duration::from_secs(1));
     let status = run_experiment(
         c,
         &ns,

@@ -12,19 +12,13 @@ mod support;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use http::{Request, Response};
-use kube::client::Body;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
-use kube::Client;
 use orchestra_api::Experiment;
-use orchestra_operator::k8s::builders::GangConfig;
 use orchestra_operator::k8s::context::{Context, Error};
-use orchestra_operator::k8s::metrics::Metrics;
 use orchestra_operator::k8s::reconcile::reconcile;
-use orchestra_operator::planner::PlannerConfig;
 use serde_json::{json, Value};
 use support::fake_api::{FakeApi, Recorded};
+use support::fake_operator;
 
 const NOW: u64 = 1_800_000_000;
 const NS: &str = "lab";
@@ -98,31 +92,7 @@ impl Scenario {
 
     /// An operator process: its client, event recorder and clock, on this scenario's API server.
     fn start_operator(&self) -> Operator {
-        let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let server = self.fake.clone().serve(handle);
-        let client = Client::new(svc, NS);
-        let now = self.now.clone();
-        let ctx = Arc::new(Context {
-            recorder: Recorder::new(
-                client.clone(),
-                Reporter {
-                    controller: "orchestra-operator".into(),
-                    instance: Some("test".into()),
-                },
-            ),
-            client,
-            metrics: Arc::new(Metrics::default()),
-            gang: GangConfig {
-                worker_image: "orchestra-worker:test".into(),
-                image_pull_policy: Some("IfNotPresent".into()),
-                collective_timeout: 60,
-            },
-            planner: PlannerConfig {
-                restart_backoff: self.restart_backoff,
-                max_backoff: 300,
-            },
-            clock: Box::new(move || now.load(Ordering::SeqCst)),
-        });
+        let (ctx, server) = fake_operator::start(&self.fake, NS, self.now.clone(), self.restart_backoff, 1);
         Operator { ctx, server }
     }
 
@@ -242,12 +212,10 @@ async fn a_new_experiment_creates_trials_and_their_gangs() {
         format!("GET {PODS}"),
         format!("POST {TRIALS}"),
         format!("PATCH {CMS}/sweep-d2-000-spec"),
-        format!("PATCH {SVCS}/sweep-d2-000"),
         format!("PATCH {JOBS}/sweep-d2-000-a1"),
         format!("PATCH {TRIALS}/sweep-d2-000/status"),
         format!("POST {TRIALS}"),
         format!("PATCH {CMS}/sweep-d4-000-spec"),
-        format!("PATCH {SVCS}/sweep-d4-000"),
         format!("PATCH {JOBS}/sweep-d4-000-a1"),
         format!("PATCH {TRIALS}/sweep-d4-000/status"),
         format!("PATCH {CMS}/sweep-leaderboard"),
@@ -312,8 +280,8 @@ async fn a_new_experiment_creates_trials_and_their_gangs() {
         env["RANK"]["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.annotations['batch.kubernetes.io/job-completion-index']"
     );
-    let svc = s.fake.body_of(&format!("PATCH {SVCS}/sweep-d4-000"));
-    assert_eq!(svc["spec"]["clusterIP"], "None");
+    // A single worker needs no Service: it is rank 0 and meets itself on 127.0.0.1.
+    assert!(s.fake.log().iter().all(|r| !r.target.starts_with(SVCS)));
     let cm = s.fake.body_of(&format!("PATCH {CMS}/sweep-d4-000-spec"));
     assert!(cm["data"]["trial.yaml"].as_str().unwrap().contains("variant: D4"));
 
@@ -370,8 +338,37 @@ async fn a_finished_trial_is_recorded_and_ranked() {
         s.store_dir.path().join("sweep/leaderboard.png").exists(),
         "the plot is in the store"
     );
-    let events: Vec<String> = s.fake.events().into_iter().map(|(r, _)| r).collect();
-    assert_eq!(events, ["TrialSucceeded", "TrialSucceeded"]);
+    // One event per finished trial, on the Experiment.
+    let events = s.fake.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "TrialSucceeded");
+}
+
+/// At scale an Experiment is looked at every time one of its pods changes: a look that changes
+/// nothing writes nothing (the leaderboard ConfigMap and the status are written when they change).
+#[tokio::test]
+async fn a_look_that_changes_nothing_writes_nothing() {
+    let s = Scenario::new();
+    let exp = s.experiment(json!({}));
+    let operator = s.start_operator();
+    operator.reconcile(exp).await.unwrap();
+    let first = s.fake.lines().len();
+    assert!(s.fake.lines().contains(&format!("PATCH {EXP}/status")));
+    // The Experiment as the API server now holds it (its status written), looked at again.
+    let seen: Experiment = serde_json::from_value(s.fake.get(EXP).unwrap()).unwrap();
+    assert!(seen.status.is_some());
+    operator.reconcile(seen).await.unwrap();
+    operator.stop();
+    let second: Vec<String> = s.fake.lines().split_off(first);
+    assert_eq!(
+        second,
+        [
+            format!("GET {TRIALS}"),
+            format!("GET {JOBS}"),
+            format!("GET {PODS}"),
+        ],
+        "the trials run, nothing changed: only the three lists"
+    );
 }
 
 /// The store layout's "finished" rule holds here too: a result of an earlier, shorter target
@@ -413,7 +410,6 @@ async fn a_failed_worker_restarts_the_whole_gang_from_its_checkpoint() {
             format!("PATCH {TRIALS}/sweep-d4-000/status"),
             format!("DELETE {JOBS}/sweep-d4-000-a1"),
             format!("PATCH {CMS}/sweep-d4-000-spec"),
-            format!("PATCH {SVCS}/sweep-d4-000"),
             format!("DELETE {JOBS}/sweep-d4-000-a1"),
             format!("PATCH {JOBS}/sweep-d4-000-a2"),
             format!("PATCH {TRIALS}/sweep-d4-000/status"),
@@ -1047,7 +1043,6 @@ async fn asha_promotes_the_front_from_its_checkpoint_and_stops_the_rest() {
             format!("PATCH {TRIALS}/sweep-d4-000/status"),
             format!("PATCH {TRIALS}/sweep-d4-001/status"),
             format!("PATCH {CMS}/sweep-d4-000-spec"),
-            format!("PATCH {SVCS}/sweep-d4-000"),
             format!("DELETE {JOBS}/sweep-d4-000-a1"),
             format!("PATCH {JOBS}/sweep-d4-000-a2"),
             format!("PATCH {TRIALS}/sweep-d4-000/status"),

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use orchestra_api::{
     ExperimentSpec, ParamCounts, RateScores, SegmentationScores, Timings, Trial, TrialPhase, TrialResult,
@@ -152,7 +154,7 @@ spec:
             }),
         })
         .collect();
-    let (k8s_observed, transitions) = observe(&trials, &[], &[], NOW, 600, &mut |_| None);
+    let (k8s_observed, transitions) = observe(&trials, &[] as &[Job], &[] as &[Pod], NOW, 600, &mut |_| None);
     assert!(transitions.is_empty());
     let k8s_lb = rank(name, &read_finished(&store, name).unwrap(), &exp.spec.objective);
 

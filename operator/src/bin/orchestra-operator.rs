@@ -110,6 +110,7 @@ async fn run(args: Args) -> Result<()> {
     preflight(&client, args.namespace.as_deref()).await?;
     let metrics = Arc::new(Metrics::default());
     let server = tokio::spawn(server::serve(args.metrics_addr, metrics.clone()));
+    let trim = tokio::spawn(orchestra_operator::k8s::heap::trim_every(Duration::from_secs(5)));
 
     let lease = LeaseOptions {
         namespace: args.lease_namespace.clone(),
@@ -147,5 +148,6 @@ async fn run(args: Args) -> Result<()> {
         run.await;
     }
     server.abort();
+    trim.abort();
     Ok(())
 }

@@ -72,6 +72,16 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The operator at scale on a real control plane with KWOK's fake nodes (started by
+    /// scripts/bench_cluster.sh): time to start and finish every trial, reconcile latency, API
+    /// requests per trial by client, the operator's and the API server's CPU and memory.
+    BenchCluster {
+        #[command(flatten)]
+        config: orchestra_operator::cluster_bench::BenchClusterConfig,
+        /// Writes <out>.json, <out>.md and the plots <out>-running.{svg,png}, <out>-finished.{svg,png}.
+        #[arg(long, default_value = "bench-results/cluster")]
+        out: PathBuf,
+    },
     /// Replay recorded learning curves through the planner under grid, random, ASHA,
     /// Hyperband, median stopping and Pareto ASHA: hypervolume against trial-steps spent.
     BenchSearch {
@@ -138,6 +148,7 @@ fn run(command: Command) -> Result<()> {
         ),
         Command::Validate { file } => validate(&file),
         Command::BenchPlanner { trials, out } => bench_planner(trials, out),
+        Command::BenchCluster { config, out } => bench_cluster(&config, &out),
         Command::BenchSearch {
             curves,
             record_from,
@@ -277,6 +288,37 @@ fn bench_planner(trials: usize, out: Option<PathBuf>) -> Result<()> {
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!("written: {}", path.display());
+    }
+    Ok(())
+}
+
+fn bench_cluster(config: &orchestra_operator::cluster_bench::BenchClusterConfig, out: &Path) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(orchestra_operator::cluster_bench::run(config))?;
+    println!("{}", report.to_markdown());
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let json = out.with_extension("json");
+    std::fs::write(&json, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    let md = out.with_extension("md");
+    std::fs::write(&md, report.to_markdown()).with_context(|| format!("cannot write {}", md.display()))?;
+    report
+        .write_plots(out)
+        .map_err(|e| anyhow::anyhow!("cannot draw the plots: {e}"))?;
+    println!(
+        "written: {}, {} and {}-{{running,finished}}.{{svg,png}}",
+        json.display(),
+        md.display(),
+        out.display()
+    );
+    if report.succeeded < report.trials {
+        bail!(
+            "{} of {} trials did not succeed",
+            report.trials - report.succeeded,
+            report.trials
+        );
     }
     Ok(())
 }

@@ -16,8 +16,8 @@ use super::builders;
 use super::context::Error;
 use super::names;
 use super::observe::format_time;
-use super::scope::{apply_params, delete_ignoring_absent, with_store, Scope};
-use super::status::{patch_status, publish_event};
+use super::scope::{apply_params, with_store, Scope};
+use super::status::publish_event;
 use crate::planner::Action;
 use crate::runner::Runner;
 
@@ -102,6 +102,7 @@ impl Runner for Objects<'_, '_> {
                 Err(kube::Error::Api(s)) if s.code == 409 => self.scope.trials.get(name).await?,
                 Err(e) => return Err(e.into()),
             };
+            self.scope.remember_trial(created.clone());
             self.trials.insert(name.to_string(), created);
             Ok(())
         })
@@ -160,8 +161,9 @@ fn started_status(scope: &Scope<'_>, t: &Trial, attempt: u32, until: u64, promot
     status
 }
 
-/// A trial's gang: its spec ConfigMap and headless Service, the previous gang's Job gone, this
-/// gang's Job (training to `until`); then the Trial's status and an event.
+/// A trial's gang: its spec ConfigMap and (for two or more workers) headless Service, the
+/// previous gang's Job gone, this gang's Job (training to `until`); then the Trial's status and
+/// an event.
 async fn start_trial(
     scope: &Scope<'_>,
     t: &Trial,
@@ -179,14 +181,19 @@ async fn start_trial(
         &Patch::Apply(&builders::spec_config_map(t)),
     )
     .await?;
-    svcs.patch(
-        &names::service(&trial),
-        &apply_params(),
-        &Patch::Apply(&builders::service(t)),
-    )
-    .await?;
+    // The headless Service is how ranks 1.. find rank 0; a single worker is rank 0 and connects
+    // to itself on 127.0.0.1, so its gang has none (it would cost five API writes per trial:
+    // ours, and the Endpoints and EndpointSlice controllers' two each).
+    if t.spec.world_size > 1 {
+        svcs.patch(
+            &names::service(&trial),
+            &apply_params(),
+            &Patch::Apply(&builders::service(t)),
+        )
+        .await?;
+    }
     if attempt > 1 {
-        delete_ignoring_absent(&scope.jobs, &names::job(&trial, attempt - 1)).await?;
+        scope.delete_job(&names::job(&trial, attempt - 1)).await?;
     }
     let job = builders::job(scope.exp, t, attempt, until, &scope.ctx.gang);
     if scope.exp.spec.queue_name.is_some() {
@@ -194,19 +201,20 @@ async fn start_trial(
         // created, never applied again, so that a retried start cannot suspend an admitted
         // gang (kubeflow/trainer#3008).
         match scope.jobs.create(&PostParams::default(), &job).await {
-            Ok(_) => {}
+            Ok(j) => scope.remember_job(j),
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
     } else {
-        scope
+        let j = scope
             .jobs
             .patch(&names::job(&trial, attempt), &apply_params(), &Patch::Apply(&job))
             .await?;
+        scope.remember_job(j);
     }
     let status = started_status(scope, t, attempt, until, promotion);
     let counted = attempt - status.promotions;
-    patch_status(&scope.trials, &trial, &status).await?;
+    scope.write_trial_status(&trial, &status).await?;
     let (reason, note) = if promotion {
         ("TrialPromoted", format!("{trial}: continues to step {until}"))
     } else if attempt == 1 {
@@ -236,11 +244,11 @@ async fn start_trial(
 async fn fail_trial(scope: &Scope<'_>, t: &Trial, reason: &str) -> Result<(), Error> {
     let trial = kube::ResourceExt::name_any(t);
     let mut status = t.status.clone().unwrap_or_default();
-    delete_ignoring_absent(&scope.jobs, &names::job(&trial, status.attempts)).await?;
+    scope.delete_job(&names::job(&trial, status.attempts)).await?;
     status.phase = TrialPhase::Failed;
     status.finished_at = Some(format_time(scope.now));
     status.message = Some(reason.to_string());
-    patch_status(&scope.trials, &trial, &status).await?;
+    scope.write_trial_status(&trial, &status).await?;
     publish_event(
         scope.ctx,
         &scope.exp_ref,
@@ -258,11 +266,11 @@ async fn fail_trial(scope: &Scope<'_>, t: &Trial, reason: &str) -> Result<(), Er
 async fn suspend_trial(scope: &Scope<'_>, t: &Trial) -> Result<(), Error> {
     let trial = kube::ResourceExt::name_any(t);
     let mut status = t.status.clone().unwrap_or_default();
-    delete_ignoring_absent(&scope.jobs, &names::job(&trial, status.attempts)).await?;
+    scope.delete_job(&names::job(&trial, status.attempts)).await?;
     status.phase = TrialPhase::Pending;
     status.attempts = status.attempts.saturating_sub(1);
     status.message = Some("suspended: resumes from its latest checkpoint".into());
-    patch_status(&scope.trials, &trial, &status).await?;
+    scope.write_trial_status(&trial, &status).await?;
     publish_event(
         scope.ctx,
         &scope.exp_ref,
@@ -281,11 +289,11 @@ async fn stop_trial(scope: &Scope<'_>, t: &Trial, reason: &str) -> Result<(), Er
     let trial = kube::ResourceExt::name_any(t);
     let mut status = t.status.clone().unwrap_or_default();
     let early = status.phase == TrialPhase::Paused;
-    delete_ignoring_absent(&scope.jobs, &names::job(&trial, status.attempts)).await?;
+    scope.delete_job(&names::job(&trial, status.attempts)).await?;
     status.phase = TrialPhase::Stopped;
     status.finished_at = Some(format_time(scope.now));
     status.message = Some(reason.to_string());
-    patch_status(&scope.trials, &trial, &status).await?;
+    scope.write_trial_status(&trial, &status).await?;
     let (kind, note) = if early {
         ("TrialStoppedEarly", format!("{trial}: {reason}"))
     } else {

@@ -1,5 +1,6 @@
 //! The controller's main loop: watches Experiments, the Trials they own, and the Jobs, Pods and
 //! Services of their gangs (label-filtered, mapped back to their Experiment), and reconciles.
+//! The Trial, Job and Pod watches also fill the reconciler's caches (`cache`).
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use kube::{Client, ResourceExt};
 use orchestra_api::{Experiment, Trial};
 
 use super::builders::GangConfig;
+use super::cache;
 use super::context::Context;
 use super::metrics::Metrics;
 use super::names::{LABEL_EXPERIMENT, MANAGER};
@@ -81,6 +83,8 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<Metrics>) {
         controller: MANAGER.into(),
         instance: Some(opts.instance.clone()),
     };
+    let ours = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+    let (caches, streams) = cache::watches(trials, jobs, pods, ours.clone());
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
@@ -92,12 +96,16 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<Metrics>) {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs())
         }),
+        published: Default::default(),
+        writers: 16,
+        leaderboards: Default::default(),
+        plotted: Default::default(),
+        caches: Some(caches),
     });
-    let ours = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
     Controller::new(experiments, watcher::Config::default())
-        .owns(trials, ours.clone())
-        .watches(jobs, ours.clone(), owner_experiment)
-        .watches(pods, ours.clone(), owner_experiment)
+        .owns_stream(streams.trials)
+        .watches_stream(streams.jobs, owner_experiment)
+        .watches_stream(streams.pods, owner_experiment)
         .watches(services, ours, owner_experiment)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

@@ -4,9 +4,11 @@
 
 mod actions;
 pub mod builders;
+pub mod cache;
 pub mod context;
 pub mod controller;
 mod crd_schema;
+pub mod heap;
 pub mod leader;
 pub mod metrics;
 pub mod names;

@@ -2,6 +2,7 @@
 //! (`result.json`), to what the planner needs: each trial's phase, attempts and the time of its
 //! last change, plus the transitions to record. Pure: the reconciler does the I/O.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 
 use k8s_openapi::api::batch::v1::Job;
@@ -59,6 +60,15 @@ fn condition_true(job: &Job, kind: &str) -> Option<String> {
     })
 }
 
+/// Whether the running gang of `trial` (attempt `attempts`) has completed: only then does the
+/// store hold what it reached, so only then is the store read for it.
+pub fn gang_completed<J: Borrow<Job>>(jobs: &[J], trial: &str, attempts: u32) -> bool {
+    let name = names::job(trial, attempts);
+    jobs.iter().map(Borrow::borrow).any(|j: &Job| {
+        j.metadata.name.as_deref() == Some(name.as_str()) && condition_true(j, "Complete").is_some()
+    })
+}
+
 fn unscheduled(pod: &Pod) -> bool {
     let status = pod.status.as_ref();
     status.and_then(|s| s.phase.as_deref()) == Some("Pending")
@@ -96,10 +106,10 @@ fn of_earlier_gang(pod: &Pod, trial: &str, current: Option<&str>, now: u64) -> b
 
 /// Observes every trial (in name order). `reached_of(trial)` is what the store holds for a
 /// running trial's step target (its result, or its rung record).
-pub fn observe(
+pub fn observe<J: Borrow<Job>, P: Borrow<Pod>>(
     trials: &[Trial],
-    jobs: &[Job],
-    pods: &[Pod],
+    jobs: &[J],
+    pods: &[P],
     now: u64,
     gang_timeout: u64,
     reached_of: &mut dyn FnMut(&str) -> Option<Reached>,
@@ -108,7 +118,7 @@ pub fn observe(
     sorted.sort_by_key(|t| t.metadata.name.clone());
     // Each trial looks at its own pods only: indexed once, not searched once per trial.
     let mut pods_of: HashMap<&str, Vec<&Pod>> = HashMap::new();
-    for p in pods {
+    for p in pods.iter().map(Borrow::borrow) {
         if let Some(trial) = p.metadata.labels.as_ref().and_then(|l| l.get(names::LABEL_TRIAL)) {
             pods_of.entry(trial.as_str()).or_default().push(p);
         }
@@ -179,10 +189,10 @@ pub fn observe(
 /// What became of a running trial's gang: its Job failed or is gone (the attempt failed), it
 /// completed (succeeded with the stored result, or failed without one), or part of it is still
 /// unscheduled after the gang timeout.
-fn gang_change(
+fn gang_change<J: Borrow<Job>>(
     name: &str,
     attempts: u32,
-    jobs: &[Job],
+    jobs: &[J],
     pods: &[&Pod],
     now: u64,
     gang_timeout: u64,
@@ -191,7 +201,8 @@ fn gang_change(
     let job_name = names::job(name, attempts);
     let job = jobs
         .iter()
-        .find(|j| j.metadata.name.as_deref() == Some(job_name.as_str()));
+        .map(Borrow::borrow)
+        .find(|j: &&Job| j.metadata.name.as_deref() == Some(job_name.as_str()));
     let failed = |reason: String| Transition::AttemptFailed {
         trial: name.to_string(),
         attempt: attempts,
@@ -339,7 +350,7 @@ mod tests {
             ] },
         }))
         .unwrap();
-        let (observed, transitions) = observe(&[trial], &[job], &[], 1_000, 600, &mut |_| None);
+        let (observed, transitions) = observe(&[trial], &[job], &[] as &[Pod], 1_000, 600, &mut |_| None);
         assert_eq!(observed[0].phase, TrialPhase::AttemptFailed);
         assert!(
             matches!(&transitions[..], [Transition::AttemptFailed { reason, .. }] if reason.contains("BackoffLimitExceeded")),

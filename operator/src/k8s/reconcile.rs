@@ -8,18 +8,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::ResourceExt;
-use orchestra_api::{DeviceKind, Experiment, ExperimentPhase, Trial, TrialPhase};
+use orchestra_api::{DeviceKind, Experiment, ExperimentPhase, Trial, TrialPhase, TrialStatus};
 use orchestra_store::layout::{self, TrialKeys};
 
 use super::context::{Context, Error};
 use super::names::{self, FINALIZER};
-use super::observe::{observe, Reached};
+use super::observe::{gang_completed, observe, Reached, Transition};
 use super::scope::{with_store, Scope};
 use super::{actions, status, transitions};
 use crate::planner::plan;
@@ -78,12 +79,14 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Ac
         return Ok(controller::Action::await_change());
     }
 
-    let selector = ListParams::default().labels(&names::experiment_selector(&scope.name));
-    let trials = scope.trials.list(&selector).await?.items;
-    let jobs = scope.jobs.list(&selector).await?.items;
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &scope.ns);
-    let pods = pods_api.list(&selector).await?.items;
-    let mut found = reached_targets(&scope, &trials).await?;
+    let metrics = &ctx.metrics;
+    let mut since = std::time::Instant::now();
+    let (trials, jobs, pods) = seen(&scope).await?;
+    // The reconciler's own copy of the trials (their statuses change as it writes).
+    let trials: Vec<Trial> = trials.iter().map(|t| Trial::clone(t)).collect();
+    metrics.step("list", &mut since);
+    let mut found = reached_targets(&scope, &trials, &jobs).await?;
+    metrics.step("store", &mut since);
     let mut reached_of = |trial: &str| -> Option<Reached> { found.remove(trial) };
     let (observed, transitions) = observe(
         &trials,
@@ -94,29 +97,33 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Ac
         &mut reached_of,
     );
     let mut by_name: BTreeMap<String, Trial> = trials.into_iter().map(|t| (t.name_any(), t)).collect();
-    let mut finished_any = false;
-    for tr in &transitions {
-        finished_any |= transitions::record(&scope, &mut by_name, tr).await?;
-    }
+    let finished_any = record(&scope, &transitions, &mut by_name).await?;
+    metrics.step("record", &mut since);
 
     let decision = plan(&scope.name, &exp.spec, &observed, scope.now, &ctx.planner);
+    metrics.step("plan", &mut since);
     actions::write_to_store(&scope, &decision.actions, &by_name, observed.is_empty()).await?;
-    let mut objects = actions::Objects {
-        scope: &scope,
-        trials: &mut by_name,
-    };
-    for action in &decision.actions {
-        action.carry_out(&mut objects).await?;
-    }
+    carry_out(&scope, &decision.actions, &mut by_name).await?;
+    metrics.step("act", &mut since);
 
-    // The leaderboard's plot is redrawn when a trial finished or the Experiment did.
-    let plot =
-        finished_any || (decision.phase != previous.phase && decision.phase == ExperimentPhase::Succeeded);
-    let lb = status::publish_leaderboard(&scope, plot).await?;
+    // The leaderboard's plot is redrawn when a trial finished (at most every PLOT_EVERY
+    // seconds: at scale trials finish several a second, and a plot of a thousand points takes
+    // a good part of a reconciliation) and when the Experiment did.
+    let ended = decision.phase != previous.phase && decision.phase == ExperimentPhase::Succeeded;
+    let plot = ended || (finished_any && ctx.plot_due(&scope.ns, &scope.name, scope.now));
+    // Ranked again when the finished or stopped trials changed.
+    let rerank = finished_any
+        || decision
+            .actions
+            .iter()
+            .any(|a| matches!(a, crate::planner::Action::StopTrial { .. }));
+    let lb = status::publish_leaderboard(&scope, rerank, plot).await?;
+    metrics.step("leaderboard", &mut since);
     let total = crate::candidates::candidates(&scope.name, &exp.spec).len();
     let summary = Summary::after(&observed, &decision.actions, total, &lb);
     ctx.metrics.set_trials(&scope.name, &summary.by_phase());
     status::write_experiment_status(&scope, &previous, &decision, &summary, &lb, !by_name.is_empty()).await?;
+    metrics.step("status", &mut since);
     Ok(match decision.phase {
         // Nothing runs while suspended: the next look is when the spec changes.
         ExperimentPhase::Succeeded | ExperimentPhase::Failed | ExperimentPhase::Suspended => {
@@ -128,17 +135,125 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Ac
     })
 }
 
-/// What the store holds for each running trial's step target (those whose gang may have
-/// finished): the result that covers `steps`, or the rung record at a lower target.
-async fn reached_targets(scope: &Scope<'_>, trials: &[Trial]) -> Result<BTreeMap<String, Reached>, Error> {
+/// One Experiment's Trials, Jobs and Pods: from the controller's caches, or (with none, as in
+/// the reconcile tests) listed.
+async fn seen(scope: &Scope<'_>) -> Result<(Vec<Arc<Trial>>, Vec<Arc<Job>>, Vec<Arc<Pod>>), Error> {
+    if let Some(caches) = &scope.ctx.caches {
+        caches.ready().await;
+        let seen = caches.experiment(&scope.ns, &scope.name);
+        return Ok((seen.trials, seen.jobs, seen.pods));
+    }
+    let selector = ListParams::default().labels(&names::experiment_selector(&scope.name));
+    let pods: Api<Pod> = Api::namespaced(scope.ctx.client.clone(), &scope.ns);
+    Ok((
+        shared(scope.trials.list(&selector).await?.items),
+        shared(scope.jobs.list(&selector).await?.items),
+        shared(pods.list(&selector).await?.items),
+    ))
+}
+
+/// Records the observed transitions (trials side by side) into `trials`; true when a trial
+/// finished.
+async fn record(
+    scope: &Scope<'_>,
+    seen: &[Transition],
+    trials: &mut BTreeMap<String, Trial>,
+) -> Result<bool, Error> {
+    // Boxed first: a stream that maps borrowed items to futures is not provably Send.
+    let snapshot: &BTreeMap<String, Trial> = trials;
+    let writes: Vec<Write<'_, (String, TrialStatus, bool)>> = seen
+        .iter()
+        .map(|tr| Box::pin(transitions::record(scope, snapshot, tr)) as Write<'_, _>)
+        .collect();
+    let recorded: Vec<(String, TrialStatus, bool)> = stream::iter(writes)
+        .buffer_unordered(scope.ctx.writers.max(1))
+        .try_collect()
+        .await?;
+    let mut finished_any = false;
+    for (trial, status, finished) in recorded {
+        finished_any |= finished;
+        if let Some(t) = trials.get_mut(&trial) {
+            t.status = Some(status);
+        }
+    }
+    Ok(finished_any)
+}
+
+/// One trial's writes in a reconciliation, run beside other trials'.
+type Write<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, Error>> + Send + 'a>>;
+
+fn shared<K>(items: Vec<K>) -> Vec<Arc<K>> {
+    items.into_iter().map(Arc::new).collect()
+}
+
+/// Carries out the planner's actions: each trial's in the planner's order, trials side by side
+/// (`Context::writers` at once: a wave of a hundred gangs is some six hundred requests, and one
+/// after another they took seconds). `trials` learns of what was created and written.
+async fn carry_out(
+    scope: &Scope<'_>,
+    actions: &[crate::planner::Action],
+    trials: &mut BTreeMap<String, Trial>,
+) -> Result<(), Error> {
+    let mut groups: Vec<(&str, Vec<&crate::planner::Action>)> = Vec::new();
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for a in actions {
+        let i = *index.entry(a.trial()).or_insert_with(|| {
+            groups.push((a.trial(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(a);
+    }
+    let writes: Vec<Write<'_, BTreeMap<String, Trial>>> = groups
+        .into_iter()
+        .map(|(name, group)| {
+            // Each trial's actions work on their own copy of it, merged back afterwards.
+            let mut own: BTreeMap<String, Trial> = trials
+                .get(name)
+                .map(|t| (name.to_string(), t.clone()))
+                .into_iter()
+                .collect();
+            Box::pin(async move {
+                let mut objects = actions::Objects {
+                    scope,
+                    trials: &mut own,
+                };
+                for a in group {
+                    a.carry_out(&mut objects).await?;
+                }
+                Ok::<_, Error>(own)
+            }) as Write<'_, _>
+        })
+        .collect();
+    let done: Vec<BTreeMap<String, Trial>> = stream::iter(writes)
+        .buffer_unordered(scope.ctx.writers.max(1))
+        .try_collect()
+        .await?;
+    for own in done {
+        trials.extend(own);
+    }
+    Ok(())
+}
+
+/// What the store holds for the step target of each running trial whose gang completed: the
+/// result that covers `steps`, or the rung record at a lower target. (The store is read for
+/// those only: with a thousand trials running, most reconciliations read it for none.)
+async fn reached_targets(
+    scope: &Scope<'_>,
+    trials: &[Trial],
+    jobs: &[Arc<Job>],
+) -> Result<BTreeMap<String, Reached>, Error> {
     let steps = scope.exp.spec.steps;
     let running: Vec<(String, u64)> = trials
         .iter()
         .filter_map(|t| {
             let s = t.status.as_ref().filter(|s| s.phase == TrialPhase::Running)?;
-            Some((t.name_any(), s.target_step.unwrap_or(steps)))
+            let name = t.name_any();
+            gang_completed(jobs, &name, s.attempts).then(|| (name, s.target_step.unwrap_or(steps)))
         })
         .collect();
+    if running.is_empty() {
+        return Ok(BTreeMap::new());
+    }
     let experiment = scope.name.clone();
     with_store(&scope.exp.spec.store, move |store| {
         let mut out = BTreeMap::new();
@@ -165,6 +280,7 @@ async fn cleanup(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::
         .await?;
     pods.delete_collection(&DeleteParams::background(), &selector)
         .await?;
+    ctx.forget_experiment(&ns, &name);
     if exp.spec.cleanup_store {
         let prefix = name.clone();
         with_store(&exp.spec.store, move |store| {

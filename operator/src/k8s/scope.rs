@@ -4,10 +4,11 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, DeleteParams, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
-use orchestra_api::{Experiment, Trial};
+use orchestra_api::{Experiment, Trial, TrialStatus};
 use orchestra_store::Store;
+use serde_json::json;
 
 use super::context::{Context, Error};
 use super::names::MANAGER;
@@ -29,6 +30,25 @@ where
         Err(e) if is_not_found(&e) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Writes `status` of one of our resources by server-side apply.
+pub(super) async fn patch_status<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> Result<K, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    Ok(api
+        .patch_status(name, &apply_params(), &Patch::Apply(&patch))
+        .await?)
 }
 
 /// Runs blocking store I/O off the async runtime (the store drives its own runtime).
@@ -57,6 +77,36 @@ pub(super) struct Scope<'a> {
     pub experiments: Api<Experiment>,
     pub trials: Api<Trial>,
     pub jobs: Api<Job>,
+}
+
+impl Scope<'_> {
+    /// Writes a trial's status, and keeps the answer until the cache shows it.
+    pub(super) async fn write_trial_status(&self, trial: &str, status: &TrialStatus) -> Result<(), Error> {
+        let written = patch_status(&self.trials, trial, status).await?;
+        self.remember_trial(written);
+        Ok(())
+    }
+
+    pub(super) fn remember_trial(&self, t: Trial) {
+        if let Some(c) = &self.ctx.caches {
+            c.written_trials.remember(t);
+        }
+    }
+
+    pub(super) fn remember_job(&self, j: Job) {
+        if let Some(c) = &self.ctx.caches {
+            c.written_jobs.remember(j);
+        }
+    }
+
+    /// Deletes a gang's Job (and with it its pods); gone already is fine.
+    pub(super) async fn delete_job(&self, name: &str) -> Result<(), Error> {
+        delete_ignoring_absent(&self.jobs, name).await?;
+        if let Some(c) = &self.ctx.caches {
+            c.written_jobs.forget(&self.ns, name);
+        }
+        Ok(())
+    }
 }
 
 impl<'a> Scope<'a> {

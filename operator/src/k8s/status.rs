@@ -5,14 +5,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch};
 use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use orchestra_api::{ExperimentPhase, ExperimentStatus};
-use serde_json::json;
 
 use super::builders;
 use super::context::{Context, Error};
 use super::names;
-use super::scope::{apply_params, with_store, Scope};
+use super::scope::{apply_params, patch_status, with_store, Scope};
 use crate::leaderboard::Leaderboard;
 use crate::planner::Plan;
 use crate::results;
@@ -39,23 +38,19 @@ pub(super) async fn publish_event(
     }
 }
 
-/// Writes `status` of one of our resources by server-side apply.
-pub(super) async fn patch_status<K>(
-    api: &Api<K>,
-    name: &str,
-    status: &impl serde::Serialize,
-) -> Result<(), Error>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let patch = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(name, &apply_params(), &Patch::Apply(&patch))
-        .await?;
-    Ok(())
+async fn rank_from_store(scope: &Scope<'_>, plot: bool) -> Result<Leaderboard, Error> {
+    let exp = scope.exp.clone();
+    let dir = std::env::temp_dir().join(format!("orchestra-operator-{}-{}", scope.ns, scope.name));
+    with_store(&scope.exp.spec.store, move |store| {
+        let lb = results::leaderboard(store, &exp)?;
+        if plot {
+            if let Err(e) = results::write_leaderboard(store, &lb, &dir) {
+                tracing::warn!(experiment = %exp.name_any(), error = %e, "could not publish the leaderboard plot");
+            }
+        }
+        Ok(lb)
+    })
+    .await
 }
 
 /// The five conditions for `phase`, keeping each one's transition time while its status holds.
@@ -136,36 +131,58 @@ pub(super) async fn reject_invalid(
         )
         .await;
     }
-    patch_status(&scope.experiments, &scope.name, &status).await
+    patch_status(&scope.experiments, &scope.name, &status).await?;
+    Ok(())
 }
 
-/// Ranks the finished trials from the store and publishes the leaderboard as a ConfigMap; with
-/// `plot`, also its plot in the store (a failure there is logged, the ranking still counts).
-pub(super) async fn publish_leaderboard(scope: &Scope<'_>, plot: bool) -> Result<Leaderboard, Error> {
-    let exp = scope.exp.clone();
-    let dir = std::env::temp_dir().join(format!("orchestra-operator-{}-{}", scope.ns, scope.name));
-    let lb = with_store(&scope.exp.spec.store, move |store| {
-        let lb = results::leaderboard(store, &exp)?;
-        if plot {
-            if let Err(e) = results::write_leaderboard(store, &lb, &dir) {
-                tracing::warn!(experiment = %exp.name_any(), error = %e, "could not publish the leaderboard plot");
-            }
-        }
-        Ok(lb)
-    })
-    .await?;
+/// Ranks the finished trials from the store (when `rerank`, or the first time this process
+/// looks at this generation of the Experiment; else the last ranking stands) and publishes the
+/// leaderboard as a ConfigMap; with `plot`, also its plot in the store (a failure there is
+/// logged, the ranking still counts).
+pub(super) async fn publish_leaderboard(
+    scope: &Scope<'_>,
+    rerank: bool,
+    plot: bool,
+) -> Result<Leaderboard, Error> {
+    let key = format!(
+        "{}/{}@{}",
+        scope.ns,
+        scope.name,
+        scope.exp.metadata.generation.unwrap_or(0)
+    );
+    let known = scope
+        .ctx
+        .leaderboards
+        .lock()
+        .expect("the leaderboards' lock is never poisoned")
+        .get(&key)
+        .cloned();
+    let lb = match known {
+        // Unchanged, and published when it was ranked.
+        Some(lb) if !rerank && !plot => return Ok(lb),
+        _ => rank_from_store(scope, plot).await?,
+    };
+    scope
+        .ctx
+        .leaderboards
+        .lock()
+        .expect("the leaderboards' lock is never poisoned")
+        .insert(key, lb.clone());
     let cms: Api<ConfigMap> = Api::namespaced(scope.ctx.client.clone(), &scope.ns);
-    let cm = builders::leaderboard_config_map(
-        scope.exp,
+    let (markdown, json) = (
         lb.to_markdown(),
         serde_json::to_string_pretty(&lb).expect("leaderboard serialises"),
     );
-    cms.patch(
-        &names::leaderboard_config_map(&scope.name),
-        &apply_params(),
-        &Patch::Apply(&cm),
-    )
-    .await?;
+    // Written when it changed (a trial finished), not on every look.
+    let name = names::leaderboard_config_map(&scope.name);
+    let key = format!("{}/{name}", scope.ns);
+    if scope.ctx.published.changed(&key, &(&markdown, &json)) {
+        let cm = builders::leaderboard_config_map(scope.exp, markdown, json);
+        if let Err(e) = cms.patch(&name, &apply_params(), &Patch::Apply(&cm)).await {
+            scope.ctx.published.forget(&key);
+            return Err(e.into());
+        }
+    }
     Ok(lb)
 }
 
@@ -216,7 +233,10 @@ pub(super) async fn write_experiment_status(
             Vec::new()
         },
     };
-    patch_status(&scope.experiments, &scope.name, &status).await?;
+    // An unchanged status is not written again (most looks change nothing).
+    if status != *previous {
+        patch_status(&scope.experiments, &scope.name, &status).await?;
+    }
     if decision.phase != previous.phase {
         let (type_, reason, action) = match decision.phase {
             ExperimentPhase::Succeeded => (EventType::Normal, "Succeeded", "Finish"),

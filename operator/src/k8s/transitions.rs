@@ -4,35 +4,39 @@
 use std::collections::BTreeMap;
 
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use orchestra_api::{RungRecord, Trial, TrialPhase, TrialResult, TrialStatus};
 
 use super::context::Error;
 use super::names;
 use super::observe::{format_time, Transition};
-use super::scope::{delete_ignoring_absent, Scope};
-use super::status::{patch_status, publish_event};
+use super::scope::Scope;
+use super::status::publish_event;
 use crate::summary::shown_bpp;
 
-/// Records one transition, and in `trials` the status it wrote (later actions of the same
-/// reconciliation build on it); true when a trial finished (the leaderboard's plot is then
+/// Records one transition; returns the trial, the status it wrote (later actions of the same
+/// reconciliation build on it) and whether the trial finished (the leaderboard's plot is then
 /// redrawn).
 pub(super) async fn record(
     scope: &Scope<'_>,
-    trials: &mut BTreeMap<String, Trial>,
+    trials: &BTreeMap<String, Trial>,
     transition: &Transition,
-) -> Result<bool, Error> {
-    let (trial, status, finished) = match transition {
-        Transition::Succeeded { trial, result } => {
-            (trial, succeeded(scope, &trials[trial], result).await?, true)
+) -> Result<(String, TrialStatus, bool), Error> {
+    Ok(match transition {
+        Transition::Succeeded { trial, result } => (
+            trial.clone(),
+            succeeded(scope, &trials[trial], result).await?,
+            true,
+        ),
+        Transition::Paused { trial, record } => {
+            (trial.clone(), paused(scope, &trials[trial], record).await?, false)
         }
-        Transition::Paused { trial, record } => (trial, paused(scope, &trials[trial], record).await?, false),
         Transition::AttemptFailed {
             trial,
             attempt,
             reason,
         } => (
-            trial,
+            trial.clone(),
             attempt_failed(scope, &trials[trial], *attempt, reason).await?,
             false,
         ),
@@ -41,15 +45,11 @@ pub(super) async fn record(
             pending,
             waited,
         } => (
-            trial,
+            trial.clone(),
             unschedulable(scope, &trials[trial], pending, *waited).await?,
             false,
         ),
-    };
-    if let Some(t) = trials.get_mut(trial) {
-        t.status = Some(status);
-    }
-    Ok(finished)
+    })
 }
 
 /// The gang finished and its result covers the step target.
@@ -64,17 +64,10 @@ async fn succeeded(scope: &Scope<'_>, t: &Trial, result: &TrialResult) -> Result
     status.rungs.push(RungRecord::of_result(result).score());
     status.result = Some(result.clone());
     status.message = Some(format!("finished {} steps", result.steps));
-    patch_status(&scope.trials, &trial, &status).await?;
+    scope.write_trial_status(&trial, &status).await?;
+    // One event, on the Experiment (where a sweep is followed); the Trial's status says the
+    // same (an event per trial object too would be one more API write per trial).
     let note = format!("Dice {:.4} at {:.5} bpp", result.scores.dice, shown_bpp(result));
-    publish_event(
-        scope.ctx,
-        &t.object_ref(&()),
-        EventType::Normal,
-        "TrialSucceeded",
-        "Finish",
-        note.clone(),
-    )
-    .await;
     publish_event(
         scope.ctx,
         &scope.exp_ref,
@@ -106,7 +99,7 @@ async fn paused(scope: &Scope<'_>, t: &Trial, record: &RungRecord) -> Result<Tri
         score.bpp
     );
     status.message = Some(note.clone());
-    patch_status(&scope.trials, &trial, &status).await?;
+    scope.write_trial_status(&trial, &status).await?;
     publish_event(
         scope.ctx,
         &scope.exp_ref,
@@ -133,8 +126,8 @@ async fn attempt_failed(
     status.phase = TrialPhase::AttemptFailed;
     status.finished_at = Some(format_time(scope.now));
     status.message = Some(note.clone());
-    patch_status(&scope.trials, &trial, &status).await?;
-    delete_ignoring_absent(&scope.jobs, &names::job(&trial, attempt)).await?;
+    scope.write_trial_status(&trial, &status).await?;
+    scope.delete_job(&names::job(&trial, attempt)).await?;
     publish_event(
         scope.ctx,
         &scope.exp_ref,
@@ -165,7 +158,7 @@ async fn unschedulable(
         return Ok(status);
     }
     status.message = Some(message.clone());
-    patch_status(&scope.trials, &trial, &status).await?;
+    scope.write_trial_status(&trial, &status).await?;
     publish_event(
         scope.ctx,
         &scope.exp_ref,

@@ -1,21 +1,23 @@
-//! An observer beside an end-to-end test: every half second it lists an Experiment's Jobs and
-//! pods and notes each moment when a trial had more than one gang alive (two live Jobs, or
+//! An observer beside an end-to-end test (`poller`): every half second it lists an Experiment's
+//! Jobs and pods and notes each moment when a trial had more than one gang alive (two live Jobs, or
 //! live pods of two Jobs: two gangs of one trial would both write its checkpoints).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use orchestra_operator::k8s::observe::{parse_time, LOST_POD_GRACE};
 use serde_json::Value;
 
 use super::cluster::Cluster;
+use super::poller::{Poller, Sampler};
 
-pub struct GangWatch {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Observed>>,
+/// Lists the Experiment's Jobs and pods every half second until finished.
+pub type GangWatch = Poller<Observed>;
+
+impl GangWatch {
+    pub fn watch(c: &'static Cluster, ns: &str, experiment: &str) -> GangWatch {
+        Poller::start(c, ns, experiment, "jobs,pods", Duration::from_millis(500))
+    }
 }
 
 /// What the observer saw.
@@ -50,37 +52,8 @@ fn live_pod(p: &Value, now: u64) -> bool {
     !lost && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
 }
 
-impl GangWatch {
-    pub fn start(c: &'static Cluster, ns: &str, experiment: &str) -> GangWatch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let (ns, selector) = (ns.to_string(), format!("orchestra.dev/experiment={experiment}"));
-        let thread = std::thread::spawn(move || {
-            let mut seen = Observed::default();
-            while !flag.load(Ordering::Relaxed) {
-                let out = c.kubectl(&["-n", &ns, "get", "jobs,pods", "-l", &selector, "-o", "json"]);
-                // The API server may be restarting: such a sample is skipped.
-                if let Ok(list) = serde_json::from_slice::<Value>(&out.stdout) {
-                    seen.sample(list["items"].as_array().cloned().unwrap_or_default());
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            seen
-        });
-        GangWatch {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    pub fn finish(mut self) -> Observed {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-impl Observed {
-    fn sample(&mut self, items: Vec<Value>) {
+impl Sampler for Observed {
+    fn sample(&mut self, items: &[Value], _: f64) {
         self.samples += 1;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -88,7 +61,7 @@ impl Observed {
             .as_secs();
         let mut live_jobs: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut live_gangs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for item in &items {
+        for item in items {
             let Some(trial) = label(item, "orchestra.dev/trial") else {
                 continue;
             };
@@ -117,11 +90,5 @@ impl Observed {
                 self.samples
             ));
         }
-    }
-}
-
-impl Drop for GangWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }

@@ -1,0 +1,333 @@
+//! What the reconciler reads instead of listing: the controller's own watches of Trials, Jobs and
+//! Pods, each reflected into a store (kube-runtime's reflector), so that a reconciliation costs the
+//! API server no list at all. At 1,000 trials per Experiment three lists per look were most of
+//! the API server's CPU and half of each reconciliation (docs/results/2026-12-03-cluster-scale.md).
+//!
+//! A cache is behind what this process just wrote (its watch has not delivered it yet), so each
+//! write's answer is kept (`WriteThrough`) and read in place of the cached object until the cache
+//! holds that version or a later one: a trial whose status was just written is never seen in its
+//! previous phase (which would record its transition twice), and a Job just created is never
+//! taken for a gang whose Job is gone.
+//!
+//! Fields the reconciler never reads are dropped before caching (managed fields everywhere, a
+//! pod's spec, a Job's pod template), which keeps the operator's memory to a few kB per trial.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Resource, ResourceExt};
+use orchestra_api::Trial;
+
+use super::names::LABEL_EXPERIMENT;
+
+/// How long a written object stands in for the cache at most: a watch delivers in well under
+/// that, and an object deleted before its watch ever showed it must not linger.
+const WRITE_THROUGH_FOR: Duration = Duration::from_secs(120);
+
+/// Objects this process wrote, by namespace and name, until the cache catches up.
+pub struct WriteThrough<K> {
+    written: Mutex<HashMap<(String, String), (K, Instant)>>,
+    /// What the cache drops of such an object, dropped here too.
+    strip: fn(&mut K),
+}
+
+impl<K> WriteThrough<K> {
+    pub fn stripping(strip: fn(&mut K)) -> Self {
+        WriteThrough {
+            written: Mutex::new(HashMap::new()),
+            strip,
+        }
+    }
+}
+
+/// Whether version `a` is later than `b`. Resource versions are opaque to clients in general;
+/// the API server's are etcd revisions, which count up, so they are compared as numbers, and an
+/// unreadable one is never taken for the later.
+fn later(a: Option<&str>, b: Option<&str>) -> bool {
+    match (
+        a.and_then(|a| a.parse::<u64>().ok()),
+        b.and_then(|b| b.parse::<u64>().ok()),
+    ) {
+        (Some(a), Some(b)) => a > b,
+        _ => false,
+    }
+}
+
+fn key<K: Resource>(o: &K) -> (String, String) {
+    (o.namespace().unwrap_or_default(), o.name_any())
+}
+
+impl<K: Resource + Clone> WriteThrough<K> {
+    pub fn remember(&self, mut object: K) {
+        object.meta_mut().managed_fields = None;
+        (self.strip)(&mut object);
+        let mut w = self
+            .written
+            .lock()
+            .expect("the write-through lock is never poisoned");
+        w.insert(key(&object), (object, Instant::now()));
+    }
+
+    /// This process deleted it: the cache's word (and, once its watch says so, its absence) is
+    /// the truth.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let mut w = self
+            .written
+            .lock()
+            .expect("the write-through lock is never poisoned");
+        w.remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    /// `cached` with each object replaced by what this process wrote when that is later, plus
+    /// the written objects (of `wanted`) that the cache does not hold yet. Written objects the
+    /// cache has caught up with are dropped.
+    pub fn merge(&self, cached: Vec<Arc<K>>, wanted: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
+        let mut w = self
+            .written
+            .lock()
+            .expect("the write-through lock is never poisoned");
+        w.retain(|_, (_, at)| at.elapsed() < WRITE_THROUGH_FOR);
+        let mut out = Vec::with_capacity(cached.len());
+        let mut seen = std::collections::HashSet::new();
+        for c in cached {
+            let k = key(c.as_ref());
+            match w.get(&k) {
+                Some((mine, _))
+                    if later(
+                        mine.resource_version().as_deref(),
+                        c.resource_version().as_deref(),
+                    ) =>
+                {
+                    out.push(Arc::new(mine.clone()));
+                }
+                Some(_) => {
+                    w.remove(&k);
+                    out.push(c);
+                }
+                None => out.push(c),
+            }
+            seen.insert(k);
+        }
+        out.extend(
+            w.iter()
+                .filter(|(k, (o, _))| !seen.contains(*k) && wanted(o))
+                .map(|(_, (o, _))| Arc::new(o.clone())),
+        );
+        out
+    }
+}
+
+/// The reconciler's caches and what it wrote ahead of them.
+pub struct Caches {
+    trials: Store<Trial>,
+    jobs: Store<Job>,
+    pods: Store<Pod>,
+    pub written_trials: WriteThrough<Trial>,
+    pub written_jobs: WriteThrough<Job>,
+}
+
+/// One Experiment's objects as the caches (and this process's writes) show them, shared with
+/// the caches rather than copied (at 1,000 trials an Experiment, ten reconciliations at once
+/// each copying theirs were most of the operator's memory).
+pub struct Seen {
+    pub trials: Vec<Arc<Trial>>,
+    pub jobs: Vec<Arc<Job>>,
+    /// Pods that have not finished (a finished pod tells the reconciler nothing).
+    pub pods: Vec<Arc<Pod>>,
+}
+
+fn of<K: Resource>(o: &K, namespace: &str, experiment: &str) -> bool {
+    o.namespace().as_deref() == Some(namespace)
+        && o.labels().get(LABEL_EXPERIMENT).map(String::as_str) == Some(experiment)
+}
+
+impl Caches {
+    /// Waits until every cache holds its first complete listing.
+    pub async fn ready(&self) {
+        // A dropped writer means the controller is shutting down: nothing to wait for.
+        let _ = self.trials.wait_until_ready().await;
+        let _ = self.jobs.wait_until_ready().await;
+        let _ = self.pods.wait_until_ready().await;
+    }
+
+    pub fn experiment(&self, namespace: &str, experiment: &str) -> Seen {
+        Seen {
+            trials: self
+                .written_trials
+                .merge(self.trials.state_filter(|t| of(t, namespace, experiment)), |t| {
+                    of(t, namespace, experiment)
+                }),
+            jobs: self
+                .written_jobs
+                .merge(self.jobs.state_filter(|j| of(j, namespace, experiment)), |j| {
+                    of(j, namespace, experiment)
+                }),
+            pods: self
+                .pods
+                .state_filter(|p| of(p, namespace, experiment) && !finished(p)),
+        }
+    }
+}
+
+/// The streams that feed the controller's triggers and the caches.
+pub struct Watches<T, J, P> {
+    pub trials: T,
+    pub jobs: J,
+    pub pods: P,
+}
+
+/// A watch of `api` (filtered by `config`) whose objects, stripped by `strip`, go into a store
+/// and on to the controller.
+fn reflected<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    strip: fn(&mut K),
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(move |o: &mut K| {
+            o.meta_mut().managed_fields = None;
+            strip(o);
+        })
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+fn finished(p: &Pod) -> bool {
+    matches!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Observation reads a pod's labels, deletion time, phase and conditions only.
+fn strip_pod(p: &mut Pod) {
+    p.spec = None;
+    p.metadata.annotations = None;
+    if let Some(s) = p.status.as_mut() {
+        s.container_statuses = None;
+        s.init_container_statuses = None;
+        s.pod_ips = None;
+        s.host_ips = None;
+    }
+}
+
+/// Observation reads a Job's name, labels, `suspend`, conditions and times only.
+fn strip_job(j: &mut Job) {
+    j.metadata.annotations = None;
+    if let Some(spec) = j.spec.as_mut() {
+        spec.template = Default::default();
+        spec.selector = None;
+    }
+    if let Some(s) = j.status.as_mut() {
+        s.uncounted_terminated_pods = None;
+    }
+}
+
+fn keep_trial(_: &mut Trial) {}
+
+#[allow(clippy::type_complexity)]
+pub fn watches(
+    trials: Api<Trial>,
+    jobs: Api<Job>,
+    pods: Api<Pod>,
+    config: watcher::Config,
+) -> (
+    Caches,
+    Watches<
+        impl Stream<Item = Result<Trial, watcher::Error>> + Send + 'static,
+        impl Stream<Item = Result<Job, watcher::Error>> + Send + 'static,
+        impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+    >,
+) {
+    let (trial_store, trial_stream) = reflected(trials, config.clone(), keep_trial);
+    let (job_store, job_stream) = reflected(jobs, config.clone(), strip_job);
+    let (pod_store, pod_stream) = reflected(pods, config, strip_pod);
+    (
+        Caches {
+            trials: trial_store,
+            jobs: job_store,
+            pods: pod_store,
+            written_trials: WriteThrough::stripping(keep_trial),
+            written_jobs: WriteThrough::stripping(strip_job),
+        },
+        Watches {
+            trials: trial_stream,
+            jobs: job_stream,
+            pods: pod_stream,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str, rv: &str, exp: &str) -> Job {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv,
+                         "labels": {LABEL_EXPERIMENT: exp}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_write_stands_in_for_the_cache_until_the_cache_catches_up() {
+        let w = WriteThrough::stripping(strip_job);
+        let wanted = |j: &Job| j.labels().get(LABEL_EXPERIMENT).map(String::as_str) == Some("e");
+        // Just created: not cached yet, read from the write.
+        w.remember(job("a", "10", "e"));
+        w.remember(job("other", "11", "f"));
+        let seen = w.merge(vec![], wanted);
+        assert_eq!(seen.iter().map(|j| j.name_any()).collect::<Vec<_>>(), ["a"]);
+        assert!(
+            seen[0].spec.as_ref().is_none_or(|s| s.selector.is_none()),
+            "stripped as the cache strips"
+        );
+        // The cache still shows an older version: the write wins.
+        w.remember(job("b", "20", "e"));
+        let seen = w.merge(vec![Arc::new(job("b", "15", "e"))], wanted);
+        let b = seen.iter().find(|j| j.name_any() == "b").unwrap();
+        assert_eq!(b.resource_version().as_deref(), Some("20"));
+        // The cache caught up (same or later version): the cache wins, the write is dropped.
+        let seen = w.merge(
+            vec![Arc::new(job("b", "25", "e")), Arc::new(job("a", "10", "e"))],
+            wanted,
+        );
+        let versions: Vec<_> = seen.iter().map(|j| j.resource_version().unwrap()).collect();
+        assert_eq!(versions, ["25", "10"]);
+        assert!(w.written.lock().unwrap().keys().all(|(_, n)| n == "other"));
+        // Deleted by us: forgotten.
+        w.remember(job("c", "30", "e"));
+        w.forget("ns", "c");
+        assert!(w.merge(vec![], wanted).is_empty());
+    }
+
+    #[test]
+    fn versions_compare_as_numbers_and_unreadable_ones_never_win() {
+        assert!(later(Some("100"), Some("99")));
+        assert!(!later(Some("99"), Some("100")));
+        assert!(!later(Some("x"), Some("1")));
+        assert!(!later(None, Some("1")));
+    }
+}
