@@ -157,15 +157,17 @@ mod tests {
         assert_eq!(client_of(""), "(none)");
     }
 
+    /// One audit log line.
+    fn ev(id: &str, at: &str, verb: &str, agent: &str, res: &str, sub: Option<&str>) -> String {
+        serde_json::json!({"auditID": id, "requestReceivedTimestamp": at, "verb": verb,
+            "userAgent": agent, "objectRef": {"resource": res, "subresource": sub}})
+        .to_string()
+    }
+
     #[test]
     fn each_request_counts_once_from_the_start_on_across_rotated_files() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("audit.log");
-        let ev = |id: &str, at: &str, verb: &str, agent: &str, res: &str, sub: Option<&str>| {
-            serde_json::json!({"auditID": id, "requestReceivedTimestamp": at, "verb": verb,
-                "userAgent": agent, "objectRef": {"resource": res, "subresource": sub}})
-            .to_string()
-        };
         let rotated = [
             ev(
                 "0",

@@ -148,12 +148,18 @@ fn of<K: Resource>(o: &K, namespace: &str, experiment: &str) -> bool {
 }
 
 impl Caches {
-    /// Waits until every cache holds its first complete listing.
-    pub async fn ready(&self) {
-        // A dropped writer means the controller is shutting down: nothing to wait for.
-        let _ = self.trials.wait_until_ready().await;
-        let _ = self.jobs.wait_until_ready().await;
-        let _ = self.pods.wait_until_ready().await;
+    /// Whether every cache holds its first complete listing, waiting `patience` at most. A
+    /// reconciliation never goes on without (an empty cache would read as "no trials, every Job
+    /// gone"); it is retried instead. Each call waits afresh: under a throttled API server (a
+    /// 429 on the first listing) a waiter from before the listing came back was seen to wait
+    /// for ever, while later ones found the caches filled.
+    pub async fn ready(&self, patience: Duration) -> bool {
+        let all = async {
+            self.trials.wait_until_ready().await.is_ok()
+                && self.jobs.wait_until_ready().await.is_ok()
+                && self.pods.wait_until_ready().await.is_ok()
+        };
+        tokio::time::timeout(patience, all).await.unwrap_or(false)
     }
 
     pub fn experiment(&self, namespace: &str, experiment: &str) -> Seen {

@@ -25,6 +25,10 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("{0} has no namespace")]
     NoNamespace(String),
+    #[error(
+        "the caches of Trials, Jobs and Pods are not filled yet (their first listing has not come back)"
+    )]
+    CachesNotReady,
 }
 
 impl Error {
@@ -36,6 +40,7 @@ impl Error {
             Error::Results(_) => "results",
             Error::Finalizer(_) => "finalizer",
             Error::NoNamespace(_) => "namespace",
+            Error::CachesNotReady => "caches",
         }
     }
 }

@@ -42,11 +42,17 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<contro
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-/// Requeues failed reconciliations with a delay (and counts them).
+/// Requeues failed reconciliations with a delay (and counts them); soon when only the caches
+/// were not filled yet.
 pub fn error_policy(exp: Arc<Experiment>, error: &Error, ctx: Arc<Context>) -> controller::Action {
     tracing::warn!(experiment = %exp.name_any(), %error, "reconcile failed");
     ctx.metrics.failed(error.reason());
-    controller::Action::requeue(Duration::from_secs(15))
+    let after = if matches!(error, Error::CachesNotReady) {
+        1
+    } else {
+        15
+    };
+    controller::Action::requeue(Duration::from_secs(after))
 }
 
 /// Problems the operator has with a valid spec: what a cluster cannot run.
@@ -139,7 +145,9 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Ac
 /// the reconcile tests) listed.
 async fn seen(scope: &Scope<'_>) -> Result<(Vec<Arc<Trial>>, Vec<Arc<Job>>, Vec<Arc<Pod>>), Error> {
     if let Some(caches) = &scope.ctx.caches {
-        caches.ready().await;
+        if !caches.ready(Duration::from_secs(5)).await {
+            return Err(Error::CachesNotReady);
+        }
         let seen = caches.experiment(&scope.ns, &scope.name);
         return Ok((seen.trials, seen.jobs, seen.pods));
     }
