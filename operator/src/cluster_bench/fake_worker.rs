@@ -83,7 +83,6 @@ fn label<'p>(pod: &'p Pod, key: &str) -> Option<&'p str> {
 pub async fn run(pods: Api<Pod>, store: String, steps: u64, t0: Instant, tally: Arc<Mutex<Tally>>) {
     let config = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
     let mut events = watcher(pods, config).boxed();
-    let mut written: HashSet<String> = HashSet::new();
     while let Some(event) = events.next().await {
         let (pod, deleted) = match event {
             Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => (p, false),
@@ -101,7 +100,13 @@ pub async fn run(pods: Api<Pod>, store: String, steps: u64, t0: Instant, tally: 
         else {
             continue;
         };
-        let first_run = running && written.insert(trial.to_string());
+        // A trial's first running pod (the tally's `started` says which trials have had one).
+        let first_run = running
+            && !tally
+                .lock()
+                .expect("the tally's lock is never poisoned")
+                .started
+                .contains_key(trial);
         let outcome = if first_run {
             Some(write_result_blocking(&store, experiment, trial, steps).await)
         } else {
