@@ -183,9 +183,14 @@ impl Agent {
         let never = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("Never");
         let status = pod_status(&self.ip, &run.ip, &run.started, reports, never);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
-        // A status that cannot be written now is written again with the next change; the last
-        // one (terminated) is retried until it lands or the pod is gone.
-        for attempt in 0..10u32 {
+        // A status that cannot be written now is written again with the next change, so a
+        // passing one is tried a few times only. The last one (the pod finished) has no next
+        // change: it is retried until it lands, the pod is gone or the agent stops, however
+        // long the API server is away (a Job whose pod never reads as finished never
+        // completes, and its trial would wait for ever).
+        let terminal = matches!(status["phase"].as_str(), Some("Succeeded" | "Failed"));
+        let mut attempt = 0u32;
+        loop {
             match api
                 .patch_status(
                     &pod.name_any(),
@@ -197,8 +202,12 @@ impl Agent {
                 Ok(_) => return,
                 Err(kube::Error::Api(e)) if e.code == 404 => return,
                 Err(e) => {
-                    tracing::warn!(pod = %pod.name_any(), error = %e, attempt, "pod status update failed");
-                    tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
+                    tracing::warn!(pod = %pod.name_any(), error = %e, attempt, terminal, "pod status update failed");
+                    if (!terminal && attempt >= 5) || self.shutting_down.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 << attempt.min(4))).await;
+                    attempt += 1;
                 }
             }
         }

@@ -16,4 +16,4 @@ pub mod search_bench;
 pub mod sobol;
 pub mod summary;
 
-pub use orchestra_report::{leaderboard, plot};
+pub use orchestra_report::{figure, leaderboard};

@@ -8,8 +8,8 @@ use orchestra_api::Experiment;
 use orchestra_store::layout::{self, ExperimentKeys, LEADERBOARD_STEM};
 use orchestra_store::{Store, StoreError};
 
+use crate::figure::write_figure;
 use crate::leaderboard::{rank, Finished, Leaderboard, StoppedEntry};
-use crate::plot::write_plots;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResultsError {
@@ -155,7 +155,7 @@ pub fn write_leaderboard(store: &Store, lb: &Leaderboard, dir: &Path) -> Result<
             reason: e.to_string(),
         })?;
     }
-    let (svg, png) = write_plots(lb, &stem).map_err(|reason| ResultsError::Write {
+    let (svg, png) = write_figure(lb, &stem).map_err(|reason| ResultsError::Write {
         path: stem.clone(),
         reason,
     })?;

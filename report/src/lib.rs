@@ -2,6 +2,7 @@
 //! sweeps) and the worker (rate-accuracy comparisons with baseline codecs). Pure: data in,
 //! tables and plots out.
 
+pub mod figure;
 pub mod leaderboard;
 pub mod lines;
 pub mod pareto;

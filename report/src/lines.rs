@@ -1,11 +1,10 @@
 //! Line charts of one quantity against another, one line per series (benchmarks: hypervolume
 //! against compute spent), with an optional horizontal target line. SVG and PNG.
 
-use std::path::{Path, PathBuf};
-
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::plot::{draw_legend, register_font};
+use crate::figure::{draw_legend, Figure};
 
 /// One line: a name and its (x, y) points in order of x.
 pub struct Series {
@@ -31,10 +30,16 @@ const COLOURS: [RGBColor; 6] = [
     RGBColor(148, 103, 189),
 ];
 
-fn draw<DB: DrawingBackend>(
-    c: &LineChart,
-    root: DrawingArea<DB, plotters::coord::Shift>,
-) -> Result<(), String>
+impl Figure for LineChart<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw(self, root)
+    }
+}
+
+fn draw<DB: DrawingBackend>(c: &LineChart, root: DrawingArea<DB, Shift>) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
@@ -83,16 +88,4 @@ where
     draw_legend(&mut chart)?;
     root.present().map_err(err)?;
     Ok(())
-}
-
-/// Writes `<stem>.svg` and `<stem>.png`.
-pub fn write_line_chart(c: &LineChart, stem: &Path) -> Result<(PathBuf, PathBuf), String> {
-    register_font();
-    let svg = stem.with_extension("svg");
-    let png = stem.with_extension("png");
-    draw(c, SVGBackend::new(&svg, (900, 600)).into_drawing_area())
-        .map_err(|e| format!("{}: {e}", svg.display()))?;
-    draw(c, BitMapBackend::new(&png, (900, 600)).into_drawing_area())
-        .map_err(|e| format!("{}: {e}", png.display()))?;
-    Ok((svg, png))
 }

@@ -1,15 +1,14 @@
 //! The leaderboard as a picture: bits per pixel (log scale) against Dice, every trial a point
-//! coloured by variant, the Pareto front as a line, baseline codecs as curves, the bpp budget as
-//! a vertical rule. Written as SVG and PNG (the font is embedded, so PNGs render the same on
-//! machines without system fonts).
-
-use std::path::Path;
-use std::sync::Once;
+//! coloured by variant, the Pareto front as the staircase of what is attainable (the best Dice
+//! at or below each rate; a straight line between two trials would promise settings nobody
+//! trained), baseline codecs as curves, the bpp budget as a vertical rule. The Dice axis spans
+//! the data, not 0-1, so that the front's steps are visible.
 
 use orchestra_api::Variant;
+use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::FontStyle;
 
+use crate::figure::{draw_legend, Figure};
 use crate::leaderboard::Leaderboard;
 
 fn colour(v: Variant) -> RGBColor {
@@ -27,14 +26,6 @@ const BASELINE_COLOURS: [RGBColor; 4] = [
     RGBColor(227, 119, 194),
     RGBColor(23, 190, 207),
 ];
-
-pub(crate) fn register_font() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // The bundled DejaVu Sans is a valid font; failure would only lose text in PNGs.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
-    });
-}
 
 /// The x axis: every positive rate of the trials and the baselines with room on both sides (a
 /// decade at least), or 0.001-1 bpp when there is none.
@@ -54,7 +45,26 @@ fn bpp_range(lb: &Leaderboard) -> (f64, f64) {
     (lo / 2.0, (hi * 2.0).max(lo * 10.0))
 }
 
-/// The Pareto front's trials as (bpp, Dice), in the front's order.
+/// The y axis: every Dice of the trials and the baselines with a tenth of their span on either
+/// side (the span at least 0.05), within 0-1; 0-1 when there is none.
+fn dice_range(lb: &Leaderboard) -> (f64, f64) {
+    let dice: Vec<f64> = lb
+        .entries
+        .iter()
+        .map(|e| e.dice)
+        .chain(lb.baselines.iter().flat_map(|c| c.points.iter().map(|p| p.1)))
+        .filter(|d| d.is_finite())
+        .collect();
+    if dice.is_empty() {
+        return (0.0, 1.0);
+    }
+    let lo = dice.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = dice.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let pad = (hi - lo).max(0.05) / 10.0;
+    ((lo - pad).max(0.0), (hi + pad).min(1.0))
+}
+
+/// The Pareto front's trials as (bpp, Dice).
 fn front_points(lb: &Leaderboard) -> Vec<(f64, f64)> {
     lb.front
         .iter()
@@ -63,22 +73,54 @@ fn front_points(lb: &Leaderboard) -> Vec<(f64, f64)> {
         .collect()
 }
 
-fn draw<DB: DrawingBackend>(
-    lb: &Leaderboard,
-    root: DrawingArea<DB, plotters::coord::Shift>,
-) -> Result<(), String>
+/// The attainable region's edge through `front`: from each point right at its Dice until a rate
+/// that buys more, then up; on to `right` at the best Dice.
+fn staircase(front: &[(f64, f64)], right: f64) -> Vec<(f64, f64)> {
+    let mut pts = front.to_vec();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out: Vec<(f64, f64)> = Vec::with_capacity(2 * pts.len() + 1);
+    let mut best = f64::NEG_INFINITY;
+    for (bpp, dice) in pts {
+        if dice <= best {
+            continue;
+        }
+        if let Some(&(_, last)) = out.last() {
+            out.push((bpp, last));
+        }
+        out.push((bpp, dice));
+        best = dice;
+    }
+    if let Some(&(bpp, dice)) = out.last() {
+        if right > bpp {
+            out.push((right, dice));
+        }
+    }
+    out
+}
+
+impl Figure for Leaderboard {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw(self, root)
+    }
+}
+
+fn draw<DB: DrawingBackend>(lb: &Leaderboard, root: DrawingArea<DB, Shift>) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(err)?;
     let (lo, hi) = bpp_range(lb);
+    let (y_lo, y_hi) = dice_range(lb);
     let mut chart = ChartBuilder::on(&root)
         .caption(format!("{}: rate vs accuracy", lb.experiment), ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(56)
-        .build_cartesian_2d((lo..hi).log_scale(), 0.0..1.0)
+        .build_cartesian_2d((lo..hi).log_scale(), y_lo..y_hi)
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -92,7 +134,7 @@ where
     if let Some(budget) = lb.bpp_budget {
         chart
             .draw_series(LineSeries::new(
-                vec![(budget, 0.0), (budget, 1.0)],
+                vec![(budget, y_lo), (budget, y_hi)],
                 BLACK.mix(0.3).stroke_width(1),
             ))
             .map_err(err)?
@@ -110,12 +152,12 @@ where
             .draw_series(curve.points.iter().map(|p| Cross::new(*p, 4, c)))
             .map_err(err)?;
     }
-    let front = front_points(lb);
-    if front.len() > 1 {
+    let front = staircase(&front_points(lb), hi);
+    if !front.is_empty() {
         chart
             .draw_series(LineSeries::new(front, BLACK.stroke_width(2)))
             .map_err(err)?
-            .label("Pareto front")
+            .label("Pareto front (attainable)")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(2)));
     }
     for v in Variant::ALL {
@@ -140,34 +182,41 @@ where
     Ok(())
 }
 
-/// The legend of the series drawn so far, in the charts' common style, lower right.
-pub(crate) fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>) -> Result<(), String>
-where
-    DB: DrawingBackend + 'a,
-    DB::ErrorType: 'static,
-    CT: plotters::coord::CoordTranslate,
-{
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(|e| e.to_string())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Writes `<stem>.svg` and `<stem>.png`.
-pub fn write_plots(
-    lb: &Leaderboard,
-    stem: &Path,
-) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
-    register_font();
-    let svg = stem.with_extension("svg");
-    let png = stem.with_extension("png");
-    draw(lb, SVGBackend::new(&svg, (900, 600)).into_drawing_area())
-        .map_err(|e| format!("{}: {e}", svg.display()))?;
-    draw(lb, BitMapBackend::new(&png, (900, 600)).into_drawing_area())
-        .map_err(|e| format!("{}: {e}", png.display()))?;
-    Ok((svg, png))
+    #[test]
+    fn the_front_is_a_staircase_of_what_is_attainable() {
+        // Out of order, with a point that buys nothing (more bits, no more Dice).
+        let front = [(0.01, 0.8), (0.002, 0.6), (0.02, 0.8), (0.005, 0.7)];
+        assert_eq!(
+            staircase(&front, 0.1),
+            vec![
+                (0.002, 0.6),
+                (0.005, 0.6),
+                (0.005, 0.7),
+                (0.01, 0.7),
+                (0.01, 0.8),
+                (0.1, 0.8)
+            ]
+        );
+        assert_eq!(staircase(&[], 1.0), vec![]);
+    }
+
+    #[test]
+    fn the_dice_axis_spans_the_data() {
+        let mut lb: Leaderboard = serde_json::from_value(serde_json::json!({
+            "experiment": "e", "entries": [], "front": [], "hypervolume": 0.0,
+            "referenceBpp": 0.1, "baselines": [{"name": "JPEG", "points": [[0.5, 0.70], [1.0, 0.74]]}]
+        }))
+        .unwrap();
+        let (lo, hi) = dice_range(&lb);
+        assert!(
+            (lo - 0.695).abs() < 1e-9 && (hi - 0.745).abs() < 1e-9,
+            "{lo} {hi}"
+        );
+        lb.baselines.clear();
+        assert_eq!(dice_range(&lb), (0.0, 1.0));
+    }
 }

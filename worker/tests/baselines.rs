@@ -90,7 +90,7 @@ fn rate_accuracy_compares_jpeg_with_a_learned_model() {
     assert_eq!(report.baselines.len(), 3);
     assert_eq!(report.baselines[0].points.len(), 3);
     let dir = tempfile::tempdir().unwrap();
-    let (svg, png) = orchestra_report::plot::write_plots(&report, &dir.path().join("ra")).unwrap();
+    let (svg, png) = orchestra_report::figure::write_figure(&report, &dir.path().join("ra")).unwrap();
     assert!(std::fs::metadata(svg).unwrap().len() > 1000 && std::fs::metadata(png).unwrap().len() > 1000);
     let table = rate_accuracy::table(&[curve[0].clone(), learned]);
     assert!(

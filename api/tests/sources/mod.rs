@@ -24,7 +24,8 @@ pub fn workspace() -> PathBuf {
 
 /// Every `.rs` file under `dir`, appended to `out`.
 pub fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
             rust_files(&path, out);

@@ -360,7 +360,8 @@ fn bench_search(
     out: &Path,
 ) -> Result<()> {
     use orchestra_operator::search_bench::{run, Recording};
-    use orchestra_report::lines::{write_line_chart, LineChart};
+    use orchestra_report::figure::write_figure;
+    use orchestra_report::lines::LineChart;
     let text = std::fs::read(curves).with_context(|| {
         format!(
             "cannot read {} (record curves with --record-from <store>)",
@@ -383,7 +384,7 @@ fn bench_search(
         series: &bench.series,
         target: Some(("95 % of the grid's hypervolume", bench.target)),
     };
-    let (svg, png) = write_line_chart(&chart, out).map_err(anyhow::Error::msg)?;
+    let (svg, png) = write_figure(&chart, out).map_err(anyhow::Error::msg)?;
     println!("written: {}, {}, {}", md.display(), svg.display(), png.display());
     Ok(())
 }

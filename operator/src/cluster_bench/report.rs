@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use orchestra_report::lines::{write_line_chart, LineChart, Series};
+use orchestra_report::figure::write_figure;
+use orchestra_report::lines::{LineChart, Series};
 use serde::Serialize;
 
 use super::audit::RequestKind;
@@ -190,7 +191,7 @@ impl ClusterBench {
         };
         let aimed = (self.experiments * self.parallelism_per_experiment) as f64;
         let title = format!("{} trials on the real control plane (KWOK nodes)", self.trials);
-        write_line_chart(
+        write_figure(
             &LineChart {
                 title: &title,
                 x_desc: "seconds since the first apply",
@@ -200,7 +201,7 @@ impl ClusterBench {
             },
             &with_suffix(stem, "-running"),
         )?;
-        write_line_chart(
+        write_figure(
             &LineChart {
                 title: &title,
                 x_desc: "seconds since the first apply",

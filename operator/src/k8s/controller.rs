@@ -1,8 +1,16 @@
 //! The controller's main loop: watches Experiments, the Trials they own, and the Jobs, Pods and
 //! Services of their gangs (label-filtered, mapped back to their Experiment), and reconciles.
 //! The Trial, Job and Pod watches also fill the reconciler's caches (`cache`).
+//!
+//! Each watch backs off on its own errors. kube-runtime's controller also backs off over all its
+//! watches together, by default for up to a minute after any error of any one of them: after an
+//! API server restart the watches' errors (a refused connection, then "too old resource
+//! version" once each) came one after another, every one pausing all the others, and the caches
+//! stayed minutes behind (a Job that completed meanwhile was not seen for over five minutes).
+//! So the shared backoff here is only a breath between errors (`Brief`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -10,8 +18,9 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::utils::Backoff;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use orchestra_api::{Experiment, Trial};
 
@@ -50,6 +59,21 @@ pub async fn preflight(client: &Client, namespace: Option<&str>) -> Result<(), S
 fn owner_experiment<K: ResourceExt>(obj: K) -> Option<ObjectRef<Experiment>> {
     let exp = obj.labels().get(LABEL_EXPERIMENT)?.clone();
     Some(ObjectRef::new(&exp).within(&obj.namespace()?))
+}
+
+/// The controller's backoff over all its watches together: a tenth of a second after any error,
+/// since every watch already backs off on its own (see the module's comment).
+struct Brief;
+
+impl Iterator for Brief {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::from_millis(100))
+    }
+}
+
+impl Backoff for Brief {
+    fn reset(&mut self) {}
 }
 
 pub struct Options {
@@ -102,11 +126,18 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<Metrics>) {
         plotted: Default::default(),
         caches: Some(caches),
     });
-    Controller::new(experiments, watcher::Config::default())
+    let (experiment_store, experiment_writer) = reflector::store();
+    let experiments = watcher(experiments, watcher::Config::default())
+        .default_backoff()
+        .reflect(experiment_writer)
+        .applied_objects();
+    let services = watcher(services, ours).default_backoff().touched_objects();
+    Controller::for_stream(experiments, experiment_store)
         .owns_stream(streams.trials)
         .watches_stream(streams.jobs, owner_experiment)
         .watches_stream(streams.pods, owner_experiment)
-        .watches(services, ours, owner_experiment)
+        .watches_stream(services, owner_experiment)
+        .trigger_backoff(Brief)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|outcome| async move {

@@ -229,9 +229,12 @@ impl Cluster {
 
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;
+        // No request waits for ever: one caught in a restart of etcd fails instead, and the
+        // caller's loop or assertion says what it was waiting for.
         let mut child = Command::new(k8s_bin().join("kubectl"))
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
+            .arg("--request-timeout=90s")
             .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

@@ -10,7 +10,8 @@ use rand_chacha::ChaCha8Rng;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Reduction, Tensor};
 
-use super::rate_accuracy::{segment_scores, RatePoint};
+use super::rate_accuracy::segment_scores;
+use super::rate_point::RatePoint;
 use crate::data::{augment, batch, BatchSampler, Sample};
 use crate::nets::binarize::binarize;
 use crate::nets::compressor::Compressor;
@@ -125,17 +126,13 @@ impl AutoEncoder {
 pub fn autoseg_point(d1: &Model, ae: &AutoEncoder, samples: &[Sample]) -> RatePoint {
     let (channels, side) = ae.shape();
     let decoded = ae.reconstructions(samples);
-    let (dice, iou) = segment_scores(d1, &decoded, channels, side);
+    let scores = segment_scores(d1, &decoded, channels, side);
+    // Every image's code is the same length: one image's bits over its pixels.
     let bits = ae.config.code_bits() as f64 + 24.0;
-    RatePoint {
-        method: "Auto/Seg".into(),
-        setting: format!(
-            "{} raw code bits + 2-byte header + check value",
-            ae.config.code_bits()
-        ),
-        bpp: bits / (side as f64 * side as f64),
-        dice,
-        iou,
-        images: samples.len(),
-    }
+    let setting = format!(
+        "{} raw code bits + 2-byte header + check value",
+        ae.config.code_bits()
+    );
+    let pixels = side as f64 * side as f64;
+    RatePoint::codec("Auto/Seg", setting, bits, pixels, scores, samples.len())
 }

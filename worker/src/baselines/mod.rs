@@ -8,6 +8,7 @@ pub mod h264;
 pub mod jpeg;
 pub mod jpeg2000;
 pub mod rate_accuracy;
+pub mod rate_point;
 pub mod volume_rate;
 
 /// Test images and error measures shared by the codec tests.

@@ -2,26 +2,14 @@
 //! segmented by the D1 segmentor, beside the learned models measured on their real bitstreams.
 
 use orchestra_report::leaderboard::{hypervolume, pareto_front, BppSource, Curve, Entry, Leaderboard};
-use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+pub use super::rate_point::{table, RatePoint};
 use super::{h264, jpeg, jpeg2000};
 use crate::data::{batch, Sample};
 use crate::eval::evaluate_images;
 use crate::eval::scores::dice_iou;
 use crate::nets::Model;
-
-/// One measured setting of one method.
-#[derive(Clone, Debug, Serialize)]
-pub struct RatePoint {
-    pub method: String,
-    pub setting: String,
-    /// Mean over images of 8 * file bytes / pixels.
-    pub bpp: f64,
-    pub dice: f64,
-    pub iou: f64,
-    pub images: usize,
-}
 
 /// One setting of a standard codec.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -96,15 +84,16 @@ pub fn codec_curve(
                 mask: s.mask.clone(),
             });
         }
-        let (dice, iou) = segment_scores(d1, &decoded, channels, side);
-        points.push(RatePoint {
-            method: setting.method().into(),
-            setting: setting.label(),
-            bpp: bits / samples.len() as f64 / pixels,
-            dice,
-            iou,
-            images: samples.len(),
-        });
+        let scores = segment_scores(d1, &decoded, channels, side);
+        let pixels = pixels * samples.len() as f64;
+        points.push(RatePoint::codec(
+            setting.method(),
+            setting.label(),
+            bits,
+            pixels,
+            scores,
+            samples.len(),
+        ));
     }
     Ok(points)
 }
@@ -148,26 +137,7 @@ pub fn learned_point(
     side: u32,
 ) -> Result<RatePoint, String> {
     let e = evaluate_images(model, samples, channels, side, model.vs.device(), 16);
-    let rate = e.rate.ok_or_else(|| {
-        format!(
-            "{name}: {} sends raw images; give a compressing model",
-            model.variant
-        )
-    })?;
-    if rate.round_trip_failures > 0 {
-        return Err(format!(
-            "{name}: {} bitstreams did not round-trip",
-            rate.round_trip_failures
-        ));
-    }
-    Ok(RatePoint {
-        method: format!("{name} ({})", model.variant),
-        setting: format!("{} code bits", rate.code_bits),
-        bpp: rate.bpp.expect("compressing models are entropy coded"),
-        dice: e.scores.dice,
-        iou: e.scores.iou,
-        images: samples.len(),
-    })
+    RatePoint::learned(name, model, e, samples.len(), "image")
 }
 
 /// A leaderboard of the learned models with the baselines as curves, for tables and plots.
@@ -221,16 +191,4 @@ pub fn report(
         baselines: curves,
         stopped: Vec::new(),
     }
-}
-
-/// One Markdown table of every point, baselines and learned models together.
-pub fn table(points: &[RatePoint]) -> String {
-    let mut s = String::from("| method | setting | bpp | Dice | IoU | images |\n|---|---|---|---|---|---|\n");
-    for p in points {
-        s += &format!(
-            "| {} | {} | {:.5} | {:.4} | {:.4} | {} |\n",
-            p.method, p.setting, p.bpp, p.dice, p.iou, p.images
-        );
-    }
-    s
 }

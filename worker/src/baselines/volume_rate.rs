@@ -10,7 +10,7 @@
 //!   one predicted), since a volume is a video and intra-only coding would flatter the learned
 //!   coder. Slices are padded to even sides by repeating the last row and column.
 
-use super::rate_accuracy::RatePoint;
+use super::rate_point::RatePoint;
 use super::{h264, jpeg2000};
 use crate::data::volumes::VolumePreprocessing;
 use crate::data::VolumeSample;
@@ -134,14 +134,16 @@ pub fn volume_codec_curve(
             voxels += vol.source_voxels() as f64;
         }
         let scores = summarise(&dice_rows, &iou_rows, volumes.len());
-        points.push(RatePoint {
-            method: setting.method().into(),
-            setting: setting.label(),
-            bpp: bits / voxels,
-            dice: scores.dice,
-            iou: scores.iou,
-            images: volumes.len(),
-        });
+        let label = setting.label();
+        let measured = (scores.dice, scores.iou);
+        points.push(RatePoint::codec(
+            setting.method(),
+            label,
+            bits,
+            voxels,
+            measured,
+            volumes.len(),
+        ));
     }
     Ok(points)
 }
@@ -154,26 +156,7 @@ pub fn volume_learned_point(
     prep: &VolumePreprocessing,
 ) -> Result<RatePoint, String> {
     let e = evaluate_volumes(model, volumes, prep, Device::Cpu, 4);
-    let rate = e.rate.ok_or_else(|| {
-        format!(
-            "{name}: {} sends raw volumes; give a compressing model",
-            model.variant
-        )
-    })?;
-    if rate.round_trip_failures > 0 {
-        return Err(format!(
-            "{name}: {} streams did not round-trip",
-            rate.round_trip_failures
-        ));
-    }
-    Ok(RatePoint {
-        method: format!("{name} ({})", model.variant),
-        setting: format!("{} code bits per volume", rate.code_bits),
-        bpp: rate.bpp.expect("compressing models are entropy coded"),
-        dice: e.scores.dice,
-        iou: e.scores.iou,
-        images: volumes.len(),
-    })
+    RatePoint::learned(name, model, e, volumes.len(), "volume")
 }
 
 #[cfg(test)]

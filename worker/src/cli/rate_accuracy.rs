@@ -113,7 +113,7 @@ pub fn run(args: RateAccuracyArgs) -> Result<()> {
     std::fs::write(out.join("rate-accuracy.md"), &table)?;
     std::fs::write(out.join("rate-accuracy.json"), serde_json::to_vec_pretty(&all)?)?;
     let report = rate_accuracy::report("held-out images", &learned, &baselines);
-    let (svg, png) = orchestra_report::plot::write_plots(&report, &out.join("rate-accuracy"))
+    let (svg, png) = orchestra_report::figure::write_figure(&report, &out.join("rate-accuracy"))
         .map_err(anyhow::Error::msg)?;
     println!("plot: {} and {}", png.display(), svg.display());
     Ok(())

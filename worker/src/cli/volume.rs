@@ -148,8 +148,8 @@ pub fn rate_accuracy(
     std::fs::write(out.join("rate-accuracy.md"), &text)?;
     std::fs::write(out.join("rate-accuracy.json"), serde_json::to_vec_pretty(&all)?)?;
     let plot = report("held-out volumes", &learned, &baselines);
-    let (svg, png) =
-        orchestra_report::plot::write_plots(&plot, &out.join("rate-accuracy")).map_err(anyhow::Error::msg)?;
+    let (svg, png) = orchestra_report::figure::write_figure(&plot, &out.join("rate-accuracy"))
+        .map_err(anyhow::Error::msg)?;
     println!("plot: {} and {}", png.display(), svg.display());
     Ok(())
 }
