@@ -11,6 +11,7 @@ use super::builders::GangConfig;
 use super::metrics::Metrics;
 use crate::planner::PlannerConfig;
 use crate::results::ResultsError;
+use orchestra_report::leaderboard::Leaderboard;
 use orchestra_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,84 +55,97 @@ pub struct Context {
     pub planner: PlannerConfig,
     /// Seconds since the Unix epoch (tests pin it).
     pub clock: Box<dyn Fn() -> u64 + Send + Sync>,
-    /// What this process last wrote of each derived object (the leaderboard ConfigMap), so
-    /// that an unchanged one is not written again on every reconciliation.
-    pub published: Published,
     /// Trials whose transitions and actions are written at once in one reconciliation (1: one
     /// after another, in the planner's order, as the reconcile tests expect).
     pub writers: usize,
-    /// Each Experiment's last ranking (by namespace, name and generation): ranked again from the
-    /// store only when a trial finished or was stopped, not on every look (a ranking reads every
-    /// finished trial's result).
-    pub leaderboards: Mutex<HashMap<String, orchestra_report::leaderboard::Leaderboard>>,
-    /// When each Experiment's leaderboard plot was last drawn (seconds since the epoch).
-    pub plotted: Mutex<HashMap<String, u64>>,
+    /// What this process remembers of each Experiment between reconciliations.
+    pub memos: Memos,
     /// The controller's caches of Trials, Jobs and Pods; None where there is no controller
     /// (the reconcile tests), and the reconciler lists instead.
     pub caches: Option<super::cache::Caches>,
 }
 
-/// A fingerprint per object key of the content this process last wrote there. Empty after a
-/// restart: each object is written once more, then only when it changes.
+/// What this process remembers of one Experiment between its reconciliations, so that a look
+/// that changes nothing costs nothing. Empty after a restart (each is then done once more), and
+/// dropped with the Experiment.
 #[derive(Default)]
-pub struct Published(Mutex<HashMap<String, u64>>);
-
-impl Published {
-    /// Whether `content` differs from what was last written at `key` (and remembers it as
-    /// written: call it right before the write, and `forget` the key if the write fails).
-    pub fn changed(&self, key: &str, content: &impl std::hash::Hash) -> bool {
-        use std::hash::{BuildHasher, BuildHasherDefault};
-        let print =
-            BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(content);
-        let mut seen = self.0.lock().expect("the memo's lock is never poisoned");
-        seen.insert(key.to_string(), print) != Some(print)
-    }
-
-    pub fn forget(&self, key: &str) {
-        self.0
-            .lock()
-            .expect("the memo's lock is never poisoned")
-            .remove(key);
-    }
+struct Memo {
+    /// The last ranking and the generation of the Experiment it was ranked for: ranked again
+    /// from the store only when a trial finished or was stopped (a ranking reads every finished
+    /// trial's result).
+    ranking: Option<(i64, Leaderboard)>,
+    /// A fingerprint of the leaderboard ConfigMap's content last written, so that an unchanged
+    /// one is not written again.
+    published: Option<u64>,
+    /// When the leaderboard's plot was last drawn (seconds since the epoch).
+    plotted: Option<u64>,
 }
+
+/// Each Experiment's `Memo`, by namespace and name.
+#[derive(Default)]
+pub struct Memos(Mutex<HashMap<(String, String), Memo>>);
 
 /// Seconds between two drawings of an Experiment's leaderboard plot while its trials finish
 /// (it is drawn once more when the Experiment ends).
 pub const PLOT_EVERY: u64 = 30;
 
-impl Context {
+impl Memos {
+    fn with<T>(&self, namespace: &str, name: &str, f: impl FnOnce(&mut Memo) -> T) -> T {
+        let mut memos = self.0.lock().expect("the memos' lock is never poisoned");
+        f(memos
+            .entry((namespace.to_string(), name.to_string()))
+            .or_default())
+    }
+
+    /// The Experiment's last ranking, if it was ranked for this generation.
+    pub fn ranking(&self, namespace: &str, name: &str, generation: i64) -> Option<Leaderboard> {
+        self.with(namespace, name, |m| {
+            m.ranking
+                .as_ref()
+                .filter(|(g, _)| *g == generation)
+                .map(|(_, lb)| lb.clone())
+        })
+    }
+
+    pub fn remember_ranking(&self, namespace: &str, name: &str, generation: i64, lb: &Leaderboard) {
+        self.with(namespace, name, |m| m.ranking = Some((generation, lb.clone())));
+    }
+
+    /// Whether `content` differs from the leaderboard last published (and remembers it as
+    /// published: call it right before the write, and `unpublished` if the write fails).
+    pub fn leaderboard_changed(&self, namespace: &str, name: &str, content: &impl std::hash::Hash) -> bool {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let print =
+            BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(content);
+        self.with(namespace, name, |m| m.published.replace(print) != Some(print))
+    }
+
+    /// The last write failed: the next one is made whatever it holds.
+    pub fn unpublished(&self, namespace: &str, name: &str) {
+        self.with(namespace, name, |m| m.published = None);
+    }
+
     /// Whether the Experiment's plot may be drawn now (and if so, notes that it is).
-    pub(super) fn plot_due(&self, namespace: &str, name: &str, now: u64) -> bool {
-        let mut plotted = self
-            .plotted
-            .lock()
-            .expect("the plot times' lock is never poisoned");
-        let last = plotted.entry(format!("{namespace}/{name}")).or_insert(0);
-        if now >= *last + PLOT_EVERY || *last == 0 {
-            *last = now;
-            true
-        } else {
-            false
-        }
+    pub fn plot_due(&self, namespace: &str, name: &str, now: u64) -> bool {
+        self.with(namespace, name, |m| {
+            let due = m.plotted.is_none_or(|last| now >= last + PLOT_EVERY);
+            if due {
+                m.plotted = Some(now);
+            }
+            due
+        })
     }
 
     /// The Experiment is gone: what this process remembers of it goes too.
-    pub(super) fn forget_experiment(&self, namespace: &str, name: &str) {
-        let prefix = format!("{namespace}/{name}@");
-        self.leaderboards
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.0
             .lock()
-            .expect("the leaderboards' lock is never poisoned")
-            .retain(|k, _| !k.starts_with(&prefix));
-        self.plotted
-            .lock()
-            .expect("the plot times' lock is never poisoned")
-            .remove(&format!("{namespace}/{name}"));
-        self.published.forget(&format!(
-            "{namespace}/{}",
-            super::names::leaderboard_config_map(name)
-        ));
+            .expect("the memos' lock is never poisoned")
+            .remove(&(namespace.to_string(), name.to_string()));
     }
+}
 
+impl Context {
     pub(super) fn now(&self) -> u64 {
         (self.clock)()
     }
@@ -141,14 +155,54 @@ impl Context {
 mod tests {
     use super::*;
 
+    fn board(experiment: &str) -> Leaderboard {
+        serde_json::from_value(serde_json::json!({
+            "experiment": experiment, "entries": [], "front": [], "hypervolume": 0.0,
+            "referenceBpp": 0.1
+        }))
+        .unwrap()
+    }
+
     #[test]
     fn a_fingerprint_says_changed_once_per_new_content_and_forgets_on_request() {
-        let p = Published::default();
-        assert!(p.changed("ns/lb", &("a", "b")), "first write");
-        assert!(!p.changed("ns/lb", &("a", "b")), "the same content again");
-        assert!(p.changed("ns/lb", &("a", "c")), "new content");
-        assert!(p.changed("ns/other", &("a", "c")), "each key on its own");
-        p.forget("ns/lb");
-        assert!(p.changed("ns/lb", &("a", "c")), "a failed write is written again");
+        let m = Memos::default();
+        assert!(m.leaderboard_changed("ns", "e", &("a", "b")), "first write");
+        assert!(
+            !m.leaderboard_changed("ns", "e", &("a", "b")),
+            "the same content again"
+        );
+        assert!(m.leaderboard_changed("ns", "e", &("a", "c")), "new content");
+        assert!(
+            m.leaderboard_changed("ns", "f", &("a", "c")),
+            "each Experiment on its own"
+        );
+        m.unpublished("ns", "e");
+        assert!(
+            m.leaderboard_changed("ns", "e", &("a", "c")),
+            "a failed write is written again"
+        );
+    }
+
+    #[test]
+    fn rankings_hold_for_their_generation_plots_wait_and_a_deleted_experiment_is_forgotten() {
+        let m = Memos::default();
+        assert!(m.ranking("ns", "e", 1).is_none());
+        m.remember_ranking("ns", "e", 1, &board("e"));
+        assert_eq!(m.ranking("ns", "e", 1), Some(board("e")));
+        assert!(
+            m.ranking("ns", "e", 2).is_none(),
+            "an edited spec is ranked again"
+        );
+        assert!(m.plot_due("ns", "e", 1000), "the first plot");
+        assert!(!m.plot_due("ns", "e", 1000 + PLOT_EVERY - 1));
+        assert!(m.plot_due("ns", "e", 1000 + PLOT_EVERY));
+        m.leaderboard_changed("ns", "e", &"x");
+        m.forget("ns", "e");
+        assert!(m.ranking("ns", "e", 1).is_none());
+        assert!(
+            m.plot_due("ns", "e", 1000 + PLOT_EVERY),
+            "drawn again after a restart of it"
+        );
+        assert!(m.leaderboard_changed("ns", "e", &"x"));
     }
 }

@@ -120,10 +120,8 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<Metrics>) {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs())
         }),
-        published: Default::default(),
         writers: 16,
-        leaderboards: Default::default(),
-        plotted: Default::default(),
+        memos: Default::default(),
         caches: Some(caches),
     });
     let (experiment_store, experiment_writer) = reflector::store();

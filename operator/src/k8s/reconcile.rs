@@ -116,7 +116,7 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Ac
     // seconds: at scale trials finish several a second, and a plot of a thousand points takes
     // a good part of a reconciliation) and when the Experiment did.
     let ended = decision.phase != previous.phase && decision.phase == ExperimentPhase::Succeeded;
-    let plot = ended || (finished_any && ctx.plot_due(&scope.ns, &scope.name, scope.now));
+    let plot = ended || (finished_any && ctx.memos.plot_due(&scope.ns, &scope.name, scope.now));
     // Ranked again when the finished or stopped trials changed.
     let rerank = finished_any
         || decision
@@ -288,7 +288,7 @@ async fn cleanup(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::
         .await?;
     pods.delete_collection(&DeleteParams::background(), &selector)
         .await?;
-    ctx.forget_experiment(&ns, &name);
+    ctx.memos.forget(&ns, &name);
     if exp.spec.cleanup_store {
         let prefix = name.clone();
         with_store(&exp.spec.store, move |store| {

@@ -144,30 +144,15 @@ pub(super) async fn publish_leaderboard(
     rerank: bool,
     plot: bool,
 ) -> Result<Leaderboard, Error> {
-    let key = format!(
-        "{}/{}@{}",
-        scope.ns,
-        scope.name,
-        scope.exp.metadata.generation.unwrap_or(0)
-    );
-    let known = scope
-        .ctx
-        .leaderboards
-        .lock()
-        .expect("the leaderboards' lock is never poisoned")
-        .get(&key)
-        .cloned();
+    let (memos, ns, exp) = (&scope.ctx.memos, scope.ns.as_str(), scope.name.as_str());
+    let generation = scope.exp.metadata.generation.unwrap_or(0);
+    let known = memos.ranking(ns, exp, generation);
     let lb = match known {
         // Unchanged, and published when it was ranked.
         Some(lb) if !rerank && !plot => return Ok(lb),
         _ => rank_from_store(scope, plot).await?,
     };
-    scope
-        .ctx
-        .leaderboards
-        .lock()
-        .expect("the leaderboards' lock is never poisoned")
-        .insert(key, lb.clone());
+    memos.remember_ranking(ns, exp, generation, &lb);
     let cms: Api<ConfigMap> = Api::namespaced(scope.ctx.client.clone(), &scope.ns);
     let (markdown, json) = (
         lb.to_markdown(),
@@ -175,11 +160,10 @@ pub(super) async fn publish_leaderboard(
     );
     // Written when it changed (a trial finished), not on every look.
     let name = names::leaderboard_config_map(&scope.name);
-    let key = format!("{}/{name}", scope.ns);
-    if scope.ctx.published.changed(&key, &(&markdown, &json)) {
+    if memos.leaderboard_changed(ns, exp, &(&markdown, &json)) {
         let cm = builders::leaderboard_config_map(scope.exp, markdown, json);
         if let Err(e) = cms.patch(&name, &apply_params(), &Patch::Apply(&cm)).await {
-            scope.ctx.published.forget(&key);
+            memos.unpublished(ns, exp);
             return Err(e.into());
         }
     }

@@ -47,10 +47,8 @@ pub fn start(
             max_backoff: 300,
         },
         clock: Box::new(move || now.load(Ordering::SeqCst)),
-        published: Default::default(),
         writers,
-        leaderboards: Default::default(),
-        plotted: Default::default(),
+        memos: Default::default(),
         caches: None,
     });
     (ctx, server)
