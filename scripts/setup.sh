@@ -56,6 +56,13 @@ if [ ! -x "$venv/bin/moto_server" ]; then
     "$venv/bin/python" -m pip install -q "moto[server]==5.2.1"
 fi
 
+# TensorBoard, whose own reader a test reads the trials' event files back with (and which users
+# point at a store).
+if ! "$venv/bin/python" -c "import tensorboard" 2>/dev/null; then
+    echo "setup: installing tensorboard (reads the trials' event files)"
+    "$venv/bin/python" -m pip install -q "tensorboard==2.21.0"
+fi
+
 if [ "$(readlink .venv 2>/dev/null || true)" != "$venv" ]; then
     rm -rf .venv
     ln -s "$venv" .venv

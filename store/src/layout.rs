@@ -138,6 +138,16 @@ impl TrialKeys {
         self.key(METRICS)
     }
 
+    /// The TensorBoard event file of one run of the trial (a start, or a resume after
+    /// `first_step` steps) begun at `started` (seconds since the epoch): named so that a trial's
+    /// files sort in the order they were written, which is the order TensorBoard reads them in.
+    pub fn events(&self, started: u64, first_step: u64) -> String {
+        format!(
+            "{}/events.out.tfevents.{started:010}.orchestra-step-{first_step:08}",
+            self.base
+        )
+    }
+
     pub fn latest(&self) -> String {
         self.key(LATEST)
     }
@@ -309,6 +319,10 @@ mod tests {
         assert_eq!(t.progress(), "sweep/sweep-d4-000/progress.json");
         assert_eq!(t.rung(40), "sweep/sweep-d4-000/rungs/step-00000040.json");
         assert_eq!(t.stopped(), "sweep/sweep-d4-000/stopped.json");
+        assert_eq!(
+            t.events(1_796_000_000, 40),
+            "sweep/sweep-d4-000/events.out.tfevents.1796000000.orchestra-step-00000040"
+        );
         assert_eq!(e.trial_of_stopped(&t.stopped()), Some("sweep-d4-000"));
         assert_eq!(
             t.weights(12),

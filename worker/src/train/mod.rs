@@ -6,6 +6,7 @@ pub mod progress;
 pub mod run;
 pub mod schedule;
 pub mod seg_loss;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use run::{run_trial, Outcome, RunError, RunOptions};

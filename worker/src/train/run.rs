@@ -8,6 +8,7 @@ use orchestra_api::{RungRecord, Timings, TrialResult, TrialSpec};
 use serde_json::json;
 
 use super::progress::ProgressReporter;
+use super::tensorboard::{self, EventFile};
 use super::trainer::{device_for_spec, TrainError, Trainer};
 use crate::data::{DataError, TrainingData};
 use crate::dist::{DistError, DistOptions, DEFAULT_BUCKET_BYTES};
@@ -110,6 +111,9 @@ struct TrialRun<'a> {
     slow: Option<Duration>,
     /// metrics.jsonl's lines so far (those of earlier runs up to the checkpoint included).
     metrics: Vec<String>,
+    /// This run's TensorBoard event file (earlier runs keep theirs) and its key.
+    events: EventFile,
+    events_key: String,
     /// Training seconds of earlier runs.
     elapsed_before: f64,
     last_eval: Option<(u64, Evaluation)>,
@@ -156,6 +160,8 @@ impl<'a> TrialRun<'a> {
         trainer.agree_on_step()?;
         let first_step = trainer.step;
         let target = opts.until.map_or(spec.steps, |u| u.min(spec.steps));
+        let began = tensorboard::wall_time();
+        let events_key = ts.keys.events(began as u64, first_step);
         Ok(TrialRun {
             spec,
             ts,
@@ -167,6 +173,8 @@ impl<'a> TrialRun<'a> {
             world,
             slow: Some(opts.dist.io_timeout),
             metrics,
+            events: EventFile::new(began, first_step),
+            events_key,
             elapsed_before,
             last_eval: None,
             started: Instant::now(),
@@ -201,6 +209,14 @@ impl<'a> TrialRun<'a> {
         }
     }
 
+    fn logs(&self) -> Logs<'_> {
+        Logs {
+            metrics: &self.metrics,
+            events: &self.events,
+            events_key: &self.events_key,
+        }
+    }
+
     fn train_seconds(&self) -> f64 {
         self.elapsed_before + self.started.elapsed().as_secs_f64()
     }
@@ -210,9 +226,14 @@ impl<'a> TrialRun<'a> {
     fn train(&mut self) -> Result<(), RunError> {
         let spec = self.spec;
         while self.trainer.step < self.stop_at {
+            let began = Instant::now();
             let m = self.trainer.train_step()?;
+            let images = (spec.hyper.batch_size as usize * self.world) as f64;
+            let per_second = images / began.elapsed().as_secs_f64().max(1e-9);
             self.metrics
                 .push(serde_json::to_string(&m).expect("metrics serialise"));
+            let scalars = tensorboard::step_scalars(&m, per_second);
+            self.events.scalars(tensorboard::wall_time(), m.step, &scalars);
             self.bar.set_position(self.trainer.step);
             self.bar.set_message(orchestra_api::trial_progress::losses(
                 m.loss_seg,
@@ -226,6 +247,8 @@ impl<'a> TrialRun<'a> {
             if eval_due && self.leader {
                 let e = self.trainer.evaluate();
                 self.metrics.push(eval_line(step, &e));
+                let scalars = tensorboard::eval_scalars(&e);
+                self.events.scalars(tensorboard::wall_time(), step, &scalars);
                 // The learning curve, one record per evaluation; the one at the step target is
                 // written after the checkpoint below.
                 if step != self.target {
@@ -236,7 +259,7 @@ impl<'a> TrialRun<'a> {
             let due = spec.checkpoint_every > 0 && step.is_multiple_of(spec.checkpoint_every);
             let save_due = (due || step == self.stop_at) && step < spec.steps;
             if save_due && self.leader {
-                save(&self.ts, &self.trainer, &self.metrics, self.train_seconds(), spec)?;
+                save(&self.ts, &self.trainer, &self.logs(), self.train_seconds(), spec)?;
             }
             if (eval_due || save_due) && self.world > 1 {
                 self.barrier()?;
@@ -260,7 +283,9 @@ impl<'a> TrialRun<'a> {
                 };
                 if last_eval_needed(&self.metrics, step) {
                     self.metrics.push(eval_line(step, &e));
-                    write_metrics(&self.ts, &self.metrics)?;
+                    let scalars = tensorboard::eval_scalars(&e);
+                    self.events.scalars(tensorboard::wall_time(), step, &scalars);
+                    write_logs(&self.ts, &self.logs())?;
                 }
                 let record = self.rung_of(step, &e);
                 put_rung(&self.ts, &record)?;
@@ -294,7 +319,10 @@ impl<'a> TrialRun<'a> {
         let evaluation = self.trainer.evaluate();
         let eval_seconds = eval_started.elapsed().as_secs_f64();
         self.metrics.push(eval_line(self.trainer.step, &evaluation));
-        save(&self.ts, &self.trainer, &self.metrics, train_seconds, spec)?;
+        let scalars = tensorboard::eval_scalars(&evaluation);
+        self.events
+            .scalars(tensorboard::wall_time(), self.trainer.step, &scalars);
+        save(&self.ts, &self.trainer, &self.logs(), train_seconds, spec)?;
         put_rung(&self.ts, &self.rung_of(self.trainer.step, &evaluation))?;
 
         let steps_this_run = (self.trainer.step - self.first_step) as f64;
@@ -335,23 +363,31 @@ fn finished_result(ts: &TrialStore, spec: &TrialSpec) -> Result<Option<TrialResu
     Ok(layout::finished_result(&ts.store, &ts.keys, spec.steps)?)
 }
 
+/// What a run has logged so far: metrics.jsonl's lines and its TensorBoard event file.
+struct Logs<'a> {
+    metrics: &'a [String],
+    events: &'a EventFile,
+    events_key: &'a str,
+}
+
 fn save(
     ts: &TrialStore,
     trainer: &Trainer,
-    metrics: &[String],
+    logs: &Logs,
     elapsed: f64,
     spec: &TrialSpec,
 ) -> Result<(), RunError> {
-    // Metrics first, so that after a restart they cover at least the checkpoint's steps.
-    write_metrics(ts, metrics)?;
+    // Logs first, so that after a restart they cover at least the checkpoint's steps.
+    write_logs(ts, logs)?;
     ts.save(&trainer.checkpoint(elapsed), spec.keep_checkpoints)?;
     Ok(())
 }
 
-fn write_metrics(ts: &TrialStore, metrics: &[String]) -> Result<(), RunError> {
-    let mut text = metrics.join("\n");
+fn write_logs(ts: &TrialStore, logs: &Logs) -> Result<(), RunError> {
+    let mut text = logs.metrics.join("\n");
     text.push('\n');
-    Ok(ts.store.put(&ts.keys.metrics(), text)?)
+    ts.store.put(&ts.keys.metrics(), text)?;
+    Ok(ts.store.put(logs.events_key, logs.events.bytes().to_vec())?)
 }
 
 fn put_rung(ts: &TrialStore, record: &RungRecord) -> Result<(), RunError> {
