@@ -46,10 +46,11 @@ fn a_server_that_stops_mid_checkpoint_never_leaves_a_loadable_partial_checkpoint
     let proxy = CuttableProxy::start(moto.port);
     let twin = finished(&spec("memory://faults-twin", "cut"), &RunOptions::default());
 
-    // The checkpoint at step 4 is PUTs 1-5 (metrics, weights, optimizer, state, latest); the
-    // one at step 8 starts with PUT 6 (metrics), 7 (weights): the server goes at PUT 8.
+    // The checkpoint at step 4 is PUTs 1-6 (metrics, the TensorBoard events, weights,
+    // optimizer, state, latest); the one at step 8 starts with PUT 7 (metrics), 8 (events),
+    // 9 (weights): the server goes at PUT 10.
     point_at(proxy.port);
-    proxy.cut_at_put(8);
+    proxy.cut_at_put(10);
     let err = run_trial(&spec("s3://faults/runs", "cut"), &checkpoints_only())
         .err()
         .expect("the trial fails while the server is away")
@@ -89,8 +90,9 @@ fn a_server_that_comes_back_within_the_retries_costs_nothing() {
     let twin = finished(&spec("memory://blips-twin", "blip"), &RunOptions::default());
 
     point_at(proxy.port);
-    // Down at step 4's weights; back 300 ms later, inside the writer's retry backoff.
-    proxy.cut_at_put(2);
+    // Down at step 4's weights (PUT 3, after the metrics and the TensorBoard events); back
+    // 300 ms later, inside the writer's retry backoff.
+    proxy.cut_at_put(3);
     let p = proxy.clone();
     let watcher = std::thread::spawn(move || {
         while !p.is_down() {
@@ -101,7 +103,7 @@ fn a_server_that_comes_back_within_the_retries_costs_nothing() {
     });
     let result = finished(&spec("s3://blips/runs", "blip"), &checkpoints_only());
     watcher.join().unwrap();
-    assert!(proxy.puts() > 2, "the cut happened");
+    assert!(proxy.puts() > 3, "the cut happened");
     assert_eq!(result.scores, twin.scores);
     let ts = TrialStore::new(Store::open("s3://blips/runs").unwrap(), "tests", "blip");
     assert_eq!(ts.latest_step().unwrap(), Some(12));
