@@ -209,6 +209,13 @@ impl<'a> TrialRun<'a> {
         }
     }
 
+    /// An evaluation at `step`, in metrics.jsonl's lines and in the event file.
+    fn log_eval(&mut self, step: u64, e: &Evaluation) {
+        self.metrics.push(eval_line(step, e));
+        let scalars = tensorboard::eval_scalars(e);
+        self.events.scalars(tensorboard::wall_time(), step, &scalars);
+    }
+
     fn logs(&self) -> Logs<'_> {
         Logs {
             metrics: &self.metrics,
@@ -246,9 +253,7 @@ impl<'a> TrialRun<'a> {
             let eval_due = spec.eval_every > 0 && step.is_multiple_of(spec.eval_every) && step < spec.steps;
             if eval_due && self.leader {
                 let e = self.trainer.evaluate();
-                self.metrics.push(eval_line(step, &e));
-                let scalars = tensorboard::eval_scalars(&e);
-                self.events.scalars(tensorboard::wall_time(), step, &scalars);
+                self.log_eval(step, &e);
                 // The learning curve, one record per evaluation; the one at the step target is
                 // written after the checkpoint below.
                 if step != self.target {
@@ -282,9 +287,7 @@ impl<'a> TrialRun<'a> {
                     _ => self.trainer.evaluate(),
                 };
                 if last_eval_needed(&self.metrics, step) {
-                    self.metrics.push(eval_line(step, &e));
-                    let scalars = tensorboard::eval_scalars(&e);
-                    self.events.scalars(tensorboard::wall_time(), step, &scalars);
+                    self.log_eval(step, &e);
                     write_logs(&self.ts, &self.logs())?;
                 }
                 let record = self.rung_of(step, &e);
@@ -318,10 +321,7 @@ impl<'a> TrialRun<'a> {
         let eval_started = Instant::now();
         let evaluation = self.trainer.evaluate();
         let eval_seconds = eval_started.elapsed().as_secs_f64();
-        self.metrics.push(eval_line(self.trainer.step, &evaluation));
-        let scalars = tensorboard::eval_scalars(&evaluation);
-        self.events
-            .scalars(tensorboard::wall_time(), self.trainer.step, &scalars);
+        self.log_eval(self.trainer.step, &evaluation);
         save(&self.ts, &self.trainer, &self.logs(), train_seconds, spec)?;
         put_rung(&self.ts, &self.rung_of(self.trainer.step, &evaluation))?;
 
