@@ -24,60 +24,90 @@ pub enum ResultsError {
 /// Every finished trial of `experiment` in the store, with its swept parameters.
 pub fn read_finished(store: &Store, experiment: &str) -> Result<Vec<Finished>, ResultsError> {
     let exp = ExperimentKeys::new(experiment);
-    finished_among(store, &exp, &store.list(exp.prefix())?)
+    let mut read = ReadSoFar::default();
+    read.finished_among(store, &exp, &store.list(exp.prefix())?)
 }
 
-/// The finished trials whose results are among `keys` (a listing of the Experiment's prefix).
-fn finished_among(
-    store: &Store,
-    exp: &ExperimentKeys,
-    keys: &[String],
-) -> Result<Vec<Finished>, ResultsError> {
-    let mut out = Vec::new();
-    for key in keys {
-        let Some(trial) = exp.trial_of_result(key) else {
-            continue;
-        };
-        let keys = exp.trial(trial);
-        let Some(result) = layout::read_result(store, &keys)? else {
-            continue;
-        };
-        let params = read_params(store, &keys)?;
-        out.push(Finished { result, params });
-    }
-    Ok(out)
+/// What has been read of one Experiment's finished and stopped trials, kept between rankings: a
+/// trial's result and its stop record are not written again once there, so a ranking reads
+/// only the trials that ended since the last one. (The operator keeps one per Experiment: at a
+/// thousand finished trials, reading them all again was most of a reconciliation's time.)
+#[derive(Clone, Debug, Default)]
+pub struct ReadSoFar {
+    finished: BTreeMap<String, Finished>,
+    stopped: BTreeMap<String, StoppedEntry>,
 }
 
-/// The trials the search stopped early whose records are among `keys` (a listing of the
-/// Experiment's prefix), with their scores at the step they reached.
-fn stopped_among(
-    store: &Store,
-    exp: &ExperimentKeys,
-    keys: &[String],
-) -> Result<Vec<StoppedEntry>, ResultsError> {
-    let mut out = Vec::new();
-    for key in keys {
-        let Some(trial) = exp.trial_of_stopped(key) else {
-            continue;
-        };
-        let keys = exp.trial(trial);
-        let Some(stopped) = layout::read_stopped(store, &keys)? else {
-            continue;
-        };
-        let Some(record) = layout::read_rung(store, &keys, stopped.step)? else {
-            continue;
-        };
-        out.push(StoppedEntry {
-            trial: stopped.trial,
-            variant: stopped.variant,
-            params: read_params(store, &keys)?,
-            step: stopped.step,
-            bpp: record.bpp(),
-            dice: record.scores.dice,
-            reason: stopped.reason,
-        });
+impl ReadSoFar {
+    /// The finished trials whose results are among `keys` (a listing of the Experiment's
+    /// prefix), in the listing's order; read from the store when not read before.
+    fn finished_among(
+        &mut self,
+        store: &Store,
+        exp: &ExperimentKeys,
+        keys: &[String],
+    ) -> Result<Vec<Finished>, ResultsError> {
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(trial) = exp.trial_of_result(key) else {
+                continue;
+            };
+            if !self.finished.contains_key(trial) {
+                let keys = exp.trial(trial);
+                let Some(result) = layout::read_result(store, &keys)? else {
+                    continue;
+                };
+                let params = read_params(store, &keys)?;
+                self.finished
+                    .insert(trial.to_string(), Finished { result, params });
+            }
+            out.push(self.finished[trial].clone());
+        }
+        Ok(out)
     }
-    Ok(out)
+
+    /// The trials the search stopped early whose records are among `keys` (a listing of the
+    /// Experiment's prefix), with their scores at the step they reached.
+    fn stopped_among(
+        &mut self,
+        store: &Store,
+        exp: &ExperimentKeys,
+        keys: &[String],
+    ) -> Result<Vec<StoppedEntry>, ResultsError> {
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(trial) = exp.trial_of_stopped(key) else {
+                continue;
+            };
+            if !self.stopped.contains_key(trial) {
+                let Some(entry) = read_stopped_entry(store, &exp.trial(trial))? else {
+                    continue;
+                };
+                self.stopped.insert(trial.to_string(), entry);
+            }
+            out.push(self.stopped[trial].clone());
+        }
+        Ok(out)
+    }
+}
+
+/// A stopped trial's leaderboard entry: its stop record and the rung record it stopped at.
+fn read_stopped_entry(store: &Store, keys: &layout::TrialKeys) -> Result<Option<StoppedEntry>, ResultsError> {
+    let Some(stopped) = layout::read_stopped(store, keys)? else {
+        return Ok(None);
+    };
+    let Some(record) = layout::read_rung(store, keys, stopped.step)? else {
+        return Ok(None);
+    };
+    Ok(Some(StoppedEntry {
+        trial: stopped.trial,
+        variant: stopped.variant,
+        params: read_params(store, keys)?,
+        step: stopped.step,
+        bpp: record.bpp(),
+        dice: record.scores.dice,
+        reason: stopped.reason,
+    }))
 }
 
 fn read_params(store: &Store, keys: &layout::TrialKeys) -> Result<BTreeMap<String, f64>, ResultsError> {
@@ -118,15 +148,24 @@ pub fn read_experiment(store: &Store, name: &str) -> Result<Option<Experiment>, 
 /// The leaderboard of an Experiment as the store holds it: its finished trials ranked, and the
 /// trials the search stopped early beside them, from one listing of its objects.
 pub fn leaderboard(store: &Store, exp: &Experiment) -> Result<Leaderboard, ResultsError> {
+    leaderboard_after(store, exp, &mut ReadSoFar::default())
+}
+
+/// As `leaderboard`, reading only the trials `read` has not read yet (and adding them to it).
+pub fn leaderboard_after(
+    store: &Store,
+    exp: &Experiment,
+    read: &mut ReadSoFar,
+) -> Result<Leaderboard, ResultsError> {
     let name = exp.metadata.name.clone().unwrap_or_default();
     let keys = ExperimentKeys::new(&name);
     let listing = store.list(keys.prefix())?;
     let mut lb = rank(
         &name,
-        &finished_among(store, &keys, &listing)?,
+        &read.finished_among(store, &keys, &listing)?,
         &exp.spec.objective,
     );
-    lb.stopped = stopped_among(store, &keys, &listing)?;
+    lb.stopped = read.stopped_among(store, &keys, &listing)?;
     Ok(lb)
 }
 

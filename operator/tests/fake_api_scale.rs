@@ -119,7 +119,8 @@ fn the_cluster_benchmark_sweep_through_the_fake_api() {
         .build()
         .unwrap();
     let now = Arc::new(AtomicU64::new(1_800_000_000));
-    let (ctx, server) = runtime.block_on(async { fake_operator::start(&fake, NS, now.clone(), 0, 16) });
+    let (ctx, server) =
+        runtime.block_on(async { fake_operator::start(&fake, NS, now.clone(), 0, 16, usize::MAX) });
     let started = Instant::now();
     let mut durations = Vec::new();
     let mut requests: BTreeMap<(String, String), u64> = BTreeMap::new();

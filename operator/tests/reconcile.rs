@@ -59,6 +59,8 @@ struct Scenario {
     fake: FakeApi,
     store_dir: tempfile::TempDir,
     restart_backoff: u64,
+    /// The most trials one look records or starts.
+    per_look: usize,
     /// The operator's clock, seconds since the Unix epoch.
     now: Arc<AtomicU64>,
 }
@@ -69,6 +71,7 @@ impl Scenario {
             fake: FakeApi::default(),
             store_dir: tempfile::tempdir().unwrap(),
             restart_backoff: 10,
+            per_look: usize::MAX,
             now: Arc::new(AtomicU64::new(NOW)),
         }
     }
@@ -92,7 +95,14 @@ impl Scenario {
 
     /// An operator process: its client, event recorder and clock, on this scenario's API server.
     fn start_operator(&self) -> Operator {
-        let (ctx, server) = fake_operator::start(&self.fake, NS, self.now.clone(), self.restart_backoff, 1);
+        let (ctx, server) = fake_operator::start(
+            &self.fake,
+            NS,
+            self.now.clone(),
+            self.restart_backoff,
+            1,
+            self.per_look,
+        );
         Operator { ctx, server }
     }
 
@@ -334,14 +344,57 @@ async fn a_finished_trial_is_recorded_and_ranked() {
     assert_eq!(status["best"]["trial"], "sweep-d4-000");
     assert_eq!(status["progress"], "1/2");
     assert_eq!(status["top"][0]["dice"], 0.91);
-    assert!(
-        s.store_dir.path().join("sweep/leaderboard.png").exists(),
-        "the plot is in the store"
-    );
+    // The plot is drawn aside (the look does not wait for it): it arrives.
+    let plot = s.store_dir.path().join("sweep/leaderboard.png");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !plot.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(plot.exists(), "the plot is in the store");
     // One event per finished trial, on the Experiment.
     let events = s.fake.events();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].0, "TrialSucceeded");
+}
+
+/// A look starts at most `per_look` trials and looks again at once for the rest; it records at
+/// most `per_look` finished gangs, and plans nothing until every transition it saw is recorded.
+#[tokio::test]
+async fn a_look_bounds_its_writes_and_comes_back_at_once_for_the_rest() {
+    let mut s = Scenario::new();
+    s.per_look = 1;
+    let exp = s.experiment(json!({}));
+    let posts = |s: &Scenario| s.fake.lines().iter().filter(|l| l.starts_with("POST ")).count();
+    let first = s.reconcile(exp.clone()).await.unwrap();
+    assert_eq!(first, Action::requeue(std::time::Duration::ZERO), "more to start");
+    assert_eq!(posts(&s), 1, "one trial created: {:?}", s.fake.lines());
+    let second = s.reconcile(exp).await.unwrap();
+    assert_eq!(second, Action::requeue(std::time::Duration::from_secs(30)));
+    assert_eq!(posts(&s), 2, "the other trial in the next look");
+
+    let s = {
+        let mut s = Scenario::new();
+        s.per_look = 1;
+        s
+    };
+    let exp = s.experiment(json!({}));
+    for (trial, variant) in [("sweep-d2-000", "D2"), ("sweep-d4-000", "D4")] {
+        s.running_trial(trial, variant, Some(("Complete", "CompletionsReached")));
+        s.write_result(trial, 0.9, 0.004);
+    }
+    let first = s.reconcile(exp.clone()).await.unwrap();
+    assert_eq!(
+        first,
+        Action::requeue(std::time::Duration::ZERO),
+        "more to record"
+    );
+    let lines = s.fake.lines();
+    let recorded = |lines: &[String]| lines.iter().filter(|l| l.ends_with("-000/status")).count();
+    assert_eq!(recorded(&lines), 1, "{lines:?}");
+    assert!(
+        !lines.contains(&format!("PATCH {EXP}/status")),
+        "no plan and no status on half the news: {lines:?}"
+    );
 }
 
 /// At scale an Experiment is looked at every time one of its pods changes: a look that changes
@@ -1097,6 +1150,7 @@ async fn asha_promotes_the_front_from_its_checkpoint_and_stops_the_rest() {
         fake: FakeApi::default(),
         store_dir: s.store_dir,
         restart_backoff: 10,
+        per_look: usize::MAX,
         now: s.now.clone(),
     };
     let exp = s2.experiment(algorithm);

@@ -172,3 +172,61 @@ spec:
     assert_eq!((local.succeeded, local.failed, local.total), (2, 1, 4));
     assert!(local.best.is_some());
 }
+
+#[test]
+fn a_ranking_after_more_trials_ended_reads_only_the_new_ones_and_equals_one_from_scratch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_uri = format!("file://{}", dir.path().display());
+    let text = format!(
+        "apiVersion: orchestra.dev/v1alpha1
+kind: Experiment
+metadata: {{ name: again }}
+spec:
+  dataset: synthetic://lesion
+  model: {{ inputSize: 64 }}
+  variants: [D4]
+  search: {{ lambdaRate: {{ type: list, values: [0.05, 0.2, 1.0] }} }}
+  steps: 10
+  store: {store_uri}
+"
+    );
+    let exp = ExperimentSpec::parse_resource(&text, "again.yaml").unwrap();
+    let name = "again";
+    let store = Store::open(&store_uri).unwrap();
+    let finish = |i: usize| {
+        let c = &candidates(name, &exp.spec)[i];
+        let spec = exp.spec.trial_spec(&c.name, name, c.variant, &c.params);
+        let keys = TrialKeys::new(name, &c.name);
+        let r = result(name, &c.name, &spec, 0.6 + 0.1 * i as f64, 0.002 * (i + 1) as f64);
+        store
+            .put(&keys.result(), serde_json::to_vec(&r).unwrap())
+            .unwrap();
+        store
+            .put(&keys.params(), serde_json::to_vec(&c.params).unwrap())
+            .unwrap();
+        keys
+    };
+    let mut read = results::ReadSoFar::default();
+    let first = finish(0);
+    assert_eq!(
+        results::leaderboard_after(&store, &exp, &mut read)
+            .unwrap()
+            .entries
+            .len(),
+        1
+    );
+    finish(1);
+    let from_scratch = results::leaderboard(&store, &exp).unwrap();
+    assert_eq!(from_scratch.entries.len(), 2);
+    // The first trial's result is damaged now: a ranking that read it again would fail.
+    store.put(&first.result(), b"{ not json".to_vec()).unwrap();
+    assert!(
+        results::leaderboard(&store, &exp).is_err(),
+        "a full read meets the damage"
+    );
+    let again = results::leaderboard_after(&store, &exp, &mut read).unwrap();
+    assert_eq!(
+        again, from_scratch,
+        "only the new trial was read, and the ranking is the same"
+    );
+}

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, Patch, PostParams};
@@ -26,7 +27,7 @@ use crate::runner::Runner;
 pub(super) async fn write_to_store(
     scope: &Scope<'_>,
     actions: &[Action],
-    trials: &BTreeMap<String, Trial>,
+    trials: &BTreeMap<String, Arc<Trial>>,
     first_look: bool,
 ) -> Result<(), Error> {
     let name = scope.name.clone();
@@ -76,7 +77,7 @@ pub(super) async fn write_to_store(
 /// trials it creates.
 pub(super) struct Objects<'s, 'x> {
     pub scope: &'s Scope<'x>,
-    pub trials: &'s mut BTreeMap<String, Trial>,
+    pub trials: &'s mut BTreeMap<String, Arc<Trial>>,
 }
 
 /// One action's API requests.
@@ -103,7 +104,7 @@ impl Runner for Objects<'_, '_> {
                 Err(e) => return Err(e.into()),
             };
             self.scope.remember_trial(created.clone());
-            self.trials.insert(name.to_string(), created);
+            self.trials.insert(name.to_string(), Arc::new(created));
             Ok(())
         })
     }

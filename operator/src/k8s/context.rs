@@ -10,7 +10,7 @@ use kube::Client;
 use super::builders::GangConfig;
 use super::metrics::Metrics;
 use crate::planner::PlannerConfig;
-use crate::results::ResultsError;
+use crate::results::{ReadSoFar, ResultsError};
 use orchestra_report::leaderboard::Leaderboard;
 use orchestra_store::StoreError;
 
@@ -58,6 +58,10 @@ pub struct Context {
     /// Trials whose transitions and actions are written at once in one reconciliation (1: one
     /// after another, in the planner's order, as the reconcile tests expect).
     pub writers: usize,
+    /// The most trials one reconciliation records or starts; the rest wait for the next one,
+    /// which comes at once. (A look that started a wave of a hundred gangs waited on some six
+    /// hundred writes: at 10,000 trials such looks were the slowest hundredth, 5-10 s each.)
+    pub per_look: usize,
     /// What this process remembers of each Experiment between reconciliations.
     pub memos: Memos,
     /// The controller's caches of Trials, Jobs and Pods; None where there is no controller
@@ -77,8 +81,15 @@ struct Memo {
     /// A fingerprint of the leaderboard ConfigMap's content last written, so that an unchanged
     /// one is not written again.
     published: Option<u64>,
+    /// What has been read of the finished and stopped trials' results, for the generation of
+    /// the Experiment it was read for: a ranking reads only the trials that ended since.
+    read: Option<(i64, ReadSoFar)>,
     /// When the leaderboard's plot was last drawn (seconds since the epoch).
     plotted: Option<u64>,
+    /// Drawings of the plot handed out, and the last one written (the turn it was given),
+    /// which the drawings hold while they write.
+    drawings: u64,
+    drawn: Arc<Mutex<u64>>,
 }
 
 /// Each Experiment's `Memo`, by namespace and name.
@@ -109,6 +120,28 @@ impl Memos {
 
     pub fn remember_ranking(&self, namespace: &str, name: &str, generation: i64, lb: &Leaderboard) {
         self.with(namespace, name, |m| m.ranking = Some((generation, lb.clone())));
+    }
+
+    /// What has been read of the Experiment's ended trials for this generation (nothing after
+    /// an edit of its spec); given back with `keep_read`.
+    pub fn read_so_far(&self, namespace: &str, name: &str, generation: i64) -> ReadSoFar {
+        self.with(namespace, name, |m| match m.read.take() {
+            Some((g, read)) if g == generation => read,
+            _ => ReadSoFar::default(),
+        })
+    }
+
+    pub fn keep_read(&self, namespace: &str, name: &str, generation: i64, read: ReadSoFar) {
+        self.with(namespace, name, |m| m.read = Some((generation, read)));
+    }
+
+    /// A turn for a drawing of the Experiment's plot: the drawing writes while it holds the
+    /// lock, and only if no later turn has written before it.
+    pub fn next_drawing(&self, namespace: &str, name: &str) -> (u64, Arc<Mutex<u64>>) {
+        self.with(namespace, name, |m| {
+            m.drawings += 1;
+            (m.drawings, m.drawn.clone())
+        })
     }
 
     /// Whether `content` differs from the leaderboard last published (and remembers it as

@@ -35,6 +35,18 @@ pub enum Transition {
     },
 }
 
+impl Transition {
+    /// The trial that made the transition.
+    pub fn trial(&self) -> &str {
+        match self {
+            Transition::Succeeded { trial, .. }
+            | Transition::Paused { trial, .. }
+            | Transition::AttemptFailed { trial, .. }
+            | Transition::Unschedulable { trial, .. } => trial,
+        }
+    }
+}
+
 /// Seconds since the Unix epoch of an RFC 3339 time.
 pub fn parse_time(s: &str) -> Option<u64> {
     chrono::DateTime::parse_from_rfc3339(s)
@@ -106,15 +118,15 @@ fn of_earlier_gang(pod: &Pod, trial: &str, current: Option<&str>, now: u64) -> b
 
 /// Observes every trial (in name order). `reached_of(trial)` is what the store holds for a
 /// running trial's step target (its result, or its rung record).
-pub fn observe<J: Borrow<Job>, P: Borrow<Pod>>(
-    trials: &[Trial],
+pub fn observe<T: Borrow<Trial>, J: Borrow<Job>, P: Borrow<Pod>>(
+    trials: &[T],
     jobs: &[J],
     pods: &[P],
     now: u64,
     gang_timeout: u64,
     reached_of: &mut dyn FnMut(&str) -> Option<Reached>,
 ) -> (Vec<ObservedTrial>, Vec<Transition>) {
-    let mut sorted: Vec<&Trial> = trials.iter().collect();
+    let mut sorted: Vec<&Trial> = trials.iter().map(Borrow::borrow).collect();
     sorted.sort_by_key(|t| t.metadata.name.clone());
     // Each trial looks at its own pods only: indexed once, not searched once per trial.
     let mut pods_of: HashMap<&str, Vec<&Pod>> = HashMap::new();

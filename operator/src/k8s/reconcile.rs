@@ -22,6 +22,7 @@ use super::context::{Context, Error};
 use super::names::{self, FINALIZER};
 use super::observe::{gang_completed, observe, Reached, Transition};
 use super::scope::{with_store, Scope};
+use super::status::Plot;
 use super::{actions, status, transitions};
 use crate::planner::plan;
 use crate::summary::Summary;
@@ -87,9 +88,8 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Ac
 
     let metrics = &ctx.metrics;
     let mut since = std::time::Instant::now();
+    // Shared with the caches; a trial the reconciler writes is copied then (`Arc::make_mut`).
     let (trials, jobs, pods) = seen(&scope).await?;
-    // The reconciler's own copy of the trials (their statuses change as it writes).
-    let trials: Vec<Trial> = trials.iter().map(|t| Trial::clone(t)).collect();
     metrics.step("list", &mut since);
     let mut found = reached_targets(&scope, &trials, &jobs).await?;
     metrics.step("store", &mut since);
@@ -102,21 +102,28 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Ac
         exp.spec.gang_timeout_seconds,
         &mut reached_of,
     );
-    let mut by_name: BTreeMap<String, Trial> = trials.into_iter().map(|t| (t.name_any(), t)).collect();
+    let mut by_name: BTreeMap<String, Arc<Trial>> = trials.into_iter().map(|t| (t.name_any(), t)).collect();
+    let mut transitions = transitions;
+    let more_to_record = first_trials(&mut transitions, ctx.per_look, Transition::trial);
     let finished_any = record(&scope, &transitions, &mut by_name).await?;
     metrics.step("record", &mut since);
+    if more_to_record {
+        // The planner would take the transitions not recorded yet for done: the next look,
+        // at once, records them first.
+        status::publish_leaderboard(&scope, finished_any, Plot::No).await?;
+        metrics.step("leaderboard", &mut since);
+        return Ok(controller::Action::requeue(Duration::ZERO));
+    }
 
-    let decision = plan(&scope.name, &exp.spec, &observed, scope.now, &ctx.planner);
+    let mut decision = plan(&scope.name, &exp.spec, &observed, scope.now, &ctx.planner);
+    let more_to_start = first_trials(&mut decision.actions, ctx.per_look, |a| a.trial());
     metrics.step("plan", &mut since);
     actions::write_to_store(&scope, &decision.actions, &by_name, observed.is_empty()).await?;
     carry_out(&scope, &decision.actions, &mut by_name).await?;
     metrics.step("act", &mut since);
 
-    // The leaderboard's plot is redrawn when a trial finished (at most every PLOT_EVERY
-    // seconds: at scale trials finish several a second, and a plot of a thousand points takes
-    // a good part of a reconciliation) and when the Experiment did.
     let ended = decision.phase != previous.phase && decision.phase == ExperimentPhase::Succeeded;
-    let plot = ended || (finished_any && ctx.memos.plot_due(&scope.ns, &scope.name, scope.now));
+    let plot = plot_for(&scope, ended, finished_any);
     // Ranked again when the finished or stopped trials changed.
     let rerank = finished_any
         || decision
@@ -130,15 +137,54 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Ac
     ctx.metrics.set_trials(&scope.name, &summary.by_phase());
     status::write_experiment_status(&scope, &previous, &decision, &summary, &lb, !by_name.is_empty()).await?;
     metrics.step("status", &mut since);
-    Ok(match decision.phase {
+    Ok(next_look(&decision, more_to_start))
+}
+
+/// The leaderboard's plot is drawn when a trial finished (at most every PLOT_EVERY seconds, aside:
+/// at scale trials finish several a second, and a plot of a thousand points takes a good part of
+/// a second) and, waited for, when the Experiment ended.
+fn plot_for(scope: &Scope<'_>, ended: bool, finished_any: bool) -> Plot {
+    if ended {
+        Plot::Final
+    } else if finished_any && scope.ctx.memos.plot_due(&scope.ns, &scope.name, scope.now) {
+        Plot::Aside
+    } else {
+        Plot::No
+    }
+}
+
+/// When the Experiment is looked at again after a look that carried out `decision`.
+fn next_look(decision: &crate::planner::Plan, more_to_start: bool) -> controller::Action {
+    match decision.phase {
         // Nothing runs while suspended: the next look is when the spec changes.
         ExperimentPhase::Succeeded | ExperimentPhase::Failed | ExperimentPhase::Suspended => {
             controller::Action::await_change()
         }
+        // The planner's actions for more trials than one look carries out: the rest at once.
+        _ if more_to_start => controller::Action::requeue(Duration::ZERO),
         _ => controller::Action::requeue(Duration::from_secs(
             decision.requeue_after.unwrap_or(30).clamp(1, 30),
         )),
-    })
+    }
+}
+
+/// Keeps the items of the first `most` trials named in `items` (all of each such trial's, in
+/// their order); true when some were left out.
+fn first_trials<T>(items: &mut Vec<T>, most: usize, trial_of: impl Fn(&T) -> &str) -> bool {
+    let before = items.len();
+    let mut kept: std::collections::HashSet<String> = std::collections::HashSet::new();
+    items.retain(|item| {
+        let trial = trial_of(item);
+        if kept.contains(trial) {
+            return true;
+        }
+        let room = kept.len() < most;
+        if room {
+            kept.insert(trial.to_string());
+        }
+        room
+    });
+    items.len() < before
 }
 
 /// One Experiment's Trials, Jobs and Pods: from the controller's caches, or (with none, as in
@@ -165,10 +211,10 @@ async fn seen(scope: &Scope<'_>) -> Result<(Vec<Arc<Trial>>, Vec<Arc<Job>>, Vec<
 async fn record(
     scope: &Scope<'_>,
     seen: &[Transition],
-    trials: &mut BTreeMap<String, Trial>,
+    trials: &mut BTreeMap<String, Arc<Trial>>,
 ) -> Result<bool, Error> {
     // Boxed first: a stream that maps borrowed items to futures is not provably Send.
-    let snapshot: &BTreeMap<String, Trial> = trials;
+    let snapshot: &BTreeMap<String, Arc<Trial>> = trials;
     let writes: Vec<Write<'_, (String, TrialStatus, bool)>> = seen
         .iter()
         .map(|tr| Box::pin(transitions::record(scope, snapshot, tr)) as Write<'_, _>)
@@ -181,7 +227,7 @@ async fn record(
     for (trial, status, finished) in recorded {
         finished_any |= finished;
         if let Some(t) = trials.get_mut(&trial) {
-            t.status = Some(status);
+            Arc::make_mut(t).status = Some(status);
         }
     }
     Ok(finished_any)
@@ -200,7 +246,7 @@ fn shared<K>(items: Vec<K>) -> Vec<Arc<K>> {
 async fn carry_out(
     scope: &Scope<'_>,
     actions: &[crate::planner::Action],
-    trials: &mut BTreeMap<String, Trial>,
+    trials: &mut BTreeMap<String, Arc<Trial>>,
 ) -> Result<(), Error> {
     let mut groups: Vec<(&str, Vec<&crate::planner::Action>)> = Vec::new();
     let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
@@ -211,11 +257,11 @@ async fn carry_out(
         });
         groups[i].1.push(a);
     }
-    let writes: Vec<Write<'_, BTreeMap<String, Trial>>> = groups
+    let writes: Vec<Write<'_, BTreeMap<String, Arc<Trial>>>> = groups
         .into_iter()
         .map(|(name, group)| {
             // Each trial's actions work on their own copy of it, merged back afterwards.
-            let mut own: BTreeMap<String, Trial> = trials
+            let mut own: BTreeMap<String, Arc<Trial>> = trials
                 .get(name)
                 .map(|t| (name.to_string(), t.clone()))
                 .into_iter()
@@ -232,7 +278,7 @@ async fn carry_out(
             }) as Write<'_, _>
         })
         .collect();
-    let done: Vec<BTreeMap<String, Trial>> = stream::iter(writes)
+    let done: Vec<BTreeMap<String, Arc<Trial>>> = stream::iter(writes)
         .buffer_unordered(scope.ctx.writers.max(1))
         .try_collect()
         .await?;
@@ -247,7 +293,7 @@ async fn carry_out(
 /// those only: with a thousand trials running, most reconciliations read it for none.)
 async fn reached_targets(
     scope: &Scope<'_>,
-    trials: &[Trial],
+    trials: &[Arc<Trial>],
     jobs: &[Arc<Job>],
 ) -> Result<BTreeMap<String, Reached>, Error> {
     let steps = scope.exp.spec.steps;
@@ -298,4 +344,23 @@ async fn cleanup(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::
         tracing::info!(experiment = %name, store = %exp.spec.store, "deleted the experiment's objects in the store");
     }
     Ok(controller::Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_trials;
+
+    #[test]
+    fn a_look_keeps_every_item_of_its_first_trials_in_order_and_says_when_it_left_some() {
+        let items = vec![("a", 1), ("b", 1), ("a", 2), ("c", 1), ("b", 2), ("d", 1)];
+        let mut kept = items.clone();
+        assert!(first_trials(&mut kept, 2, |i| i.0));
+        assert_eq!(kept, vec![("a", 1), ("b", 1), ("a", 2), ("b", 2)]);
+        let mut all = items.clone();
+        assert!(!first_trials(&mut all, 4, |i| i.0), "four trials fit");
+        assert_eq!(all, items);
+        let mut none = items;
+        assert!(first_trials(&mut none, 0, |i| i.0));
+        assert!(none.is_empty());
+    }
 }

@@ -5,7 +5,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch};
 use kube::runtime::events::{Event, EventType};
-use kube::ResourceExt;
 use orchestra_api::{ExperimentPhase, ExperimentStatus};
 
 use super::builders;
@@ -38,19 +37,64 @@ pub(super) async fn publish_event(
     }
 }
 
-async fn rank_from_store(scope: &Scope<'_>, plot: bool) -> Result<Leaderboard, Error> {
+/// Ranks the Experiment's trials, reading from the store only those that ended since the last
+/// ranking (what was read before is kept in the Experiment's memo).
+async fn rank_from_store(scope: &Scope<'_>) -> Result<Leaderboard, Error> {
+    let (memos, ns, name) = (&scope.ctx.memos, scope.ns.as_str(), scope.name.as_str());
+    let generation = scope.exp.metadata.generation.unwrap_or(0);
+    let mut read = memos.read_so_far(ns, name, generation);
     let exp = scope.exp.clone();
-    let dir = std::env::temp_dir().join(format!("orchestra-operator-{}-{}", scope.ns, scope.name));
-    with_store(&scope.exp.spec.store, move |store| {
-        let lb = results::leaderboard(store, &exp)?;
-        if plot {
-            if let Err(e) = results::write_leaderboard(store, &lb, &dir) {
-                tracing::warn!(experiment = %exp.name_any(), error = %e, "could not publish the leaderboard plot");
-            }
-        }
-        Ok(lb)
+    let (lb, read) = with_store(&scope.exp.spec.store, move |store| {
+        let lb = results::leaderboard_after(store, &exp, &mut read)?;
+        Ok((lb, read))
     })
-    .await
+    .await?;
+    memos.keep_read(ns, name, generation, read);
+    Ok(lb)
+}
+
+/// Whether a look draws the leaderboard's plot, and whether it waits for it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Plot {
+    No,
+    /// Drawn in a task of its own that the look does not wait for: at a thousand trials a plot
+    /// took a good part of a second.
+    Aside,
+    /// Drawn before the look ends: the Experiment ended, and whoever sees it ended finds its
+    /// final plot in the store.
+    Final,
+}
+
+/// Draws the leaderboard's plot into the store (as `Plot` says). Drawings of one Experiment
+/// take turns, and one started before another that already finished is dropped, so an older
+/// plot never replaces a newer one.
+async fn draw(scope: &Scope<'_>, lb: &Leaderboard, plot: Plot) {
+    if plot == Plot::No {
+        return;
+    }
+    let (turn, last) = scope.ctx.memos.next_drawing(&scope.ns, &scope.name);
+    let dir = std::env::temp_dir().join(format!("orchestra-operator-{}-{}", scope.ns, scope.name));
+    let (uri, lb) = (scope.exp.spec.store.clone(), lb.clone());
+    let drawing = async move {
+        let drawn = with_store(&uri, move |store| {
+            let mut last = last.lock().expect("a drawing does not panic");
+            if *last < turn {
+                results::write_leaderboard(store, &lb, &dir)?;
+                *last = turn;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = drawn {
+            tracing::warn!(store = %uri, error = %e, "could not publish the leaderboard plot");
+        }
+    };
+    match plot {
+        Plot::Final => drawing.await,
+        _ => {
+            tokio::spawn(drawing);
+        }
+    }
 }
 
 /// The five conditions for `phase`, keeping each one's transition time while its status holds.
@@ -142,16 +186,18 @@ pub(super) async fn reject_invalid(
 pub(super) async fn publish_leaderboard(
     scope: &Scope<'_>,
     rerank: bool,
-    plot: bool,
+    plot: Plot,
 ) -> Result<Leaderboard, Error> {
     let (memos, ns, exp) = (&scope.ctx.memos, scope.ns.as_str(), scope.name.as_str());
     let generation = scope.exp.metadata.generation.unwrap_or(0);
     let known = memos.ranking(ns, exp, generation);
     let lb = match known {
         // Unchanged, and published when it was ranked.
-        Some(lb) if !rerank && !plot => return Ok(lb),
-        _ => rank_from_store(scope, plot).await?,
+        Some(lb) if !rerank && plot == Plot::No => return Ok(lb),
+        Some(lb) if !rerank => lb,
+        _ => rank_from_store(scope).await?,
     };
+    draw(scope, &lb, plot).await;
     memos.remember_ranking(ns, exp, generation, &lb);
     let cms: Api<ConfigMap> = Api::namespaced(scope.ctx.client.clone(), &scope.ns);
     let (markdown, json) = (

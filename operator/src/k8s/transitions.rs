@@ -2,6 +2,7 @@
 //! trial becomes its status and its events, once.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
@@ -19,7 +20,7 @@ use crate::summary::shown_bpp;
 /// redrawn).
 pub(super) async fn record(
     scope: &Scope<'_>,
-    trials: &BTreeMap<String, Trial>,
+    trials: &BTreeMap<String, Arc<Trial>>,
     transition: &Transition,
 ) -> Result<(String, TrialStatus, bool), Error> {
     Ok(match transition {

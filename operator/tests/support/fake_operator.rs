@@ -16,13 +16,15 @@ use orchestra_operator::planner::PlannerConfig;
 use super::fake_api::FakeApi;
 
 /// A context whose client talks to `fake` (served until the handle is aborted); `writers`
-/// trials written at once (1 keeps the planner's order of requests).
+/// trials written at once (1 keeps the planner's order of requests), at most `per_look` trials
+/// recorded or started in one reconciliation.
 pub fn start(
     fake: &FakeApi,
     namespace: &str,
     now: Arc<AtomicU64>,
     restart_backoff: u64,
     writers: usize,
+    per_look: usize,
 ) -> (Arc<Context>, tokio::task::JoinHandle<()>) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let server = fake.clone().serve(handle);
@@ -48,6 +50,7 @@ pub fn start(
         },
         clock: Box::new(move || now.load(Ordering::SeqCst)),
         writers,
+        per_look,
         memos: Default::default(),
         caches: None,
     });
