@@ -28,9 +28,9 @@ fi
 # Debian's packages, through apt as root or passwordless sudo: Open MPI for data-parallel
 # training on CPUs (the worker's `mpi` feature; bindgen needs libclang), and what
 # scripts/cluster.sh runs (openssl for the certificates, curl for health checks, iproute2 for
-# the pod network).
+# the pod network), and headless Chromium with its WebDriver for the dashboard's browser test.
 mpi_pkgs=(libopenmpi-dev openmpi-bin libclang-dev)
-cluster_pkgs=(openssl curl iproute2)
+cluster_pkgs=(openssl curl iproute2 chromium chromium-driver)
 missing=()
 dpkg -s "${mpi_pkgs[@]}" >/dev/null 2>&1 || missing+=("${mpi_pkgs[@]}")
 for pkg in "${cluster_pkgs[@]}"; do
@@ -40,13 +40,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt=()
     if [ "$(id -u)" = 0 ]; then apt=(apt-get); elif sudo -n true 2>/dev/null; then apt=(sudo apt-get); fi
     if [ ${#apt[@]} -gt 0 ] && command -v apt-get >/dev/null; then
-        echo "setup: installing ${missing[*]} (MPI training on CPUs; the local control plane)"
+        echo "setup: installing ${missing[*]} (MPI training on CPUs; the local control plane; the browser test)"
         "${apt[@]}" update -qq
         DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq "${missing[@]}" >/dev/null
     else
         echo "setup: ${missing[*]} are missing and apt-get needs root: without MPI the worker is" \
              "built without it and the data-parallel tests are skipped; without openssl and curl" \
-             "scripts/cluster.sh cannot start; without iproute2 its pods have no network of their own" >&2
+             "scripts/cluster.sh cannot start; without iproute2 its pods have no network of their own;" \
+             "without chromium and chromium-driver the dashboard's browser test is skipped" >&2
     fi
 fi
 

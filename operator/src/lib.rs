@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod candidates;
 pub mod cluster_bench;
+pub mod dashboard;
 pub mod gpu_slots;
 pub mod k8s;
 pub mod local;

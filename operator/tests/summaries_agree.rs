@@ -5,13 +5,14 @@
 
 use std::collections::BTreeMap;
 
+mod support;
+
+use support::results::result;
+
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use orchestra_api::{
-    ExperimentSpec, ParamCounts, RateScores, SegmentationScores, Timings, Trial, TrialPhase, TrialResult,
-    TrialStatus,
-};
+use orchestra_api::{ExperimentSpec, Trial, TrialPhase, TrialStatus};
 use orchestra_operator::candidates::candidates;
 use orchestra_operator::k8s::observe::{format_time, observe};
 use orchestra_operator::leaderboard::rank;
@@ -23,36 +24,6 @@ use orchestra_store::layout::TrialKeys;
 use orchestra_store::Store;
 
 const NOW: u64 = 1_000_000;
-
-fn result(
-    experiment: &str,
-    trial: &str,
-    spec: &orchestra_api::TrialSpec,
-    dice: f64,
-    bpp: f64,
-) -> TrialResult {
-    TrialResult {
-        experiment: experiment.into(),
-        trial: trial.into(),
-        variant: spec.variant,
-        steps: spec.steps,
-        scores: SegmentationScores {
-            dice,
-            iou: dice * 0.8,
-            dice_per_class: vec![dice],
-            iou_per_class: vec![dice * 0.8],
-            images: 8,
-        },
-        rate: Some(RateScores {
-            bpp: Some(bpp),
-            ..RateScores::estimated(192, 0.0117, bpp * 0.9)
-        }),
-        source_bits_per_pixel: 24.0,
-        params: ParamCounts::default(),
-        timings: Timings::default(),
-        hyper: spec.hyper.clone(),
-    }
-}
 
 #[test]
 fn the_local_runner_and_the_operator_summarise_one_fixture_alike() {

@@ -11,25 +11,35 @@ use plotters::prelude::*;
 use crate::figure::{draw_legend, Figure};
 use crate::leaderboard::Leaderboard;
 
-fn colour(v: Variant) -> RGBColor {
+/// Each variant's colour, from Okabe and Ito's palette (told apart with the common forms of
+/// colour blindness); the dashboard draws with the same.
+pub fn variant_rgb(v: Variant) -> (u8, u8, u8) {
     match v {
-        Variant::D1 => RGBColor(117, 117, 117),
-        Variant::D2 => RGBColor(31, 119, 180),
-        Variant::D3 => RGBColor(44, 160, 44),
-        Variant::D4 => RGBColor(214, 39, 40),
+        Variant::D1 => (0, 114, 178),
+        Variant::D2 => (230, 159, 0),
+        Variant::D3 => (0, 158, 115),
+        Variant::D4 => (204, 121, 167),
     }
 }
 
+fn colour(v: Variant) -> RGBColor {
+    let (r, g, b) = variant_rgb(v);
+    RGBColor(r, g, b)
+}
+
+/// The baselines' colours: the rest of Okabe and Ito's palette.
+pub const BASELINE_RGB: [(u8, u8, u8); 4] = [(0, 0, 0), (213, 94, 0), (86, 180, 233), (240, 228, 66)];
+
 const BASELINE_COLOURS: [RGBColor; 4] = [
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(23, 190, 207),
+    RGBColor(BASELINE_RGB[0].0, BASELINE_RGB[0].1, BASELINE_RGB[0].2),
+    RGBColor(BASELINE_RGB[1].0, BASELINE_RGB[1].1, BASELINE_RGB[1].2),
+    RGBColor(BASELINE_RGB[2].0, BASELINE_RGB[2].1, BASELINE_RGB[2].2),
+    RGBColor(BASELINE_RGB[3].0, BASELINE_RGB[3].1, BASELINE_RGB[3].2),
 ];
 
 /// The x axis: every positive rate of the trials and the baselines with room on both sides (a
 /// decade at least), or 0.001-1 bpp when there is none.
-fn bpp_range(lb: &Leaderboard) -> (f64, f64) {
+pub fn bpp_range(lb: &Leaderboard) -> (f64, f64) {
     let bpps: Vec<f64> = lb
         .entries
         .iter()
@@ -47,7 +57,7 @@ fn bpp_range(lb: &Leaderboard) -> (f64, f64) {
 
 /// The y axis: every Dice of the trials and the baselines with a tenth of their span on either
 /// side (the span at least 0.05), within 0-1; 0-1 when there is none.
-fn dice_range(lb: &Leaderboard) -> (f64, f64) {
+pub fn dice_range(lb: &Leaderboard) -> (f64, f64) {
     let dice: Vec<f64> = lb
         .entries
         .iter()
@@ -65,7 +75,7 @@ fn dice_range(lb: &Leaderboard) -> (f64, f64) {
 }
 
 /// The Pareto front's trials as (bpp, Dice).
-fn front_points(lb: &Leaderboard) -> Vec<(f64, f64)> {
+pub fn front_points(lb: &Leaderboard) -> Vec<(f64, f64)> {
     lb.front
         .iter()
         .filter_map(|t| lb.entries.iter().find(|e| &e.trial == t))
@@ -75,7 +85,7 @@ fn front_points(lb: &Leaderboard) -> Vec<(f64, f64)> {
 
 /// The attainable region's edge through `front`: from each point right at its Dice until a rate
 /// that buys more, then up; on to `right` at the best Dice.
-fn staircase(front: &[(f64, f64)], right: f64) -> Vec<(f64, f64)> {
+pub fn staircase(front: &[(f64, f64)], right: f64) -> Vec<(f64, f64)> {
     let mut pts = front.to_vec();
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut out: Vec<(f64, f64)> = Vec::with_capacity(2 * pts.len() + 1);

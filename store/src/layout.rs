@@ -87,6 +87,13 @@ impl ExperimentKeys {
         self.trial_of(key, STOPPED)
     }
 
+    /// The trial whose folder `key` lies in (`<experiment>/<trial>/...`), if it lies in one.
+    pub fn trial_of_object<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let rest = key.strip_prefix(self.name.as_str())?.strip_prefix('/')?;
+        let (trial, object) = rest.split_once('/')?;
+        (!trial.is_empty() && !object.is_empty()).then_some(trial)
+    }
+
     fn trial_of<'k>(&self, key: &'k str, object: &str) -> Option<&'k str> {
         key.strip_prefix(self.name.as_str())?
             .strip_prefix('/')?
@@ -188,6 +195,15 @@ impl TrialKeys {
         let rest = key.strip_prefix(self.base.as_str())?.strip_prefix('/')?;
         let (dir, object) = rest.split_once('/')?;
         Self::parse_checkpoint_dir(dir).filter(|_| !object.is_empty())
+    }
+
+    /// The step of the rung record `key` is, if it is one of this trial's.
+    pub fn rung_step_of(&self, key: &str) -> Option<u64> {
+        let name = key
+            .strip_prefix(&self.rungs())?
+            .strip_prefix('/')?
+            .strip_suffix(".json")?;
+        Self::parse_checkpoint_dir(name)
     }
 
     /// The prefix of the checkpoint at `step`.
@@ -336,6 +352,27 @@ mod tests {
             t.checkpoint_state(12),
             "sweep/sweep-d4-000/step-00000012/state.json"
         );
+    }
+
+    #[test]
+    fn an_objects_trial_and_a_rungs_step_parse_back() {
+        let e = ExperimentKeys::new("sweep");
+        let t = e.trial("a");
+        for key in [t.result(), t.weights(3), t.rung(40), t.events(1, 0)] {
+            assert_eq!(e.trial_of_object(&key), Some("a"), "{key}");
+        }
+        for other in [
+            e.spec(),
+            e.leaderboard("png"),
+            "sweep2/a/result.json".into(),
+            "sweep//x".into(),
+        ] {
+            assert_eq!(e.trial_of_object(&other), None, "{other}");
+        }
+        assert_eq!(t.rung_step_of(&t.rung(40)), Some(40));
+        for other in [t.result(), t.weights(40), "sweep/a/rungs/step-x.json".into()] {
+            assert_eq!(t.rung_step_of(&other), None, "{other}");
+        }
     }
 
     #[test]

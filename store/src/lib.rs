@@ -73,6 +73,16 @@ fn runtime(uri: &str) -> Result<tokio::runtime::Runtime, StoreError> {
         })
 }
 
+/// One object of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Relative to the store's root.
+    pub key: String,
+    pub size: u64,
+    /// When it was last written, in milliseconds since the Unix epoch.
+    pub written_ms: i64,
+}
+
 impl Store {
     /// Opens `file:///abs/path` (created if missing), `memory://name`, or `s3://bucket/prefix`,
     /// `gs://bucket/prefix`, `az://container/prefix`.
@@ -217,6 +227,12 @@ impl Store {
 
     /// Keys (relative to the store's root) of every object under `prefix`.
     pub fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.list_objects(prefix)?.into_iter().map(|o| o.key).collect())
+    }
+
+    /// Every object under `prefix` with its size and time of writing, in key order (a listing
+    /// that also tells when an object was written again, as a progress record is).
+    pub fn list_objects(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let path = self.path(prefix);
         let metas: Vec<object_store::ObjectMeta> = self
             .rt
@@ -224,19 +240,24 @@ impl Store {
             .map_err(|e| self.io("list", prefix, e))?;
         // Keys relative to the store's root, as every other call takes them.
         let root = self.root.to_string();
-        let mut keys: Vec<String> = metas
+        let mut objects: Vec<ObjectInfo> = metas
             .into_iter()
-            .map(|m| m.location.to_string())
-            .map(|k| {
-                if root.is_empty() {
+            .map(|m| {
+                let k = m.location.to_string();
+                let key = if root.is_empty() {
                     k
                 } else {
                     k.strip_prefix(&format!("{root}/")).map(String::from).unwrap_or(k)
+                };
+                ObjectInfo {
+                    key,
+                    size: m.size,
+                    written_ms: m.last_modified.timestamp_millis(),
                 }
             })
             .collect();
-        keys.sort();
-        Ok(keys)
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
     }
 
     /// Deletes every object under `prefix`.

@@ -64,6 +64,15 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Serve the dashboard of a run folder or of every Experiment in a store: the front, every
+    /// trial and its curves, live while `orchestra run` works (read-only).
+    Dashboard {
+        /// A run folder (runs/<name>) or a store URI (file:///..., s3://...).
+        source: String,
+        /// Where to listen (127.0.0.1 keeps it to this machine).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+    },
     /// Time the planner and the leaderboard on synthetic sweeps (see `make bench`).
     BenchPlanner {
         #[arg(long, default_value_t = 10_000)]
@@ -147,6 +156,7 @@ fn run(command: Command) -> Result<()> {
             Duration::from_secs_f64(progress_every.clamp(0.0, 86_400.0)),
         ),
         Command::Validate { file } => validate(&file),
+        Command::Dashboard { source, addr } => dashboard(&source, addr),
         Command::BenchPlanner { trials, out } => bench_planner(trials, out),
         Command::BenchCluster { config, out } => bench_cluster(&config, &out),
         Command::BenchSearch {
@@ -167,6 +177,23 @@ fn run(command: Command) -> Result<()> {
             out,
         } => leaderboard(&source, experiment, out),
     }
+}
+
+/// Serves the dashboard until Ctrl-C.
+fn dashboard(source: &str, addr: std::net::SocketAddr) -> Result<()> {
+    let source = orchestra_operator::dashboard::StoreSource::open(source).map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "dashboard of {} on http://{addr}/ (Ctrl-C stops it)",
+        source.uri()
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--addr {addr}"))?;
+        orchestra_operator::dashboard::serve(listener, std::sync::Arc::new(source)).await?;
+        Ok(())
+    })
 }
 
 /// Runs an Experiment on this machine until it finishes or Ctrl-C (then the same command resumes).
