@@ -115,15 +115,7 @@ mod tests {
             }]
         );
         assert_eq!(m.problems.len(), 2, "{:?}", m.problems);
-        assert!(
-            m.problems[0].starts_with("metrics.jsonl line 5:"),
-            "{:?}",
-            m.problems
-        );
-        assert!(
-            m.problems[1].starts_with("metrics.jsonl line 6: neither"),
-            "{:?}",
-            m.problems
-        );
+        assert!(m.problems[0].starts_with("line 5:"), "{:?}", m.problems);
+        assert!(m.problems[1].starts_with("line 6: neither"), "{:?}", m.problems);
     }
 }
