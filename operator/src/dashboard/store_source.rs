@@ -147,9 +147,9 @@ impl StoreSource {
         };
         let keys = TrialKeys::new(experiment, trial);
         let listing = self.store.list_objects(keys.prefix())?;
-        let metrics = self.read_object(&listing, &keys.metrics())?;
+        let metrics = self.read_listed(&listing, &keys.metrics())?;
         let latest = self
-            .read_object(&listing, &keys.latest())?
+            .read_listed(&listing, &keys.latest())?
             .and_then(|b| TrialKeys::parse_checkpoint_dir(&String::from_utf8_lossy(&b)));
         let mut checkpoints: BTreeMap<u64, u64> = BTreeMap::new();
         for o in &listing {
@@ -357,16 +357,14 @@ impl StoreSource {
         }
     }
 
-    /// An object of a listing, from what was read before when its size and time are the same.
-    fn read_listed(&self, listing: &[&ObjectInfo], key: &str) -> Result<Option<Bytes>, StoreError> {
-        let Some(info) = listing.iter().find(|o| o.key == key) else {
-            return Ok(None);
-        };
-        self.read_info(info)
-    }
-
-    fn read_object(&self, listing: &[ObjectInfo], key: &str) -> Result<Option<Bytes>, StoreError> {
-        match listing.iter().find(|o| o.key == key) {
+    /// An object of a listing (of objects or of references to them), from what was read before
+    /// when its size and time are the same.
+    fn read_listed<O: std::borrow::Borrow<ObjectInfo>>(
+        &self,
+        listing: &[O],
+        key: &str,
+    ) -> Result<Option<Bytes>, StoreError> {
+        match listing.iter().map(|o| o.borrow()).find(|o| o.key == key) {
             Some(info) => self.read_info(info),
             None => Ok(None),
         }
