@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use orchestra_store::layout::TrialKeys;
 use serde_json::Value;
-use support::cluster::{self, run_experiment, Cluster, Operator};
+use support::cluster::{self, free_address, http_get as get, run_experiment, Cluster, Operator};
 use support::local_gang::{metrics_lines, read_text, run_local_ranks};
 use support::s3::S3;
 
@@ -69,6 +69,7 @@ fn manifests_examples_and_the_helm_chart_install_on_a_real_api_server() {
     for want in [
         "deployment.apps/orchestra-operator",
         "service/orchestra-operator",
+        "service/orchestra-dashboard",
         "serviceaccount/orchestra-operator",
     ] {
         assert!(
@@ -81,6 +82,28 @@ fn manifests_examples_and_the_helm_chart_install_on_a_real_api_server() {
             .iter()
             .any(|n| n.starts_with("clusterrole.rbac.authorization.k8s.io/")),
         "{installed:?}"
+    );
+    // The dashboard: a Service by default, an Ingress only when asked for, and then one the
+    // real server accepts.
+    assert!(!rendered.contains("kind: Ingress"), "no Ingress by default");
+    let exposed = c.helm(&[
+        "template",
+        "orchestra",
+        &chart,
+        "--namespace",
+        "e2e-helm",
+        "--set",
+        "dashboard.ingress.enabled=true,dashboard.ingress.className=nginx",
+    ]);
+    assert!(exposed.contains("kind: Ingress"), "{exposed}");
+    let dry = c.kubectl_stdin(
+        &["-n", "e2e-helm", "apply", "--dry-run=server", "-f", "-"],
+        Some(&exposed),
+    );
+    assert!(
+        dry.status.success(),
+        "the real API server refused the Ingress: {}",
+        String::from_utf8_lossy(&dry.stderr)
     );
     c.helm(&["uninstall", "orchestra", "--namespace", "e2e-helm", "--wait"]);
     let left = names(
@@ -162,7 +185,17 @@ fn a_sweep_trains_through_real_jobs_and_deletion_leaves_nothing_behind() {
     let c = cluster::shared();
     let ns = c.namespace("e2e-sweep");
     let s3 = S3::start(c, &ns, "runs");
-    let operator = Operator::start(c, &ns, &s3.creds());
+    let dashboard = free_address();
+    let operator = Operator::start_named(
+        c,
+        &ns,
+        &s3.creds(),
+        &format!("operator-{ns}"),
+        &["--dashboard-addr", &dashboard],
+    );
+    let before = c.wait_for("the dashboard to answer", Duration::from_secs(60), || {
+        get(&dashboard, "/api/version").ok()
+    });
     let status = run_experiment(c, &ns, SWEEP, "quick", &operator, Duration::from_secs(900));
     assert_eq!(status["trialsSucceeded"], 4, "{status}");
 
@@ -259,6 +292,8 @@ fn a_sweep_trains_through_real_jobs_and_deletion_leaves_nothing_behind() {
         );
     }
 
+    the_dashboard_shows_the_cluster(&dashboard, &ns, &before, &trials);
+
     // Deletion: the finalizer cleans the store, the garbage collector the owned objects.
     c.kubectl_ok(&["-n", &ns, "delete", "experiment", "quick", "--wait=false"]);
     c.wait_for(
@@ -283,6 +318,52 @@ fn a_sweep_trains_through_real_jobs_and_deletion_leaves_nothing_behind() {
     let stored = s3.store("s3://runs/quick").1.list("").unwrap();
     assert!(stored.is_empty(), "cleanupStore left {stored:?}");
     drop(operator);
+}
+
+/// The operator's dashboard (`--dashboard-addr`) after the sweep: phases, attempts, scores and
+/// events from the cluster, checkpoints and the model from the store (S3, with the operator's
+/// credentials), and a version that moved while the sweep ran (what an open page polls).
+fn the_dashboard_shows_the_cluster(addr: &str, ns: &str, before: &str, trials: &[Value]) {
+    let after = get(addr, "/api/version").unwrap();
+    assert_ne!(before, after, "the version moved while the sweep ran");
+    let list = get(addr, "/").unwrap();
+    assert!(
+        list.contains(">quick</a>") && list.contains("Succeeded") && list.contains("4/4"),
+        "{list}"
+    );
+    let page = get(addr, &format!("/ns/{ns}/experiments/quick/")).unwrap();
+    for t in trials {
+        let name = t["metadata"]["name"].as_str().unwrap();
+        let dice = t["status"]["result"]["scores"]["dice"].as_f64().unwrap();
+        let row = page
+            .split("<tr")
+            .find(|r| r.contains(&format!("trials/{name}/")))
+            .unwrap_or_else(|| panic!("no row for {name}"));
+        assert!(row.contains(&format!("{dice:.4}")), "{name}: Dice {dice}: {row}");
+    }
+    assert!(page.contains("id=\"conditions\""), "the Experiment's conditions");
+    assert!(page.contains("TrialStarted"), "the Experiment's events: {page}");
+    assert!(!page.contains("What is wrong"), "{page}");
+    let name = trials[0]["metadata"]["name"].as_str().unwrap();
+    let trial = get(addr, &format!("/ns/{ns}/experiments/quick/trials/{name}/")).unwrap();
+    assert!(
+        trial.contains("Attempts and restarts") && trial.contains(&format!("{name}: 1 worker(s)")),
+        "the trial's history from its events: {trial}"
+    );
+    assert!(
+        trial.contains("<th scope=\"row\">12</th>"),
+        "the last checkpoint: {trial}"
+    );
+    assert!(!trial.contains("What is wrong"), "{trial}");
+    let model = ureq::get(&format!(
+        "http://{addr}/ns/{ns}/experiments/quick/trials/{name}/model"
+    ))
+    .call()
+    .unwrap()
+    .body_mut()
+    .read_to_vec()
+    .unwrap();
+    assert!(model.len() > 1000, "the model file: {} bytes", model.len());
 }
 
 const GANG: &str = "apiVersion: orchestra.dev/v1alpha1

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use orchestra_store::layout::TrialKeys;
 use serde_json::Value;
-use support::cluster::{self, wait_for_experiment, Cluster, Layout, Operator};
+use support::cluster::{self, free_address, http_get, wait_for_experiment, Cluster, Layout, Operator};
 use support::gang_watch::GangWatch;
 use support::local_gang::{metrics_lines, read_text, run_local_ranks};
 use support::s3::S3;
@@ -343,7 +343,8 @@ fn the_follower_writes_nothing_until_the_leader_dies_then_finishes_the_experimen
     let (c, _turn) = turn();
     let ns = c.namespace("faults-leader");
     let s3 = S3::start(c, &ns, "leader");
-    let replica = |identity: &str| {
+    let dashboards = [free_address(), free_address()];
+    let replica = |identity: &str, dashboard: &str| {
         Operator::start_named(
             c,
             &ns,
@@ -355,6 +356,8 @@ fn the_follower_writes_nothing_until_the_leader_dies_then_finishes_the_experimen
                 &ns,
                 "--identity",
                 identity,
+                "--dashboard-addr",
+                dashboard,
             ],
         )
     };
@@ -372,17 +375,30 @@ fn the_follower_writes_nothing_until_the_leader_dies_then_finishes_the_experimen
         .success()
         .then(|| c.get_json(&ns, "lease/orchestra-operator-leader")["spec"]["holderIdentity"].clone())
     };
-    let mut a = replica("replica-a");
+    let mut a = replica("replica-a", &dashboards[0]);
     c.wait_for("replica-a to lead", Duration::from_secs(60), || {
         (holder()? == "replica-a").then_some(())
     });
-    let mut b = replica("replica-b");
+    let mut b = replica("replica-b", &dashboards[1]);
     assert!(c
         .apply(&ns, &experiment("leader", "D1, D4", 60, 1, 1))
         .status
         .success());
     wait_for_checkpoints(c, &s3, &ns, "leader", 1);
     assert!(b.running(), "the follower exited: see {}", b.log.display());
+    // Both replicas serve the dashboard (a Service sends readers to either): the follower over
+    // watches of its own, which see the leader's work.
+    let page = format!("/ns/{ns}/experiments/leader/");
+    for d in &dashboards {
+        c.wait_for(
+            "each replica's dashboard to show the Experiment running",
+            Duration::from_secs(60),
+            || {
+                let p = http_get(d, &page).ok()?;
+                (p.contains("Running</span></h1>") && p.contains("trials/leader-d1-000/")).then_some(())
+            },
+        );
+    }
     let written_by = |identity: &str| -> Vec<Value> {
         c.audited_writes(&ns)
             .into_iter()
@@ -413,6 +429,17 @@ fn the_follower_writes_nothing_until_the_leader_dies_then_finishes_the_experimen
     );
     let status = wait_for_experiment(c, &ns, "leader", &b, Duration::from_secs(600));
     assert_eq!(status["trialsSucceeded"], 2, "{status}");
+    // The new leader serves on the same socket, now over its controller's caches.
+    c.wait_for(
+        "the new leader's dashboard to show the end",
+        Duration::from_secs(30),
+        || {
+            http_get(&dashboards[1], &page)
+                .ok()?
+                .contains("Succeeded</span></h1>")
+                .then_some(())
+        },
+    );
     let after: Vec<String> = written_by("replica-b")
         .iter()
         .map(|e| format!("{} {}", e["verb"], e["objectRef"]["resource"]))

@@ -91,6 +91,7 @@ fn rbac_grants_exactly_what_the_reconciler_uses() {
         "/configmaps patch",
         "events.k8s.io/events create",
         "events.k8s.io/events patch",
+        "events.k8s.io/events list",
         "coordination.k8s.io/leases get",
         "coordination.k8s.io/leases create",
         "coordination.k8s.io/leases update",

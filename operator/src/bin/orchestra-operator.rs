@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Parser;
+use orchestra_operator::dashboard;
 use orchestra_operator::k8s::builders::GangConfig;
 use orchestra_operator::k8s::controller::{self, preflight, Options};
 use orchestra_operator::k8s::leader::{self, LeaseOptions};
@@ -44,6 +45,10 @@ struct Args {
     /// Address of /metrics and /healthz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
+    /// Serve the dashboard (read-only) on this address, e.g. 0.0.0.0:8081: the Experiments, their
+    /// fronts, trials and curves, live.
+    #[arg(long, env = "DASHBOARD_ADDR")]
+    dashboard_addr: Option<SocketAddr>,
     /// Elect a leader through a Lease so that only one replica acts.
     #[arg(long)]
     leader_election: bool,
@@ -68,6 +73,24 @@ fn user_agent(identity: &str) -> String {
     format!("orchestra-operator/{} ({printable})", env!("CARGO_PKG_VERSION"))
 }
 
+/// The dashboard of a replica that waits for the lease, on a copy of the socket (the replica
+/// serves on the socket itself once it acts and this task is aborted).
+fn waiting_dashboard(
+    socket: &std::net::TcpListener,
+    client: &kube::Client,
+    namespace: Option<&str>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::from_std(socket.try_clone()?)?;
+    let (source, watches) = dashboard::ClusterSource::watching(client.clone(), namespace);
+    Ok(tokio::spawn(async move {
+        let serve = dashboard::serve(listener, Arc::new(source));
+        let (_, served) = tokio::join!(watches, serve);
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the dashboard stopped");
+        }
+    }))
+}
+
 #[tokio::main]
 async fn main() {
     if let Err(e) = run(Args::parse()).await {
@@ -76,21 +99,22 @@ async fn main() {
     }
 }
 
-async fn run(args: Args) -> Result<()> {
+fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(|| orchestra_api::RedactingStderr);
-    if args.log_json {
+    if json {
         logs.json().init();
     } else {
         logs.init();
     }
-    let identity = args.identity.clone().unwrap_or_else(|| {
-        std::env::var("HOSTNAME").unwrap_or_else(|_| format!("orchestra-operator-{}", std::process::id()))
-    });
+}
+
+/// A client of the cluster this runs in or beside, naming this replica in its User-Agent.
+async fn connect(identity: &str) -> Result<kube::Client> {
     // The client's error quotes the kubeconfig's offending lines (tokens included): shown
     // once, redacted.
     let unreachable = |e: &dyn std::fmt::Display| {
@@ -104,9 +128,17 @@ async fn run(args: Args) -> Result<()> {
     // names itself there).
     config.headers.push((
         http::header::USER_AGENT,
-        http::HeaderValue::from_str(&user_agent(&identity))?,
+        http::HeaderValue::from_str(&user_agent(identity))?,
     ));
-    let client = kube::Client::try_from(config).map_err(|e| unreachable(&e))?;
+    kube::Client::try_from(config).map_err(|e| unreachable(&e))
+}
+
+async fn run(args: Args) -> Result<()> {
+    init_logs(args.log_json);
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::env::var("HOSTNAME").unwrap_or_else(|_| format!("orchestra-operator-{}", std::process::id()))
+    });
+    let client = connect(&identity).await?;
     preflight(&client, args.namespace.as_deref()).await?;
     let metrics = Arc::new(Metrics::default());
     let server = tokio::spawn(server::serve(args.metrics_addr, metrics.clone()));
@@ -119,9 +151,28 @@ async fn run(args: Args) -> Result<()> {
         duration: Duration::from_secs(15),
         renew_every: Duration::from_secs(5),
     };
+    // Bound at the start, so that a taken or wrong address fails it. Every replica serves the
+    // dashboard (a Service may send a reader to any): one that waits for the lease over watches
+    // of its own, the one that acts over its controller's.
+    let dashboard = match args.dashboard_addr {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| anyhow::anyhow!("--dashboard-addr {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     if args.leader_election {
+        let waiting = match &dashboard {
+            Some(socket) => Some(waiting_dashboard(socket, &client, args.namespace.as_deref())?),
+            None => None,
+        };
         leader::acquire(&client, &lease).await;
+        if let Some(w) = waiting {
+            w.abort();
+        }
     }
+    let dashboard = dashboard.map(tokio::net::TcpListener::from_std).transpose()?;
     let opts = Options {
         namespace: args.namespace.clone(),
         gang: GangConfig {
@@ -134,6 +185,7 @@ async fn run(args: Args) -> Result<()> {
             ..Default::default()
         },
         instance: identity,
+        dashboard,
     };
     tracing::info!(namespace = ?args.namespace, worker_image = %args.worker_image, "operator started");
     let run = controller::run(client.clone(), opts, metrics);

@@ -9,16 +9,18 @@
 
 mod assets;
 mod charts;
+mod cluster_source;
 mod metrics_file;
 mod pages;
 mod server;
 mod store_source;
 mod view;
 
+pub use cluster_source::ClusterSource;
 pub use metrics_file::{metrics_file, MetricsFile};
 pub use server::{router, serve, Source};
 pub use store_source::StoreSource;
-pub use view::{ExperimentView, TrialPage, TrialView};
+pub use view::{ExperimentList, ExperimentView, TrialPage, TrialView};
 
 use orchestra_api::TrialPhase;
 use orchestra_store::layout::TrialKeys;
@@ -92,6 +94,7 @@ pub fn trial_page(
         checkpoints,
         spec_yaml,
         log_tail,
+        history: Vec::new(),
         problems,
         row,
     }

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use orchestra_api::TrialPhase;
 
 use super::charts::{self, html_escape as esc, variant_colour};
-use super::view::{by_phase, ExperimentView, TrialPage, TrialView};
+use super::view::{by_phase, EventView, ExperimentList, ExperimentView, TrialPage, TrialView};
 
 /// Numbers as every page shows them (the browser test reads them back this way).
 pub fn dice(v: f64) -> String {
@@ -72,12 +72,14 @@ pub fn page(
 /// The Experiments: name, phase, trials by phase, progress, best under the budget, the front's
 /// hypervolume and age; filtered by namespace and phase.
 pub fn experiments(
-    views: &[ExperimentView],
+    list: &ExperimentList,
     namespace: Option<&str>,
     phase: Option<&str>,
     now_ms: i64,
 ) -> String {
+    let views = &list.views;
     let mut s = String::from("<h1>Experiments</h1>");
+    problems(&mut s, &list.problems);
     s.push_str(&filters(views, namespace, phase));
     let shown: Vec<&ExperimentView> = views
         .iter()
@@ -427,19 +429,8 @@ fn conditions(s: &mut String, v: &ExperimentView) {
         s.push_str("</tbody></table>");
     }
     if !v.events.is_empty() {
-        s.push_str("<h3>Recent events</h3><ul class=\"events\">");
-        for e in v.events.iter().take(20) {
-            let _ = write!(
-                s,
-                "<li><strong>{}</strong> {}: {}{}</li>",
-                esc(&e.kind),
-                esc(&e.reason),
-                esc(&e.note),
-                e.age_s
-                    .map_or(String::new(), |a| format!(" ({} ago)", duration(a as f64)))
-            );
-        }
-        s.push_str("</ul>");
+        s.push_str("<h3>Recent events</h3>");
+        event_list(s, &v.events, "events");
     }
     s.push_str("</section>");
 }
@@ -474,6 +465,7 @@ pub fn trial(v: &ExperimentView, p: &TrialPage) -> String {
         opt(t.seconds, duration),
         esc(t.message.as_deref().unwrap_or("—"))
     );
+    history(&mut s, &p.history);
     if !t.rungs.is_empty() {
         s.push_str("<section aria-labelledby=\"h-rungs\"><h2 id=\"h-rungs\">Rungs reached</h2><table id=\"trial-rungs\"><thead><tr><th scope=\"col\">Step</th><th scope=\"col\">Dice</th><th scope=\"col\">bpp</th></tr></thead><tbody>");
         for r in &t.rungs {
@@ -497,6 +489,33 @@ pub fn trial(v: &ExperimentView, p: &TrialPage) -> String {
         );
     }
     s
+}
+
+/// Events as a list, the newest first, each with its kind, reason, note and age.
+fn event_list(s: &mut String, events: &[EventView], id: &str) {
+    let _ = write!(s, "<ul class=\"events\" id=\"{id}\">");
+    for e in events.iter().take(20) {
+        let _ = write!(
+            s,
+            "<li><strong>{}</strong> {}: {}{}</li>",
+            esc(&e.kind),
+            esc(&e.reason),
+            esc(&e.note),
+            e.age_s
+                .map_or(String::new(), |a| format!(" ({} ago)", duration(a as f64)))
+        );
+    }
+    s.push_str("</ul>");
+}
+
+/// A trial's starts, restarts, failed attempts and stops, with their reasons.
+fn history(s: &mut String, history: &[EventView]) {
+    if history.is_empty() {
+        return;
+    }
+    s.push_str("<section aria-labelledby=\"h-history\"><h2 id=\"h-history\">Attempts and restarts</h2>");
+    event_list(s, history, "history");
+    s.push_str("</section>");
 }
 
 fn checkpoints(s: &mut String, p: &TrialPage) {

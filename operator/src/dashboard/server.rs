@@ -16,12 +16,12 @@ use tokio::sync::watch;
 use super::assets::{css, JS};
 use super::pages;
 use super::store_source::StoreSource;
-use super::view::{ExperimentView, TrialPage};
+use super::view::{ExperimentList, ExperimentView, TrialPage};
 
 /// Where the pages' views come from. Blocking (stores are read synchronously): the server calls
 /// it off the async runtime.
 pub trait Source: Send + Sync + 'static {
-    fn experiments(&self) -> Result<Vec<ExperimentView>, String>;
+    fn experiments(&self) -> Result<ExperimentList, String>;
     fn experiment(&self, namespace: &str, name: &str) -> Result<Option<ExperimentView>, String>;
     fn trial(
         &self,
@@ -38,7 +38,7 @@ pub trait Source: Send + Sync + 'static {
 }
 
 impl Source for StoreSource {
-    fn experiments(&self) -> Result<Vec<ExperimentView>, String> {
+    fn experiments(&self) -> Result<ExperimentList, String> {
         StoreSource::experiments(self).map_err(|e| e.to_string())
     }
 
@@ -215,12 +215,12 @@ fn now_ms() -> i64 {
 
 async fn list(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
     let version = *app.version.borrow();
-    let views = match read(&app, |s| s.experiments()).await {
+    let list = match read(&app, |s| s.experiments()).await {
         Ok(v) => v,
         Err(r) => return r,
     };
     let main = pages::experiments(
-        &views,
+        &list,
         q.get("namespace").map(String::as_str),
         q.get("phase").map(String::as_str),
         now_ms(),

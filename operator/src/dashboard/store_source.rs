@@ -14,7 +14,7 @@ use orchestra_store::layout::{ExperimentKeys, TrialKeys, EXPERIMENT_FILE};
 use orchestra_store::{ObjectInfo, Store, StoreError};
 use serde::Deserialize;
 
-use super::view::{CheckpointView, ExperimentView, TrialPage, TrialView};
+use super::view::{CheckpointView, ExperimentList, ExperimentView, TrialPage, TrialView};
 use super::{metrics_file, trial_page};
 use crate::candidates::candidates;
 use crate::leaderboard::Leaderboard;
@@ -108,19 +108,19 @@ impl StoreSource {
         Ok(h.finish())
     }
 
-    /// Every Experiment in the store, by name.
-    pub fn experiments(&self) -> Result<Vec<ExperimentView>, StoreError> {
+    /// Every Experiment in the store, by name, and the specs that are not one.
+    pub fn experiments(&self) -> Result<ExperimentList, StoreError> {
         let listing = self.store.list_objects("")?;
         let names: Vec<&str> = listing
             .iter()
             .filter_map(|o| ExperimentKeys::experiment_of_spec(&o.key))
             .collect();
-        let mut out = Vec::new();
+        let mut out = ExperimentList::default();
         for name in names {
             let prefix = format!("{name}/");
             let objects: Vec<&ObjectInfo> = listing.iter().filter(|o| o.key.starts_with(&prefix)).collect();
-            if let Some(v) = self.experiment_view(name, &objects)? {
-                out.push(v);
+            if let Some(v) = self.experiment_view(name, &objects, &mut out.problems)? {
+                out.views.push(v);
             }
         }
         Ok(out)
@@ -130,7 +130,7 @@ impl StoreSource {
         let listing = self.store.list_objects(name)?;
         let prefix = format!("{name}/");
         let objects: Vec<&ObjectInfo> = listing.iter().filter(|o| o.key.starts_with(&prefix)).collect();
-        self.experiment_view(name, &objects)
+        self.experiment_view(name, &objects, &mut Vec::new())
     }
 
     /// One trial's page, with its metrics, checkpoints and spec.
@@ -142,10 +142,16 @@ impl StoreSource {
         let Some(view) = self.experiment(experiment)? else {
             return Ok(None);
         };
+        Ok(self.trial_of(&view, trial)?.map(|page| (view, page)))
+    }
+
+    /// The page of `trial`, a row of `view` (read from this store or from elsewhere): its
+    /// metrics and checkpoints from this store.
+    pub fn trial_of(&self, view: &ExperimentView, trial: &str) -> Result<Option<TrialPage>, StoreError> {
         let Some(row) = view.trials.iter().find(|t| t.name == trial).cloned() else {
             return Ok(None);
         };
-        let keys = TrialKeys::new(experiment, trial);
+        let keys = TrialKeys::new(&view.name, trial);
         let listing = self.store.list_objects(keys.prefix())?;
         let metrics = self.read_listed(&listing, &keys.metrics())?;
         let latest = self
@@ -169,14 +175,13 @@ impl StoreSource {
             .run
             .as_ref()
             .and_then(|r| log_tail(&r.join("logs").join(format!("{trial}.log")), 30));
-        let page = trial_page(
-            &view,
+        Ok(Some(trial_page(
+            view,
             row,
             metrics.as_deref().map(metrics_file),
             checkpoints,
             log_tail,
-        );
-        Ok(Some((view, page)))
+        )))
     }
 
     /// The latest checkpoint's weights of a trial: its model file.
@@ -198,10 +203,13 @@ impl StoreSource {
             .get(&ExperimentKeys::new(experiment).leaderboard(extension))
     }
 
+    /// The Experiment `name` from its objects; None when it has no spec, or a spec that does
+    /// not parse (said in `unreadable`).
     fn experiment_view(
         &self,
         name: &str,
         objects: &[&ObjectInfo],
+        unreadable: &mut Vec<String>,
     ) -> Result<Option<ExperimentView>, StoreError> {
         let keys = ExperimentKeys::new(name);
         let spec_key = keys.spec();
@@ -212,7 +220,9 @@ impl StoreSource {
         let experiment: Experiment = match serde_yaml::from_slice(&spec) {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!(key = %spec_key, error = %e, "not an Experiment");
+                unreadable.push(format!(
+                    "{spec_key}: not an Experiment, so {name} is not shown: {e}"
+                ));
                 return Ok(None);
             }
         };
@@ -484,6 +494,25 @@ mod tests {
         );
         assert_eq!(v.phase, "Running");
         assert!(s.experiment("nope").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_spec_that_is_not_an_experiment_is_listed_as_a_problem() {
+        let (_dir, s) = source();
+        s.store
+            .put("bad/experiment.yaml", "spec: [not, an, experiment")
+            .unwrap();
+        let list = s.experiments().unwrap();
+        assert_eq!(
+            list.views.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+            ["e"]
+        );
+        assert_eq!(list.problems.len(), 1, "{:?}", list.problems);
+        assert!(
+            list.problems[0].starts_with("bad/experiment.yaml: not an Experiment, so bad is not shown"),
+            "{:?}",
+            list.problems
+        );
     }
 
     #[test]

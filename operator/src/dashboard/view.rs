@@ -7,6 +7,14 @@ use orchestra_api::{Experiment, RungScore, TrialPhase, Variant};
 
 use crate::leaderboard::Leaderboard;
 
+/// The Experiments a source holds, and what it found that is not one (a spec that does not
+/// parse, a store that cannot be opened), named by where it is.
+#[derive(Clone, Debug, Default)]
+pub struct ExperimentList {
+    pub views: Vec<ExperimentView>,
+    pub problems: Vec<String>,
+}
+
 /// One Experiment as its pages show it.
 #[derive(Clone, Debug)]
 pub struct ExperimentView {
@@ -143,6 +151,9 @@ pub struct TrialPage {
     pub spec_yaml: String,
     /// The last lines of its log, where the runner keeps one.
     pub log_tail: Option<String>,
+    /// Its starts, restarts, failed attempts and stops with their reasons, the newest first,
+    /// where the runner records them (the operator's events).
+    pub history: Vec<EventView>,
     pub problems: Vec<String>,
 }
 

@@ -21,7 +21,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use orchestra_api::Trial;
 
 use super::names::LABEL_EXPERIMENT;
@@ -123,6 +123,18 @@ impl<K: Resource + Clone> WriteThrough<K> {
     }
 }
 
+/// One namespace or all of them, for every kind the operator watches.
+pub fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// The reconciler's caches and what it wrote ahead of them.
 pub struct Caches {
     trials: Store<Trial>,
@@ -160,6 +172,11 @@ impl Caches {
                 && self.pods.wait_until_ready().await.is_ok()
         };
         tokio::time::timeout(patience, all).await.unwrap_or(false)
+    }
+
+    /// The Trials as watched (for readers that do not write, such as the dashboard).
+    pub fn trials(&self) -> Store<Trial> {
+        self.trials.clone()
     }
 
     pub fn experiment(&self, namespace: &str, experiment: &str) -> Seen {

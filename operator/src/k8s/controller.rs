@@ -25,11 +25,12 @@ use kube::{Client, ResourceExt};
 use orchestra_api::{Experiment, Trial};
 
 use super::builders::GangConfig;
-use super::cache;
+use super::cache::{self, scoped};
 use super::context::Context;
 use super::metrics::Metrics;
 use super::names::{LABEL_EXPERIMENT, MANAGER};
 use super::reconcile::{error_policy, reconcile};
+use crate::dashboard::{self, ClusterSource};
 use crate::planner::PlannerConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -83,20 +84,11 @@ pub struct Options {
     pub planner: PlannerConfig,
     /// This replica's name, for events.
     pub instance: String,
+    /// Where to serve the dashboard (read-only, over the controller's own watches), if at all.
+    pub dashboard: Option<tokio::net::TcpListener>,
 }
 
 pub async fn run(client: Client, opts: Options, metrics: Arc<Metrics>) {
-    // One namespace or all of them, for every kind the controller watches.
-    fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        <K as kube::Resource>::DynamicType: Default,
-    {
-        match ns {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
     let ns = opts.namespace.as_deref();
     let experiments: Api<Experiment> = scoped(&client, ns);
     let trials: Api<Trial> = scoped(&client, ns);
@@ -109,6 +101,7 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<Metrics>) {
     };
     let ours = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
     let (caches, streams) = cache::watches(trials, jobs, pods, ours.clone());
+    let trial_store = caches.trials();
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
@@ -126,6 +119,14 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<Metrics>) {
         caches: Some(caches),
     });
     let (experiment_store, experiment_writer) = reflector::store();
+    let dashboard = opts.dashboard.map(|listener| {
+        let source = ClusterSource::new(experiment_store.clone(), trial_store, client.clone(), ns);
+        tokio::spawn(async move {
+            if let Err(e) = dashboard::serve(listener, Arc::new(source)).await {
+                tracing::error!(error = %e, "the dashboard stopped");
+            }
+        })
+    });
     let experiments = watcher(experiments, watcher::Config::default())
         .default_backoff()
         .reflect(experiment_writer)
@@ -146,4 +147,7 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<Metrics>) {
             }
         })
         .await;
+    if let Some(d) = dashboard {
+        d.abort();
+    }
 }

@@ -443,3 +443,17 @@ pub fn wait_for_experiment(
         (phase == "Succeeded").then(|| exp["status"].clone())
     })
 }
+
+/// A loopback address no one listens on now (for a server the test starts).
+pub fn free_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// The body of `http://{addr}{path}`; an error for a refused connection or a status >= 400.
+pub fn http_get(addr: &str, path: &str) -> Result<String, ureq::Error> {
+    ureq::get(&format!("http://{addr}{path}"))
+        .call()?
+        .body_mut()
+        .read_to_string()
+}
