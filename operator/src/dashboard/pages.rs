@@ -405,8 +405,22 @@ fn rung_ladder(s: &mut String, v: &ExperimentView) {
             opt(best, dice)
         );
     }
-    s.push_str("</tbody></table></section>");
+    s.push_str("</tbody></table>");
+    let decisions: Vec<EventView> = v
+        .events
+        .iter()
+        .filter(|e| SEARCH_DECISIONS.contains(&e.reason.as_str()))
+        .cloned()
+        .collect();
+    if !decisions.is_empty() {
+        s.push_str("<h3>Its decisions, the newest first</h3>");
+        event_list(s, &decisions, "decisions");
+    }
+    s.push_str("</section>");
 }
+
+/// The reasons of the events in which the search promotes or stops a trial at a rung.
+const SEARCH_DECISIONS: [&str; 2] = ["TrialPromoted", "TrialStoppedEarly"];
 
 fn conditions(s: &mut String, v: &ExperimentView) {
     s.push_str("<section aria-labelledby=\"h-state\"><h2 id=\"h-state\">Conditions and events</h2>");
@@ -556,6 +570,49 @@ mod tests {
         assert_eq!(duration(42.4), "42 s");
         assert_eq!(duration(185.0), "3 min 05 s");
         assert_eq!(duration(3725.0), "1 h 02 min");
+    }
+
+    #[test]
+    fn the_search_shows_its_rungs_and_its_decisions_with_their_times() {
+        let experiment: orchestra_api::Experiment = serde_yaml::from_str(
+            "apiVersion: orchestra.dev/v1alpha1\nkind: Experiment\nmetadata: { name: e }\nspec:\n  dataset: synthetic://lesion\n  model: { inputSize: 64 }\n  variants: [D4]\n  search: { lambdaRate: { type: uniform, min: 0.1, max: 1.0 } }\n  algorithm: { type: asha, samples: 3, eta: 3, minSteps: 10 }\n  steps: 90\n  store: memory://\n",
+        )
+        .unwrap();
+        let event = |reason: &str, note: &str, age_s| EventView {
+            kind: "Normal".into(),
+            reason: reason.into(),
+            note: note.into(),
+            age_s: Some(age_s),
+        };
+        let v = ExperimentView {
+            namespace: "ns".into(),
+            name: "e".into(),
+            experiment,
+            phase: "Running".into(),
+            message: None,
+            conditions: Vec::new(),
+            events: vec![
+                event("TrialStoppedEarly", "e-d4-001: below the top third at step 10", 5),
+                event("TrialStarted", "e-d4-002: 1 worker(s)", 20),
+                event("TrialPromoted", "e-d4-000: continues to step 30", 65),
+            ],
+            trials: Vec::new(),
+            total: 3,
+            leaderboard: None,
+            created_ms: None,
+            phase_source: None,
+            problems: Vec::new(),
+        };
+        let mut s = String::new();
+        rung_ladder(&mut s, &v);
+        assert!(s.contains("<th scope=\"row\">10</th>"), "{s}");
+        let decisions = &s[s.find("id=\"decisions\"").expect("the decisions")..];
+        assert!(
+            decisions.contains("TrialStoppedEarly: e-d4-001: below the top third at step 10 (5 s ago)")
+                && decisions.contains("TrialPromoted: e-d4-000: continues to step 30 (1 min 05 s ago)")
+                && !decisions.contains("TrialStarted"),
+            "{decisions}"
+        );
     }
 
     #[test]
