@@ -147,6 +147,24 @@ impl Leaderboard {
         e.map(Self::best_trial)
     }
 
+    /// The best `most` entries and every entry on the front (best Dice first), and the first
+    /// `most` stopped trials: what fits where space is bounded (a ConfigMap holds 1 MiB, some
+    /// 4,000 entries).
+    pub fn shortened(&self, most: usize) -> Leaderboard {
+        let entries = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| *i < most || e.on_front)
+            .map(|(_, e)| e.clone())
+            .collect();
+        Leaderboard {
+            entries,
+            stopped: self.stopped.iter().take(most).cloned().collect(),
+            ..self.clone()
+        }
+    }
+
     /// The first `n` entries (best Dice first).
     pub fn top(&self, n: usize) -> Vec<BestTrial> {
         self.entries.iter().take(n).map(Self::best_trial).collect()
@@ -303,6 +321,26 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("raw pixels") && md.contains("not a real bitstream"));
+    }
+
+    #[test]
+    fn a_shortened_board_keeps_the_best_and_the_whole_front() {
+        let f = vec![
+            finished("a", Variant::D4, Some(0.004), 0.80),
+            finished("b", Variant::D4, Some(0.006), 0.78),
+            finished("c", Variant::D3, Some(0.010), 0.85),
+            finished("d", Variant::D2, Some(0.002), 0.60),
+            finished("e", Variant::D1, None, 0.90),
+        ];
+        let lb = rank("e", &f, &Objective::default());
+        let short = lb.shortened(2);
+        // The best two (e, c), then a and d for the front; b (dominated, fourth) is left out.
+        assert_eq!(
+            short.entries.iter().map(|e| e.trial.as_str()).collect::<Vec<_>>(),
+            ["e", "c", "a", "d"]
+        );
+        assert_eq!((&short.front, short.hypervolume), (&lb.front, lb.hypervolume));
+        assert_eq!(lb.shortened(10), lb);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use super::store_source::StoreSource;
 use super::view::{ConditionView, EventView, ExperimentList, ExperimentView, TrialPage, TrialView};
 use super::{experiment_phase, trial_page};
 use crate::candidates::candidates;
-use crate::k8s::cache::scoped;
+use crate::k8s::cache::{scoped, strip_trial};
 use crate::k8s::names::{LABEL_EXPERIMENT, MANAGER};
 use crate::summary::shown_bpp;
 
@@ -97,6 +97,7 @@ impl ClusterSource {
         .for_each(|_| std::future::ready(()));
         let trial_watch = watcher(scoped::<Trial>(&client, namespace), ours)
             .default_backoff()
+            .modify(strip_trial)
             .reflect(trial_writer)
             .for_each(|_| std::future::ready(()));
         let source = ClusterSource::new(experiments, trials, client, namespace);
@@ -292,9 +293,12 @@ fn overlay(row: &mut TrialView, t: &Trial, now_ms: i64) {
             row.seconds = Some(r.timings.train_seconds);
         }
         None => {
+            // A finished trial's result is not kept in the operator's cache: its headline.
+            row.dice = s.dice.or(row.dice);
+            row.bpp = s.bpp.or(row.bpp);
             let started = s.started_at.as_deref().and_then(rfc3339_ms);
             let until = s.finished_at.as_deref().and_then(rfc3339_ms).unwrap_or(now_ms);
-            if let Some(start) = started {
+            if let Some(start) = started.filter(|_| row.seconds.is_none()) {
                 row.seconds = Some((until - start).max(0) as f64 / 1000.0);
             }
         }

@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
-use orchestra_api::Trial;
+use orchestra_api::{Trial, TrialPhase};
 
 use super::names::LABEL_EXPERIMENT;
 
@@ -267,7 +267,16 @@ fn strip_job(j: &mut Job) {
     }
 }
 
-fn keep_trial(_: &mut Trial) {}
+/// A finished trial's result stays in its status on the server, not in the cache: at 10,000
+/// trials the results were a good part of the operator's memory, and nothing reads them from
+/// the cache (the ranking reads the store). A Succeeded trial's status is never written again
+/// (`Scope::write_trial_status` refuses a Succeeded status without its result, so that a
+/// stripped copy can never erase the result on the server).
+pub fn strip_trial(t: &mut Trial) {
+    if let Some(s) = t.status.as_mut().filter(|s| s.phase == TrialPhase::Succeeded) {
+        s.result = None;
+    }
+}
 
 #[allow(clippy::type_complexity)]
 pub fn watches(
@@ -283,7 +292,7 @@ pub fn watches(
         impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
     >,
 ) {
-    let (trial_store, trial_stream) = reflected(trials, config.clone(), keep_trial);
+    let (trial_store, trial_stream) = reflected(trials, config.clone(), strip_trial);
     let (job_store, job_stream) = reflected(jobs, config.clone(), strip_job);
     let (pod_store, pod_stream) = reflected(pods, config, strip_pod);
     (
@@ -291,7 +300,7 @@ pub fn watches(
             trials: trial_store,
             jobs: job_store,
             pods: pod_store,
-            written_trials: WriteThrough::stripping(keep_trial),
+            written_trials: WriteThrough::stripping(strip_trial),
             written_jobs: WriteThrough::stripping(strip_job),
         },
         Watches {
@@ -312,6 +321,48 @@ mod tests {
                          "labels": {LABEL_EXPERIMENT: exp}},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn only_a_succeeded_trial_loses_its_result_in_the_cache() {
+        let trial = |phase: &str| -> Trial {
+            let mut t: Trial = serde_json::from_value(serde_json::json!({
+                "apiVersion": "orchestra.dev/v1alpha1", "kind": "Trial",
+                "metadata": {"name": "t", "namespace": "ns"},
+                "spec": {"experiment": "e", "trial": "t", "variant": "D4", "dataset": "synthetic://lesion",
+                         "model": {"inputSize": 64}, "steps": 10, "store": "memory://"},
+                "status": {"phase": phase, "dice": 0.8, "bpp": 0.004}
+            }))
+            .unwrap();
+            t.status.as_mut().unwrap().result = Some(orchestra_api::TrialResult {
+                experiment: "e".into(),
+                trial: "t".into(),
+                variant: orchestra_api::Variant::D4,
+                steps: 10,
+                scores: orchestra_api::SegmentationScores {
+                    dice: 0.8,
+                    iou: 0.7,
+                    dice_per_class: vec![0.8],
+                    iou_per_class: vec![0.7],
+                    images: 4,
+                },
+                rate: None,
+                source_bits_per_pixel: 24.0,
+                params: Default::default(),
+                timings: Default::default(),
+                hyper: Default::default(),
+            });
+            t
+        };
+        let mut done = trial("Succeeded");
+        strip_trial(&mut done);
+        let s = done.status.unwrap();
+        assert!(s.result.is_none());
+        assert_eq!((s.dice, s.bpp), (Some(0.8), Some(0.004)), "its headline stays");
+        // (No other phase carries a result; one that did would keep it.)
+        let mut other = trial("Paused");
+        strip_trial(&mut other);
+        assert!(other.status.unwrap().result.is_some());
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub enum Error {
         "the caches of Trials, Jobs and Pods are not filled yet (their first listing has not come back)"
     )]
     CachesNotReady,
+    #[error(
+        "refused to write trial {0}'s status as Succeeded without its result (a bug: it would erase the result)"
+    )]
+    ResultMissing(String),
 }
 
 impl Error {
@@ -42,6 +46,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::NoNamespace(_) => "namespace",
             Error::CachesNotReady => "caches",
+            Error::ResultMissing(_) => "result",
         }
     }
 }
@@ -60,7 +65,9 @@ pub struct Context {
     pub writers: usize,
     /// The most trials one reconciliation records or starts; the rest wait for the next one,
     /// which comes at once. (A look that started a wave of a hundred gangs waited on some six
-    /// hundred writes: at 10,000 trials such looks were the slowest hundredth, 5-10 s each.)
+    /// hundred writes: at 10,000 trials such looks were the slowest hundredth, 5-10 s each; at
+    /// 32 a look the slowest hundredth still took 2-3 s, waiting on two rounds of its writers.
+    /// The operator takes 8: one round of `writers`.)
     pub per_look: usize,
     /// What this process remembers of each Experiment between reconciliations.
     pub memos: Memos,
@@ -79,8 +86,11 @@ struct Memo {
     /// trial's result).
     ranking: Option<(i64, Leaderboard)>,
     /// A fingerprint of the leaderboard ConfigMap's content last written, so that an unchanged
-    /// one is not written again.
+    /// one is not written again; when it was written; whether a newer content waits for
+    /// `CONFIG_MAP_EVERY` to pass.
     published: Option<u64>,
+    config_map_at: Option<u64>,
+    config_map_pending: bool,
     /// What has been read of the finished and stopped trials' results, for the generation of
     /// the Experiment it was read for: a ranking reads only the trials that ended since.
     read: Option<(i64, ReadSoFar)>,
@@ -99,6 +109,12 @@ pub struct Memos(Mutex<HashMap<(String, String), Memo>>);
 /// Seconds between two drawings of an Experiment's leaderboard plot while its trials finish
 /// (it is drawn once more when the Experiment ends).
 pub const PLOT_EVERY: u64 = 30;
+
+/// Seconds between two writes of an Experiment's leaderboard ConfigMap while its trials finish
+/// (written once more when the Experiment ends). At a thousand trials an Experiment, one write
+/// per finished trial was the slowest hundredth of the reconciliations
+/// (docs/results/2026-12-03-cluster-scale.md); the status and the store have the ranking too.
+pub const CONFIG_MAP_EVERY: u64 = 10;
 
 impl Memos {
     fn with<T>(&self, namespace: &str, name: &str, f: impl FnOnce(&mut Memo) -> T) -> T {
@@ -144,18 +160,49 @@ impl Memos {
         })
     }
 
-    /// Whether `content` differs from the leaderboard last published (and remembers it as
-    /// published: call it right before the write, and `unpublished` if the write fails).
-    pub fn leaderboard_changed(&self, namespace: &str, name: &str, content: &impl std::hash::Hash) -> bool {
+    /// Whether the leaderboard ConfigMap is to be written now with `content`: when it differs
+    /// from the content last written, and none was written in the last `CONFIG_MAP_EVERY`
+    /// seconds or `now_anyway` (the Experiment ended). A change held back is pending
+    /// (`config_map_pending`) until a later look writes it. Remembers a content to be written
+    /// as published: call it right before the write, and `unpublished` if the write fails.
+    pub fn config_map_due(
+        &self,
+        namespace: &str,
+        name: &str,
+        content: &impl std::hash::Hash,
+        now: u64,
+        now_anyway: bool,
+    ) -> bool {
         use std::hash::{BuildHasher, BuildHasherDefault};
         let print =
             BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(content);
-        self.with(namespace, name, |m| m.published.replace(print) != Some(print))
+        self.with(namespace, name, |m| {
+            if m.published == Some(print) {
+                m.config_map_pending = false;
+                return false;
+            }
+            let due = now_anyway || m.config_map_at.is_none_or(|at| now >= at + CONFIG_MAP_EVERY);
+            m.config_map_pending = !due;
+            if due {
+                m.published = Some(print);
+                m.config_map_at = Some(now);
+            }
+            due
+        })
     }
 
-    /// The last write failed: the next one is made whatever it holds.
+    /// Whether a newer leaderboard waits to be written to the ConfigMap.
+    pub fn config_map_pending(&self, namespace: &str, name: &str) -> bool {
+        self.with(namespace, name, |m| m.config_map_pending)
+    }
+
+    /// The last write failed: the next look makes it again, whatever it holds.
     pub fn unpublished(&self, namespace: &str, name: &str) {
-        self.with(namespace, name, |m| m.published = None);
+        self.with(namespace, name, |m| {
+            m.published = None;
+            m.config_map_at = None;
+            m.config_map_pending = true;
+        });
     }
 
     /// Whether the Experiment's plot may be drawn now (and if so, notes that it is).
@@ -197,23 +244,22 @@ mod tests {
     }
 
     #[test]
-    fn a_fingerprint_says_changed_once_per_new_content_and_forgets_on_request() {
+    fn the_config_map_is_written_on_change_at_most_every_few_seconds_and_at_the_end() {
         let m = Memos::default();
-        assert!(m.leaderboard_changed("ns", "e", &("a", "b")), "first write");
-        assert!(
-            !m.leaderboard_changed("ns", "e", &("a", "b")),
-            "the same content again"
-        );
-        assert!(m.leaderboard_changed("ns", "e", &("a", "c")), "new content");
-        assert!(
-            m.leaderboard_changed("ns", "f", &("a", "c")),
-            "each Experiment on its own"
-        );
+        let due =
+            |exp: &str, content: &str, now: u64, end: bool| m.config_map_due("ns", exp, &content, now, end);
+        assert!(due("e", "a", 100, false), "first write");
+        assert!(!due("e", "a", 200, false), "the same content again");
+        assert!(!m.config_map_pending("ns", "e"));
+        assert!(!due("e", "b", 105, false), "new content, too soon");
+        assert!(m.config_map_pending("ns", "e"), "held back");
+        assert!(due("f", "b", 105, false), "each Experiment on its own");
+        assert!(due("e", "b", 100 + CONFIG_MAP_EVERY, false), "its time came");
+        assert!(!m.config_map_pending("ns", "e"));
+        assert!(due("e", "c", 111, true), "the Experiment ended: at once");
         m.unpublished("ns", "e");
-        assert!(
-            m.leaderboard_changed("ns", "e", &("a", "c")),
-            "a failed write is written again"
-        );
+        assert!(m.config_map_pending("ns", "e"), "a failed write waits to be made");
+        assert!(due("e", "c", 112, false), "and is made at the next look");
     }
 
     #[test]
@@ -229,13 +275,13 @@ mod tests {
         assert!(m.plot_due("ns", "e", 1000), "the first plot");
         assert!(!m.plot_due("ns", "e", 1000 + PLOT_EVERY - 1));
         assert!(m.plot_due("ns", "e", 1000 + PLOT_EVERY));
-        m.leaderboard_changed("ns", "e", &"x");
+        m.config_map_due("ns", "e", &"x", 1000, false);
         m.forget("ns", "e");
         assert!(m.ranking("ns", "e", 1).is_none());
         assert!(
             m.plot_due("ns", "e", 1000 + PLOT_EVERY),
             "drawn again after a restart of it"
         );
-        assert!(m.leaderboard_changed("ns", "e", &"x"));
+        assert!(m.config_map_due("ns", "e", &"x", 1001, false));
     }
 }

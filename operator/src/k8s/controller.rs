@@ -114,7 +114,7 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<Metrics>) {
                 .map_or(0, |d| d.as_secs())
         }),
         writers: 16,
-        per_look: 32,
+        per_look: 8,
         memos: Default::default(),
         caches: Some(caches),
     });

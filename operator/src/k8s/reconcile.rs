@@ -110,7 +110,7 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Ac
     if more_to_record {
         // The planner would take the transitions not recorded yet for done: the next look,
         // at once, records them first.
-        status::publish_leaderboard(&scope, finished_any, Plot::No).await?;
+        status::publish_leaderboard(&scope, finished_any, Plot::No, false).await?;
         metrics.step("leaderboard", &mut since);
         return Ok(controller::Action::requeue(Duration::ZERO));
     }
@@ -122,7 +122,13 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Ac
     carry_out(&scope, &decision.actions, &mut by_name).await?;
     metrics.step("act", &mut since);
 
-    let ended = decision.phase != previous.phase && decision.phase == ExperimentPhase::Succeeded;
+    // The last look for a while: nothing is held back past it.
+    let settled = decision.phase != previous.phase
+        && matches!(
+            decision.phase,
+            ExperimentPhase::Succeeded | ExperimentPhase::Failed | ExperimentPhase::Suspended
+        );
+    let ended = settled && decision.phase == ExperimentPhase::Succeeded;
     let plot = plot_for(&scope, ended, finished_any);
     // Ranked again when the finished or stopped trials changed.
     let rerank = finished_any
@@ -130,14 +136,15 @@ async fn apply(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::Ac
             .actions
             .iter()
             .any(|a| matches!(a, crate::planner::Action::StopTrial { .. }));
-    let lb = status::publish_leaderboard(&scope, rerank, plot).await?;
+    let lb = status::publish_leaderboard(&scope, rerank, plot, settled).await?;
     metrics.step("leaderboard", &mut since);
     let total = crate::candidates::candidates(&scope.name, &exp.spec).len();
     let summary = Summary::after(&observed, &decision.actions, total, &lb);
     ctx.metrics.set_trials(&scope.name, &summary.by_phase());
     status::write_experiment_status(&scope, &previous, &decision, &summary, &lb, !by_name.is_empty()).await?;
     metrics.step("status", &mut since);
-    Ok(next_look(&decision, more_to_start))
+    let held_back = ctx.memos.config_map_pending(&scope.ns, &scope.name);
+    Ok(next_look(&decision, more_to_start, held_back))
 }
 
 /// The leaderboard's plot is drawn when a trial finished (at most every PLOT_EVERY seconds, aside:
@@ -153,8 +160,15 @@ fn plot_for(scope: &Scope<'_>, ended: bool, finished_any: bool) -> Plot {
     }
 }
 
-/// When the Experiment is looked at again after a look that carried out `decision`.
-fn next_look(decision: &crate::planner::Plan, more_to_start: bool) -> controller::Action {
+/// When the Experiment is looked at again after a look that carried out `decision`; soon enough
+/// for a leaderboard held back (`held_back`) to be written in its time.
+fn next_look(decision: &crate::planner::Plan, more_to_start: bool, held_back: bool) -> controller::Action {
+    let wait = decision.requeue_after.unwrap_or(30).clamp(1, 30);
+    let wait = if held_back {
+        wait.min(super::context::CONFIG_MAP_EVERY)
+    } else {
+        wait
+    };
     match decision.phase {
         // Nothing runs while suspended: the next look is when the spec changes.
         ExperimentPhase::Succeeded | ExperimentPhase::Failed | ExperimentPhase::Suspended => {
@@ -162,9 +176,7 @@ fn next_look(decision: &crate::planner::Plan, more_to_start: bool) -> controller
         }
         // The planner's actions for more trials than one look carries out: the rest at once.
         _ if more_to_start => controller::Action::requeue(Duration::ZERO),
-        _ => controller::Action::requeue(Duration::from_secs(
-            decision.requeue_after.unwrap_or(30).clamp(1, 30),
-        )),
+        _ => controller::Action::requeue(Duration::from_secs(wait)),
     }
 }
 

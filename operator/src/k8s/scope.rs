@@ -6,7 +6,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
-use orchestra_api::{Experiment, Trial, TrialStatus};
+use orchestra_api::{Experiment, Trial, TrialPhase, TrialStatus};
 use orchestra_store::Store;
 use serde_json::json;
 
@@ -82,6 +82,11 @@ pub(super) struct Scope<'a> {
 impl Scope<'_> {
     /// Writes a trial's status, and keeps the answer until the cache shows it.
     pub(super) async fn write_trial_status(&self, trial: &str, status: &TrialStatus) -> Result<(), Error> {
+        // The cache keeps no result of a Succeeded trial (`cache::strip_trial`): applying such
+        // a status from it would erase the result the server holds.
+        if status.phase == TrialPhase::Succeeded && status.result.is_none() {
+            return Err(Error::ResultMissing(trial.to_string()));
+        }
         let written = patch_status(&self.trials, trial, status).await?;
         self.remember_trial(written);
         Ok(())

@@ -6,6 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch};
 use kube::runtime::events::{Event, EventType};
 use orchestra_api::{ExperimentPhase, ExperimentStatus};
+use orchestra_store::layout::ExperimentKeys;
 
 use super::builders;
 use super::context::{Context, Error};
@@ -187,26 +188,27 @@ pub(super) async fn publish_leaderboard(
     scope: &Scope<'_>,
     rerank: bool,
     plot: Plot,
+    ended: bool,
 ) -> Result<Leaderboard, Error> {
     let (memos, ns, exp) = (&scope.ctx.memos, scope.ns.as_str(), scope.name.as_str());
     let generation = scope.exp.metadata.generation.unwrap_or(0);
     let known = memos.ranking(ns, exp, generation);
     let lb = match known {
-        // Unchanged, and published when it was ranked.
-        Some(lb) if !rerank && plot == Plot::No => return Ok(lb),
+        // Unchanged, and published when it was ranked (or to be, when its time comes).
+        Some(lb) if !rerank && plot == Plot::No && !ended && !memos.config_map_pending(ns, exp) => {
+            return Ok(lb)
+        }
         Some(lb) if !rerank => lb,
         _ => rank_from_store(scope).await?,
     };
     draw(scope, &lb, plot).await;
     memos.remember_ranking(ns, exp, generation, &lb);
     let cms: Api<ConfigMap> = Api::namespaced(scope.ctx.client.clone(), &scope.ns);
-    let (markdown, json) = (
-        lb.to_markdown(),
-        serde_json::to_string_pretty(&lb).expect("leaderboard serialises"),
-    );
-    // Written when it changed (a trial finished), not on every look.
+    let (markdown, json) = config_map_content(&scope.name, &scope.exp.spec.store, &lb);
+    // Written when it changed (a trial finished), at most every CONFIG_MAP_EVERY seconds
+    // while trials finish, and when the Experiment ends.
     let name = names::leaderboard_config_map(&scope.name);
-    if memos.leaderboard_changed(ns, exp, &(&markdown, &json)) {
+    if memos.config_map_due(ns, exp, &(&markdown, &json), scope.now, ended) {
         let cm = builders::leaderboard_config_map(scope.exp, markdown, json);
         if let Err(e) = cms.patch(&name, &apply_params(), &Patch::Apply(&cm)).await {
             memos.unpublished(ns, exp);
@@ -214,6 +216,31 @@ pub(super) async fn publish_leaderboard(
         }
     }
     Ok(lb)
+}
+
+/// Entries the leaderboard ConfigMap holds at most (besides the front): a ConfigMap holds 1 MiB,
+/// some 4,000 entries, and every write sends it whole.
+const CONFIG_MAP_ENTRIES: usize = 100;
+
+/// The leaderboard ConfigMap's Markdown and JSON: the best entries and the whole front, and
+/// where the whole leaderboard is when some are left out.
+fn config_map_content(experiment: &str, store: &str, lb: &Leaderboard) -> (String, String) {
+    let short = lb.shortened(CONFIG_MAP_ENTRIES);
+    let mut markdown = short.to_markdown();
+    let left_out = lb.entries.len() - short.entries.len() + lb.stopped.len() - short.stopped.len();
+    if left_out > 0 {
+        markdown += &format!(
+            "\n{} of {} ranked trials shown here (the best and the whole front), {} of {} stopped ones; all of them: {} in the store {}\n",
+            short.entries.len(),
+            lb.entries.len(),
+            short.stopped.len(),
+            lb.stopped.len(),
+            ExperimentKeys::new(experiment).leaderboard("json"),
+            store
+        );
+    }
+    let json = serde_json::to_string_pretty(&short).expect("leaderboard serialises");
+    (markdown, json)
 }
 
 /// The Experiment's status from the summary and the leaderboard; an event when it finished.
@@ -288,4 +315,68 @@ pub(super) async fn write_experiment_status(
         .await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orchestra_api::Variant;
+    use orchestra_report::leaderboard::{BppSource, Entry};
+
+    fn board(n: usize) -> Leaderboard {
+        let entries: Vec<Entry> = (0..n)
+            .map(|i| Entry {
+                trial: format!("e-d4-{i:04}"),
+                variant: Variant::D4,
+                params: [("lambdaRate".to_string(), 0.1 + i as f64 / 1e4)].into(),
+                bpp: 0.004,
+                bpp_source: BppSource::Bitstream,
+                bpp_estimate: Some(0.0039),
+                dice: 0.9 - i as f64 / 1e5,
+                iou: 0.8,
+                dice_per_class: vec![0.9],
+                // The last one is on the front (the lowest rate), far down the ranking.
+                on_front: i == 0 || i == n - 1,
+            })
+            .collect();
+        let front = vec![entries[n - 1].trial.clone(), entries[0].trial.clone()];
+        Leaderboard {
+            experiment: "e".into(),
+            entries,
+            front,
+            bpp_budget: Some(0.01),
+            winner: Some("e-d4-0000".into()),
+            reference_bpp: 0.1,
+            hypervolume: 0.08,
+            baselines: Vec::new(),
+            stopped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_config_map_holds_the_best_and_the_front_and_says_where_the_rest_is() {
+        let (markdown, json) = config_map_content("e", "s3://runs/e", &board(5_000));
+        let short: Leaderboard = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            short.entries.len(),
+            CONFIG_MAP_ENTRIES + 1,
+            "the best and the front"
+        );
+        assert_eq!(short.entries.last().unwrap().trial, "e-d4-4999");
+        assert_eq!(short.front.len(), 2);
+        assert!(
+            markdown.contains("101 of 5000 ranked trials shown here")
+                && markdown.contains("e/leaderboard.json in the store s3://runs/e"),
+            "{markdown}"
+        );
+        // Far under a ConfigMap's 1 MiB, whatever the number of trials.
+        assert!(
+            markdown.len() + json.len() < 100_000,
+            "{} bytes",
+            markdown.len() + json.len()
+        );
+        let (markdown, json) = config_map_content("e", "s3://runs/e", &board(50));
+        assert!(!markdown.contains("shown here"), "{markdown}");
+        assert_eq!(serde_json::from_str::<Leaderboard>(&json).unwrap(), board(50));
+    }
 }
