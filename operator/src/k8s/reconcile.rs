@@ -360,7 +360,56 @@ async fn cleanup(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<controller::
 
 #[cfg(test)]
 mod tests {
-    use super::first_trials;
+    use super::{first_trials, next_look};
+    use crate::planner::Plan;
+    use kube::runtime::controller::Action;
+    use orchestra_api::ExperimentPhase;
+    use std::time::Duration;
+
+    fn plan(phase: ExperimentPhase, requeue_after: Option<u64>) -> Plan {
+        Plan {
+            actions: Vec::new(),
+            phase,
+            message: String::new(),
+            requeue_after,
+        }
+    }
+
+    #[test]
+    fn a_held_back_leaderboard_brings_the_next_look_within_its_interval_and_an_ended_experiment_waits() {
+        let every = super::super::context::CONFIG_MAP_EVERY;
+        let running = plan(ExperimentPhase::Running, Some(30));
+        assert_eq!(
+            next_look(&running, false, false),
+            Action::requeue(Duration::from_secs(30))
+        );
+        assert_eq!(
+            next_look(&running, false, true),
+            Action::requeue(Duration::from_secs(every))
+        );
+        let soon = plan(ExperimentPhase::Running, Some(2));
+        assert_eq!(
+            next_look(&soon, false, true),
+            Action::requeue(Duration::from_secs(2)),
+            "an earlier restart wins"
+        );
+        assert_eq!(
+            next_look(&running, true, true),
+            Action::requeue(Duration::ZERO),
+            "more to start: at once"
+        );
+        for phase in [
+            ExperimentPhase::Succeeded,
+            ExperimentPhase::Failed,
+            ExperimentPhase::Suspended,
+        ] {
+            // Nothing is held back past these: the look that settled them wrote the ConfigMap.
+            assert_eq!(
+                next_look(&plan(phase, Some(5)), false, true),
+                Action::await_change()
+            );
+        }
+    }
 
     #[test]
     fn a_look_keeps_every_item_of_its_first_trials_in_order_and_says_when_it_left_some() {
