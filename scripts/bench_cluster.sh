@@ -13,6 +13,9 @@
 # scheduler's client rate limit, 5000; their defaults are 20 and 50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# (make bench has done this already; run by hand, the mock API sweep below needs it too.)
+# shellcheck source=scripts/env.sh
+. scripts/env.sh
 experiments=${BENCH_CLUSTER_EXPERIMENTS:-10}
 trials=${BENCH_CLUSTER_TRIALS:-1000}
 parallelism=${BENCH_CLUSTER_PARALLELISM:-100}

@@ -9,7 +9,7 @@ use orchestra_store::layout::{self, ExperimentKeys, LEADERBOARD_STEM};
 use orchestra_store::{Store, StoreError};
 
 use crate::figure::write_figure;
-use crate::leaderboard::{rank, Finished, Leaderboard, StoppedEntry};
+use crate::leaderboard::{rank_entries, Entry, Finished, Leaderboard, StoppedEntry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResultsError {
@@ -24,42 +24,56 @@ pub enum ResultsError {
 /// Every finished trial of `experiment` in the store, with its swept parameters.
 pub fn read_finished(store: &Store, experiment: &str) -> Result<Vec<Finished>, ResultsError> {
     let exp = ExperimentKeys::new(experiment);
-    let mut read = ReadSoFar::default();
-    read.finished_among(store, &exp, &store.list(exp.prefix())?)
+    let mut out = Vec::new();
+    for key in store.list(exp.prefix())? {
+        if let Some(trial) = exp.trial_of_result(&key) {
+            out.extend(read_one_finished(store, &exp.trial(trial))?);
+        }
+    }
+    Ok(out)
+}
+
+fn read_one_finished(store: &Store, keys: &layout::TrialKeys) -> Result<Option<Finished>, ResultsError> {
+    let Some(result) = layout::read_result(store, keys)? else {
+        return Ok(None);
+    };
+    Ok(Some(Finished {
+        result,
+        params: read_params(store, keys)?,
+    }))
 }
 
 /// What has been read of one Experiment's finished and stopped trials, kept between rankings: a
 /// trial's result and its stop record are not written again once there, so a ranking reads
 /// only the trials that ended since the last one. (The operator keeps one per Experiment: at a
-/// thousand finished trials, reading them all again was most of a reconciliation's time.)
+/// thousand finished trials, reading them all again was most of a reconciliation's time.) Of a
+/// result only its leaderboard entry is kept: at 10,000 trials whole results were a good part
+/// of the operator's memory (docs/results/2026-12-03-cluster-scale.md).
 #[derive(Clone, Debug, Default)]
 pub struct ReadSoFar {
-    finished: BTreeMap<String, Finished>,
+    finished: BTreeMap<String, Entry>,
     stopped: BTreeMap<String, StoppedEntry>,
 }
 
 impl ReadSoFar {
-    /// The finished trials whose results are among `keys` (a listing of the Experiment's
-    /// prefix), in the listing's order; read from the store when not read before.
+    /// The entries of the finished trials whose results are among `keys` (a listing of the
+    /// Experiment's prefix), in the listing's order; read from the store when not read before.
     fn finished_among(
         &mut self,
         store: &Store,
         exp: &ExperimentKeys,
         keys: &[String],
-    ) -> Result<Vec<Finished>, ResultsError> {
+    ) -> Result<Vec<Entry>, ResultsError> {
         let mut out = Vec::new();
         for key in keys {
             let Some(trial) = exp.trial_of_result(key) else {
                 continue;
             };
             if !self.finished.contains_key(trial) {
-                let keys = exp.trial(trial);
-                let Some(result) = layout::read_result(store, &keys)? else {
+                let Some(finished) = read_one_finished(store, &exp.trial(trial))? else {
                     continue;
                 };
-                let params = read_params(store, &keys)?;
-                self.finished
-                    .insert(trial.to_string(), Finished { result, params });
+                self.finished.insert(trial.to_string(), Entry::of(&finished));
             }
             out.push(self.finished[trial].clone());
         }
@@ -160,9 +174,9 @@ pub fn leaderboard_after(
     let name = exp.metadata.name.clone().unwrap_or_default();
     let keys = ExperimentKeys::new(&name);
     let listing = store.list(keys.prefix())?;
-    let mut lb = rank(
+    let mut lb = rank_entries(
         &name,
-        &read.finished_among(store, &keys, &listing)?,
+        read.finished_among(store, &keys, &listing)?,
         &exp.spec.objective,
     );
     lb.stopped = read.stopped_among(store, &keys, &listing)?;

@@ -9,11 +9,11 @@ mod support;
 
 use support::results::result;
 
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use orchestra_api::{ExperimentSpec, Trial, TrialPhase, TrialStatus};
 use orchestra_operator::candidates::candidates;
+use orchestra_operator::k8s::gang_job::GangJob;
 use orchestra_operator::k8s::observe::{format_time, observe};
 use orchestra_operator::leaderboard::rank;
 use orchestra_operator::local::{LocalOptions, LocalRunner};
@@ -125,7 +125,8 @@ spec:
             }),
         })
         .collect();
-    let (k8s_observed, transitions) = observe(&trials, &[] as &[Job], &[] as &[Pod], NOW, 600, &mut |_| None);
+    let (k8s_observed, transitions) =
+        observe(&trials, &[] as &[GangJob], &[] as &[Pod], NOW, 600, &mut |_| None);
     assert!(transitions.is_empty());
     let k8s_lb = rank(name, &read_finished(&store, name).unwrap(), &exp.spec.objective);
 

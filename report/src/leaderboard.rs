@@ -80,26 +80,37 @@ pub fn ranked_bpp(r: &TrialResult) -> (f64, BppSource, Option<f64>) {
     Ranked::of(r.rate.as_ref(), r.source_bits_per_pixel).parts()
 }
 
-fn entry(f: &Finished) -> Entry {
-    let r = &f.result;
-    let (bpp, source, estimate) = ranked_bpp(r);
-    Entry {
-        trial: r.trial.clone(),
-        variant: r.variant,
-        params: f.params.clone(),
-        bpp,
-        bpp_source: source,
-        bpp_estimate: estimate,
-        dice: r.scores.dice,
-        iou: r.scores.iou,
-        dice_per_class: r.scores.dice_per_class.clone(),
-        on_front: false,
+impl Entry {
+    /// A finished trial's entry, not yet ranked (`on_front` is set by the ranking).
+    pub fn of(f: &Finished) -> Entry {
+        let r = &f.result;
+        let (bpp, source, estimate) = ranked_bpp(r);
+        Entry {
+            trial: r.trial.clone(),
+            variant: r.variant,
+            params: f.params.clone(),
+            bpp,
+            bpp_source: source,
+            bpp_estimate: estimate,
+            dice: r.scores.dice,
+            iou: r.scores.iou,
+            dice_per_class: r.scores.dice_per_class.clone(),
+            on_front: false,
+        }
     }
 }
 
 /// Ranks finished trials.
 pub fn rank(experiment: &str, finished: &[Finished], objective: &Objective) -> Leaderboard {
-    let mut entries: Vec<Entry> = finished.iter().map(entry).collect();
+    rank_entries(experiment, finished.iter().map(Entry::of).collect(), objective)
+}
+
+/// Ranks finished trials' entries (as `Entry::of` makes them): a ranker that keeps entries
+/// between rankings need not keep the whole results.
+pub fn rank_entries(experiment: &str, mut entries: Vec<Entry>, objective: &Objective) -> Leaderboard {
+    for e in &mut entries {
+        e.on_front = false;
+    }
     entries.sort_by(|a, b| {
         b.dice
             .total_cmp(&a.dice)

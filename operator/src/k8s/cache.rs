@@ -10,20 +10,22 @@
 //! taken for a gang whose Job is gone.
 //!
 //! Fields the reconciler never reads are dropped before caching (managed fields everywhere, a
-//! pod's spec, a Job's pod template), which keeps the operator's memory to a few kB per trial.
+//! pod's spec, a Job's pod template, all of an ended Job but its end), and finished pods are not
+//! watched at all, which keeps the operator's memory to a few kB per trial.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::JobCondition;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use orchestra_api::{Trial, TrialPhase};
 
+use super::gang_job::{GangJob, GangJobStatus};
 use super::names::LABEL_EXPERIMENT;
 
 /// How long a written object stands in for the cache at most: a watch delivers in well under
@@ -138,10 +140,10 @@ where
 /// The reconciler's caches and what it wrote ahead of them.
 pub struct Caches {
     trials: Store<Trial>,
-    jobs: Store<Job>,
+    jobs: Store<GangJob>,
     pods: Store<Pod>,
     pub written_trials: WriteThrough<Trial>,
-    pub written_jobs: WriteThrough<Job>,
+    pub written_jobs: WriteThrough<GangJob>,
 }
 
 /// One Experiment's objects as the caches (and this process's writes) show them, shared with
@@ -149,7 +151,7 @@ pub struct Caches {
 /// each copying theirs were most of the operator's memory).
 pub struct Seen {
     pub trials: Vec<Arc<Trial>>,
-    pub jobs: Vec<Arc<Job>>,
+    pub jobs: Vec<Arc<GangJob>>,
     /// Pods that have not finished (a finished pod tells the reconciler nothing).
     pub pods: Vec<Arc<Pod>>,
 }
@@ -236,6 +238,12 @@ where
     (reader, stream)
 }
 
+/// The pods watched: those that have not finished. A finished pod tells the reconciler nothing
+/// (its Job says how its gang ended), yet every trial leaves one behind until its Experiment is
+/// deleted; the API server sends a pod that finishes as deleted from this watch, so the cache
+/// holds the running gangs only, not every pod the Experiment ever ran.
+const UNFINISHED_PODS: &str = "status.phase!=Succeeded,status.phase!=Failed";
+
 fn finished(p: &Pod) -> bool {
     matches!(
         p.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -255,16 +263,49 @@ fn strip_pod(p: &mut Pod) {
     }
 }
 
-/// Observation reads a Job's name, labels, `suspend`, conditions and times only.
-fn strip_job(j: &mut Job) {
+/// Observation reads a Job's name, labels, `suspend`, conditions and times only (all a
+/// `GangJob` has); of a Job that has ended, only that it ended and why.
+fn strip_job(j: &mut GangJob) {
     j.metadata.annotations = None;
-    if let Some(spec) = j.spec.as_mut() {
-        spec.template = Default::default();
-        spec.selector = None;
+    if ended(j) {
+        shrink_ended_job(j);
     }
-    if let Some(s) = j.status.as_mut() {
-        s.uncounted_terminated_pods = None;
-    }
+}
+
+/// Whether a Job has ended for good: Complete or Failed (a FailureTarget Job still has pods
+/// stopping, and its start time and pods are still read).
+fn ended(j: &GangJob) -> bool {
+    j.condition_true("Complete").is_some() || j.condition_true("Failed").is_some()
+}
+
+/// An ended Job stays in the cache until its Experiment goes (every finished trial keeps its
+/// Job for `kubectl logs`), so at 10,000 trials the cache held thousands of them: it keeps
+/// what tells its trial's gang ended and how (name, labels, version, the true terminal
+/// conditions with their reason and message).
+fn shrink_ended_job(j: &mut GangJob) {
+    let m = &mut j.metadata;
+    m.owner_references = None;
+    m.finalizers = None;
+    m.generate_name = None;
+    m.uid = None;
+    m.creation_timestamp = None;
+    j.spec = None;
+    let conditions = j.status.take().and_then(|s| s.conditions).map(|cs| {
+        cs.into_iter()
+            .filter(|c| c.status == "True" && matches!(c.type_.as_str(), "Complete" | "Failed"))
+            .map(|c| JobCondition {
+                type_: c.type_,
+                status: c.status,
+                reason: c.reason,
+                message: c.message,
+                ..Default::default()
+            })
+            .collect()
+    });
+    j.status = Some(GangJobStatus {
+        conditions,
+        ..Default::default()
+    });
 }
 
 /// A finished trial's result stays in its status on the server, not in the cache: at 10,000
@@ -281,20 +322,20 @@ pub fn strip_trial(t: &mut Trial) {
 #[allow(clippy::type_complexity)]
 pub fn watches(
     trials: Api<Trial>,
-    jobs: Api<Job>,
+    jobs: Api<GangJob>,
     pods: Api<Pod>,
     config: watcher::Config,
 ) -> (
     Caches,
     Watches<
         impl Stream<Item = Result<Trial, watcher::Error>> + Send + 'static,
-        impl Stream<Item = Result<Job, watcher::Error>> + Send + 'static,
+        impl Stream<Item = Result<GangJob, watcher::Error>> + Send + 'static,
         impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
     >,
 ) {
     let (trial_store, trial_stream) = reflected(trials, config.clone(), strip_trial);
     let (job_store, job_stream) = reflected(jobs, config.clone(), strip_job);
-    let (pod_store, pod_stream) = reflected(pods, config, strip_pod);
+    let (pod_store, pod_stream) = reflected(pods, config.fields(UNFINISHED_PODS), strip_pod);
     (
         Caches {
             trials: trial_store,
@@ -315,10 +356,10 @@ pub fn watches(
 mod tests {
     use super::*;
 
-    fn job(name: &str, rv: &str, exp: &str) -> Job {
+    fn job(name: &str, rv: &str, exp: &str) -> GangJob {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv,
-                         "labels": {LABEL_EXPERIMENT: exp}},
+                         "labels": {LABEL_EXPERIMENT: exp}, "annotations": {"note": "unread"}},
         }))
         .unwrap()
     }
@@ -365,17 +406,92 @@ mod tests {
         assert!(other.status.unwrap().result.is_some());
     }
 
+    /// A Job as the API server sends it (shortened pod template), ended as `end` says.
+    fn served_job(end: Option<(&str, &str)>) -> serde_json::Value {
+        let mut conditions = vec![serde_json::json!({"type": "SuccessCriteriaMet", "status": "True",
+            "lastProbeTime": "2026-12-03T10:00:00Z", "lastTransitionTime": "2026-12-03T10:00:00Z",
+            "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods"})];
+        if let Some((kind, reason)) = end {
+            conditions.push(serde_json::json!({"type": kind, "status": "True",
+                "lastProbeTime": "2026-12-03T10:00:01Z", "lastTransitionTime": "2026-12-03T10:00:01Z",
+                "reason": reason, "message": "the gang's pods said so"}));
+        }
+        serde_json::json!({
+            "metadata": {"name": "t-a1", "namespace": "ns", "resourceVersion": "42",
+                "uid": "0b4c1f7e-5d0e-4a8e-9d55-0d8a3c7f0e11", "generation": 1,
+                "creationTimestamp": "2026-12-03T09:59:00Z",
+                "labels": {LABEL_EXPERIMENT: "e", "orchestra.dev/trial": "t",
+                           "app.kubernetes.io/managed-by": "orchestra-operator"},
+                "ownerReferences": [{"apiVersion": "orchestra.dev/v1alpha1", "kind": "Trial",
+                    "name": "t", "uid": "9a1d2c3b-0000-4000-8000-000000000001", "controller": true}]},
+            "spec": {"parallelism": 1, "completions": 1, "completionMode": "Indexed",
+                "backoffLimit": 0, "suspend": false,
+                "podFailurePolicy": {"rules": [{"action": "FailJob",
+                    "onExitCodes": {"operator": "NotIn", "values": [0]}}]},
+                "template": {"metadata": {"labels": {"orchestra.dev/trial": "t"}},
+                    "spec": {"restartPolicy": "Never", "containers": [{"name": "worker",
+                        "image": "orchestra-worker:latest", "args": ["train", "--spec", "/etc/orchestra/trial.json"]}]}}},
+            "status": {"startTime": "2026-12-03T09:59:01Z", "completionTime": "2026-12-03T10:00:01Z",
+                "succeeded": 1, "ready": 0, "terminating": 0, "completedIndexes": "0",
+                "uncountedTerminatedPods": {}, "conditions": conditions}
+        })
+    }
+
+    #[test]
+    fn an_ended_job_is_cached_as_its_end_and_a_running_one_as_observation_reads_it() {
+        use k8s_openapi::api::batch::v1::Job;
+        assert!(
+            size_of::<GangJob>() * 4 < size_of::<Job>(),
+            "a cached Job is {} bytes before its strings, a Job {}",
+            size_of::<GangJob>(),
+            size_of::<Job>()
+        );
+        let size = |j: &serde_json::Value| serde_json::to_vec(j).unwrap().len();
+        for (kind, reason) in [("Complete", "CompletionsReached"), ("Failed", "PodFailurePolicy")] {
+            let served = served_job(Some((kind, reason)));
+            let mut cached: GangJob = serde_json::from_value(served.clone()).unwrap();
+            strip_job(&mut cached);
+            let kept = serde_json::to_value(&cached).unwrap();
+            assert!(
+                size(&kept) * 3 < size(&served),
+                "{kind}: {} of {} bytes kept",
+                size(&kept),
+                size(&served)
+            );
+            assert_eq!(cached.name_any(), "t-a1");
+            assert_eq!(cached.resource_version().as_deref(), Some("42"));
+            assert!(of(&cached, "ns", "e"), "still found as the Experiment's");
+            let conditions = cached.status.unwrap().conditions.unwrap();
+            assert_eq!(conditions.len(), 1, "the end only: {conditions:?}");
+            let c = &conditions[0];
+            assert_eq!((c.type_.as_str(), c.reason.as_deref()), (kind, Some(reason)));
+            assert_eq!(c.message.as_deref(), Some("the gang's pods said so"));
+        }
+        let mut complete: GangJob =
+            serde_json::from_value(served_job(Some(("Complete", "CompletionsReached")))).unwrap();
+        strip_job(&mut complete);
+        assert!(super::super::observe::gang_completed(&[complete], "t", 1));
+        // Still running (a FailureTarget Job too): its start time and `suspend` stay.
+        for end in [None, Some(("FailureTarget", "PodFailurePolicy"))] {
+            let mut running: GangJob = serde_json::from_value(served_job(end)).unwrap();
+            strip_job(&mut running);
+            assert!(running.status.as_ref().unwrap().start_time.is_some());
+            assert_eq!(running.spec.as_ref().unwrap().suspend, Some(false));
+            assert!(running.metadata.creation_timestamp.is_some());
+        }
+    }
+
     #[test]
     fn a_write_stands_in_for_the_cache_until_the_cache_catches_up() {
         let w = WriteThrough::stripping(strip_job);
-        let wanted = |j: &Job| j.labels().get(LABEL_EXPERIMENT).map(String::as_str) == Some("e");
+        let wanted = |j: &GangJob| j.labels().get(LABEL_EXPERIMENT).map(String::as_str) == Some("e");
         // Just created: not cached yet, read from the write.
         w.remember(job("a", "10", "e"));
         w.remember(job("other", "11", "f"));
         let seen = w.merge(vec![], wanted);
         assert_eq!(seen.iter().map(|j| j.name_any()).collect::<Vec<_>>(), ["a"]);
         assert!(
-            seen[0].spec.as_ref().is_none_or(|s| s.selector.is_none()),
+            seen[0].metadata.annotations.is_none(),
             "stripped as the cache strips"
         );
         // The cache still shows an older version: the write wins.

@@ -83,8 +83,9 @@ pub struct Context {
 struct Memo {
     /// The last ranking and the generation of the Experiment it was ranked for: ranked again
     /// from the store only when a trial finished or was stopped (a ranking reads every finished
-    /// trial's result).
-    ranking: Option<(i64, Leaderboard)>,
+    /// trial's result). Shared with the looks that use it: a copy per look was a thousand
+    /// entries copied on every look at scale.
+    ranking: Option<(i64, Arc<Leaderboard>)>,
     /// A fingerprint of the leaderboard ConfigMap's content last written, so that an unchanged
     /// one is not written again; when it was written; whether a newer content waits for
     /// `CONFIG_MAP_EVERY` to pass.
@@ -125,7 +126,7 @@ impl Memos {
     }
 
     /// The Experiment's last ranking, if it was ranked for this generation.
-    pub fn ranking(&self, namespace: &str, name: &str, generation: i64) -> Option<Leaderboard> {
+    pub fn ranking(&self, namespace: &str, name: &str, generation: i64) -> Option<Arc<Leaderboard>> {
         self.with(namespace, name, |m| {
             m.ranking
                 .as_ref()
@@ -134,7 +135,7 @@ impl Memos {
         })
     }
 
-    pub fn remember_ranking(&self, namespace: &str, name: &str, generation: i64, lb: &Leaderboard) {
+    pub fn remember_ranking(&self, namespace: &str, name: &str, generation: i64, lb: &Arc<Leaderboard>) {
         self.with(namespace, name, |m| m.ranking = Some((generation, lb.clone())));
     }
 
@@ -266,8 +267,8 @@ mod tests {
     fn rankings_hold_for_their_generation_plots_wait_and_a_deleted_experiment_is_forgotten() {
         let m = Memos::default();
         assert!(m.ranking("ns", "e", 1).is_none());
-        m.remember_ranking("ns", "e", 1, &board("e"));
-        assert_eq!(m.ranking("ns", "e", 1), Some(board("e")));
+        m.remember_ranking("ns", "e", 1, &Arc::new(board("e")));
+        assert_eq!(m.ranking("ns", "e", 1).as_deref(), Some(&board("e")));
         assert!(
             m.ranking("ns", "e", 2).is_none(),
             "an edited spec is ranked again"

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Controller;
@@ -27,6 +26,7 @@ use orchestra_api::{Experiment, Trial};
 use super::builders::GangConfig;
 use super::cache::{self, scoped};
 use super::context::Context;
+use super::gang_job::GangJob;
 use super::metrics::Metrics;
 use super::names::{LABEL_EXPERIMENT, MANAGER};
 use super::reconcile::{error_policy, reconcile};
@@ -92,7 +92,7 @@ pub async fn run(client: Client, opts: Options, metrics: Arc<Metrics>) {
     let ns = opts.namespace.as_deref();
     let experiments: Api<Experiment> = scoped(&client, ns);
     let trials: Api<Trial> = scoped(&client, ns);
-    let jobs: Api<Job> = scoped(&client, ns);
+    let jobs: Api<GangJob> = scoped(&client, ns);
     let pods: Api<Pod> = scoped(&client, ns);
     let services: Api<Service> = scoped(&client, ns);
     let reporter = Reporter {

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod context;
 pub mod controller;
 mod crd_schema;
+pub mod gang_job;
 pub mod heap;
 pub mod leader;
 pub mod metrics;

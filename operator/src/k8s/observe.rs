@@ -5,11 +5,11 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use orchestra_api::{RungRecord, Trial, TrialPhase, TrialResult};
 pub use orchestra_store::layout::Reached;
 
+use super::gang_job::GangJob;
 use super::names;
 use crate::observed::ObservedTrial;
 
@@ -60,24 +60,12 @@ pub fn format_time(secs: u64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn condition_true(job: &Job, kind: &str) -> Option<String> {
-    job.status.as_ref()?.conditions.as_ref()?.iter().find_map(|c| {
-        (c.type_ == kind && c.status == "True").then(|| {
-            let reason = c.reason.clone().unwrap_or_default();
-            match &c.message {
-                Some(m) if !m.is_empty() => format!("{reason}: {m}"),
-                _ => reason,
-            }
-        })
-    })
-}
-
 /// Whether the running gang of `trial` (attempt `attempts`) has completed: only then does the
 /// store hold what it reached, so only then is the store read for it.
-pub fn gang_completed<J: Borrow<Job>>(jobs: &[J], trial: &str, attempts: u32) -> bool {
+pub fn gang_completed<J: Borrow<GangJob>>(jobs: &[J], trial: &str, attempts: u32) -> bool {
     let name = names::job(trial, attempts);
-    jobs.iter().map(Borrow::borrow).any(|j: &Job| {
-        j.metadata.name.as_deref() == Some(name.as_str()) && condition_true(j, "Complete").is_some()
+    jobs.iter().map(Borrow::borrow).any(|j: &GangJob| {
+        j.metadata.name.as_deref() == Some(name.as_str()) && j.condition_true("Complete").is_some()
     })
 }
 
@@ -118,7 +106,7 @@ fn of_earlier_gang(pod: &Pod, trial: &str, current: Option<&str>, now: u64) -> b
 
 /// Observes every trial (in name order). `reached_of(trial)` is what the store holds for a
 /// running trial's step target (its result, or its rung record).
-pub fn observe<T: Borrow<Trial>, J: Borrow<Job>, P: Borrow<Pod>>(
+pub fn observe<T: Borrow<Trial>, J: Borrow<GangJob>, P: Borrow<Pod>>(
     trials: &[T],
     jobs: &[J],
     pods: &[P],
@@ -201,7 +189,7 @@ pub fn observe<T: Borrow<Trial>, J: Borrow<Job>, P: Borrow<Pod>>(
 /// What became of a running trial's gang: its Job failed or is gone (the attempt failed), it
 /// completed (succeeded with the stored result, or failed without one), or part of it is still
 /// unscheduled after the gang timeout.
-fn gang_change<J: Borrow<Job>>(
+fn gang_change<J: Borrow<GangJob>>(
     name: &str,
     attempts: u32,
     jobs: &[J],
@@ -214,7 +202,7 @@ fn gang_change<J: Borrow<Job>>(
     let job = jobs
         .iter()
         .map(Borrow::borrow)
-        .find(|j: &&Job| j.metadata.name.as_deref() == Some(job_name.as_str()));
+        .find(|j: &&GangJob| j.metadata.name.as_deref() == Some(job_name.as_str()));
     let failed = |reason: String| Transition::AttemptFailed {
         trial: name.to_string(),
         attempt: attempts,
@@ -227,10 +215,12 @@ fn gang_change<J: Borrow<Job>>(
             // its pods have stopped: a pod on a dead node never does (it stays Terminating), so
             // the gang counts as failed from FailureTarget on (its pods hold the restart back
             // until they are gone, or given up for lost).
-            let failure = condition_true(j, "Failed").or_else(|| condition_true(j, "FailureTarget"));
+            let failure = j
+                .condition_true("Failed")
+                .or_else(|| j.condition_true("FailureTarget"));
             if let Some(reason) = failure {
                 Some(failed(format!("Job {job_name} failed ({reason})")))
-            } else if condition_true(j, "Complete").is_some() {
+            } else if j.condition_true("Complete").is_some() {
                 Some(match reached_of(name) {
                     Some(Reached::Finished(result)) => Transition::Succeeded {
                         trial: name.to_string(),
@@ -244,7 +234,7 @@ fn gang_change<J: Borrow<Job>>(
                         "Job {job_name} completed but the trial's result is not in the store (nor a rung record at its target)"
                     )),
                 })
-            } else if j.spec.as_ref().and_then(|s| s.suspend) == Some(true) {
+            } else if j.suspended() {
                 // Waiting in its Kueue queue: no pods yet, nothing is unschedulable.
                 None
             } else {
@@ -355,7 +345,7 @@ mod tests {
     #[test]
     fn a_job_marked_failure_target_is_a_failed_attempt() {
         let trial = running_trial();
-        let job: Job = serde_json::from_value(serde_json::json!({
+        let job: GangJob = serde_json::from_value(serde_json::json!({
             "metadata": { "name": "t-a1" },
             "status": { "conditions": [
                 { "type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded" }
@@ -376,7 +366,7 @@ mod tests {
     fn a_gang_admitted_late_by_kueue_is_not_unschedulable_at_once() {
         let trial = running_trial();
         let created = parse_time("2026-01-01T00:00:00Z").unwrap();
-        let job = |suspend: bool, started: Option<&str>| -> Job {
+        let job = |suspend: bool, started: Option<&str>| -> GangJob {
             serde_json::from_value(serde_json::json!({
                 "metadata": { "name": "t-a1", "creationTimestamp": "2026-01-01T00:00:00Z" },
                 "spec": { "suspend": suspend, "template": {} },
@@ -389,7 +379,7 @@ mod tests {
             serde_json::json!({ "type": "PodScheduled", "status": "False", "reason": "Unschedulable" }),
         )
         .unwrap()]);
-        let unschedulable = |j: Job, pods: &[Pod], now: u64| {
+        let unschedulable = |j: GangJob, pods: &[Pod], now: u64| {
             let (_, transitions) = observe(std::slice::from_ref(&trial), &[j], pods, now, 600, &mut |_| None);
             transitions
                 .iter()

@@ -19,6 +19,7 @@ use orchestra_api::{DeviceKind, Experiment, ExperimentPhase, Trial, TrialPhase, 
 use orchestra_store::layout::{self, TrialKeys};
 
 use super::context::{Context, Error};
+use super::gang_job::GangJob;
 use super::names::{self, FINALIZER};
 use super::observe::{gang_completed, observe, Reached, Transition};
 use super::scope::{with_store, Scope};
@@ -201,7 +202,7 @@ fn first_trials<T>(items: &mut Vec<T>, most: usize, trial_of: impl Fn(&T) -> &st
 
 /// One Experiment's Trials, Jobs and Pods: from the controller's caches, or (with none, as in
 /// the reconcile tests) listed.
-async fn seen(scope: &Scope<'_>) -> Result<(Vec<Arc<Trial>>, Vec<Arc<Job>>, Vec<Arc<Pod>>), Error> {
+async fn seen(scope: &Scope<'_>) -> Result<(Vec<Arc<Trial>>, Vec<Arc<GangJob>>, Vec<Arc<Pod>>), Error> {
     if let Some(caches) = &scope.ctx.caches {
         if !caches.ready(Duration::from_secs(5)).await {
             return Err(Error::CachesNotReady);
@@ -211,9 +212,10 @@ async fn seen(scope: &Scope<'_>) -> Result<(Vec<Arc<Trial>>, Vec<Arc<Job>>, Vec<
     }
     let selector = ListParams::default().labels(&names::experiment_selector(&scope.name));
     let pods: Api<Pod> = Api::namespaced(scope.ctx.client.clone(), &scope.ns);
+    let jobs: Api<GangJob> = Api::namespaced(scope.ctx.client.clone(), &scope.ns);
     Ok((
         shared(scope.trials.list(&selector).await?.items),
-        shared(scope.jobs.list(&selector).await?.items),
+        shared(jobs.list(&selector).await?.items),
         shared(pods.list(&selector).await?.items),
     ))
 }
@@ -306,7 +308,7 @@ async fn carry_out(
 async fn reached_targets(
     scope: &Scope<'_>,
     trials: &[Arc<Trial>],
-    jobs: &[Arc<Job>],
+    jobs: &[Arc<GangJob>],
 ) -> Result<BTreeMap<String, Reached>, Error> {
     let steps = scope.exp.spec.steps;
     let running: Vec<(String, u64)> = trials

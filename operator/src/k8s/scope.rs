@@ -100,7 +100,7 @@ impl Scope<'_> {
 
     pub(super) fn remember_job(&self, j: Job) {
         if let Some(c) = &self.ctx.caches {
-            c.written_jobs.remember(j);
+            c.written_jobs.remember(j.into());
         }
     }
 

@@ -1,6 +1,8 @@
 //! What the reconciler writes back: statuses by server-side apply, events through the
 //! Recorder, the Experiment's conditions, and the leaderboard (status, ConfigMap, plot).
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch};
@@ -40,7 +42,7 @@ pub(super) async fn publish_event(
 
 /// Ranks the Experiment's trials, reading from the store only those that ended since the last
 /// ranking (what was read before is kept in the Experiment's memo).
-async fn rank_from_store(scope: &Scope<'_>) -> Result<Leaderboard, Error> {
+async fn rank_from_store(scope: &Scope<'_>) -> Result<Arc<Leaderboard>, Error> {
     let (memos, ns, name) = (&scope.ctx.memos, scope.ns.as_str(), scope.name.as_str());
     let generation = scope.exp.metadata.generation.unwrap_or(0);
     let mut read = memos.read_so_far(ns, name, generation);
@@ -51,7 +53,7 @@ async fn rank_from_store(scope: &Scope<'_>) -> Result<Leaderboard, Error> {
     })
     .await?;
     memos.keep_read(ns, name, generation, read);
-    Ok(lb)
+    Ok(Arc::new(lb))
 }
 
 /// Whether a look draws the leaderboard's plot, and whether it waits for it.
@@ -189,7 +191,7 @@ pub(super) async fn publish_leaderboard(
     rerank: bool,
     plot: Plot,
     ended: bool,
-) -> Result<Leaderboard, Error> {
+) -> Result<Arc<Leaderboard>, Error> {
     let (memos, ns, exp) = (&scope.ctx.memos, scope.ns.as_str(), scope.name.as_str());
     let generation = scope.exp.metadata.generation.unwrap_or(0);
     let known = memos.ranking(ns, exp, generation);
