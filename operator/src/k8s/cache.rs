@@ -272,10 +272,15 @@ fn strip_job(j: &mut GangJob) {
     }
 }
 
-/// Whether a Job has ended for good: Complete or Failed (a FailureTarget Job still has pods
-/// stopping, and its start time and pods are still read).
+/// Whether a condition says its Job has ended for good: Complete or Failed, true (a
+/// FailureTarget Job still has pods stopping, and its start time and pods are still read).
+fn ends_job(c: &JobCondition) -> bool {
+    c.status == "True" && matches!(c.type_.as_str(), "Complete" | "Failed")
+}
+
 fn ended(j: &GangJob) -> bool {
-    j.condition_true("Complete").is_some() || j.condition_true("Failed").is_some()
+    let conditions = j.status.as_ref().and_then(|s| s.conditions.as_deref());
+    conditions.unwrap_or_default().iter().any(ends_job)
 }
 
 /// An ended Job stays in the cache until its Experiment goes (every finished trial keeps its
@@ -292,7 +297,7 @@ fn shrink_ended_job(j: &mut GangJob) {
     j.spec = None;
     let conditions = j.status.take().and_then(|s| s.conditions).map(|cs| {
         cs.into_iter()
-            .filter(|c| c.status == "True" && matches!(c.type_.as_str(), "Complete" | "Failed"))
+            .filter(ends_job)
             .map(|c| JobCondition {
                 type_: c.type_,
                 status: c.status,
