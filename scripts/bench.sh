@@ -145,6 +145,13 @@ if [ -f "$ct_d4" ] && [ -f "$ct_scan" ]; then
     if [ -f "$ct_d1" ]; then d1_args=(--d1 "$ct_d1"); fi
     "$bin/orchestra-worker" bench-latency-volume --model runs/bench/ct-d4.safetensors --scan "$ct_scan" \
         "${d1_args[@]}" --out bench-results/latency-ct.json
+    echo "the edge's C over the whole CT, plane by plane on the direct kernels, per layer against the measured FMA peak,"
+    echo "and the tiled unfold path beside it:"
+    "$bin/orchestra-edge" bench-volume --model runs/bench/ct-d4.safetensors --scan "$ct_scan" --tiles \
+        --out bench-results/edge-volume-ct.json
+    echo "the edge's C against libtorch's on the whole CT:"
+    "$bin/orchestra-worker" compare-edge-volume --model runs/bench/ct-d4.safetensors "$ct_scan" \
+        --out bench-results/edge-compare-ct.json
 else
     echo "CT latency: skipped (train experiments/mmwhs-ct.yaml first; it needs ../shared/data/mmwhs_ct)"
 fi

@@ -11,6 +11,7 @@ use candle_core::Result;
 use crate::direct;
 pub(crate) use crate::layers::ChannelsLast;
 pub use crate::layers::{Conv, Planes};
+use crate::plane_stream::{LayerWork, PlaneStream};
 
 /// C: stem, the halvings, the head.
 #[derive(Debug)]
@@ -32,8 +33,24 @@ impl Compressor {
             .collect()
     }
 
-    /// One input's planes in [0, 1] -> its code activations in (-1, 1), (K, sides / f).
+    /// C over `data` (channel-major planes of `data_sides`, zeros beyond them up to `sides`)
+    /// plane by plane, with each layer's work and time; `None` where the direct kernels do not
+    /// cover the stack on this CPU (`plane_stream`).
+    pub fn streamed(
+        &self,
+        data: &[f32],
+        data_sides: [usize; 3],
+        sides: [usize; 3],
+    ) -> Option<Result<(Planes, Vec<LayerWork>)>> {
+        PlaneStream::new(&self.layers, sides).map(|stream| stream.run(data, data_sides))
+    }
+
+    /// One input's planes in [0, 1] -> its code activations in (-1, 1), (K, sides / f):
+    /// streamed plane by plane where the direct kernels cover C, else layer by layer.
     pub fn activations(&self, x: &Planes) -> Result<Planes> {
+        if let Some(streamed) = self.streamed(&x.data, x.sides, x.sides) {
+            return streamed.map(|(a, _)| a);
+        }
         // `direct::stem` decides whether it covers this stem and this CPU.
         let (mut y, rest) = match self.layers.first().and_then(|stem| direct::stem(stem, x)) {
             Some(y) => (y, &self.layers[1..]),
@@ -49,6 +66,29 @@ impl Compressor {
         let planes = y.to_planes();
         direct::scratch::recycle(y.data);
         Ok(planes)
+    }
+}
+
+impl Compressor {
+    /// Every layer on the unfold path, whatever the CPU (the fallback, for comparisons).
+    pub fn activations_unfolded(&self, x: &Planes) -> Result<Planes> {
+        let mut y = ChannelsLast::from_planes(x);
+        for layer in &self.layers {
+            y = layer.forward(&y)?;
+        }
+        Ok(y.to_planes())
+    }
+
+    /// Floating-point operations of the convolutions over an input of `sides` (2 per
+    /// multiply-add).
+    pub fn flops(&self, sides: [usize; 3]) -> f64 {
+        let mut at = sides;
+        let mut total = 0.0;
+        for layer in &self.layers {
+            at = layer.out_sides(at);
+            total += 2.0 * (at.iter().product::<usize>() * layer.macs_per_output()) as f64;
+        }
+        total
     }
 }
 

@@ -173,7 +173,7 @@ impl Conv {
 
     /// (kernel, stride, padding) along axis `a` (depth, height, width); an image's depth axis
     /// is neither strided nor padded.
-    fn axis(&self, a: usize) -> (usize, usize, usize) {
+    pub(crate) fn axis(&self, a: usize) -> (usize, usize, usize) {
         if a == 0 && self.kernel[0] == 1 {
             (1, 1, 0)
         } else {
@@ -230,9 +230,22 @@ impl Conv {
         cols
     }
 
-    /// Whether this is an image stem the direct kernel computes: 3x3, stride 1, 2D.
-    pub(crate) fn is_image_stem(&self) -> bool {
-        self.kernel == [1, 3, 3] && self.stride == 1 && matches!(self.after, After::BiasLeaky(_))
+    /// Whether this is a stem the direct kernel computes: 3x3 (2D) or 3x3x3 (3D), stride 1,
+    /// bias and LeakyReLU.
+    pub(crate) fn is_stem(&self) -> bool {
+        matches!(self.kernel, [1, 3, 3] | [3, 3, 3])
+            && self.stride == 1
+            && matches!(self.after, After::BiasLeaky(_))
+    }
+
+    /// Whether this layer reads one position per output (a 1-wide kernel, stride 1).
+    pub(crate) fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1, 1] && self.stride == 1
+    }
+
+    /// Multiply-adds per output position: k^d C_in C_out.
+    pub(crate) fn macs_per_output(&self) -> usize {
+        self.kernel.iter().product::<usize>() * self.c_in * self.c_out
     }
 
     pub(crate) fn forward(&self, x: &ChannelsLast) -> Result<ChannelsLast> {

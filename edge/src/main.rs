@@ -54,6 +54,24 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         rounds: usize,
     },
+    /// Time C over one whole scan plane by plane on the direct kernels, per layer and against
+    /// this CPU's measured FMA peak, on each thread count; `--tiles` adds the tiled unfold path.
+    BenchVolume {
+        #[arg(long)]
+        model: PathBuf,
+        /// A scan: NIfTI `.nii`, `.nii.gz`, or a DICOM series folder.
+        #[arg(long)]
+        scan: PathBuf,
+        /// Thread counts to time, e.g. 1,2 (default: one, then every core).
+        #[arg(long = "thread-counts", value_delimiter = ',')]
+        thread_counts: Vec<usize>,
+        /// Also time the tiled unfold path (what CPUs without AVX2 run), on the last count.
+        #[arg(long)]
+        tiles: bool,
+        /// Write the results here as JSON (and the table beside it as .md).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Compress one image or scan, send it to the service, write what it returns: a label map
     /// (PNG) for an image, a label volume (NIfTI, `-o labels.nii.gz`) on the scan's own voxels
     /// and affine for a scan.
@@ -127,6 +145,13 @@ fn run() -> Result<()> {
             out_dir,
         } => encode(&model, &images, out.as_deref(), out_dir.as_deref()),
         Command::Bench { model, size, rounds } => bench(&model, size, rounds),
+        Command::BenchVolume {
+            model,
+            scan,
+            thread_counts,
+            tiles,
+            out,
+        } => bench_volume(&model, &scan, thread_counts, tiles, out.as_deref()),
         Command::SegmentRemote { remote, image, out } => segment_remote(&remote, &image, &out),
         Command::LoadTest {
             remote,
@@ -256,6 +281,50 @@ fn bench(model: &Path, size: usize, rounds: usize) -> Result<()> {
         threads,
         stream.len()
     );
+    Ok(())
+}
+
+/// `bench-volume`: C over one whole scan, timed per layer, as a table (and JSON with `out`).
+fn bench_volume(
+    model: &Path,
+    scan: &Path,
+    threads: Vec<usize>,
+    tiles: bool,
+    out: Option<&Path>,
+) -> Result<()> {
+    use orchestra_edge::volume_bench::{bench_volume, peak_rss_mb, table};
+    let m = load_model(model)?;
+    let started = Instant::now();
+    let volume =
+        read_scan(scan, DEFAULT_MAX_VOXELS).with_context(|| format!("reading {}", scan.display()))?;
+    eprintln!(
+        "{}: {:?} voxels read in {:.1} s, peak RSS {:.0} MB",
+        scan.display(),
+        volume.geometry.sides,
+        started.elapsed().as_secs_f64(),
+        peak_rss_mb()
+    );
+    let threads = if threads.is_empty() {
+        let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if all > 1 {
+            vec![1, all]
+        } else {
+            vec![1]
+        }
+    } else {
+        threads
+    };
+    if threads.contains(&0) {
+        bail!("--thread-counts: 0 threads");
+    }
+    let result = bench_volume(&m, volume, &threads, tiles, |line| eprintln!("  {line}"))?;
+    let text = table(&result);
+    print!("{text}");
+    if let Some(path) = out {
+        write_atomically(path, &serde_json::to_vec_pretty(&result)?)?;
+        write_atomically(&path.with_extension("md"), text.as_bytes())?;
+        eprintln!("written to {} (and .md)", path.display());
+    }
     Ok(())
 }
 

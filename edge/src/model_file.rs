@@ -13,6 +13,7 @@ use orchestra_codec::{CodeShape, Codec, CodecError, Limits, CONTEXTS};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::compressor::{binarize, Compressor, Conv, Planes};
+use crate::plane_stream::LayerWork;
 use crate::preparation::VolumePreprocessing;
 use crate::tiling::{halo_cells, TiledPass};
 use crate::volume::DEFAULT_MAX_VOXELS;
@@ -246,9 +247,75 @@ impl EdgeModel {
         Ok((shape, binarize(&a)))
     }
 
+    /// A volume's code computed plane by plane (`plane_stream`) from `data` (one channel of
+    /// `data_sides`, zeros beyond them up to `sides`, each a multiple of f), with each layer's
+    /// work and time; `None` where the direct kernels do not cover C on this CPU.
+    #[allow(clippy::type_complexity)]
+    pub fn code_streamed(
+        &self,
+        data: &[f32],
+        data_sides: [usize; 3],
+        sides: [usize; 3],
+    ) -> Option<Result<(CodeShape, Vec<i8>, Vec<LayerWork>), EdgeError>> {
+        let f = self.downsample();
+        let fits = self.dims == 3
+            && self.in_channels == 1
+            && sides.iter().all(|&s| s > 0 && s % f == 0)
+            && (0..3).all(|a| data_sides[a] <= sides[a])
+            && data.len() == data_sides.iter().product::<usize>();
+        if !fits {
+            return Some(Err(EdgeError::Input {
+                found: std::iter::once(1).chain(sides).collect(),
+                expected: format!("a volume model's one channel of 3 sides, each a multiple of {f}"),
+            }));
+        }
+        let streamed = self.compressor.streamed(data, data_sides, sides)?;
+        Some(streamed.map_err(EdgeError::from).map(|(a, work)| {
+            let shape = CodeShape {
+                channels: a.channels,
+                sides: a.sides.to_vec(),
+            };
+            (shape, binarize(&a), work)
+        }))
+    }
+
     /// A volume's code computed tile by tile (`tile` kept code cells per axis): the code of
     /// the whole pass, in the memory of one tile's region.
     pub fn code_tiled(&self, x: &Planes, tile: [usize; 3]) -> Result<(CodeShape, Vec<i8>), EdgeError> {
+        self.code_tiled_by(x, tile, |p| self.compressor.activations(p))
+    }
+
+    /// `code_tiled` with every layer on the unfold path, as CPUs without the direct kernels
+    /// run it (for benchmarks against the plane stream).
+    pub fn code_tiled_unfolded(
+        &self,
+        x: &Planes,
+        tile: [usize; 3],
+    ) -> Result<(CodeShape, Vec<i8>), EdgeError> {
+        self.code_tiled_by(x, tile, |p| self.compressor.activations_unfolded(p))
+    }
+
+    /// Floating-point operations of C over a volume of `sides` in tiles of `tile` cells (each
+    /// computed on its region, halo included) and over the whole volume in one piece.
+    pub fn tiled_work(&self, sides: [usize; 3], tile: [usize; 3]) -> TiledWork {
+        let f = self.downsample();
+        let halo = halo_cells(&self.compressor.axis_layers(), f, 1);
+        let total = crate::tiling::tiles(sides.map(|s| s / f), tile, halo)
+            .iter()
+            .map(|t| self.compressor.flops(t.region_sides().map(|c| c * f)))
+            .sum();
+        TiledWork {
+            total,
+            kept: self.compressor.flops(sides),
+        }
+    }
+
+    fn code_tiled_by(
+        &self,
+        x: &Planes,
+        tile: [usize; 3],
+        pass: impl Fn(&Planes) -> candle_core::Result<Planes> + Sync,
+    ) -> Result<(CodeShape, Vec<i8>), EdgeError> {
         self.check_input(x)?;
         if self.dims != 3 {
             return Err(EdgeError::NotVolumeModel {
@@ -278,7 +345,7 @@ impl EdgeModel {
                 sides,
                 data: region.to_vec(),
             };
-            self.compressor.activations(&planes).map(|a| a.data)
+            pass(&planes).map(|a| a.data)
         })?;
         let a = Planes {
             channels: k,
@@ -297,6 +364,15 @@ impl EdgeModel {
         let (shape, bits) = self.code(x)?;
         Ok(self.codec.encode(&shape, &bits)?)
     }
+}
+
+/// C's work over a volume in tiles.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TiledWork {
+    /// Over every tile's region, halos included.
+    pub total: f64,
+    /// Over the volume in one piece: the work the tiles keep.
+    pub kept: f64,
 }
 
 /// The file's tensors, read with their expected shapes.

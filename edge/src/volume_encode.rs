@@ -29,8 +29,9 @@ impl EdgeModel {
         self.encode_volume_with(scan, Tiling::default())
     }
 
-    /// A scan -> its volume stream; scans above `tiling`'s limit are coded tile by tile (the
-    /// same code as in one piece, in bounded memory).
+    /// A scan -> its volume stream: C plane by plane where the direct kernels cover it on this
+    /// CPU; elsewhere scans above `tiling`'s limit are coded tile by tile (the same code as in
+    /// one piece, in bounded memory).
     pub fn encode_volume_with(&self, scan: Volume, tiling: Tiling) -> Result<VolumeStream, EdgeError> {
         let prep = match (&self.volume, self.dims) {
             (Some(p), 3) => p,
@@ -46,16 +47,26 @@ impl EdgeModel {
         let (sides, voxels) = prep.prepare(scan.voxels, source, scan.geometry.affine_spacing());
         let f = self.downsample;
         let padded: [usize; 3] = std::array::from_fn(|a| padded_side(sides[a], f, self.sides[a]));
-        let planes = Planes {
-            channels: 1,
-            sides: padded,
-            data: pad(&voxels, sides, padded),
-        };
-        let code = match tiling.tile_cells(padded, f) {
-            None => self.encode(&planes)?,
-            Some(tile) => {
-                let (shape, bits) = self.code_tiled(&planes, tile)?;
+        let code = match self.code_streamed(&voxels, sides, padded) {
+            // Plane by plane: no padded copy of the scan, no tiles.
+            Some(streamed) => {
+                let (shape, bits, _) = streamed?;
                 self.codec.encode(&shape, &bits)?
+            }
+            None => {
+                let planes = Planes {
+                    channels: 1,
+                    sides: padded,
+                    data: pad(&voxels, sides, padded),
+                };
+                drop(voxels);
+                match tiling.tile_cells(padded, f) {
+                    None => self.encode(&planes)?,
+                    Some(tile) => {
+                        let (shape, bits) = self.code_tiled(&planes, tile)?;
+                        self.codec.encode(&shape, &bits)?
+                    }
+                }
             }
         };
         Ok(VolumeStream {

@@ -93,6 +93,19 @@ enum Command {
     /// The edge's C (orchestra-edge, pure Rust) against libtorch's on a dataset's held-out
     /// split: differing code bits, streams decoded in the cloud, Dice from each encoder's
     /// streams, and encoding latency side by side.
+    /// The edge's C (plane by plane) against libtorch's (tiled) on whole scans: code bits that
+    /// differ, how near the threshold, stream equality, time of each.
+    CompareEdgeVolume {
+        /// An exported volume model (D2-D4).
+        #[arg(long)]
+        model: PathBuf,
+        /// Scans: NIfTI files or DICOM series folders.
+        #[arg(required = true)]
+        scans: Vec<PathBuf>,
+        /// Write the comparisons as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     CompareEdge {
         #[arg(long)]
         model: PathBuf,
@@ -203,6 +216,9 @@ fn run(command: Command) -> Result<()> {
             limit,
             out,
         } => codec_cli::compare_edge(&model, &dataset, limit, out.as_deref())?,
+        Command::CompareEdgeVolume { model, scans, out } => {
+            codec_cli::compare_edge_volume(&model, &scans, out.as_deref())?
+        }
         Command::Samples {
             dataset,
             size,

@@ -421,6 +421,54 @@ fn volumes_resampled_to_a_target_spacing_code_and_come_back_on_the_scan() {
         "edge and worker agree"
     );
 
+    // The edge's C plane by plane against libtorch's, through the command: a bit may differ
+    // only where libtorch's activation is within the two implementations' rounding of 0.
+    let report = dir.path().join("compare.json");
+    let (ok, stdout, stderr) = run(worker()
+        .arg("compare-edge-volume")
+        .arg("--model")
+        .arg(&model_path)
+        .arg(&scan_path)
+        .arg("--out")
+        .arg(&report));
+    assert!(ok, "compare-edge-volume: {stdout}{stderr}");
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let c = &rows[0]["comparison"];
+    let count = |field: &str| c[field].as_u64().unwrap_or_else(|| panic!("{field} in {c}"));
+    assert!(count("codeBits") > 0, "{c}");
+    assert!(count("bitsDiffering") <= count("bitsWithinRounding"), "{c}");
+    assert!(stdout.contains("code bits"), "{stdout}");
+
+    // The edge's benchmark: the same code on one and two threads and on the tiled unfold path,
+    // its work counted, its stream the size of the one sent.
+    let bench = orchestra_edge::volume_bench::bench_volume(
+        &edge,
+        orchestra_edge::volume::read_volume(&scan_path, DEFAULT_MAX_VOXELS).unwrap(),
+        &[1, 2],
+        true,
+        |_| {},
+    )
+    .unwrap();
+    let tiles = bench.runs.last().unwrap();
+    assert_eq!(tiles.path, "tiles (unfold)");
+    assert!(
+        bench.runs.len() == 3 || !cfg!(target_arch = "x86_64"),
+        "two plane-stream runs and the tiles: {:?}",
+        bench.runs
+    );
+    for r in &bench.runs {
+        assert_eq!(
+            r.bits_differing_from_first, 0,
+            "{} on {} threads",
+            r.path, r.threads
+        );
+        assert!(r.flops > 0.0 && r.seconds > 0.0);
+    }
+    if bench.runs.len() == 3 {
+        assert_eq!(bench.stream_bytes, stream.len() - 69, "the code's stream");
+        assert_eq!(bench.runs[0].flops, tiles.flops, "one tile: the same work");
+    }
+
     // The same code behind a geometry that says whole factors: refused, naming both.
     let (mut geometry, code) = unwrap(&stream, u64::MAX).unwrap();
     geometry.reduction = Reduction::Factor([1, 1, 1]);

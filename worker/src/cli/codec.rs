@@ -297,6 +297,46 @@ fn encode_latency(
     Ok((median_ms(torch), median_ms(edge_times)))
 }
 
+/// `compare-edge-volume`: the edge's C against libtorch's on whole scans, one line each.
+pub fn compare_edge_volume(model: &Path, scans: &[PathBuf], out: Option<&Path>) -> Result<()> {
+    use orchestra_edge::scan::read_scan;
+    use orchestra_edge::volume::DEFAULT_MAX_VOXELS;
+    let cloud = load_model(model)?;
+    let edge = orchestra_edge::EdgeModel::load(model)?;
+    let mut rows = Vec::new();
+    for path in scans {
+        let scan =
+            read_scan(path, DEFAULT_MAX_VOXELS).with_context(|| format!("reading {}", path.display()))?;
+        let r = orchestra_worker::codec::edge_compare_volume::compare_volume(&cloud, &edge, scan)
+            .with_context(|| format!("comparing on {}", path.display()))?;
+        println!(
+            "{}: C on {:?}, {} code bits: {} differ; largest |activation| of a differing bit {:.2e}, \
+             largest activation difference {:.2e} ({} bits within it of the threshold); streams {}; \
+             C took {:.2} s (libtorch, tiled) and {:.2} s (edge, plane stream)",
+            path.display(),
+            r.sides,
+            r.code_bits,
+            r.bits_differing,
+            r.max_margin_of_differing,
+            r.max_activation_difference,
+            r.bits_within_rounding,
+            if r.streams_identical {
+                "identical"
+            } else {
+                "differ"
+            },
+            r.libtorch_seconds,
+            r.edge_seconds
+        );
+        rows.push(serde_json::json!({"scan": path.display().to_string(), "comparison": r}));
+    }
+    if let Some(path) = out {
+        std::fs::write(path, serde_json::to_vec_pretty(&rows)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 pub fn compare_edge(model: &Path, dataset: &str, limit: Option<usize>, out: Option<&Path>) -> Result<()> {
     let cloud = load_model(model)?;
     let edge = orchestra_edge::EdgeModel::load(model)?;

@@ -2,6 +2,7 @@
 //! deployable model files that pair it with the trained networks.
 
 pub mod edge_compare;
+pub mod edge_compare_volume;
 pub mod model_code;
 pub mod model_file;
 
