@@ -9,6 +9,7 @@
 pub mod client;
 pub mod compressor;
 pub mod dicom_series;
+pub mod dicom_write;
 mod direct;
 pub mod fma_peak;
 pub mod input;

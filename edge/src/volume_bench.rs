@@ -6,6 +6,8 @@
 
 use std::time::Instant;
 
+use orchestra_codec::CodeShape;
+
 use crate::fma_peak::{self, FmaPeak};
 use crate::model_file::{EdgeError, EdgeModel};
 use crate::plane_stream::LayerWork;
@@ -90,48 +92,24 @@ pub fn bench_volume(
     progress(&format!(
         "prepared {scan_sides:?} -> {sides:?}, C runs on {input_sides:?} ({prepare_seconds:.2} s)"
     ));
+    let input = Prepared {
+        model,
+        voxels: &voxels,
+        sides,
+        input_sides,
+    };
     let mut runs: Vec<VolumeRun> = Vec::new();
     let mut first_bits: Option<Vec<i8>> = None;
     let mut stream_bytes = 0;
-    let compare = |bits: &[i8], first: &mut Option<Vec<i8>>| match first {
-        Some(f) => f.iter().zip(bits).filter(|(a, b)| a != b).count(),
-        None => {
-            *first = Some(bits.to_vec());
-            0
-        }
-    };
     for &t in threads {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build()
-            .expect("a thread pool");
-        let peak = fma_peak::measure(t, 3);
-        let started = Instant::now();
-        let Some(streamed) = pool.install(|| model.code_streamed(&voxels, sides, input_sides)) else {
+        let Some((mut run, shape, bits)) = input.streamed(t)? else {
             progress("the direct kernels do not cover this model on this CPU: no plane stream");
             break;
         };
-        let (shape, bits, layers) = streamed?;
-        let seconds = started.elapsed().as_secs_f64();
         if stream_bytes == 0 {
             stream_bytes = model.codec.encode(&shape, &bits)?.len();
         }
-        let flops: f64 = layers.iter().map(|l| l.flops).sum();
-        let run = VolumeRun {
-            path: "plane stream (direct kernels)".into(),
-            threads: t,
-            seconds,
-            flops,
-            gflops_per_second: flops / seconds / 1e9,
-            share_of_peak: peak
-                .as_ref()
-                .map_or(0.0, |p| flops / seconds / 1e9 / p.gflops_per_second),
-            peak,
-            layers,
-            halo_share: 0.0,
-            bits_differing_from_first: compare(&bits, &mut first_bits),
-            peak_rss_mb: peak_rss_mb(),
-        };
+        run.bits_differing_from_first = differing(&bits, &mut first_bits);
         progress(&format!(
             "plane stream, {t} thread(s): {:.2} s, {:.1} GFLOP/s ({:.0} % of the measured peak), peak RSS {:.0} MB",
             run.seconds,
@@ -142,41 +120,11 @@ pub fn bench_volume(
         runs.push(run);
     }
     if tiles {
-        let t = threads.last().copied().unwrap_or(1);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build()
-            .expect("a thread pool");
-        let planes = crate::layers::Planes {
-            channels: 1,
-            sides: input_sides,
-            data: pad(&voxels, sides, input_sides),
-        };
-        let tile = Tiling::default()
-            .tile_cells(input_sides, f)
-            .unwrap_or(input_sides.map(|s| s / f));
-        let started = Instant::now();
-        let (_, bits) = pool.install(|| model.code_tiled_unfolded(&planes, tile))?;
-        let seconds = started.elapsed().as_secs_f64();
-        let work = model.tiled_work(input_sides, tile);
-        let peak = fma_peak::measure(t, 3);
-        let run = VolumeRun {
-            path: "tiles (unfold)".into(),
-            threads: t,
-            seconds,
-            flops: work.total,
-            gflops_per_second: work.total / seconds / 1e9,
-            share_of_peak: peak
-                .as_ref()
-                .map_or(0.0, |p| work.total / seconds / 1e9 / p.gflops_per_second),
-            peak,
-            layers: Vec::new(),
-            halo_share: 1.0 - work.kept / work.total,
-            bits_differing_from_first: compare(&bits, &mut first_bits),
-            peak_rss_mb: peak_rss_mb(),
-        };
+        let (mut run, bits) = input.tiled(threads.last().copied().unwrap_or(1))?;
+        run.bits_differing_from_first = differing(&bits, &mut first_bits);
         progress(&format!(
-            "tiles (unfold), {t} thread(s): {:.2} s, {:.1} GFLOP/s, halo {:.0} % of the work",
+            "tiles (unfold), {} thread(s): {:.2} s, {:.1} GFLOP/s, halo {:.0} % of the work",
+            run.threads,
             run.seconds,
             run.gflops_per_second,
             100.0 * run.halo_share
@@ -191,6 +139,118 @@ pub fn bench_volume(
         prepare_seconds,
         runs,
     })
+}
+
+/// Bits that differ from the first run's (which this records when it is the first).
+fn differing(bits: &[i8], first: &mut Option<Vec<i8>>) -> usize {
+    match first {
+        Some(f) => f.iter().zip(bits).filter(|(a, b)| a != b).count(),
+        None => {
+            *first = Some(bits.to_vec());
+            0
+        }
+    }
+}
+
+/// A prepared scan and the model that codes it.
+struct Prepared<'a> {
+    model: &'a EdgeModel,
+    voxels: &'a [f32],
+    sides: [usize; 3],
+    input_sides: [usize; 3],
+}
+
+impl Prepared<'_> {
+    /// The plane stream on `threads` threads, timed; `None` where it does not cover the model.
+    #[allow(clippy::type_complexity)]
+    fn streamed(&self, threads: usize) -> Result<Option<(VolumeRun, CodeShape, Vec<i8>)>, EdgeError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool");
+        let peak = fma_peak::measure(threads, 3);
+        let started = Instant::now();
+        let Some(streamed) = pool.install(|| {
+            self.model
+                .code_streamed(self.voxels, self.sides, self.input_sides)
+        }) else {
+            return Ok(None);
+        };
+        let (shape, bits, layers) = streamed?;
+        let seconds = started.elapsed().as_secs_f64();
+        let flops: f64 = layers.iter().map(|l| l.flops).sum();
+        let run = run(
+            "plane stream (direct kernels)",
+            threads,
+            seconds,
+            flops,
+            peak,
+            layers,
+            0.0,
+        );
+        Ok(Some((run, shape, bits)))
+    }
+
+    /// The tiled unfold path on `threads` threads, timed, with its halo's share of the work.
+    fn tiled(&self, threads: usize) -> Result<(VolumeRun, Vec<i8>), EdgeError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool");
+        let f = self.model.downsample();
+        let planes = crate::layers::Planes {
+            channels: 1,
+            sides: self.input_sides,
+            data: pad(self.voxels, self.sides, self.input_sides),
+        };
+        let tile = Tiling::default()
+            .tile_cells(self.input_sides, f)
+            .unwrap_or(self.input_sides.map(|s| s / f));
+        let started = Instant::now();
+        let (_, bits) = pool.install(|| self.model.code_tiled_unfolded(&planes, tile))?;
+        let seconds = started.elapsed().as_secs_f64();
+        let work = self.model.tiled_work(self.input_sides, tile);
+        let peak = fma_peak::measure(threads, 3);
+        let halo = 1.0 - work.kept / work.total;
+        Ok((
+            run(
+                "tiles (unfold)",
+                threads,
+                seconds,
+                work.total,
+                peak,
+                Vec::new(),
+                halo,
+            ),
+            bits,
+        ))
+    }
+}
+
+/// One run's row, its rates computed and the process's peak memory read now.
+fn run(
+    path: &str,
+    threads: usize,
+    seconds: f64,
+    flops: f64,
+    peak: Option<FmaPeak>,
+    layers: Vec<LayerWork>,
+    halo_share: f64,
+) -> VolumeRun {
+    let rate = flops / seconds / 1e9;
+    VolumeRun {
+        path: path.into(),
+        threads,
+        seconds,
+        flops,
+        gflops_per_second: rate,
+        share_of_peak: peak.as_ref().map_or(0.0, |p| rate / p.gflops_per_second),
+        peak,
+        layers,
+        halo_share,
+        bits_differing_from_first: 0,
+        peak_rss_mb: peak_rss_mb(),
+    }
 }
 
 /// The benchmark as a Markdown table.

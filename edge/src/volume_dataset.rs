@@ -3,14 +3,18 @@
 //! the validation split by patient.
 //!
 //! Layouts: `images/ID.nii[.gz]` with `labels/ID.nii[.gz]` (ACDC, nnU-Net style), or one
-//! folder of `ID_image.nii.gz` with `ID_label.nii.gz` (MM-WHS). A scan without its label map,
-//! or a label map without its scan, is an error naming the file, never a silently smaller
-//! dataset.
+//! folder of `ID_image.nii.gz` with `ID_label.nii.gz` (MM-WHS). A scan may also be a folder
+//! holding one DICOM series as a scanner exports it (`images/ID/` or `ID_image/`), read as the
+//! edge reads it (`dicom_series`), so a series trains without conversion; its label map is
+//! NIfTI (`labels/ID.nii.gz`, `ID_label.nii.gz`) and must sit on the series' voxels (sides and
+//! RAS affine, as for NIfTI scans). A scan without its label map, or a label map without its
+//! scan, is an error naming the file, never a silently smaller dataset.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::volume::{read_labels, read_volume, LabelVolume, Volume, VolumeError};
+use crate::scan::{read_scan, ScanError};
+use crate::volume::{read_labels, LabelVolume, Volume, VolumeError};
 
 /// One scan and its label map.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +28,8 @@ pub struct VolumePair {
 pub enum VolumeDatasetError {
     #[error(transparent)]
     Volume(#[from] VolumeError),
+    #[error(transparent)]
+    Scan(#[from] ScanError),
     #[error("{path}: {reason}")]
     Folder { path: PathBuf, reason: String },
     #[error("{path}: no {missing} for it (expected {expected})")]
@@ -51,7 +57,14 @@ fn nifti_id(path: &Path) -> Option<String> {
         .map(String::from)
 }
 
-fn nifti_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>, VolumeDatasetError> {
+/// A folder's name as an id, if it is not hidden (a DICOM series folder).
+fn folder_id(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    (path.is_dir() && !name.is_empty() && !name.starts_with('.')).then(|| name.to_string())
+}
+
+/// NIfTI files by id, and with `series` also the subfolders (DICOM series) by name.
+fn scan_files(dir: &Path, series: bool) -> Result<BTreeMap<String, PathBuf>, VolumeDatasetError> {
     let entries = std::fs::read_dir(dir).map_err(|e| VolumeDatasetError::Folder {
         path: dir.to_path_buf(),
         reason: e.to_string(),
@@ -59,8 +72,14 @@ fn nifti_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>, VolumeDatasetErr
     let mut out = BTreeMap::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        if let Some(id) = nifti_id(&path) {
-            out.insert(id, path);
+        let id = nifti_id(&path).or_else(|| folder_id(&path).filter(|_| series));
+        if let Some(id) = id {
+            if let Some(other) = out.insert(id.clone(), path.clone()) {
+                return Err(VolumeDatasetError::Folder {
+                    path: path.clone(),
+                    reason: format!("two scans with the id {id:?}: this and {}", other.display()),
+                });
+            }
         }
     }
     Ok(out)
@@ -70,7 +89,7 @@ fn nifti_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>, VolumeDatasetErr
 pub fn list_pairs(root: &Path) -> Result<Vec<VolumePair>, VolumeDatasetError> {
     let (images, labels) = (root.join("images"), root.join("labels"));
     let pairs = if images.is_dir() || labels.is_dir() {
-        let (imgs, labs) = (nifti_files(&images)?, nifti_files(&labels)?);
+        let (imgs, labs) = (scan_files(&images, true)?, scan_files(&labels, false)?);
         let mut pairs = Vec::new();
         for (id, image) in &imgs {
             let Some(l) = labs.get(id) else {
@@ -95,11 +114,14 @@ pub fn list_pairs(root: &Path) -> Result<Vec<VolumePair>, VolumeDatasetError> {
         }
         pairs
     } else {
-        let files = nifti_files(root)?;
+        let files = scan_files(root, true)?;
         let mut pairs = Vec::new();
         for (name, path) in &files {
+            if path.is_dir() && !name.ends_with("_image") {
+                continue;
+            }
             if let Some(id) = name.strip_suffix("_image") {
-                let Some(l) = files.get(&format!("{id}_label")) else {
+                let Some(l) = files.get(&format!("{id}_label")).filter(|l| !l.is_dir()) else {
                     return Err(VolumeDatasetError::Unpaired {
                         path: path.clone(),
                         missing: "label map",
@@ -111,7 +133,7 @@ pub fn list_pairs(root: &Path) -> Result<Vec<VolumePair>, VolumeDatasetError> {
                     image: path.clone(),
                     labels: l.clone(),
                 });
-            } else if let Some(id) = name.strip_suffix("_label") {
+            } else if let Some(id) = name.strip_suffix("_label").filter(|_| !path.is_dir()) {
                 if !files.contains_key(&format!("{id}_image")) {
                     return Err(VolumeDatasetError::Unpaired {
                         path: path.clone(),
@@ -126,7 +148,8 @@ pub fn list_pairs(root: &Path) -> Result<Vec<VolumePair>, VolumeDatasetError> {
     if pairs.is_empty() {
         return Err(VolumeDatasetError::Folder {
             path: root.to_path_buf(),
-            reason: "no volumes: expected images/ID.nii.gz with labels/ID.nii.gz, or ID_image.nii.gz with ID_label.nii.gz"
+            reason: "no volumes: expected images/ID.nii.gz (or a DICOM series folder images/ID/) with labels/ID.nii.gz, \
+                     or ID_image.nii.gz (or ID_image/) with ID_label.nii.gz"
                 .into(),
         });
     }
@@ -144,7 +167,7 @@ pub fn read_pair(
     max_voxels: usize,
     label_map: Option<&[u8]>,
 ) -> Result<(Volume, LabelVolume), VolumeDatasetError> {
-    let image = read_volume(&pair.image, max_voxels)?;
+    let image = read_scan(&pair.image, max_voxels)?;
     let mut labels = read_labels(&pair.labels, max_voxels)?;
     let mismatch = |what: String| VolumeDatasetError::Mismatch {
         image: pair.image.clone(),
@@ -313,6 +336,68 @@ mod tests {
             err.contains("d.nii.gz") && err.contains("voxel 5 has class 5"),
             "{err}"
         );
+    }
+
+    /// DICOM series folders as scans, in both layouts, beside NIfTI ones: paired by folder name,
+    /// read as series, their NIfTI label maps checked against the series' voxels.
+    #[test]
+    fn dicom_series_folders_pair_with_nifti_labels() {
+        use crate::dicom_write::write_series;
+        use crate::synthetic_volume::{heart3d, Heart3d};
+
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("labels")).unwrap();
+        let (scan, labels) = heart3d(&Heart3d::new([4, 10, 12], 5));
+        write_series(&root.join("images/case01"), &scan, "1.2.826.0.1.3680043.2.1125.1").unwrap();
+        write_labels(&root.join("labels/case01.nii.gz"), &labels).unwrap();
+        write_labels(&root.join("images/case02.nii.gz"), &labels).unwrap();
+        write_labels(&root.join("labels/case02.nii.gz"), &labels).unwrap();
+        let pairs = list_pairs(root).unwrap();
+        assert_eq!(pairs.len(), 2);
+        assert!(pairs[0].image.is_dir() && pairs[0].id == "case01");
+        let (image, read_labels) = read_pair(&pairs[0], DEFAULT_MAX_VOXELS, None).unwrap();
+        assert_eq!(image.geometry.sides, [4, 10, 12]);
+        assert_eq!(read_labels.labels, labels.labels);
+        // A label map off the series' voxels is refused naming both.
+        let mut moved = labels.clone();
+        moved.geometry.affine[1][3] = 3.0;
+        write_labels(&root.join("labels/case01.nii.gz"), &moved).unwrap();
+        let err = read_pair(&pairs[0], DEFAULT_MAX_VOXELS, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("case01.nii.gz") && err.contains("images/case01") && err.contains("affines differ"),
+            "{err}"
+        );
+        // A series without its label map is named.
+        write_series(&root.join("images/case03"), &scan, "1.2.826.0.1.3680043.2.1125.3").unwrap();
+        let err = list_pairs(root).unwrap_err().to_string();
+        assert!(
+            err.contains("images/case03") && err.contains("no label map"),
+            "{err}"
+        );
+
+        // The flat layout: ID_image/ with ID_label.nii.gz; other folders are not scans.
+        let flat = tempfile::tempdir().unwrap();
+        write_series(
+            &flat.path().join("ct_2000_image"),
+            &scan,
+            "1.2.826.0.1.3680043.2.1125.4",
+        )
+        .unwrap();
+        write_labels(&flat.path().join("ct_2000_label.nii.gz"), &labels).unwrap();
+        std::fs::create_dir(flat.path().join("notes")).unwrap();
+        let pairs = list_pairs(flat.path()).unwrap();
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(pairs[0].id, "ct_2000");
+        assert!(read_pair(&pairs[0], DEFAULT_MAX_VOXELS, None).is_ok());
+        // A file that is not DICOM inside a series folder is named.
+        std::fs::write(flat.path().join("ct_2000_image/README"), "not a slice").unwrap();
+        let err = read_pair(&pairs[0], DEFAULT_MAX_VOXELS, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("README"), "{err}");
     }
 
     /// The real ACDC folder: 40 volumes of 20 patients, every pair agreeing, and a split by

@@ -37,12 +37,14 @@ pub fn mirror(store_uri: &str, uri: &str) -> Result<PathBuf, DataError> {
         .map_err(|e| remote(e.to_string()))?
         .into_iter()
         // Image folders (images/ + masks/) and volume folders (images/ + labels/, or MM-WHS's
-        // NIfTI pairs side by side).
+        // NIfTI pairs side by side; a scan may be a folder of DICOM slices).
         .filter(|k| {
             k.starts_with("images/")
                 || k.starts_with("masks/")
                 || k.starts_with("labels/")
                 || (!k.contains('/') && (k.ends_with(".nii.gz") || k.ends_with(".nii")))
+                // MM-WHS-style pairs whose scan is a DICOM series folder (ID_image/).
+                || k.split_once('/').is_some_and(|(folder, _)| folder.ends_with("_image"))
         })
         .collect();
     if keys.is_empty() {
