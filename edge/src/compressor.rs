@@ -67,9 +67,7 @@ impl Compressor {
         direct::scratch::recycle(y.data);
         Ok(planes)
     }
-}
 
-impl Compressor {
     /// Every layer on the unfold path, whatever the CPU (the fallback, for comparisons).
     pub fn activations_unfolded(&self, x: &Planes) -> Result<Planes> {
         let mut y = ChannelsLast::from_planes(x);

@@ -24,6 +24,8 @@
 //! libtorch's, so activations differ in the last bits (as between any two convolution
 //! libraries): the edge-versus-libtorch comparisons count the code bits this flips.
 
+use std::borrow::Cow;
+
 use crate::layers::{After, ChannelsLast, Conv, Planes};
 
 /// Zeroed buffers from a per-thread pool: a fresh allocation of megabytes is a fresh mapping
@@ -222,7 +224,7 @@ impl RowsAt {
 /// One layer ready for its direct kernel on this CPU: the kernel, the weights in the order it
 /// reads them, the per-channel scale and shift.
 #[derive(Debug)]
-pub(crate) struct DirectLayer {
+pub(crate) struct DirectLayer<'a> {
     kernel: Kernel,
     ci: usize,
     co: usize,
@@ -232,20 +234,20 @@ pub(crate) struct DirectLayer {
     stride: usize,
     pad: usize,
     /// The stem: [block][c][dz][tap][o in block], zero beyond C_out; the other layers read
-    /// the layer's own (tap, c, o) order.
-    weights: Vec<f32>,
+    /// the layer's own (tap, c, o) order, borrowed (no copy per input).
+    weights: Cow<'a, [f32]>,
     scale: Vec<f32>,
     shift: Vec<f32>,
 }
 
-impl DirectLayer {
+impl<'a> DirectLayer<'a> {
     /// `None` where no direct kernel covers `layer` on this CPU.
-    pub(crate) fn new(layer: &Conv) -> Option<DirectLayer> {
+    pub(crate) fn new(layer: &'a Conv) -> Option<DirectLayer<'a>> {
         Some(DirectLayer::with(layer, Kernel::choose(layer)?))
     }
 
     /// `layer` on the given kernel (which must cover it and run on this CPU).
-    fn with(layer: &Conv, kernel: Kernel) -> DirectLayer {
+    fn with(layer: &'a Conv, kernel: Kernel) -> DirectLayer<'a> {
         let (ci, co) = (layer.c_in, layer.c_out);
         let kd = layer.kernel[0];
         let weights = if matches!(kernel, Kernel::Stem512 | Kernel::Stem2) {
@@ -260,9 +262,9 @@ impl DirectLayer {
                     }
                 }
             }
-            w
+            Cow::Owned(w)
         } else {
-            layer.right.clone()
+            Cow::Borrowed(&layer.right[..])
         };
         let (scale, shift) = scale_shift(&layer.after, co);
         DirectLayer {
@@ -358,7 +360,7 @@ impl DirectLayer {
 /// What every row of one output plane reads.
 #[derive(Debug)]
 struct Plan<'a> {
-    layer: &'a DirectLayer,
+    layer: &'a DirectLayer<'a>,
     layout: PlaneLayout,
     in_sides: [usize; 2],
     out_sides: [usize; 2],

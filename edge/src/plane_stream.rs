@@ -43,8 +43,8 @@ impl LayerWork {
 }
 
 /// How a stage computes its planes.
-enum Compute {
-    Direct(DirectLayer),
+enum Compute<'a> {
+    Direct(DirectLayer<'a>),
     /// A pointwise layer (the head) on the unfold path, one bare plane at a time.
     Pointwise,
 }
@@ -52,7 +52,7 @@ enum Compute {
 /// One layer of the stream: the input planes it still needs and the next plane it owes.
 struct Stage<'a> {
     layer: &'a Conv,
-    compute: Compute,
+    compute: Compute<'a>,
     /// Input depth and plane sides; output depth and plane sides.
     in_depth: usize,
     in_plane: [usize; 2],

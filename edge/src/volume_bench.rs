@@ -11,9 +11,10 @@ use orchestra_codec::CodeShape;
 use crate::fma_peak::{self, FmaPeak};
 use crate::model_file::{EdgeError, EdgeModel};
 use crate::plane_stream::LayerWork;
-use crate::preparation::{pad, padded_side};
+use crate::preparation::pad;
 use crate::tiling::Tiling;
 use crate::volume::Volume;
+use crate::volume_encode::PreparedScan;
 
 /// One timed run of C over the scan.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -74,29 +75,17 @@ pub fn bench_volume(
     tiles: bool,
     progress: impl Fn(&str),
 ) -> Result<VolumeBench, EdgeError> {
-    let prep = match (&model.volume, model.dims) {
-        (Some(p), 3) => p,
-        _ => {
-            return Err(EdgeError::NotVolumeModel {
-                dims: model.dims,
-                prepared: model.volume.is_some(),
-            })
-        }
-    };
     let scan_sides = scan.geometry.sides;
     let started = Instant::now();
-    let (sides, voxels) = prep.prepare(scan.voxels, scan_sides, scan.geometry.affine_spacing());
-    let f = model.downsample();
-    let input_sides: [usize; 3] = std::array::from_fn(|a| padded_side(sides[a], f, model.sides[a]));
+    let prepared = model.prepare_scan(scan)?;
+    let (sides, input_sides) = (prepared.sides, prepared.input_sides);
     let prepare_seconds = started.elapsed().as_secs_f64();
     progress(&format!(
         "prepared {scan_sides:?} -> {sides:?}, C runs on {input_sides:?} ({prepare_seconds:.2} s)"
     ));
     let input = Prepared {
         model,
-        voxels: &voxels,
-        sides,
-        input_sides,
+        scan: &prepared,
     };
     let mut runs: Vec<VolumeRun> = Vec::new();
     let mut first_bits: Option<Vec<i8>> = None;
@@ -155,9 +144,7 @@ fn differing(bits: &[i8], first: &mut Option<Vec<i8>>) -> usize {
 /// A prepared scan and the model that codes it.
 struct Prepared<'a> {
     model: &'a EdgeModel,
-    voxels: &'a [f32],
-    sides: [usize; 3],
-    input_sides: [usize; 3],
+    scan: &'a PreparedScan,
 }
 
 impl Prepared<'_> {
@@ -172,7 +159,7 @@ impl Prepared<'_> {
         let started = Instant::now();
         let Some(streamed) = pool.install(|| {
             self.model
-                .code_streamed(self.voxels, self.sides, self.input_sides)
+                .code_streamed(&self.scan.voxels, self.scan.sides, self.scan.input_sides)
         }) else {
             return Ok(None);
         };
@@ -198,18 +185,23 @@ impl Prepared<'_> {
             .build()
             .expect("a thread pool");
         let f = self.model.downsample();
+        let PreparedScan {
+            voxels,
+            sides,
+            input_sides,
+        } = self.scan;
         let planes = crate::layers::Planes {
             channels: 1,
-            sides: self.input_sides,
-            data: pad(self.voxels, self.sides, self.input_sides),
+            sides: *input_sides,
+            data: pad(voxels, *sides, *input_sides),
         };
         let tile = Tiling::default()
-            .tile_cells(self.input_sides, f)
-            .unwrap_or(self.input_sides.map(|s| s / f));
+            .tile_cells(*input_sides, f)
+            .unwrap_or(input_sides.map(|s| s / f));
         let started = Instant::now();
         let (_, bits) = pool.install(|| self.model.code_tiled_unfolded(&planes, tile))?;
         let seconds = started.elapsed().as_secs_f64();
-        let work = self.model.tiled_work(self.input_sides, tile);
+        let work = self.model.tiled_work(*input_sides, tile);
         let peak = fma_peak::measure(threads, 3);
         let halo = 1.0 - work.kept / work.total;
         Ok((

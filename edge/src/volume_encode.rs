@@ -8,7 +8,7 @@ use orchestra_codec::volume_stream::wrap;
 
 use crate::layers::Planes;
 use crate::model_file::{EdgeError, EdgeModel};
-use crate::preparation::{pad, padded_side};
+use crate::preparation::{pad, padded_side, VolumePreprocessing};
 use crate::tiling::Tiling;
 use crate::volume::Volume;
 
@@ -23,7 +23,42 @@ pub struct VolumeStream {
     pub voxels: usize,
 }
 
+/// A scan prepared as the model was trained, and the sides C runs on.
+#[derive(Clone, Debug)]
+pub struct PreparedScan {
+    /// Normalised, then reduced or resampled (z-major).
+    pub voxels: Vec<f32>,
+    pub sides: [usize; 3],
+    /// `sides` padded to whole code cells and at least the training patch (zeros beyond the
+    /// voxels).
+    pub input_sides: [usize; 3],
+}
+
 impl EdgeModel {
+    /// How this volume model prepares a scan; an error for an image model.
+    fn volume_preparation(&self) -> Result<&VolumePreprocessing, EdgeError> {
+        match (&self.volume, self.dims) {
+            (Some(p), 3) => Ok(p),
+            _ => Err(EdgeError::NotVolumeModel {
+                dims: self.dims,
+                prepared: self.volume.is_some(),
+            }),
+        }
+    }
+
+    /// A scan as C takes it: prepared (intensities, then whole reduction factors or resampling
+    /// to a spacing) with the padded sides C runs on.
+    pub fn prepare_scan(&self, scan: Volume) -> Result<PreparedScan, EdgeError> {
+        let prep = self.volume_preparation()?;
+        let (sides, voxels) = prep.prepare(scan.voxels, scan.geometry.sides, scan.geometry.affine_spacing());
+        let f = self.downsample;
+        Ok(PreparedScan {
+            voxels,
+            sides,
+            input_sides: std::array::from_fn(|a| padded_side(sides[a], f, self.sides[a])),
+        })
+    }
+
     /// A scan -> its volume stream, C run whole or in tiles as `Tiling::default()` decides.
     pub fn encode_volume(&self, scan: Volume) -> Result<VolumeStream, EdgeError> {
         self.encode_volume_with(scan, Tiling::default())
@@ -33,20 +68,14 @@ impl EdgeModel {
     /// CPU; elsewhere scans above `tiling`'s limit are coded tile by tile (the same code as in
     /// one piece, in bounded memory).
     pub fn encode_volume_with(&self, scan: Volume, tiling: Tiling) -> Result<VolumeStream, EdgeError> {
-        let prep = match (&self.volume, self.dims) {
-            (Some(p), 3) => p,
-            _ => {
-                return Err(EdgeError::NotVolumeModel {
-                    dims: self.dims,
-                    prepared: self.volume.is_some(),
-                })
-            }
-        };
-        let geometry = prep.stream_geometry(&scan.geometry);
+        let geometry = self.volume_preparation()?.stream_geometry(&scan.geometry);
         let source = scan.geometry.sides;
-        let (sides, voxels) = prep.prepare(scan.voxels, source, scan.geometry.affine_spacing());
+        let PreparedScan {
+            voxels,
+            sides,
+            input_sides: padded,
+        } = self.prepare_scan(scan)?;
         let f = self.downsample;
-        let padded: [usize; 3] = std::array::from_fn(|a| padded_side(sides[a], f, self.sides[a]));
         let code = match self.code_streamed(&voxels, sides, padded) {
             // Plane by plane: no padded copy of the scan, no tiles.
             Some(streamed) => {

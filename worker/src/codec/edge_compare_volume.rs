@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use orchestra_edge::compressor::{binarize, Planes};
-use orchestra_edge::preparation::{pad, padded_side};
+use orchestra_edge::preparation::pad;
 use orchestra_edge::tiling::Tiling;
 use orchestra_edge::volume::Volume;
 use orchestra_edge::EdgeModel;
@@ -42,19 +42,14 @@ pub fn compare_volume(
     edge: &EdgeModel,
     scan: Volume,
 ) -> anyhow::Result<VolumeComparison> {
-    let prep = edge
-        .volume
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("not a volume model: it has no scan preparation"))?;
-    let (prepared, voxels) = prep.prepare(scan.voxels, scan.geometry.sides, scan.geometry.affine_spacing());
-    let f = edge.downsample();
-    let sides: [usize; 3] = std::array::from_fn(|a| padded_side(prepared[a], f, edge.sides[a]));
+    let scan = edge.prepare_scan(scan)?;
+    let sides = scan.input_sides;
     let padded = Planes {
         channels: 1,
         sides,
-        data: pad(&voxels, prepared, sides),
+        data: pad(&scan.voxels, scan.sides, sides),
     };
-    drop(voxels);
+    drop(scan);
 
     let started = Instant::now();
     let edge_act = edge.activations(&padded)?;
