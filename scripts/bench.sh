@@ -143,8 +143,14 @@ if [ -f "$ct_d4" ] && [ -f "$ct_scan" ]; then
     "$bin/orchestra-worker" export --spec "$ct_d4" -o runs/bench/ct-d4.safetensors >/dev/null
     d1_args=()
     if [ -f "$ct_d1" ]; then d1_args=(--d1 "$ct_d1"); fi
+    # The cloud's g + s beside PyTorch eager's on the same code (the reference environment
+    # installed above), and every run's Dice against the CT's ground truth.
+    pytorch_args=()
+    if [ "${BENCH_PYTORCH:-1}" != 0 ]; then
+        pytorch_args=(--pytorch scripts/pytorch_sliding_window.py --python "$HOME/.cache/orchestra/venv-pyref/bin/python")
+    fi
     "$bin/orchestra-worker" bench-latency-volume --model runs/bench/ct-d4.safetensors --scan "$ct_scan" \
-        "${d1_args[@]}" --out bench-results/latency-ct.json
+        --truth "${ct_scan/_image/_label}" "${d1_args[@]}" "${pytorch_args[@]}" --out bench-results/latency-ct.json
     echo "the edge's C over the whole CT, plane by plane on the direct kernels, per layer against the measured FMA peak,"
     echo "and the tiled unfold path beside it:"
     "$bin/orchestra-edge" bench-volume --model runs/bench/ct-d4.safetensors --scan "$ct_scan" --tiles \

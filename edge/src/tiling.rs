@@ -186,6 +186,13 @@ pub fn copy_box<T: Copy>(
     }
 }
 
+/// The part of a tile's region that it keeps, at the output's scale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeptBox {
+    pub start: [usize; 3],
+    pub sides: [usize; 3],
+}
+
 /// A fully convolutional stack run over a volume tile by tile: from `input` (channel-major,
 /// `in_channels` of `cells * scale_in` per axis) to a result of `out_channels` of
 /// `cells * scale_out` per axis, each tile computed on its region widened by `halo` cells
@@ -255,6 +262,37 @@ impl TiledPass<'_> {
             let (region, sides) = self.region(&t);
             let result = pass(&region, sides)?;
             self.place(&t, &result, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// One tile after another, for a stack that computes only what it keeps: `pass` takes a
+    /// region, its sides and the kept box inside it at the output's scale (start and sides per
+    /// axis) and returns the kept box alone. The halo still bounds what the pass may read;
+    /// the work on it shrinks to what each layer's kernel reaches.
+    pub fn run_kept<E>(
+        &self,
+        mut pass: impl FnMut(&[f32], [usize; 3], KeptBox) -> Result<Vec<f32>, E>,
+    ) -> Result<Vec<f32>, E> {
+        let mut out = self.output();
+        for t in tiles(self.cells, self.tile, self.halo) {
+            let (region, sides) = self.region(&t);
+            let (offset, kept) = (t.kept_offset(), t.kept_sides());
+            let kept_box = KeptBox {
+                start: std::array::from_fn(|a| offset[a] * self.scale_out[a]),
+                sides: std::array::from_fn(|a| kept[a] * self.scale_out[a]),
+            };
+            let result = pass(&region, sides, kept_box)?;
+            copy_box(
+                &result,
+                kept_box.sides,
+                [0; 3],
+                &mut out,
+                self.sides(self.scale_out),
+                std::array::from_fn(|a| t.kept[a].start * self.scale_out[a]),
+                kept_box.sides,
+                self.out_channels,
+            );
         }
         Ok(out)
     }

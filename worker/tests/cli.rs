@@ -6,6 +6,30 @@ use std::process::Command;
 
 use orchestra_api::Variant;
 
+/// A Python with torch for the PyTorch side of the volume latency table: `ORCHESTRA_PYTORCH_PYTHON`,
+/// or the reference environment `make bench` installs; `None` (with the reason printed) without
+/// one. (`make setup`'s venv holds libtorch for tch, whose Python package lacks the CUDA
+/// libraries it imports.)
+fn pytorch_python() -> Option<std::path::PathBuf> {
+    let python = std::env::var_os("ORCHESTRA_PYTORCH_PYTHON")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::Path::new(&h).join(".cache/orchestra/venv-pyref/bin/python"))
+        })?;
+    let works = Command::new(&python)
+        .args(["-c", "import torch"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !works {
+        eprintln!(
+            "no Python with torch at {} (set ORCHESTRA_PYTORCH_PYTHON, or run make bench once): PyTorch's side of the volume latency table is not checked",
+            python.display()
+        );
+    }
+    works.then_some(python)
+}
+
 fn worker() -> Command {
     Command::new(env!("CARGO_BIN_EXE_orchestra-worker"))
 }
@@ -515,12 +539,13 @@ fn volumes_encode_to_one_stream_and_segment_to_nifti_on_the_scan() {
     let (spec, spec_path, model_path) = train_volume_model(dir.path(), "downsample=1x2x2", false);
 
     // A scan of other sides (not multiples of f) with an oblique, shifted affine.
-    let (mut scan, _) = heart3d(&Heart3d::new([13, 41, 50], 99));
+    let (mut scan, mut truth) = heart3d(&Heart3d::new([13, 41, 50], 99));
     scan.geometry.affine = [
         [0.0, -1.2, 0.3, 80.5],
         [1.1, 0.0, 0.0, -40.0],
         [0.0, 0.2, 3.0, 12.25],
     ];
+    truth.geometry = scan.geometry.clone();
     let (scan_path, stream_path, stdout, written) = encode_and_segment(dir.path(), &model_path, &scan);
     assert!(
         stdout.contains("bpp") && stdout.contains("69 geometry"),
@@ -648,29 +673,75 @@ fn volumes_encode_to_one_stream_and_segment_to_nifti_on_the_scan() {
     }
     assert!(table_dir.join("rate-accuracy.png").is_file());
 
-    // Table 2 for the whole scan: the edge's stream is encode's, the labels are segment's.
+    // Table 2 for the whole scan: the edge's stream is encode's, the labels are segment's;
+    // PyTorch eager's g + s beside it where a Python with torch is at hand.
     let latency = dir.path().join("latency.json");
     let bench_labels = dir.path().join("bench-labels.nii.gz");
-    let (ok, stdout, stderr) = run(worker()
-        .args(["bench-latency-volume", "--gpu", "off", "--model"])
+    let truth_path = dir.path().join("truth.nii.gz");
+    orchestra_edge::nifti_write::write_labels(&truth_path, &truth).unwrap();
+    let mut bench = worker();
+    bench
+        .args([
+            "bench-latency-volume",
+            "--gpu",
+            "off",
+            "--precisions",
+            "fp32",
+            "--model",
+        ])
         .arg(&model_path)
         .arg("--scan")
         .arg(&scan_path)
+        .arg("--truth")
+        .arg(&truth_path)
         .arg("--d1")
         .arg(&d1_path)
         .arg("--write-labels")
         .arg(&bench_labels)
         .arg("--out")
-        .arg(&latency));
+        .arg(&latency);
+    let python = pytorch_python();
+    if let Some(python) = &python {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/pytorch_sliding_window.py"
+        );
+        bench.args(["--pytorch", script, "--python"]).arg(python);
+    }
+    let (ok, stdout, stderr) = run(&mut bench);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("| Orchestra D4 | 13 x 41 x 50 |"), "{stdout}");
     assert!(
         stderr.contains("edge, 1 core") && stderr.contains("cores busy"),
         "{stderr}"
     );
-    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&latency).unwrap()).unwrap();
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(&latency).unwrap()).unwrap();
+    let rows = &results["rows"];
     assert_eq!(rows[0]["bytes"], stream.len(), "the stream encode wrote");
+    assert_eq!(rows[0]["cloud_precision"], "fp32");
+    assert!(rows[0]["s_gflop"].as_f64().unwrap() > 0.0 && rows[0]["g_gflop"].as_f64().unwrap() > 0.0);
+    let runs = results["cloud_side_by_side"].as_array().unwrap();
+    let dice = runs[0]["dice_vs_truth"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&dice), "{dice}");
+    match python {
+        // Orchestra, then PyTorch as nnU-Net runs it and in Orchestra's layout: the same
+        // windows, and the same labels up to voxels within rounding of a tie.
+        Some(_) => {
+            assert_eq!(runs.len(), 3, "{runs:?}");
+            for r in &runs[1..] {
+                assert!(r["framework"].as_str().unwrap().starts_with("pytorch"), "{r}");
+                assert_eq!(r["windows"], runs[0]["windows"]);
+                let unlike = r["voxels_unlike_first"].as_u64().unwrap();
+                assert!(
+                    unlike * 1000 <= 13 * 41 * 50,
+                    "{unlike} voxels labelled otherwise: {r}"
+                );
+            }
+        }
+        None => assert_eq!(runs.len(), 1),
+    }
     assert_eq!(rows[1]["method"], "raw scan, D1");
+    assert_eq!(rows[1]["g_gflop"], 0.0, "no g for the raw scan");
     assert_eq!(rows[1]["bytes"], 13 * 41 * 50 * 2, "16 bits a voxel");
     let bench_volume = read_labels(&bench_labels, DEFAULT_MAX_VOXELS).unwrap();
     assert!(bench_volume.labels == written.labels, "segment's labels");

@@ -12,7 +12,7 @@ use super::deploy::{META_CONFIG, META_VARIANT, META_VOLUME};
 use super::model_code::{code_rows, code_shape, codec_for};
 use super::{CodeShape, Codec, CodecError};
 use crate::data::volumes::VolumePreprocessing;
-use crate::eval::volumes::{padded_sides, segment_code};
+use crate::eval::volumes::{padded_sides, segment_code, CloudPass, CloudProfile};
 use crate::nets::{Group, Model, NetConfig};
 use crate::store::{from_safetensors_with_metadata, to_safetensors_with_metadata};
 use orchestra_codec::volume_stream::VolumeGeometry;
@@ -35,7 +35,7 @@ pub enum ModelFileError {
 }
 
 /// Windows per call of s when a volume is segmented.
-const VOLUME_WINDOW_BATCH: usize = 4;
+pub const VOLUME_WINDOW_BATCH: usize = 4;
 
 /// A model ready to compress (edge) and segment bitstreams (cloud).
 pub struct CompressionModel {
@@ -124,6 +124,7 @@ impl CompressionModel {
         // model with the variant it was trained as.
         let model = Model::new(config, Variant::D2, device);
         model.load_weights(&tensors).map_err(format)?;
+        model.cloud_layout();
         let mut cm = CompressionModel::new(model)?;
         cm.model.variant = variant;
         cm.volume = meta
@@ -175,13 +176,36 @@ impl CompressionModel {
         shape: &CodeShape,
         bits: &[i8],
     ) -> Result<Vec<u8>, ModelFileError> {
-        let refuse = |reason: String| ModelFileError::Volume(reason);
+        self.segment_volume_with(geometry, shape, bits, CloudPass::fp32(VOLUME_WINDOW_BATCH))
+            .map(|(labels, _)| labels)
+    }
+
+    /// The sides (z, y, x) of a volume stream's scan as acquired and as this model prepares it,
+    /// once its reduction is checked against the model's scan preparation.
+    pub fn volume_sides(
+        &self,
+        geometry: &VolumeGeometry,
+    ) -> Result<([usize; 3], [usize; 3]), ModelFileError> {
         let prep = self.preparation()?;
-        prep.check_reduction(&geometry.reduction).map_err(refuse)?;
+        prep.check_reduction(&geometry.reduction)
+            .map_err(ModelFileError::Volume)?;
         let source = geometry.sides.map(|s| s as usize);
         // The edge resampled from the affine's spacing too (`Geometry::affine_spacing`), so
         // both ends derive the same grid.
-        let sides = prep.prepared_sides(source, spacing_of(&geometry.affine));
+        Ok((source, prep.prepared_sides(source, spacing_of(&geometry.affine))))
+    }
+
+    /// `segment_volume` with the cloud pass's options, and where its time went.
+    pub fn segment_volume_with(
+        &self,
+        geometry: &VolumeGeometry,
+        shape: &CodeShape,
+        bits: &[i8],
+        pass: CloudPass,
+    ) -> Result<(Vec<u8>, CloudProfile), ModelFileError> {
+        let refuse = |reason: String| ModelFileError::Volume(reason);
+        let prep = self.preparation()?;
+        let (source, sides) = self.volume_sides(geometry)?;
         let f = self.model.config.downsample as usize;
         let expected: Vec<usize> = padded_sides(&self.model, sides).iter().map(|s| s / f).collect();
         if shape.sides != expected {
@@ -196,8 +220,8 @@ impl CompressionModel {
             .to_kind(Kind::Float)
             .view(dims.as_slice())
             .to_device(self.model.vs.device());
-        let labels = segment_code(&self.model, &code, sides, VOLUME_WINDOW_BATCH);
-        Ok(prep.restore_labels(&labels, sides, source))
+        let (labels, profile) = segment_code(&self.model, &code, sides, pass);
+        Ok((prep.restore_labels(&labels, sides, source), profile))
     }
 
     /// g + s on decoded codes of one shape, in one batch: class indices (N, spatial...).

@@ -3,6 +3,7 @@
 //! of s, C and g tile by tile). Training calls it on its validation split; the baselines, the
 //! latency tables and `orchestra-worker segment` use its passes.
 
+pub mod cloud_pass;
 pub mod evaluation;
 pub mod images;
 pub mod scores;

@@ -60,6 +60,45 @@ pub struct SlidingWindow {
 }
 
 impl SlidingWindow {
+    /// Every window's corner (z, y, x), z-major.
+    pub fn corners(&self, sides: [usize; 3]) -> Vec<[usize; 3]> {
+        let win = self.window;
+        let (pz, py, px) = (
+            positions(sides[0], win[0], self.overlap),
+            positions(sides[1], win[1], self.overlap),
+            positions(sides[2], win[2], self.overlap),
+        );
+        let mut corners = Vec::with_capacity(pz.len() * py.len() * px.len());
+        for &z in &pz {
+            for &y in &py {
+                for &x in &px {
+                    corners.push([z, y, x]);
+                }
+            }
+        }
+        corners
+    }
+
+    /// The rows of a window at `corner` that fall inside a volume of `sides`: (offset of the
+    /// row in the window, offset in the volume, voxels inside). A window is copied and its
+    /// scores added back row by row, not voxel by voxel (no index arithmetic per voxel).
+    fn rows(
+        &self,
+        corner: [usize; 3],
+        sides: [usize; 3],
+    ) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let win = self.window;
+        let len = win[2].min(sides[2].saturating_sub(corner[2]));
+        let zs = win[0].min(sides[0].saturating_sub(corner[0]));
+        let ys = win[1].min(sides[1].saturating_sub(corner[1]));
+        (0..zs).flat_map(move |z| {
+            (0..ys).map(move |y| {
+                let volume_row = ((corner[0] + z) * sides[1] + corner[1] + y) * sides[2] + corner[2];
+                ((z * win[1] + y) * win[2], volume_row, len)
+            })
+        })
+    }
+
     /// Class scores of every voxel of `volume` (sides z, y, x), `classes` per voxel, class-major
     /// (`scores[c * voxels + i]`). `forward` gets a batch of windows (each z-major, window
     /// voxels long, concatenated) and returns their scores (per window, class-major).
@@ -77,37 +116,20 @@ impl SlidingWindow {
             "volume of {} voxels for sides {sides:?}",
             volume.len()
         );
-        let win = self.window;
-        let per_window: usize = win.iter().product();
-        let weights = gaussian_weights(win);
+        let per_window: usize = self.window.iter().product();
+        let weights = gaussian_weights(self.window);
         let mut sums = vec![0f32; classes * voxels];
         let mut norm = vec![0f32; voxels];
-        let corners: Vec<[usize; 3]> = {
-            let (pz, py, px) = (
-                positions(sides[0], win[0], self.overlap),
-                positions(sides[1], win[1], self.overlap),
-                positions(sides[2], win[2], self.overlap),
-            );
-            let mut c = Vec::new();
-            for &z in &pz {
-                for &y in &py {
-                    for &x in &px {
-                        c.push([z, y, x]);
-                    }
-                }
-            }
-            c
-        };
-        let inside = |corner: &[usize; 3], i: usize| -> Option<usize> {
-            let (z, y, x) = (i / (win[1] * win[2]), (i / win[2]) % win[1], i % win[2]);
-            let (vz, vy, vx) = (corner[0] + z, corner[1] + y, corner[2] + x);
-            (vz < sides[0] && vy < sides[1] && vx < sides[2]).then(|| (vz * sides[1] + vy) * sides[2] + vx)
-        };
+        let corners = self.corners(sides);
+        let mut input = Vec::new();
         for group in corners.chunks(self.batch.max(1)) {
-            let mut input = Vec::with_capacity(group.len() * per_window);
-            for corner in group {
-                input
-                    .extend((0..per_window).map(|i| inside(corner, i).map_or(self.pad_value, |v| volume[v])));
+            input.clear();
+            input.resize(group.len() * per_window, self.pad_value);
+            for (w, &corner) in group.iter().enumerate() {
+                let window = &mut input[w * per_window..(w + 1) * per_window];
+                for (at, from, len) in self.rows(corner, sides) {
+                    window[at..at + len].copy_from_slice(&volume[from..from + len]);
+                }
             }
             let out = forward(&input, group.len());
             assert_eq!(
@@ -117,21 +139,26 @@ impl SlidingWindow {
                 out.len(),
                 group.len()
             );
-            for (w, corner) in group.iter().enumerate() {
+            for (w, &corner) in group.iter().enumerate() {
                 let scores = &out[w * classes * per_window..(w + 1) * classes * per_window];
-                for i in 0..per_window {
-                    let Some(v) = inside(corner, i) else { continue };
-                    let g = weights[i];
-                    norm[v] += g;
+                for (at, to, len) in self.rows(corner, sides) {
+                    let g = &weights[at..at + len];
+                    for (n, g) in norm[to..to + len].iter_mut().zip(g) {
+                        *n += g;
+                    }
                     for c in 0..classes {
-                        sums[c * voxels + v] += g * scores[c * per_window + i];
+                        let s = &scores[c * per_window + at..c * per_window + at + len];
+                        let sum = &mut sums[c * voxels + to..c * voxels + to + len];
+                        for ((sum, s), g) in sum.iter_mut().zip(s).zip(g) {
+                            *sum += g * s;
+                        }
                     }
                 }
             }
         }
-        for c in 0..classes {
-            for v in 0..voxels {
-                sums[c * voxels + v] /= norm[v];
+        for class in sums.chunks_mut(voxels) {
+            for (s, n) in class.iter_mut().zip(&norm) {
+                *s /= n;
             }
         }
         sums

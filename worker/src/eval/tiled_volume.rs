@@ -1,7 +1,9 @@
 //! C and g over whole scans in bounded memory: volumes above a `Tiling`'s limit run tile by
 //! tile on the code's grid, each tile computed on its region widened by the stack's disturbed
 //! border and cut back (see `orchestra_edge::tiling`), so the code and the features equal those
-//! of one whole pass while memory follows the tile. The edge tiles C the same way.
+//! of one whole pass while memory follows the tile. The edge tiles C the same way. g computes
+//! each tile's layers only where a later layer reads them (`Reconstructor::forward_kept`), so its
+//! full-resolution layers spend a few voxels, not the whole halo, around what a tile keeps.
 
 use tch::{nn::ModuleT, Device, Kind, Tensor};
 
@@ -101,7 +103,21 @@ pub fn reconstruct_volume(model: &Model, bits: &Tensor, tiling: Tiling) -> Tenso
         tile,
         halo,
     }
-    .run::<std::convert::Infallible>(|region, s| Ok(region_pass(g, region, k, s, device)))
+    .run_kept::<std::convert::Infallible>(|region, sides, kept| {
+        let mut shape = vec![1, k as i64];
+        shape.extend(sides.map(|s| s as i64));
+        let x = Tensor::from_slice(region)
+            .view(shape.as_slice())
+            .to_device(device);
+        let keep: Vec<std::ops::Range<i64>> = (0..3)
+            .map(|a| kept.start[a] as i64..(kept.start[a] + kept.sides[a]) as i64)
+            .collect();
+        let y = g.forward_kept(&x, &keep);
+        Ok(
+            Vec::try_from(y.flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Float))
+                .expect("float outputs"),
+        )
+    })
     .unwrap_or_else(|never| match never {});
     tensor_of(&features, out, cells.map(|c| c * f), device)
 }

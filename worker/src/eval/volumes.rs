@@ -10,9 +10,12 @@
 //! as one whole pass, so a 512 x 512 x 300 CT fits in memory as a cardiac MR volume does; the
 //! code is still one stream.
 
+use std::time::Instant;
+
 use orchestra_api::RateScores;
 use tch::{nn::ModuleT, Device, Kind, Tensor};
 
+pub use super::cloud_pass::{CloudPass, CloudProfile};
 use super::evaluation::Evaluation;
 use super::scores::{dice_iou, summarise};
 use super::sliding_window::{argmax, SlidingWindow};
@@ -21,6 +24,7 @@ use crate::codec::model_code::{code_rows, code_shape, codec_for};
 use crate::codec::Codec;
 use crate::data::VolumeSample;
 use crate::nets::Model;
+use crate::train::autocast::with_precision;
 use orchestra_edge::preparation::{crop, pad, padded_side, VolumePreprocessing};
 use orchestra_edge::tiling::Tiling;
 
@@ -63,9 +67,16 @@ pub fn scan_tensor(model: &Model, voxels: &[f32], sides: [usize; 3], device: Dev
 }
 
 /// Cloud side: class indices of a volume of `sides` from what s takes (g's features of the
-/// code, or the padded scan for D1), by sliding a patch-sized window over it.
-pub fn segment_features(model: &Model, s_input: &Tensor, sides: [usize; 3], window_batch: usize) -> Vec<u8> {
+/// code, or the padded scan for D1), by sliding a patch-sized window over it; with the time it
+/// took and the windows (`g_s` is 0).
+pub fn segment_features(
+    model: &Model,
+    s_input: &Tensor,
+    sides: [usize; 3],
+    pass: CloudPass,
+) -> (Vec<u8>, CloudProfile) {
     let _guard = tch::no_grad_guard();
+    let started = Instant::now();
     let c = &model.config;
     let device = s_input.device();
     let window: [usize; 3] = std::array::from_fn(|a| c.sides[a] as usize);
@@ -84,30 +95,47 @@ pub fn segment_features(model: &Model, s_input: &Tensor, sides: [usize; 3], wind
     let sliding = SlidingWindow {
         window,
         overlap: WINDOW_OVERLAP,
-        batch: window_batch.max(1),
+        batch: pass.window_batch.max(1),
         pad_value: 0.0,
     };
     let scores = sliding.run(&features, padded, classes, |input, n| {
         let mut shape = vec![n as i64, 1];
         shape.extend(window.map(|s| s as i64));
         let x = Tensor::from_slice(input).view(shape.as_slice()).to_device(device);
-        let probs = model.segmentor.forward_t(&x, false);
+        let probs = with_precision(pass.precision, device, || model.segmentor.forward_t(&x, false));
         // One score per class: a binary task's single map p becomes (1 - p, p).
+        let probs = probs.to_kind(Kind::Float);
         let probs = if binary {
             Tensor::cat(&[1.0 - &probs, probs.shallow_clone()], 1)
         } else {
             probs
         };
-        Vec::<f32>::try_from(probs.flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Float))
-            .expect("float scores")
+        Vec::<f32>::try_from(probs.flatten(0, -1).to_device(Device::Cpu)).expect("float scores")
     });
-    crop(&argmax(&scores, classes), padded, sides)
+    let labels = crop(&argmax(&scores, classes), padded, sides);
+    let profile = CloudProfile {
+        g_s: 0.0,
+        s_s: started.elapsed().as_secs_f64(),
+        windows: sliding.corners(padded).len(),
+    };
+    (labels, profile)
 }
 
-/// Cloud side: class indices of a volume of `sides` from its decoded code (N = 1, K, ...).
-pub fn segment_code(model: &Model, bits: &Tensor, sides: [usize; 3], window_batch: usize) -> Vec<u8> {
-    let features = reconstruct_volume(model, bits, Tiling::default());
-    segment_features(model, &features, sides, window_batch)
+/// Cloud side: class indices of a volume of `sides` from its decoded code (N = 1, K, ...), and
+/// where the time went.
+pub fn segment_code(
+    model: &Model,
+    bits: &Tensor,
+    sides: [usize; 3],
+    pass: CloudPass,
+) -> (Vec<u8>, CloudProfile) {
+    let started = Instant::now();
+    let features = with_precision(pass.precision, bits.device(), || {
+        reconstruct_volume(model, bits, Tiling::default())
+    });
+    let g_s = started.elapsed().as_secs_f64();
+    let (labels, profile) = segment_features(model, &features, sides, pass);
+    (labels, CloudProfile { g_s, ..profile })
 }
 
 /// Segments one prepared scan (sides z, y, x), coding it first for compressing variants.
@@ -155,9 +183,9 @@ pub fn predict_volume(
                     Err(_) => prediction.round_trip_failed = true,
                 }
             }
-            segment_code(model, &decoded, sides, window_batch)
+            segment_code(model, &decoded, sides, CloudPass::fp32(window_batch)).0
         }
-        None => segment_features(model, &scan, sides, window_batch),
+        None => segment_features(model, &scan, sides, CloudPass::fp32(window_batch)).0,
     };
     prediction
 }

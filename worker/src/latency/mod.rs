@@ -4,4 +4,6 @@
 
 pub mod images;
 pub mod markdown;
+pub mod pytorch_cloud;
+pub mod side_by_side;
 pub mod volumes;

@@ -226,16 +226,12 @@ pub fn instance_norm(p: nn::Path, channels: i64) -> InstanceNorm {
 
 impl nn::Module for InstanceNorm {
     fn forward(&self, xs: &Tensor) -> Tensor {
-        let out = xs.instance_norm(
-            Some(&self.weight),
-            Some(&self.bias),
-            None,
-            None,
-            true,
-            0.1,
-            1e-5,
-            true,
-        );
+        // Group norm with one channel per group is instance norm (each sample and channel over
+        // its own voxels, biased variance, the same eps and affine), and unlike libtorch's
+        // instance_norm it runs on channels-last activations without copying them to the
+        // default layout first (`Model::cloud_layout`).
+        let channels = self.weight.size()[0];
+        let out = xs.group_norm(channels, Some(&self.weight), Some(&self.bias), 1e-5, false);
         record(|| LayerInfo {
             name: self.name.clone(),
             kind: "instancenorm".into(),
