@@ -56,7 +56,7 @@ impl PytorchScript<'_> {
         let (code_path, labels_path, json_path) = (
             dir.path().join("code.i8"),
             dir.path().join("labels.u8"),
-            dir.path().join("result.json"),
+            dir.path().join("pytorch-measurement.json"),
         );
         let raw: Vec<u8> = code.bits.iter().map(|&b| b as u8).collect();
         std::fs::write(&code_path, raw).map_err(|e| format!("{}: {e}", code_path.display()))?;
