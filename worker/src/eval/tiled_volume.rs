@@ -20,20 +20,15 @@ fn values_of(t: &Tensor) -> (Vec<f32>, usize) {
     (values, t.size()[1] as usize)
 }
 
-/// Runs `net` over one region (channel-major values) on `device`.
+/// Runs `forward` over one region (channel-major values) on `device`; its output's values.
 fn region_pass(
-    net: &impl ModuleT,
     region: &[f32],
     channels: usize,
     sides: [usize; 3],
     device: Device,
+    forward: impl FnOnce(&Tensor) -> Tensor,
 ) -> Vec<f32> {
-    let mut shape = vec![1, channels as i64];
-    shape.extend(sides.map(|s| s as i64));
-    let x = Tensor::from_slice(region)
-        .view(shape.as_slice())
-        .to_device(device);
-    let y = net.forward_t(&x, false);
+    let y = forward(&tensor_of(region, channels, sides, device));
     Vec::try_from(y.flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Float)).expect("float outputs")
 }
 
@@ -72,7 +67,11 @@ pub fn encode_volume(model: &Model, scan: &Tensor, tiling: Tiling) -> Option<(Te
         tile,
         halo,
     }
-    .run::<std::convert::Infallible>(|region, s| Ok(region_pass(c, region, channels, s, device)))
+    .run::<std::convert::Infallible>(|region, s| {
+        Ok(region_pass(region, channels, s, device, |x| {
+            c.forward_t(x, false)
+        }))
+    })
     .unwrap_or_else(|never| match never {});
     let a = tensor_of(&activations, k, cells, device);
     let bits = binarize(&a, false);
@@ -104,19 +103,12 @@ pub fn reconstruct_volume(model: &Model, bits: &Tensor, tiling: Tiling) -> Tenso
         halo,
     }
     .run_kept::<std::convert::Infallible>(|region, sides, kept| {
-        let mut shape = vec![1, k as i64];
-        shape.extend(sides.map(|s| s as i64));
-        let x = Tensor::from_slice(region)
-            .view(shape.as_slice())
-            .to_device(device);
         let keep: Vec<std::ops::Range<i64>> = (0..3)
             .map(|a| kept.start[a] as i64..(kept.start[a] + kept.sides[a]) as i64)
             .collect();
-        let y = g.forward_kept(&x, &keep);
-        Ok(
-            Vec::try_from(y.flatten(0, -1).to_device(Device::Cpu).to_kind(Kind::Float))
-                .expect("float outputs"),
-        )
+        Ok(region_pass(region, k, sides, device, |x| {
+            g.forward_kept(x, &keep)
+        }))
     })
     .unwrap_or_else(|never| match never {});
     tensor_of(&features, out, cells.map(|c| c * f), device)
