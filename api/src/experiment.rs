@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::algorithm::{Algorithm, Sampling};
+use crate::model_source::ModelSource;
 use crate::sweepable::{sweepable, Sweepable, SWEEPABLE};
 use crate::training::{DeviceKind, Hyper, ModelSpec, Variant};
 use crate::trial_spec::TrialSpec;
@@ -57,9 +58,10 @@ pub struct ExperimentSpec {
     #[serde(default)]
     pub hyper: Hyper,
     /// The search space: parameter name to its values. Sweepable: lr, lrCritic, beta1,
-    /// lrMinRatio, batchSize, wDis, disWarmupSteps, dClip, lambdaRate, lrBitModel,
-    /// model.codeChannels, model.downsample (the integer ones, batchSize, disWarmupSteps and the
-    /// model's, by list or intRange). A parameter that no variant of the Experiment uses is
+    /// lrMinRatio, batchSize, wDis, disWarmupSteps, dClip, lambdaRate, rateWarmupSteps,
+    /// distill.weight (with hyper.distill), lrBitModel, model.codeChannels, model.downsample (the
+    /// integer ones, batchSize, disWarmupSteps, rateWarmupSteps and the model's, by list or
+    /// intRange). A parameter that no variant of the Experiment uses is
     /// refused, and every value must make a valid trial.
     #[serde(default)]
     pub search: BTreeMap<String, SearchSpace>,
@@ -478,6 +480,9 @@ impl ExperimentSpec {
         }
         self.check_candidate_count(&mut p);
         self.check_search(&mut p, origin);
+        if name_ok {
+            self.check_model_sources(&mut p, name);
+        }
         self.check_base_trial(&mut p, if name_ok { name } else { "x" }, origin);
         p.into_result(origin)
     }
@@ -578,12 +583,40 @@ impl ExperimentSpec {
                 );
                 continue;
             };
+            if param == "distill.weight" && self.hyper.distill.is_none() {
+                p.push(&field, param, "needs hyper.distill (the teacher to distil from)");
+                continue;
+            }
             let Some(&variant) = self.variants.iter().find(|v| swept.affects(**v)) else {
                 p.push(&field, param, "affects none of spec.variants");
                 continue;
             };
             if check_space(p, &field, swept, space, &self.algorithm) {
                 self.check_swept_values(p, &field, swept, space, variant, origin);
+            }
+        }
+    }
+
+    /// A source in this Experiment must be one of its D1 trials: D1 reads no source, so no
+    /// trial waits for one that waits for it.
+    fn check_model_sources(&self, p: &mut Problems, name: &str) {
+        let fields = [("hyper.warmStart", self.hyper.warm_start.as_ref())];
+        let teacher = [("hyper.distill.from", self.hyper.distill.as_ref().map(|d| &d.from))];
+        for (field, text) in fields.into_iter().chain(teacher) {
+            let Some(trial) = text.and_then(|t| ModelSource::parse(t).ok()) else {
+                continue;
+            };
+            let Some(trial) = trial.same_experiment_trial() else {
+                continue;
+            };
+            let index = trial.strip_prefix(&format!("{name}-d1-"));
+            let numbered = index.is_some_and(|i| i.len() >= 3 && i.bytes().all(|b| b.is_ascii_digit()));
+            if !numbered || !self.variants.contains(&Variant::D1) {
+                p.push(
+                    &format!("spec.{field}"),
+                    text.map_or("", |t| t.as_str()),
+                    format!("must name a D1 trial of this Experiment (trial:{name}-d1-000, with D1 in spec.variants)"),
+                );
             }
         }
     }

@@ -6,6 +6,7 @@
 pub mod algorithm;
 pub mod experiment;
 pub mod experiment_file;
+pub mod model_source;
 pub mod redact;
 pub mod sweepable;
 pub mod training;
@@ -19,15 +20,17 @@ pub use experiment::{
     BestTrial, Experiment, ExperimentPhase, ExperimentSpec, ExperimentStatus, Objective, ObjectiveMode,
     Resources, RungOccupancy, SearchSpace,
 };
+pub use model_source::ModelSource;
 pub use redact::{credentials_refused, redact, uri_credentials, RedactingStderr};
 pub use sweepable::{affects, sweepable, Sweepable, SWEEPABLE};
 pub use training::{
-    DeviceKind, DisReduction, Hyper, LrSchedule, ModelSpec, Precision, Preset, SegLoss, Variant,
+    DeviceKind, DisReduction, Distill, Hyper, LrSchedule, ModelSpec, Precision, Preset, SegLoss, Variant,
     DEFAULT_DOWNSAMPLE,
 };
 pub use trial_progress::TrialProgress;
 pub use trial_result::{
-    ParamCounts, RateScores, RungRecord, RungScore, SegmentationScores, StoppedTrial, Timings, TrialResult,
+    ParamCounts, RateScores, RungRecord, RungScore, SegmentationScores, StoppedTrial, TeacherCost, Timings,
+    TrialResult,
 };
 pub use trial_spec::{Trial, TrialPhase, TrialSpec, TrialStatus};
 pub use validation::{parse_yaml, Problem, Problems, ValidationError};

@@ -87,6 +87,18 @@ pub const SWEEPABLE: &[Sweepable] = &[
     ),
     Sweepable::real("dClip", Variant::has_critic, |_, h, v| h.d_clip = v),
     Sweepable::real("lambdaRate", Variant::has_rate_loss, |_, h, v| h.lambda_rate = v),
+    Sweepable::integer(
+        "rateWarmupSteps",
+        MAX_EXACT_INTEGER,
+        Variant::has_rate_loss,
+        |_, h, v| h.rate_warmup_steps = v as u64,
+    ),
+    // Only with hyper.distill set (validation says so otherwise).
+    Sweepable::real("distill.weight", Variant::has_compressor, |_, h, v| {
+        if let Some(d) = h.distill.as_mut() {
+            d.weight = v
+        }
+    }),
     Sweepable::real("lrBitModel", Variant::has_compressor, |_, h, v| {
         h.lr_bit_model = v
     }),
@@ -116,21 +128,23 @@ mod tests {
     #[test]
     fn each_parameter_sets_the_field_it_names() {
         let base_model = ModelSpec::new(Preset::Small, 128, 2);
-        let base_hyper = Hyper::default();
+        let base_hyper = Hyper {
+            distill: Some(crate::Distill {
+                from: "trial:t-d1-000".into(),
+                weight: 1.0,
+            }),
+            ..Hyper::default()
+        };
         for s in SWEEPABLE {
             let (mut m, mut h) = (base_model.clone(), base_hyper.clone());
             s.set(&mut m, &mut h, 4.0);
-            let field = s.name.strip_prefix("model.");
-            let (before, after) = match field {
-                Some(f) => (
-                    serde_json::to_value(&base_model).unwrap()[f].clone(),
-                    serde_json::to_value(&m).unwrap()[f].clone(),
-                ),
-                None => (
-                    serde_json::to_value(&base_hyper).unwrap()[s.name].clone(),
-                    serde_json::to_value(&h).unwrap()[s.name].clone(),
-                ),
+            // A dotted name is a path: model.<field> in the model, <field>.<sub> in hyper.
+            let value = |model: &ModelSpec, hyper: &Hyper| match s.name.split_once('.') {
+                Some(("model", f)) => serde_json::to_value(model).unwrap()[f].clone(),
+                Some((f, sub)) => serde_json::to_value(hyper).unwrap()[f][sub].clone(),
+                None => serde_json::to_value(hyper).unwrap()[s.name].clone(),
             };
+            let (before, after) = (value(&base_model, &base_hyper), value(&m, &h));
             assert_ne!(before, after, "{} did not change its field", s.name);
             assert_eq!(after.as_f64(), Some(4.0), "{} set {after}", s.name);
         }

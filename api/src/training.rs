@@ -5,6 +5,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::model_source::ModelSource;
 use crate::validation::Problems;
 
 /// The paper's four training variants.
@@ -204,6 +205,24 @@ fn default_dims() -> u32 {
     2
 }
 
+/// Distillation from a teacher's predictions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Distill {
+    /// The teacher: `trial:<name>` for a trial of this Experiment (run first, typically its D1),
+    /// or `<store URI>/<experiment>/<trial>`. Its latest checkpoint is read; its steps and
+    /// training seconds count in the trial's cost.
+    pub from: String,
+    /// Weight of the mean squared difference between the student's and the teacher's class
+    /// probabilities, added to the segmentation loss.
+    #[serde(default = "default_distill_weight")]
+    pub weight: f64,
+}
+
+fn default_distill_weight() -> f64 {
+    1.0
+}
+
 /// Optimisation and loss hyperparameters; every field has a default that trains.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
@@ -233,6 +252,19 @@ pub struct Hyper {
     pub seg_loss: SegLoss,
     /// Weight lambda of the rate loss (D4 only), in units of bits per code bit.
     pub lambda_rate: f64,
+    /// Steps over which lambdaRate ramps linearly from 0 (D4): the code learns to carry the
+    /// segmentation before the rate term squeezes it.
+    pub rate_warmup_steps: u64,
+    /// Compressing variants (D2-D4) start from a finished trial's weights instead of random
+    /// ones: every tensor whose name and shape match (from a D1, its segmentor and critic but
+    /// for s's first layer, which reads the image's channels). `trial:<name>` for a trial of
+    /// this Experiment (run first), or `<store URI>/<experiment>/<trial>`. D1 trials ignore it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_start: Option<String>,
+    /// Compressing variants (D2-D4) learn from a finished trial's predictions as well as from
+    /// the labels (knowledge distillation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distill: Option<Distill>,
     /// The critic's weights are clipped to [-d_clip, d_clip] after every update (SegAN).
     pub d_clip: f64,
     /// Learning rate of the bit-probability model q.
@@ -260,6 +292,9 @@ impl Default for Hyper {
             dis_reduction: DisReduction::PerLayer,
             seg_loss: SegLoss::Mse,
             lambda_rate: 0.05,
+            rate_warmup_steps: 0,
+            warm_start: None,
+            distill: None,
             d_clip: 0.05,
             lr_bit_model: 5e-2,
             augment: true,
@@ -350,6 +385,23 @@ impl ModelSpec {
 }
 
 impl Hyper {
+    /// The finished trials a trial of `variant` reads weights from (its warm start and its
+    /// teacher, once each): none for D1, which trains from scratch (it is the usual teacher).
+    /// Sources that do not parse are left out (validation reports them).
+    pub fn model_sources(&self, variant: Variant) -> Vec<ModelSource> {
+        if !variant.has_compressor() {
+            return Vec::new();
+        }
+        let mut sources: Vec<ModelSource> = Vec::new();
+        let named = self.warm_start.iter().chain(self.distill.iter().map(|d| &d.from));
+        for s in named.filter_map(|t| ModelSource::parse(t).ok()) {
+            if !sources.contains(&s) {
+                sources.push(s);
+            }
+        }
+        sources
+    }
+
     pub(crate) fn check(&self, p: &mut Problems) {
         if self.batch_size == 0 {
             p.push("hyper.batchSize", self.batch_size, "must be at least 1");
@@ -384,6 +436,19 @@ impl Hyper {
         for (name, v) in [("hyper.wDis", self.w_dis), ("hyper.lambdaRate", self.lambda_rate)] {
             if !(v.is_finite() && v >= 0.0) {
                 p.push(name, v, "must be a finite number >= 0");
+            }
+        }
+        if let Some(w) = &self.warm_start {
+            if let Err(reason) = ModelSource::parse(w) {
+                p.push("hyper.warmStart", w, reason);
+            }
+        }
+        if let Some(d) = &self.distill {
+            if let Err(reason) = ModelSource::parse(&d.from) {
+                p.push("hyper.distill.from", &d.from, reason);
+            }
+            if !(d.weight.is_finite() && d.weight >= 0.0) {
+                p.push("hyper.distill.weight", d.weight, "must be a finite number >= 0");
             }
         }
         if !(self.d_clip.is_finite() && self.d_clip > 0.0) {

@@ -103,6 +103,28 @@ pub struct TrialResult {
     pub timings: Timings,
     /// The hyperparameters the trial ran with, for the leaderboard.
     pub hyper: Hyper,
+    /// The finished trials it read weights from (warm start, distillation teacher): their
+    /// training is part of what this trial cost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub teachers: Vec<TeacherCost>,
+}
+
+impl TrialResult {
+    /// Steps of this trial and of every trial it read weights from.
+    pub fn steps_with_teachers(&self) -> u64 {
+        self.steps + self.teachers.iter().map(|t| t.steps).sum::<u64>()
+    }
+}
+
+/// What a trial's warm start or teacher cost to train.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TeacherCost {
+    /// The source as the spec names it (`trial:<name>` or a trial folder's URI).
+    pub source: String,
+    pub variant: Variant,
+    pub steps: u64,
+    pub train_seconds: f64,
 }
 
 /// Where an entry's bpp comes from. Real bitstreams win over estimates whenever present.

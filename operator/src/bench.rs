@@ -81,6 +81,7 @@ pub fn synthetic_result(experiment: &str, trial: &str, steps: u64, bpp: f64, dic
         params: ParamCounts::default(),
         timings: Timings::default(),
         hyper: Default::default(),
+        teachers: Vec::new(),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod cluster_bench;
 pub mod dashboard;
 pub mod gpu_slots;
 pub mod k8s;
+pub mod learning_curves;
 pub mod local;
 pub mod observed;
 pub mod planner;

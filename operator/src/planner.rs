@@ -378,9 +378,28 @@ impl Slots<'_> {
             start(actions, &t.name, t.attempts + 1, target_of(t), false);
             free -= 1;
         }
+        self.create_new(name, observed, known, all, free, actions);
+        requeue_after
+    }
+
+    /// Creates and starts new candidates in order, up to `free` of them; those that read a
+    /// trial of this Experiment still running wait for it.
+    fn create_new(
+        &self,
+        name: &str,
+        observed: &[ObservedTrial],
+        known: &HashSet<&str>,
+        all: &[Candidate],
+        mut free: usize,
+        actions: &mut Vec<Action>,
+    ) {
+        let spec = self.spec;
         for c in all.iter().filter(|c| !known.contains(c.name.as_str())) {
             if free == 0 {
                 break;
+            }
+            if waits_for_source(spec, c, observed, all) {
+                continue;
             }
             actions.push(Action::CreateTrial {
                 name: c.name.clone(),
@@ -388,11 +407,35 @@ impl Slots<'_> {
                 params: c.params.clone(),
                 spec: Box::new(spec.trial_spec(&c.name, name, c.variant, &c.params)),
             });
-            start(actions, &c.name, 1, self.first_target(&c.name), false);
+            actions.push(Action::StartTrial {
+                name: c.name.clone(),
+                attempt: 1,
+                until: self.first_target(&c.name),
+                promotion: false,
+            });
             free -= 1;
         }
-        requeue_after
     }
+}
+
+/// Whether a candidate reads weights from a trial of this Experiment (its warm start or its
+/// teacher) that has yet to finish: it is created once that trial succeeded. A source that
+/// failed, was stopped or is no candidate at all does not hold it back: the worker then says
+/// what is missing, and the trial fails like any other.
+fn waits_for_source(
+    spec: &ExperimentSpec,
+    c: &Candidate,
+    observed: &[ObservedTrial],
+    all: &[Candidate],
+) -> bool {
+    let sources = spec.hyper.model_sources(c.variant);
+    sources
+        .iter()
+        .filter_map(|s| s.same_experiment_trial())
+        .any(|source| match observed.iter().find(|t| t.name == source) {
+            Some(t) => !t.phase.is_terminal(),
+            None => all.iter().any(|other| other.name == source),
+        })
 }
 
 /// The Experiment's phase and message once `actions` are carried out: finished when every

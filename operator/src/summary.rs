@@ -160,6 +160,7 @@ mod tests {
             params: ParamCounts::default(),
             timings: Timings::default(),
             hyper: Default::default(),
+            teachers: Vec::new(),
         }
     }
 

@@ -52,6 +52,60 @@ fn a_new_experiment_creates_and_starts_up_to_the_parallelism() {
     assert_eq!((spec.experiment.as_str(), spec.trial.as_str()), ("e", "e-d1-000"));
 }
 
+/// The names of the trials a plan creates.
+fn created(p: &orchestra_operator::planner::Plan) -> Vec<&str> {
+    p.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CreateTrial { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn trials_that_learn_from_the_d1_trial_start_once_it_succeeded() {
+    let mut s = spec(4, 1, 3);
+    s.hyper.distill = Some(orchestra_api::Distill {
+        from: "trial:e-d1-000".into(),
+        weight: 1.0,
+    });
+    s.hyper.warm_start = Some("trial:e-d1-000".into());
+    s.validate("e", "test")
+        .expect("a D1 trial of the Experiment is a valid source");
+    // Only D1 starts; the free slots wait rather than run trials that cannot start.
+    let p = plan("e", &s, &[], 100, &CFG);
+    assert_eq!(created(&p), ["e-d1-000"]);
+    assert_eq!(p.phase, ExperimentPhase::Running);
+    let running = [observed("e-d1-000", TrialPhase::Running, 1, 100)];
+    assert!(created(&plan("e", &s, &running, 200, &CFG)).is_empty());
+    // Once it succeeded, the compressing trials start, up to the parallelism.
+    let done = [observed("e-d1-000", TrialPhase::Succeeded, 1, 100)];
+    let p = plan("e", &s, &done, 300, &CFG);
+    assert_eq!(created(&p), ["e-d2-000", "e-d3-000", "e-d4-000", "e-d4-001"]);
+    // A source that failed holds nothing back: the trials start and their workers say why
+    // they cannot (the Experiment does not wait forever).
+    let failed = [observed("e-d1-000", TrialPhase::Failed, 3, 100)];
+    assert_eq!(created(&plan("e", &s, &failed, 300, &CFG)).len(), 4);
+    // Sources in the Experiment must be its D1 trials (a D4 reading a D4 would wait on itself).
+    for bad in ["trial:e-d4-000", "trial:other-d1-000", "trial:e-d1-x"] {
+        s.hyper.warm_start = Some(bad.into());
+        let e = s.validate("e", "test").expect_err(bad);
+        assert!(e.to_string().contains("spec.hyper.warmStart"), "{e}");
+    }
+    s.hyper.warm_start = Some("s3://runs/isic/isic-d1-000".into());
+    s.validate("e", "test")
+        .expect("a trial in a store is a valid source");
+    s.variants = vec![orchestra_api::Variant::D4];
+    s.hyper.distill = None;
+    let p = plan("e", &s, &[], 100, &CFG);
+    assert_eq!(
+        created(&p),
+        ["e-d4-000", "e-d4-001", "e-d4-002"],
+        "a stored source is not waited for"
+    );
+}
+
 #[test]
 fn a_suspended_experiment_stops_its_gangs_gives_back_the_attempts_and_resumes() {
     let mut s = spec(2, 0, 3);

@@ -24,6 +24,17 @@ pub struct Entry {
     pub iou: f64,
     pub dice_per_class: Vec<f64>,
     pub on_front: bool,
+    /// Steps the trial trained.
+    #[serde(default)]
+    pub steps: u64,
+    /// Steps of the trials it read weights from (warm start, distillation teacher): part of
+    /// its cost, shown beside its own.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub teacher_steps: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A rate-accuracy curve of a baseline codec (bpp, Dice) points, drawn beside the trials.
@@ -96,6 +107,8 @@ impl Entry {
             iou: r.scores.iou,
             dice_per_class: r.scores.dice_per_class.clone(),
             on_front: false,
+            steps: r.steps,
+            teacher_steps: r.steps_with_teachers() - r.steps,
         }
     }
 }
@@ -199,6 +212,8 @@ impl Leaderboard {
         };
         // Multi-structure tasks (cardiac volumes) show each structure's Dice too.
         let per_class = self.entries.iter().any(|e| e.dice_per_class.len() > 1);
+        // Trials that learned from others show what they cost, their sources' steps included.
+        let costs = self.entries.iter().any(|e| e.teacher_steps > 0);
         let mut s = format!("## Leaderboard: {}\n\n", self.experiment);
         s += "| # | trial | variant |";
         for p in &params {
@@ -208,32 +223,14 @@ impl Leaderboard {
         if per_class {
             s += " Dice per class |";
         }
+        if costs {
+            s += " steps (+ teachers') |";
+        }
         s += " front |\n|---|---|---|";
-        s += &"---|".repeat(params.len() + per_class as usize);
+        s += &"---|".repeat(params.len() + per_class as usize + costs as usize);
         s += "---|---|---|---|---|---|\n";
         for (i, e) in self.entries.iter().enumerate() {
-            s += &format!("| {} | {} | {} |", i + 1, e.trial, e.variant);
-            for p in &params {
-                s += &match e.params.get(*p) {
-                    Some(v) => format!(" {v} |"),
-                    None => " |".to_string(),
-                };
-            }
-            let source = match e.bpp_source {
-                BppSource::Bitstream => "bitstream",
-                BppSource::Estimate => "estimate",
-                BppSource::Uncompressed => "raw pixels",
-            };
-            let est = e.bpp_estimate.map_or(String::new(), |b| format!("{b:.5}"));
-            s += &format!(
-                " {:.5} | {source} | {est} | {:.4} | {:.4} |",
-                e.bpp, e.dice, e.iou
-            );
-            if per_class {
-                let each: Vec<String> = e.dice_per_class.iter().map(|d| format!("{d:.3}")).collect();
-                s += &format!(" {} |", each.join(" / "));
-            }
-            s += &format!(" {} |\n", if e.on_front { "*" } else { "" });
+            s += &markdown_row(i + 1, e, &params, per_class, costs);
         }
         s += &format!(
             "\nPareto front (bpp down, Dice up): {}\n\nHypervolume in [0, {} bpp] x [0, 1]: {:.6}\n",
@@ -272,6 +269,39 @@ impl Leaderboard {
     }
 }
 
+/// One trial's row of the Markdown leaderboard.
+fn markdown_row(rank: usize, e: &Entry, params: &[&String], per_class: bool, costs: bool) -> String {
+    let mut s = format!("| {rank} | {} | {} |", e.trial, e.variant);
+    for p in params {
+        s += &match e.params.get(*p) {
+            Some(v) => format!(" {v} |"),
+            None => " |".to_string(),
+        };
+    }
+    let source = match e.bpp_source {
+        BppSource::Bitstream => "bitstream",
+        BppSource::Estimate => "estimate",
+        BppSource::Uncompressed => "raw pixels",
+    };
+    let est = e.bpp_estimate.map_or(String::new(), |b| format!("{b:.5}"));
+    s += &format!(
+        " {:.5} | {source} | {est} | {:.4} | {:.4} |",
+        e.bpp, e.dice, e.iou
+    );
+    if per_class {
+        let each: Vec<String> = e.dice_per_class.iter().map(|d| format!("{d:.3}")).collect();
+        s += &format!(" {} |", each.join(" / "));
+    }
+    if costs {
+        s += &match e.teacher_steps {
+            0 => format!(" {} |", e.steps),
+            t => format!(" {} + {t} |", e.steps),
+        };
+    }
+    s += &format!(" {} |\n", if e.on_front { "*" } else { "" });
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,9 +326,42 @@ mod tests {
                 params: ParamCounts::default(),
                 timings: Timings::default(),
                 hyper: Default::default(),
+                teachers: Vec::new(),
             },
             params: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn trials_that_learned_from_others_show_their_teachers_steps() {
+        let plain = rank(
+            "e",
+            &[finished("e-d1-000", Variant::D1, None, 0.9)],
+            &Objective::default(),
+        );
+        assert!(
+            !plain.to_markdown().contains("teachers'"),
+            "no column without a teacher"
+        );
+        let mut taught = finished("e-d4-000", Variant::D4, Some(0.005), 0.85);
+        taught.result.steps = 2000;
+        taught.result.teachers = vec![orchestra_api::TeacherCost {
+            source: "trial:e-d1-000".into(),
+            variant: Variant::D1,
+            steps: 6000,
+            train_seconds: 700.0,
+        }];
+        let board = rank(
+            "e",
+            &[finished("e-d1-000", Variant::D1, None, 0.9), taught],
+            &Objective::default(),
+        );
+        let md = board.to_markdown();
+        assert!(md.contains("| steps (+ teachers') |"), "{md}");
+        assert!(md.contains("| 2000 + 6000 |"), "{md}");
+        assert!(md.contains("| 1 |"), "{md}");
+        let d4 = board.entries.iter().find(|e| e.trial == "e-d4-000").unwrap();
+        assert_eq!((d4.steps, d4.teacher_steps), (2000, 6000));
     }
 
     #[test]

@@ -19,15 +19,22 @@ pub struct LineChart<'a> {
     pub series: &'a [Series],
     /// A labelled horizontal rule (a target level).
     pub target: Option<(&'a str, f64)>,
+    /// The y axis spans the data (differences of a few hundredths visible) instead of
+    /// starting at zero.
+    pub zoom: bool,
 }
 
-const COLOURS: [RGBColor; 6] = [
+const COLOURS: [RGBColor; 10] = [
     RGBColor(117, 117, 117),
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 impl Figure for LineChart<'_> {
@@ -37,6 +44,17 @@ impl Figure for LineChart<'_> {
     {
         draw(self, root)
     }
+}
+
+/// The y axis: from zero to a little above the highest value, or (zoomed) around the values.
+fn y_range(ys: Vec<f64>, zoom: bool) -> (f64, f64) {
+    let hi = ys.iter().copied().fold(0.0f64, f64::max).max(1e-9);
+    if !zoom {
+        return (0.0, hi * 1.08);
+    }
+    let lo = ys.iter().copied().fold(hi, f64::min);
+    let pad = ((hi - lo) * 0.08).max(1e-6);
+    ((lo - pad).max(0.0), hi + pad)
 }
 
 fn draw<DB: DrawingBackend>(c: &LineChart, root: DrawingArea<DB, Shift>) -> Result<(), String>
@@ -52,13 +70,13 @@ where
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .chain(c.target.map(|t| t.1));
     let x_hi = xs.fold(0.0f64, f64::max).max(1e-9) * 1.02;
-    let y_hi = ys.fold(0.0f64, f64::max).max(1e-9) * 1.08;
+    let (y_lo, y_hi) = y_range(ys.collect(), c.zoom);
     let mut chart = ChartBuilder::on(&root)
         .caption(c.title, ("sans-serif", 20))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(64)
-        .build_cartesian_2d(0.0..x_hi, 0.0..y_hi)
+        .build_cartesian_2d(0.0..x_hi, y_lo..y_hi)
         .map_err(err)?;
     chart
         .configure_mesh()

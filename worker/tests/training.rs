@@ -182,9 +182,21 @@ fn resumed_run_equals_uninterrupted_run() {
         panic!("did not finish")
     };
 
+    // Every line but the evaluations' training seconds (wall-clock, different in every run).
     let metrics = |uri: &str| {
         let ts = TrialStore::new(Store::open(uri).unwrap(), "tests", "resume");
-        String::from_utf8(ts.store.get(&ts.keys.metrics()).unwrap().unwrap().to_vec()).unwrap()
+        let text = String::from_utf8(ts.store.get(&ts.keys.metrics()).unwrap().unwrap().to_vec()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                if let Some(seconds) = v.as_object_mut().and_then(|o| o.remove("trainSeconds")) {
+                    assert!(seconds.as_f64().is_some_and(|s| s > 0.0), "{l}");
+                }
+                v
+            })
+            .collect();
+        lines
     };
     assert_eq!(
         metrics("memory://resume-a"),

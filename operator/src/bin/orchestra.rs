@@ -64,6 +64,19 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Learning curves: every trial's held-out Dice against the step and against the training
+    /// seconds, from one or more stores (or run folders), drawn and tabulated.
+    Curves {
+        /// Store URIs (every Experiment in each) or run folders (runs/<name>).
+        #[arg(required = true)]
+        sources: Vec<String>,
+        /// Where to write <out>-step.{svg,png}, <out>-seconds.{svg,png}, <out>.md and <out>.json.
+        #[arg(long, default_value = "curves")]
+        out: PathBuf,
+        /// The charts' title.
+        #[arg(long, default_value = "Held-out Dice during training")]
+        title: String,
+    },
     /// Serve the dashboard of a run folder or of every Experiment in a store: the front, every
     /// trial and its curves, live while `orchestra run` works (read-only).
     Dashboard {
@@ -176,6 +189,7 @@ fn run(command: Command) -> Result<()> {
             experiment,
             out,
         } => leaderboard(&source, experiment, out),
+        Command::Curves { sources, out, title } => curves(&sources, &out, &title),
     }
 }
 
@@ -299,7 +313,19 @@ fn validate(file: &Path) -> Result<()> {
     }
     for c in all {
         let params: Vec<String> = c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!("  {} {} {}", c.name, c.variant, params.join(" "));
+        let sources: Vec<String> = exp
+            .spec
+            .hyper
+            .model_sources(c.variant)
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let reads = if sources.is_empty() {
+            String::new()
+        } else {
+            format!(" (learns from {})", sources.join(", "))
+        };
+        println!("  {} {} {}{reads}", c.name, c.variant, params.join(" "));
     }
     Ok(())
 }
@@ -410,9 +436,72 @@ fn bench_search(
         y_desc: "hypervolume (bpp x Dice)",
         series: &bench.series,
         target: Some(("95 % of the grid's hypervolume", bench.target)),
+        zoom: false,
     };
     let (svg, png) = write_figure(&chart, out).map_err(anyhow::Error::msg)?;
     println!("written: {}, {}, {}", md.display(), svg.display(), png.display());
+    Ok(())
+}
+
+/// Draws and tabulates the learning curves of every trial in `sources`.
+fn curves(sources: &[String], out: &Path, title: &str) -> Result<()> {
+    use orchestra_operator::learning_curves::{curves_markdown, dice_series, read_curves, Axis};
+    use orchestra_report::figure::write_figure;
+    use orchestra_report::lines::LineChart;
+    let mut all = Vec::new();
+    for source in sources {
+        let (store, experiment) = if source.contains("://") {
+            (Store::open(source)?, None)
+        } else {
+            let dir = PathBuf::from(source);
+            let exp = load(&dir.join(EXPERIMENT_FILE))
+                .with_context(|| format!("{source} is not a run folder (no {EXPERIMENT_FILE})"))?;
+            let name = exp.metadata.name.clone().unwrap_or_default();
+            (Store::open(&exp.spec.store)?, Some(name))
+        };
+        let found =
+            read_curves(&store, experiment.as_deref()).with_context(|| format!("reading {source}"))?;
+        if found.is_empty() {
+            bail!("{source}: no trial has evaluated yet (spec.evalEvery writes the curves)");
+        }
+        all.extend(found);
+    }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let table = curves_markdown(&all);
+    println!("{table}");
+    let with_suffix = |suffix: &str| {
+        let mut name = out.file_name().unwrap_or_default().to_os_string();
+        name.push(suffix);
+        out.with_file_name(name)
+    };
+    std::fs::write(with_suffix(".md"), &table)?;
+    std::fs::write(with_suffix(".json"), serde_json::to_vec_pretty(&all)?)?;
+    for (axis, suffix, x_desc) in [
+        (Axis::Step, "-step", "training step"),
+        (
+            Axis::Seconds,
+            "-seconds",
+            "training seconds (evaluations left out)",
+        ),
+    ] {
+        let series = dice_series(&all, axis);
+        if series.is_empty() {
+            println!("no evaluation recorded its training seconds: no chart against time");
+            continue;
+        }
+        let chart = LineChart {
+            title,
+            x_desc,
+            y_desc: "held-out Dice",
+            series: &series,
+            target: None,
+            zoom: true,
+        };
+        let (svg, png) = write_figure(&chart, &with_suffix(suffix)).map_err(anyhow::Error::msg)?;
+        println!("written: {}, {}", svg.display(), png.display());
+    }
     Ok(())
 }
 

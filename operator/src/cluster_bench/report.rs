@@ -198,6 +198,7 @@ impl ClusterBench {
                 y_desc: "trials running",
                 series: &[series("pods running", |s| s.running)],
                 target: Some(("parallelism", aimed)),
+                zoom: false,
             },
             &with_suffix(stem, "-running"),
         )?;
@@ -211,6 +212,7 @@ impl ClusterBench {
                     series("finished", |s| s.finished),
                 ],
                 target: Some(("all", self.trials as f64)),
+                zoom: false,
             },
             &with_suffix(stem, "-finished"),
         )?;

@@ -19,6 +19,8 @@ struct Line {
     loss_rate: Option<f64>,
     #[serde(default)]
     lr: Option<f64>,
+    #[serde(default, rename = "trainSeconds")]
+    train_seconds: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -58,12 +60,16 @@ pub fn metrics_file(bytes: &[u8]) -> MetricsFile {
         }
         match serde_json::from_slice::<Line>(line) {
             Ok(Line {
-                step, eval: Some(e), ..
+                step,
+                eval: Some(e),
+                train_seconds,
+                ..
             }) => out.evals.push(EvalLine {
                 step,
                 dice: e.scores.dice,
                 iou: e.scores.iou,
                 bpp: e.rate.and_then(|r| r.bpp),
+                train_seconds,
             }),
             Ok(Line {
                 step,
@@ -97,7 +103,7 @@ mod tests {
         let text = br#"{"step":1,"loss_seg":0.5,"loss_rate":0.9,"lr":0.002,"w_dis":0.0}
 {"step":2,"loss_seg":0.4,"loss_dis":0.1,"lr":0.002,"w_dis":0.04}
 
-{"eval":{"rate":{"bpp":0.005,"codeBits":192},"scores":{"dice":0.91,"iou":0.85,"images":8}},"step":2}
+{"eval":{"rate":{"bpp":0.005,"codeBits":192},"scores":{"dice":0.91,"iou":0.85,"images":8}},"step":2,"trainSeconds":1.5}
 {"step":3,"loss_seg":
 {"step":4}
 "#;
@@ -111,7 +117,8 @@ mod tests {
                 step: 2,
                 dice: 0.91,
                 iou: 0.85,
-                bpp: Some(0.005)
+                bpp: Some(0.005),
+                train_seconds: Some(1.5),
             }]
         );
         assert_eq!(m.problems.len(), 2, "{:?}", m.problems);

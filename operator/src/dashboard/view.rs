@@ -172,6 +172,8 @@ pub struct EvalLine {
     pub dice: f64,
     pub iou: f64,
     pub bpp: Option<f64>,
+    /// Training seconds spent to reach the step, evaluations left out (older files lack it).
+    pub train_seconds: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

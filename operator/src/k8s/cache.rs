@@ -397,6 +397,7 @@ mod tests {
                 params: Default::default(),
                 timings: Default::default(),
                 hyper: Default::default(),
+                teachers: Vec::new(),
             });
             t
         };

@@ -339,6 +339,8 @@ mod tests {
                 dice_per_class: vec![0.9],
                 // The last one is on the front (the lowest rate), far down the ranking.
                 on_front: i == 0 || i == n - 1,
+                steps: 10,
+                teacher_steps: 0,
             })
             .collect();
         let front = vec![entries[n - 1].trial.clone(), entries[0].trial.clone()];

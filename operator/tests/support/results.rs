@@ -25,5 +25,6 @@ pub fn result(experiment: &str, trial: &str, spec: &TrialSpec, dice: f64, bpp: f
         params: ParamCounts::default(),
         timings: Timings::default(),
         hyper: spec.hyper.clone(),
+        teachers: Vec::new(),
     }
 }

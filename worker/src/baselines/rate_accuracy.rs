@@ -159,6 +159,8 @@ pub fn report(
             iou: p.iou,
             dice_per_class: vec![],
             on_front: false,
+            steps: 0,
+            teacher_steps: 0,
         })
         .collect();
     entries.sort_by(|a, b| b.dice.total_cmp(&a.dice));

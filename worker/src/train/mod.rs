@@ -2,6 +2,7 @@
 
 pub mod adam;
 pub mod autocast;
+pub mod model_sources;
 pub mod progress;
 pub mod run;
 pub mod schedule;

@@ -117,6 +117,9 @@ struct TrialRun<'a> {
     /// Training seconds of earlier runs.
     elapsed_before: f64,
     last_eval: Option<(u64, Evaluation)>,
+    /// Seconds this run spent evaluating, left out of the training seconds an evaluation's
+    /// line records (learning curves against wall-clock count training alone).
+    eval_seconds: f64,
     bar: ProgressBar,
     reporter: ProgressReporter,
     comm_before: f64,
@@ -177,6 +180,7 @@ impl<'a> TrialRun<'a> {
             events_key,
             elapsed_before,
             last_eval: None,
+            eval_seconds: 0.0,
             started: Instant::now(),
             first_step,
             target,
@@ -211,7 +215,8 @@ impl<'a> TrialRun<'a> {
 
     /// An evaluation at `step`, in metrics.jsonl's lines and in the event file.
     fn log_eval(&mut self, step: u64, e: &Evaluation) {
-        self.metrics.push(eval_line(step, e));
+        let train_seconds = self.train_seconds() - self.eval_seconds;
+        self.metrics.push(eval_line(step, e, train_seconds));
         let scalars = tensorboard::eval_scalars(e);
         self.events.scalars(tensorboard::wall_time(), step, &scalars);
     }
@@ -252,7 +257,9 @@ impl<'a> TrialRun<'a> {
             let step = self.trainer.step;
             let eval_due = spec.eval_every > 0 && step.is_multiple_of(spec.eval_every) && step < spec.steps;
             if eval_due && self.leader {
+                let eval_started = Instant::now();
                 let e = self.trainer.evaluate();
+                self.eval_seconds += eval_started.elapsed().as_secs_f64();
                 self.log_eval(step, &e);
                 // The learning curve, one record per evaluation; the one at the step target is
                 // written after the checkpoint below.
@@ -321,6 +328,7 @@ impl<'a> TrialRun<'a> {
         let eval_started = Instant::now();
         let evaluation = self.trainer.evaluate();
         let eval_seconds = eval_started.elapsed().as_secs_f64();
+        self.eval_seconds += eval_seconds;
         self.log_eval(self.trainer.step, &evaluation);
         save(&self.ts, &self.trainer, &self.logs(), train_seconds, spec)?;
         put_rung(&self.ts, &self.rung_of(self.trainer.step, &evaluation))?;
@@ -345,6 +353,7 @@ impl<'a> TrialRun<'a> {
                 communication_seconds: self.trainer.comm_seconds - self.comm_before,
             },
             hyper: spec.hyper.clone(),
+            teachers: self.trainer.teachers.clone(),
         };
         // Written last: its presence means the trial is finished.
         self.ts.store.put(
@@ -421,8 +430,10 @@ fn line_step(line: &str) -> Option<u64> {
         .as_u64()
 }
 
-fn eval_line(step: u64, e: &Evaluation) -> String {
-    json!({"step": step, "eval": e}).to_string()
+/// An evaluation's line in metrics.jsonl, with the training seconds spent to reach it
+/// (evaluations excluded; earlier runs' seconds, from the checkpoint, included).
+fn eval_line(step: u64, e: &Evaluation, train_seconds: f64) -> String {
+    json!({"step": step, "eval": e, "trainSeconds": train_seconds}).to_string()
 }
 
 fn progress_bar(spec: &TrialSpec, position: u64, visible: bool) -> ProgressBar {

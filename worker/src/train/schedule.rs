@@ -1,4 +1,4 @@
-//! Learning-rate schedules and the critic-loss warm-up.
+//! Learning-rate schedules and the loss weights' warm-ups.
 
 use orchestra_api::LrSchedule;
 
@@ -21,9 +21,10 @@ pub fn learning_rate(base: f64, schedule: LrSchedule, min_ratio: f64, step: u64,
     }
 }
 
-/// Weight of the critic loss at `step`: ramps linearly from 0 to `w` over `warmup` steps, so that
-/// the segmentation loss alone shapes the first steps (pure adversarial training is unstable).
-pub fn critic_weight(w: f64, warmup: u64, step: u64) -> f64 {
+/// A loss weight at `step`, ramped linearly from 0 to `w` over `warmup` steps: the critic's (the
+/// segmentation loss alone shapes the first steps; pure adversarial training is unstable) and
+/// the rate's (the code carries the segmentation before it is squeezed).
+pub fn ramp(w: f64, warmup: u64, step: u64) -> f64 {
     if warmup == 0 {
         w
     } else {
@@ -41,7 +42,7 @@ mod tests {
         assert!((learning_rate(1.0, LrSchedule::Cosine, 0.1, 99, 100) - 0.1).abs() < 1e-12);
         assert_eq!(learning_rate(1.0, LrSchedule::Step, 0.0, 80, 101), 0.25);
         assert_eq!(learning_rate(1.0, LrSchedule::Constant, 0.0, 80, 100), 1.0);
-        assert_eq!(critic_weight(0.5, 10, 5), 0.25);
-        assert_eq!(critic_weight(0.5, 10, 50), 0.5);
+        assert_eq!(ramp(0.5, 10, 5), 0.25);
+        assert_eq!(ramp(0.5, 10, 50), 0.5);
     }
 }

@@ -6,7 +6,7 @@
 //! Every random draw of a step derives from (seed, step), so a run resumed from a checkpoint
 //! repeats the uninterrupted run exactly on the CPU.
 
-use orchestra_api::{Hyper, ParamCounts, TrialSpec};
+use orchestra_api::{Hyper, ParamCounts, TeacherCost, TrialSpec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -14,7 +14,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::adam::Adam;
 use super::autocast::with_precision;
-use super::schedule::{critic_weight, learning_rate};
+use super::model_sources::{load_sources, warm_start};
+use super::schedule::{learning_rate, ramp};
 use super::seg_loss::seg_loss;
 use crate::data::patches::{extract, PatchSampler};
 use crate::data::{augment, batch, BatchSampler, Sample, TrainingData, VolumeSet};
@@ -65,8 +66,14 @@ pub struct StepMetrics {
     /// The critic's objective (loss_dis on the detached prediction, which it maximises).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loss_critic: Option<f64>,
+    /// Mean squared difference from the teacher's probabilities (with hyper.distill).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_distill: Option<f64>,
     pub lr: f64,
     pub w_dis: f64,
+    /// The rate loss's weight at this step (D4; ramps up over rateWarmupSteps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lambda_rate: Option<f64>,
 }
 
 pub struct Trainer {
@@ -86,6 +93,10 @@ pub struct Trainer {
     pub comm_seconds: f64,
     /// Steps completed.
     pub step: u64,
+    /// The distillation teacher (with hyper.distill).
+    teacher: Option<Teacher>,
+    /// What the trials this one read weights from cost to train.
+    pub teachers: Vec<TeacherCost>,
 }
 
 /// Mixes the trial seed with a step and a purpose into one 64-bit seed.
@@ -149,6 +160,7 @@ impl Trainer {
         }
         rng::reseed(mix(spec.seed, 0, 1));
         let model = Model::new(config, spec.variant, device);
+        let (teacher, teachers) = read_sources(&spec, &data, &model, device)?;
         let h = &spec.hyper;
         let main_params: Vec<_> = [Group::Compressor, Group::Reconstructor, Group::Segmentor]
             .into_iter()
@@ -181,6 +193,8 @@ impl Trainer {
             bucket_bytes,
             comm_seconds: 0.0,
             step: 0,
+            teacher,
+            teachers,
         };
         trainer.broadcast_variables()?;
         Ok(trainer)
@@ -325,7 +339,8 @@ impl Trainer {
         let at = self.step_settings();
         let (main_sums, kept) = self.update_compressor_and_segmentor(&at)?;
         let critic_sum = self.update_critic(&at, &kept)?;
-        self.finish_step(&at, [main_sums[0], main_sums[1], main_sums[2], critic_sum])
+        let [seg, dis, rate, distill] = main_sums;
+        self.finish_step(&at, [seg, dis, rate, critic_sum, distill])
     }
 
     /// This step's learning rate, critic weight and micro-batch count.
@@ -337,21 +352,22 @@ impl Trainer {
             micro: h.micro_batches.max(1) as usize,
             lr,
             lr_factor: lr / h.lr,
-            w_dis: critic_weight(h.w_dis, h.dis_warmup_steps, self.step),
+            w_dis: ramp(h.w_dis, h.dis_warmup_steps, self.step),
+            lambda_rate: ramp(h.lambda_rate, h.rate_warmup_steps, self.step),
         }
     }
 
     /// The C+S update with D frozen: gradients flow through D into S, but D is not updated.
-    /// The sums over micro-batches of loss_seg, loss_dis and loss_rate, and each micro-batch's
-    /// detached predictions with their targets for the critic's update.
+    /// The sums over micro-batches of loss_seg, loss_dis, loss_rate and loss_distill, and each
+    /// micro-batch's detached predictions with their targets for the critic's update.
     fn update_compressor_and_segmentor(
         &mut self,
         at: &StepSettings,
-    ) -> Result<([f64; 3], Predictions), TrainError> {
+    ) -> Result<([f64; 4], Predictions), TrainError> {
         let h = self.spec.hyper.clone();
         let (step, micro) = (at.step, at.micro);
         let first_shard = self.comm.rank() * micro;
-        let mut sums = [0.0f64; 3];
+        let mut sums = [0.0f64; 4];
         self.model.set_trainable(Group::Critic, false);
         self.main.zero_grad();
         if let Some(b) = self.bits.as_mut() {
@@ -378,6 +394,19 @@ impl Trainer {
                 sums[1] += l.double_value(&[]);
                 terms.push(l * at.w_dis);
             }
+            if let Some(Teacher {
+                model: teacher,
+                weight,
+            }) = &self.teacher
+            {
+                let soft = tch::no_grad(|| {
+                    with_precision(h.precision, self.device, || teacher.forward(&images, false).probs)
+                })
+                .to_kind(Kind::Float);
+                let l = (&probs - soft).square().mean(Kind::Float);
+                sums[3] += l.double_value(&[]);
+                terms.push(l * *weight);
+            }
             if let (Some(q), Some(x), Some(b)) = (&self.model.bit_model, &fwd.activations, &fwd.bits) {
                 // q and the rate loss in fp32 (a bit's cost is a small difference of logs).
                 let (x, b) = (x.to_kind(Kind::Float), b.detach().to_kind(Kind::Float));
@@ -387,7 +416,7 @@ impl Trainer {
                 sums[2] += fit.double_value(&[]);
                 terms.push(fit);
                 if self.spec.variant.has_rate_loss() {
-                    terms.push(q.expected_bits(&x, &b, true).mean(Kind::Float) * h.lambda_rate);
+                    terms.push(q.expected_bits(&x, &b, true).mean(Kind::Float) * at.lambda_rate);
                 }
             }
             (Tensor::stack(&terms, 0).sum(Kind::Float) / micro as f64).backward();
@@ -440,9 +469,9 @@ impl Trainer {
     }
 
     /// After both updates: the ranks' running statistics and losses averaged, the divergence
-    /// check, the step counted. `sums` are loss_seg, loss_dis, loss_rate and loss_critic summed
-    /// over this rank's micro-batches.
-    fn finish_step(&mut self, at: &StepSettings, sums: [f64; 4]) -> Result<StepMetrics, TrainError> {
+    /// check, the step counted. `sums` are loss_seg, loss_dis, loss_rate, loss_critic and
+    /// loss_distill summed over this rank's micro-batches.
+    fn finish_step(&mut self, at: &StepSettings, sums: [f64; 5]) -> Result<StepMetrics, TrainError> {
         // Each rank normalised by its own batch statistics; the running statistics used at
         // evaluation are averaged so that every rank holds the same model.
         let buffers: Vec<Tensor> = self.model.buffers().into_iter().map(|(_, t)| t).collect();
@@ -468,8 +497,10 @@ impl Trainer {
             loss_dis: self.model.critic.is_some().then_some(mean[1]),
             loss_rate: has_code.then_some(mean[2]),
             loss_critic: self.critic.is_some().then_some(mean[3]),
+            loss_distill: self.teacher.is_some().then_some(mean[4]),
             lr: at.lr,
             w_dis: at.w_dis,
+            lambda_rate: self.spec.variant.has_rate_loss().then_some(at.lambda_rate),
         })
     }
 
@@ -576,6 +607,62 @@ fn check_setup(spec: &TrialSpec, data: &TrainingData, comm: &dyn Collective) -> 
     Ok(n_train)
 }
 
+/// A distillation teacher (evaluated in inference mode, never trained) and the weight of its
+/// term in the C+S objective.
+struct Teacher {
+    model: Model,
+    weight: f64,
+}
+
+/// The trial's sources (hyper.warmStart, hyper.distill), loaded: the warm start's weights
+/// copied into `model`, the teacher returned with its term's weight, and what each cost.
+fn read_sources(
+    spec: &TrialSpec,
+    data: &TrainingData,
+    model: &Model,
+    device: Device,
+) -> Result<(Option<Teacher>, Vec<TeacherCost>), TrainError> {
+    let sources =
+        load_sources(spec, data.channels(), data.classes(), device).map_err(|e| TrainError::Setup {
+            trial: spec.trial.clone(),
+            reason: e.to_string(),
+        })?;
+    let named = |text: &str| {
+        let wanted = orchestra_api::ModelSource::parse(text).ok();
+        sources.iter().position(|s| Some(&s.source) == wanted.as_ref())
+    };
+    if let Some(i) = spec.hyper.warm_start.as_deref().and_then(named) {
+        let report = warm_start(model, &sources[i].model);
+        tracing::info!(
+            trial = %spec.trial, source = %sources[i].source, copied = report.copied,
+            kept = report.kept.len(), "warm start: tensors with a matching name and shape copied"
+        );
+        if report.copied == 0 {
+            return Err(TrainError::Setup {
+                trial: spec.trial.clone(),
+                reason: format!("warm start {}: no tensor matches this model", sources[i].source),
+            });
+        }
+    }
+    let teacher_index = spec
+        .hyper
+        .distill
+        .as_ref()
+        .and_then(|d| Some((named(&d.from)?, d.weight)));
+    if let Some((i, weight)) = teacher_index {
+        tracing::info!(
+            trial = %spec.trial, teacher = %sources[i].source, weight,
+            steps = sources[i].cost.steps, "distilling from the teacher's predictions"
+        );
+    }
+    let teachers = sources.iter().map(|s| s.cost.clone()).collect();
+    let teacher = teacher_index.map(|(i, weight)| Teacher {
+        model: sources.into_iter().nth(i).expect("index of a source").model,
+        weight,
+    });
+    Ok((teacher, teachers))
+}
+
 /// Each micro-batch's detached predictions with their targets: what the critic's update sees.
 type Predictions = Vec<(Tensor, Tensor)>;
 
@@ -587,6 +674,7 @@ struct StepSettings {
     /// lr over the base learning rate: the bit model's and the critic's rates follow it.
     lr_factor: f64,
     w_dis: f64,
+    lambda_rate: f64,
 }
 
 /// BatchNorm running statistics under micro-batches: each micro-batch starts from the same
