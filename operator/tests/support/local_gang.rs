@@ -66,6 +66,16 @@ pub fn read_text(store: &orchestra_store::Store, key: &str) -> String {
 }
 
 /// The lines of a metrics.jsonl, parsed.
+/// metrics.jsonl's lines, each evaluation's training seconds taken out (wall-clock, different
+/// in every run; checked to be there and positive).
 pub fn metrics_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    text.lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if let Some(seconds) = v.as_object_mut().and_then(|o| o.remove("trainSeconds")) {
+                assert!(seconds.as_f64().is_some_and(|s| s > 0.0), "{l}");
+            }
+            v
+        })
+        .collect()
 }
