@@ -91,7 +91,7 @@ fn load_source(
     let model = Model::new(config, result.variant, device);
     model.load_weights(&ckpt.weights).map_err(|e| {
         setup(format!(
-            "its step-{} weights do not fit this dataset: {e}",
+            "its weights at step {} do not fit this dataset: {e}",
             ckpt.step
         ))
     })?;
