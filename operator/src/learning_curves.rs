@@ -35,15 +35,20 @@ pub struct TrialCurve {
 pub const SMOOTHED_OVER: usize = 3;
 
 impl TrialCurve {
-    /// The mean Dice of the last `SMOOTHED_OVER` evaluations (fewer when there are fewer).
+    /// The last `SMOOTHED_OVER` evaluations (fewer when there are fewer).
+    fn tail(&self) -> &[CurvePoint] {
+        &self.points[self.points.len().saturating_sub(SMOOTHED_OVER)..]
+    }
+
+    /// The mean Dice of the last `SMOOTHED_OVER` evaluations.
     pub fn smoothed_dice(&self) -> Option<f64> {
-        let tail = &self.points[self.points.len().saturating_sub(SMOOTHED_OVER)..];
+        let tail = self.tail();
         (!tail.is_empty()).then(|| tail.iter().map(|p| p.dice).sum::<f64>() / tail.len() as f64)
     }
 
     /// The mean bpp over the same evaluations (None for D1, which has no code).
     pub fn smoothed_bpp(&self) -> Option<f64> {
-        let tail = &self.points[self.points.len().saturating_sub(SMOOTHED_OVER)..];
+        let tail = self.tail();
         let bpps: Option<Vec<f64>> = tail.iter().map(|p| p.bpp).collect();
         bpps.filter(|b| !b.is_empty())
             .map(|b| b.iter().sum::<f64>() / b.len() as f64)

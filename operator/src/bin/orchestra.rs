@@ -450,15 +450,8 @@ fn curves(sources: &[String], out: &Path, title: &str) -> Result<()> {
     use orchestra_report::lines::LineChart;
     let mut all = Vec::new();
     for source in sources {
-        let (store, experiment) = if source.contains("://") {
-            (Store::open(source)?, None)
-        } else {
-            let dir = PathBuf::from(source);
-            let exp = load(&dir.join(EXPERIMENT_FILE))
-                .with_context(|| format!("{source} is not a run folder (no {EXPERIMENT_FILE})"))?;
-            let name = exp.metadata.name.clone().unwrap_or_default();
-            (Store::open(&exp.spec.store)?, Some(name))
-        };
+        let (store, folder) = open_source(source)?;
+        let experiment = folder.map(|(_, exp)| exp.metadata.name.clone().unwrap_or_default());
         let found =
             read_curves(&store, experiment.as_deref()).with_context(|| format!("reading {source}"))?;
         if found.is_empty() {
@@ -505,16 +498,21 @@ fn curves(sources: &[String], out: &Path, title: &str) -> Result<()> {
     Ok(())
 }
 
+/// The store a command reads: a store URI itself, or a run folder's (with the folder and its
+/// Experiment).
+fn open_source(source: &str) -> Result<(Store, Option<(PathBuf, Experiment)>)> {
+    if source.contains("://") {
+        return Ok((Store::open(source)?, None));
+    }
+    let dir = PathBuf::from(source);
+    let exp = load(&dir.join(EXPERIMENT_FILE))
+        .with_context(|| format!("{source} is not a run folder (no {EXPERIMENT_FILE})"))?;
+    Ok((Store::open(&exp.spec.store)?, Some((dir, exp))))
+}
+
 /// Ranks an experiment's finished trials from a run folder or a store and writes the leaderboard.
 fn leaderboard(source: &str, experiment: Option<String>, out: Option<PathBuf>) -> Result<()> {
-    let (store, folder) = if source.contains("://") {
-        (Store::open(source)?, None)
-    } else {
-        let dir = PathBuf::from(source);
-        let exp = load(&dir.join(EXPERIMENT_FILE))
-            .with_context(|| format!("{source} is not a run folder (no {EXPERIMENT_FILE})"))?;
-        (Store::open(&exp.spec.store)?, Some((dir, exp)))
-    };
+    let (store, folder) = open_source(source)?;
     let (exp, default_out) = match folder {
         Some((dir, exp)) => (exp, dir),
         None => {
