@@ -622,12 +622,14 @@ impl ExperimentSpec {
     }
 
     /// The base trial must itself be valid: one is checked, named like the real ones, its
-    /// problems reported at the Experiment's fields.
+    /// problems reported at the Experiment's fields. A compressing variant's when there is
+    /// one: a D1 trial drops the warm start and the teacher, which must be checked too.
     fn check_base_trial(&self, p: &mut Problems, name: &str, origin: &str) {
+        let variant = self.variants.iter().copied().find(|v| v.has_compressor());
         let probe = self.trial_spec(
             &format!("{name}-d1-000"),
             name,
-            self.variants.first().copied().unwrap_or(Variant::D4),
+            variant.or(self.variants.first().copied()).unwrap_or(Variant::D4),
             &BTreeMap::new(),
         );
         if let Err(e) = probe.validate(origin) {
@@ -735,6 +737,11 @@ impl ExperimentSpec {
         // Validation has rejected unknown parameters: every name here is in SWEEPABLE.
         for (s, value) in params.iter().filter_map(|(n, v)| Some((sweepable(n)?, *v))) {
             s.set(&mut model, &mut hyper, value);
+        }
+        if !variant.has_compressor() {
+            // D1 learns from nobody: its spec and result must not say it does (the
+            // Experiment's warm start and teacher are for the compressing variants).
+            (hyper.warm_start, hyper.distill) = (None, None);
         }
         TrialSpec {
             experiment: experiment.to_string(),

@@ -215,13 +215,26 @@ pub fn patient_of(id: &str) -> &str {
     }
 }
 
-/// Splits pairs into training and validation by patient: the last `val_patients` patients in
-/// sorted order go to validation with all their volumes, so that no patient is in both.
-pub fn split_by_patient(pairs: &[VolumePair], val_patients: usize) -> (Vec<VolumePair>, Vec<VolumePair>) {
+/// Splits pairs into training and validation by patient, so that no patient is in both: the
+/// patients in sorted order are cut into blocks of `val_patients` from the end, and block `fold`
+/// (0: the last `val_patients` patients, 1: the ones before them, ...) goes to validation with
+/// all their volumes. Disjoint folds are disjoint validation sets (patient-wise
+/// cross-validation); a fold past the first patient holds out nobody (callers bound it).
+pub fn split_by_patient(
+    pairs: &[VolumePair],
+    val_patients: usize,
+    fold: usize,
+) -> (Vec<VolumePair>, Vec<VolumePair>) {
     let mut patients: Vec<&str> = pairs.iter().map(|p| patient_of(&p.id)).collect();
     patients.sort();
     patients.dedup();
-    let held: Vec<&str> = patients.iter().rev().take(val_patients).copied().collect();
+    let held: Vec<&str> = patients
+        .iter()
+        .rev()
+        .skip(fold.saturating_mul(val_patients))
+        .take(val_patients)
+        .copied()
+        .collect();
     pairs
         .iter()
         .cloned()
@@ -259,7 +272,7 @@ mod tests {
         }
         let pairs = list_pairs(root).unwrap();
         assert_eq!(pairs.len(), 3);
-        let (train, val) = split_by_patient(&pairs, 1);
+        let (train, val) = split_by_patient(&pairs, 1, 0);
         let ids = |v: &[VolumePair]| v.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&val), ["patient002_frame01"], "the last patient is held out");
         assert_eq!(
@@ -416,7 +429,7 @@ mod tests {
             assert_eq!(image.geometry.sides, labels.geometry.sides, "{}", p.id);
             assert!(labels.labels.iter().all(|&c| c <= 3));
         }
-        let (train, val) = split_by_patient(&pairs, 4);
+        let (train, val) = split_by_patient(&pairs, 4, 0);
         assert_eq!((train.len(), val.len()), (32, 8));
         for v in &val {
             assert!(
@@ -425,5 +438,22 @@ mod tests {
                 v.id
             );
         }
+        // The next fold holds out the four patients before them: disjoint validation sets.
+        let (train1, val1) = split_by_patient(&pairs, 4, 1);
+        assert_eq!((train1.len(), val1.len()), (32, 8));
+        let patients = |v: &[VolumePair]| {
+            let mut p: Vec<String> = v.iter().map(|p| patient_of(&p.id).to_string()).collect();
+            p.dedup();
+            p
+        };
+        assert_eq!(
+            patients(&val),
+            ["patient064", "patient065", "patient066", "patient068"]
+        );
+        assert_eq!(
+            patients(&val1),
+            ["patient039", "patient045", "patient052", "patient059"]
+        );
+        assert!(val.iter().all(|v| train1.iter().any(|t| t.id == v.id)));
     }
 }

@@ -73,6 +73,13 @@ fn trials_that_learn_from_the_d1_trial_start_once_it_succeeded() {
     s.hyper.warm_start = Some("trial:e-d1-000".into());
     s.validate("e", "test")
         .expect("a D1 trial of the Experiment is a valid source");
+    // The trials' specs: D1 learns from nobody and says so; D4 carries both sources.
+    let params = Default::default();
+    let d1 = s.trial_spec("e-d1-000", "e", orchestra_api::Variant::D1, &params);
+    assert!(d1.hyper.warm_start.is_none() && d1.hyper.distill.is_none());
+    let d4 = s.trial_spec("e-d4-000", "e", orchestra_api::Variant::D4, &params);
+    assert_eq!(d4.hyper.warm_start.as_deref(), Some("trial:e-d1-000"));
+    assert!(d4.hyper.distill.is_some());
     // Only D1 starts; the free slots wait rather than run trials that cannot start.
     let p = plan("e", &s, &[], 100, &CFG);
     assert_eq!(created(&p), ["e-d1-000"]);
@@ -88,7 +95,13 @@ fn trials_that_learn_from_the_d1_trial_start_once_it_succeeded() {
     let failed = [observed("e-d1-000", TrialPhase::Failed, 3, 100)];
     assert_eq!(created(&plan("e", &s, &failed, 300, &CFG)).len(), 4);
     // Sources in the Experiment must be its D1 trials (a D4 reading a D4 would wait on itself).
-    for bad in ["trial:e-d4-000", "trial:other-d1-000", "trial:e-d1-x"] {
+    // D1 comes first in spec.variants, yet a source that is not one is still caught.
+    for bad in [
+        "trial:e-d4-000",
+        "trial:other-d1-000",
+        "trial:e-d1-x",
+        "ftp://runs/e/t",
+    ] {
         s.hyper.warm_start = Some(bad.into());
         let e = s.validate("e", "test").expect_err(bad);
         assert!(e.to_string().contains("spec.hyper.warmStart"), "{e}");

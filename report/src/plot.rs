@@ -27,8 +27,10 @@ fn colour(v: Variant) -> RGBColor {
     RGBColor(r, g, b)
 }
 
-/// The baselines' colours: the rest of Okabe and Ito's palette.
-pub const BASELINE_RGB: [(u8, u8, u8); 4] = [(0, 0, 0), (213, 94, 0), (86, 180, 233), (240, 228, 66)];
+/// The baselines' colours: the rest of Okabe and Ito's palette, black left out (the Pareto
+/// front's line is black; a first baseline drawn in black could not be told from it) and a
+/// grey in its place.
+pub const BASELINE_RGB: [(u8, u8, u8); 4] = [(213, 94, 0), (86, 180, 233), (120, 120, 120), (240, 228, 66)];
 
 const BASELINE_COLOURS: [RGBColor; 4] = [
     RGBColor(BASELINE_RGB[0].0, BASELINE_RGB[0].1, BASELINE_RGB[0].2),

@@ -161,6 +161,15 @@ fn acdc_volumes_load_split_by_patient_and_train() {
     let set = VolumeSet::open(&uri).unwrap();
     assert_eq!((set.train.len(), set.val.len(), set.classes), (4, 2, 4));
     let patient = |id: &str| id.split("_frame").next().unwrap().to_string();
+    // fold=1 holds out the patient before fold 0's; three patients make three folds of one.
+    let fold1 = VolumeSet::open(&format!("{uri}&fold=1")).unwrap();
+    assert_eq!(patient(&fold1.val[0].id), "patient002");
+    assert_eq!(patient(&set.val[0].id), "patient007");
+    let err = VolumeSet::open(&format!("{uri}&fold=3"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("fold=3") && err.contains("fold 0 to 2"), "{err}");
     for v in &set.val {
         assert!(
             set.train.iter().all(|t| patient(&t.id) != patient(&v.id)),

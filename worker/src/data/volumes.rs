@@ -9,7 +9,8 @@
 //! (`spacing=10x3x3`, z x y x x, as nnU-Net does: scans from different scanners then show a
 //! structure at one size in voxels; see `orchestra_edge::resample`), and relabelled (`labelMap=0,1,1,2`: dataset class
 //! c becomes the c-th entry). The validation split holds out whole patients (`val` counts
-//! patients: ACDC's two frames of one patient are never split). Validation volumes keep their
+//! patients: ACDC's two frames of one patient are never split; `fold=k` holds out the k-th block of
+//! `val` patients counting from the end, for disjoint validation sets). Validation volumes keep their
 //! labels at the source resolution, so that Dice is scored on the scan as it was acquired.
 
 use std::path::{Path, PathBuf};
@@ -89,6 +90,8 @@ pub enum VolumeUri {
         location: String,
         /// Validation patients.
         val: Option<usize>,
+        /// Which block of `val` patients is held out (0: the last ones).
+        fold: usize,
         classes: Option<usize>,
         limit: Option<usize>,
         factor: [usize; 3],
@@ -154,6 +157,7 @@ impl VolumeUri {
             return Err(q.bad("file URIs need an absolute path: file:///data/...".into()));
         }
         let val = q.number("val")?.map(|v| v as usize);
+        let fold = q.number("fold")?.unwrap_or(0) as usize;
         let classes = q.number("classes")?.map(|v| v as usize);
         let limit = q.number("limit")?.map(|v| v as usize);
         let factor = sides_of(q, "downsample", [1, 1, 1], 1)?;
@@ -210,6 +214,7 @@ impl VolumeUri {
         Ok(VolumeUri::Folder {
             location,
             val,
+            fold,
             classes,
             limit,
             factor,
@@ -268,6 +273,7 @@ impl VolumeSet {
             VolumeUri::Folder {
                 location,
                 val,
+                fold,
                 classes,
                 limit,
                 factor,
@@ -283,7 +289,7 @@ impl VolumeSet {
                 load_folder(
                     &root,
                     uri,
-                    val,
+                    (val, fold),
                     classes,
                     limit,
                     (factor, spacing),
@@ -300,7 +306,7 @@ impl VolumeSet {
 fn load_folder(
     root: &Path,
     uri: &str,
-    val: Option<usize>,
+    (val, fold): (Option<usize>, usize),
     classes: Option<usize>,
     limit: Option<usize>,
     (factor, spacing): ([usize; 3], Option<[f32; 3]>),
@@ -329,7 +335,17 @@ fn load_folder(
             reason: format!("val={val_patients} patients leaves none to train on out of {patients}"),
         });
     }
-    let (train_pairs, val_pairs) = split_by_patient(&pairs, val_patients);
+    if (fold + 1).saturating_mul(val_patients) > patients {
+        return Err(DataError::Split {
+            uri: orchestra_api::redact(uri),
+            reason: format!(
+                "fold={fold}: {patients} patients make {} folds of val={val_patients} (fold 0 to {})",
+                patients / val_patients,
+                patients / val_patients - 1
+            ),
+        });
+    }
+    let (train_pairs, val_pairs) = split_by_patient(&pairs, val_patients, fold);
     let read = |p: &VolumePair| read_pair(p, DEFAULT_MAX_VOXELS, label_map).map_err(volume_error);
     let mut train_raw = Vec::with_capacity(train_pairs.len());
     for p in &train_pairs {
@@ -482,6 +498,7 @@ mod tests {
             VolumeUri::Folder {
                 location,
                 val,
+                fold,
                 factor,
                 label_map,
                 intensity,
@@ -493,7 +510,12 @@ mod tests {
                     (Some(4), [1, 2, 2], IntensityChoice::Mr)
                 );
                 assert_eq!(label_map, Some(vec![0, 1, 1, 2]));
+                assert_eq!(fold, 0);
             }
+            other => panic!("{other:?}"),
+        }
+        match VolumeUri::parse("file:///data/acdc?val=4&fold=2").unwrap() {
+            VolumeUri::Folder { val, fold, .. } => assert_eq!((val, fold), (Some(4), 2)),
             other => panic!("{other:?}"),
         }
         match VolumeUri::parse("file:///data/acdc?spacing=10x1.5x1.25").unwrap() {
