@@ -386,9 +386,13 @@ mod tests {
                         .unwrap()
                 });
                 assert_eq!((got.channels, got.sides), (3, sides.map(|s| s / 4)));
+                // The two passes sum in different orders (and on another CPU through other
+                // kernels): on an AMD EPYC with AVX-512 the padded case differs by 2.9e-5 on
+                // activations of magnitude ~1, on the Intel machines by under 1e-5. The test is
+                // after misplaced tiles and pads, not rounding.
                 for (i, (g, e)) in got.data.iter().zip(&want.data).enumerate() {
                     assert!(
-                        (g - e).abs() <= 1e-5,
+                        (g - e).abs() <= 1e-4,
                         "{sides:?}, {threads} threads: activation {i}: {g} vs {e}"
                     );
                 }

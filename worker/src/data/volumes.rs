@@ -327,25 +327,7 @@ fn load_folder(
     if pairs.is_empty() {
         return Err(DataError::Empty(root.to_path_buf()));
     }
-    let patients = patient_count(&pairs);
-    let val_patients = val.unwrap_or((patients / 5).max(1));
-    if val_patients == 0 || val_patients >= patients {
-        return Err(DataError::Split {
-            uri: orchestra_api::redact(uri),
-            reason: format!("val={val_patients} patients leaves none to train on out of {patients}"),
-        });
-    }
-    if (fold + 1).saturating_mul(val_patients) > patients {
-        return Err(DataError::Split {
-            uri: orchestra_api::redact(uri),
-            reason: format!(
-                "fold={fold}: {patients} patients make {} folds of val={val_patients} (fold 0 to {})",
-                patients / val_patients,
-                patients / val_patients - 1
-            ),
-        });
-    }
-    let (train_pairs, val_pairs) = split_by_patient(&pairs, val_patients, fold);
+    let (train_pairs, val_pairs) = split_folder(&pairs, uri, val, fold)?;
     let read = |p: &VolumePair| read_pair(p, DEFAULT_MAX_VOXELS, label_map).map_err(volume_error);
     let mut train_raw = Vec::with_capacity(train_pairs.len());
     for p in &train_pairs {
@@ -391,6 +373,36 @@ fn load_folder(
         train,
         val,
     })
+}
+
+/// Splits a folder's pairs by patient: `val` patients (a fifth by default) in block `fold`
+/// counting from the end are held out; a split that leaves nobody to train on, or a fold past
+/// the first patient, is an error naming the numbers.
+fn split_folder(
+    pairs: &[VolumePair],
+    uri: &str,
+    val: Option<usize>,
+    fold: usize,
+) -> Result<(Vec<VolumePair>, Vec<VolumePair>), DataError> {
+    let patients = patient_count(pairs);
+    let val_patients = val.unwrap_or((patients / 5).max(1));
+    if val_patients == 0 || val_patients >= patients {
+        return Err(DataError::Split {
+            uri: orchestra_api::redact(uri),
+            reason: format!("val={val_patients} patients leaves none to train on out of {patients}"),
+        });
+    }
+    if (fold + 1).saturating_mul(val_patients) > patients {
+        return Err(DataError::Split {
+            uri: orchestra_api::redact(uri),
+            reason: format!(
+                "fold={fold}: {patients} patients make {} folds of val={val_patients} (fold 0 to {})",
+                patients / val_patients,
+                patients / val_patients - 1
+            ),
+        });
+    }
+    Ok(split_by_patient(pairs, val_patients, fold))
 }
 
 /// How many patients the pairs come from (a patient's frames share an id prefix).
