@@ -4,6 +4,8 @@
 # `rate-accuracy` on the held-out images: JPEG, JPEG-2000 and H.264 intra swept and Auto/Seg
 # trained, all segmented by the D1 model, the D4 models measured on their real bitstreams.
 #   scripts/gpu_isic.sh <orchestra-worker> <folder holding isic2017/train> <out-dir>
+# Then the recipe of docs/results/2026-12-04-d4-gap.md: D4 at the same two rate weights,
+# warm-started from the finished D1 and distilled from its predictions (RECIPE=0 leaves it out).
 # STEPS, DEVICE and LIMIT (a dataset id limit) override the defaults for a dry run on a CPU;
 # TRIALS picks a subset of the trainings (isic-d1 must be among them).
 set -u
@@ -22,14 +24,14 @@ if [ "$device" = cuda ]; then
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 fi
 
-spec() { # name variant lambda
+spec() { # name variant lambda [extra hyper fields]
     cat > "$runs/$1.yaml" <<YAML
 experiment: isic
 trial: $1
 variant: $2
 dataset: file://$data/train?val=$val$limit
 model: { preset: paper, inputSize: 128 }
-hyper: { batchSize: 16, lr: 0.0005, lrCritic: 0.0005, lambdaRate: $3, disWarmupSteps: 200 }
+hyper: { batchSize: 16, lr: 0.0005, lrCritic: 0.0005, lambdaRate: $3, disWarmupSteps: 200${4:+, $4} }
 steps: $steps
 seed: 1
 store: file://$runs/store
@@ -40,16 +42,29 @@ YAML
 spec isic-d1 D1 0.05
 spec isic-d4-l05 D4 0.05
 spec isic-d4-l2 D4 0.2
+teacher="file://$runs/store/isic/isic-d1"
+recipe="warmStart: '$teacher', distill: { from: '$teacher', weight: 1.0 }"
+spec isic-d4r-l05 D4 0.05 "$recipe"
+spec isic-d4r-l2 D4 0.2 "$recipe"
 
+train_at_once() { # trial names
+    echo "== training $* at once, $steps steps each"
+    local pids=()
+    for t in "$@"; do
+        ORCHESTRA_THREADS=4 timeout 400 "$bin" train --spec "$runs/$t.yaml" --dist single --no-progress \
+            > "$out/$t.log" 2>&1 &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || echo "a training run failed (exit $?)"; done
+}
 trials="${TRIALS:-isic-d1 isic-d4-l05 isic-d4-l2}"
-echo "== training $trials at once, $steps steps each"
-pids=()
-for t in $trials; do
-    ORCHESTRA_THREADS=4 timeout 400 "$bin" train --spec "$runs/$t.yaml" --dist single --no-progress \
-        > "$out/$t.log" 2>&1 &
-    pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p" || echo "a training run failed (exit $?)"; done
+# shellcheck disable=SC2086 # a list of names
+train_at_once $trials
+# The recipe reads D1's final checkpoint, so its trials start once D1 is done.
+if [ "${RECIPE:-1}" = 1 ]; then
+    train_at_once isic-d4r-l05 isic-d4r-l2
+    trials="$trials isic-d4r-l05 isic-d4r-l2"
+fi
 models=()
 for t in $trials; do
     [ "$t" = isic-d1 ] || models+=("$runs/$t.yaml")

@@ -5,6 +5,7 @@
 //! <experiment>/experiment.yaml                          the Experiment, as the runner saw it
 //! <experiment>/leaderboard.{json,md,svg,png}            rewritten whenever a trial finishes
 //! <experiment>/<trial>/params.json                      the swept values, by whoever created the trial
+//! <experiment>/<trial>/trial.yaml                       the trial's spec as its worker ran it, at its end
 //! <experiment>/<trial>/step-<n>/weights.safetensors     every variable, BatchNorm statistics too
 //! <experiment>/<trial>/step-<n>/optimizer.safetensors   Adam moments, per optimiser
 //! <experiment>/<trial>/step-<n>/state.json              step, Adam step counts, byte sizes
@@ -29,6 +30,7 @@ pub const EXPERIMENT_FILE: &str = "experiment.yaml";
 pub const LEADERBOARD_STEM: &str = "leaderboard";
 
 const PARAMS: &str = "params.json";
+const TRIAL_SPEC: &str = "trial.yaml";
 const RESULT: &str = "result.json";
 const METRICS: &str = "metrics.jsonl";
 const PROGRESS: &str = "progress.json";
@@ -135,6 +137,12 @@ impl TrialKeys {
 
     pub fn params(&self) -> String {
         self.key(PARAMS)
+    }
+
+    /// The spec the trial ran with, written just before its result: what a later trial that
+    /// reads its weights rebuilds its model from, with or without an Experiment around it.
+    pub fn spec(&self) -> String {
+        self.key(TRIAL_SPEC)
     }
 
     pub fn result(&self) -> String {

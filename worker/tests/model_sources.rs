@@ -1,13 +1,13 @@
 //! A compressing trial that starts from a finished D1 trial's weights (`hyper.warmStart`) and
 //! learns from its predictions (`hyper.distill`): what is copied and what is not, what the
-//! teacher adds to the loss, what the result says the trial cost, the rate warm-up, and the
-//! errors when a source is not there.
+//! teacher adds to the loss, what the result says the trial cost, a source with no Experiment
+//! around it, the rate warm-up, and the errors when a source is not there.
 
 mod common;
 
 use common::tiny_spec;
 use orchestra_api::{Distill, Experiment, ExperimentSpec, TrialSpec, Variant};
-use orchestra_store::layout::ExperimentKeys;
+use orchestra_store::layout::{ExperimentKeys, TrialKeys};
 use orchestra_worker::data::Dataset;
 use orchestra_worker::store::Store;
 use orchestra_worker::train::{run_trial, Outcome, RunOptions, Trainer};
@@ -139,6 +139,46 @@ fn a_source_that_has_not_finished_is_named_in_the_error() {
     assert!(matches!(run_trial(&d1, &opts).unwrap(), Outcome::Paused { .. }));
     let err = trainer(spec).err().expect("teacher paused").to_string();
     assert!(err.contains("has not finished"), "{err}");
+}
+
+#[test]
+fn a_trial_without_an_experiment_is_a_source_through_the_spec_it_stored() {
+    // A standalone D1 (`orchestra-worker train`): nothing but the trial in its store.
+    let dir = tempfile::tempdir().unwrap();
+    let store = &format!("file://{}", dir.path().display());
+    let d1 = tiny_spec(Variant::D1, store, "solo-d1");
+    let Outcome::Finished(teacher) = run_trial(&d1, &RunOptions::default()).unwrap() else {
+        panic!("the teacher did not finish")
+    };
+    let stored = Store::open(store).unwrap();
+    assert!(stored
+        .get(&ExperimentKeys::new(&d1.experiment).spec())
+        .unwrap()
+        .is_none());
+    let spec_key = TrialKeys::new(&d1.experiment, &d1.trial).spec();
+    let text = stored
+        .get(&spec_key)
+        .unwrap()
+        .expect("a finished trial stores its spec");
+    let back: TrialSpec = orchestra_api::parse_yaml(&String::from_utf8_lossy(&text), &spec_key).unwrap();
+    assert_eq!(back, d1);
+    let mut d4 = tiny_spec(Variant::D4, "memory://sources-standalone-d4", "solo-d4");
+    d4.hyper.warm_start = Some(format!("{store}/{}/solo-d1", d1.experiment));
+    let t = trainer(d4.clone()).unwrap();
+    assert_eq!(
+        (t.teachers[0].variant, t.teachers[0].steps),
+        (Variant::D1, teacher.steps)
+    );
+    // Without it, and with no Experiment either, nothing says which model the weights are.
+    std::fs::remove_file(dir.path().join(&spec_key)).unwrap();
+    let err = trainer(d4.clone()).err().expect("no spec left").to_string();
+    assert!(
+        err.contains("solo-d1") && err.contains("nothing says which model"),
+        "{err}"
+    );
+    // A trial finished before trials stored their specs: its Experiment's spec says it.
+    store_experiment(&d1);
+    assert_eq!(trainer(d4).unwrap().teachers[0].steps, teacher.steps);
 }
 
 #[test]

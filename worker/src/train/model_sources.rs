@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use orchestra_api::{Experiment, ModelSource, TeacherCost, TrialSpec};
+use orchestra_api::{Experiment, ModelSource, TeacherCost, TrialSpec, Variant};
 use orchestra_store::layout::{self, ExperimentKeys};
 use tch::Device;
 
@@ -64,25 +64,7 @@ fn load_source(
                 "trial {trial} has not finished (no result in {store_uri})"
             ))
         })?;
-    let spec_key = ExperimentKeys::new(experiment).spec();
-    let text = ts
-        .store
-        .get(&spec_key)
-        .map_err(|e| setup(e.to_string()))?
-        .ok_or_else(|| setup(format!("no {spec_key} in {store_uri}")))?;
-    let exp: Experiment = orchestra_api::parse_yaml(&String::from_utf8_lossy(&text), &spec_key)
-        .map_err(|e| setup(e.to_string()))?;
-    let params: BTreeMap<String, f64> = match ts
-        .store
-        .get(&ts.keys.params())
-        .map_err(|e| setup(e.to_string()))?
-    {
-        Some(bytes) => {
-            serde_json::from_slice(&bytes).map_err(|e| setup(format!("{}: {e}", ts.keys.params())))?
-        }
-        None => BTreeMap::new(),
-    };
-    let source_spec = exp.spec.trial_spec(trial, experiment, result.variant, &params);
+    let source_spec = source_spec(&ts, store_uri, (experiment, trial), result.variant).map_err(setup)?;
     let config = crate::nets::config::resolve(&source_spec.model, channels, classes);
     let ckpt = ts
         .load_latest()
@@ -102,6 +84,38 @@ fn load_source(
         train_seconds: result.timings.train_seconds,
     };
     Ok(SourceModel { source, model, cost })
+}
+
+/// The spec a finished trial ran with: the one it stored beside its result, or for a trial
+/// finished before trials stored theirs, its Experiment's spec and its swept values.
+fn source_spec(
+    ts: &TrialStore,
+    store_uri: &str,
+    (experiment, trial): (&str, &str),
+    variant: Variant,
+) -> Result<TrialSpec, String> {
+    if let Some(text) = ts.store.get(&ts.keys.spec()).map_err(|e| e.to_string())? {
+        return orchestra_api::parse_yaml(&String::from_utf8_lossy(&text), &ts.keys.spec())
+            .map_err(|e| e.to_string());
+    }
+    let spec_key = ExperimentKeys::new(experiment).spec();
+    let text = ts
+        .store
+        .get(&spec_key)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "neither {} nor {spec_key} in {store_uri}: nothing says which model it is",
+                ts.keys.spec()
+            )
+        })?;
+    let exp: Experiment =
+        orchestra_api::parse_yaml(&String::from_utf8_lossy(&text), &spec_key).map_err(|e| e.to_string())?;
+    let params: BTreeMap<String, f64> = match ts.store.get(&ts.keys.params()).map_err(|e| e.to_string())? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", ts.keys.params()))?,
+        None => BTreeMap::new(),
+    };
+    Ok(exp.spec.trial_spec(trial, experiment, variant, &params))
 }
 
 /// What a warm start copied: tensors whose name and shape match, and those left as initialised.

@@ -332,6 +332,8 @@ impl<'a> TrialRun<'a> {
         self.log_eval(self.trainer.step, &evaluation);
         save(&self.ts, &self.trainer, &self.logs(), train_seconds, spec)?;
         put_rung(&self.ts, &self.rung_of(self.trainer.step, &evaluation))?;
+        let spec_yaml = serde_yaml::to_string(spec).expect("a trial spec serialises");
+        self.ts.store.put(&self.ts.keys.spec(), spec_yaml.into_bytes())?;
 
         let steps_this_run = (self.trainer.step - self.first_step) as f64;
         let world = self.world;
