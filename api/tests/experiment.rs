@@ -13,6 +13,7 @@ fn committed_experiments_validate_and_round_trip() {
     for file in [
         "experiments/quickstart.yaml",
         "experiments/isic2017.yaml",
+        "experiments/isic2017-cpu.yaml",
         "experiments/search-asha.yaml",
         "experiments/acdc-3d.yaml",
         "experiments/cardiac-3d-gpu.yaml",
