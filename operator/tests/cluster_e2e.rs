@@ -344,12 +344,20 @@ fn the_dashboard_shows_the_cluster(addr: &str, ns: &str, before: &str, trials: &
     assert!(page.contains("id=\"conditions\""), "the Experiment's conditions");
     assert!(page.contains("TrialStarted"), "the Experiment's events: {page}");
     assert!(!page.contains("What is wrong"), "{page}");
+    // Every trial's own history: its start and its end, each trial's events kept apart from
+    // the others' with the same reason (the Trial is each event's related object).
+    for t in trials {
+        let name = t["metadata"]["name"].as_str().unwrap();
+        let trial = get(addr, &format!("/ns/{ns}/experiments/quick/trials/{name}/")).unwrap();
+        assert!(
+            trial.contains("Attempts and restarts")
+                && trial.contains(&format!("TrialStarted: {name}: 1 worker(s)"))
+                && trial.contains(&format!("TrialSucceeded: {name}: Dice")),
+            "{name}'s history from its events: {trial}"
+        );
+    }
     let name = trials[0]["metadata"]["name"].as_str().unwrap();
     let trial = get(addr, &format!("/ns/{ns}/experiments/quick/trials/{name}/")).unwrap();
-    assert!(
-        trial.contains("Attempts and restarts") && trial.contains(&format!("{name}: 1 worker(s)")),
-        "the trial's history from its events: {trial}"
-    );
     assert!(
         trial.contains("<th scope=\"row\">12</th>"),
         "the last checkpoint: {trial}"

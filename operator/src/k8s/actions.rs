@@ -18,7 +18,7 @@ use super::context::Error;
 use super::names;
 use super::observe::format_time;
 use super::scope::{apply_params, with_store, Scope};
-use super::status::publish_event;
+use super::status::publish_trial_event;
 use crate::planner::Action;
 use crate::runner::Runner;
 
@@ -216,28 +216,17 @@ async fn start_trial(
     let status = started_status(scope, t, attempt, until, promotion);
     let counted = attempt - status.promotions;
     scope.write_trial_status(&trial, &status).await?;
-    let (reason, note) = if promotion {
-        ("TrialPromoted", format!("{trial}: continues to step {until}"))
+    let (reason, detail) = if promotion {
+        ("TrialPromoted", format!("continues to step {until}"))
     } else if attempt == 1 {
-        (
-            "TrialStarted",
-            format!("{trial}: {} worker(s)", t.spec.world_size),
-        )
+        ("TrialStarted", format!("{} worker(s)", t.spec.world_size))
     } else {
         (
             "TrialRestarted",
-            format!("{trial}: attempt {counted}, resuming from the latest checkpoint"),
+            format!("attempt {counted}, resuming from the latest checkpoint"),
         )
     };
-    publish_event(
-        scope.ctx,
-        &scope.exp_ref,
-        EventType::Normal,
-        reason,
-        "Start",
-        note,
-    )
-    .await;
+    publish_trial_event(scope, t, EventType::Normal, (reason, "Start"), Some(&detail)).await;
     Ok(())
 }
 
@@ -250,13 +239,12 @@ async fn fail_trial(scope: &Scope<'_>, t: &Trial, reason: &str) -> Result<(), Er
     status.finished_at = Some(format_time(scope.now));
     status.message = Some(reason.to_string());
     scope.write_trial_status(&trial, &status).await?;
-    publish_event(
-        scope.ctx,
-        &scope.exp_ref,
+    publish_trial_event(
+        scope,
+        t,
         EventType::Warning,
-        "TrialFailed",
-        "Fail",
-        format!("{trial}: {reason}"),
+        ("TrialFailed", "Fail"),
+        Some(&reason),
     )
     .await;
     Ok(())
@@ -272,15 +260,7 @@ async fn suspend_trial(scope: &Scope<'_>, t: &Trial) -> Result<(), Error> {
     status.attempts = status.attempts.saturating_sub(1);
     status.message = Some("suspended: resumes from its latest checkpoint".into());
     scope.write_trial_status(&trial, &status).await?;
-    publish_event(
-        scope.ctx,
-        &scope.exp_ref,
-        EventType::Normal,
-        "TrialSuspended",
-        "Suspend",
-        trial,
-    )
-    .await;
+    publish_trial_event(scope, t, EventType::Normal, ("TrialSuspended", "Suspend"), None).await;
     Ok(())
 }
 
@@ -295,11 +275,11 @@ async fn stop_trial(scope: &Scope<'_>, t: &Trial, reason: &str) -> Result<(), Er
     status.finished_at = Some(format_time(scope.now));
     status.message = Some(reason.to_string());
     scope.write_trial_status(&trial, &status).await?;
-    let (kind, note) = if early {
-        ("TrialStoppedEarly", format!("{trial}: {reason}"))
+    let (kind, detail) = if early {
+        ("TrialStoppedEarly", Some(reason))
     } else {
-        ("TrialStopped", trial)
+        ("TrialStopped", None)
     };
-    publish_event(scope.ctx, &scope.exp_ref, EventType::Normal, kind, "Stop", note).await;
+    publish_trial_event(scope, t, EventType::Normal, (kind, "Stop"), detail).await;
     Ok(())
 }

@@ -7,7 +7,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch};
 use kube::runtime::events::{Event, EventType};
-use orchestra_api::{ExperimentPhase, ExperimentStatus};
+use kube::{Resource, ResourceExt};
+use orchestra_api::{ExperimentPhase, ExperimentStatus, Trial};
 use orchestra_store::layout::ExperimentKeys;
 
 use super::builders;
@@ -37,6 +38,31 @@ pub(super) async fn publish_event(
     };
     if let Err(e) = ctx.recorder.publish(&ev, regarding).await {
         tracing::warn!(error = %e, reason, "could not publish an event");
+    }
+}
+
+/// Publishes an event about one of the Experiment's trials, on the Experiment (where a sweep is
+/// followed) with the Trial as its related object, its note `<trial>` or `<trial>: <detail>`.
+/// The related object is what keeps trials apart: the Recorder folds events with the same
+/// reason, action and objects into one series that keeps its first note, so without it the
+/// second trial to start would only add to a series that names the first.
+pub(super) async fn publish_trial_event(
+    scope: &Scope<'_>,
+    t: &Trial,
+    type_: EventType,
+    (reason, action): (&str, &str),
+    detail: Option<&str>,
+) {
+    let trial = t.name_any();
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(detail.map_or_else(|| trial.clone(), |d| format!("{trial}: {d}"))),
+        action: action.into(),
+        secondary: Some(t.object_ref(&())),
+    };
+    if let Err(e) = scope.ctx.recorder.publish(&ev, &scope.exp_ref).await {
+        tracing::warn!(error = %e, reason, trial, "could not publish an event");
     }
 }
 

@@ -12,7 +12,7 @@ use super::context::Error;
 use super::names;
 use super::observe::{format_time, Transition};
 use super::scope::Scope;
-use super::status::publish_event;
+use super::status::publish_trial_event;
 use crate::summary::shown_bpp;
 
 /// Records one transition; returns the trial, the status it wrote (later actions of the same
@@ -66,16 +66,15 @@ async fn succeeded(scope: &Scope<'_>, t: &Trial, result: &TrialResult) -> Result
     status.result = Some(result.clone());
     status.message = Some(format!("finished {} steps", result.steps));
     scope.write_trial_status(&trial, &status).await?;
-    // One event, on the Experiment (where a sweep is followed); the Trial's status says the
-    // same (an event per trial object too would be one more API write per trial).
+    // One event, on the Experiment (where a sweep is followed) and related to the Trial; the
+    // Trial's status says the same (an event per trial object too would be one more API write).
     let note = format!("Dice {:.4} at {:.5} bpp", result.scores.dice, shown_bpp(result));
-    publish_event(
-        scope.ctx,
-        &scope.exp_ref,
+    publish_trial_event(
+        scope,
+        t,
         EventType::Normal,
-        "TrialSucceeded",
-        "Finish",
-        format!("{trial}: {note}"),
+        ("TrialSucceeded", "Finish"),
+        Some(&note),
     )
     .await;
     Ok(status)
@@ -101,13 +100,12 @@ async fn paused(scope: &Scope<'_>, t: &Trial, record: &RungRecord) -> Result<Tri
     );
     status.message = Some(note.clone());
     scope.write_trial_status(&trial, &status).await?;
-    publish_event(
-        scope.ctx,
-        &scope.exp_ref,
+    publish_trial_event(
+        scope,
+        t,
         EventType::Normal,
-        "TrialReachedRung",
-        "Observe",
-        format!("{trial}: {note}"),
+        ("TrialReachedRung", "Observe"),
+        Some(&note),
     )
     .await;
     Ok(status)
@@ -129,13 +127,12 @@ async fn attempt_failed(
     status.message = Some(note.clone());
     scope.write_trial_status(&trial, &status).await?;
     scope.delete_job(&names::job(&trial, attempt)).await?;
-    publish_event(
-        scope.ctx,
-        &scope.exp_ref,
+    publish_trial_event(
+        scope,
+        t,
         EventType::Warning,
-        "AttemptFailed",
-        "Observe",
-        format!("{trial}: {note}"),
+        ("AttemptFailed", "Observe"),
+        Some(&note),
     )
     .await;
     Ok(status)
@@ -160,13 +157,12 @@ async fn unschedulable(
     }
     status.message = Some(message.clone());
     scope.write_trial_status(&trial, &status).await?;
-    publish_event(
-        scope.ctx,
-        &scope.exp_ref,
+    publish_trial_event(
+        scope,
+        t,
         EventType::Warning,
-        "GangUnschedulable",
-        "Schedule",
-        format!("{trial}: {message}"),
+        ("GangUnschedulable", "Schedule"),
+        Some(&message),
     )
     .await;
     Ok(status)
