@@ -244,7 +244,7 @@ async fn fail_trial(scope: &Scope<'_>, t: &Trial, reason: &str) -> Result<(), Er
         t,
         EventType::Warning,
         ("TrialFailed", "Fail"),
-        Some(&reason),
+        Some(reason),
     )
     .await;
     Ok(())
