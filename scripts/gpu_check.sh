@@ -10,7 +10,8 @@
 #      peak GPU memory (what `trialsPerGpu` would deliver);
 #   3. the same D4 step on the machine's CPUs, for the GPU/CPU ratio;
 #   4. a whole short D4 trial on the GPU through `train` (checkpoints, evaluation, real bpp).
-# Every step has its own time limit, so one failure does not hide the others.
+# Every step has its own time limit, so one failure does not hide the others. ROUNDS (default
+# "1 2") names the rounds of 2. to run; CPU=0 leaves out 3.
 set -u
 bin="${1:?usage: gpu_check.sh <orchestra-worker built with --features nccl> <out-dir>}"
 out="${2:?usage: gpu_check.sh <binary> <out-dir>}"
@@ -35,7 +36,7 @@ step "NCCL all-reduce, world size 1" 45 "$bin" bench-allreduce --device cuda --d
     --sizes-mib 1,4,16,64 --iters 20 --out "$out/allreduce-nccl.json"
 # Worker and PyTorch eager alternate (worker, PyTorch, worker, PyTorch) at fp32 and at bf16, so
 # that a drift of the machine shows as a difference between rounds, not between frameworks.
-for round in 1 2; do
+for round in ${ROUNDS:-1 2}; do
     for precision in fp32 bf16; do
         step "round $round: worker D1-D4, paper preset, 128 px, batch 16, $precision, GPU through NCCL" 150 \
             "$bin" bench --preset paper --size 128 --batch 16 --steps 50 --device cuda --dist nccl \
@@ -77,9 +78,9 @@ total = sum(r["images_per_second"] for r in rows)
 print(f"packed {n}: {len(rows)} finished, {total:.1f} images/s in all, peak GPU memory {max(mem or [0])} MiB")
 PY
 done
-step "worker D4, paper preset, CPU ($(nproc) threads)" 60 "$bin" bench --variant D4 --preset paper \
+[ "${CPU:-1}" = 1 ] && step "worker D4, paper preset, CPU ($(nproc) threads)" 60 "$bin" bench --variant D4 --preset paper \
     --size 128 --batch 16 --steps 4 --device cpu --dist single
-step "PyTorch eager D4, paper preset, CPU" 60 "$py" scripts/pytorch_reference.py --variant D4 \
+[ "${CPU:-1}" = 1 ] && step "PyTorch eager D4, paper preset, CPU" 60 "$py" scripts/pytorch_reference.py --variant D4 \
     --preset paper --size 128 --batch 16 --steps 4 --device cpu --jsonl "$out/pytorch-cpu.jsonl"
 cat > /tmp/orchestra-gpu-trial.yaml <<YAML
 experiment: gpu-check

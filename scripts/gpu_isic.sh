@@ -4,10 +4,12 @@
 # `rate-accuracy` on the held-out images: JPEG, JPEG-2000 and H.264 intra swept and Auto/Seg
 # trained, all segmented by the D1 model, the D4 models measured on their real bitstreams.
 #   scripts/gpu_isic.sh <orchestra-worker> <folder holding isic2017/train> <out-dir>
-# Then the recipe of docs/results/2026-12-04-d4-gap.md: D4 at the same two rate weights,
-# warm-started from the finished D1 and distilled from its predictions (RECIPE=0 leaves it out).
+# Then the recipe of docs/results/2026-12-04-d4-gap.md: D4 warm-started from the finished D1 and
+# distilled from its predictions, at the same two rate weights, and with the rate warm-up (lambda
+# ramped over the first half of the steps) at 0.05 and 0.1 (RECIPE=0 leaves it out).
 # STEPS, DEVICE and LIMIT (a dataset id limit) override the defaults for a dry run on a CPU;
-# TRIALS picks a subset of the trainings (isic-d1 must be among them).
+# TRIALS picks a subset of the first trainings (isic-d1 must be among them), RECIPES of the
+# recipe's; AUTOSEG_STEPS (default STEPS, 0 leaves it out) trains the Auto/Seg baseline.
 set -u
 bin="$(realpath "${1:?usage: gpu_isic.sh <binary> <data-dir> <out-dir>}")"
 data="$(realpath "${2:?usage: gpu_isic.sh <binary> <data-dir> <out-dir>}")"
@@ -36,6 +38,7 @@ steps: $steps
 seed: 1
 store: file://$runs/store
 checkpointEvery: 0
+evalEvery: $((steps / 3))
 device: $device
 YAML
 }
@@ -46,6 +49,9 @@ teacher="file://$runs/store/isic/isic-d1"
 recipe="warmStart: '$teacher', distill: { from: '$teacher', weight: 1.0 }"
 spec isic-d4r-l05 D4 0.05 "$recipe"
 spec isic-d4r-l2 D4 0.2 "$recipe"
+warmup="$recipe, rateWarmupSteps: $((steps / 2))"
+spec isic-d4rw-l05 D4 0.05 "$warmup"
+spec isic-d4rw-l1 D4 0.1 "$warmup"
 
 train_at_once() { # trial names
     echo "== training $* at once, $steps steps each"
@@ -62,18 +68,21 @@ trials="${TRIALS:-isic-d1 isic-d4-l05 isic-d4-l2}"
 train_at_once $trials
 # The recipe reads D1's final checkpoint, so its trials start once D1 is done.
 if [ "${RECIPE:-1}" = 1 ]; then
-    train_at_once isic-d4r-l05 isic-d4r-l2
-    trials="$trials isic-d4r-l05 isic-d4r-l2"
+    recipes="${RECIPES:-isic-d4r-l05 isic-d4r-l2 isic-d4rw-l05 isic-d4rw-l1}"
+    # shellcheck disable=SC2086 # a list of names
+    train_at_once $recipes
+    trials="$trials $recipes"
 fi
 models=()
 for t in $trials; do
     [ "$t" = isic-d1 ] || models+=("$runs/$t.yaml")
     tail -4 "$out/$t.log"
     cp "$runs/store/isic/$t/result.json" "$out/$t-result.json" 2>/dev/null
+    cp "$runs/store/isic/$t/metrics.jsonl" "$out/$t-metrics.jsonl" 2>/dev/null
 done
 
 echo "== rate-accuracy on the $val held-out images"
 timeout 300 "$bin" rate-accuracy --d1 "$runs/isic-d1.yaml" ${models[@]:+--models "${models[@]}"} \
-    --autoseg-steps "$steps" --out "$out/rate-accuracy"
+    --autoseg-steps "${AUTOSEG_STEPS:-$steps}" --out "$out/rate-accuracy"
 echo "(exit $?)"
 rm -rf "$runs"

@@ -10,12 +10,22 @@
 //! Each element sees the same operations in the same order as in a per-tensor Adam, so the
 //! results are the same to the last bit (tested). Checkpoints keep the per-parameter layout:
 //! `state` names views of the moments per parameter.
+//!
+//! Each parameter starts at a multiple of [`ALIGN_BYTES`] from the buffer's start, as a tensor
+//! of its own would from the caching allocator: cuDNN's fp32 convolutions read their weights
+//! with vector loads and fail with "misaligned address" on a weight packed right behind an
+//! odd-sized bias (seen on an H200 with D1). The gaps between parameters are zeros with zero
+//! gradients, which Adam, the clamp and the all-reduce leave at zero.
 
 use tch::{Kind, Tensor};
 
+/// Where each parameter may start in the flat buffers: the CUDA caching allocator's own
+/// granularity, so a view is aligned as a fresh tensor would be.
+pub const ALIGN_BYTES: i64 = 512;
+
 pub struct Adam {
     params: Vec<(String, Tensor)>,
-    /// (offset, elements) of each parameter in the buffers.
+    /// (offset, elements) of each parameter in the buffers; offsets are aligned.
     spans: Vec<(i64, i64)>,
     /// The parameters' values end to end; each parameter is a view into it.
     data: Tensor,
@@ -37,6 +47,7 @@ impl Adam {
         let (kind, device) = params
             .first()
             .map_or((Kind::Float, tch::Device::Cpu), |(_, p)| (p.kind(), p.device()));
+        let align = (ALIGN_BYTES / kind.elt_size_in_bytes() as i64).max(1);
         let mut spans = Vec::with_capacity(params.len());
         let mut total = 0i64;
         for (name, p) in &params {
@@ -45,8 +56,9 @@ impl Adam {
                 "parameter {name}: every parameter of a group has one kind and device"
             );
             let n = p.numel() as i64;
-            spans.push((total, n));
-            total += n;
+            let offset = (total + align - 1) / align * align;
+            spans.push((offset, n));
+            total = offset + n;
         }
         let data = Tensor::zeros([total], (kind, device));
         let grad = Tensor::zeros([total], (kind, device));
@@ -263,10 +275,7 @@ mod tests {
             v
         };
         let mut flat = Adam::new(named(&flat_vs), 0.5, 0.999);
-        assert_eq!(
-            flat.flat_grad().numel(),
-            named(&flat_vs).iter().map(|(_, p)| p.numel()).sum::<usize>()
-        );
+        assert!(flat.flat_grad().numel() >= named(&flat_vs).iter().map(|(_, p)| p.numel()).sum::<usize>());
         // Every parameter lives in the flat buffer, and so does its gradient.
         let (lo, hi) = (
             flat.data.data_ptr() as usize,
@@ -284,6 +293,20 @@ mod tests {
             assert!(
                 (glo..ghi).contains(&(p.grad().data_ptr() as usize)),
                 "{name}'s gradient is not"
+            );
+            // Aligned as a tensor of its own would be (the head's 1-element bias would push
+            // every later parameter 4 bytes off if they were packed end to end).
+            let offsets = (p.data_ptr() as usize - lo, p.grad().data_ptr() as usize - glo);
+            assert_eq!(
+                offsets.0 % ALIGN_BYTES as usize,
+                0,
+                "{name} starts {} bytes in",
+                offsets.0
+            );
+            assert_eq!(
+                offsets,
+                (offsets.0, offsets.0),
+                "{name}'s gradient is laid out as its value"
             );
         }
         let reference_params: Vec<Tensor> = named(&ref_vs).into_iter().map(|(_, p)| p).collect();
