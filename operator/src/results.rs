@@ -39,7 +39,7 @@ fn read_one_finished(store: &Store, keys: &layout::TrialKeys) -> Result<Option<F
     };
     Ok(Some(Finished {
         result,
-        params: read_params(store, keys)?,
+        params: layout::read_params(store, keys)?,
     }))
 }
 
@@ -116,23 +116,12 @@ fn read_stopped_entry(store: &Store, keys: &layout::TrialKeys) -> Result<Option<
     Ok(Some(StoppedEntry {
         trial: stopped.trial,
         variant: stopped.variant,
-        params: read_params(store, keys)?,
+        params: layout::read_params(store, keys)?,
         step: stopped.step,
         bpp: record.bpp(),
         dice: record.scores.dice,
         reason: stopped.reason,
     }))
-}
-
-fn read_params(store: &Store, keys: &layout::TrialKeys) -> Result<BTreeMap<String, f64>, ResultsError> {
-    let pk = keys.params();
-    Ok(match store.get(&pk)? {
-        Some(b) => serde_json::from_slice(&b).map_err(|e| ResultsError::Corrupt {
-            key: pk,
-            reason: format!("not a parameter map: {e}"),
-        })?,
-        None => BTreeMap::new(),
-    })
 }
 
 /// Experiment names found in a store (those with a stored Experiment).
@@ -147,16 +136,7 @@ pub fn experiments_in(store: &Store) -> Result<Vec<String>, ResultsError> {
 }
 
 pub fn read_experiment(store: &Store, name: &str) -> Result<Option<Experiment>, ResultsError> {
-    let key = ExperimentKeys::new(name).spec();
-    match store.get(&key)? {
-        None => Ok(None),
-        Some(b) => serde_yaml::from_slice(&b)
-            .map(Some)
-            .map_err(|e| ResultsError::Corrupt {
-                key,
-                reason: format!("not an Experiment: {e}"),
-            }),
-    }
+    Ok(layout::read_experiment(store, name)?)
 }
 
 /// The leaderboard of an Experiment as the store holds it: its finished trials ranked, and the

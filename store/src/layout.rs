@@ -19,7 +19,9 @@
 //!
 //! Step folders are zero-padded to eight digits so that lexical order is step order.
 
-use orchestra_api::{RungRecord, StoppedTrial, TrialProgress, TrialResult};
+use std::collections::BTreeMap;
+
+use orchestra_api::{Experiment, RungRecord, StoppedTrial, TrialProgress, TrialResult};
 
 use crate::{Store, StoreError};
 
@@ -263,6 +265,28 @@ pub fn read_rungs(store: &Store, keys: &TrialKeys) -> Result<Vec<RungRecord>, St
     }
     records.sort_by_key(|r| r.step);
     Ok(records)
+}
+
+/// The swept values a trial was created with; a trial without `params.json` (one trained alone)
+/// has none.
+pub fn read_params(store: &Store, keys: &TrialKeys) -> Result<BTreeMap<String, f64>, StoreError> {
+    Ok(read_json(store, keys.params(), "a parameter map")?.unwrap_or_default())
+}
+
+/// An Experiment's stored spec, if there is one (parsed, not validated: it was validated when
+/// it was stored).
+pub fn read_experiment(store: &Store, name: &str) -> Result<Option<Experiment>, StoreError> {
+    let key = ExperimentKeys::new(name).spec();
+    match store.get(&key)? {
+        None => Ok(None),
+        Some(bytes) => orchestra_api::parse_yaml(&String::from_utf8_lossy(&bytes), &key)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                uri: store.uri().to_string(),
+                key,
+                reason: format!("not an Experiment: {e}"),
+            }),
+    }
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(

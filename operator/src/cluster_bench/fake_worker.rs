@@ -13,7 +13,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::watcher;
-use orchestra_store::layout::TrialKeys;
+use orchestra_store::layout::{self, TrialKeys};
 use orchestra_store::Store;
 
 use crate::bench::{synthetic_dice, synthetic_result};
@@ -59,10 +59,7 @@ async fn write_result_blocking(uri: &str, experiment: &str, trial: &str, steps: 
 /// The result a worker of `trial` would leave (see the module's comment).
 pub fn write_result(store: &Store, experiment: &str, trial: &str, steps: u64) -> Result<(), String> {
     let keys = TrialKeys::new(experiment, trial);
-    let params: HashMap<String, f64> = match store.get(&keys.params()).map_err(|e| e.to_string())? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", keys.params()))?,
-        None => HashMap::new(),
-    };
+    let params = layout::read_params(store, &keys).map_err(|e| e.to_string())?;
     let bpp = rate_for(params.get("lambdaRate").copied().unwrap_or(0.1));
     let result = synthetic_result(
         experiment,

@@ -36,8 +36,15 @@ pub(super) async fn publish_event(
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, regarding).await {
-        tracing::warn!(error = %e, reason, "could not publish an event");
+    send_event(ctx, regarding, &ev).await;
+}
+
+/// Hands an event to the Recorder; a failure is logged, never the reconcile's error (an event
+/// is a report, not part of the state).
+async fn send_event(ctx: &Context, regarding: &ObjectReference, ev: &Event) {
+    if let Err(e) = ctx.recorder.publish(ev, regarding).await {
+        let note = ev.note.as_deref().unwrap_or_default();
+        tracing::warn!(error = %e, reason = %ev.reason, note, "could not publish an event");
     }
 }
 
@@ -61,9 +68,7 @@ pub(super) async fn publish_trial_event(
         action: action.into(),
         secondary: Some(t.object_ref(&())),
     };
-    if let Err(e) = scope.ctx.recorder.publish(&ev, &scope.exp_ref).await {
-        tracing::warn!(error = %e, reason, trial, "could not publish an event");
-    }
+    send_event(scope.ctx, &scope.exp_ref, &ev).await;
 }
 
 /// Ranks the Experiment's trials, reading from the store only those that ended since the last

@@ -3,9 +3,7 @@
 //! the trial that made it ran: its Experiment's spec, its swept values, its variant and its
 //! latest checkpoint. What each cost to train is kept for the trial's result.
 
-use std::collections::BTreeMap;
-
-use orchestra_api::{Experiment, ModelSource, TeacherCost, TrialSpec, Variant};
+use orchestra_api::{ModelSource, TeacherCost, TrialSpec, Variant};
 use orchestra_store::layout::{self, ExperimentKeys};
 use tch::Device;
 
@@ -98,23 +96,16 @@ fn source_spec(
         return orchestra_api::parse_yaml(&String::from_utf8_lossy(&text), &ts.keys.spec())
             .map_err(|e| e.to_string());
     }
-    let spec_key = ExperimentKeys::new(experiment).spec();
-    let text = ts
-        .store
-        .get(&spec_key)
+    let exp = layout::read_experiment(&ts.store, experiment)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| {
             format!(
-                "neither {} nor {spec_key} in {store_uri}: nothing says which model it is",
-                ts.keys.spec()
+                "neither {} nor {} in {store_uri}: nothing says which model it is",
+                ts.keys.spec(),
+                ExperimentKeys::new(experiment).spec()
             )
         })?;
-    let exp: Experiment =
-        orchestra_api::parse_yaml(&String::from_utf8_lossy(&text), &spec_key).map_err(|e| e.to_string())?;
-    let params: BTreeMap<String, f64> = match ts.store.get(&ts.keys.params()).map_err(|e| e.to_string())? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", ts.keys.params()))?,
-        None => BTreeMap::new(),
-    };
+    let params = layout::read_params(&ts.store, &ts.keys).map_err(|e| e.to_string())?;
     Ok(exp.spec.trial_spec(trial, experiment, variant, &params))
 }
 
