@@ -254,6 +254,30 @@ mod tests {
         move |x| head.forward_t(&b.forward_t(&a.forward_t(x, true), true), true)
     }
 
+    /// Every parameter lives in the flat buffer and its gradient in the gradient buffer, at the
+    /// same offset, aligned as a tensor of its own would be (the head's 1-element bias would
+    /// push every later parameter 4 bytes off if they were packed end to end).
+    fn assert_views_in_aligned_buffers(flat: &Adam) {
+        let span = |t: &Tensor| (t.data_ptr() as usize, t.data_ptr() as usize + 4 * t.numel());
+        let ((lo, hi), (glo, ghi)) = (span(&flat.data), span(&flat.grad));
+        for (name, p) in &flat.params {
+            let (at, grad_at) = (p.data_ptr() as usize, p.grad().data_ptr() as usize);
+            assert!((lo..hi).contains(&at), "{name} is not in the buffer");
+            assert!((glo..ghi).contains(&grad_at), "{name}'s gradient is not");
+            assert_eq!(
+                (at - lo) % ALIGN_BYTES as usize,
+                0,
+                "{name} starts {} bytes in",
+                at - lo
+            );
+            assert_eq!(
+                at - lo,
+                grad_at - glo,
+                "{name}'s gradient is laid out as its value"
+            );
+        }
+    }
+
     #[test]
     fn the_flat_optimiser_equals_the_per_tensor_one_to_the_last_bit() {
         let (flat_vs, ref_vs) = (
@@ -276,39 +300,7 @@ mod tests {
         };
         let mut flat = Adam::new(named(&flat_vs), 0.5, 0.999);
         assert!(flat.flat_grad().numel() >= named(&flat_vs).iter().map(|(_, p)| p.numel()).sum::<usize>());
-        // Every parameter lives in the flat buffer, and so does its gradient.
-        let (lo, hi) = (
-            flat.data.data_ptr() as usize,
-            flat.data.data_ptr() as usize + 4 * flat.data.numel(),
-        );
-        let (glo, ghi) = (
-            flat.grad.data_ptr() as usize,
-            flat.grad.data_ptr() as usize + 4 * flat.grad.numel(),
-        );
-        for (name, p) in &flat.params {
-            assert!(
-                (lo..hi).contains(&(p.data_ptr() as usize)),
-                "{name} is not in the buffer"
-            );
-            assert!(
-                (glo..ghi).contains(&(p.grad().data_ptr() as usize)),
-                "{name}'s gradient is not"
-            );
-            // Aligned as a tensor of its own would be (the head's 1-element bias would push
-            // every later parameter 4 bytes off if they were packed end to end).
-            let offsets = (p.data_ptr() as usize - lo, p.grad().data_ptr() as usize - glo);
-            assert_eq!(
-                offsets.0 % ALIGN_BYTES as usize,
-                0,
-                "{name} starts {} bytes in",
-                offsets.0
-            );
-            assert_eq!(
-                offsets,
-                (offsets.0, offsets.0),
-                "{name}'s gradient is laid out as its value"
-            );
-        }
+        assert_views_in_aligned_buffers(&flat);
         let reference_params: Vec<Tensor> = named(&ref_vs).into_iter().map(|(_, p)| p).collect();
         let mut reference = PerTensorAdam {
             m: reference_params.iter().map(Tensor::zeros_like).collect(),
