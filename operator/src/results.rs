@@ -135,10 +135,6 @@ pub fn experiments_in(store: &Store) -> Result<Vec<String>, ResultsError> {
     Ok(names)
 }
 
-pub fn read_experiment(store: &Store, name: &str) -> Result<Option<Experiment>, ResultsError> {
-    Ok(layout::read_experiment(store, name)?)
-}
-
 /// The leaderboard of an Experiment as the store holds it: its finished trials ranked, and the
 /// trials the search stopped early beside them, from one listing of its objects.
 pub fn leaderboard(store: &Store, exp: &Experiment) -> Result<Leaderboard, ResultsError> {

@@ -51,7 +51,7 @@ impl RecordedTrial {
 /// Reads the curves of every finished trial of `experiment`: its rung records, or for workers
 /// that predate them, the evaluation lines of `metrics.jsonl` (the same scores).
 pub fn record(store: &Store, experiment: &str) -> Result<Recording, ResultsError> {
-    let exp = results::read_experiment(store, experiment)?.ok_or_else(|| ResultsError::Corrupt {
+    let exp = layout::read_experiment(store, experiment)?.ok_or_else(|| ResultsError::Corrupt {
         key: ExperimentKeys::new(experiment).spec(),
         reason: "no such experiment in the store".into(),
     })?;

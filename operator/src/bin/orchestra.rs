@@ -12,7 +12,7 @@ use orchestra_api::{Experiment, ExperimentPhase};
 use orchestra_operator::local::{LocalOptions, LocalOutcome, LocalRunner};
 use orchestra_operator::planner::PlannerConfig;
 use orchestra_operator::results;
-use orchestra_store::layout::{EXPERIMENT_FILE, LEADERBOARD_STEM};
+use orchestra_store::layout::{self, EXPERIMENT_FILE, LEADERBOARD_STEM};
 use orchestra_store::Store;
 
 #[derive(Parser)]
@@ -526,7 +526,7 @@ fn leaderboard(source: &str, experiment: Option<String>, out: Option<PathBuf>) -
                     many.join(", ")
                 ),
             };
-            let exp = results::read_experiment(&store, &name)?
+            let exp = layout::read_experiment(&store, &name)?
                 .with_context(|| format!("experiment {name} is not in {source}"))?;
             (exp, PathBuf::from("."))
         }

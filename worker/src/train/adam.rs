@@ -299,7 +299,13 @@ mod tests {
             v
         };
         let mut flat = Adam::new(named(&flat_vs), 0.5, 0.999);
-        assert!(flat.flat_grad().numel() >= named(&flat_vs).iter().map(|(_, p)| p.numel()).sum::<usize>());
+        // Every element of every parameter, and at most one alignment's worth of gap before each.
+        let (elements, count) = (
+            named(&flat_vs).iter().map(|(_, p)| p.numel()).sum::<usize>(),
+            flat.params.len(),
+        );
+        let padded = flat.flat_grad().numel();
+        assert!(padded >= elements && padded < elements + count * ALIGN_BYTES as usize / 4);
         assert_views_in_aligned_buffers(&flat);
         let reference_params: Vec<Tensor> = named(&ref_vs).into_iter().map(|(_, p)| p).collect();
         let mut reference = PerTensorAdam {
