@@ -24,8 +24,8 @@ pub use model_source::ModelSource;
 pub use redact::{credentials_refused, redact, uri_credentials, RedactingStderr};
 pub use sweepable::{affects, sweepable, Sweepable, SWEEPABLE};
 pub use training::{
-    DeviceKind, DisReduction, Distill, Hyper, LrSchedule, ModelSpec, Precision, Preset, SegLoss, Variant,
-    DEFAULT_DOWNSAMPLE,
+    DeviceKind, DisReduction, Distill, DistillLoss, Hyper, LrSchedule, ModelSpec, Precision, Preset, SegLoss,
+    Variant, DEFAULT_DOWNSAMPLE,
 };
 pub use trial_progress::TrialProgress;
 pub use trial_result::{

@@ -132,6 +132,7 @@ mod tests {
             distill: Some(crate::Distill {
                 from: "trial:t-d1-000".into(),
                 weight: 1.0,
+                loss: crate::DistillLoss::SegLoss,
             }),
             ..Hyper::default()
         };

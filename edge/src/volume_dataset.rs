@@ -215,6 +215,14 @@ pub fn patient_of(id: &str) -> &str {
     }
 }
 
+/// The patients the pairs come from, sorted, each once (a patient's frames share it).
+pub fn patients(pairs: &[VolumePair]) -> Vec<&str> {
+    let mut patients: Vec<&str> = pairs.iter().map(|p| patient_of(&p.id)).collect();
+    patients.sort();
+    patients.dedup();
+    patients
+}
+
 /// Splits pairs into training and validation by patient, so that no patient is in both: the
 /// patients in sorted order are cut into blocks of `val_patients` from the end, and block `fold`
 /// (0: the last `val_patients` patients, 1: the ones before them, ...) goes to validation with
@@ -225,10 +233,7 @@ pub fn split_by_patient(
     val_patients: usize,
     fold: usize,
 ) -> (Vec<VolumePair>, Vec<VolumePair>) {
-    let mut patients: Vec<&str> = pairs.iter().map(|p| patient_of(&p.id)).collect();
-    patients.sort();
-    patients.dedup();
-    let held: Vec<&str> = patients
+    let held: Vec<&str> = patients(pairs)
         .iter()
         .rev()
         .skip(fold.saturating_mul(val_patients))

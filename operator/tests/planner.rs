@@ -69,6 +69,7 @@ fn trials_that_learn_from_the_d1_trial_start_once_it_succeeded() {
     s.hyper.distill = Some(orchestra_api::Distill {
         from: "trial:e-d1-000".into(),
         weight: 1.0,
+        loss: Default::default(),
     });
     s.hyper.warm_start = Some("trial:e-d1-000".into());
     s.validate("e", "test")

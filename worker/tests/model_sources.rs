@@ -6,7 +6,7 @@
 mod common;
 
 use common::tiny_spec;
-use orchestra_api::{Distill, Experiment, ExperimentSpec, TrialSpec, Variant};
+use orchestra_api::{Distill, DistillLoss, Experiment, ExperimentSpec, TrialSpec, Variant};
 use orchestra_store::layout::{ExperimentKeys, TrialKeys};
 use orchestra_worker::data::Dataset;
 use orchestra_worker::store::Store;
@@ -52,6 +52,7 @@ fn student(store: &str) -> TrialSpec {
     s.hyper.distill = Some(Distill {
         from: "trial:tests-d1-000".into(),
         weight: 2.0,
+        loss: DistillLoss::SegLoss,
     });
     s
 }
@@ -115,6 +116,7 @@ fn a_d4_starts_from_the_d1_trial_and_learns_from_its_predictions() {
     elsewhere.hyper.distill = Some(Distill {
         from: format!("{store}/tests/tests-d1-000"),
         weight: 1.0,
+        loss: DistillLoss::Mse,
     });
     let t = trainer(elsewhere).unwrap();
     assert_eq!(t.teachers[0].steps, teacher.steps);

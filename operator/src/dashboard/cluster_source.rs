@@ -346,17 +346,28 @@ fn event_view(e: &Event) -> EventView {
         } else {
             note
         },
+        trial: e
+            .related
+            .as_ref()
+            .filter(|r| r.kind.as_deref() == Some("Trial"))
+            .and_then(|r| r.name.clone()),
         age_s: event_ms(e).map(|at| ((now_ms() - at).max(0) / 1000) as u64),
     }
 }
 
-/// Whether an Experiment's event is about `trial` (the operator's notes on a trial start with
-/// its name).
+/// Whether an Experiment's event is about `trial`: its related object is that Trial. Events
+/// without a related Trial (from operators before it was set) fall back to the note, which the
+/// operator starts with the trial's name.
 fn about(e: &EventView, trial: &str) -> bool {
-    e.note == trial
-        || e.note
-            .strip_prefix(trial)
-            .is_some_and(|rest| rest.starts_with(':') || rest.starts_with(" ("))
+    match &e.trial {
+        Some(related) => related == trial,
+        None => {
+            e.note == trial
+                || e.note
+                    .strip_prefix(trial)
+                    .is_some_and(|rest| rest.starts_with(':') || rest.starts_with(" ("))
+        }
+    }
 }
 
 impl Source for ClusterSource {
@@ -450,6 +461,7 @@ impl Source for ClusterSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::ObjectReference;
     use orchestra_api::{TrialStatus, Variant};
 
     fn trial(name: &str, status: Option<TrialStatus>) -> Arc<Trial> {
@@ -523,6 +535,7 @@ mod tests {
             kind: "Normal".into(),
             reason: "R".into(),
             note: note.into(),
+            trial: None,
             age_s: None,
         };
         assert!(about(&e("e-d4-001: attempt 2, resuming"), "e-d4-001"));
@@ -530,5 +543,35 @@ mod tests {
         assert!(about(&e("e-d4-001 (x3)"), "e-d4-001"));
         assert!(!about(&e("e-d4-0012: attempt 2"), "e-d4-001"));
         assert!(!about(&e("finished: e-d4-001 won"), "e-d4-001"));
+    }
+
+    #[test]
+    fn an_events_related_trial_decides_over_its_note() {
+        let mut ev = Event {
+            note: Some("e-d4-001: started".into()),
+            related: Some(ObjectReference {
+                kind: Some("Trial".into()),
+                name: Some("e-d4-002".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let view = event_view(&ev);
+        assert_eq!(view.trial.as_deref(), Some("e-d4-002"));
+        assert!(
+            about(&view, "e-d4-002"),
+            "the related Trial, whatever the note says"
+        );
+        assert!(
+            !about(&view, "e-d4-001"),
+            "a note naming another trial does not count"
+        );
+        ev.related.as_mut().unwrap().kind = Some("Pod".into());
+        let view = event_view(&ev);
+        assert_eq!(view.trial, None, "only a Trial is a trial");
+        assert!(
+            about(&view, "e-d4-001"),
+            "without a related Trial, the note decides"
+        );
     }
 }

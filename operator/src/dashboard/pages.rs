@@ -582,6 +582,7 @@ mod tests {
             kind: "Normal".into(),
             reason: reason.into(),
             note: note.into(),
+            trial: None,
             age_s: Some(age_s),
         };
         let v = ExperimentView {

@@ -55,6 +55,8 @@ pub struct EventView {
     pub kind: String,
     pub reason: String,
     pub note: String,
+    /// The Trial the event is about (its related object), when it names one.
+    pub trial: Option<String>,
     pub age_s: Option<u64>,
 }
 

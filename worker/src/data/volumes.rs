@@ -384,7 +384,7 @@ fn split_folder(
     val: Option<usize>,
     fold: usize,
 ) -> Result<(Vec<VolumePair>, Vec<VolumePair>), DataError> {
-    let patients = patient_count(pairs);
+    let patients = orchestra_edge::volume_dataset::patients(pairs).len();
     let val_patients = val.unwrap_or((patients / 5).max(1));
     if val_patients == 0 || val_patients >= patients {
         return Err(DataError::Split {
@@ -403,17 +403,6 @@ fn split_folder(
         });
     }
     Ok(split_by_patient(pairs, val_patients, fold))
-}
-
-/// How many patients the pairs come from (a patient's frames share an id prefix).
-fn patient_count(pairs: &[VolumePair]) -> usize {
-    let mut p: Vec<&str> = pairs
-        .iter()
-        .map(|p| orchestra_edge::volume_dataset::patient_of(&p.id))
-        .collect();
-    p.sort();
-    p.dedup();
-    p.len()
 }
 
 type RawVolumes = [(String, (Volume, LabelVolume))];

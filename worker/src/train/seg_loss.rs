@@ -2,7 +2,7 @@
 //! one map for binary tasks, one-hot classes otherwise): SegAN's mean squared error, and
 //! nnU-Net's cross-entropy plus soft Dice.
 
-use orchestra_api::SegLoss;
+use orchestra_api::{DistillLoss, SegLoss};
 use tch::{Kind, Reduction, Tensor};
 
 /// Keeps log() finite where a probability is 0.
@@ -14,6 +14,16 @@ pub fn seg_loss(kind: SegLoss, probs: &Tensor, target: &Tensor) -> Tensor {
     match kind {
         SegLoss::Mse => probs.mse_loss(target, Reduction::Mean),
         SegLoss::DiceCe => dice_ce(probs, target),
+    }
+}
+
+/// The distillation term: s's probabilities against a teacher's (`soft`, the same layout), by
+/// their mean squared difference or by the trial's segmentation loss with `soft` as the target
+/// (cross-entropy and soft Dice take soft targets as they are).
+pub fn distill_loss(kind: DistillLoss, seg: SegLoss, probs: &Tensor, soft: &Tensor) -> Tensor {
+    match kind {
+        DistillLoss::Mse => probs.mse_loss(soft, Reduction::Mean),
+        DistillLoss::SegLoss => seg_loss(seg, probs, soft),
     }
 }
 
@@ -74,6 +84,30 @@ mod tests {
         // MSE barely notices: 2 wrong values out of 18.
         let mse = seg_loss(SegLoss::Mse, &missed, &target).double_value(&[]);
         assert!((mse - 2.0 / 18.0).abs() < 1e-6, "{mse}");
+    }
+
+    #[test]
+    fn distilling_by_the_seg_loss_weighs_a_mostly_background_volume_like_its_labels() {
+        // 200 voxels, 4 of them foreground: the teacher is sure of everything, the student
+        // misses the foreground class entirely.
+        let labels: Vec<i64> = (0..200).map(|i| i64::from(i < 4)).collect();
+        let teacher = one_hot(&labels, 2);
+        let student = one_hot(&[0; 200], 2);
+        let by_mse = distill_loss(DistillLoss::Mse, SegLoss::DiceCe, &student, &teacher).double_value(&[]);
+        let by_seg = distill_loss(DistillLoss::SegLoss, SegLoss::DiceCe, &student, &teacher);
+        let labels_loss = seg_loss(SegLoss::DiceCe, &student, &teacher);
+        assert!((by_mse - 8.0 / 400.0).abs() < 1e-6, "{by_mse}");
+        assert!((by_seg.double_value(&[]) - labels_loss.double_value(&[])).abs() < 1e-9);
+        assert!(
+            by_seg.double_value(&[]) > 50.0 * by_mse,
+            "{by_seg} against {by_mse}"
+        );
+        // With segLoss: mse both are the squared difference.
+        let mse_seg = distill_loss(DistillLoss::SegLoss, SegLoss::Mse, &student, &teacher).double_value(&[]);
+        assert!((mse_seg - by_mse).abs() < 1e-9);
+        // A student that agrees with its teacher scores what the labels would give it: ~0.
+        let agree = distill_loss(DistillLoss::SegLoss, SegLoss::DiceCe, &teacher, &teacher).double_value(&[]);
+        assert!(agree.abs() < 1e-4, "{agree}");
     }
 
     #[test]

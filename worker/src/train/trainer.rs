@@ -6,7 +6,7 @@
 //! Every random draw of a step derives from (seed, step), so a run resumed from a checkpoint
 //! repeats the uninterrupted run exactly on the CPU.
 
-use orchestra_api::{Hyper, ParamCounts, TeacherCost, TrialSpec};
+use orchestra_api::{DistillLoss, Hyper, ParamCounts, TeacherCost, TrialSpec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -16,7 +16,7 @@ use super::adam::Adam;
 use super::autocast::with_precision;
 use super::model_sources::{load_sources, warm_start};
 use super::schedule::{learning_rate, ramp};
-use super::seg_loss::seg_loss;
+use super::seg_loss::{distill_loss, seg_loss};
 use crate::data::patches::{extract, PatchSampler};
 use crate::data::{augment, batch, BatchSampler, Sample, TrainingData, VolumeSet};
 use crate::dist::buckets::mean_scalars;
@@ -66,7 +66,7 @@ pub struct StepMetrics {
     /// The critic's objective (loss_dis on the detached prediction, which it maximises).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loss_critic: Option<f64>,
-    /// Mean squared difference from the teacher's probabilities (with hyper.distill).
+    /// The distillation term, unweighted (with hyper.distill; its loss says how it compares).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loss_distill: Option<f64>,
     pub lr: f64,
@@ -397,13 +397,14 @@ impl Trainer {
             if let Some(Teacher {
                 model: teacher,
                 weight,
+                loss,
             }) = &self.teacher
             {
                 let soft = tch::no_grad(|| {
                     with_precision(h.precision, self.device, || teacher.forward(&images, false).probs)
                 })
                 .to_kind(Kind::Float);
-                let l = (&probs - soft).square().mean(Kind::Float);
+                let l = distill_loss(*loss, h.seg_loss, &probs, &soft);
                 sums[3] += l.double_value(&[]);
                 terms.push(l * *weight);
             }
@@ -612,6 +613,7 @@ fn check_setup(spec: &TrialSpec, data: &TrainingData, comm: &dyn Collective) -> 
 struct Teacher {
     model: Model,
     weight: f64,
+    loss: DistillLoss,
 }
 
 /// The trial's sources (hyper.warmStart, hyper.distill), loaded: the warm start's weights
@@ -648,17 +650,18 @@ fn read_sources(
         .hyper
         .distill
         .as_ref()
-        .and_then(|d| Some((named(&d.from)?, d.weight)));
-    if let Some((i, weight)) = teacher_index {
+        .and_then(|d| Some((named(&d.from)?, d.weight, d.loss)));
+    if let Some((i, weight, loss)) = teacher_index {
         tracing::info!(
-            trial = %spec.trial, teacher = %sources[i].source, weight,
+            trial = %spec.trial, teacher = %sources[i].source, weight, ?loss,
             steps = sources[i].cost.steps, "distilling from the teacher's predictions"
         );
     }
     let teachers = sources.iter().map(|s| s.cost.clone()).collect();
-    let teacher = teacher_index.map(|(i, weight)| Teacher {
+    let teacher = teacher_index.map(|(i, weight, loss)| Teacher {
         model: sources.into_iter().nth(i).expect("index of a source").model,
         weight,
+        loss,
     });
     Ok((teacher, teachers))
 }
