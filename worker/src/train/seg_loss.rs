@@ -22,7 +22,7 @@ pub fn seg_loss(kind: SegLoss, probs: &Tensor, target: &Tensor) -> Tensor {
 /// (cross-entropy and soft Dice take soft targets as they are).
 pub fn distill_loss(kind: DistillLoss, seg: SegLoss, probs: &Tensor, soft: &Tensor) -> Tensor {
     match kind {
-        DistillLoss::Mse => probs.mse_loss(soft, Reduction::Mean),
+        DistillLoss::Mse => seg_loss(SegLoss::Mse, probs, soft),
         DistillLoss::SegLoss => seg_loss(seg, probs, soft),
     }
 }

@@ -650,18 +650,18 @@ fn read_sources(
         .hyper
         .distill
         .as_ref()
-        .and_then(|d| Some((named(&d.from)?, d.weight, d.loss)));
-    if let Some((i, weight, loss)) = teacher_index {
+        .and_then(|d| Some((named(&d.from)?, d)));
+    if let Some((i, d)) = teacher_index {
         tracing::info!(
-            trial = %spec.trial, teacher = %sources[i].source, weight, ?loss,
+            trial = %spec.trial, teacher = %sources[i].source, weight = d.weight, loss = ?d.loss,
             steps = sources[i].cost.steps, "distilling from the teacher's predictions"
         );
     }
     let teachers = sources.iter().map(|s| s.cost.clone()).collect();
-    let teacher = teacher_index.map(|(i, weight, loss)| Teacher {
+    let teacher = teacher_index.map(|(i, d)| Teacher {
         model: sources.into_iter().nth(i).expect("index of a source").model,
-        weight,
-        loss,
+        weight: d.weight,
+        loss: d.loss,
     });
     Ok((teacher, teachers))
 }
