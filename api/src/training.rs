@@ -191,6 +191,13 @@ pub struct ModelSpec {
     /// Number of scales of the segmentor and the critic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth: Option<u32>,
+    /// Width of g (D2-D4's feature reconstruction from the code) at full resolution; it doubles
+    /// towards the code up to 4 times this, as in both presets. D1 has no g and ignores it,
+    /// so a D4 can be widened here and still warm-start its s from a D1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // 256 is MAX_DECODER_WIDTH, which the attribute cannot name.
+    #[schemars(range(min = 1, max = 256))]
+    pub decoder_width: Option<u32>,
     /// Volumes only: the training patch's sides (z, y, x), e.g. `[16, 64, 64]` for cardiac MR's
     /// few thick slices; each a multiple of C's downsampling factor. Default: an
     /// `inputSize` cube. Whole volumes are evaluated by sliding this window over them.
@@ -200,6 +207,10 @@ pub struct ModelSpec {
 
 /// C's downsampling factor f when `model.downsample` is not set (both presets).
 pub const DEFAULT_DOWNSAMPLE: u32 = 16;
+
+/// The widest `model.decoderWidth`: g is then 1,024 channels wide at the code, four times the
+/// paper preset's widest g.
+pub const MAX_DECODER_WIDTH: u32 = 256;
 
 fn default_dims() -> u32 {
     2
@@ -329,6 +340,7 @@ impl ModelSpec {
             downsample: None,
             code_channels: None,
             width: None,
+            decoder_width: None,
             depth: None,
             patch: None,
         }
@@ -384,6 +396,16 @@ impl ModelSpec {
         }
         if self.width == Some(0) {
             p.push("model.width", 0, "must be at least 1");
+        }
+        if let Some(w) = self
+            .decoder_width
+            .filter(|w| !(1..=MAX_DECODER_WIDTH).contains(w))
+        {
+            p.push(
+                "model.decoderWidth",
+                w,
+                format!("must be 1 to {MAX_DECODER_WIDTH} (g reaches 4 times this at the code)"),
+            );
         }
         if let Some(d) = self.depth {
             if d == 0 || (1u64 << d.min(31)) > self.input_size as u64 {

@@ -55,6 +55,22 @@ fn model_rules() {
         "{msg}"
     );
     assert!(msg.contains("model.depth = 9"), "{msg}");
+    for bad in [0, 257] {
+        let text = MINIMAL.replace(
+            "{ inputSize: 128 }",
+            &format!("{{ inputSize: 128, decoderWidth: {bad} }}"),
+        );
+        let msg = TrialSpec::from_yaml(&text, "m.yaml").unwrap_err().to_string();
+        assert!(
+            msg.contains(&format!("model.decoderWidth = {bad}: must be 1 to 256")),
+            "{msg}"
+        );
+    }
+    let wide = MINIMAL.replace("{ inputSize: 128 }", "{ inputSize: 128, decoderWidth: 16 }");
+    assert_eq!(
+        TrialSpec::from_yaml(&wide, "m.yaml").unwrap().model.decoder_width,
+        Some(16)
+    );
 }
 
 #[test]

@@ -68,9 +68,38 @@ pub fn resolve(model: &ModelSpec, in_channels: usize, classes: usize) -> NetConf
         c.s_width = w as i64;
         c.d_width = w as i64;
     }
+    if let Some(w) = model.decoder_width {
+        c.g_width = w as i64;
+        c.g_max_width = 4 * w as i64;
+    }
     if let Some(d) = model.depth {
         c.s_depth = d as i64;
         c.d_depth = d as i64;
     }
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `model.decoderWidth` sets g's width at full resolution and its cap four times that, and
+    /// leaves s, D and C at the preset's widths (a wider g still warm-starts s from a D1).
+    #[test]
+    fn decoder_width_widens_g_only() {
+        let preset = ModelSpec::new(Preset::Small, 64, 3);
+        let wide = ModelSpec {
+            decoder_width: Some(16),
+            ..preset.clone()
+        };
+        let (a, b) = (resolve(&preset, 1, 4), resolve(&wide, 1, 4));
+        assert_eq!((a.g_width, a.g_max_width), (8, 32));
+        assert_eq!((b.g_width, b.g_max_width), (16, 64));
+        let g_only = NetConfig {
+            g_width: a.g_width,
+            g_max_width: a.g_max_width,
+            ..b.clone()
+        };
+        assert_eq!(g_only, a);
+    }
 }
