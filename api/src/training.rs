@@ -195,8 +195,7 @@ pub struct ModelSpec {
     /// towards the code up to 4 times this, as in both presets. D1 has no g and ignores it,
     /// so a D4 can be widened here and still warm-start its s from a D1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    // 256 is MAX_DECODER_WIDTH, which the attribute cannot name.
-    #[schemars(range(min = 1, max = 256))]
+    #[schemars(range(min = 1, max = "MAX_DECODER_WIDTH"))]
     pub decoder_width: Option<u32>,
     /// Volumes only: the training patch's sides (z, y, x), e.g. `[16, 64, 64]` for cardiac MR's
     /// few thick slices; each a multiple of C's downsampling factor. Default: an
