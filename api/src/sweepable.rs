@@ -93,6 +93,12 @@ pub const SWEEPABLE: &[Sweepable] = &[
         Variant::has_rate_loss,
         |_, h, v| h.rate_warmup_steps = v as u64,
     ),
+    Sweepable::integer(
+        "codePretrainSteps",
+        MAX_EXACT_INTEGER,
+        Variant::has_compressor,
+        |_, h, v| h.code_pretrain_steps = v as u64,
+    ),
     // Only with hyper.distill set (validation says so otherwise).
     Sweepable::real("distill.weight", Variant::has_compressor, |_, h, v| {
         if let Some(d) = h.distill.as_mut() {
@@ -160,7 +166,10 @@ mod tests {
         let text = schema["properties"]["search"]["description"]
             .as_str()
             .expect("spec.search has a description")
-            .to_string();
+            // One line: where the doc comment breaks its lines does not matter.
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         for s in SWEEPABLE {
             assert!(
                 text.contains(s.name),

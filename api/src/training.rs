@@ -281,6 +281,15 @@ pub struct Hyper {
     /// Steps over which lambdaRate ramps linearly from 0 (D4): the code learns to carry the
     /// segmentation before the rate term squeezes it.
     pub rate_warmup_steps: u64,
+    /// Compressing variants (D2-D4) first train C and g alone for this many steps as an
+    /// autoencoder: pixel MSE between g's output and the image (its mean over channels when g
+    /// has one output channel and the image more) through the binary code, no rate term, Adam
+    /// at `lr`. The code then carries the image before s and the rate loss shape it, and g hands
+    /// s an image-like map (what a D1's s, copied by `warmStart`, was trained on). Counted in
+    /// the trial's cost beside its steps. A run resumed from a checkpoint does not repeat it;
+    /// D1 trials ignore it.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub code_pretrain_steps: u64,
     /// Compressing variants (D2-D4) start from a finished trial's weights instead of random
     /// ones: every tensor whose name and shape match (from a D1, its segmentor and critic but
     /// for s's first layer, which reads the image's channels). `trial:<name>` for a trial of
@@ -302,6 +311,10 @@ pub struct Hyper {
     pub precision: Precision,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl Default for Hyper {
     fn default() -> Self {
         Hyper {
@@ -319,6 +332,7 @@ impl Default for Hyper {
             seg_loss: SegLoss::Mse,
             lambda_rate: 0.05,
             rate_warmup_steps: 0,
+            code_pretrain_steps: 0,
             warm_start: None,
             distill: None,
             d_clip: 0.05,

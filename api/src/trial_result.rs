@@ -110,9 +110,19 @@ pub struct TrialResult {
 }
 
 impl TrialResult {
-    /// Steps of this trial and of every trial it read weights from.
-    pub fn steps_with_teachers(&self) -> u64 {
-        self.steps + self.teachers.iter().map(|t| t.steps).sum::<u64>()
+    /// Steps of this trial, of its code pre-training (`hyper.codePretrainSteps`) and of every
+    /// trial it read weights from.
+    pub fn steps_in_all(&self) -> u64 {
+        self.steps + self.code_pretrain_steps() + self.teachers.iter().map(|t| t.steps).sum::<u64>()
+    }
+
+    /// The autoencoder steps C and g took before the trial's own (none for D1).
+    pub fn code_pretrain_steps(&self) -> u64 {
+        if self.variant.has_compressor() {
+            self.hyper.code_pretrain_steps
+        } else {
+            0
+        }
     }
 }
 

@@ -31,6 +31,10 @@ pub struct Entry {
     /// its cost, shown beside its own.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub teacher_steps: u64,
+    /// Autoencoder steps of C and g before its own (`hyper.codePretrainSteps`): part of its
+    /// cost too.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pretrain_steps: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -108,7 +112,8 @@ impl Entry {
             dice_per_class: r.scores.dice_per_class.clone(),
             on_front: false,
             steps: r.steps,
-            teacher_steps: r.steps_with_teachers() - r.steps,
+            teacher_steps: r.steps_in_all() - r.steps - r.code_pretrain_steps(),
+            pretrain_steps: r.code_pretrain_steps(),
         }
     }
 }
@@ -212,8 +217,12 @@ impl Leaderboard {
         };
         // Multi-structure tasks (cardiac volumes) show each structure's Dice too.
         let per_class = self.entries.iter().any(|e| e.dice_per_class.len() > 1);
-        // Trials that learned from others show what they cost, their sources' steps included.
-        let costs = self.entries.iter().any(|e| e.teacher_steps > 0);
+        // Trials that learned from others or pre-trained their code show what they cost: their
+        // own steps, then each kind of extra step that any trial took.
+        let costs = Costs {
+            pretrain: self.entries.iter().any(|e| e.pretrain_steps > 0),
+            teachers: self.entries.iter().any(|e| e.teacher_steps > 0),
+        };
         let mut s = format!("## Leaderboard: {}\n\n", self.experiment);
         s += "| # | trial | variant |";
         for p in &params {
@@ -223,11 +232,11 @@ impl Leaderboard {
         if per_class {
             s += " Dice per class |";
         }
-        if costs {
-            s += " steps (+ teachers') |";
+        if let Some(header) = costs.header() {
+            s += &format!(" {header} |");
         }
         s += " front |\n|---|---|---|";
-        s += &"---|".repeat(params.len() + per_class as usize + costs as usize);
+        s += &"---|".repeat(params.len() + per_class as usize + costs.shown() as usize);
         s += "---|---|---|---|---|---|\n";
         for (i, e) in self.entries.iter().enumerate() {
             s += &markdown_row(i + 1, e, &params, per_class, costs);
@@ -270,7 +279,45 @@ impl Leaderboard {
 }
 
 /// One trial's row of the Markdown leaderboard.
-fn markdown_row(rank: usize, e: &Entry, params: &[&String], per_class: bool, costs: bool) -> String {
+/// Which extra steps the leaderboard's cost column adds to each trial's own.
+#[derive(Clone, Copy)]
+struct Costs {
+    pretrain: bool,
+    teachers: bool,
+}
+
+impl Costs {
+    fn shown(self) -> bool {
+        self.pretrain || self.teachers
+    }
+
+    fn header(self) -> Option<&'static str> {
+        match (self.pretrain, self.teachers) {
+            (false, false) => None,
+            (true, false) => Some("steps (+ code pre-training)"),
+            (false, true) => Some("steps (+ teachers')"),
+            (true, true) => Some("steps (+ code pre-training + teachers')"),
+        }
+    }
+
+    /// The entry's own steps alone when it took no extra ones, else every part the header names.
+    fn cell(self, e: &Entry) -> String {
+        let mut cell = e.steps.to_string();
+        if e.pretrain_steps + e.teacher_steps > 0 {
+            for (shown, n) in [
+                (self.pretrain, e.pretrain_steps),
+                (self.teachers, e.teacher_steps),
+            ] {
+                if shown {
+                    cell += &format!(" + {n}");
+                }
+            }
+        }
+        cell
+    }
+}
+
+fn markdown_row(rank: usize, e: &Entry, params: &[&String], per_class: bool, costs: Costs) -> String {
     let mut s = format!("| {rank} | {} | {} |", e.trial, e.variant);
     for p in params {
         s += &match e.params.get(*p) {
@@ -292,11 +339,8 @@ fn markdown_row(rank: usize, e: &Entry, params: &[&String], per_class: bool, cos
         let each: Vec<String> = e.dice_per_class.iter().map(|d| format!("{d:.3}")).collect();
         s += &format!(" {} |", each.join(" / "));
     }
-    if costs {
-        s += &match e.teacher_steps {
-            0 => format!(" {} |", e.steps),
-            t => format!(" {} + {t} |", e.steps),
-        };
+    if costs.shown() {
+        s += &format!(" {} |", costs.cell(e));
     }
     s += &format!(" {} |\n", if e.on_front { "*" } else { "" });
     s
@@ -361,7 +405,37 @@ mod tests {
         assert!(md.contains("| 2000 + 6000 |"), "{md}");
         assert!(md.contains("| 1 |"), "{md}");
         let d4 = board.entries.iter().find(|e| e.trial == "e-d4-000").unwrap();
-        assert_eq!((d4.steps, d4.teacher_steps), (2000, 6000));
+        assert_eq!((d4.steps, d4.teacher_steps, d4.pretrain_steps), (2000, 6000, 0));
+    }
+
+    /// A code pre-training is a cost of its own, in the column and apart from the teachers'; a
+    /// D1's setting of it is ignored (it has no code).
+    #[test]
+    fn code_pre_training_is_counted_apart_from_teachers() {
+        let mut d1 = finished("e-d1-000", Variant::D1, None, 0.9);
+        d1.result.hyper.code_pretrain_steps = 300;
+        let mut pre = finished("e-d4-000", Variant::D4, Some(0.005), 0.85);
+        pre.result.steps = 2000;
+        pre.result.hyper.code_pretrain_steps = 500;
+        let only_pre = rank("e", &[d1.clone(), pre.clone()], &Objective::default());
+        let md = only_pre.to_markdown();
+        assert!(md.contains("| steps (+ code pre-training) |"), "{md}");
+        assert!(md.contains("| 2000 + 500 |"), "{md}");
+        let d1_entry = only_pre.entries.iter().find(|e| e.trial == "e-d1-000").unwrap();
+        assert_eq!((d1_entry.pretrain_steps, d1_entry.teacher_steps), (0, 0));
+        pre.result.teachers = vec![orchestra_api::TeacherCost {
+            source: "trial:e-d1-000".into(),
+            variant: Variant::D1,
+            steps: 6000,
+            train_seconds: 700.0,
+        }];
+        assert_eq!(pre.result.steps_in_all(), 8500);
+        let both = rank("e", &[d1, pre], &Objective::default()).to_markdown();
+        assert!(
+            both.contains("| steps (+ code pre-training + teachers') |"),
+            "{both}"
+        );
+        assert!(both.contains("| 2000 + 500 + 6000 |"), "{both}");
     }
 
     #[test]

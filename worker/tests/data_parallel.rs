@@ -223,6 +223,19 @@ fn two_tcp_ranks_train_a_3d_trial_like_one_process_with_twice_the_batch() {
     );
 }
 
+/// The code pre-training (`hyper.codePretrainSteps`) averages its gradients and BatchNorm
+/// statistics over ranks as the trial's steps do.
+#[test]
+fn two_tcp_ranks_pre_train_the_code_like_one_process_with_twice_the_batch() {
+    check_two_ranks_equal_micro_batches_of(
+        |mut spec| {
+            spec.hyper.code_pretrain_steps = 4;
+            spec
+        },
+        |_, spec| launch_tcp(spec),
+    );
+}
+
 /// The pid of the process started by `parent` (mpirun) that has `OMPI_COMM_WORLD_RANK=rank`.
 fn rank_pid(parent: u32, rank: usize) -> Option<u32> {
     let wanted = format!("OMPI_COMM_WORLD_RANK={rank}");

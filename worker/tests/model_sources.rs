@@ -110,7 +110,7 @@ fn a_d4_starts_from_the_d1_trial_and_learns_from_its_predictions() {
     let cost = &result.teachers[0];
     assert_eq!((cost.variant, cost.steps), (Variant::D1, teacher.steps));
     assert_eq!(cost.source, "trial:tests-d1-000");
-    assert_eq!(result.steps_with_teachers(), spec.steps + teacher.steps);
+    assert_eq!(result.steps_in_all(), spec.steps + teacher.steps);
     // A trial in another store names it by its folder's URI: the same teacher.
     let mut elsewhere = tiny_spec(Variant::D4, "memory://sources-elsewhere", "tests-d4-000");
     elsewhere.hyper.distill = Some(Distill {

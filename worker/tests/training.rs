@@ -3,29 +3,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use common::tiny_spec;
-use orchestra_api::{Precision, TrialSpec, Variant};
-use orchestra_worker::data::Dataset;
+use common::{interrupted_then_resumed, snapshot, tiny_spec, trainer};
+use orchestra_api::{Precision, Variant};
 use orchestra_worker::nets::Group;
 use orchestra_worker::store::checkpoint::TrialStore;
 use orchestra_worker::store::Store;
 use orchestra_worker::train::{run_trial, Outcome, RunOptions, StepMetrics, Trainer};
-use tch::Tensor;
-
-fn trainer(spec: TrialSpec) -> Trainer {
-    let data = Dataset::open(&spec.dataset, spec.model.input_size).unwrap();
-    Trainer::new(spec, data).unwrap()
-}
-
-fn snapshot(t: &Trainer) -> BTreeMap<String, Tensor> {
-    t.model
-        .named_variables()
-        .into_iter()
-        .map(|(n, v)| (n, v.detach().copy()))
-        .collect()
-}
 
 #[test]
 fn each_variant_trains_exactly_its_parameter_groups() {
@@ -283,21 +266,7 @@ fn trials_checkpoint_and_resume_on_s3() {
     create_bucket(moto.port, "trials");
     point_at(moto.port);
     let spec = tiny_spec(Variant::D4, "s3://trials/runs", "on-s3");
-    let opts = RunOptions {
-        stop_after: Some(5),
-        ..Default::default()
-    };
-    assert!(matches!(
-        run_trial(&spec, &opts).unwrap(),
-        Outcome::Paused { step: 5, .. }
-    ));
-    let resume = RunOptions {
-        resume: true,
-        ..Default::default()
-    };
-    let Outcome::Finished(result) = run_trial(&spec, &resume).unwrap() else {
-        panic!("did not finish")
-    };
+    let result = interrupted_then_resumed(&spec, 5);
     assert_eq!(result.steps, 8);
     let ts = TrialStore::new(Store::open("s3://trials/runs").unwrap(), "tests", "on-s3");
     assert_eq!(ts.latest_step().unwrap(), Some(8));

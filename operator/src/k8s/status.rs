@@ -372,6 +372,7 @@ mod tests {
                 on_front: i == 0 || i == n - 1,
                 steps: 10,
                 teacher_steps: 0,
+                pretrain_steps: 0,
             })
             .collect();
         let front = vec![entries[n - 1].trial.clone(), entries[0].trial.clone()];

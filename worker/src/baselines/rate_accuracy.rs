@@ -161,6 +161,7 @@ pub fn report(
             on_front: false,
             steps: 0,
             teacher_steps: 0,
+            pretrain_steps: 0,
         })
         .collect();
     entries.sort_by(|a, b| b.dice.total_cmp(&a.dice));

@@ -244,6 +244,13 @@ impl Model {
         nn::ModuleT::forward_t(&self.segmentor, &features, train)
     }
 
+    /// Image -> code -> g's map (C, binarization, g): what s reads. None for D1.
+    pub fn rebuild(&self, images: &Tensor, train: bool) -> Option<Tensor> {
+        let (_, bits) = self.encode(images, train)?;
+        let g = self.reconstructor.as_ref()?;
+        Some(nn::ModuleT::forward_t(g, &bits, train))
+    }
+
     /// The full C + S pass the variant runs.
     pub fn forward(&self, images: &Tensor, train: bool) -> Forward {
         match self.encode(images, train) {

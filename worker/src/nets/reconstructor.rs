@@ -1,6 +1,7 @@
 //! g, the feature-reconstruction layers in the cloud: upsampling convs from the code to a
 //! single-channel (or few-channel) map at the segmentor's input size. They are trained for
-//! segmentation only and do not try to reconstruct the image.
+//! segmentation and do not try to reconstruct the image, but for an optional autoencoder
+//! pre-training before the trial's steps (`hyper.codePretrainSteps`).
 
 use tch::nn::ModuleT;
 use tch::{nn, Tensor};

@@ -137,6 +137,14 @@ impl Adam {
         });
     }
 
+    /// Forgets the moments and the step count, keeping the parameters and their gradient
+    /// bindings: the next update is the first of a new optimiser.
+    pub fn reset(&mut self) {
+        let _ = self.m.zero_();
+        let _ = self.v.zero_();
+        self.t = 0;
+    }
+
     /// Clips every parameter to [-c, c] (SegAN's critic), in one operation.
     pub fn clamp(&mut self, c: f64) {
         tch::no_grad(|| {

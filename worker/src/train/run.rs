@@ -161,6 +161,12 @@ impl<'a> TrialRun<'a> {
             tracing::info!(trial = %spec.trial, step = ckpt.step, rank, "resumed from checkpoint");
         }
         trainer.agree_on_step()?;
+        // The pre-training's seconds count as training: they are part of what the trial cost.
+        let started = Instant::now();
+        let comm_before = trainer.comm_seconds;
+        if trainer.step == 0 && spec.variant.has_compressor() && spec.hyper.code_pretrain_steps > 0 {
+            pretrain_code(&mut trainer, opts, leader)?;
+        }
         let first_step = trainer.step;
         let target = opts.until.map_or(spec.steps, |u| u.min(spec.steps));
         let began = tensorboard::wall_time();
@@ -170,7 +176,7 @@ impl<'a> TrialRun<'a> {
             ts,
             bar: progress_bar(spec, first_step, opts.progress && leader),
             reporter: ProgressReporter::new(opts.progress_every, opts.progress, leader, first_step),
-            comm_before: trainer.comm_seconds,
+            comm_before,
             trainer,
             leader,
             world,
@@ -181,7 +187,7 @@ impl<'a> TrialRun<'a> {
             elapsed_before,
             last_eval: None,
             eval_seconds: 0.0,
-            started: Instant::now(),
+            started,
             first_step,
             target,
             stop_at: opts.stop_after.map_or(target, |n| (first_step + n).min(target)),
@@ -436,6 +442,41 @@ fn line_step(line: &str) -> Option<u64> {
 /// (evaluations excluded; earlier runs' seconds, from the checkpoint, included).
 fn eval_line(step: u64, e: &Evaluation, train_seconds: f64) -> String {
     json!({"step": step, "eval": e, "trainSeconds": train_seconds}).to_string()
+}
+
+/// `hyper.codePretrainSteps` autoencoder steps of C and g, with a progress bar on a terminal
+/// and otherwise a log line at the progress interval; the losses it started and ended with
+/// are logged.
+fn pretrain_code(trainer: &mut Trainer, opts: &RunOptions, leader: bool) -> Result<(), RunError> {
+    let (trial, steps) = (trainer.spec.trial.clone(), trainer.spec.hyper.code_pretrain_steps);
+    tracing::info!(trial = %trial, steps, "code pre-training: C and g rebuild the image through the code");
+    let bar = if opts.progress && leader {
+        ProgressBar::new(steps)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} pre-training steps eta {eta} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{trial} code"));
+    let log = leader && !opts.progress && !opts.progress_every.is_zero();
+    let mut last_log = Instant::now();
+    let losses = trainer.pretrain_code(steps, &mut |done, loss| {
+        bar.set_position(done);
+        bar.set_message(format!("mse {loss:.4}"));
+        if log && (done == 1 || last_log.elapsed() >= opts.progress_every) {
+            last_log = Instant::now();
+            tracing::info!(trial = %trial, step = done, steps, mse = loss, "code pre-training");
+        }
+    })?;
+    bar.finish_and_clear();
+    tracing::info!(
+        trial = %trial, steps, mse_first_tenth = losses.first, mse_last_tenth = losses.last,
+        "code pre-training done"
+    );
+    Ok(())
 }
 
 fn progress_bar(spec: &TrialSpec, position: u64, visible: bool) -> ProgressBar {

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use orchestra_api::{Hyper, ModelSpec, Preset, TrialSpec, Variant};
+use orchestra_worker::data::Dataset;
+use orchestra_worker::train::{run_trial, Outcome, RunOptions, Trainer};
 
 /// A small, fast trial on synthetic data: 64px images, the small preset.
 pub fn tiny_spec(variant: Variant, store: &str, trial: &str) -> TrialSpec {
@@ -31,6 +33,42 @@ pub fn tiny_spec(variant: Variant, store: &str, trial: &str) -> TrialSpec {
         keep_checkpoints: 2,
         eval_every: 0,
         device: Default::default(),
+    }
+}
+
+/// A single-process trainer for `spec`, its dataset opened.
+pub fn trainer(spec: TrialSpec) -> Trainer {
+    let data = Dataset::open(&spec.dataset, spec.model.input_size).unwrap();
+    Trainer::new(spec, data).unwrap()
+}
+
+/// Every variable of the trainer's model (weights and BatchNorm statistics), copied.
+pub fn snapshot(t: &Trainer) -> std::collections::BTreeMap<String, tch::Tensor> {
+    t.model
+        .named_variables()
+        .into_iter()
+        .map(|(n, v)| (n, v.detach().copy()))
+        .collect()
+}
+
+/// Runs `spec` for `after` steps and stops (an interruption), then resumes it to the end; the
+/// finished trial's result.
+pub fn interrupted_then_resumed(spec: &TrialSpec, after: u64) -> orchestra_api::TrialResult {
+    let stop = RunOptions {
+        stop_after: Some(after),
+        ..Default::default()
+    };
+    match run_trial(spec, &stop).unwrap() {
+        Outcome::Paused { step, .. } => assert_eq!(step, after, "paused elsewhere"),
+        Outcome::Finished(_) => panic!("finished instead of stopping after {after} steps"),
+    }
+    let resume = RunOptions {
+        resume: true,
+        ..Default::default()
+    };
+    match run_trial(spec, &resume).unwrap() {
+        Outcome::Finished(r) => *r,
+        Outcome::Paused { step, .. } => panic!("the resumed run paused at step {step}"),
     }
 }
 
