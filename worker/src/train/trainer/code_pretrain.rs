@@ -56,15 +56,16 @@ impl Trainer {
         if self.model.reconstructor.is_none() {
             return Err(refuse("needs a compressing variant (D2-D4)"));
         }
+        // A tenth of the steps, at least one (never more than `steps` when there are any).
         let tenth = (steps / 10).max(1);
         let (mut first, mut last) = (0.0, 0.0);
         for step in 0..steps {
             let loss = self.pretrain_step(step)?;
             if step < tenth {
-                first += loss / tenth.min(steps) as f64;
+                first += loss / tenth as f64;
             }
             if step >= steps.saturating_sub(tenth) {
-                last += loss / tenth.min(steps) as f64;
+                last += loss / tenth as f64;
             }
             on_step(step + 1, loss);
         }
