@@ -112,7 +112,7 @@ impl Entry {
             dice_per_class: r.scores.dice_per_class.clone(),
             on_front: false,
             steps: r.steps,
-            teacher_steps: r.steps_in_all() - r.steps - r.code_pretrain_steps(),
+            teacher_steps: r.teachers.iter().map(|t| t.steps).sum(),
             pretrain_steps: r.code_pretrain_steps(),
         }
     }
@@ -278,7 +278,6 @@ impl Leaderboard {
     }
 }
 
-/// One trial's row of the Markdown leaderboard.
 /// Which extra steps the leaderboard's cost column adds to each trial's own.
 #[derive(Clone, Copy)]
 struct Costs {
@@ -317,6 +316,7 @@ impl Costs {
     }
 }
 
+/// One trial's row of the Markdown leaderboard.
 fn markdown_row(rank: usize, e: &Entry, params: &[&String], per_class: bool, costs: Costs) -> String {
     let mut s = format!("| {rank} | {} | {} |", e.trial, e.variant);
     for p in params {
