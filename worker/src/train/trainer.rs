@@ -6,9 +6,7 @@
 //! Every random draw of a step derives from (seed, step), so a run resumed from a checkpoint
 //! repeats the uninterrupted run exactly on the CPU.
 
-mod code_pretrain;
-
-pub use code_pretrain::PretrainLosses;
+pub mod code_pretrain;
 
 use orchestra_api::{DistillLoss, Hyper, ParamCounts, TeacherCost, TrialSpec};
 use rand::SeedableRng;
