@@ -113,7 +113,12 @@ impl TrialResult {
     /// Steps of this trial, of its code pre-training (`hyper.codePretrainSteps`) and of every
     /// trial it read weights from.
     pub fn steps_in_all(&self) -> u64 {
-        self.steps + self.code_pretrain_steps() + self.teachers.iter().map(|t| t.steps).sum::<u64>()
+        self.steps + self.code_pretrain_steps() + self.teacher_steps()
+    }
+
+    /// The steps its teachers (warm start, distillation) trained, each counted once.
+    pub fn teacher_steps(&self) -> u64 {
+        self.teachers.iter().map(|t| t.steps).sum()
     }
 
     /// The autoencoder steps C and g took before the trial's own (none for D1).

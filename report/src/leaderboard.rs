@@ -112,7 +112,7 @@ impl Entry {
             dice_per_class: r.scores.dice_per_class.clone(),
             on_front: false,
             steps: r.steps,
-            teacher_steps: r.teachers.iter().map(|t| t.steps).sum(),
+            teacher_steps: r.teacher_steps(),
             pretrain_steps: r.code_pretrain_steps(),
         }
     }
