@@ -60,10 +60,10 @@ pub struct ExperimentSpec {
     /// The search space: parameter name to its values. Sweepable: lr, lrCritic, beta1,
     /// lrMinRatio, batchSize, wDis, disWarmupSteps, dClip, lambdaRate, rateWarmupSteps,
     /// codePretrainSteps, distill.weight (with hyper.distill), lrBitModel, model.codeChannels,
-    /// model.downsample, model.decoderWidth (the integer ones, batchSize, disWarmupSteps,
-    /// rateWarmupSteps, codePretrainSteps and the model's, by list or intRange). A parameter
-    /// that no variant of the Experiment uses is refused, and every value must make a valid
-    /// trial.
+    /// model.downsample, model.decoderWidth, model.encoderWidth (the integer ones, batchSize,
+    /// disWarmupSteps, rateWarmupSteps, codePretrainSteps and the model's, by list or
+    /// intRange). A parameter that no variant of the Experiment uses is refused, and every
+    /// value must make a valid trial.
     #[serde(default)]
     pub search: BTreeMap<String, SearchSpace>,
     #[serde(default)]

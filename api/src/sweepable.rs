@@ -117,6 +117,9 @@ pub const SWEEPABLE: &[Sweepable] = &[
     Sweepable::integer("model.decoderWidth", U32, Variant::has_compressor, |m, _, v| {
         m.decoder_width = Some(v as u32)
     }),
+    Sweepable::integer("model.encoderWidth", U32, Variant::has_compressor, |m, _, v| {
+        m.encoder_width = Some(v as u32)
+    }),
 ];
 
 /// The sweepable parameter called `name`.

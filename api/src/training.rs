@@ -197,6 +197,13 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = "MAX_DECODER_WIDTH"))]
     pub decoder_width: Option<u32>,
+    /// Width of C (D2-D4's compressor, the network that runs on the edge) at full resolution;
+    /// it doubles at each halving up to 4 times this, as in the small preset. More width
+    /// costs the edge device compute (per voxel, about the square of it) and not bits: the
+    /// code's size is `codeChannels` and `downsample`. D1 has no C and ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = "MAX_ENCODER_WIDTH"))]
+    pub encoder_width: Option<u32>,
     /// Volumes only: the training patch's sides (z, y, x), e.g. `[16, 64, 64]` for cardiac MR's
     /// few thick slices; each a multiple of C's downsampling factor. Default: an
     /// `inputSize` cube. Whole volumes are evaluated by sliding this window over them.
@@ -206,6 +213,10 @@ pub struct ModelSpec {
 
 /// C's downsampling factor f when `model.downsample` is not set (both presets).
 pub const DEFAULT_DOWNSAMPLE: u32 = 16;
+
+/// The widest `model.encoderWidth`: C is then 1,024 channels wide at the code, more than four
+/// times the paper preset's widest C (224).
+pub const MAX_ENCODER_WIDTH: u32 = 256;
 
 /// The widest `model.decoderWidth`: g is then 1,024 channels wide at the code, four times the
 /// paper preset's widest g.
@@ -354,6 +365,7 @@ impl ModelSpec {
             code_channels: None,
             width: None,
             decoder_width: None,
+            encoder_width: None,
             depth: None,
             patch: None,
         }
@@ -418,6 +430,16 @@ impl ModelSpec {
                 "model.decoderWidth",
                 w,
                 format!("must be 1 to {MAX_DECODER_WIDTH} (g reaches 4 times this at the code)"),
+            );
+        }
+        if let Some(w) = self
+            .encoder_width
+            .filter(|w| !(1..=MAX_ENCODER_WIDTH).contains(w))
+        {
+            p.push(
+                "model.encoderWidth",
+                w,
+                format!("must be 1 to {MAX_ENCODER_WIDTH} (C reaches 4 times this at the code)"),
             );
         }
         if let Some(d) = self.depth {

@@ -71,6 +71,22 @@ fn model_rules() {
         TrialSpec::from_yaml(&wide, "m.yaml").unwrap().model.decoder_width,
         Some(16)
     );
+    for bad in [0, 257] {
+        let text = MINIMAL.replace(
+            "{ inputSize: 128 }",
+            &format!("{{ inputSize: 128, encoderWidth: {bad} }}"),
+        );
+        let msg = TrialSpec::from_yaml(&text, "m.yaml").unwrap_err().to_string();
+        assert!(
+            msg.contains(&format!("model.encoderWidth = {bad}: must be 1 to 256")),
+            "{msg}"
+        );
+    }
+    let wide = MINIMAL.replace("{ inputSize: 128 }", "{ inputSize: 128, encoderWidth: 256 }");
+    assert_eq!(
+        TrialSpec::from_yaml(&wide, "m.yaml").unwrap().model.encoder_width,
+        Some(256)
+    );
 }
 
 #[test]

@@ -72,6 +72,10 @@ pub fn resolve(model: &ModelSpec, in_channels: usize, classes: usize) -> NetConf
         c.g_width = w as i64;
         c.g_max_width = 4 * w as i64;
     }
+    if let Some(w) = model.encoder_width {
+        c.c_width = w as i64;
+        c.c_max_width = 4 * w as i64;
+    }
     if let Some(d) = model.depth {
         c.s_depth = d as i64;
         c.d_depth = d as i64;
@@ -101,5 +105,26 @@ mod tests {
             ..b.clone()
         };
         assert_eq!(g_only, a);
+    }
+
+    /// `model.encoderWidth` sets C's width at full resolution and its cap four times that,
+    /// and leaves the code's size, g, s and D at the preset's.
+    #[test]
+    fn encoder_width_widens_c_only() {
+        let preset = ModelSpec::new(Preset::Paper, 128, 2);
+        let wide = ModelSpec {
+            encoder_width: Some(16),
+            ..preset.clone()
+        };
+        let (a, b) = (resolve(&preset, 3, 2), resolve(&wide, 3, 2));
+        assert_eq!((a.c_width, a.c_max_width), (32, 224));
+        assert_eq!((b.c_width, b.c_max_width), (16, 64));
+        let c_only = NetConfig {
+            c_width: a.c_width,
+            c_max_width: a.c_max_width,
+            ..b.clone()
+        };
+        assert_eq!(c_only, a);
+        assert_eq!(b.code_bits(), a.code_bits());
     }
 }
