@@ -223,23 +223,41 @@ pub fn patients(pairs: &[VolumePair]) -> Vec<&str> {
     patients
 }
 
-/// Splits pairs into training and validation by patient, so that no patient is in both: the
-/// patients in sorted order are cut into blocks of `val_patients` from the end, and block `fold`
-/// (0: the last `val_patients` patients, 1: the ones before them, ...) goes to validation with
-/// all their volumes. Disjoint folds are disjoint validation sets (patient-wise
-/// cross-validation); a fold past the first patient holds out nobody (callers bound it).
+/// How patients are dealt into validation folds of `val_patients` each; both count the patients
+/// in sorted order from the end, and both make `patients / val_patients` disjoint folds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FoldLayout {
+    /// Consecutive patients: fold 0 the last `val_patients`, fold 1 the ones before them, ...
+    #[default]
+    Blocks,
+    /// Every n-th patient, n the number of folds: fold k holds out the k-th, (k + n)-th, ...
+    /// from the end. Where ids are numbered by group (ACDC numbers its patients by diagnosis,
+    /// 20 to a group), blocks hold out mostly one group and interleaved folds every group.
+    Interleaved,
+}
+
+/// Splits pairs into training and validation by patient, so that no patient is in both: fold
+/// `fold` of `val_patients` patients, dealt as `layout` says, goes to validation with all their
+/// volumes. Disjoint folds are disjoint validation sets (patient-wise cross-validation); a fold
+/// past the last (`fold >= patients / val_patients`) holds out fewer or nobody (callers bound it).
 pub fn split_by_patient(
     pairs: &[VolumePair],
     val_patients: usize,
     fold: usize,
+    layout: FoldLayout,
 ) -> (Vec<VolumePair>, Vec<VolumePair>) {
-    let held: Vec<&str> = patients(pairs)
-        .iter()
-        .rev()
-        .skip(fold.saturating_mul(val_patients))
-        .take(val_patients)
-        .copied()
-        .collect();
+    let all = patients(pairs);
+    let from_end = all.iter().rev().copied();
+    let held: Vec<&str> = match layout {
+        FoldLayout::Blocks => from_end
+            .skip(fold.saturating_mul(val_patients))
+            .take(val_patients)
+            .collect(),
+        FoldLayout::Interleaved => {
+            let folds = (all.len() / val_patients.max(1)).max(1);
+            from_end.skip(fold).step_by(folds).take(val_patients).collect()
+        }
+    };
     pairs
         .iter()
         .cloned()
@@ -277,7 +295,7 @@ mod tests {
         }
         let pairs = list_pairs(root).unwrap();
         assert_eq!(pairs.len(), 3);
-        let (train, val) = split_by_patient(&pairs, 1, 0);
+        let (train, val) = split_by_patient(&pairs, 1, 0, FoldLayout::Blocks);
         let ids = |v: &[VolumePair]| v.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&val), ["patient002_frame01"], "the last patient is held out");
         assert_eq!(
@@ -434,7 +452,7 @@ mod tests {
             assert_eq!(image.geometry.sides, labels.geometry.sides, "{}", p.id);
             assert!(labels.labels.iter().all(|&c| c <= 3));
         }
-        let (train, val) = split_by_patient(&pairs, 4, 0);
+        let (train, val) = split_by_patient(&pairs, 4, 0, FoldLayout::Blocks);
         assert_eq!((train.len(), val.len()), (32, 8));
         for v in &val {
             assert!(
@@ -444,7 +462,7 @@ mod tests {
             );
         }
         // The next fold holds out the four patients before them: disjoint validation sets.
-        let (train1, val1) = split_by_patient(&pairs, 4, 1);
+        let (train1, val1) = split_by_patient(&pairs, 4, 1, FoldLayout::Blocks);
         assert_eq!((train1.len(), val1.len()), (32, 8));
         let patients = |v: &[VolumePair]| {
             let mut p: Vec<String> = v.iter().map(|p| patient_of(&p.id).to_string()).collect();
@@ -460,5 +478,68 @@ mod tests {
             ["patient039", "patient045", "patient052", "patient059"]
         );
         assert!(val.iter().all(|v| train1.iter().any(|t| t.id == v.id)));
+        // Interleaved folds take every fifth patient from the end: ACDC's ids run by diagnosis
+        // (001-020 dilated, 021-040 hypertrophic, 041-060 infarction, 061-080 normal), so
+        // every fold holds out a normal heart, and the dilated ones are spread over all five.
+        let (_, first) = split_by_patient(&pairs, 4, 0, FoldLayout::Interleaved);
+        assert_eq!(
+            patients(&first),
+            ["patient011", "patient028", "patient052", "patient068"]
+        );
+        for k in 0..5 {
+            let (_, val) = split_by_patient(&pairs, 4, k, FoldLayout::Interleaved);
+            let ids: Vec<u32> = patients(&val).iter().map(|p| p[7..].parse().unwrap()).collect();
+            assert!(ids.iter().any(|&i| i <= 20), "fold {k}: {ids:?}");
+            assert!(ids.iter().any(|&i| i > 60) || k == 4, "fold {k}: {ids:?}");
+        }
+    }
+
+    /// Pairs of `n` patients with two frames each, named like ACDC's (no files behind them).
+    fn named_pairs(n: usize) -> Vec<VolumePair> {
+        (1..=n)
+            .flat_map(|p| {
+                (1..=2).map(move |f| {
+                    let id = format!("patient{p:03}_frame{f:02}");
+                    VolumePair {
+                        image: PathBuf::from(format!("images/{id}.nii.gz")),
+                        labels: PathBuf::from(format!("labels/{id}.nii.gz")),
+                        id,
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Both layouts deal 22 patients into 5 disjoint folds of 4 that hold out every frame of a
+    /// patient together; blocks take neighbours, interleaved folds every fifth from the end;
+    /// the 2 patients left over (22 = 5 x 4 + 2) are never held out, in either layout.
+    #[test]
+    fn both_fold_layouts_make_disjoint_folds_of_whole_patients() {
+        let pairs = named_pairs(22);
+        let number = |v: &[VolumePair]| -> Vec<usize> {
+            let mut n: Vec<usize> = patients(v).iter().map(|p| p[7..].parse().unwrap()).collect();
+            n.sort();
+            n
+        };
+        for layout in [FoldLayout::Blocks, FoldLayout::Interleaved] {
+            let mut seen = Vec::new();
+            for k in 0..5 {
+                let (train, val) = split_by_patient(&pairs, 4, k, layout);
+                assert_eq!((train.len(), val.len()), (36, 8), "{layout:?} fold {k}");
+                let held = number(&val);
+                assert!(
+                    number(&train).iter().all(|p| !held.contains(p)),
+                    "{layout:?} fold {k}"
+                );
+                seen.extend(held);
+            }
+            seen.sort();
+            assert_eq!(seen, (3..=22).collect::<Vec<_>>(), "{layout:?}");
+        }
+        let fold = |k, layout| number(&split_by_patient(&pairs, 4, k, layout).1);
+        assert_eq!(fold(0, FoldLayout::Blocks), [19, 20, 21, 22]);
+        assert_eq!(fold(1, FoldLayout::Blocks), [15, 16, 17, 18]);
+        assert_eq!(fold(0, FoldLayout::Interleaved), [7, 12, 17, 22]);
+        assert_eq!(fold(4, FoldLayout::Interleaved), [3, 8, 13, 18]);
     }
 }

@@ -170,6 +170,28 @@ fn acdc_volumes_load_split_by_patient_and_train() {
         .unwrap()
         .to_string();
     assert!(err.contains("fold=3") && err.contains("fold 0 to 2"), "{err}");
+    // Interleaved folds of six patients (001, 002, 007, 008, 011, 013) in pairs: fold 0 takes
+    // the last and every third before it, where blocks take the last two.
+    let six = format!("file://{}?val=2&limit=12&downsample=1x2x2", root.display());
+    let held = |uri: String| {
+        let mut p: Vec<String> = VolumeSet::open(&uri)
+            .unwrap()
+            .val
+            .iter()
+            .map(|v| patient(&v.id))
+            .collect();
+        p.dedup();
+        p
+    };
+    assert_eq!(held(six.clone()), ["patient011", "patient013"]);
+    assert_eq!(
+        held(format!("{six}&folds=interleaved")),
+        ["patient007", "patient013"]
+    );
+    assert_eq!(
+        held(format!("{six}&folds=interleaved&fold=2")),
+        ["patient001", "patient008"]
+    );
     for v in &set.val {
         assert!(
             set.train.iter().all(|t| patient(&t.id) != patient(&v.id)),

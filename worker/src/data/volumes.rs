@@ -10,7 +10,9 @@
 //! structure at one size in voxels; see `orchestra_edge::resample`), and relabelled (`labelMap=0,1,1,2`: dataset class
 //! c becomes the c-th entry). The validation split holds out whole patients (`val` counts
 //! patients: ACDC's two frames of one patient are never split; `fold=k` holds out the k-th block of
-//! `val` patients counting from the end, for disjoint validation sets). Validation volumes keep their
+//! `val` patients counting from the end, for disjoint validation sets, or with `folds=interleaved`
+//! every n-th patient from the k-th, n the number of folds, so that folds mix datasets numbered by
+//! group, as ACDC is by diagnosis). Validation volumes keep their
 //! labels at the source resolution, so that Dice is scored on the scan as it was acquired.
 
 use std::path::{Path, PathBuf};
@@ -22,7 +24,7 @@ pub use orchestra_edge::preparation::{
 };
 use orchestra_edge::synthetic_volume::{heart3d, Heart3d};
 use orchestra_edge::volume::{LabelVolume, Volume, DEFAULT_MAX_VOXELS};
-use orchestra_edge::volume_dataset::{list_pairs, read_pair, split_by_patient, VolumePair};
+use orchestra_edge::volume_dataset::{list_pairs, read_pair, split_by_patient, FoldLayout, VolumePair};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -90,8 +92,10 @@ pub enum VolumeUri {
         location: String,
         /// Validation patients.
         val: Option<usize>,
-        /// Which block of `val` patients is held out (0: the last ones).
+        /// Which fold of `val` patients is held out (0: the last ones), and how patients are
+        /// dealt into folds (`folds=blocks`, the default, or `folds=interleaved`).
         fold: usize,
+        layout: FoldLayout,
         classes: Option<usize>,
         limit: Option<usize>,
         factor: [usize; 3],
@@ -158,6 +162,11 @@ impl VolumeUri {
         }
         let val = q.number("val")?.map(|v| v as usize);
         let fold = q.number("fold")?.unwrap_or(0) as usize;
+        let layout = match q.text("folds").as_deref() {
+            None | Some("blocks") => FoldLayout::Blocks,
+            Some("interleaved") => FoldLayout::Interleaved,
+            Some(other) => return Err(q.bad(format!("folds={other:?}: expected blocks or interleaved"))),
+        };
         let classes = q.number("classes")?.map(|v| v as usize);
         let limit = q.number("limit")?.map(|v| v as usize);
         let factor = sides_of(q, "downsample", [1, 1, 1], 1)?;
@@ -215,6 +224,7 @@ impl VolumeUri {
             location,
             val,
             fold,
+            layout,
             classes,
             limit,
             factor,
@@ -274,6 +284,7 @@ impl VolumeSet {
                 location,
                 val,
                 fold,
+                layout,
                 classes,
                 limit,
                 factor,
@@ -289,7 +300,7 @@ impl VolumeSet {
                 load_folder(
                     &root,
                     uri,
-                    (val, fold),
+                    (val, fold, layout),
                     classes,
                     limit,
                     (factor, spacing),
@@ -306,7 +317,7 @@ impl VolumeSet {
 fn load_folder(
     root: &Path,
     uri: &str,
-    (val, fold): (Option<usize>, usize),
+    (val, fold, layout): (Option<usize>, usize, FoldLayout),
     classes: Option<usize>,
     limit: Option<usize>,
     (factor, spacing): ([usize; 3], Option<[f32; 3]>),
@@ -327,7 +338,7 @@ fn load_folder(
     if pairs.is_empty() {
         return Err(DataError::Empty(root.to_path_buf()));
     }
-    let (train_pairs, val_pairs) = split_folder(&pairs, uri, val, fold)?;
+    let (train_pairs, val_pairs) = split_folder(&pairs, uri, val, (fold, layout))?;
     let read = |p: &VolumePair| read_pair(p, DEFAULT_MAX_VOXELS, label_map).map_err(volume_error);
     let mut train_raw = Vec::with_capacity(train_pairs.len());
     for p in &train_pairs {
@@ -375,14 +386,14 @@ fn load_folder(
     })
 }
 
-/// Splits a folder's pairs by patient: `val` patients (a fifth by default) in block `fold`
-/// counting from the end are held out; a split that leaves nobody to train on, or a fold past
-/// the first patient, is an error naming the numbers.
+/// Splits a folder's pairs by patient: `val` patients (a fifth by default) in fold `fold`,
+/// dealt by `layout` counting from the end, are held out; a split that leaves nobody to train
+/// on, or a fold past the last, is an error naming the numbers.
 fn split_folder(
     pairs: &[VolumePair],
     uri: &str,
     val: Option<usize>,
-    fold: usize,
+    (fold, layout): (usize, FoldLayout),
 ) -> Result<(Vec<VolumePair>, Vec<VolumePair>), DataError> {
     let patients = orchestra_edge::volume_dataset::patients(pairs).len();
     let val_patients = val.unwrap_or((patients / 5).max(1));
@@ -402,7 +413,7 @@ fn split_folder(
             ),
         });
     }
-    Ok(split_by_patient(pairs, val_patients, fold))
+    Ok(split_by_patient(pairs, val_patients, fold, layout))
 }
 
 type RawVolumes = [(String, (Volume, LabelVolume))];
@@ -516,7 +527,15 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match VolumeUri::parse("file:///data/acdc?val=4&fold=2").unwrap() {
-            VolumeUri::Folder { val, fold, .. } => assert_eq!((val, fold), (Some(4), 2)),
+            VolumeUri::Folder {
+                val, fold, layout, ..
+            } => assert_eq!((val, fold, layout), (Some(4), 2, FoldLayout::Blocks)),
+            other => panic!("{other:?}"),
+        }
+        match VolumeUri::parse("file:///data/acdc?val=4&fold=3&folds=interleaved").unwrap() {
+            VolumeUri::Folder { fold, layout, .. } => {
+                assert_eq!((fold, layout), (3, FoldLayout::Interleaved))
+            }
             other => panic!("{other:?}"),
         }
         match VolumeUri::parse("file:///data/acdc?spacing=10x1.5x1.25").unwrap() {
@@ -531,6 +550,10 @@ mod tests {
             ("synthetic://heart3d?n=4&val=4", "validation"),
             ("file:///d?downsample=1x9x2", "factors must be 1..=8"),
             ("file:///d?intensity=pet", "expected mr, ct or none"),
+            (
+                "file:///d?folds=random",
+                "folds=\"random\": expected blocks or interleaved",
+            ),
             ("file:///d?labelMap=0,x", "labelMap"),
             ("file:///d?slices=3", "unknown parameter \"slices\""),
             ("file:///d?spacing=10x1.5", "three voxel spacings"),
