@@ -422,25 +422,18 @@ impl ModelSpec {
         if self.width == Some(0) {
             p.push("model.width", 0, "must be at least 1");
         }
-        if let Some(w) = self
-            .decoder_width
-            .filter(|w| !(1..=MAX_DECODER_WIDTH).contains(w))
-        {
-            p.push(
-                "model.decoderWidth",
-                w,
-                format!("must be 1 to {MAX_DECODER_WIDTH} (g reaches 4 times this at the code)"),
-            );
-        }
-        if let Some(w) = self
-            .encoder_width
-            .filter(|w| !(1..=MAX_ENCODER_WIDTH).contains(w))
-        {
-            p.push(
-                "model.encoderWidth",
-                w,
-                format!("must be 1 to {MAX_ENCODER_WIDTH} (C reaches 4 times this at the code)"),
-            );
+        // g's and C's widths: each doubles towards the code up to 4 times the value.
+        for (field, width, max, net) in [
+            ("model.decoderWidth", self.decoder_width, MAX_DECODER_WIDTH, "g"),
+            ("model.encoderWidth", self.encoder_width, MAX_ENCODER_WIDTH, "C"),
+        ] {
+            if let Some(w) = width.filter(|w| !(1..=max).contains(w)) {
+                p.push(
+                    field,
+                    w,
+                    format!("must be 1 to {max} ({net} reaches 4 times this at the code)"),
+                );
+            }
         }
         if let Some(d) = self.depth {
             if d == 0 || (1u64 << d.min(31)) > self.input_size as u64 {
