@@ -236,10 +236,16 @@ pub enum FoldLayout {
     Interleaved,
 }
 
+/// How many disjoint validation folds of `val_patients` each `patients` make (both layouts; the
+/// patients left over after the last fold are never held out). Callers bound a fold index by it.
+pub fn fold_count(patients: usize, val_patients: usize) -> usize {
+    patients / val_patients.max(1)
+}
+
 /// Splits pairs into training and validation by patient, so that no patient is in both: fold
 /// `fold` of `val_patients` patients, dealt as `layout` says, goes to validation with all their
 /// volumes. Disjoint folds are disjoint validation sets (patient-wise cross-validation); a fold
-/// past the last (`fold >= patients / val_patients`) holds out fewer or nobody (callers bound it).
+/// past the last (`fold >= fold_count(..)`) holds out fewer or nobody (callers bound it).
 pub fn split_by_patient(
     pairs: &[VolumePair],
     val_patients: usize,
@@ -254,7 +260,7 @@ pub fn split_by_patient(
             .take(val_patients)
             .collect(),
         FoldLayout::Interleaved => {
-            let folds = (all.len() / val_patients.max(1)).max(1);
+            let folds = fold_count(all.len(), val_patients).max(1);
             from_end.skip(fold).step_by(folds).take(val_patients).collect()
         }
     };
@@ -521,9 +527,10 @@ mod tests {
             n.sort();
             n
         };
+        assert_eq!(fold_count(22, 4), 5);
         for layout in [FoldLayout::Blocks, FoldLayout::Interleaved] {
             let mut seen = Vec::new();
-            for k in 0..5 {
+            for k in 0..fold_count(22, 4) {
                 let (train, val) = split_by_patient(&pairs, 4, k, layout);
                 assert_eq!((train.len(), val.len()), (36, 8), "{layout:?} fold {k}");
                 let held = number(&val);

@@ -24,7 +24,9 @@ pub use orchestra_edge::preparation::{
 };
 use orchestra_edge::synthetic_volume::{heart3d, Heart3d};
 use orchestra_edge::volume::{LabelVolume, Volume, DEFAULT_MAX_VOXELS};
-use orchestra_edge::volume_dataset::{list_pairs, read_pair, split_by_patient, FoldLayout, VolumePair};
+use orchestra_edge::volume_dataset::{
+    fold_count, list_pairs, read_pair, split_by_patient, FoldLayout, VolumePair,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -403,13 +405,13 @@ fn split_folder(
             reason: format!("val={val_patients} patients leaves none to train on out of {patients}"),
         });
     }
-    if (fold + 1).saturating_mul(val_patients) > patients {
+    let folds = fold_count(patients, val_patients);
+    if fold >= folds {
         return Err(DataError::Split {
             uri: orchestra_api::redact(uri),
             reason: format!(
-                "fold={fold}: {patients} patients make {} folds of val={val_patients} (fold 0 to {})",
-                patients / val_patients,
-                patients / val_patients - 1
+                "fold={fold}: {patients} patients make {folds} folds of val={val_patients} (fold 0 to {})",
+                folds - 1
             ),
         });
     }
