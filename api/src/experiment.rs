@@ -59,10 +59,10 @@ pub struct ExperimentSpec {
     pub hyper: Hyper,
     /// The search space: parameter name to its values. Sweepable: lr, lrCritic, beta1,
     /// lrMinRatio, batchSize, wDis, disWarmupSteps, dClip, lambdaRate, rateWarmupSteps,
-    /// codePretrainSteps, distill.weight (with hyper.distill), lrBitModel, model.codeChannels,
-    /// model.downsample, model.decoderWidth, model.encoderWidth (the integer ones, batchSize,
-    /// disWarmupSteps, rateWarmupSteps, codePretrainSteps and the model's, by list or
-    /// intRange). A parameter that no variant of the Experiment uses is refused, and every
+    /// codePretrainSteps, reconstructionWeight, distill.weight (with hyper.distill), lrBitModel,
+    /// model.codeChannels, model.downsample, model.decoderWidth, model.encoderWidth (the integer
+    /// ones, batchSize, disWarmupSteps, rateWarmupSteps, codePretrainSteps and the model's, by
+    /// list or intRange). A parameter that no variant of the Experiment uses is refused, and every
     /// value must make a valid trial.
     #[serde(default)]
     pub search: BTreeMap<String, SearchSpace>,

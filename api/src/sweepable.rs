@@ -99,6 +99,9 @@ pub const SWEEPABLE: &[Sweepable] = &[
         Variant::has_compressor,
         |_, h, v| h.code_pretrain_steps = v as u64,
     ),
+    Sweepable::real("reconstructionWeight", Variant::has_compressor, |_, h, v| {
+        h.reconstruction_weight = v
+    }),
     // Only with hyper.distill set (validation says so otherwise).
     Sweepable::real("distill.weight", Variant::has_compressor, |_, h, v| {
         if let Some(d) = h.distill.as_mut() {

@@ -301,6 +301,12 @@ pub struct Hyper {
     /// D1 trials ignore it.
     #[serde(skip_serializing_if = "is_zero")]
     pub code_pretrain_steps: u64,
+    /// Compressing variants (D2-D4) keep the code pre-training's objective during their own
+    /// steps: C and g also minimise this weight times the same pixel MSE between g's map and the
+    /// image, so that g's map stays image-like for a segmentor warm-started from a D1 instead
+    /// of drifting to whatever s learns to read. 0 (default): no such term. D1 trials ignore it.
+    #[serde(skip_serializing_if = "is_zero_weight")]
+    pub reconstruction_weight: f64,
     /// Compressing variants (D2-D4) start from a finished trial's weights instead of random
     /// ones: every tensor whose name and shape match (from a D1, its segmentor and critic but
     /// for s's first layer, which reads the image's channels). `trial:<name>` for a trial of
@@ -326,6 +332,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_zero_weight(w: &f64) -> bool {
+    *w == 0.0
+}
+
 impl Default for Hyper {
     fn default() -> Self {
         Hyper {
@@ -344,6 +354,7 @@ impl Default for Hyper {
             lambda_rate: 0.05,
             rate_warmup_steps: 0,
             code_pretrain_steps: 0,
+            reconstruction_weight: 0.0,
             warm_start: None,
             distill: None,
             d_clip: 0.05,
@@ -499,7 +510,11 @@ impl Hyper {
         if !(0.0..=1.0).contains(&self.lr_min_ratio) {
             p.push("hyper.lrMinRatio", self.lr_min_ratio, "must be in [0, 1]");
         }
-        for (name, v) in [("hyper.wDis", self.w_dis), ("hyper.lambdaRate", self.lambda_rate)] {
+        for (name, v) in [
+            ("hyper.wDis", self.w_dis),
+            ("hyper.lambdaRate", self.lambda_rate),
+            ("hyper.reconstructionWeight", self.reconstruction_weight),
+        ] {
             if !(v.is_finite() && v >= 0.0) {
                 p.push(name, v, "must be a finite number >= 0");
             }

@@ -95,6 +95,10 @@ fn each_rule_names_field_value_and_reason() {
             vec!["spec.hyper.batchSize = 0: must be at least 1"],
         ),
         (
+            "  hyper: { reconstructionWeight: -0.5 }\n",
+            vec!["spec.hyper.reconstructionWeight = -0.5: must be a finite number >= 0"],
+        ),
+        (
             "  resources: { cpu: '1', memory: 1Gi, gpus: 1 }\n",
             vec!["spec.device = cpu: resources.gpus > 0 needs device: cuda"],
         ),
@@ -190,6 +194,10 @@ fn swept_values_that_make_invalid_trials_are_refused_by_the_trials_own_rules() {
         (
             "  search: { lambdaRate: { type: list, values: [0.1, -1] } }\n",
             vec!["spec.search.lambdaRate = -1: gives an invalid trial: hyper.lambdaRate"],
+        ),
+        (
+            "  search: { reconstructionWeight: { type: list, values: [0, -2] } }\n",
+            vec!["spec.search.reconstructionWeight = -2: gives an invalid trial: hyper.reconstructionWeight"],
         ),
         (
             "  search: { model.downsample: { type: intRange, min: 2, max: 4 } }\n",

@@ -55,6 +55,8 @@ pub struct Forward {
     pub activations: Option<Tensor>,
     /// The binary code in {-1, +1} (None for D1).
     pub bits: Option<Tensor>,
+    /// g's map, what s reads (None for D1, whose s reads the image).
+    pub features: Option<Tensor>,
     /// S's class probabilities.
     pub probs: Tensor,
 }
@@ -236,35 +238,42 @@ impl Model {
 
     /// Code -> class probabilities (g, s).
     pub fn segment_bits(&self, bits: &Tensor, train: bool) -> Tensor {
+        let features = self.features(bits, train);
+        nn::ModuleT::forward_t(&self.segmentor, &features, train)
+    }
+
+    /// Code -> g's map.
+    fn features(&self, bits: &Tensor, train: bool) -> Tensor {
         let g = self
             .reconstructor
             .as_ref()
-            .expect("segment_bits needs a compressing variant");
-        let features = nn::ModuleT::forward_t(g, bits, train);
-        nn::ModuleT::forward_t(&self.segmentor, &features, train)
+            .expect("g runs only in a compressing variant");
+        nn::ModuleT::forward_t(g, bits, train)
     }
 
     /// Image -> code -> g's map (C, binarization, g): what s reads. None for D1.
     pub fn rebuild(&self, images: &Tensor, train: bool) -> Option<Tensor> {
         let (_, bits) = self.encode(images, train)?;
-        let g = self.reconstructor.as_ref()?;
-        Some(nn::ModuleT::forward_t(g, &bits, train))
+        Some(self.features(&bits, train))
     }
 
     /// The full C + S pass the variant runs.
     pub fn forward(&self, images: &Tensor, train: bool) -> Forward {
         match self.encode(images, train) {
             Some((activations, bits)) => {
-                let probs = self.segment_bits(&bits, train);
+                let features = self.features(&bits, train);
+                let probs = nn::ModuleT::forward_t(&self.segmentor, &features, train);
                 Forward {
                     activations: Some(activations),
                     bits: Some(bits),
+                    features: Some(features),
                     probs,
                 }
             }
             None => Forward {
                 activations: None,
                 bits: None,
+                features: None,
                 probs: nn::ModuleT::forward_t(&self.segmentor, images, train),
             },
         }

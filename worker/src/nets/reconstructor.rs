@@ -1,7 +1,8 @@
 //! g, the feature-reconstruction layers in the cloud: upsampling convs from the code to a
 //! single-channel (or few-channel) map at the segmentor's input size. They are trained for
 //! segmentation and do not try to reconstruct the image, but for an optional autoencoder
-//! pre-training before the trial's steps (`hyper.codePretrainSteps`).
+//! pre-training before the trial's steps (`hyper.codePretrainSteps`) and an optional
+//! reconstruction term beside the segmentation loss (`hyper.reconstructionWeight`).
 
 use tch::nn::ModuleT;
 use tch::{nn, Tensor};

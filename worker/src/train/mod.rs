@@ -4,6 +4,7 @@ pub mod adam;
 pub mod autocast;
 pub mod model_sources;
 pub mod progress;
+pub mod reconstruction_loss;
 pub mod run;
 pub mod schedule;
 pub mod seg_loss;

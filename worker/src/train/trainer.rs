@@ -1,7 +1,8 @@
 //! One trial's training state and its alternating updates.
 //!
 //! Each step: one C+S update with D frozen (C, g, s minimise loss_seg + w_dis * loss_dis, plus
-//! lambda * loss_cr for D4; q fits the code's statistics), then one D update with C and S
+//! lambda * loss_cr for D4, and the distillation and reconstruction terms where the trial
+//! asks for them; q fits the code's statistics), then one D update with C and S
 //! frozen (D maximises loss_dis on the same batch's detached prediction; weights clipped).
 //! Every random draw of a step derives from (seed, step), so a run resumed from a checkpoint
 //! repeats the uninterrupted run exactly on the CPU.
@@ -17,6 +18,7 @@ use tch::{Device, Kind, Tensor};
 use super::adam::Adam;
 use super::autocast::with_precision;
 use super::model_sources::{load_sources, warm_start};
+use super::reconstruction_loss::reconstruction_loss;
 use super::schedule::{learning_rate, ramp};
 use super::seg_loss::{distill_loss, seg_loss};
 use crate::data::patches::{extract, PatchSampler};
@@ -27,7 +29,7 @@ use crate::dist::{
 };
 use crate::eval::Evaluation;
 use crate::nets::critic::Critic;
-use crate::nets::{rng, Group, Model};
+use crate::nets::{rng, Forward, Group, Model};
 use crate::store::checkpoint::Checkpoint;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,9 @@ pub struct StepMetrics {
     /// The distillation term, unweighted (with hyper.distill; its loss says how it compares).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loss_distill: Option<f64>,
+    /// g's map against the image (pixel MSE), unweighted (with hyper.reconstructionWeight).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_reconstruction: Option<f64>,
     pub lr: f64,
     pub w_dis: f64,
     /// The rate loss's weight at this step (D4; ramps up over rateWarmupSteps).
@@ -341,8 +346,8 @@ impl Trainer {
         let at = self.step_settings();
         let (main_sums, kept) = self.update_compressor_and_segmentor(&at)?;
         let critic_sum = self.update_critic(&at, &kept)?;
-        let [seg, dis, rate, distill] = main_sums;
-        self.finish_step(&at, [seg, dis, rate, critic_sum, distill])
+        let [seg, dis, rate, distill, rebuilt] = main_sums;
+        self.finish_step(&at, [seg, dis, rate, critic_sum, distill, rebuilt])
     }
 
     /// This step's learning rate, critic weight and micro-batch count.
@@ -360,16 +365,17 @@ impl Trainer {
     }
 
     /// The C+S update with D frozen: gradients flow through D into S, but D is not updated.
-    /// The sums over micro-batches of loss_seg, loss_dis, loss_rate and loss_distill, and each
-    /// micro-batch's detached predictions with their targets for the critic's update.
+    /// The sums over micro-batches of loss_seg, loss_dis, loss_rate, loss_distill and
+    /// loss_reconstruction, and each micro-batch's detached predictions with their targets for
+    /// the critic's update.
     fn update_compressor_and_segmentor(
         &mut self,
         at: &StepSettings,
-    ) -> Result<([f64; 4], Predictions), TrainError> {
+    ) -> Result<([f64; 5], Predictions), TrainError> {
         let h = self.spec.hyper.clone();
         let (step, micro) = (at.step, at.micro);
         let first_shard = self.comm.rank() * micro;
-        let mut sums = [0.0f64; 4];
+        let mut sums = [0.0f64; 5];
         self.model.set_trainable(Group::Critic, false);
         self.main.zero_grad();
         if let Some(b) = self.bits.as_mut() {
@@ -410,18 +416,7 @@ impl Trainer {
                 sums[3] += l.double_value(&[]);
                 terms.push(l * *weight);
             }
-            if let (Some(q), Some(x), Some(b)) = (&self.model.bit_model, &fwd.activations, &fwd.bits) {
-                // q and the rate loss in fp32 (a bit's cost is a small difference of logs).
-                let (x, b) = (x.to_kind(Kind::Float), b.detach().to_kind(Kind::Float));
-                // q is fitted to the code in every compressing variant (so that every variant's
-                // code can be entropy coded); only D4 pushes the rate gradient into C.
-                let fit = q.expected_bits(&x.detach(), &b, false).mean(Kind::Float);
-                sums[2] += fit.double_value(&[]);
-                terms.push(fit);
-                if self.spec.variant.has_rate_loss() {
-                    terms.push(q.expected_bits(&x, &b, true).mean(Kind::Float) * at.lambda_rate);
-                }
-            }
+            terms.extend(self.code_terms(at, &images, &fwd, &mut sums));
             (Tensor::stack(&terms, 0).sum(Kind::Float) / micro as f64).backward();
             per_micro_stats.collect();
             kept.push((probs.detach(), target));
@@ -438,6 +433,38 @@ impl Trainer {
         }
         self.model.set_trainable(Group::Critic, true);
         Ok((sums, kept))
+    }
+
+    /// The objective's terms on the code (none for D1): q's fit to the bits, D4's rate loss and
+    /// with hyper.reconstructionWeight g's map against the image; their values added to `sums`
+    /// (loss_rate at 2, loss_reconstruction at 4).
+    fn code_terms(
+        &self,
+        at: &StepSettings,
+        images: &Tensor,
+        fwd: &Forward,
+        sums: &mut [f64; 5],
+    ) -> Vec<Tensor> {
+        let mut terms = Vec::new();
+        if let (Some(q), Some(x), Some(b)) = (&self.model.bit_model, &fwd.activations, &fwd.bits) {
+            // q and the rate loss in fp32 (a bit's cost is a small difference of logs).
+            let (x, b) = (x.to_kind(Kind::Float), b.detach().to_kind(Kind::Float));
+            // q is fitted to the code in every compressing variant (so that every variant's
+            // code can be entropy coded); only D4 pushes the rate gradient into C.
+            let fit = q.expected_bits(&x.detach(), &b, false).mean(Kind::Float);
+            sums[2] += fit.double_value(&[]);
+            terms.push(fit);
+            if self.spec.variant.has_rate_loss() {
+                terms.push(q.expected_bits(&x, &b, true).mean(Kind::Float) * at.lambda_rate);
+            }
+        }
+        let weight = self.spec.hyper.reconstruction_weight;
+        if let (true, Some(features)) = (weight > 0.0, &fwd.features) {
+            let l = reconstruction_loss(features, images, self.model.config.g_out);
+            sums[4] += l.double_value(&[]);
+            terms.push(l * weight);
+        }
+        terms
     }
 
     /// The D update with C and S frozen (the predictions `kept` are detached); the sum of the
@@ -472,9 +499,9 @@ impl Trainer {
     }
 
     /// After both updates: the ranks' running statistics and losses averaged, the divergence
-    /// check, the step counted. `sums` are loss_seg, loss_dis, loss_rate, loss_critic and
-    /// loss_distill summed over this rank's micro-batches.
-    fn finish_step(&mut self, at: &StepSettings, sums: [f64; 5]) -> Result<StepMetrics, TrainError> {
+    /// check, the step counted. `sums` are loss_seg, loss_dis, loss_rate, loss_critic,
+    /// loss_distill and loss_reconstruction summed over this rank's micro-batches.
+    fn finish_step(&mut self, at: &StepSettings, sums: [f64; 6]) -> Result<StepMetrics, TrainError> {
         // Each rank normalised by its own batch statistics; the running statistics used at
         // evaluation are averaged so that every rank holds the same model.
         let buffers: Vec<Tensor> = self.model.buffers().into_iter().map(|(_, t)| t).collect();
@@ -501,6 +528,7 @@ impl Trainer {
             loss_rate: has_code.then_some(mean[2]),
             loss_critic: self.critic.is_some().then_some(mean[3]),
             loss_distill: self.teacher.is_some().then_some(mean[4]),
+            loss_reconstruction: (has_code && self.spec.hyper.reconstruction_weight > 0.0).then_some(mean[5]),
             lr: at.lr,
             w_dis: at.w_dis,
             lambda_rate: self.spec.variant.has_rate_loss().then_some(at.lambda_rate),

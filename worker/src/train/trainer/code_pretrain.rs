@@ -9,12 +9,13 @@
 //! first steps (the same sampler and augmentation), and every random draw derives from
 //! (seed, step), so a run that is interrupted before its first checkpoint repeats it exactly.
 
-use tch::{Kind, Reduction, Tensor};
+use tch::{Kind, Tensor};
 
 use super::{mix, shard_purpose, MicroBatchStatistics, TrainError, Trainer};
 use crate::dist::buckets::mean_scalars;
 use crate::nets::rng;
 use crate::train::autocast::with_precision;
+use crate::train::reconstruction_loss::reconstruction_loss;
 
 /// The seed purpose of the pre-training's binarization noise (apart from the steps' own).
 const PRETRAIN_PURPOSE: u64 = 9;
@@ -25,17 +26,6 @@ const PRETRAIN_PURPOSE: u64 = 9;
 pub struct PretrainLosses {
     pub first: f64,
     pub last: f64,
-}
-
-/// What g is asked to rebuild: the image itself when g has as many output channels as the
-/// image, else the mean over its channels (the small and paper presets give g one channel, so
-/// an RGB image becomes its grey level).
-fn reconstruction_target(images: &Tensor, g_out: i64) -> Tensor {
-    if images.size()[1] == g_out {
-        images.shallow_clone()
-    } else {
-        images.mean_dim(1, true, Kind::Float)
-    }
 }
 
 impl Trainer {
@@ -91,7 +81,7 @@ impl Trainer {
             let rebuilt = with_precision(h.precision, self.device, || self.model.rebuild(&images, true))
                 .expect("a compressing variant")
                 .to_kind(Kind::Float);
-            let loss = rebuilt.mse_loss(&reconstruction_target(&images, g_out), Reduction::Mean);
+            let loss = reconstruction_loss(&rebuilt, &images, g_out);
             sum += loss.double_value(&[]);
             (loss / micro as f64).backward();
             per_micro_stats.collect();
@@ -112,23 +102,5 @@ impl Trainer {
             });
         }
         Ok(mean[0])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tch::Device;
-
-    /// A grey image is its own target; an RGB image's is its grey level, for g's one channel.
-    #[test]
-    fn g_rebuilds_the_image_or_its_grey_level() {
-        let grey = Tensor::rand([2, 1, 4, 4], (Kind::Float, Device::Cpu));
-        assert!(reconstruction_target(&grey, 1).equal(&grey));
-        let rgb = Tensor::cat(&[grey.shallow_clone(), &grey * 2.0, &grey * 3.0], 1);
-        let target = reconstruction_target(&rgb, 1);
-        assert_eq!(target.size(), [2, 1, 4, 4]);
-        assert!(target.allclose(&(&grey * 2.0), 1e-6, 1e-6, false));
-        assert!(reconstruction_target(&rgb, 3).equal(&rgb));
     }
 }
