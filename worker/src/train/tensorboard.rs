@@ -30,6 +30,8 @@ pub fn step_scalars(m: &StepMetrics, images_per_second: f64) -> Vec<(&'static st
     v.extend(m.loss_dis.map(|x| ("loss/dis", x)));
     v.extend(m.loss_rate.map(|x| ("loss/rate", x)));
     v.extend(m.loss_critic.map(|x| ("loss/critic", x)));
+    v.extend(m.loss_distill.map(|x| ("loss/distill", x)));
+    v.extend(m.loss_reconstruction.map(|x| ("loss/reconstruction", x)));
     v.extend([
         ("train/lr", m.lr),
         ("train/w_dis", m.w_dis),
