@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::algorithm::{Algorithm, Sampling};
 use crate::model_source::ModelSource;
 use crate::sweepable::{sweepable, Sweepable, SWEEPABLE};
-use crate::training::{DeviceKind, Hyper, ModelSpec, Variant};
+use crate::training::{is_zero, DeviceKind, Hyper, ModelSpec, Variant};
 use crate::trial_spec::TrialSpec;
 use crate::validation::{Problem, Problems, ValidationError};
 
@@ -415,10 +415,6 @@ pub struct ExperimentStatus {
     /// With early stopping: per rung, how many trials reached it and how many wait there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rungs: Vec<RungOccupancy>,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 /// One rung of the search as the Experiment's status shows it.

@@ -305,7 +305,7 @@ pub struct Hyper {
     /// steps: C and g also minimise this weight times the same pixel MSE between g's map and the
     /// image, so that g's map stays image-like for a segmentor warm-started from a D1 instead
     /// of drifting to whatever s learns to read. 0 (default): no such term. D1 trials ignore it.
-    #[serde(skip_serializing_if = "is_zero_weight")]
+    #[serde(skip_serializing_if = "is_zero")]
     pub reconstruction_weight: f64,
     /// Compressing variants (D2-D4) start from a finished trial's weights instead of random
     /// ones: every tensor whose name and shape match (from a D1, its segmentor and critic but
@@ -328,12 +328,9 @@ pub struct Hyper {
     pub precision: Precision,
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-fn is_zero_weight(w: &f64) -> bool {
-    *w == 0.0
+/// A field at its type's zero (0, 0.0): serde leaves such optional knobs out of what it writes.
+pub(crate) fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl Default for Hyper {

@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::training::{DeviceKind, Hyper, ModelSpec, Variant};
+use crate::training::{is_zero, DeviceKind, Hyper, ModelSpec, Variant};
 use crate::trial_result::{RungScore, TrialResult};
 use crate::validation::{Problems, ValidationError};
 
@@ -191,8 +191,4 @@ pub struct TrialStatus {
     /// The rungs of the search the trial reached, lowest first, each with its scores there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rungs: Vec<RungScore>,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }

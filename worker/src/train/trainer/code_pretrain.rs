@@ -9,7 +9,7 @@
 //! first steps (the same sampler and augmentation), and every random draw derives from
 //! (seed, step), so a run that is interrupted before its first checkpoint repeats it exactly.
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::{mix, shard_purpose, MicroBatchStatistics, TrainError, Trainer};
 use crate::dist::buckets::mean_scalars;
@@ -79,8 +79,7 @@ impl Trainer {
             let (images, _) = self.shard_batch(step, shard);
             rng::reseed(mix(self.spec.seed, step, shard_purpose(PRETRAIN_PURPOSE, shard)));
             let rebuilt = with_precision(h.precision, self.device, || self.model.rebuild(&images, true))
-                .expect("a compressing variant")
-                .to_kind(Kind::Float);
+                .expect("a compressing variant");
             let loss = reconstruction_loss(&rebuilt, &images, g_out);
             sum += loss.double_value(&[]);
             (loss / micro as f64).backward();
